@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine: `make repro` (pipeline) and `make test` (tests).
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install repro test bench lock clean-venv
+
+install: $(STAMP)
+
+# torch first, pinned, so pip takes the local wheel instead of resolving a CUDA build from scratch;
+# everything else under the lock file as a constraint so nothing backtracks.
+$(STAMP): pyproject.toml requirements/lock.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c requirements/lock.txt torch torchvision
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[test]'
+	@touch $(STAMP)
+
+repro: install
+	$(VENV)/bin/dvc repro
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_injection.py
+
+lock: install
+	@{ head -2 requirements/lock.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^dhs'; } > requirements/lock.tmp && mv requirements/lock.tmp requirements/lock.txt
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,10 @@
+"""The Phase 4c stamp contract: schema, stamp codec and dataset validation."""
+
+from dhs.contract.codec import BAND_KEYS, StampError, decode_stamp, encode_stamp
+from dhs.contract.schema import Contract, load_contract
+from dhs.contract.validate import Problem, ValidationReport, validate
+
+__all__ = [
+    "BAND_KEYS", "StampError", "decode_stamp", "encode_stamp",
+    "Contract", "load_contract", "Problem", "ValidationReport", "validate",
+]

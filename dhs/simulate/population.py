@@ -1,0 +1,188 @@
+"""The simulated survey's population: sky regions, bricks, observing conditions, hosts, labels
+and injection parameters. Pure numpy, seeded; no pixels here.
+
+Layout: ``n_regions`` connected groups of DR10-sized bricks (0.25 deg). Conditions (PSF, depth,
+E(B-V)) are per brick, as in the bricks table; hosts sit at random positions inside bricks.
+Splits are assigned per region from a salted hash, ordered and cut at the target fractions so
+that no region (and so no brick or host) is in two splits, and every split is non-empty.
+
+Labels are drawn independently of everything else, so injections and controls share the host
+and conditions distributions (pitfall 9); in ``paired`` mode each host yields one control and
+one injection with the same noise realisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from dhs import PIPELINE_VERSION
+from dhs.simulate.config import SimConfig
+from dhs.simulate.priors import sample_prior
+
+BRICK_SIZE_DEG = 0.25
+AB_ZP_NMGY = 22.5
+
+
+def mag_to_nmgy(mag: np.ndarray) -> np.ndarray:
+    return 10.0 ** (-0.4 * (np.asarray(mag, float) - AB_ZP_NMGY))
+
+
+def dr10_brickname(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
+    """DR10-style brick names 'RRRRpDDD' / 'RRRRmDDD' (RA and |Dec| in units of 0.1 deg)."""
+    ra10 = np.floor(np.asarray(ra_deg) * 10).astype(int) % 3600
+    dec10 = np.floor(np.abs(np.asarray(dec_deg)) * 10).astype(int)
+    sign = np.where(np.asarray(dec_deg) >= 0, "p", "m")
+    return np.array([f"{r:04d}{s}{d:03d}" for r, s, d in zip(ra10, sign, dec10)])
+
+
+def assign_region_splits(region_ids: np.ndarray, fractions: dict[str, float], salt: str) -> dict[int, str]:
+    """Region -> split by a salted hash order cut at the target fractions (each split >= 1 region)."""
+    ids = sorted(int(r) for r in region_ids)
+    key = {r: hashlib.sha256(f"{salt}:{r}".encode()).hexdigest() for r in ids}
+    order = sorted(ids, key=key.__getitem__)
+    n = len(order)
+    n_val = max(1, int(round(fractions["val"] * n)))
+    n_test = max(1, int(round(fractions["test"] * n)))
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        raise ValueError(f"{n} regions cannot fill train/val/test; raise n_regions")
+    out = {}
+    for i, r in enumerate(order):
+        out[r] = "train" if i < n_train else ("val" if i < n_train + n_val else "test")
+    return out
+
+
+def config_id(cfg: SimConfig) -> str:
+    return hashlib.sha256(repr(sorted(vars(cfg).items())).encode()).hexdigest()[:12]
+
+
+def sample_population(cfg: SimConfig) -> pd.DataFrame:
+    """One row per stamp with every contract column except the pixels and the rendered metrics."""
+    rng = np.random.default_rng([cfg.seed, 0])
+    P = cfg.priors
+
+    # --- sky layout: regions of bricks, conditions per brick
+    region_ids = np.arange(cfg.n_regions)
+    # uniform on the sphere within the DR10 South dec band
+    sin_lo, sin_hi = np.sin(np.radians(cfg.dec_min_deg)), np.sin(np.radians(cfg.dec_max_deg - 1.0))
+    reg_dec = np.degrees(np.arcsin(rng.uniform(sin_lo, sin_hi, cfg.n_regions)))
+    reg_ra = rng.uniform(0, 360, cfg.n_regions)
+    n_bricks = rng.integers(cfg.bricks_per_region[0], cfg.bricks_per_region[1] + 1, cfg.n_regions)
+    b_region = np.repeat(region_ids, n_bricks)
+    # bricks form a connected strip inside the region
+    b_local = np.concatenate([np.arange(k) for k in n_bricks])
+    b_dec = reg_dec[b_region] + BRICK_SIZE_DEG * (b_local // 4)
+    b_ra = (reg_ra[b_region] + BRICK_SIZE_DEG * (b_local % 4) / np.cos(np.radians(b_dec))) % 360
+    nb = b_region.size
+    b_psf_r = sample_prior(P["psfsize_r_arcsec"], nb, rng)
+    b_depth_r = sample_prior(P["psfdepth_r_mag"], nb, rng)
+    b_ebv = sample_prior(P["ebv"], nb, rng)
+    split_of = assign_region_splits(region_ids, dict(cfg.split_fractions), cfg.split_salt)
+
+    # --- hosts
+    n_rows = cfg.n_stamps
+    n_hosts = (n_rows + 1) // 2 if cfg.paired else n_rows
+    h_brick = rng.integers(0, nb, n_hosts)
+    h_dec = b_dec[h_brick] + rng.uniform(-0.5, 0.5, n_hosts) * BRICK_SIZE_DEG
+    h_ra = (b_ra[h_brick] + rng.uniform(-0.5, 0.5, n_hosts) * BRICK_SIZE_DEG / np.cos(np.radians(h_dec))) % 360
+    host = {
+        "host_r_mag": sample_prior(P["host_r_mag"], n_hosts, rng),
+        "host_g_minus_r": sample_prior(P["host_g_minus_r"], n_hosts, rng),
+        "host_r_minus_z": sample_prior(P["host_r_minus_z"], n_hosts, rng),
+        "host_reff_arcsec": sample_prior(P["host_reff_arcsec"], n_hosts, rng),
+        "host_sersic_n": sample_prior(P["host_sersic_n"], n_hosts, rng),
+        "host_q": np.clip(sample_prior(P["host_q"], n_hosts, rng), 0.05, 1.0),
+        "host_phi_rad": rng.uniform(0, np.pi, n_hosts),
+        "bad_pixel_frac": np.clip(sample_prior(P["bad_pixel_frac"], n_hosts, rng), 0, 1),
+        "wise_brightmask_frac": np.clip(sample_prior(P["wise_brightmask_frac"], n_hosts, rng), 0, 1),
+    }
+
+    # --- rows: hosts -> stamps with labels
+    if cfg.paired:
+        row_host = np.repeat(np.arange(n_hosts), 2)[:n_rows]
+        is_control = np.tile([1, 0], n_hosts)[:n_rows]
+    else:
+        row_host = np.arange(n_rows)
+        is_control = (rng.uniform(0, 1, n_rows) < cfg.control_fraction).astype(np.int64)
+    inj = is_control == 0
+    n = n_rows
+    brick = h_brick[row_host]
+    df = pd.DataFrame(
+        {
+            "task_id": [f"sim{cfg.seed}-{i:08d}" for i in range(n)],
+            "host_id": row_host.astype(np.int64),
+            "noise_seed": row_host.astype(np.int64),
+            "region_id": b_region[brick].astype(np.int64),
+            "brickname": dr10_brickname(b_ra[brick], b_dec[brick]),
+            "ra": h_ra[row_host],
+            "dec": h_dec[row_host],
+            "is_control": is_control.astype(np.int64),
+        }
+    )
+    df["region_split"] = df["region_id"].map(split_of)
+    for k, v in host.items():
+        df[k] = v[row_host]
+
+    psf_r = b_psf_r[brick]
+    df["psfsize_r"] = psf_r
+    for b in cfg.bands:
+        df[f"psf_fwhm_used_{b}"] = psf_r * cfg.psf_fwhm_ratio[b]
+        df[f"psfdepth_{b}"] = b_depth_r[brick] + cfg.depth_offset_mag[b]
+    df["ebv"] = b_ebv[brick]
+
+    # --- injections (controls carry 0 in every injection column, as in Phase 4c)
+    def inj_only(values: np.ndarray) -> np.ndarray:
+        return np.where(inj, values, 0.0)
+
+    theta_e = inj_only(sample_prior(P["theta_e_arcsec"], n, rng))
+    is_sis = inj & (rng.uniform(0, 1, n) < cfg.sis_fraction)
+    lens_q = np.where(is_sis, 1.0, np.clip(sample_prior(P["lens_q"], n, rng), 0.05, 1.0))
+    lens_q = np.where(inj, lens_q, 1.0)
+    lens_phi = inj_only(rng.uniform(0, np.pi, n))
+    g1 = inj_only(sample_prior(P["shear_component"], n, rng))
+    g2 = inj_only(sample_prior(P["shear_component"], n, rng))
+    beta = sample_prior(P["src_beta_frac"], n, rng) * theta_e
+    beta_ang = rng.uniform(0, 2 * np.pi, n)
+    src_r = sample_prior(P["src_r_mag"], n, rng)
+    src_gr = sample_prior(P["src_g_minus_r"], n, rng)
+    src_rz = sample_prior(P["src_r_minus_z"], n, rng)
+    src_e = np.clip(sample_prior(P["src_e"], n, rng), 0.0, 0.9)
+    df["lens_model"] = np.where(~inj, "CONTROL", np.where(is_sis, "SIS", "SIE"))
+    df["theta_e_arcsec"] = theta_e
+    df["lens_e"] = inj_only((1 - lens_q) / (1 + lens_q))
+    df["lens_q"] = lens_q
+    df["lens_phi_rad"] = lens_phi
+    df["shear_g1"] = g1
+    df["shear_g2"] = g2
+    df["shear"] = np.hypot(g1, g2)
+    df["src_x_arcsec"] = inj_only(beta * np.cos(beta_ang))
+    df["src_y_arcsec"] = inj_only(beta * np.sin(beta_ang))
+    df["src_r_mag"] = inj_only(src_r)
+    # src_dmag: source total (unlensed) r mag minus host total r mag
+    df["src_dmag"] = inj_only(src_r - df["host_r_mag"].to_numpy())
+    df["src_g_minus_r"] = inj_only(src_gr)
+    df["src_r_minus_z"] = inj_only(src_rz)
+    df["src_reff_arcsec"] = inj_only(sample_prior(P["src_reff_arcsec"], n, rng))
+    df["src_sersic_n"] = inj_only(sample_prior(P["src_sersic_n"], n, rng))
+    df["src_e"] = inj_only(src_e)
+    df["src_phi_rad"] = inj_only(rng.uniform(0, np.pi, n))
+
+    failed = rng.uniform(0, 1, n) < cfg.failed_cutout_fraction
+    df["cutout_ok"] = (~failed).astype(np.int64)
+
+    # --- identity and bookkeeping
+    cid = config_id(cfg)
+    df["experiment_id"] = f"sim-{cid}"
+    df["selection_set_id"] = "synthetic"
+    df["ranking_mode"] = "synthetic"
+    df["selection_strategy"] = "synthetic"
+    df["pipeline_version"] = PIPELINE_VERSION
+    df["config_id"] = cid
+    df["stamp_size"] = np.int64(cfg.stamp_size)
+    df["bandset"] = "grz"
+    df["ab_zp_nmgy"] = AB_ZP_NMGY
+    df["psfdepth_r"] = df["psfdepth_r"]  # the contract name; kept explicit for readers
+    return df

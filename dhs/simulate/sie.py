@@ -1,0 +1,120 @@
+"""Singular isothermal ellipsoid (SIE) deflection, lenstronomy convention.
+
+theta_E is the *circularised* Einstein radius (lenstronomy ``SIE``/``NIE``):
+
+    kappa(x', y') = (theta_E / 2) / sqrt(q x'^2 + y'^2 / q)
+
+in the frame rotated by the position angle ``phi_rad`` (major axis along x', q = b/a <= 1).
+Writing b = theta_E sqrt(q) turns this into kappa = b / (2 sqrt(q^2 x'^2 + y'^2)), whose
+deflection is the Kormann et al. (1994) / Keeton (2001) closed form
+
+    alpha_x' = b / e * arctan(e x' / psi),   alpha_y' = b / e * arctanh(e y' / psi),
+    e = sqrt(1 - q^2),  psi = sqrt(q^2 x'^2 + y'^2).
+
+Using theta_E as the major-axis scale instead (b = theta_E) inflates the effective Einstein
+radius by 1/sqrt(q); the earlier pipeline shipped exactly that bug. q = 1 is the SIS.
+"""
+
+from __future__ import annotations
+
+
+import torch
+
+# Below this e^2 = 1 - q^2 the closed form loses precision; a two-term series is exact to
+# O(e^4 u^4) < 1e-8 relative there.
+_E2_SERIES = 1e-3
+
+
+def ellipticity_to_q(e: torch.Tensor) -> torch.Tensor:
+    """Axis ratio q = (1 - e) / (1 + e) from the ellipticity modulus e = (1 - q) / (1 + q)."""
+    return (1.0 - e) / (1.0 + e)
+
+
+def q_phi_to_e1e2(q: torch.Tensor, phi_rad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """lenstronomy eccentricities: e1 = e cos 2phi, e2 = e sin 2phi with e = (1-q)/(1+q)."""
+    e = (1.0 - q) / (1.0 + q)
+    return e * torch.cos(2.0 * phi_rad), e * torch.sin(2.0 * phi_rad)
+
+
+def _atan_over(e: torch.Tensor, x: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+    """arctan(e x / psi) / e, continuous through e -> 0."""
+    e_safe = torch.where(e * e < _E2_SERIES, torch.ones_like(e), e)
+    exact = torch.atan(e_safe * x / psi) / e_safe
+    u2 = (x / psi) ** 2
+    series = (x / psi) * (1.0 - e * e * u2 / 3.0)
+    return torch.where(e * e < _E2_SERIES, series, exact)
+
+
+def _atanh_over(e: torch.Tensor, y: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+    """arctanh(e y / psi) / e, continuous through e -> 0."""
+    e_safe = torch.where(e * e < _E2_SERIES, torch.ones_like(e), e)
+    exact = torch.atanh(e_safe * y / psi) / e_safe
+    u2 = (y / psi) ** 2
+    series = (y / psi) * (1.0 + e * e * u2 / 3.0)
+    return torch.where(e * e < _E2_SERIES, series, exact)
+
+
+def sie_deflection(
+    x_arcsec: torch.Tensor,
+    y_arcsec: torch.Tensor,
+    theta_e_arcsec: torch.Tensor,
+    q: torch.Tensor,
+    phi_rad: torch.Tensor,
+    center_x_arcsec: torch.Tensor | float = 0.0,
+    center_y_arcsec: torch.Tensor | float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deflection (alpha_x, alpha_y) in arcsec of an SIE at image positions (x, y).
+
+    All arguments broadcast. ``q`` in (0, 1]; ``phi_rad`` is the major-axis position angle
+    measured from +x towards +y (lenstronomy's ``phi_G``).
+    """
+    dx = x_arcsec - center_x_arcsec
+    dy = y_arcsec - center_y_arcsec
+    cos_phi, sin_phi = torch.cos(phi_rad), torch.sin(phi_rad)
+    xp = cos_phi * dx + sin_phi * dy
+    yp = -sin_phi * dx + cos_phi * dy
+    b = theta_e_arcsec * torch.sqrt(q)
+    e = torch.sqrt(torch.clamp(1.0 - q * q, min=0.0))
+    # The SIE is singular at the centre; a tiny floor keeps the deflection finite (bounded by
+    # b/e there) without touching any pixel-sized sample.
+    psi = torch.sqrt(q * q * xp * xp + yp * yp).clamp_min(1e-12)
+    ax_p = b * _atan_over(e, xp, psi)
+    ay_p = b * _atanh_over(e, yp, psi)
+    return cos_phi * ax_p - sin_phi * ay_p, sin_phi * ax_p + cos_phi * ay_p
+
+
+def sis_deflection(
+    x_arcsec: torch.Tensor,
+    y_arcsec: torch.Tensor,
+    theta_e_arcsec: torch.Tensor,
+    center_x_arcsec: torch.Tensor | float = 0.0,
+    center_y_arcsec: torch.Tensor | float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Singular isothermal sphere: alpha = theta_E * r_hat (the q = 1 SIE)."""
+    dx = x_arcsec - center_x_arcsec
+    dy = y_arcsec - center_y_arcsec
+    r = torch.sqrt(dx * dx + dy * dy).clamp_min(1e-12)
+    return theta_e_arcsec * dx / r, theta_e_arcsec * dy / r
+
+
+def sie_convergence(
+    x_arcsec: torch.Tensor,
+    y_arcsec: torch.Tensor,
+    theta_e_arcsec: torch.Tensor,
+    q: torch.Tensor,
+    phi_rad: torch.Tensor,
+) -> torch.Tensor:
+    """kappa = (theta_E/2) / sqrt(q x'^2 + y'^2/q); its area inside kappa=1 is pi theta_E^2."""
+    cos_phi, sin_phi = torch.cos(phi_rad), torch.sin(phi_rad)
+    xp = cos_phi * x_arcsec + sin_phi * y_arcsec
+    yp = -sin_phi * x_arcsec + cos_phi * y_arcsec
+    return 0.5 * theta_e_arcsec / torch.sqrt(q * xp * xp + yp * yp / q).clamp_min(1e-12)
+
+
+__all__ = [
+    "ellipticity_to_q",
+    "q_phi_to_e1e2",
+    "sie_deflection",
+    "sis_deflection",
+    "sie_convergence",
+]
