@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -52,7 +53,10 @@ def decode_stamp(blob: bytes | None, stamp_size: int | None = None, check_finite
     if blob is None or len(blob) == 0:
         raise StampError("corrupt_npz", "stamp_npz is empty or null")
     try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        loaded = np.load(io.BytesIO(blob), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise StampError("corrupt_npz", f"stamp_npz holds a single {type(loaded).__name__}, not an npz of {list(BAND_KEYS)}")
+        with loaded as npz:
             keys = set(npz.files)
             missing = [k for k in BAND_KEYS if k not in keys]
             if missing:
@@ -60,7 +64,7 @@ def decode_stamp(blob: bytes | None, stamp_size: int | None = None, check_finite
             arrays = [npz[k] for k in BAND_KEYS]
     except StampError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError) as exc:
         raise StampError("corrupt_npz", f"stamp_npz does not decode as npz: {type(exc).__name__}: {exc}") from None
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:

@@ -38,6 +38,8 @@ ROW_REASONS = (
 EXAMPLES_PER_REASON = 20
 # host positions closer than this are the same host (pitfall 5)
 HOST_MATCH_ARCSEC = 1.0
+# region_id / host key of a row whose region_id or ra/dec is null: not used in the split checks
+NO_KEY = np.iinfo(np.int64).min
 
 
 @dataclass
@@ -236,10 +238,13 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
         blobs = cols["stamp_npz"].to_pylist() if check_pixels else None
         nulls = {name: np.asarray(cols[name].is_null()) for name in non_nullable}
         task_ids.append(np.asarray(cols["task_id"].to_pylist(), dtype=object))
-        region_ids.append(cols["region_id"].to_numpy(zero_copy_only=False))
+        region_ids.append(cols["region_id"].fill_null(NO_KEY).to_numpy(zero_copy_only=False).astype(np.int64))
         ra = cols["ra"].to_numpy(zero_copy_only=False).astype(float)
         dec = cols["dec"].to_numpy(zero_copy_only=False).astype(float)
-        host_keys.append(np.round(ra * 3600 / HOST_MATCH_ARCSEC).astype(np.int64) * 10_000_000 + np.round(dec * 3600 / HOST_MATCH_ARCSEC).astype(np.int64))
+        pos_ok = np.isfinite(ra) & np.isfinite(dec)
+        ra, dec = np.where(pos_ok, ra, 0.0), np.where(pos_ok, dec, 0.0)
+        key = np.round(ra * 3600 / HOST_MATCH_ARCSEC).astype(np.int64) * 10_000_000 + np.round(dec * 3600 / HOST_MATCH_ARCSEC).astype(np.int64)
+        host_keys.append(np.where(pos_ok, key, NO_KEY))
         for j in range(n):
             i = row0 + j
             lab = is_control[j]
@@ -256,7 +261,7 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
                 note(i, "cutout_not_ok", "cutout_ok", "cutout_ok is 0 (failed cutout upstream)")
                 continue
             lm = lens_model[j]
-            if lm not in contract.lens_models or (lm == "CONTROL") != (int(lab) == 1):
+            if lm not in contract.lens_models or int(lab) not in (0, 1) or (lm == "CONTROL") != (int(lab) == 1):
                 note(i, "label_mismatch", "lens_model", f"lens_model {lm!r} disagrees with is_control={lab} (expected one of {list(contract.lens_models)})")
                 continue
             if check_pixels:
@@ -305,8 +310,11 @@ def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int
     # duplicate task_ids across the whole dataset: the first occurrence is kept
     ok_results = [r for r in results if r.task_ids is not None and r.task_ids.size]
     if ok_results:
-        all_ids = pd.Series(np.concatenate([r.task_ids for r in ok_results]))
-        dup = all_ids.duplicated(keep="first").to_numpy()
+        # only usable rows take part: the first usable copy of a task_id is kept
+        all_ids = np.concatenate([r.task_ids for r in ok_results])
+        usable = np.concatenate([r.reasons == "" for r in ok_results])
+        dup = np.zeros(all_ids.size, dtype=bool)
+        dup[usable] = pd.Series(all_ids[usable]).duplicated(keep="first").to_numpy()
         offset = 0
         n_dup_examples = 0
         for r in ok_results:
@@ -324,7 +332,8 @@ def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int
         for r in ok_results:
             if r.split in contract.splits:
                 for v in np.unique(getattr(r, attr)):
-                    seen[int(v)].add(r.split)
+                    if v != NO_KEY:
+                        seen[int(v)].add(r.split)
         shared = {k: v for k, v in seen.items() if len(v) > 1}
         for k in sorted(shared)[:50]:
             label = f"region_id {k}" if what == "region" else f"host at (ra, dec) key {k}"

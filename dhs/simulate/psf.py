@@ -41,10 +41,13 @@ def psf_kernels(
     model: str = "moffat",
     beta: float = MOFFAT_BETA,
     oversample: int = 2,
+    fwhm_extent: float | None = None,
 ) -> torch.Tensor:
     """Kernels of shape fwhm.shape + (size_px, size_px), each summing to 1.
 
-    ``fwhm_arcsec`` may have any shape (e.g. (B, 3) for per-stamp, per-band FWHM).
+    ``fwhm_arcsec`` may have any shape (e.g. (B, 3) for per-stamp, per-band FWHM). With
+    ``fwhm_extent`` each kernel is cut to its own +-``fwhm_extent`` FWHM box before
+    normalising, so a stamp's PSF does not depend on which other stamps share its batch.
     """
     if model not in PSF_MODELS:
         raise ValueError(f"psf model must be one of {PSF_MODELS}, got {model!r}")
@@ -66,6 +69,10 @@ def psf_kernels(
         img = torch.exp(-0.5 * r2 / (sigma * sigma))
     lead = img.shape[:-2]
     img = img.reshape(*lead, size_px, oversample, size_px, oversample).sum(dim=(-1, -3))
+    if fwhm_extent is not None:
+        own_half = torch.ceil(fwhm_extent * fwhm_arcsec / pixel_scale_arcsec)[..., None, None]
+        inside = (pix.abs()[:, None] <= own_half) & (pix.abs()[None, :] <= own_half)
+        img = img * inside
     return img / img.sum(dim=(-1, -2), keepdim=True)
 
 

@@ -30,6 +30,10 @@ from dhs.simulate.psf import KernelSpectra, kernel_size_px, psf_kernels
 from dhs.simulate.render import colour_and_blur, lensed_sersic, render_profile, unlensed_sersic
 
 
+# each band's PSF kernel covers +-3 FWHM (Moffat 3.5: 0.5% of the flux beyond, kept by renormalising)
+PSF_FWHM_EXTENT = 3.0
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -59,8 +63,9 @@ def render_noise_free(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) 
     N, s = cfg.stamp_size, cfg.pixel_scale_arcsec
     B = len(rows)
     fwhm = np.stack([rows[f"psf_fwhm_used_{b}"].to_numpy() for b in cfg.bands], axis=1)
-    ksize = kernel_size_px(float(fwhm.max()), s, max_size=2 * N - 1)
-    kernels = KernelSpectra(psf_kernels(_t(fwhm, device, dtype), ksize, s, model=cfg.psf_model, beta=cfg.moffat_beta), N)
+    ksize = kernel_size_px(float(fwhm.max()), s, fwhm_extent=PSF_FWHM_EXTENT, max_size=2 * N - 1)
+    kernels = psf_kernels(_t(fwhm, device, dtype), ksize, s, model=cfg.psf_model, beta=cfg.moffat_beta, fwhm_extent=PSF_FWHM_EXTENT)
+    kernels = KernelSpectra(kernels, N)
 
     host_params = {
         "reff_arcsec": _t(rows["host_reff_arcsec"], device, dtype), "n": _t(rows["host_sersic_n"], device, dtype),
