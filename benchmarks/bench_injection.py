@@ -288,6 +288,17 @@ def main(argv=None) -> None:
     r_full, u_full, f_full, out_full = time_ours(conf, batches, ksizes, N, s, 0.0, cpu, args.repeats)
     rows += [(f"ours adaptive (thr {thr:g})", "cpu", threads, r_ad, u_ad),
              ("ours uniform 4x4 (thr 0)", "cpu", threads, r_full, u_full)]
+    r1_ad = r1_full = None
+    if threads > 1:
+        # direct per-core check, no assumption about thread scaling: 1 thread, first batch only
+        torch.set_num_threads(1)
+        try:
+            r1_ad, u1_ad, _, _ = time_ours(conf, batches[:1], ksizes[:1], N, s, thr, cpu, args.repeats)
+            r1_full, u1_full, _, _ = time_ours(conf, batches[:1], ksizes[:1], N, s, 0.0, cpu, args.repeats)
+        finally:
+            torch.set_num_threads(threads)
+        n1 = batches[0].stop
+        rows += [("ours adaptive, 1 thread*", "cpu", 1, r1_ad, u1_ad), ("ours uniform 4x4, 1 thread*", "cpu", 1, r1_full, u1_full)]
 
     # lenstronomy gets the kernels our engine used for those stamps (same batch kernel size)
     k_ref = psf_kernels(torch.as_tensor(conf["fwhm"][:n_ref], dtype=torch.float64), ksizes[0], s,
@@ -319,6 +330,8 @@ def main(argv=None) -> None:
     print("  /s/core = stamps/s / threads (ours: torch.get_num_threads(); lenstronomy: 1). "
           "ratio/core = /s/core / lenstronomy-per-band /s/core;\n  GPU rows: whole GPU vs one lenstronomy core. "
           "cpu util = process CPU time / wall time (cores actually busy).")
+    if r1_ad is not None:
+        print(f"  * torch.set_num_threads(1), first {batches[0].stop} stamps only: a direct per-core figure.")
     print(f"  {gpu_note}")
     print(f"  ours, time split PSF kernels / render / blur: adaptive {'/'.join(f'{x:.0%}' for x in f_ad)}, "
           f"uniform {'/'.join(f'{x:.0%}' for x in f_full)} (cpu)")
@@ -327,6 +340,9 @@ def main(argv=None) -> None:
     print(f"\nours adaptive vs lenstronomy per CPU core: {ad_ratio:.1f}x (target >= {target:.0f}x: "
           f"{'met' if ad_ratio >= target else 'NOT met'}); uniform 4x4: {full_ratio:.1f}x. "
           f"Against the 1-trace lenstronomy baseline: {(r_ad / threads) / r_lt1:.1f}x and {(r_full / threads) / r_lt1:.1f}x.")
+    if r1_ad is not None:
+        print(f"  measured on 1 torch thread instead: adaptive {r1_ad / r_lt:.1f}x, uniform {r1_full / r_lt:.1f}x "
+              f"(thread scaling {r_ad / r1_ad:.2f}x and {r_full / r1_full:.2f}x on {threads} threads)")
     load1 = os.getloadavg()[0]
     if max(load0, load1) > 0.5 * (os.cpu_count() or 1):
         print(f"  warning: 1-min load average {load0:.2f} -> {load1:.2f} on {os.cpu_count()} CPUs; other processes "
