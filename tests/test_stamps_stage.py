@@ -37,10 +37,11 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def test_stage_is_deterministic_and_accounts_for_every_row(tmp_path):
     params = small_params(tmp_path)
-    m1 = stamps_stage.run(str(params), str(tmp_path / "a"), str(tmp_path / "m1.json"), progress=False)
-    m2 = stamps_stage.run(str(params), str(tmp_path / "b"), str(tmp_path / "m2.json"), progress=False)
+    m1 = stamps_stage.run(str(params), str(tmp_path / "a"), str(tmp_path / "m1.json"), str(tmp_path / "ca"), progress=False)
+    m2 = stamps_stage.run(str(params), str(tmp_path / "b"), str(tmp_path / "m2.json"), str(tmp_path / "cb"), progress=False)
     d1, d2 = tree_digest(tmp_path / "a"), tree_digest(tmp_path / "b")
     assert d1 == d2 and len(d1) >= 5  # byte-identical shards, several per split
+    assert tree_digest(tmp_path / "ca") == tree_digest(tmp_path / "cb")  # and cache
     assert all(k.startswith("region_split=") and k.endswith(".parquet") for k in d1)
     assert m1 == m2
     assert m1["rows_read"] == 240 == m1["rows_used"] + m1["rows_rejected"]
@@ -57,7 +58,7 @@ def test_stage_output_reads_as_hive_parquet_with_decodable_stamps(tmp_path):
     import pyarrow.dataset as ds
 
     params = small_params(tmp_path, n=120)
-    stamps_stage.run(str(params), str(tmp_path / "out"), str(tmp_path / "m.json"), progress=False)
+    stamps_stage.run(str(params), str(tmp_path / "out"), str(tmp_path / "m.json"), str(tmp_path / "cache"), progress=False)
     table = ds.dataset(tmp_path / "out", format="parquet", partitioning="hive").to_table()
     df = table.to_pandas()
     assert len(df) == 120 and set(df.region_split) == {"train", "val", "test"}
@@ -70,11 +71,11 @@ def test_stage_output_reads_as_hive_parquet_with_decodable_stamps(tmp_path):
 def test_killed_stage_leaves_previous_output_untouched(tmp_path):
     params = small_params(tmp_path, n=120)
     out = tmp_path / "stamps"
-    stamps_stage.run(str(params), str(out), str(tmp_path / "m.json"), progress=False)
+    stamps_stage.run(str(params), str(out), str(tmp_path / "m.json"), str(tmp_path / "cache"), progress=False)
     before = tree_digest(out)
     big = small_params(tmp_path, n=20000, name="big.yaml")
     proc = subprocess.Popen([sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(big), "--out", str(out),
-                             "--metrics", str(tmp_path / "m.json")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--metrics", str(tmp_path / "m.json"), "--cache", str(tmp_path / "cache")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".stamps.*.tmp/region_split=*/*.parquet")):
         assert proc.poll() is None and time.monotonic() < deadline, "stage ended before writing a shard"
@@ -84,7 +85,7 @@ def test_killed_stage_leaves_previous_output_untouched(tmp_path):
     assert tree_digest(out) == before
     assert json.loads((tmp_path / "m.json").read_text())["rows_read"] == 120
     # the next run clears the dead run's temporary directory
-    stamps_stage.run(str(params), str(out), str(tmp_path / "m.json"), progress=False)
+    stamps_stage.run(str(params), str(out), str(tmp_path / "m.json"), str(tmp_path / "cache"), progress=False)
     assert not list(tmp_path.glob(".stamps.*.tmp"))
     assert tree_digest(out) == before
 
@@ -103,7 +104,7 @@ def test_bad_params_exit_with_a_clear_message(tmp_path, edit, message):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(p))
     res = subprocess.run([sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(path), "--out", str(tmp_path / "o"),
-                          "--metrics", str(tmp_path / "m.json")], cwd=REPO, capture_output=True, text=True)
+                          "--metrics", str(tmp_path / "m.json"), "--cache", str(tmp_path / "c")], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 2
     assert message in res.stderr
     assert not (tmp_path / "o").exists()

@@ -119,6 +119,14 @@ class ValidationReport:
                 regs[f.split].update(int(r) for r in f.region_ids)
         return {k: sorted(v) for k, v in sorted(regs.items())}
 
+    def rebase(self, new_root: str | os.PathLike) -> "ValidationReport":
+        """The same report for the dataset after it moved (e.g. renamed into place) to ``new_root``."""
+        old = Path(self.root)
+        for f in self.files:
+            f.path = str(Path(new_root) / Path(f.path).relative_to(old))
+        self.root = str(new_root)
+        return self
+
     def usable_mask(self, path: str) -> np.ndarray:
         for f in self.files:
             if f.path == path:
@@ -263,6 +271,9 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
             lm = lens_model[j]
             if lm not in contract.lens_models or int(lab) not in (0, 1) or (lm == "CONTROL") != (int(lab) == 1):
                 note(i, "label_mismatch", "lens_model", f"lens_model {lm!r} disagrees with is_control={lab} (expected one of {list(contract.lens_models)})")
+                continue
+            if int(size[j]) not in contract.stamp_sizes:
+                note(i, "wrong_shape", "stamp_size", f"stamp_size {size[j]} is not one of {list(contract.stamp_sizes)}")
                 continue
             if check_pixels:
                 try:

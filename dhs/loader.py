@@ -1,0 +1,169 @@
+"""Reading the cache for training and inference: sharding, normalisation, augmentation.
+
+Normalisation (``NormConfig``), applied batched in torch on whatever device holds the batch:
+
+- ``annulus_common`` (default): per stamp, subtract each band's median in an outer annulus
+  (the sky level, far from host core and arc) and divide all bands by one robust scale, the
+  MAD x 1.4826 of the pooled annulus pixels. One scale for g, r and z keeps the inter-band
+  flux ratios, i.e. the arc's colour (per-band scaling discards it: pitfall 2). Statistics
+  come from the annulus, never from the centre, whose brightness carries the label.
+- ``annulus_per_band``: each band scaled by its own annulus MAD (for comparison).
+- ``none``: raw nMgy.
+Then values are clipped to +-``clip`` (20: a clip at 10 flattened bright arcs).
+
+Augmentation: the 8 rotations/flips of the square, one per stamp, as a single gather, so it
+runs batched on the GPU. The stamp centre (N-1)/2 is fixed under all of them.
+
+Sharding: ``shard_indices`` splits row indices over (rank, worker) without padding, so every
+row is seen exactly once per epoch across all ranks and workers (a padding sampler duplicates
+rows and corrupts completeness counts: pitfall 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dhs.cache import CachedSplit
+
+NORM_MODES = ("annulus_common", "annulus_per_band", "none")
+MAD_TO_SIGMA = 1.4826
+
+
+@dataclass(frozen=True)
+class NormConfig:
+    mode: str = "annulus_common"
+    clip: float = 20.0
+    annulus_inner_frac: float = 0.65  # of the half-width: 20.8 px of 32 for 64x64 stamps
+    annulus_outer_frac: float = 1.0
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any]) -> "NormConfig":
+        unknown = set(p) - {"mode", "clip", "annulus_inner_frac", "annulus_outer_frac"}
+        if unknown:
+            raise ValueError(f"unknown normalisation params {sorted(unknown)}")
+        cfg = cls(**p)
+        if cfg.mode not in NORM_MODES:
+            raise ValueError(f"normalisation mode must be one of {NORM_MODES}, got {cfg.mode!r}")
+        if not 0 <= cfg.annulus_inner_frac < cfg.annulus_outer_frac <= 1.5:
+            raise ValueError("need 0 <= annulus_inner_frac < annulus_outer_frac <= 1.5 (fractions of the half-width)")
+        if cfg.clip <= 0:
+            raise ValueError("clip must be > 0")
+        return cfg
+
+
+def annulus_mask(size: int, inner_frac: float, outer_frac: float, device=None) -> torch.Tensor:
+    c = (size - 1) / 2.0
+    yy, xx = torch.meshgrid(torch.arange(size, device=device), torch.arange(size, device=device), indexing="ij")
+    r = torch.sqrt((yy - c) ** 2 + (xx - c) ** 2)
+    half = size / 2.0
+    return (r >= inner_frac * half) & (r < outer_frac * half)
+
+
+def normalize(x: torch.Tensor, cfg: NormConfig) -> torch.Tensor:
+    """(B, C, H, W) nMgy -> normalised float32, clipped to +-cfg.clip."""
+    x = x.float()
+    if cfg.mode != "none":
+        mask = annulus_mask(x.shape[-1], cfg.annulus_inner_frac, cfg.annulus_outer_frac, x.device)
+        ring = x[..., mask]  # (B, C, P)
+        med = ring.median(dim=-1).values  # (B, C)
+        dev = (ring - med[..., None]).abs()
+        if cfg.mode == "annulus_common":
+            scale = dev.flatten(1).median(dim=1).values[:, None] * MAD_TO_SIGMA  # (B, 1)
+        else:
+            scale = dev.median(dim=-1).values * MAD_TO_SIGMA  # (B, C)
+        x = (x - med[..., None, None]) / scale.clamp_min(1e-12)[..., None, None]
+    return x.clamp(-cfg.clip, cfg.clip)
+
+
+def _dihedral_perms(size: int, device) -> torch.Tensor:
+    """(8, H*W) source index of each output pixel under the 8 symmetries of the square."""
+    idx = torch.arange(size * size, device=device).reshape(size, size)
+    out = []
+    for flip in (False, True):
+        base = idx.flip(-1) if flip else idx
+        for k in range(4):
+            out.append(torch.rot90(base, k, dims=(-2, -1)).reshape(-1))
+    return torch.stack(out)
+
+
+def augment_dihedral(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Apply one random rotation/flip per stamp (B, C, H, W), batched."""
+    B, C, H, W = x.shape
+    perms = _dihedral_perms(H, x.device)
+    t = torch.randint(0, 8, (B,), generator=generator, device=generator.device if generator is not None else x.device)
+    src = perms[t.to(x.device)]  # (B, H*W)
+    return x.reshape(B, C, H * W).gather(2, src[:, None, :].expand(B, C, H * W)).reshape(B, C, H, W)
+
+
+def shard_indices(n: int, rank: int = 0, world_size: int = 1, worker: int = 0, num_workers: int = 1,
+                  shuffle: bool = False, seed: int = 0, epoch: int = 0) -> np.ndarray:
+    """This (rank, worker)'s share of range(n): disjoint across shards, together covering all rows."""
+    if not (0 <= rank < world_size and 0 <= worker < num_workers):
+        raise ValueError(f"rank {rank}/{world_size} worker {worker}/{num_workers} out of range")
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    n_shards = world_size * num_workers
+    return order[rank * num_workers + worker :: n_shards]
+
+
+class StampDataset(torch.utils.data.Dataset):
+    """Map-style dataset over a cached split: item i -> (normalised (3, H, W) float32, label).
+
+    ``__getitems__`` fetches a whole batch at once (one memmap read, one normalisation), which
+    torch's DataLoader uses when given a batch sampler.
+    """
+
+    def __init__(self, split: CachedSplit, norm: NormConfig = NormConfig()):
+        self.split, self.norm = split, norm
+        self.labels = split.labels
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+    def __getitems__(self, indices):
+        idx = np.asarray(indices)
+        order = np.argsort(idx, kind="stable")
+        raw = np.empty((len(idx),) + self.split.images.shape[1:], dtype=self.split.images.dtype)
+        raw[order] = self.split.images[idx[order]]  # sorted reads are sequential on disk
+        x = normalize(torch.from_numpy(raw), self.norm)
+        return x, torch.from_numpy(self.labels[idx])
+
+
+class ShardedSampler(torch.utils.data.Sampler):
+    """Rank-aware sampler without padding (unlike DistributedSampler): no row is ever duplicated."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1, shuffle: bool = True, seed: int = 0):
+        self.n, self.rank, self.world_size, self.shuffle, self.seed, self.epoch = n, rank, world_size, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(shard_indices(self.n, self.rank, self.world_size, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch).tolist())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
+
+
+def iterate_batches(split: CachedSplit, indices: np.ndarray, batch_size: int, norm: NormConfig, device: torch.device | str = "cpu",
+                    augment: bool = False, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+    """Yield (x, y, rows) batches of the given rows: x normalised on ``device``; rows are cache indices."""
+    labels = split.labels
+    for s in range(0, len(indices), batch_size):
+        rows = np.asarray(indices[s : s + batch_size])
+        order = np.argsort(rows, kind="stable")
+        raw = np.empty((len(rows),) + split.images.shape[1:], dtype=split.images.dtype)
+        raw[order] = split.images[rows[order]]
+        x = torch.from_numpy(raw).to(device, non_blocking=True)
+        x = normalize(x, norm)
+        if augment:
+            x = augment_dihedral(x, generator)
+        yield x, torch.from_numpy(labels[rows]).to(device), rows
