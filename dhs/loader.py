@@ -113,9 +113,13 @@ def shard_indices(n: int, rank: int = 0, world_size: int = 1, worker: int = 0, n
 class StampDataset(torch.utils.data.Dataset):
     """Map-style dataset over a cached split: item i -> (normalised (3, H, W) float32, label).
 
-    ``__getitems__`` fetches a whole batch at once (one memmap read, one normalisation), which
-    torch's DataLoader uses when given a batch sampler.
+    ``__getitems__`` fetches a whole batch at once (one memmap read, one normalisation) and
+    returns it already stacked; give the DataLoader ``collate_fn=StampDataset.collate``.
     """
+
+    @staticmethod
+    def collate(batch):
+        return batch
 
     def __init__(self, split: CachedSplit, norm: NormConfig = NormConfig()):
         self.split, self.norm = split, norm

@@ -1,0 +1,56 @@
+"""Shared fixtures: a small simulated Phase 4c dataset and a real S3 server (moto) on loopback."""
+
+from __future__ import annotations
+
+import copy
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_sim_params(**over) -> dict:
+    p = yaml.safe_load(open(REPO / "params.yaml"))["simulate"]
+    p = copy.deepcopy(p)
+    p.update({"n_stamps": 160, "n_regions": 10, "failed_cutout_fraction": 0.0, "device": "cpu"})
+    p.update(over)
+    return p
+
+
+@pytest.fixture(scope="session")
+def sim_dataset(tmp_path_factory) -> Path:
+    """160 simulated stamps in the contract, 20 rows per shard (read-only: copy before editing)."""
+    from dhs.simulate.config import SimConfig
+    from dhs.simulate.dataset import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("sim") / "stamps"
+    write_synthetic_dataset(SimConfig.from_params(small_sim_params()), root, rows_per_shard=20, progress=False)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SECRET = "dhsSecretKey-do-not-log-7f3a"
+
+
+@pytest.fixture
+def s3_server(monkeypatch):
+    """A real S3 API (moto's server mode) on a loopback port; credentials through the AWS env chain."""
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "dhs-test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    handle = {"server": server, "port": port, "endpoint": f"http://127.0.0.1:{port}"}
+    yield handle
+    handle["server"].stop()
