@@ -17,12 +17,14 @@ ROW_GROUP_ROWS = 512
 
 
 class HiveShardWriter:
-    def __init__(self, root: str | Path, partition_key: str = "region_split", rows_per_shard: int = 2000):
+    def __init__(self, root: str | Path, partition_key: str = "region_split", rows_per_shard: int = 2000,
+                 precompressed: tuple[str, ...] = ("stamp_npz",)):
         if rows_per_shard < 1:
             raise ValueError("rows_per_shard must be >= 1")
         self.root = Path(root)
         self.key = partition_key
         self.rows_per_shard = rows_per_shard
+        self.precompressed = set(precompressed)
         self._buffers: dict[str, list[pd.DataFrame]] = {}
         self._buffered: dict[str, int] = {}
         self._next_part: dict[str, int] = {}
@@ -52,6 +54,8 @@ class HiveShardWriter:
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"part-{part:05d}.parquet"
         table = pa.Table.from_pandas(out, preserve_index=False)
-        pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, compression="zstd")
+        # stamp_npz is already deflated: compressing it again costs time and saves nothing
+        compression = {name: ("NONE" if name in self.precompressed else "ZSTD") for name in table.column_names}
+        pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, compression=compression)
         self.rows_written[split] = self.rows_written.get(split, 0) + n
         self.files.append(path)
