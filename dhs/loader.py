@@ -171,3 +171,12 @@ def iterate_batches(split: CachedSplit, indices: np.ndarray, batch_size: int, no
         if augment:
             x = augment_dihedral(x, generator)
         yield x, torch.from_numpy(labels[rows]).to(device), rows
+
+
+def preprocess_from_params(p: Mapping[str, Any]) -> tuple[NormConfig, bool]:
+    """``params.yaml`` section ``preprocess`` -> (normalisation, augment on/off)."""
+    p = dict(p)
+    augment = p.pop("augment", False)
+    if not isinstance(augment, bool):
+        raise ValueError(f"preprocess.augment must be true or false, got {augment!r}")
+    return NormConfig.from_params(p), augment

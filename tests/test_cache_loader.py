@@ -159,3 +159,14 @@ def test_bad_norm_params_are_refused():
         NormConfig.from_params({"mode": "zscore"})
     with pytest.raises(ValueError, match="unknown"):
         NormConfig.from_params({"clipp": 3})
+
+
+def test_params_preprocess_section_parses():
+    import yaml
+
+    from dhs.loader import preprocess_from_params
+
+    norm, augment = preprocess_from_params(yaml.safe_load(open("params.yaml"))["preprocess"])
+    assert norm.mode == "annulus_common" and norm.clip == 20.0 and augment is True
+    with pytest.raises(ValueError, match="augment"):
+        preprocess_from_params({"augment": "yes"})
