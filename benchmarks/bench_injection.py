@@ -3,8 +3,8 @@
 What is rendered (both engines, the same random configurations): the lensed arc of an SIE +
 external shear lens and an elliptical Sersic source, on an N x N grid (N = 64 or 96, 0.262
 arcsec pixels) with 4 x 4 sub-pixel sampling, in g, r and z, each band convolved with its own
-Moffat (beta 3.5) PSF. Parameters are drawn from the DR10-like priors of ``params.yaml``
-(theta_E U(0.5, 2.5), lens q U(0.5, 1), shear components N(0, 0.05), source offset
+Moffat (beta 3.5) PSF cut to +-3 FWHM as survey.py samples it. Parameters are drawn from the
+DR10-like priors of ``params.yaml`` (theta_E U(0.5, 2.5), lens q U(0.5, 1), shear components N(0, 0.05), source offset
 sqrt(U(0.1^2, 0.4^2)) theta_E, R_e U(0.15, 0.5), n U(0.5, 2), source e U(0, 0.4), r-band PSF
 FWHM truncnormal(1.31, 0.17) in [0.8, 1.6] with g = 1.16x and z = 0.96x of it).
 
@@ -65,7 +65,7 @@ from dhs.simulate.priors import sample_prior  # noqa: E402
 from dhs.simulate.psf import KernelSpectra, kernel_size_px, psf_kernels  # noqa: E402
 from dhs.simulate.render import colour_and_blur, lensed_sersic, render_profile  # noqa: E402
 from dhs.simulate.sersic import sersic_amp_from_total_flux  # noqa: E402
-from dhs.simulate.survey import band_fluxes  # noqa: E402
+from dhs.simulate.survey import PSF_FWHM_EXTENT, band_fluxes  # noqa: E402
 
 OVERSAMPLE = 4
 PSF_MODEL = "moffat"
@@ -110,7 +110,12 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
 
 def batch_kernel_size(fwhm: np.ndarray, s: float, n_pix: int) -> int:
     """Kernel width the production code uses for a batch (covers its widest PSF)."""
-    return kernel_size_px(float(fwhm.max()), s, max_size=2 * n_pix - 1)
+    return kernel_size_px(float(fwhm.max()), s, fwhm_extent=PSF_FWHM_EXTENT, max_size=2 * n_pix - 1)
+
+
+def kernels_like_production(fwhm: torch.Tensor, ksize: int, s: float) -> torch.Tensor:
+    """(..., K, K) Moffat kernels, each cut to its own +-PSF_FWHM_EXTENT FWHM box (as survey.py)."""
+    return psf_kernels(fwhm, ksize, s, model=PSF_MODEL, beta=MOFFAT_BETA, fwhm_extent=PSF_FWHM_EXTENT)
 
 
 # ----------------------------------------------------------------------------- our engine
@@ -132,7 +137,7 @@ def ours_render_batch(t: dict[str, torch.Tensor], n_pix: int, s: float, threshol
             sync(device)
             marks.append(time.perf_counter())
 
-    kernels = KernelSpectra(psf_kernels(t["fwhm"], ksize, s, model=PSF_MODEL, beta=MOFFAT_BETA), n_pix)
+    kernels = KernelSpectra(kernels_like_production(t["fwhm"], ksize, s), n_pix)
     mark()
     unit = render_profile(lensed_sersic, {k: t[k] for k in LENS_KEYS}, n_pix=n_pix, pixel_scale_arcsec=s,
                           oversample=OVERSAMPLE, threshold=threshold)
@@ -314,8 +319,7 @@ def main(argv=None) -> None:
         rows += [("ours adaptive, 1 thread*", "cpu", 1, r1_ad, u1_ad), ("ours uniform 4x4, 1 thread*", "cpu", 1, r1_full, u1_full)]
 
     # lenstronomy gets the kernels our engine used for those stamps (same batch kernel size)
-    k_ref = psf_kernels(torch.as_tensor(conf["fwhm"][:n_ref], dtype=torch.float64), ksizes[0], s,
-                        model=PSF_MODEL, beta=MOFFAT_BETA).numpy()
+    k_ref = kernels_like_production(torch.as_tensor(conf["fwhm"][:n_ref], dtype=torch.float64), ksizes[0], s).numpy()
     lt = time_lenstronomy(conf, n_ref, k_ref, N, s, args.repeats)
     r_lt, u_lt, img_lt = lt["per_band"]
     r_lt1, u_lt1, img_lt1 = lt["one_trace"]
