@@ -100,7 +100,7 @@ class _Local:
 
 
 class _S3:
-    def __init__(self, url: str, endpoint_url: str | None, max_attempts: int):
+    def __init__(self, url: str, endpoint_url: str | None, max_attempts: int, timeout_s: float = 60.0):
         import boto3
         from botocore.config import Config
 
@@ -110,7 +110,7 @@ class _S3:
         self.bucket, self.prefix = u.hostname, u.path.lstrip("/")
         if self.prefix and not self.prefix.endswith("/"):
             self.prefix += "/"
-        cfg = Config(retries={"max_attempts": max_attempts, "mode": "standard"}, connect_timeout=10, read_timeout=60,
+        cfg = Config(retries={"max_attempts": max_attempts, "mode": "standard"}, connect_timeout=min(10.0, timeout_s), read_timeout=timeout_s,
                      max_pool_connections=64)
         self.client = boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=cfg)
         self.url = describe_source(url)
@@ -154,9 +154,9 @@ class StagingResult:
 
 
 def stage(source: str, dest: str | Path, *, endpoint_url: str | None = None, workers: int = 8, max_attempts: int = 5,
-          progress: bool = True) -> StagingResult:
+          timeout_s: float = 60.0, progress: bool = True) -> StagingResult:
     """Copy every file of ``source`` (s3://bucket/prefix or a directory) into ``dest``, resuming."""
-    backend = _S3(source, endpoint_url, max_attempts) if is_s3(source) else _Local(source)
+    backend = _S3(source, endpoint_url, max_attempts, timeout_s) if is_s3(source) else _Local(source)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     files = backend.list()
@@ -197,23 +197,28 @@ def stage(source: str, dest: str | Path, *, endpoint_url: str | None = None, wor
         return f.size
 
     errors: list[str] = []
-    copied_bytes = 0
+    copied_bytes, n_copied = 0, 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(copy, f): f for f in todo}
         for fut in as_completed(futures):
+            if fut.cancelled():
+                continue
             try:
                 copied_bytes += fut.result()
-            except StagingError as exc:
-                errors.append(str(exc))
-            except OSError as exc:
-                errors.append(f"{futures[fut].key}: {exc}")
+                n_copied += 1
+            except (StagingError, OSError) as exc:
+                errors.append(str(exc) if isinstance(exc, StagingError) else f"{futures[fut].key}: {exc}")
+                # a failing source usually fails for every file (network, credentials): stop
+                # queueing new copies and let the rerun resume instead of retrying each one
+                for other in futures:
+                    other.cancel()
     bar.close()
     atomic.write_json(manifest_path, manifest)
     if errors:
-        n_ok = len(todo) - len(errors)
         raise StagingError(
-            f"staging {describe_source(source)} failed for {len(errors)} of {len(files)} files "
-            f"({n_ok} copied now, {len(files) - len(todo)} already staged; rerun to resume):\n  " + "\n  ".join(errors[:10])
+            f"staging {describe_source(source)} failed ({len(errors)} file(s) failed, {n_copied} copied now, "
+            f"{len(files) - len(todo)} already staged, {len(todo) - n_copied - len(errors)} not attempted; "
+            f"rerun to resume):\n  " + "\n  ".join(errors[:10])
         )
     return StagingResult(files=[f.key for f in files], copied=len(todo), skipped=len(files) - len(todo), bytes_copied=copied_bytes)
 

@@ -23,7 +23,7 @@ from dhs.simulate.dataset import write_synthetic_dataset
 from dhs.staging import StagingError, describe_source, link_tree, stage
 
 STAMPS_KEYS = {"source", "rows_per_shard", "validate_workers", "s3_endpoint_url", "copy_workers", "max_attempts",
-               "max_reject_frac", "staging_dir", "cache_dtype"}
+               "max_reject_frac", "staging_dir", "cache_dtype", "s3_timeout_s"}
 
 
 class RejectionRateError(RuntimeError):
@@ -49,7 +49,7 @@ def run(params_path: str = "params.yaml", out_dir: str = "data/stamps", metrics_
     else:
         staging_dir = Path(st.get("staging_dir", "data/staging"))
         res = stage(source, staging_dir, endpoint_url=st.get("s3_endpoint_url") or None, workers=int(st.get("copy_workers", 8)),
-                    max_attempts=int(st.get("max_attempts", 5)), progress=progress)
+                    max_attempts=int(st.get("max_attempts", 5)), timeout_s=float(st.get("s3_timeout_s", 60)), progress=progress)
         report = validate(staging_dir, workers=workers, progress=progress)
         report.raise_if_errors()
         with atomic.atomic_dir(out_dir) as tmp:

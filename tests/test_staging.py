@@ -31,7 +31,7 @@ def digests(root: Path, pattern: str = "*.parquet") -> dict[str, str]:
 def params_for(tmp: Path, source: str, endpoint: str | None = None, **st) -> Path:
     p = yaml.safe_load(open(REPO / "params.yaml"))
     p["stamps"].update({"source": source, "s3_endpoint_url": endpoint, "staging_dir": str(tmp / "staging"), "copy_workers": 4,
-                        "max_attempts": 2, "validate_workers": 1, **st})
+                        "max_attempts": 2, "s3_timeout_s": 5, "validate_workers": 1, **st})
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(p))
     return path
@@ -101,6 +101,7 @@ def test_s3_server_stopped_mid_copy_fails_clearly_and_rerun_resumes(sim_dataset,
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 2
     assert "FAILED" in err and "staging s3://survey/big failed" in err and "rerun to resume" in err
+    assert "not attempted" in err
     done_before = set(json.loads((staged / MANIFEST).read_text()))
     assert 2 <= len(done_before) < n_files
     assert not list(staged.rglob("*.part")) and not (tmp_path / "stamps").exists()

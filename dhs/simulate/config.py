@@ -51,6 +51,7 @@ class SimConfig:
     arc_poisson_e_per_nmgy: float = 0.0
     failed_cutout_fraction: float = 0.0
     batch_size: int = 256
+    npz_compression: str = "stored"
     device: str = "auto"
     dtype: str = "float32"
     priors: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
@@ -100,6 +101,7 @@ class SimConfig:
         need(self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"),
              f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         need(self.batch_size >= 1, "batch_size must be >= 1")
+        need(self.npz_compression in ("stored", "deflate"), f"npz_compression must be stored or deflate, got {self.npz_compression!r}")
         missing = [p for p in REQUIRED_PRIORS if p not in self.priors]
         need(not missing, f"priors missing {missing}")
         unknown = sorted(set(self.priors) - set(REQUIRED_PRIORS))

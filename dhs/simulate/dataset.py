@@ -37,6 +37,11 @@ def write_synthetic_dataset(cfg: SimConfig, out_dir: str | Path, rows_per_shard:
     population = sample_population(cfg)
     writer = HiveShardWriter(out_dir, rows_per_shard=rows_per_shard)
     failed_blob = encode_failed_cutout(cfg.stamp_size)
+    compress = cfg.npz_compression == "deflate"
+
+    def encode(img):
+        return encode_stamp(img, compress=compress)
+
     with ThreadPoolExecutor(max_workers=2) as pool, tqdm(
         total=len(population), desc=f"simulate stamps ({device.type})", unit="stamp", disable=not progress
     ) as bar:
@@ -44,7 +49,7 @@ def write_synthetic_dataset(cfg: SimConfig, out_dir: str | Path, rows_per_shard:
             ok = batch.rows["cutout_ok"].to_numpy() == 1
             # compressing in threads *after* rendering: overlapping it with torch's own
             # threads makes them spin against each other (measured: 15x slower on 2 cores)
-            blobs = list(pool.map(encode_stamp, list(batch.images)))
+            blobs = list(pool.map(encode, list(batch.images)))
             rows = batch.rows.drop(columns=list(_INTERNAL))
             rows["stamp_npz"] = [b if good else failed_blob for b, good in zip(blobs, ok)]
             writer.add(rows)

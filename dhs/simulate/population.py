@@ -100,7 +100,11 @@ def sample_population(cfg: SimConfig) -> pd.DataFrame:
         "wise_brightmask_frac": np.clip(sample_prior(P["wise_brightmask_frac"], n_hosts, rng), 0, 1),
     }
 
-    # --- rows: hosts -> stamps with labels
+    # --- rows: hosts -> stamps with labels. Hosts are ordered by brick (as survey cutouts are),
+    # so a render batch meets few distinct PSFs; labels stay independent of everything.
+    order = np.argsort(h_brick, kind="stable")
+    h_brick, h_ra, h_dec = h_brick[order], h_ra[order], h_dec[order]
+    host = {k: v[order] for k, v in host.items()}
     if cfg.paired:
         row_host = np.repeat(np.arange(n_hosts), 2)[:n_rows]
         is_control = np.tile([1, 0], n_hosts)[:n_rows]

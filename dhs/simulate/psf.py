@@ -27,7 +27,7 @@ def kernel_size_px(fwhm_max_arcsec: float, pixel_scale_arcsec: float, fwhm_exten
     A Moffat beta 3.5 puts 0.5% of its flux beyond 3 FWHM; the kernel is renormalised to 1, so
     that flux is kept, only redistributed within the kernel.
     """
-    half = int(math.ceil(fwhm_extent * fwhm_max_arcsec / pixel_scale_arcsec))
+    half = int(math.ceil(fwhm_extent * fwhm_max_arcsec / pixel_scale_arcsec - 1e-9))
     size = 2 * half + 1
     if max_size is not None and size > max_size:
         size = max_size if max_size % 2 == 1 else max_size - 1
@@ -70,7 +70,8 @@ def psf_kernels(
     lead = img.shape[:-2]
     img = img.reshape(*lead, size_px, oversample, size_px, oversample).sum(dim=(-1, -3))
     if fwhm_extent is not None:
-        own_half = torch.ceil(fwhm_extent * fwhm_arcsec / pixel_scale_arcsec)[..., None, None]
+        # in float64 with a tolerance, so float32 and float64 runs cut the same box as kernel_size_px
+        own_half = torch.ceil(fwhm_extent * fwhm_arcsec.double() / pixel_scale_arcsec - 1e-9).to(fwhm_arcsec.dtype)[..., None, None]
         inside = (pix.abs()[:, None] <= own_half) & (pix.abs()[None, :] <= own_half)
         img = img * inside
     return img / img.sum(dim=(-1, -2), keepdim=True)

@@ -11,7 +11,7 @@ the pixels whose value exceeds ``threshold`` x the stamp's brightest pixel, grow
 on each side, are then resampled at the full ``oversample``. Faint pixels keep their centre
 value. ``threshold = 0`` supersamples every pixel (exactly the uniform sampling), which is what
 the reference comparisons use; the default keeps the arc flux within 0.1% of it at a fraction
-of the cost (see tests/test_render.py and benchmarks/bench_injection.py).
+of the cost (see tests/test_lensing.py and benchmarks/bench_injection.py).
 """
 
 from __future__ import annotations

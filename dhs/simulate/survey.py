@@ -64,8 +64,10 @@ def render_noise_free(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) 
     B = len(rows)
     fwhm = np.stack([rows[f"psf_fwhm_used_{b}"].to_numpy() for b in cfg.bands], axis=1)
     ksize = kernel_size_px(float(fwhm.max()), s, fwhm_extent=PSF_FWHM_EXTENT, max_size=2 * N - 1)
-    kernels = psf_kernels(_t(fwhm, device, dtype), ksize, s, model=cfg.psf_model, beta=cfg.moffat_beta, fwhm_extent=PSF_FWHM_EXTENT)
-    kernels = KernelSpectra(kernels, N)
+    # PSFs are per brick, so a batch holds few distinct FWHMs: build each kernel (and its FFT) once
+    unique_fwhm, inverse = np.unique(fwhm, return_inverse=True)
+    kernels = psf_kernels(_t(unique_fwhm, device, dtype), ksize, s, model=cfg.psf_model, beta=cfg.moffat_beta, fwhm_extent=PSF_FWHM_EXTENT)
+    kernels = KernelSpectra(kernels, N)[torch.as_tensor(inverse.reshape(fwhm.shape), device=device)]
 
     host_params = {
         "reff_arcsec": _t(rows["host_reff_arcsec"], device, dtype), "n": _t(rows["host_sersic_n"], device, dtype),
