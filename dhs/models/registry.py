@@ -1,0 +1,58 @@
+"""Which architectures exist, how to build them, and what metadata the hybrid may see."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from dhs.models.hybrid import Hybrid
+from dhs.models.small_cnn import SmallCNN
+from dhs.models.torchvision_nets import convnext_tiny, efficientnet_b0, resnet18
+
+ARCHS = ("small_cnn", "resnet18", "efficientnet_b0", "convnext_tiny", "hybrid")
+
+# Columns that carry (or are computed from) the injection: a model that sees any of them reads
+# the label instead of the pixels. Matched exactly and by prefix.
+FORBIDDEN_METADATA = (
+    "is_control", "lens_model", "theta_e_arcsec", "src_", "arc_snr", "magnification", "total_injected_flux",
+    "lens_e", "lens_q", "lens_phi_rad", "shear", "experiment_id", "task_id", "host_id", "cache_index", "source_row",
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    stamp_size: int
+    stem: str = "cifar"
+    metadata: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"arch": self.arch, "stamp_size": self.stamp_size, "stem": self.stem, "metadata": list(self.metadata)}
+
+
+def check_metadata_columns(columns: Sequence[str]) -> None:
+    bad = [c for c in columns if any(c == f or (f.endswith("_") and c.startswith(f)) or c.startswith(f + "_") for f in FORBIDDEN_METADATA)]
+    if bad:
+        raise ValueError(f"metadata columns {bad} carry the injection label and may not enter the hybrid model; "
+                         f"use observing conditions only (e.g. psfsize_r, psfdepth_r, bad_pixel_frac, wise_brightmask_frac, ebv)")
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    if spec.arch not in ARCHS:
+        raise ValueError(f"unknown arch {spec.arch!r}; known: {list(ARCHS)}")
+    if spec.stamp_size not in (64, 96):
+        raise ValueError(f"stamp_size must be 64 or 96, got {spec.stamp_size}")
+    if spec.arch != "hybrid" and spec.metadata:
+        raise ValueError(f"{spec.arch} takes no metadata; only the hybrid does")
+    if spec.arch == "small_cnn":
+        return SmallCNN()
+    if spec.arch == "resnet18":
+        return resnet18(spec.stem)
+    if spec.arch == "efficientnet_b0":
+        return efficientnet_b0()
+    if spec.arch == "convnext_tiny":
+        return convnext_tiny()
+    check_metadata_columns(spec.metadata)
+    return Hybrid(len(spec.metadata), spec.stem)

@@ -1,0 +1,310 @@
+"""The training loop: one arch, single process or one rank of a torchrun DDP job.
+
+Read it top to bottom: build the model; resume from ``checkpoint_last.pt`` if its params hash
+matches; then for every step draw the next batch of this rank's shard of the shuffled train
+split (augmented on the device), take an AdamW step under a warmup + cosine schedule with
+gradient clipping; at each epoch end evaluate the whole val split, keep ``checkpoint_best.pt``
+(lowest val loss) and ``checkpoint_last.pt``.
+
+Why val loss for the best checkpoint: it uses every val stamp and moves smoothly; TPR at
+FPR 1e-4 on a few thousand controls is set by a handful of negatives and is noise (pitfall 6).
+Val AUC is logged beside it.
+
+Determinism: the batch of step s is a function of (seed, s) only (epoch permutation, position
+in it, augmentation generator seeded by the step), so N steps straight and N/2 + kill + resume
+N/2 give identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
+
+from dhs import atomic
+from dhs.cache import CachedSplit, open_split
+from dhs.loader import NormConfig, iterate_batches, shard_indices
+from dhs.models import ARCHS, ModelSpec, build_model, check_metadata_columns
+
+PRESETS = {
+    # the seed's recommended production configuration (SEED-phase5-plan.md)
+    "production": {"epochs": 5, "steps_per_epoch": 5000, "batch_size": 256, "lr": 3e-4, "weight_decay": 1e-4},
+    "demo": {},
+}
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str
+    epochs: int = 3
+    steps_per_epoch: int = 100
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    seed: int = 1
+    stem: str = "cifar"
+    hybrid_metadata: tuple[str, ...] = ()
+    eval_batch_size: int = 512
+    nproc: int = 1
+    device: str = "auto"
+    record_rows: bool = False
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any], arch: str) -> "TrainConfig":
+        p = dict(p)
+        p.pop("archs", None)
+        preset = p.pop("preset", "demo")
+        overrides = p.pop("overrides", {}) or {}
+        if preset not in PRESETS:
+            raise ValueError(f"train.preset must be one of {list(PRESETS)}, got {preset!r}")
+        known = {f.name for f in dataclasses.fields(cls)} - {"arch"}
+        merged = {**p, **PRESETS[preset], **(overrides.get(arch) or {})}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ValueError(f"unknown train params {unknown}; known: {sorted(known)}")
+        bad_over = sorted(set(overrides) - set(ARCHS))
+        if bad_over:
+            raise ValueError(f"train.overrides names unknown archs {bad_over}")
+        if "hybrid_metadata" in merged:
+            merged["hybrid_metadata"] = tuple(merged["hybrid_metadata"] or ())
+        cfg = cls(arch=arch, **merged)
+        for name in ("epochs", "steps_per_epoch", "batch_size", "eval_batch_size", "nproc"):
+            if int(getattr(cfg, name)) < 1:
+                raise ValueError(f"train.{name} must be >= 1")
+        if cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.warmup_steps < 0:
+            raise ValueError("train.lr must be > 0, weight_decay and warmup_steps >= 0")
+        if arch == "hybrid":
+            check_metadata_columns(cfg.hybrid_metadata)
+        return cfg
+
+    def spec(self, stamp_size: int) -> ModelSpec:
+        meta = self.hybrid_metadata if self.arch == "hybrid" else ()
+        return ModelSpec(self.arch, stamp_size, self.stem, tuple(meta))
+
+    def params_hash(self, norm: NormConfig, augment: bool) -> str:
+        d = dataclasses.asdict(self)
+        for k in ("eval_batch_size", "device", "record_rows"):
+            d.pop(k)
+        d["norm"] = dataclasses.asdict(norm)
+        d["augment"] = augment
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr`` then cosine decay to 0 over the run."""
+    total = cfg.epochs * cfg.steps_per_epoch
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    if device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"train.device is {device!r} but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def metadata_tensor(split: CachedSplit, columns: Sequence[str]) -> np.ndarray | None:
+    """(N, M) float32 standardised observing-condition columns for the hybrid, NaN -> 0."""
+    if not columns:
+        return None
+    missing = [c for c in columns if c not in split.meta.columns]
+    if missing:
+        raise TrainingError(f"hybrid metadata columns {missing} are not in the cache of split {split.split}")
+    m = split.meta[list(columns)].to_numpy(dtype=np.float64)
+    return np.nan_to_num(m).astype(np.float32)
+
+
+class _StepStream:
+    """Rows of step s for this rank: a function of (seed, s) only."""
+
+    def __init__(self, n: int, per_rank_batch: int, steps_per_epoch: int, seed: int, rank: int, world: int):
+        self.n, self.b, self.spe, self.seed, self.rank, self.world = n, per_rank_batch, steps_per_epoch, seed, rank, world
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def rows(self, step: int) -> np.ndarray:
+        epoch, k = divmod(step, self.spe)
+        if self._cache is None or self._cache[0] != epoch:
+            need = self.spe * self.b
+            parts, sub = [], 0
+            # an epoch longer than the shard wraps onto fresh permutations
+            while sum(map(len, parts)) < need:
+                parts.append(shard_indices(self.n, self.rank, self.world, shuffle=True, seed=self.seed, epoch=epoch * 1000 + sub))
+                sub += 1
+            self._cache = (epoch, np.concatenate(parts)[:need])
+        return self._cache[1][k * self.b : (k + 1) * self.b]
+
+
+def evaluate(model: torch.nn.Module, split: CachedSplit, norm: NormConfig, device: torch.device, batch_size: int,
+             meta: np.ndarray | None, amp: bool) -> dict[str, float]:
+    model.eval()
+    logits = np.empty(len(split), dtype=np.float32)
+    with torch.no_grad():
+        for x, _, rows in iterate_batches(split, np.arange(len(split)), batch_size, norm, device):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(x, torch.from_numpy(meta[rows]).to(device)) if meta is not None else model(x)
+            logits[rows] = out.float().cpu().numpy()
+    model.train()
+    y = split.labels
+    loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(y)))
+    auc = float(roc_auc_score(y, logits)) if 0 < y.sum() < len(y) else float("nan")
+    return {"loss": loss, "auc": auc, "n": int(len(y))}
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist()}
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, opt, step: int, spec: ModelSpec, params_hash: str, extra: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict() if opt is not None else None, "step": step,
+                "spec": spec.as_dict(), "params_hash": params_hash, "rng": _rng_state(), **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, spec: ModelSpec | None = None) -> dict:
+    """Load a checkpoint safely (weights_only) and refuse one made for another arch or stamp size."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if spec is not None:
+        have = ckpt.get("spec", {})
+        if have.get("arch") != spec.arch or have.get("stamp_size") != spec.stamp_size:
+            raise TrainingError(f"{path} was trained for arch={have.get('arch')} stamp_size={have.get('stamp_size')}, "
+                                f"not arch={spec.arch} stamp_size={spec.stamp_size}; delete it or point to the right model")
+    return ckpt
+
+
+def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: NormConfig, augment: bool,
+          live=None, progress: bool = True) -> dict:
+    """Train one arch; returns the metrics dict (rank 0) or {} (other ranks)."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = resolve_device(cfg.device, local_rank)
+    amp = device.type == "cuda"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_split, val_split = open_split(cache_dir, "train"), open_split(cache_dir, "val")
+    if len(train_split) == 0 or len(val_split) == 0:
+        raise TrainingError("train and val splits must both hold stamps")
+    stamp_size = int(train_split.images.shape[-1])
+    spec = cfg.spec(stamp_size)
+    meta_train = metadata_tensor(train_split, spec.metadata)
+    meta_val = metadata_tensor(val_split, spec.metadata)
+    if meta_train is not None:  # standardise with train statistics, stored in the checkpoint
+        mu, sd = meta_train.mean(0), meta_train.std(0) + 1e-6
+        meta_train, meta_val = (meta_train - mu) / sd, (meta_val - mu) / sd
+        meta_stats = {"mean": mu.tolist(), "std": sd.tolist()}
+    else:
+        meta_stats = None
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    phash = cfg.params_hash(norm, augment)
+    total = cfg.epochs * cfg.steps_per_epoch
+    start, best = 0, {"loss": float("inf")}
+    last_path, best_path = out_dir / "checkpoint_last.pt", out_dir / "checkpoint_best.pt"
+    history: list[dict] = []
+    if last_path.exists():
+        ckpt = load_checkpoint(last_path, spec)
+        if ckpt["params_hash"] == phash:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            start, best, history = int(ckpt["step"]), ckpt.get("best", best), json.loads(ckpt.get("history", "[]"))
+            if rank == 0:
+                print(f"train {cfg.arch}: resuming from {last_path} at step {start}/{total}")
+        elif rank == 0:
+            print(f"train {cfg.arch}: {last_path} was made with other params; starting afresh")
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
+
+    per_rank = max(1, cfg.batch_size // world)
+    stream = _StepStream(len(train_split), per_rank, cfg.steps_per_epoch, cfg.seed, rank, world)
+    labels = train_split.labels
+    seen: list[np.ndarray] = []
+    t0, images = time.perf_counter(), 0
+    bar = tqdm(total=total, initial=start, desc=f"train {cfg.arch}", unit="step", disable=not progress or rank != 0)
+    model.train()
+    for step in range(start, total):
+        rows = stream.rows(step)
+        if cfg.record_rows:
+            seen.append(rows)
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
+        x, y, _ = next(iterate_batches(train_split, rows, len(rows), norm, device, augment=augment, generator=gen))
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = net(x, torch.from_numpy(meta_train[rows]).to(device)) if meta_train is not None else net(x)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        if not torch.isfinite(loss):
+            ids = train_split.meta["task_id"].iloc[rows[:5]].tolist()
+            raise TrainingError(f"non-finite loss {loss.item()} at step {step} (epoch {step // cfg.steps_per_epoch}, batch rows "
+                                f"{rows[:5].tolist()}..., task_ids {ids}...); check the inputs and lower train.lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        images += len(rows) * world
+        bar.update(1)
+        if live is not None and rank == 0 and step % 10 == 0:
+            live.log_metric("train/loss", float(loss), plot=True)
+            live.log_metric("train/lr", lr_at(step, cfg), plot=True)
+            live.next_step()
+        if (step + 1) % cfg.steps_per_epoch == 0:
+            epoch = (step + 1) // cfg.steps_per_epoch
+            if rank == 0:
+                val = evaluate(model, val_split, norm, device, cfg.eval_batch_size, meta_val, amp)
+                history.append({"epoch": epoch, "step": step + 1, "val_loss": val["loss"], "val_auc": val["auc"], "train_loss": float(loss)})
+                bar.set_postfix(val_loss=f"{val['loss']:.4f}", val_auc=f"{val['auc']:.4f}")
+                if live is not None:
+                    live.log_metric("val/loss", val["loss"], plot=True)
+                    live.log_metric("val/auc", val["auc"], plot=True)
+                    live.next_step()
+                extra = {"meta_stats": json.dumps(meta_stats), "norm": json.dumps(dataclasses.asdict(norm))}
+                if val["loss"] < best["loss"]:
+                    best = {"loss": val["loss"], "auc": val["auc"], "epoch": epoch, "step": step + 1}
+                    save_checkpoint(best_path, model, None, step + 1, spec, phash, {**extra, "best": best})
+                save_checkpoint(last_path, model, opt, step + 1, spec, phash, {**extra, "best": best, "history": json.dumps(history)})
+            if distributed:
+                dist.barrier()
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    if cfg.record_rows:
+        np.save(out_dir / f"seen_rank{rank}.npy", np.concatenate(seen) if seen else np.array([], dtype=np.int64))
+    if rank != 0:
+        return {}
+    metrics = {"arch": cfg.arch, "stamp_size": stamp_size, "steps": total, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+               "world_size": world, "device": device.type, "params_hash": phash, "best": best, "history": history,
+               "n_train": len(train_split), "n_val": len(val_split),
+               "n_parameters": int(sum(p.numel() for p in model.parameters())),
+               "train_label_balance": float(labels.mean())}
+    if start < total:  # a timing, so printed rather than put in the (deterministic) metrics
+        print(f"train {cfg.arch}: {total - start} steps, {images / elapsed:.0f} images/s on {device.type} x {world}")
+    return metrics
