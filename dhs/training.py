@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from dhs import atomic
 from dhs.cache import CachedSplit, open_split
 from dhs.loader import NormConfig, iterate_batches, shard_indices
 from dhs.models import ARCHS, ModelSpec, build_model, check_metadata_columns
@@ -78,7 +77,8 @@ class TrainConfig:
         if preset not in PRESETS:
             raise ValueError(f"train.preset must be one of {list(PRESETS)}, got {preset!r}")
         known = {f.name for f in dataclasses.fields(cls)} - {"arch"}
-        merged = {**p, **PRESETS[preset], **(overrides.get(arch) or {})}
+        # the production preset is the seed's configuration and wins over the demo's per-arch values
+        merged = {**p, **(overrides.get(arch) or {}), **PRESETS[preset]}
         unknown = sorted(set(merged) - known)
         if unknown:
             raise ValueError(f"unknown train params {unknown}; known: {sorted(known)}")
@@ -149,11 +149,12 @@ class _StepStream:
         epoch, k = divmod(step, self.spe)
         if self._cache is None or self._cache[0] != epoch:
             need = self.spe * self.b
-            parts, sub = [], 0
-            # an epoch longer than the shard wraps onto fresh permutations
+            shard = shard_indices(self.n, self.rank, self.world, shuffle=True, seed=self.seed, epoch=epoch)
+            parts, sub = [shard], 0
+            # an epoch longer than the shard re-shuffles this rank's own shard, so ranks stay disjoint
             while sum(map(len, parts)) < need:
-                parts.append(shard_indices(self.n, self.rank, self.world, shuffle=True, seed=self.seed, epoch=epoch * 1000 + sub))
                 sub += 1
+                parts.append(np.random.default_rng([self.seed, epoch, sub, self.rank]).permutation(shard))
             self._cache = (epoch, np.concatenate(parts)[:need])
         return self._cache[1][k * self.b : (k + 1) * self.b]
 
@@ -197,8 +198,12 @@ def load_checkpoint(path: Path, spec: ModelSpec | None = None) -> dict:
 
 
 def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: NormConfig, augment: bool,
-          live=None, progress: bool = True) -> dict:
-    """Train one arch; returns the metrics dict (rank 0) or {} (other ranks)."""
+          live=None, progress: bool = True, max_steps: int | None = None) -> dict:
+    """Train one arch; returns the metrics dict (rank 0) or {} (other ranks).
+
+    ``max_steps`` ends this run after that many steps at the latest, stopping at the last
+    epoch boundary (so checkpoint_last.pt is the place to resume from), for time-boxed jobs.
+    """
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -249,7 +254,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     t0, images = time.perf_counter(), 0
     bar = tqdm(total=total, initial=start, desc=f"train {cfg.arch}", unit="step", disable=not progress or rank != 0)
     model.train()
-    for step in range(start, total):
+    stop = total if max_steps is None else min(total, start + max_steps)
+    for step in range(start, stop):
         rows = stream.rows(step)
         if cfg.record_rows:
             seen.append(rows)
@@ -298,10 +304,20 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     elapsed = time.perf_counter() - t0
     if cfg.record_rows:
         np.save(out_dir / f"seen_rank{rank}.npy", np.concatenate(seen) if seen else np.array([], dtype=np.int64))
+        digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
+        (out_dir / f"weights_rank{rank}.sha256").write_text(digest + "\n")
     if rank != 0:
         return {}
+    test_split = open_split(cache_dir, "test")
+    test = {}
+    if best_path.exists() and len(test_split):
+        model.load_state_dict(load_checkpoint(best_path, spec)["model"])
+        meta_test = metadata_tensor(test_split, spec.metadata)
+        if meta_test is not None:
+            meta_test = (meta_test - np.asarray(meta_stats["mean"], np.float32)) / np.asarray(meta_stats["std"], np.float32)
+        test = evaluate(model, test_split, norm, device, cfg.eval_batch_size, meta_test, amp)
     metrics = {"arch": cfg.arch, "stamp_size": stamp_size, "steps": total, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-               "world_size": world, "device": device.type, "params_hash": phash, "best": best, "history": history,
+               "world_size": world, "device": device.type, "params_hash": phash, "best": best, "history": history, "test_at_best": test, "completed": stop == total,
                "n_train": len(train_split), "n_val": len(val_split),
                "n_parameters": int(sum(p.numel() for p in model.parameters())),
                "train_label_balance": float(labels.mean())}

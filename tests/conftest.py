@@ -54,3 +54,14 @@ def s3_server(monkeypatch):
     handle = {"server": server, "port": port, "endpoint": f"http://127.0.0.1:{port}"}
     yield handle
     handle["server"].stop()
+
+
+@pytest.fixture(scope="session")
+def sim_cache(sim_dataset, tmp_path_factory) -> Path:
+    """The decoded cache of ``sim_dataset`` (read-only)."""
+    from dhs.cache import build_cache
+    from dhs.contract import validate
+
+    out = tmp_path_factory.mktemp("cache") / "cache"
+    build_cache(validate(sim_dataset, progress=False), out, progress=False)
+    return out
