@@ -226,9 +226,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         meta_stats = None
 
     torch.manual_seed(cfg.seed)
-    model = build_model(spec).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # channels_last: faster convolutions on GPU (bf16 tensor cores) and on CPU (oneDNN) alike
+    model = build_model(spec).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     phash = cfg.params_hash(norm, augment)
     total = cfg.epochs * cfg.steps_per_epoch
@@ -261,8 +260,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
             seen.append(rows)
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
         x, y, _ = next(iterate_batches(train_split, rows, len(rows), norm, device, augment=augment, generator=gen))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -280,6 +278,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         images += len(rows) * world
         bar.update(1)
         if live is not None and rank == 0 and step % 10 == 0:
+            live.step = step  # the x axis of every curve is the optimiser step
             live.log_metric("train/loss", float(loss), plot=True)
             live.log_metric("train/lr", lr_at(step, cfg), plot=True)
             live.next_step()
@@ -290,6 +289,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
                 history.append({"epoch": epoch, "step": step + 1, "val_loss": val["loss"], "val_auc": val["auc"], "train_loss": float(loss)})
                 bar.set_postfix(val_loss=f"{val['loss']:.4f}", val_auc=f"{val['auc']:.4f}")
                 if live is not None:
+                    live.step = step + 1
                     live.log_metric("val/loss", val["loss"], plot=True)
                     live.log_metric("val/auc", val["auc"], plot=True)
                     live.next_step()

@@ -7,7 +7,7 @@ from torch import nn
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, in_channels: int = 3, width: int = 32):
+    def __init__(self, in_channels: int = 3, width: int = 16):
         super().__init__()
 
         def block(cin: int, cout: int) -> nn.Sequential:
