@@ -279,7 +279,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         bar.update(1)
         if live is not None and rank == 0 and step % 10 == 0:
             live.step = step  # the x axis of every curve is the optimiser step
-            live.log_metric("train/loss", float(loss), plot=True)
+            live.log_metric("train/loss", loss.item(), plot=True)
             live.log_metric("train/lr", lr_at(step, cfg), plot=True)
             live.next_step()
         if (step + 1) % cfg.steps_per_epoch == 0:
