@@ -41,10 +41,34 @@ class CacheError(ValueError):
     pass
 
 
-def _fill(args) -> int:
+# Normalisation statistics are measured once here, in the annulus of the default preprocess
+# params, so the loader only subtracts and scales (see dhs.loader.normalize).
+STATS_COLUMNS = ("norm_med_g", "norm_med_r", "norm_med_z", "norm_mad_pooled", "norm_mad_g", "norm_mad_r", "norm_mad_z")
+STATS_ANNULUS = (0.65, 1.0)
+
+
+def _lower_median(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The lower middle value, as torch.median returns, so stored and computed stats agree."""
+    k = (a.shape[axis] - 1) // 2
+    return np.take(np.partition(a, k, axis=axis), k, axis=axis)
+
+
+def annulus_stats(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(3, H, W) -> per-band annulus median (3), pooled MAD (1), per-band MAD (3)."""
+    ring = img[:, mask].astype(np.float32)
+    med = _lower_median(ring, axis=1)
+    dev = np.abs(ring - med[:, None])
+    return np.concatenate([med, [_lower_median(dev.reshape(-1))], _lower_median(dev, axis=1)])
+
+
+def _fill(args) -> tuple[int, np.ndarray]:
     """Decode the usable rows of one shard into its slice of the split's image array."""
+    from dhs.loader import annulus_mask
+
     path, rows, images_path, offset, dtype = args
     images = np.load(images_path, mmap_mode="r+")
+    stats = np.empty((len(rows), len(STATS_COLUMNS)))
+    mask = None
     pf = pq.ParquetFile(path)
     want = np.zeros(pf.metadata.num_rows, dtype=bool)
     want[rows] = True
@@ -63,10 +87,14 @@ def _fill(args) -> int:
                         clipped += 1
                         img = np.clip(img, -F16_MAX, F16_MAX)
                 images[k] = img
+                if mask is None:
+                    mask = annulus_mask(img.shape[-1], *STATS_ANNULUS).numpy()
+                # from the stored (possibly float16) pixels, exactly what the loader will read
+                stats[k - offset] = annulus_stats(images[k], mask)
                 k += 1
         row0 += len(blobs)
     images.flush()
-    return clipped
+    return clipped, stats
 
 
 @dataclass
@@ -121,14 +149,19 @@ def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "flo
             bar = dict(total=len(jobs), desc=f"cache {split}", unit="shard", disable=not progress)
             if workers > 1 and len(jobs) > 1:
                 with ProcessPoolExecutor(max_workers=workers) as ex:
-                    clipped += sum(tqdm(ex.map(_fill, jobs), **bar))
+                    results = list(tqdm(ex.map(_fill, jobs), **bar))
             else:
-                clipped += sum(_fill(j) for j in tqdm(jobs, **bar))
+                results = [_fill(j) for j in tqdm(jobs, **bar)]
+            clipped += sum(c for c, _ in results)
+            stats = np.concatenate([st for _, st in results]) if results else np.empty((0, len(STATS_COLUMNS)))
+            for j, col in enumerate(STATS_COLUMNS):
+                meta[col] = stats[:, j]
             meta.insert(0, "cache_index", np.arange(n, dtype=np.int64))
             meta.to_parquet(d / "meta.parquet", index=False)
             counts[split] = n
         manifest = {"format": 1, "dtype": dtype, "stamp_size": size, "bands": list(contract.bands), "counts": counts,
-                    "stamps_clipped_f16": clipped, "unit": "nMgy"}
+                    "stamps_clipped_f16": clipped, "unit": "nMgy",
+                    "norm_stats": {"columns": list(STATS_COLUMNS), "annulus_frac": list(STATS_ANNULUS)}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return CacheSummary(counts=counts, stamps_clipped=clipped, stamp_size=size)
 
@@ -140,6 +173,13 @@ class CachedSplit:
     split: str
     images: np.ndarray
     meta: pd.DataFrame
+    stats_annulus: tuple[float, float] | None = None  # annulus the stored normalisation stats used
+
+    def norm_stats(self, inner_frac: float, outer_frac: float) -> np.ndarray | None:
+        """(N, 7) stored annulus statistics if they were measured in this annulus, else None."""
+        if self.stats_annulus != (inner_frac, outer_frac) or not set(STATS_COLUMNS) <= set(self.meta.columns):
+            return None
+        return self.meta[list(STATS_COLUMNS)].to_numpy(np.float32)
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -159,4 +199,9 @@ def open_split(cache_dir: str | Path, split: str) -> CachedSplit:
     meta = pd.read_parquet(d / "meta.parquet")
     if len(meta) != images.shape[0]:
         raise CacheError(f"{d}: meta.parquet has {len(meta)} rows but images.npy has {images.shape[0]}; rebuild the cache")
-    return CachedSplit(split=split, images=images, meta=meta)
+    manifest_path = Path(cache_dir) / "manifest.json"
+    annulus = None
+    if manifest_path.exists():
+        ns = json.loads(manifest_path.read_text()).get("norm_stats")
+        annulus = tuple(ns["annulus_frac"]) if ns else None
+    return CachedSplit(split=split, images=images, meta=meta, stats_annulus=annulus)

@@ -64,9 +64,18 @@ def annulus_mask(size: int, inner_frac: float, outer_frac: float, device=None) -
     return (r >= inner_frac * half) & (r < outer_frac * half)
 
 
-def normalize(x: torch.Tensor, cfg: NormConfig) -> torch.Tensor:
-    """(B, C, H, W) nMgy -> normalised float32, clipped to +-cfg.clip."""
+def normalize(x: torch.Tensor, cfg: NormConfig, stats: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, C, H, W) nMgy -> normalised float32, clipped to +-cfg.clip.
+
+    ``stats`` (B, 7): annulus medians, pooled MAD and per-band MADs measured when the cache was
+    built (``dhs.cache.STATS_COLUMNS``); with them normalising is one subtract and one scale.
+    """
     x = x.float()
+    if cfg.mode != "none" and stats is not None:
+        med = stats[:, 0:3]
+        mad = stats[:, 3:4] if cfg.mode == "annulus_common" else stats[:, 4:7]
+        inv = 1.0 / (mad * MAD_TO_SIGMA).clamp_min(1e-12)
+        return x.sub_(med[..., None, None]).mul_(inv[..., None, None]).clamp_(-cfg.clip, cfg.clip)
     if cfg.mode != "none":
         mask = annulus_mask(x.shape[-1], cfg.annulus_inner_frac, cfg.annulus_outer_frac, x.device)
         ring = x[..., mask]  # (B, C, P)
@@ -124,6 +133,7 @@ class StampDataset(torch.utils.data.Dataset):
     def __init__(self, split: CachedSplit, norm: NormConfig = NormConfig()):
         self.split, self.norm = split, norm
         self.labels = split.labels
+        self.stats = split.norm_stats(norm.annulus_inner_frac, norm.annulus_outer_frac)
 
     def __len__(self) -> int:
         return len(self.split)
@@ -137,7 +147,8 @@ class StampDataset(torch.utils.data.Dataset):
         order = np.argsort(idx, kind="stable")
         raw = np.empty((len(idx),) + self.split.images.shape[1:], dtype=self.split.images.dtype)
         raw[order] = self.split.images[idx[order]]  # sorted reads are sequential on disk
-        x = normalize(torch.from_numpy(raw), self.norm)
+        stats = None if self.stats is None else torch.from_numpy(self.stats[idx])
+        x = normalize(torch.from_numpy(raw), self.norm, stats)
         return x, torch.from_numpy(self.labels[idx])
 
 
@@ -161,13 +172,15 @@ def iterate_batches(split: CachedSplit, indices: np.ndarray, batch_size: int, no
                     augment: bool = False, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
     """Yield (x, y, rows) batches of the given rows: x normalised on ``device``; rows are cache indices."""
     labels = split.labels
+    all_stats = split.norm_stats(norm.annulus_inner_frac, norm.annulus_outer_frac)
     for s in range(0, len(indices), batch_size):
         rows = np.asarray(indices[s : s + batch_size])
         order = np.argsort(rows, kind="stable")
         raw = np.empty((len(rows),) + split.images.shape[1:], dtype=split.images.dtype)
         raw[order] = split.images[rows[order]]
         x = torch.from_numpy(raw).to(device, non_blocking=True)
-        x = normalize(x, norm)
+        stats = None if all_stats is None else torch.from_numpy(all_stats[rows]).to(device)
+        x = normalize(x, norm, stats)
         if augment:
             x = augment_dihedral(x, generator)
         yield x, torch.from_numpy(labels[rows]).to(device), rows
