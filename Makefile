@@ -25,6 +25,8 @@ test: install
 
 bench: install
 	$(PY) benchmarks/bench_injection.py
+	$(PY) benchmarks/bench_cache.py
+	$(PY) benchmarks/bench_train.py --steps 2
 
 lock: install
 	@{ head -2 requirements/lock.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^dhs'; } > requirements/lock.tmp && mv requirements/lock.tmp requirements/lock.txt

@@ -47,6 +47,19 @@ STATS_COLUMNS = ("norm_med_g", "norm_med_r", "norm_med_z", "norm_mad_pooled", "n
 STATS_ANNULUS = (0.65, 1.0)
 
 
+def annulus_mask_np(size: int, inner_frac: float, outer_frac: float) -> np.ndarray:
+    """Pixels with inner_frac <= r / (size/2) < outer_frac, r from the stamp centre (size-1)/2.
+
+    numpy on purpose: the cache workers are forked processes, where torch's thread pool
+    (inherited mid-state from the parent) can deadlock.
+    """
+    c = (size - 1) / 2.0
+    yy, xx = np.indices((size, size))
+    r = np.sqrt((yy - c) ** 2 + (xx - c) ** 2)
+    half = size / 2.0
+    return (r >= inner_frac * half) & (r < outer_frac * half)
+
+
 def _lower_median(a: np.ndarray, axis: int = -1) -> np.ndarray:
     """The lower middle value, as torch.median returns, so stored and computed stats agree."""
     k = (a.shape[axis] - 1) // 2
@@ -63,8 +76,6 @@ def annulus_stats(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def _fill(args) -> tuple[int, np.ndarray]:
     """Decode the usable rows of one shard into its slice of the split's image array."""
-    from dhs.loader import annulus_mask
-
     path, rows, images_path, offset, dtype = args
     images = np.load(images_path, mmap_mode="r+")
     stats = np.empty((len(rows), len(STATS_COLUMNS)))
@@ -88,7 +99,7 @@ def _fill(args) -> tuple[int, np.ndarray]:
                         img = np.clip(img, -F16_MAX, F16_MAX)
                 images[k] = img
                 if mask is None:
-                    mask = annulus_mask(img.shape[-1], *STATS_ANNULUS).numpy()
+                    mask = annulus_mask_np(img.shape[-1], *STATS_ANNULUS)
                 # from the stored (possibly float16) pixels, exactly what the loader will read
                 stats[k - offset] = annulus_stats(images[k], mask)
                 k += 1

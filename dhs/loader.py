@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dhs.cache import CachedSplit
+from dhs.cache import CachedSplit, annulus_mask_np
 
 NORM_MODES = ("annulus_common", "annulus_per_band", "none")
 MAD_TO_SIGMA = 1.4826
@@ -57,11 +57,7 @@ class NormConfig:
 
 
 def annulus_mask(size: int, inner_frac: float, outer_frac: float, device=None) -> torch.Tensor:
-    c = (size - 1) / 2.0
-    yy, xx = torch.meshgrid(torch.arange(size, device=device), torch.arange(size, device=device), indexing="ij")
-    r = torch.sqrt((yy - c) ** 2 + (xx - c) ** 2)
-    half = size / 2.0
-    return (r >= inner_frac * half) & (r < outer_frac * half)
+    return torch.from_numpy(annulus_mask_np(size, inner_frac, outer_frac)).to(device)
 
 
 def normalize(x: torch.Tensor, cfg: NormConfig, stats: torch.Tensor | None = None) -> torch.Tensor:
