@@ -286,7 +286,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
             epoch = (step + 1) // cfg.steps_per_epoch
             if rank == 0:
                 val = evaluate(model, val_split, norm, device, cfg.eval_batch_size, meta_val, amp)
-                history.append({"epoch": epoch, "step": step + 1, "val_loss": val["loss"], "val_auc": val["auc"], "train_loss": float(loss)})
+                history.append({"epoch": epoch, "step": step + 1, "val_loss": val["loss"], "val_auc": val["auc"], "train_loss": loss.item()})
                 bar.set_postfix(val_loss=f"{val['loss']:.4f}", val_auc=f"{val['auc']:.4f}")
                 if live is not None:
                     live.step = step + 1
