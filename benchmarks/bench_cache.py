@@ -52,7 +52,7 @@ def main() -> None:
         # warm the page cache so both paths read from memory
         _ = np.asarray(split.images, dtype=np.float32).sum()
         t = time.perf_counter()
-        for x, _, _ in iterate_batches(split, idx, args.batch_size, norm):
+        for _batch in iterate_batches(split, idx, args.batch_size, norm):
             pass
         cache_s = time.perf_counter() - t
 
@@ -62,7 +62,7 @@ def main() -> None:
         for shard in shards:
             for batch in pq.ParquetFile(shard).iter_batches(batch_size=args.batch_size, columns=["stamp_npz", "stamp_size"]):
                 imgs = [decode_stamp(b) for b in batch.column("stamp_npz").to_pylist()]
-                x = normalize(torch.from_numpy(np.stack(imgs)), norm)
+                normalize(torch.from_numpy(np.stack(imgs)), norm)
                 done += len(imgs)
         npz_s = time.perf_counter() - t
 

@@ -315,7 +315,6 @@ def main(argv=None) -> None:
             r1_full, u1_full, _, _ = time_ours(conf, batches[:1], ksizes[:1], N, s, 0.0, cpu, args.repeats)
         finally:
             torch.set_num_threads(threads)
-        n1 = batches[0].stop
         rows += [("ours adaptive, 1 thread*", "cpu", 1, r1_ad, u1_ad), ("ours uniform 4x4, 1 thread*", "cpu", 1, r1_full, u1_full)]
 
     # lenstronomy gets the kernels our engine used for those stamps (same batch kernel size)

@@ -65,3 +65,25 @@ def sim_cache(sim_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cache") / "cache"
     build_cache(validate(sim_dataset, progress=False), out, progress=False)
     return out
+
+
+def copy_repo(dest: Path, n_stamps: int = 200) -> tuple[Path, dict]:
+    """A git-initialised copy of this repository's files with a small simulation, and the env
+    (PATH with this venv's dvc) to run DVC in it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dest / f)
+    p = yaml.safe_load(open(dest / "params.yaml"))
+    p["simulate"].update(n_stamps=n_stamps, n_regions=10, device="cpu")
+    (dest / "params.yaml").write_text(yaml.safe_dump(p))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True)
+    return dest, env

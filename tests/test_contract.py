@@ -8,7 +8,6 @@ hold real npz bytes. Nothing is mocked.
 from __future__ import annotations
 
 import io
-import zlib
 import zipfile
 from collections import Counter
 from pathlib import Path

@@ -17,11 +17,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, SECRET
+from conftest import REPO, SECRET, copy_repo
 from dhs.staging import MANIFEST, StagingError, stage
 from stages import stamps as stamps_stage
 
-BIN = Path(sys.executable).parent
 
 
 def digests(root: Path, pattern: str = "*.parquet") -> dict[str, str]:
@@ -184,26 +183,14 @@ def test_missing_source_and_empty_bucket_are_clear_errors(tmp_path, s3_server):
 
 @pytest.mark.slow
 def test_dvc_push_and_pull_round_trip_through_an_s3_remote(tmp_path, s3_server):
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    work = tmp_path / "repo"
-    for f in files:
-        if (REPO / f).is_file():
-            (work / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, work / f)
-    p = yaml.safe_load(open(work / "params.yaml"))
-    p["simulate"].update(n_stamps=150, n_regions=10, device="cpu")
-    (work / "params.yaml").write_text(yaml.safe_dump(p))
+    work, env = copy_repo(tmp_path / "repo", n_stamps=150)
     boto3.client("s3", endpoint_url=s3_server["endpoint"]).create_bucket(Bucket="dvc-store")
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 
     def run(*args):
         res = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True)
         assert res.returncode == 0, f"{args}: {res.stdout}{res.stderr}"
         return res.stdout
 
-    run("git", "init", "-q")
-    run("git", "add", "-A")
-    run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy")
     run("dvc", "repro", "stamps")
     run("dvc", "remote", "add", "-d", "store", "s3://dvc-store/dhs")
     run("dvc", "remote", "modify", "store", "endpointurl", s3_server["endpoint"])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,10 +14,10 @@ import pytest
 import yaml
 
 from dhs.contract import decode_stamp
+from conftest import copy_repo
 from stages import stamps as stamps_stage
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def small_params(tmp: Path, n: int = 240, name: str = "params.yaml", **sim) -> Path:
@@ -113,19 +111,8 @@ def test_bad_params_exit_with_a_clear_message(tmp_path, edit, message):
 @pytest.mark.slow
 def test_dvc_repro_stamps_in_a_fresh_copy(tmp_path):
     """`dvc repro stamps` on a copy of the repository, with real DVC, then `dvc status` is clean."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    work = tmp_path / "repo"
-    for f in files:
-        if (REPO / f).is_file():
-            (work / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, work / f)
-    p = yaml.safe_load(open(work / "params.yaml"))
-    p["simulate"].update(n_stamps=200, n_regions=10, device="cpu")
-    (work / "params.yaml").write_text(yaml.safe_dump(p))
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    work, env = copy_repo(tmp_path / "repo", n_stamps=200)
     run = lambda *a: subprocess.run(a, cwd=work, env=env, capture_output=True, text=True)  # noqa: E731
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
-        assert run(*cmd).returncode == 0
     res = run("dvc", "repro", "stamps")
     assert res.returncode == 0, res.stdout + res.stderr
     lock = yaml.safe_load((work / "dvc.lock").read_text())
