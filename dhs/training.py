@@ -107,7 +107,20 @@ class TrainConfig:
             d.pop(k)
         d["norm"] = dataclasses.asdict(norm)
         d["augment"] = augment
+        # the code that defines the trajectory: a fix to it must retrain, not "resume" a finished run
+        d["code"] = _source_digest()
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def _source_digest() -> str:
+    import dhs.loader
+    import dhs.models
+
+    files = sorted(Path(dhs.models.__file__).parent.glob("*.py")) + [Path(__file__), Path(dhs.loader.__file__)]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
