@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[test]'
 	@touch $(STAMP)
 
+# outputs are copied into the DVC cache on filesystems without reflinks; relinking replaces the
+# workspace copies by hard links, so the stamps and cache are not kept on disk twice
 repro: install
-	$(VENV)/bin/dvc repro
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/dvc repro
+	$(VENV)/bin/dvc checkout --relink --quiet
 
 test: install
 	$(PY) -m pytest -q
