@@ -114,6 +114,7 @@ class _S3:
                      max_pool_connections=64)
         self.client = boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=cfg)
         self.url = describe_source(url)
+        self._etag_is_md5: dict[str, bool] = {}
 
     def list(self) -> list[RemoteFile]:
         out = []
@@ -121,7 +122,9 @@ class _S3:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for obj in page.get("Contents", []):
                     key = obj["Key"][len(self.prefix):]
-                    if key and not key.endswith("/") and not any(p.startswith(".") for p in key.split("/")):
+                    parts = key.split("/")
+                    # no empty components: 'prefix//etc/x' must not become an absolute path
+                    if key and "" not in parts and not any(p.startswith(".") for p in parts):
                         out.append(RemoteFile(key, int(obj["Size"]), obj["ETag"].strip('"')))
         except Exception as exc:  # botocore raises many types; all mean the listing failed
             raise StagingError(f"cannot list {self.url}: {type(exc).__name__}: {exc}") from exc
@@ -129,7 +132,10 @@ class _S3:
 
     def fetch(self, f: RemoteFile, dest: Path, progress: Callable[[int], None]) -> None:
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + f.key)["Body"]
+            resp = self.client.get_object(Bucket=self.bucket, Key=self.prefix + f.key)
+            # with SSE-KMS or SSE-C a single-part ETag is not the MD5 of the object
+            self._etag_is_md5[f.key] = resp.get("ServerSideEncryption") in (None, "AES256") and "SSECustomerAlgorithm" not in resp
+            body = resp["Body"]
             with open(dest, "wb") as dst:
                 for block in iter(lambda: body.read(_CHUNK), b""):
                     dst.write(block)
@@ -141,7 +147,7 @@ class _S3:
         size = path.stat().st_size
         if size != f.size:
             raise StagingError(f"{f.key}: copied {size} bytes, S3 lists {f.size}")
-        if "-" not in f.version and _md5(path) != f.version:
+        if "-" not in f.version and self._etag_is_md5.get(f.key, False) and _md5(path) != f.version:
             raise StagingError(f"{f.key}: MD5 of the copy does not match the S3 ETag {f.version}")
 
 
@@ -175,12 +181,15 @@ def stage(source: str, dest: str | Path, *, endpoint_url: str | None = None, wor
     # files no longer at the source are removed so the staged copy mirrors it
     wanted = {f.key for f in files}
     for stale in [k for k in manifest if k not in wanted]:
-        (dest / stale).unlink(missing_ok=True)
+        if (dest / stale).resolve().is_relative_to(dest.resolve()):
+            (dest / stale).unlink(missing_ok=True)
         manifest.pop(stale)
     bar = tqdm(total=sum(f.size for f in todo), unit="B", unit_scale=True, desc=f"stage {describe_source(source)}", disable=not progress)
 
     def copy(f: RemoteFile) -> int:
         final = dest / f.key
+        if not final.resolve().is_relative_to(dest.resolve()):
+            raise StagingError(f"{f.key}: key escapes the staging directory; refusing to write outside {dest}")
         final.parent.mkdir(parents=True, exist_ok=True)
         part = final.with_name(final.name + ".part")
         try:

@@ -101,7 +101,7 @@ class TrainConfig:
         meta = self.hybrid_metadata if self.arch == "hybrid" else ()
         return ModelSpec(self.arch, stamp_size, self.stem, tuple(meta))
 
-    def params_hash(self, norm: NormConfig, augment: bool) -> str:
+    def params_hash(self, norm: NormConfig, augment: bool, data_digest: str = "") -> str:
         d = dataclasses.asdict(self)
         for k in ("eval_batch_size", "device", "record_rows"):
             d.pop(k)
@@ -109,7 +109,18 @@ class TrainConfig:
         d["augment"] = augment
         # the code that defines the trajectory: a fix to it must retrain, not "resume" a finished run
         d["code"] = _source_digest()
+        d["data"] = data_digest  # new stamps must retrain, not resume a run made on other data
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def cache_digest(cache_dir: str | Path) -> str:
+    """Fingerprint of the training data: manifest and the train/val metadata (task ids, stats)."""
+    h = hashlib.sha256()
+    for rel in ("manifest.json", "train/meta.parquet", "val/meta.parquet"):
+        p = Path(cache_dir) / rel
+        if p.exists():
+            h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 def _source_digest() -> str:
@@ -141,14 +152,21 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
 
 
 def metadata_tensor(split: CachedSplit, columns: Sequence[str]) -> np.ndarray | None:
-    """(N, M) float32 standardised observing-condition columns for the hybrid, NaN -> 0."""
+    """(N, M) float32 observing-condition columns for the hybrid; NaN where missing or infinite."""
     if not columns:
         return None
     missing = [c for c in columns if c not in split.meta.columns]
     if missing:
         raise TrainingError(f"hybrid metadata columns {missing} are not in the cache of split {split.split}")
     m = split.meta[list(columns)].to_numpy(dtype=np.float64)
-    return np.nan_to_num(m).astype(np.float32)
+    m[~np.isfinite(m)] = np.nan  # missing: imputed with the train mean after standardising
+    return m.astype(np.float32)
+
+
+def standardise(meta: np.ndarray, stats: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """Standardise with the train statistics; missing values become the train mean (0)."""
+    z = (meta - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32)
+    return np.nan_to_num(z, nan=0.0).astype(np.float32)
 
 
 class _StepStream:
@@ -232,9 +250,9 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     meta_train = metadata_tensor(train_split, spec.metadata)
     meta_val = metadata_tensor(val_split, spec.metadata)
     if meta_train is not None:  # standardise with train statistics, stored in the checkpoint
-        mu, sd = meta_train.mean(0), meta_train.std(0) + 1e-6
-        meta_train, meta_val = (meta_train - mu) / sd, (meta_val - mu) / sd
+        mu, sd = np.nanmean(meta_train, 0), np.nanstd(meta_train, 0) + 1e-6
         meta_stats = {"mean": mu.tolist(), "std": sd.tolist()}
+        meta_train, meta_val = standardise(meta_train, meta_stats), standardise(meta_val, meta_stats)
     else:
         meta_stats = None
 
@@ -242,7 +260,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     # channels_last: faster convolutions on GPU (bf16 tensor cores) and on CPU (oneDNN) alike
     model = build_model(spec).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    phash = cfg.params_hash(norm, augment)
+    phash = cfg.params_hash(norm, augment, cache_digest(cache_dir))
     total = cfg.epochs * cfg.steps_per_epoch
     start, best = 0, {"loss": float("inf")}
     last_path, best_path = out_dir / "checkpoint_last.pt", out_dir / "checkpoint_best.pt"
@@ -266,8 +284,14 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     t0, images = time.perf_counter(), 0
     bar = tqdm(total=total, initial=start, desc=f"train {cfg.arch}", unit="step", disable=not progress or rank != 0)
     model.train()
-    stop = total if max_steps is None else min(total, start + max_steps)
+    if max_steps is None:
+        stop = total
+    else:  # end on an epoch boundary (where checkpoint_last.pt is written), at least one epoch on
+        stop = min(total, max(start + cfg.steps_per_epoch, (start + max_steps) // cfg.steps_per_epoch * cfg.steps_per_epoch))
     for step in range(start, stop):
+        # dropout and stochastic depth (EfficientNet, ConvNeXt) draw from the global RNG: make it
+        # a function of (seed, step, rank) so a resumed run draws what the straight run drew
+        torch.manual_seed((cfg.seed * 1_000_003 + step) * 1_009 + rank)
         rows = stream.rows(step)
         if cfg.record_rows:
             seen.append(rows)
@@ -327,7 +351,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         model.load_state_dict(load_checkpoint(best_path, spec)["model"])
         meta_test = metadata_tensor(test_split, spec.metadata)
         if meta_test is not None:
-            meta_test = (meta_test - np.asarray(meta_stats["mean"], np.float32)) / np.asarray(meta_stats["std"], np.float32)
+            meta_test = standardise(meta_test, meta_stats)
         test = evaluate(model, test_split, norm, device, cfg.eval_batch_size, meta_test, amp)
     metrics = {"arch": cfg.arch, "stamp_size": stamp_size, "steps": total, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                "world_size": world, "device": device.type, "params_hash": phash, "best": best, "history": history, "test_at_best": test, "completed": stop == total,
@@ -335,5 +359,5 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
                "n_parameters": int(sum(p.numel() for p in model.parameters())),
                "train_label_balance": float(labels.mean())}
     if start < total:  # a timing, so printed rather than put in the (deterministic) metrics
-        print(f"train {cfg.arch}: {total - start} steps, {images / elapsed:.0f} images/s on {device.type} x {world}")
+        print(f"train {cfg.arch}: {stop - start} steps, {images / elapsed:.0f} images/s on {device.type} x {world}")
     return metrics

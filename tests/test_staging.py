@@ -65,8 +65,11 @@ def test_local_directory_is_staged_validated_cached_and_resumed(sim_dataset, tmp
 
 def test_s3_source_through_a_real_s3_server(sim_dataset, tmp_path, s3_server, capsys):
     upload(sim_dataset, s3_server["endpoint"], "survey", "phase4c/v3/stamps")
+    # a key with an empty component must not become an absolute path on our side
+    boto3.client("s3", endpoint_url=s3_server["endpoint"]).put_object(Bucket="survey", Key="phase4c/v3/stamps//tmp/dhs-escape.txt", Body=b"x")
     m = run_stage(tmp_path, params_for(tmp_path, "s3://survey/phase4c/v3/stamps", s3_server["endpoint"]))
     assert digests(tmp_path / "stamps") == digests(sim_dataset)
+    assert not Path("/tmp/dhs-escape.txt").exists() and not list((tmp_path / "staging").rglob("dhs-escape.txt"))
     assert m["rows_used"] == 160 and m["source"] == "s3://survey/phase4c/v3/stamps"
     out = capsys.readouterr()
     # no credential anywhere we write or print

@@ -56,12 +56,14 @@ def test_each_arch_runs_on_64_and_96_px_and_a_few_steps_lower_the_loss(arch, sim
 
 
 def small_cfg(**over) -> TrainConfig:
+    arch = over.pop("arch", "small_cnn")
     p = {"epochs": 2, "steps_per_epoch": 4, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2, "eval_batch_size": 64, "device": "cpu", **over}
-    return TrainConfig.from_params(p, over.pop("arch", "small_cnn") if "arch" in over else "small_cnn")
+    return TrainConfig.from_params(p, arch)
 
 
-def test_resume_after_interruption_gives_identical_weights(sim_cache, tmp_path):
-    cfg = small_cfg()
+@pytest.mark.parametrize("arch", ["small_cnn", "efficientnet_b0"])  # the latter draws dropout and stochastic depth
+def test_resume_after_interruption_gives_identical_weights(sim_cache, tmp_path, arch):
+    cfg = small_cfg(arch=arch)
     norm = NormConfig()
     straight = train(cfg, sim_cache, tmp_path / "a", norm, augment=True, progress=False)
     # the same run, stopped at the first epoch boundary, then resumed by a fresh call
@@ -152,3 +154,29 @@ def test_ddp_two_ranks_on_gloo_see_disjoint_rows_and_end_with_identical_weights(
     assert w[0] == w[1]
     metrics = yaml.safe_load((tmp_path / "metrics" / "small_cnn.json").read_text())
     assert metrics["world_size"] == 2 and (out / "checkpoint_best.pt").exists()
+
+
+def test_new_data_retrains_instead_of_resuming(sim_cache, tmp_path, capsys):
+    import pandas as pd
+
+    train(small_cfg(epochs=1), sim_cache, tmp_path / "m", NormConfig(), augment=False, progress=False)
+    other = tmp_path / "cache"
+    shutil.copytree(sim_cache, other)
+    meta = pd.read_parquet(other / "train" / "meta.parquet")
+    meta["task_id"] = meta["task_id"] + "-v2"  # another dataset of the same shape
+    meta.to_parquet(other / "train" / "meta.parquet", index=False)
+    capsys.readouterr()
+    train(small_cfg(epochs=1), other, tmp_path / "m", NormConfig(), augment=False, progress=False)
+    assert "made with other params; starting afresh" in capsys.readouterr().out
+
+
+def test_hybrid_metadata_missing_values_become_the_train_mean():
+    from dhs.training import standardise
+
+    m = np.array([[1.0, 24.0], [3.0, np.nan], [np.nan, 26.0], [2.0, np.inf]], dtype=np.float64)
+    m[~np.isfinite(m)] = np.nan
+    stats = {"mean": np.nanmean(m, 0).tolist(), "std": (np.nanstd(m, 0) + 1e-6).tolist()}
+    z = standardise(m.astype(np.float32), stats)
+    assert np.isfinite(z).all()
+    assert z[2, 0] == 0 and z[1, 1] == 0 and z[3, 1] == 0
+    np.testing.assert_allclose(z[[0, 1, 3], 0], [-1.2247, 1.2247, 0.0], atol=1e-3)
