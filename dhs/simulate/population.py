@@ -188,5 +188,4 @@ def sample_population(cfg: SimConfig) -> pd.DataFrame:
     df["stamp_size"] = np.int64(cfg.stamp_size)
     df["bandset"] = "grz"
     df["ab_zp_nmgy"] = AB_ZP_NMGY
-    df["psfdepth_r"] = df["psfdepth_r"]  # the contract name; kept explicit for readers
     return df

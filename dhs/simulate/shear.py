@@ -14,6 +14,3 @@ def shear_deflection(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     return g1 * x_arcsec + g2 * y_arcsec, g2 * x_arcsec - g1 * y_arcsec
 
-
-def shear_polar_to_cartesian(gamma: torch.Tensor, phi_rad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return gamma * torch.cos(2.0 * phi_rad), gamma * torch.sin(2.0 * phi_rad)

@@ -25,11 +25,6 @@ import torch
 _E2_SERIES = 1e-3
 
 
-def ellipticity_to_q(e: torch.Tensor) -> torch.Tensor:
-    """Axis ratio q = (1 - e) / (1 + e) from the ellipticity modulus e = (1 - q) / (1 + q)."""
-    return (1.0 - e) / (1.0 + e)
-
-
 def q_phi_to_e1e2(q: torch.Tensor, phi_rad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """lenstronomy eccentricities: e1 = e cos 2phi, e2 = e sin 2phi with e = (1-q)/(1+q)."""
     e = (1.0 - q) / (1.0 + q)
@@ -112,7 +107,6 @@ def sie_convergence(
 
 
 __all__ = [
-    "ellipticity_to_q",
     "q_phi_to_e1e2",
     "sie_deflection",
     "sis_deflection",
