@@ -47,14 +47,29 @@ def _controls(control_scores) -> np.ndarray:
 
 
 def threshold_at_fpr(control_scores, fpr: float, min_expected: float = 10.0) -> Threshold:
+    s = np.sort(_controls(control_scores))[::-1]
+    return threshold_from_top(s[: top_needed(fpr, s.size)], s.size, fpr, min_expected)
+
+
+def top_needed(fpr: float, n_controls: int) -> int:
+    """How many of the highest control scores fix the threshold at ``fpr``: k + 1."""
     if not 0.0 < fpr < 1.0:
         raise ThresholdError(f"FPR must be in (0, 1), got {fpr}")
-    s = np.sort(_controls(control_scores))[::-1]
-    n = s.size
-    k = int(math.floor(fpr * n + 1e-9))
-    t = float(s[k])  # k < n since fpr < 1; the k scores above it pass
-    above = int((s > t).sum())
-    return Threshold(fpr, t, n, above, above / n, fpr * n < min_expected)
+    return int(math.floor(fpr * n_controls + 1e-9)) + 1
+
+
+def threshold_from_top(top_desc, n_controls: int, fpr: float, min_expected: float = 10.0) -> Threshold:
+    """The threshold from the highest control scores in descending order (at least
+    ``top_needed(fpr, n_controls)`` of them), so a distributed engine need only ship those."""
+    if n_controls < 1:
+        raise ThresholdError("no control scores: an FPR threshold needs controls (is the evaluation split's control set empty?)")
+    k = top_needed(fpr, n_controls) - 1
+    top = np.asarray(top_desc, dtype=np.float64)
+    if top.size < k + 1:
+        raise ThresholdError(f"need the top {k + 1} control scores for FPR {fpr}, got {top.size}")
+    t = float(top[k])  # k < n since fpr < 1; the k scores above it pass
+    above = int((top[: k + 1] > t).sum())
+    return Threshold(fpr, t, int(n_controls), above, above / n_controls, fpr * n_controls < min_expected)
 
 
 def fixed_threshold(control_scores, score: float, min_expected: float = 10.0) -> Threshold:

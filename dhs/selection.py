@@ -1,0 +1,212 @@
+"""Measuring the selection function of one model: thresholds on controls, completeness per bin
+with intervals, headline numbers. Spark does the scans; see ``dhs.completeness`` for the
+definitions and ``dhs.thresholds`` for the threshold convention (pass: score > threshold).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from dhs.completeness import (OVERALL, THETA_PSF_GE_1, BinSpec, CompletenessError, Criterion, excluded_counts, headline_bins,
+                              region_bin_counts_spark, summarise, surface_name)
+from dhs.scores import REQUIRED_COLUMNS, SCORE_SPLITS
+from dhs.thresholds import Threshold, fixed_threshold, threshold_from_top, top_needed
+
+CONFIG_KEYS = {"eval_split", "fprs", "plot_fpr", "fixed_scores", "min_expected_controls", "clean_max_bad_pixel_frac",
+               "clean_max_wise_brightmask_frac", "n_bootstrap", "seed", "confidence", "bins", "surface", "spark"}
+CLEAN_COLUMNS = ("bad_pixel_frac", "wise_brightmask_frac")
+
+
+def fpr_name(fpr: float) -> str:
+    return f"fpr_{fpr:g}"
+
+
+def score_name(score: float) -> str:
+    return f"score_{score:g}"
+
+
+@dataclass(frozen=True)
+class CompletenessConfig:
+    eval_split: str = "test"
+    fprs: tuple[float, ...] = (0.1, 0.01, 0.001)
+    plot_fpr: float = 0.01
+    fixed_scores: tuple[float, ...] = ()
+    min_expected_controls: float = 10.0
+    clean_max: tuple[float, float] = (0.2, 0.2)
+    n_bootstrap: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+    bins: tuple[BinSpec, ...] = ()
+    surface: tuple[str, str] | None = None
+    spark: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml") -> "CompletenessConfig":
+        def bad(msg: str) -> CompletenessError:
+            return CompletenessError(f"{source}: completeness.{msg}")
+
+        unknown = sorted(set(p) - CONFIG_KEYS)
+        if unknown:
+            raise CompletenessError(f"{source}: unknown keys {unknown} in 'completeness'; allowed: {sorted(CONFIG_KEYS)}")
+        split = p.get("eval_split", "test")
+        if split not in SCORE_SPLITS:
+            raise bad(f"eval_split must be one of {list(SCORE_SPLITS)}, got {split!r}")
+        fprs = tuple(float(f) for f in p.get("fprs", cls.fprs))
+        if not fprs or any(not 0 < f < 1 for f in fprs) or len(set(fprs)) != len(fprs):
+            raise bad(f"fprs must be distinct numbers in (0, 1), got {list(fprs)}")
+        plot_fpr = float(p.get("plot_fpr", fprs[min(1, len(fprs) - 1)]))
+        if plot_fpr not in fprs:
+            raise bad(f"plot_fpr {plot_fpr} must be one of fprs {list(fprs)}")
+        fixed = tuple(float(s) for s in (p.get("fixed_scores") or ()))
+        if any(not 0 <= s <= 1 for s in fixed):
+            raise bad(f"fixed_scores must lie in [0, 1], got {list(fixed)}")
+        nb = int(p.get("n_bootstrap", 1000))
+        conf = float(p.get("confidence", 0.95))
+        if nb < 0 or not 0 < conf < 1:
+            raise bad("n_bootstrap must be >= 0 and confidence in (0, 1)")
+        raw_bins = p.get("bins") or {}
+        if not isinstance(raw_bins, Mapping) or not raw_bins:
+            raise bad("bins must map score-table columns to bin edges, e.g. theta_e_arcsec: [0.5, 1.0, 1.5]")
+        try:
+            bins = tuple(BinSpec(str(k), str(k), tuple(float(e) for e in v)) for k, v in raw_bins.items())
+        except (TypeError, ValueError) as exc:
+            raise bad(f"bins: {exc}") from None
+        surface = p.get("surface")
+        if surface is not None:
+            if not isinstance(surface, Mapping) or set(surface) != {"x", "y"} or not {surface["x"], surface["y"]} <= set(raw_bins):
+                raise bad(f"surface must be {{x: <binned column>, y: <binned column>}} naming two keys of bins, got {surface!r}")
+            surface = (str(surface["x"]), str(surface["y"]))
+        return cls(eval_split=split, fprs=fprs, plot_fpr=plot_fpr, fixed_scores=fixed,
+                   min_expected_controls=float(p.get("min_expected_controls", 10)),
+                   clean_max=(float(p.get("clean_max_bad_pixel_frac", 0.2)), float(p.get("clean_max_wise_brightmask_frac", 0.2))),
+                   n_bootstrap=nb, seed=int(p.get("seed", 0)), confidence=conf, bins=bins, surface=surface, spark=dict(p.get("spark") or {}))
+
+    def surfaces(self) -> list[tuple[BinSpec, BinSpec]]:
+        if self.surface is None:
+            return []
+        by = {b.name: b for b in self.bins}
+        return [(by[self.surface[0]], by[self.surface[1]])]
+
+    def needed_columns(self) -> list[str]:
+        return sorted({*REQUIRED_COLUMNS, *CLEAN_COLUMNS, "theta_e_over_psf", *(b.column for b in self.bins)})
+
+
+@dataclass
+class SelectionResult:
+    thresholds: dict[str, Threshold]
+    table: pd.DataFrame        # (var, subset, criterion, bin) rows with intervals
+    counts: pd.DataFrame       # the (var, bin, region) count table
+    excluded: dict[str, dict[str, int]]
+    rows: dict[str, int]
+    auroc: float
+    warnings: list[str]
+
+
+def check_columns(sdf, cfg: CompletenessConfig, source: str) -> None:
+    missing = [c for c in cfg.needed_columns() if c not in sdf.columns]
+    if missing:
+        raise CompletenessError(f"{source}: missing column(s) {missing} needed by completeness (bins or clean subset); "
+                                f"have {sorted(sdf.columns)}")
+
+
+def check_scores_spark(sdf, source: str) -> dict[str, int]:
+    """Row counts, refusing duplicate task_ids, labels other than 0/1 and non-finite scores."""
+    from pyspark.sql import functions as F
+
+    s = F.col("score").cast("double")
+    row = sdf.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("task_id").alias("ids"),
+                  F.sum(F.when(F.col("task_id").isNull(), 1).otherwise(0)).alias("null_ids"),
+                  F.sum(F.when(F.col("label").isin(0, 1), 0).otherwise(1)).alias("bad_labels"),
+                  F.sum(F.when(s.isNull() | F.isnan(s) | (F.abs(s) == float("inf")), 1).otherwise(0)).alias("bad_scores")).first()
+    if row["null_ids"]:
+        raise CompletenessError(f"{source}: {row['null_ids']} row(s) without a task_id")
+    if row["ids"] != row["n"]:
+        dups = [r["task_id"] for r in sdf.groupBy("task_id").count().where("count > 1").limit(5).collect()]
+        raise CompletenessError(f"{source}: {row['n'] - row['ids']} duplicate row(s) by task_id (e.g. {dups}); each stamp must be "
+                                f"scored once (a padding sampler duplicates rows: DOMAIN pitfall 4)")
+    if row["bad_labels"]:
+        raise CompletenessError(f"{source}: {row['bad_labels']} row(s) with a label other than 0 (control) or 1 (injection)")
+    if row["bad_scores"]:
+        raise CompletenessError(f"{source}: {row['bad_scores']} row(s) with a NULL, NaN or infinite score")
+    return {"rows": int(row["n"])}
+
+
+def measure(spark, scores_path: str, cfg: CompletenessConfig, extra_criteria: tuple[Criterion, ...] = ()) -> SelectionResult:
+    """Thresholds, completeness tables and headline numbers for one score table."""
+    from pyspark.sql import functions as F
+
+    src = str(scores_path)
+    sdf = spark.read.parquet(src)
+    check_columns(sdf, cfg, src)
+    sdf = sdf.select(*cfg.needed_columns(), *(c for c in ("arc_snr",) if c in sdf.columns and c not in cfg.needed_columns()))
+    rows = check_scores_spark(sdf, src)
+    ev = sdf.where(F.col("split") == cfg.eval_split).cache()
+    label_counts = {int(r["label"]): int(r["count"]) for r in ev.groupBy("label").count().collect()}
+    n_inj, n_ctl = label_counts.get(1, 0), label_counts.get(0, 0)
+    rows.update({"eval_split_rows": n_inj + n_ctl, "other_split_rows": rows["rows"] - n_inj - n_ctl, "injections": n_inj, "controls": n_ctl})
+    if n_ctl == 0:
+        raise CompletenessError(f"{src}: no controls in split {cfg.eval_split!r}; FPR thresholds need controls")
+    if n_inj == 0:
+        raise CompletenessError(f"{src}: no injections in split {cfg.eval_split!r}; nothing to measure completeness on")
+    controls = ev.where(F.col("label") == 0)
+    need = max(top_needed(f, n_ctl) for f in cfg.fprs)
+    top = np.array([r["score"] for r in controls.select(F.col("score").cast("double").alias("score")).orderBy(F.desc("score")).limit(need).collect()])
+    thresholds: dict[str, Threshold] = {fpr_name(f): threshold_from_top(top, n_ctl, f, cfg.min_expected_controls) for f in cfg.fprs}
+    for s in cfg.fixed_scores:
+        above = controls.where(F.col("score") > float(s)).count()
+        thresholds[score_name(s)] = Threshold(None, float(s), n_ctl, int(above), above / n_ctl, above < cfg.min_expected_controls)
+    warnings = [f"{name}: FPR x n_controls = {t.target_fpr * n_ctl:.1f} < {cfg.min_expected_controls:g}: the threshold rests on "
+                f"{top_needed(t.target_fpr, n_ctl) - 1} control(s); read its completeness as indicative"
+                for name, t in thresholds.items() if t.target_fpr is not None and t.low_count]
+    criteria = tuple(Criterion(name, "score", t.score) for name, t in thresholds.items()) + tuple(extra_criteria)
+    inj = ev.where(F.col("label") == 1)
+    bins = (*headline_bins(), *cfg.bins)
+    counts = region_bin_counts_spark(inj, bins, criteria, cfg.clean_max, cfg.surfaces())
+    regions = [int(r["region_id"]) for r in inj.select("region_id").distinct().collect()]
+    specs: dict[str, Any] = {b.name: b.edges for b in bins}
+    for bx, by in cfg.surfaces():
+        specs[surface_name(bx, by)] = bx.n_bins * by.n_bins
+    table = summarise(counts, specs, criteria, cfg.n_bootstrap, cfg.seed, cfg.confidence, regions)
+    pdf = ev.select(F.col("label").cast("int").alias("label"), F.col("score").cast("double").alias("score")).toPandas()
+    auroc = float(roc_auc_score(pdf["label"], pdf["score"]))
+    ev.unpersist()
+    return SelectionResult(thresholds, table, counts, excluded_counts(counts), rows, auroc, warnings)
+
+
+def _cell(table: pd.DataFrame, var: str, subset: str, criterion: str, bin_: int = 0) -> dict[str, Any]:
+    r = table[(table["var"] == var) & (table["subset"] == subset) & (table["criterion"] == criterion) & (table["bin"] == bin_)]
+    if r.empty:
+        return {}
+    r = r.iloc[0]
+    return {k: (None if isinstance(r[k], float) and math.isnan(r[k]) else (int(r[k]) if k in ("n", "k") else float(r[k])))
+            for k in ("completeness", "k", "n", "wilson_lo", "wilson_hi", "boot_lo", "boot_hi")}
+
+
+def headline(result: SelectionResult) -> dict[str, Any]:
+    """Per threshold: completeness overall and at theta_E/PSF >= 1, for all and clean."""
+    out = {}
+    for name in result.thresholds:
+        out[name] = {group: {subset: _cell(result.table, group, subset, name) for subset in ("all", "clean")}
+                     for group in (OVERALL, THETA_PSF_GE_1)}
+    return out
+
+
+def metrics_dict(arch: str, cfg: CompletenessConfig, result: SelectionResult) -> dict[str, Any]:
+    thr = []
+    for name, t in result.thresholds.items():
+        d = {"name": name, **t.as_dict()}
+        d["logit"] = float(np.log(t.score / (1 - t.score))) if 0 < t.score < 1 else None
+        thr.append(d)
+    head = headline(result)
+    return {"arch": arch, "eval_split": cfg.eval_split, "rows": result.rows, "auroc": result.auroc,
+            "tpr_at_fpr": {name: head[name][OVERALL]["all"].get("completeness") for name in result.thresholds},
+            "thresholds": thr, "headline": head, "low_count_warnings": result.warnings, "excluded_from_bins": result.excluded,
+            "n_regions": int(result.counts.loc[result.counts["var"] == OVERALL, "region_id"].nunique()),
+            "bootstrap": {"n": cfg.n_bootstrap, "unit": "region", "confidence": cfg.confidence}, "plot_threshold": fpr_name(cfg.plot_fpr)}
