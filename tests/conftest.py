@@ -87,3 +87,13 @@ def copy_repo(dest: Path, n_stamps: int = 200) -> tuple[Path, dict]:
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True)
     return dest, env
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A real local Spark session (2 cores, few shuffle partitions), shared by the tests."""
+    from dhs.spark import spark_session
+
+    s = spark_session({"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g"})
+    yield s
+    s.stop()

@@ -1,0 +1,222 @@
+"""Completeness: Wilson intervals, thresholds, the Spark count table against a pandas reference,
+region-bootstrap coverage, the stage end to end, and refusal of bad score tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy.stats import binomtest
+
+from dhs.completeness import (MISSING, OUT_OF_RANGE, BinSpec, CompletenessError, Criterion, region_bin_counts_pandas,
+                              region_bin_counts_spark, summarise)
+from dhs.intervals import region_bootstrap, wilson_interval
+from dhs.selection import CompletenessConfig, measure
+from dhs.thresholds import ThresholdError, fixed_threshold, threshold_at_fpr
+from tests.conftest import REPO
+
+
+def test_wilson_equals_scipy_on_many_k_n():
+    rng = np.random.default_rng(3)
+    pairs = [(0, 1), (1, 1), (0, 50), (50, 50), (0, 1000), (1000, 1000), (1, 2), (7, 13)]
+    pairs += [(int(k), int(n)) for n in rng.integers(1, 5000, 150) for k in [rng.integers(0, n + 1)]]
+    k, n = np.array(pairs).T
+    lo, hi = wilson_interval(k, n)
+    for i, (kk, nn) in enumerate(pairs):
+        ci = binomtest(kk, nn).proportion_ci(confidence_level=0.95, method="wilson")
+        assert lo[i] == pytest.approx(ci.low, abs=1e-12) and hi[i] == pytest.approx(ci.high, abs=1e-12), (kk, nn)
+    assert np.isnan(wilson_interval(0, 0)[0])
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+@pytest.mark.parametrize("fpr", [0.1, 0.05, 0.01, 0.003, 1e-3])
+def test_fpr_threshold_within_one_control(fpr):
+    rng = np.random.default_rng(int(fpr * 1e4))
+    for n in (37, 1000, 2149, 6000):
+        s = rng.random(n)
+        t = threshold_at_fpr(s, fpr)
+        achieved = (s > t.score).mean()
+        assert achieved <= fpr + 1e-12 and achieved > fpr - 1.0 / n, (n, achieved)
+        assert t.n_controls_above == (s > t.score).sum() and t.n_controls == n
+        assert t.low_count == (fpr * n < 10)
+    # heavy ties: the achieved FPR never exceeds the target
+    s = np.round(rng.random(5000), 2)
+    t = threshold_at_fpr(s, 0.01)
+    assert (s > t.score).mean() <= 0.01
+    assert fixed_threshold(s, 0.5).n_controls_above == (s > 0.5).sum()
+    with pytest.raises(ThresholdError, match="no control"):
+        threshold_at_fpr([], 0.01)
+    with pytest.raises(ThresholdError, match="NaN"):
+        threshold_at_fpr([0.1, np.nan], 0.01)
+
+
+def random_scores(n: int, seed: int, null_frac: float = 0.05) -> pd.DataFrame:
+    """A score table with NULLs and NaNs in binning and quality columns."""
+    rng = np.random.default_rng(seed)
+    label = (rng.random(n) < 0.5).astype(np.int8)
+    theta = rng.uniform(0.3, 2.7, n)  # some outside the 0.5-2.5 edges
+    psf = rng.uniform(0.8, 1.6, n)
+    df = pd.DataFrame({
+        "task_id": [f"t{i:07d}" for i in range(n)], "split": np.where(rng.random(n) < 0.8, "test", "val"), "label": label,
+        "score": np.clip(rng.normal(0.3 + 0.4 * label, 0.2), 0, 1), "region_id": rng.integers(0, 25, n),
+        "theta_e_arcsec": theta, "psf_r_arcsec": psf, "theta_e_over_psf": theta / psf,
+        "arc_snr": rng.lognormal(3, 1, n), "bad_pixel_frac": rng.uniform(0, 0.4, n), "wise_brightmask_frac": rng.uniform(0, 0.3, n),
+    })
+    df["logit"] = np.log(np.clip(df["score"], 1e-6, 1 - 1e-6) / (1 - np.clip(df["score"], 1e-6, 1 - 1e-6)))
+    for col in ("theta_e_arcsec", "psf_r_arcsec", "arc_snr", "bad_pixel_frac", "wise_brightmask_frac", "theta_e_over_psf"):
+        m = rng.random(n) < null_frac
+        df[col] = df[col].astype("Float64")
+        df.loc[m & (rng.random(n) < 0.5), col] = pd.NA   # NULL in parquet
+        df.loc[m & (rng.random(n) >= 0.5), col] = np.nan  # NaN in parquet
+    return df
+
+
+BINS = [BinSpec("theta_e_arcsec", "theta_e_arcsec", (0.5, 1.0, 1.5, 2.0, 2.5)),
+        BinSpec("psf_r_arcsec", "psf_r_arcsec", (0.8, 1.2, 1.6)),
+        BinSpec("arc_snr", "arc_snr", (0.0, 10.0, 40.0, np.inf))]
+
+
+def test_spark_counts_equal_pandas_reference_with_nulls(spark, tmp_path):
+    df = random_scores(4000, seed=1)
+    path = tmp_path / "s.parquet"
+    df.to_parquet(path, index=False)
+    inj_pd = df[(df["label"] == 1)]
+    inj_sp = spark.read.parquet(str(path)).where("label = 1")
+    crits = [Criterion("fpr_0.01", "score", 0.71), Criterion("s", "score", 0.5), Criterion("proxy_0.8", "proxy", 0.8, snr_min=5.0)]
+    surf = [(BINS[0], BINS[1])]
+    a = region_bin_counts_spark(inj_sp, BINS, crits, (0.2, 0.2), surf)
+    b = region_bin_counts_pandas(inj_pd, BINS, crits, (0.2, 0.2), surf)
+    pd.testing.assert_frame_equal(a[sorted(a.columns)], b[sorted(b.columns)], check_dtype=False)
+    # NULL and NaN rows are counted as missing, outside the edges as out of range, never dropped
+    th = a[a["var"] == "theta_e_arcsec"]
+    assert th["n"].sum() == len(inj_pd)
+    n_missing = int(inj_pd["theta_e_arcsec"].isna().sum())
+    assert th.loc[th["bin"] == MISSING, "n"].sum() == n_missing > 0
+    v = inj_pd["theta_e_arcsec"].astype(float)
+    assert th.loc[th["bin"] == OUT_OF_RANGE, "n"].sum() == int(((v < 0.5) | (v > 2.5)).sum()) > 0
+    # a NULL quality column makes the row not clean (a cast of NULL would have dropped it from sum)
+    q = inj_pd[["bad_pixel_frac", "wise_brightmask_frac"]].astype(float)
+    clean = ((q["bad_pixel_frac"] <= 0.2) & (q["wise_brightmask_frac"] <= 0.2)).sum()
+    assert th["n_clean"].sum() == clean
+
+
+def test_completeness_matches_direct_count(spark, tmp_path):
+    df = random_scores(3000, seed=2, null_frac=0.0)
+    path = tmp_path / "s.parquet"
+    df.to_parquet(path, index=False)
+    cfg = CompletenessConfig.from_params({"fprs": [0.05], "n_bootstrap": 20, "bins": {"theta_e_arcsec": [0.5, 1.0, 1.5, 2.0, 2.5]}})
+    res = measure(spark, str(path), cfg)
+    test = df[df["split"] == "test"]
+    t = threshold_at_fpr(test.loc[test["label"] == 0, "score"], 0.05)
+    assert res.thresholds["fpr_0.05"].score == t.score
+    inj = test[test["label"] == 1]
+    row = res.table[(res.table["var"] == "theta_e_arcsec") & (res.table["subset"] == "all")].set_index("bin")
+    for i, (lo, hi) in enumerate(zip([0.5, 1.0, 1.5, 2.0], [1.0, 1.5, 2.0, 2.5])):
+        sel = inj[(inj["theta_e_arcsec"] >= lo) & ((inj["theta_e_arcsec"] < hi) if i < 3 else (inj["theta_e_arcsec"] <= hi))]
+        assert row.loc[i, "n"] == len(sel)
+        assert row.loc[i, "completeness"] == pytest.approx((sel["score"] > t.score).mean(), abs=1e-12)
+    assert res.rows["injections"] == len(inj) and res.rows["controls"] == (test["label"] == 0).sum()
+    assert res.rows["other_split_rows"] == (df["split"] != "test").sum()
+
+
+def test_region_bootstrap_covers_truth_at_nominal_rate():
+    """Regions with their own completeness (p_r ~ Beta around p): the interval for the pooled
+    completeness should cover it about 95% of the time."""
+    rng = np.random.default_rng(11)
+    p_true, n_regions, reps, covered = 0.7, 40, 300, 0
+    for r in range(reps):
+        n_r = rng.integers(20, 80, n_regions)
+        p_r = rng.beta(p_true * 30, (1 - p_true) * 30, n_regions)
+        k_r = rng.binomial(n_r, p_r)
+        lo, hi = region_bootstrap(k_r[:, None], n_r[:, None], n_boot=300, seed=r)
+        # the estimand: the population completeness, p_true, weighted like the sample
+        covered += lo[0] <= p_true <= hi[0]
+    rate = covered / reps
+    assert 0.88 <= rate <= 0.99, rate
+
+
+def test_bootstrap_is_deterministic_and_empty_bins_are_nan():
+    k = np.array([[1, 0], [3, 0], [2, 0]])
+    n = np.array([[2, 0], [4, 0], [5, 0]])
+    a = region_bootstrap(k, n, 200, seed=5)
+    b = region_bootstrap(k, n, 200, seed=5)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert np.isnan(a[0][1]) and np.isnan(a[1][1])
+    assert 0 <= a[0][0] <= 6 / 11 <= a[1][0] <= 1
+
+
+def test_summarise_flags_small_bins():
+    table = pd.DataFrame({"var": "x", "bin": [0, 1], "region_id": [1, 1], "n": [10, 60], "n_clean": [10, 60], "k__c": [5, 30], "kc__c": [5, 30]})
+    out = summarise(table, {"x": (0.0, 1.0, 2.0)}, [Criterion("c", "score", 0.5)], n_boot=10)
+    allrows = out[out["subset"] == "all"].set_index("bin")
+    assert bool(allrows.loc[0, "low_n"]) and not bool(allrows.loc[1, "low_n"])
+    assert allrows.loc[1, "completeness"] == 0.5
+
+
+def test_bad_score_tables_are_refused(spark, tmp_path):
+    cfg = CompletenessConfig.from_params({"bins": {"theta_e_arcsec": [0.5, 1.5, 2.5]}, "n_bootstrap": 5})
+    df = random_scores(500, seed=4, null_frac=0.0)
+    dup = pd.concat([df, df.iloc[:3]], ignore_index=True)
+    dup.to_parquet(tmp_path / "dup.parquet", index=False)
+    with pytest.raises(CompletenessError, match="duplicate row.*task_id"):
+        measure(spark, str(tmp_path / "dup.parquet"), cfg)
+    df.drop(columns=["theta_e_arcsec"]).to_parquet(tmp_path / "nocol.parquet", index=False)
+    with pytest.raises(CompletenessError, match=r"missing column.*theta_e_arcsec"):
+        measure(spark, str(tmp_path / "nocol.parquet"), cfg)
+    df[~((df["label"] == 0) & (df["split"] == "test"))].to_parquet(tmp_path / "noctl.parquet", index=False)
+    with pytest.raises(CompletenessError, match="no controls"):
+        measure(spark, str(tmp_path / "noctl.parquet"), cfg)
+    bad = df.copy()
+    bad.loc[5, "score"] = np.nan
+    bad.to_parquet(tmp_path / "nan.parquet", index=False)
+    with pytest.raises(CompletenessError, match="NaN"):
+        measure(spark, str(tmp_path / "nan.parquet"), cfg)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"fprs": [0.0]}, "fprs"), ({"plot_fpr": 0.5}, "plot_fpr"), ({"bins": {"x": [1.0, 0.5]}}, "increasing"),
+    ({"surprise": 1}, "unknown keys"), ({"eval_split": "train"}, "eval_split"), ({"surface": {"x": "a", "y": "b"}}, "surface"),
+])
+def test_config_errors_name_the_key(bad, match):
+    p = {"bins": {"theta_e_arcsec": [0.5, 1.0]}, **bad}
+    with pytest.raises(CompletenessError, match=match):
+        CompletenessConfig.from_params(p)
+
+
+def test_stage_writes_metrics_csvs_and_figures(tmp_path, monkeypatch):
+    from stages import completeness as stage
+
+    df = random_scores(3000, seed=6)
+    (tmp_path / "scores").mkdir()
+    df.to_parquet(tmp_path / "scores" / "m.parquet", index=False)
+    p = yaml.safe_load(open(REPO / "params.yaml"))
+    p["completeness"].update(n_bootstrap=50, spark={"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g"})
+    p["completeness"]["bins"] = {"theta_e_arcsec": [0.5, 1.0, 1.5, 2.0, 2.5], "psf_r_arcsec": [0.8, 1.2, 1.6], "arc_snr": [0, 10, 40, ".inf"]}
+    p["completeness"]["bins"]["arc_snr"] = [0, 10, 40, float("inf")]
+    p["completeness"]["fixed_scores"] = [0.5]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    rc = stage.main(["--arch", "m", "--params", str(tmp_path / "params.yaml"), "--scores", str(tmp_path / "scores"),
+                     "--metrics", str(tmp_path / "metrics"), "--plots", str(tmp_path / "plots")])
+    assert rc == 0
+    m = json.loads((tmp_path / "metrics" / "m.json").read_text())
+    names = [t["name"] for t in m["thresholds"]]
+    assert names == ["fpr_0.1", "fpr_0.01", "fpr_0.001", "score_0.5"]
+    n_ctl = m["rows"]["controls"]
+    assert all(t["n_controls"] == n_ctl for t in m["thresholds"])
+    low = {t["name"]: t["low_count"] for t in m["thresholds"]}
+    assert low["fpr_0.001"] and not low["fpr_0.1"]  # 0.001 x ~1200 controls < 10
+    assert any("fpr_0.001" in w for w in m["low_count_warnings"])
+    h = m["headline"]["fpr_0.01"]
+    assert h["overall"]["all"]["n"] == m["rows"]["injections"]
+    assert h["theta_e_over_psf_ge_1"]["all"]["n"] < h["overall"]["all"]["n"]
+    assert 0.5 < m["auroc"] < 1
+    assert m["excluded_from_bins"]["theta_e_arcsec"]["missing"] > 0
+    csv = pd.read_csv(tmp_path / "plots" / "m" / "theta_e_arcsec.csv")
+    assert set(csv["subset"]) == {"all", "clean"} and csv["primary"].sum() == 2 * 4
+    assert (csv["wilson_lo"] <= csv["completeness"] + 1e-12).all() and (csv["completeness"] <= csv["wilson_hi"] + 1e-12).all()
+    for f in ("theta_e_arcsec.png", "psf_r_arcsec.png", "theta_e_arcsec__x__psf_r_arcsec.png", "theta_e_arcsec__x__psf_r_arcsec.csv"):
+        assert (tmp_path / "plots" / "m" / f).stat().st_size > 1000
