@@ -26,6 +26,8 @@ def spark_session(p: Mapping[str, Any] | None = None):
     # the executors must run the interpreter that runs this stage (the project's venv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if str(p["master"]).startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a local session needs no routable address
     import warnings
 
     # pyspark 4.x warns that it is not validated against pandas 3; the arrow paths used here are tested
