@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dhs.intervals import MIN_N_WILSON, region_bootstrap, wilson_interval
+from dhs.intervals import MIN_N_WILSON, bootstrap_multiplicities, region_bootstrap, wilson_interval
 
 MISSING, OUT_OF_RANGE = -1, -2
 OVERALL = "overall"            # one bin holding every injection
@@ -215,6 +215,9 @@ def summarise(table: pd.DataFrame, specs: Mapping[str, Sequence[float] | int], c
     boot_lo/hi, low_n; bins with no injection appear with n = 0 and NaN completeness."""
     regions = np.unique(np.asarray(regions if regions is not None else table["region_id"].unique(), dtype=np.int64))
     rindex = {r: i for i, r in enumerate(regions)}
+    # one set of replicates for every bin, variable and threshold: intervals of different
+    # thresholds come from the same resampled skies
+    mult = bootstrap_multiplicities(len(regions), n_boot, seed) if n_boot > 0 and len(regions) else np.zeros((0, len(regions)))
     out = []
     for var, spec in specs.items():
         nb = int(spec) if np.isscalar(spec) else len(spec) - 1
@@ -231,8 +234,7 @@ def summarise(table: pd.DataFrame, specs: Mapping[str, Sequence[float] | int], c
                 np.add.at(k_rb, (ri, bi), sub[kpre + c.name].to_numpy())
                 n, k = n_rb.sum(0), k_rb.sum(0)
                 wl, wh = wilson_interval(k, n, confidence)
-                # one seed per (var, subset, criterion): intervals do not depend on which others were asked for
-                bl, bh = region_bootstrap(k_rb, n_rb, n_boot, seed=[seed, _stable_hash(var, subset, c.name)], confidence=confidence)
+                bl, bh = region_bootstrap(k_rb, n_rb, confidence=confidence, multiplicities=mult)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     comp = np.where(n > 0, k / np.maximum(n, 1), np.nan)
                 frame = pd.DataFrame({"var": var, "subset": subset, "criterion": c.name, "bin": np.arange(nb), "n": n.astype(np.int64),
@@ -245,12 +247,6 @@ def summarise(table: pd.DataFrame, specs: Mapping[str, Sequence[float] | int], c
                     frame.insert(6, "bin_center", np.where(np.isfinite(e[1:]), (e[:-1] + e[1:]) / 2, e[:-1]))
                 out.append(frame)
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
-
-
-def _stable_hash(*parts: str) -> int:
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:4], "little")
 
 
 def excluded_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:

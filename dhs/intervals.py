@@ -36,33 +36,42 @@ def wilson_interval(k, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndar
     return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
 
 
-def region_bootstrap(k_rb: np.ndarray, n_rb: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                     confidence: float = 0.95, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_multiplicities(n_regions: int, n_boot: int, seed=0) -> np.ndarray:
+    """(n_boot, n_regions) float64: how often each region is drawn in each replicate (regions
+    drawn with replacement, n_regions per replicate)."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_regions, size=(n_boot, n_regions))
+    offsets = draws + np.arange(n_boot)[:, None] * n_regions
+    return np.bincount(offsets.ravel(), minlength=n_boot * n_regions).reshape(n_boot, n_regions).astype(np.float64)
+
+
+def region_bootstrap(k_rb: np.ndarray, n_rb: np.ndarray, n_boot: int = 1000, seed=0, confidence: float = 0.95,
+                     multiplicities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval of completeness per bin from a (regions x bins) table of recovered
-    (``k_rb``) and total (``n_rb``) injections. Each replicate draws regions with replacement,
-    counts = multiplicities @ table. Replicates where a bin holds no injection are left out of
-    that bin's percentiles (NaN when all are empty)."""
+    (``k_rb``) and total (``n_rb``) injections. Each replicate draws regions with replacement;
+    its counts are multiplicities @ table. Pass ``multiplicities`` (``bootstrap_multiplicities``)
+    to share one set of replicates across bins, variables and thresholds (consistent and
+    fast). Replicates where a bin holds no injection are left out of that bin's percentiles
+    (NaN when all are empty)."""
     k_rb = np.asarray(k_rb, dtype=np.float64)
     n_rb = np.asarray(n_rb, dtype=np.float64)
     if k_rb.shape != n_rb.shape or k_rb.ndim != 2:
         raise ValueError(f"need two (regions, bins) tables of one shape, got {k_rb.shape} and {n_rb.shape}")
     n_regions, n_bins = k_rb.shape
-    if n_boot < 1 or n_regions == 0:
+    if multiplicities is None:
+        if n_boot < 1 or n_regions == 0:
+            return np.full(n_bins, np.nan), np.full(n_bins, np.nan)
+        multiplicities = bootstrap_multiplicities(n_regions, n_boot, seed)
+    elif multiplicities.shape[1] != n_regions:
+        raise ValueError(f"multiplicities are for {multiplicities.shape[1]} regions, the table has {n_regions}")
+    if multiplicities.shape[0] == 0 or n_regions == 0:
         return np.full(n_bins, np.nan), np.full(n_bins, np.nan)
-    rng = np.random.default_rng(seed)
-    reps = np.empty((n_boot, n_bins))
-    for s in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - s)
-        draws = rng.integers(0, n_regions, size=(b, n_regions))
-        mult = np.zeros((b, n_regions))
-        np.add.at(mult, (np.repeat(np.arange(b), n_regions), draws.ravel()), 1.0)
-        kk, nn = mult @ k_rb, mult @ n_rb
-        with np.errstate(invalid="ignore", divide="ignore"):
-            reps[s : s + b] = np.where(nn > 0, kk / nn, np.nan)
+    kk, nn = multiplicities @ k_rb, multiplicities @ n_rb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = np.where(nn > 0, kk / nn, np.nan)
     a = (1.0 - confidence) / 2.0
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins (no replicate filled them) stay NaN
         low = np.nanquantile(reps, a, axis=0)
         high = np.nanquantile(reps, 1.0 - a, axis=0)
     return low, high
-
