@@ -207,6 +207,8 @@ def metrics_dict(arch: str, cfg: CompletenessConfig, result: SelectionResult) ->
     head = headline(result)
     return {"arch": arch, "eval_split": cfg.eval_split, "rows": result.rows, "auroc": result.auroc,
             "tpr_at_fpr": {name: head[name][OVERALL]["all"].get("completeness") for name in result.thresholds},
-            "thresholds": thr, "headline": head, "low_count_warnings": result.warnings, "excluded_from_bins": result.excluded,
+            # the list keeps order for readers; the mapping is what `dvc metrics show`/`dvc exp show` display (they drop lists)
+            "thresholds": thr, "threshold_by_name": {d["name"]: {k: d[k] for k in ("score", "n_controls", "n_controls_above", "achieved_fpr", "low_count")} for d in thr},
+            "headline": head, "low_count_warnings": result.warnings, "excluded_from_bins": result.excluded,
             "n_regions": int(result.counts.loc[result.counts["var"] == OVERALL, "region_id"].nunique()),
             "bootstrap": {"n": cfg.n_bootstrap, "unit": "region", "confidence": cfg.confidence}, "plot_threshold": fpr_name(cfg.plot_fpr)}
