@@ -1,0 +1,219 @@
+"""Figures the report draws itself (no other stage draws them): ROC, training curves, grz galleries,
+and completeness curves redrawn from a stage's CSV when that stage wrote no PNG.
+
+matplotlib with the Agg backend, one figure at a time, closed after rendering to PNG bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 100
+
+# Legacy Survey viewer style grz -> RGB (its sdss_rgb with the DR10 scales): plane, scale.
+GRZ_RGB_SCALES = {"g": (2, 6.0), "r": (1, 3.4), "z": (0, 2.2)}
+
+
+def to_png(fig) -> bytes:
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def grz_rgb(image: np.ndarray, q: float = 20.0, m: float = 0.03) -> np.ndarray:
+    """(3, H, W) g, r, z in nMgy -> (H, W, 3) RGB in [0, 1]: z -> R, r -> G, g -> B, with a
+    Lupton-style asinh stretch on the mean intensity so colours survive the compression."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"a grz stamp must be (3, H, W), got {image.shape}")
+    planes = []
+    for band, img in zip("grz", image):
+        plane, scale = GRZ_RGB_SCALES[band]
+        planes.append((plane, np.maximum(0.0, img * scale + m)))
+    intensity = sum(p for _, p in planes) / 3.0
+    f = np.arcsinh(q * intensity) / np.sqrt(q)
+    intensity = np.where(intensity == 0, 1e-6, intensity)
+    rgb = np.zeros((*image.shape[1:], 3), np.float32)
+    for plane, p in planes:
+        rgb[..., plane] = p * f / intensity
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def gallery(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]], cell_in: float = 1.35) -> bytes:
+    """A grid of grz composites: one row per (label, [(stamp, caption), ...])."""
+    rows = [r for r in rows if r[1]]
+    if not rows:
+        raise ValueError("a gallery needs at least one stamp")
+    ncol = max(len(r[1]) for r in rows)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(cell_in * ncol + 1.2, (cell_in + 0.45) * len(rows)), squeeze=False)
+    for i, (label, cells) in enumerate(rows):
+        for j in range(ncol):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(cells):
+                stamp, caption = cells[j]
+                ax.imshow(grz_rgb(stamp), origin="lower", interpolation="nearest")
+                ax.set_title(caption, fontsize=7, pad=2)
+            else:
+                ax.axis("off")
+        axes[i][0].set_ylabel(label, fontsize=8)
+    fig.tight_layout(pad=0.3, h_pad=0.6, w_pad=0.2)
+    return to_png(fig)
+
+
+def thin_curve(f: np.ndarray, t: np.ndarray, max_points: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+    """At most about ``2 * max_points`` points of a ROC for drawing: evenly spaced in index and
+    in log FPR (so the low-FPR end keeps its steps), ends kept. Numbers are never computed from it."""
+    n = len(f)
+    if n <= 2 * max_points:
+        return f, t
+    pos = f[f > 0]
+    grid = np.logspace(np.log10(pos.min()), 0.0, max_points) if pos.size else np.empty(0)
+    idx = np.unique(np.r_[0, n - 1, np.linspace(0, n - 1, max_points).astype(int),
+                          np.clip(np.searchsorted(f, grid), 0, n - 1)])
+    return f[idx], t[idx]
+
+
+def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], fprs: Sequence[float], n_controls: Mapping[str, int]) -> bytes:
+    """ROC per arch on linear and log FPR axes; dashed verticals at the target FPRs."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
+    for arch, (f, t, auc) in curves.items():
+        f, t = thin_curve(f, t)
+        label = f"{arch} (AUROC {auc:.4f}, {n_controls[arch]} controls)"
+        ax1.plot(f, t, lw=1.5, label=label)
+        pos = f > 0
+        ax2.step(f[pos], t[pos], where="post", lw=1.5, label=arch)
+    for x in fprs:
+        ax2.axvline(x, color="0.5", ls="--", lw=0.8)
+        ax2.text(x, 0.02, f" FPR {x:g}", rotation=90, fontsize=7, color="0.35", va="bottom")
+    floor = min(1.0 / max(n_controls.values()), min(fprs)) / 2
+    ax2.set_xscale("log")
+    ax2.set_xlim(floor, 1.0)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("false-positive rate (controls)")
+        ax.set_ylabel("true-positive rate (injections)")
+        ax.set_ylim(0, 1.01)
+        ax.grid(alpha=0.3)
+    ax1.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
+    ax1.legend(fontsize=8, loc="lower right")
+    ax1.set_title("ROC")
+    ax2.set_title("ROC, log FPR (the operating region)")
+    return to_png(fig)
+
+
+def training_figure(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]) -> bytes:
+    """Per arch: train loss (line), val loss (markers) and val AUC against step.
+
+    ``curves[arch]`` maps any of train_loss, val_loss, val_auc to (steps, values)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (arch, c) in enumerate(curves.items()):
+        col = colours[i % len(colours)]
+        if "train_loss" in c:
+            ax1.plot(*c["train_loss"], color=col, lw=1, alpha=0.8, label=f"{arch} train")
+        if "val_loss" in c:
+            ax1.plot(*c["val_loss"], color=col, marker="o", ls="--", label=f"{arch} val")
+        if "val_auc" in c:
+            ax2.plot(*c["val_auc"], color=col, marker="o", label=arch)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("loss (BCE)")
+    ax1.set_title("loss")
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("val AUROC")
+    ax2.set_title("validation AUROC")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return to_png(fig)
+
+
+def _float(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def completeness_from_csv(rows: Sequence[Mapping[str, str]], xlabel: str) -> bytes:
+    """Completeness against one binning variable from a completeness CSV (columns subset,
+    threshold, bin_center, completeness, wilson_lo/hi, boot_lo/hi, low_n): one panel per subset,
+    one line per threshold, Wilson band shaded, bootstrap band dashed, low-n bins hollow."""
+    need = {"bin_center", "completeness"}
+    if not rows or not need <= set(rows[0]):
+        raise ValueError(f"a completeness CSV needs columns {sorted(need)}, has {sorted(rows[0]) if rows else []}")
+    subsets = list(dict.fromkeys(r.get("subset", "all") for r in rows))
+    fig, axes = plt.subplots(1, len(subsets), figsize=(5.2 * len(subsets), 3.8), squeeze=False)
+    for ax, sub in zip(axes[0], subsets):
+        part = [r for r in rows if r.get("subset", "all") == sub]
+        for th in dict.fromkeys(r.get("threshold", "") for r in part):
+            rr = sorted((r for r in part if r.get("threshold", "") == th), key=lambda r: _float(r["bin_center"]))
+            x = np.array([_float(r["bin_center"]) for r in rr])
+            y = np.array([_float(r["completeness"]) for r in rr])
+            (line,) = ax.plot(x, y, marker="o", ms=4, label=str(th))
+            col = line.get_color()
+            if "wilson_lo" in rr[0]:
+                ax.fill_between(x, [_float(r["wilson_lo"]) for r in rr], [_float(r["wilson_hi"]) for r in rr], color=col, alpha=0.18, lw=0)
+            if "boot_lo" in rr[0]:
+                ax.plot(x, [_float(r["boot_lo"]) for r in rr], color=col, ls="--", lw=0.8)
+                ax.plot(x, [_float(r["boot_hi"]) for r in rr], color=col, ls="--", lw=0.8)
+            low = np.array([str(r.get("low_n", "")).lower() in ("true", "1") for r in rr])
+            if low.any():
+                ax.plot(x[low], y[low], "o", ms=6, mfc="white", mec=col)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("completeness")
+        ax.set_title(f"subset: {sub}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title="threshold", title_fontsize=7)
+    fig.suptitle(f"completeness vs {xlabel} (shaded: Wilson 95%; dashed: region bootstrap 95%; hollow: n < 50)", fontsize=9)
+    fig.tight_layout()
+    return to_png(fig)
+
+
+_VALUE_PREFIXES = ("bin", "wilson", "boot")
+
+
+def surface_from_csv(rows: Sequence[Mapping[str, str]], names: Sequence[str] = ()) -> bytes:
+    """Completeness over a 2-D grid from a surface CSV whose two axes come as ``<name>_lo`` /
+    ``<name>_hi`` column pairs (e.g. theta_e_lo/hi, psf_lo/hi). Uses subset 'all' (when there is a
+    subset column) and each threshold in its own panel; cells are annotated with k/n. ``names``
+    labels the two axes (default: the column prefixes)."""
+    if not rows:
+        raise ValueError("the surface CSV is empty")
+    cols = list(rows[0])
+    axes_names = [c[:-3] for c in cols if c.endswith("_lo") and f"{c[:-3]}_hi" in cols and c[:-3] not in _VALUE_PREFIXES]
+    if len(axes_names) != 2 or "completeness" not in cols:
+        raise ValueError(f"cannot find two <axis>_lo/_hi column pairs and a completeness column in {cols}")
+    if "subset" in cols:
+        rows = [r for r in rows if r["subset"] == "all"] or list(rows)
+    thresholds = list(dict.fromkeys(r.get("threshold", "") for r in rows))
+    (xa, ya) = axes_names
+    fig, axs = plt.subplots(1, len(thresholds), figsize=(5.4 * len(thresholds), 4.2), squeeze=False)
+    for ax, th in zip(axs[0], thresholds):
+        part = [r for r in rows if r.get("threshold", "") == th]
+        xe = sorted({_float(r[f"{xa}_lo"]) for r in part} | {_float(r[f"{xa}_hi"]) for r in part})
+        ye = sorted({_float(r[f"{ya}_lo"]) for r in part} | {_float(r[f"{ya}_hi"]) for r in part})
+        grid = np.full((len(ye) - 1, len(xe) - 1), np.nan)
+        for r in part:
+            i, j = ye.index(_float(r[f"{ya}_lo"])), xe.index(_float(r[f"{xa}_lo"]))
+            grid[i, j] = _float(r["completeness"])
+            if "n" in r and "k" in r:
+                ax.text((xe[j] + xe[j + 1]) / 2, (ye[i] + ye[i + 1]) / 2, f"{r['k']}/{r['n']}", ha="center", va="center", fontsize=6)
+        mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="viridis", alpha=0.85)
+        ax.set_xlabel(names[0] if len(names) == 2 else xa)
+        ax.set_ylabel(names[1] if len(names) == 2 else ya)
+        ax.set_title(f"threshold {th}", fontsize=9)
+        fig.colorbar(mesh, ax=ax, label="completeness")
+    return to_png(fig)

@@ -1,0 +1,281 @@
+"""Sections the report computes from data: headline table, dataset accounting, galleries,
+training curves, ROC. One function per section, each returning a ``Section`` that is never
+empty: a missing input yields "not run: <stage> (<path> not found)"."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dhs.cache import CacheError, open_split
+from dhs.report import figures
+from dhs.report.context import Context
+from dhs.report.html import Section, badge, esc, fmt, img, not_run, notice, table
+from dhs.report.scoring import OperatingPoint
+from dhs.report.sources import find_number, gates_passed
+
+
+def problem(text: str) -> str:
+    """A per-arch problem string ('not run: ...' or 'error: ...') as a notice."""
+    return notice("notrun" if text.startswith("not run") else "error", text)
+
+
+def _rate_cell(k: int, n: int, rate: float, lo: float, hi: float) -> str:
+    if n == 0:
+        return "no injections"
+    return f"{fmt(rate, 3)} [{fmt(lo, 3)}, {fmt(hi, 3)}]<br><span class=more>{k}/{n}</span>"
+
+
+def _threshold_note(p: OperatingPoint) -> str:
+    warn = " \u26a0 low count" if p.low_count else ""
+    return (f"<span class=more>score &gt; {esc(fmt(p.threshold, 4))}; {p.n_controls_above}/{p.n_controls} "
+            f"controls above{warn}</span>")
+
+
+def ece_after(ctx: Context, arch: str) -> tuple[str, float] | None:
+    """(key, value) of the ECE after calibration in the calibration stage's JSON: the key naming
+    'ece' with most of after/calibrated/scaled/temperature, equal-width ('uniform') bins, the split."""
+    doc = ctx.inputs.json(f"metrics/calibration/{arch}.json").value
+    if doc is None:
+        return None
+    return find_number(doc, ["ece"], prefer=["after", "calibrated", "scaled", "temperature", "uniform", ctx.cfg.split],
+                       exclude=["before", "raw", "uncal", "bins", "curve"])
+
+
+def cross_check(ctx: Context, arch: str) -> str:
+    """Compare the report's completeness at theta_E/PSF >= 1 with the completeness stage's headline
+    (``headline["fpr_<x>"]["theta_e_over_psf_ge_1"]["all"]``): both count the same stamps."""
+    s = ctx.summaries[arch]
+    doc = ctx.inputs.json(f"metrics/completeness/{arch}.json").value
+    if not isinstance(doc, dict) or not isinstance(doc.get("headline"), dict):
+        return ""
+    bad, checked = [], 0
+    for p in s.points:
+        h = ((doc["headline"].get(f"fpr_{p.target_fpr:g}") or {}).get("theta_e_over_psf_ge_1") or {}).get("all") or {}
+        if "k" in h and "n" in h:
+            checked += 1
+            if (h["k"], h["n"]) != (p.k_resolved, p.n_resolved):
+                bad.append(f"FPR {p.target_fpr:g}: report {p.k_resolved}/{p.n_resolved}, stage {h['k']}/{h['n']}")
+    if bad:
+        return notice("warn", f"{arch}: completeness at \u03b8E/PSF \u2265 1 differs from metrics/completeness/{arch}.json ({'; '.join(bad)}); "
+                              f"check that both use the same split and threshold rule")
+    return notice("info", f"{arch}: completeness at \u03b8E/PSF \u2265 1 agrees with metrics/completeness/{arch}.json at {checked} FPR(s)") if checked else ""
+
+
+def headline(ctx: Context) -> Section:
+    """The archs side by side on one split: AUROC, TPR at each FPR, completeness at theta_E/PSF >= 1,
+    ECE after calibration, gate status."""
+    fprs = ctx.cfg.fprs
+    heads = ["arch", "controls / injections", "AUROC"]
+    heads += [f"TPR @ FPR {x:g}" for x in fprs]
+    heads += [f"completeness \u03b8E/PSF \u2265 1 @ FPR {x:g}" for x in fprs]
+    heads += ["ECE after calibration", "gates"]
+    rows, notes = [], []
+    for arch in ctx.cfg.archs:
+        s = ctx.summaries.get(arch)
+        gdoc = ctx.inputs.json(f"metrics/gates/{arch}.json").value
+        gate = badge(gates_passed(gdoc)) if gdoc is not None else badge(None)
+        ece = ece_after(ctx, arch)
+        ece_cell = (f"{esc(fmt(ece[1], 3))}<br><span class=more>{esc(ece[0])}</span>" if ece
+                    else "<span class=more>not run: calibration@" + esc(arch) + "</span>")
+        if s is None:
+            notes.append(problem(ctx.arch_problem(arch) or f"no scores for {arch}"))
+            rows.append([esc(arch), "\u2014", "\u2014", *["\u2014"] * (2 * len(fprs)), ece_cell, gate])
+            continue
+        tpr = [_rate_cell(p.k_injections, p.n_injections, p.tpr, p.tpr_lo, p.tpr_hi) + "<br>" + _threshold_note(p) for p in s.points]
+        res = [_rate_cell(p.k_resolved, p.n_resolved, p.completeness_resolved, p.resolved_lo, p.resolved_hi) for p in s.points]
+        rows.append([esc(arch), f"{s.n_controls} / {s.n_injections}", esc(fmt(s.auroc, 4)), *tpr, *res, ece_cell, gate])
+        notes.append(cross_check(ctx, arch))
+    body = table(rows, heads, raw_cols=range(len(heads)))
+    body += notice("info", f"All numbers on the {ctx.cfg.split} split of data/scores/<arch>.parquet. Each threshold is set on "
+                           f"that split's controls at the target FPR (dhs.thresholds.threshold_at_fpr; a stamp passes when "
+                           f"score > threshold); brackets are Wilson 95% intervals; \u26a0 low count: FPR x controls < 10, "
+                           f"so a handful of controls set the threshold. Never read AUROC alone.")
+    status = "ok" if ctx.summaries else "notrun"
+    return Section("headline", "Headline: architectures on the same test set", body + "".join(notes), status)
+
+
+def accounting(ctx: Context) -> Section:
+    """Rows per split and label, rejections by reason, disjointness, rows scored per arch."""
+    ld = ctx.inputs.json("metrics/stamps.json")
+    parts: list[str] = []
+    status = "ok"
+    if not ld.ok:
+        parts.append(not_run("stamps", ld.path) if ld.missing else notice("error", ld.error))
+        status = "notrun"
+    else:
+        m = ld.value
+        by = m.get("by_split_label") or {}
+        reasons = sorted({r for s in by.values() for lab in s.values() for r in (lab.get("rejected") or {})})
+        rows, tot_used, tot_rej = [], 0, 0
+        for split in sorted(by, key=lambda s: {"train": 0, "val": 1, "test": 2}.get(s, 9)):
+            for label, v in sorted(by[split].items()):
+                rej = v.get("rejected") or {}
+                used, nrej = int(v.get("used", 0)), int(sum(rej.values()))
+                tot_used, tot_rej = tot_used + used, tot_rej + nrej
+                rows.append([split, label, used + nrej, used, nrej, *[rej.get(r, 0) for r in reasons]])
+        rows.append(["all", "all", tot_used + tot_rej, tot_used, tot_rej, *[(m.get("rejected_by_reason") or {}).get(r, 0) for r in reasons]])
+        parts.append("<h3>Rows per split and label</h3>")
+        parts.append(table(rows, ["split", "label", "read", "used", "rejected", *[f"rejected: {r}" for r in reasons]]))
+        read, used, rej = m.get("rows_read"), m.get("rows_used"), m.get("rows_rejected")
+        balanced = isinstance(read, int) and isinstance(used, int) and isinstance(rej, int) and read == used + rej
+        facts = [["rows read", read], ["rows used", used], ["rows rejected", rej],
+                 ["read = used + rejected", "yes" if balanced else "NO: rows are unaccounted for"],
+                 ["regions disjoint across splits", m.get("region_disjoint")], ["hosts disjoint across splits", m.get("host_disjoint")],
+                 ["source", m.get("source")]]
+        for split, n in sorted((m.get("n_regions_by_split") or {}).items()):
+            facts.append([f"regions in {split}", n])
+        parts.append(table(facts, ["check", "value"], cls="kv"))
+        if not balanced:
+            parts.append(notice("error", "rows_read != rows_used + rows_rejected: some rows were dropped without a reason"))
+            status = "error"
+        for key in ("region_disjoint", "host_disjoint"):
+            if m.get(key) is False:
+                parts.append(notice("error", f"{key} is false: the same sky region or host appears in more than one split (leakage)"))
+                status = "error"
+    infer_rows = []
+    for arch in ctx.cfg.archs:
+        d = ctx.inputs.json(f"metrics/infer/{arch}.json").value
+        if d is None:
+            infer_rows.append([arch, "not run", "\u2014", "\u2014"])
+            continue
+        for split, c in (d.get("by_split") or {}).items():
+            infer_rows.append([arch, split, c.get("scored"), f"{c.get('injection')} / {c.get('control')}"])
+    parts.append("<h3>Rows scored (stage infer)</h3>")
+    parts.append(table(infer_rows, ["arch", "split", "scored", "injections / controls"]))
+    return Section("accounting", "Dataset accounting", "".join(parts), status)
+
+
+def _gallery_captions(ctx: Context, ids: list[str], with_theta: bool) -> list[str]:
+    """'theta_E, theta_E/PSF' (injections) and the score of every arch that scored the stamp."""
+    primary = ctx.scores[next(iter(ctx.scores))].set_index("task_id")
+    per_arch = [df.set_index("task_id")["score"] for df in ctx.scores.values()]
+    caps = []
+    for tid in ids:
+        lines = []
+        if with_theta:
+            row = primary.loc[tid]
+            tp = row["theta_e_over_psf"] if "theta_e_over_psf" in row else np.nan
+            lines.append(f"\u03b8E {row['theta_e_arcsec']:.2f}\u2033  \u03b8E/PSF {tp:.2f}")
+        lines.append("s " + " ".join(f"{s.loc[tid]:.3f}" if tid in s.index else "-" for s in per_arch))
+        caps.append("\n".join(lines))
+    return caps
+
+
+def galleries(ctx: Context) -> Section:
+    """grz composites of injections across theta_E bins and of controls, with their scores."""
+    if not ctx.scores:
+        reasons = [problem(ctx.arch_problem(a) or a) for a in ctx.cfg.archs]
+        return Section("galleries", "Example galleries", notice("notrun", "not run: no score table to pick stamps from") + "".join(reasons), "notrun")
+    try:
+        split = open_split(ctx.inputs.cache_dir, ctx.cfg.split)
+    except CacheError as exc:
+        return Section("galleries", "Example galleries", not_run("stamps", ctx.inputs.rel(ctx.inputs.cache_dir / ctx.cfg.split)) +
+                       notice("info", str(exc)), "notrun")
+    primary_arch = next(iter(ctx.scores))
+    sc = ctx.scores[primary_arch]
+    sc = sc[(sc["split"] == ctx.cfg.split) & sc["task_id"].isin(split.meta["task_id"])]
+    row_of = pd.Series(np.arange(len(split.meta)), index=split.meta["task_id"].to_numpy())
+    rng = np.random.default_rng(ctx.cfg.seed)
+    n = ctx.cfg.gallery_n
+
+    def stamps(ids: list[str]) -> list[np.ndarray]:
+        idx = row_of.loc[ids].to_numpy()
+        order = np.argsort(idx)
+        got = np.asarray(split.images[idx[order]], dtype=np.float32)
+        out = np.empty_like(got)
+        out[order] = got
+        return list(out)
+
+    def pick(df: pd.DataFrame, k: int) -> pd.DataFrame:
+        return df.iloc[np.sort(rng.choice(len(df), size=min(k, len(df)), replace=False))] if len(df) else df
+
+    inj = sc[(sc["label"] == 1) & np.isfinite(pd.to_numeric(sc.get("theta_e_arcsec"), errors="coerce"))] if "theta_e_arcsec" in sc else sc.iloc[:0]
+    ctl = sc[sc["label"] == 0]
+    parts = [f"<p>Scores under each stamp (s): {esc(', '.join(ctx.scores))}, in that order; stamps from "
+             f"{esc(ctx.inputs.rel(ctx.inputs.cache_dir / ctx.cfg.split))}, composites z\u2192R, r\u2192G, g\u2192B with an asinh stretch.</p>"]
+    if len(inj):
+        edges = np.linspace(inj["theta_e_arcsec"].min(), inj["theta_e_arcsec"].max() + 1e-9, ctx.cfg.gallery_theta_bins + 1)
+        rows = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            b = pick(inj[(inj["theta_e_arcsec"] >= lo) & (inj["theta_e_arcsec"] < hi)], n).sort_values("theta_e_arcsec")
+            ids = b["task_id"].tolist()
+            if ids:
+                rows.append((f"\u03b8E {lo:.2f}-{hi:.2f}\u2033", list(zip(stamps(ids), _gallery_captions(ctx, ids, True)))))
+        parts.append("<h3>Injections across \u03b8E</h3>" + img(figures.gallery(rows), "gallery of injections across theta_E",
+                                                               f"{n} random {ctx.cfg.split} injections per \u03b8E bin"))
+    else:
+        parts.append(notice("warn", f"no injections with theta_e_arcsec in the {ctx.cfg.split} scores of {primary_arch}"))
+    if len(ctl):
+        rand = pick(ctl, n)["task_id"].tolist()
+        top = ctl.nlargest(n, "score")["task_id"].tolist()
+        rows = [("random controls", list(zip(stamps(rand), _gallery_captions(ctx, rand, False)))),
+                (f"highest-scoring\ncontrols ({primary_arch})", list(zip(stamps(top), _gallery_captions(ctx, top, False))))]
+        parts.append("<h3>Controls</h3>" + img(figures.gallery(rows), "gallery of controls",
+                                               "random controls, and the controls that score highest (the false positives that set the thresholds)"))
+    else:
+        parts.append(notice("warn", f"no controls in the {ctx.cfg.split} scores of {primary_arch}"))
+    return Section("galleries", "Example galleries", "".join(parts))
+
+
+def _curves(ctx: Context, arch: str) -> tuple[dict, str]:
+    """Training curves from dvclive's TSVs, else from the train metrics' epoch history."""
+    base = f"dvclive/{arch}/plots/metrics"
+    c = {}
+    for key, rel in (("train_loss", "train/loss.tsv"), ("val_loss", "val/loss.tsv"), ("val_auc", "val/auc.tsv")):
+        ld = ctx.inputs.tsv_xy(f"{base}/{rel}")
+        if ld.ok and ld.value[0]:
+            c[key] = ld.value
+    if c:
+        return c, f"{base}/"
+    doc = ctx.inputs.json(f"metrics/train/{arch}.json").value or {}
+    hist = [h for h in doc.get("history") or [] if isinstance(h, dict) and "step" in h]
+    for key in ("train_loss", "val_loss", "val_auc"):
+        pts = [(h["step"], h[key]) for h in hist if isinstance(h.get(key), (int, float))]
+        if pts:
+            c[key] = ([p[0] for p in pts], [p[1] for p in pts])
+    return c, f"metrics/train/{arch}.json history"
+
+
+def training(ctx: Context) -> Section:
+    curves, rows, parts, sources = {}, [], [], []
+    for arch in ctx.cfg.archs:
+        c, src = _curves(ctx, arch)
+        if c:
+            curves[arch] = c
+            sources.append(f"{arch}: {src}")
+        doc = ctx.inputs.json(f"metrics/train/{arch}.json").value
+        if doc is None:
+            parts.append(not_run(f"train@{arch}", f"metrics/train/{arch}.json"))
+            continue
+        best, test = doc.get("best") or {}, doc.get("test_at_best") or {}
+        rows.append([arch, best.get("epoch"), best.get("step"), best.get("auc"), best.get("loss"), test.get("auc"), test.get("n"),
+                     doc.get("n_parameters"), doc.get("steps"), doc.get("device"), doc.get("world_size"), doc.get("completed")])
+    body = ""
+    if curves:
+        body += img(figures.training_figure(curves), "training curves", "sources: " + "; ".join(sources))
+    if rows:
+        body += table(rows, ["arch", "best epoch", "best step", "val AUROC", "val loss", "test AUROC at best", "test n",
+                             "parameters", "steps", "device", "processes", "completed"])
+    status = "ok" if rows and len(rows) == len(ctx.cfg.archs) else "partial" if rows else "notrun"
+    return Section("training", "Training curves", body + "".join(parts), status)
+
+
+def roc(ctx: Context) -> Section:
+    parts = []
+    if ctx.summaries:
+        curves = {a: (s.fpr, s.tpr, s.auroc) for a, s in ctx.summaries.items()}
+        nctl = {a: s.n_controls for a, s in ctx.summaries.items()}
+        parts.append(img(figures.roc_figure(curves, ctx.cfg.fprs, nctl), "ROC curves",
+                         f"{ctx.cfg.split} split; ties: last point of each run of equal scores; dashed: target FPRs"))
+        rows = []
+        for a, s in ctx.summaries.items():
+            for p in s.points:
+                rows.append([a, p.target_fpr, p.threshold, p.n_controls, p.n_controls_above, p.achieved_fpr,
+                             "yes" if p.low_count else "no", f"{p.k_injections}/{p.n_injections}", p.tpr, f"[{fmt(p.tpr_lo, 3)}, {fmt(p.tpr_hi, 3)}]"])
+        parts.append("<h3>TPR at fixed FPR</h3>" + table(rows, ["arch", "target FPR", "threshold (score >)", "n_controls", "controls above",
+                                                               "achieved FPR", "low count", "recovered", "TPR", "Wilson 95%"]))
+    for a in ctx.cfg.archs:
+        if a not in ctx.summaries:
+            parts.append(problem(ctx.arch_problem(a) or f"no scores for {a}"))
+    return Section("roc", "ROC and TPR at fixed FPR", "".join(parts), "ok" if ctx.summaries else "notrun")

@@ -1,0 +1,255 @@
+"""Sections that show what other stages wrote: completeness, the theta_E x PSF surface,
+sensitivity, calibration, gates, known-lens recovery, and the provenance of the run.
+
+Each embeds the PNGs its stage drew (``plots/<stage>/...``) and renders its JSON generically
+(``data_view``), so the report does not break when a stage adds or renames a key. Where a stage
+wrote CSV but no PNG the figure is redrawn from the CSV; where it wrote nothing the section says
+"not run: <stage> (<path> not found)".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from dhs.report import figures
+from dhs.report.context import Context
+from dhs.report.html import Section, badge, data_view, esc, fmt, img, not_run, notice, table
+from dhs.report.sources import Loaded, dvc_lock_outputs, gate_rows, gates_passed, git_state
+
+PRIORITY = ("theta_e_arcsec", "theta_e", "theta_e_over_psf")
+HEADLINE_KEYS = ("headline", "thresholds", "auroc")
+
+
+def _json_or_notice(ld: Loaded, stage: str) -> str:
+    return not_run(stage, ld.path) if ld.missing else notice("error", ld.error or f"{ld.path}: unreadable")
+
+
+def is_surface(p: Path) -> bool:
+    """A 2-D completeness table or figure: ``<x>__x__<y>.*`` (or any name with 'surface')."""
+    return "__x__" in p.stem or "surface" in p.stem
+
+
+def _order(paths: list[Path]) -> list[Path]:
+    return sorted(paths, key=lambda p: (PRIORITY.index(p.stem) if p.stem in PRIORITY else len(PRIORITY), p.name))
+
+
+def _embed(ctx: Context, paths: list[Path], what: str) -> str:
+    out = []
+    for p in paths:
+        try:
+            out.append(img(p, f"{what}: {p.name}", ctx.inputs.rel(p)))
+        except (OSError, ValueError) as exc:
+            out.append(notice("error", f"{ctx.inputs.rel(p)}: {exc}"))
+    return "".join(out)
+
+
+def _csv_tables(ctx: Context, paths: list[Path]) -> str:
+    out = []
+    for p in paths:
+        ld = ctx.inputs.csv(ctx.inputs.rel(p))
+        if ld.ok and ld.value:
+            cols = list(ld.value[0])
+            out.append(f"<h4>{esc(ctx.inputs.rel(p))}</h4>" + table([[r.get(c) for c in cols] for r in ld.value], cols))
+        else:
+            out.append(notice("error" if ld.error else "warn", ld.error or f"{ctx.inputs.rel(p)} is empty"))
+    return "".join(out)
+
+
+def _status(oks: list[bool]) -> str:
+    return "ok" if oks and all(oks) else "partial" if any(oks) else "notrun"
+
+
+def completeness(ctx: Context) -> Section:
+    """Per arch: thresholds and headline numbers, completeness against every binning variable
+    (theta_E and theta_E/PSF first) with Wilson and bootstrap bands."""
+    parts, oks = [], []
+    for arch in ctx.cfg.archs:
+        parts.append(f"<h3>{esc(arch)}</h3>")
+        ld = ctx.inputs.json(f"metrics/completeness/{arch}.json")
+        d = f"plots/completeness/{arch}"
+        pngs = _order([p for p in ctx.inputs.pngs(d) if not is_surface(p)])
+        csvs = _order([p for p in ctx.inputs.pngs(d, "*.csv") if not is_surface(p)])
+        if ld.ok:
+            parts.append(data_view(ld.value, first=HEADLINE_KEYS))
+        else:
+            parts.append(_json_or_notice(ld, f"completeness@{arch}"))
+        if pngs:
+            parts.append(_embed(ctx, pngs, f"completeness {arch}"))
+        elif csvs:
+            for p in csvs:
+                rows = ctx.inputs.csv(ctx.inputs.rel(p))
+                try:
+                    parts.append(img(figures.completeness_from_csv(rows.value or [], p.stem), f"completeness {arch} {p.stem}",
+                                     f"redrawn from {ctx.inputs.rel(p)} (the stage wrote no PNG)"))
+                except ValueError as exc:
+                    parts.append(notice("error", f"{ctx.inputs.rel(p)}: {exc}"))
+        else:
+            parts.append(not_run(f"completeness@{arch} figures", f"{d}/*.png or *.csv"))
+        oks.append(ld.ok and bool(pngs or csvs))
+    return Section("completeness", "Completeness against \u03b8E and \u03b8E/PSF", "".join(parts), _status(oks))
+
+
+def surface(ctx: Context) -> Section:
+    """The theta_E x PSF completeness surface per arch: the stage's PNG, else redrawn from its CSV."""
+    parts, oks = [], []
+    for arch in ctx.cfg.archs:
+        d = f"plots/completeness/{arch}"
+        pngs = [p for p in ctx.inputs.pngs(d) if is_surface(p)]
+        csvs = [p for p in ctx.inputs.pngs(d, "*.csv") if is_surface(p)]
+        parts.append(f"<h3>{esc(arch)}</h3>")
+        if pngs:
+            parts.append(_embed(ctx, pngs, f"surface {arch}"))
+        for p in [] if pngs else csvs:
+            rel = ctx.inputs.rel(p)
+            ld = ctx.inputs.csv(rel)
+            try:
+                parts.append(img(figures.surface_from_csv(ld.value or [], p.stem.split("__x__")), f"surface {arch}", f"redrawn from {rel}"))
+            except ValueError as exc:
+                parts.append(notice("warn", f"{rel}: {exc}; shown as a table") + _csv_tables(ctx, [p]))
+        if not (pngs or csvs):
+            parts.append(not_run(f"completeness@{arch} surface", f"{d}/<theta>__x__<psf>.png or .csv"))
+        oks.append(bool(pngs or csvs))
+    return Section("surface", "Completeness surface \u03b8E x PSF", "".join(parts), _status(oks))
+
+
+def sensitivity(ctx: Context) -> Section:
+    ld = ctx.inputs.json("metrics/sensitivity.json")
+    pngs = ctx.inputs.pngs("plots/sensitivity")
+    csvs = ctx.inputs.pngs("plots/sensitivity", "*.csv")
+    parts = [data_view(ld.value) if ld.ok else _json_or_notice(ld, "sensitivity")]
+    if pngs:
+        parts.append(_embed(ctx, pngs, "sensitivity"))
+    elif csvs:
+        parts.append(_csv_tables(ctx, csvs))
+    elif ld.ok:
+        parts.append(notice("warn", "the sensitivity stage wrote no figure under plots/sensitivity/"))
+    return Section("sensitivity", "Sensitivity sweep (Phase 4d proxy thresholds)", "".join(parts), _status([ld.ok, bool(pngs or csvs)]))
+
+
+def calibration(ctx: Context) -> Section:
+    parts, oks = [], []
+    for arch in ctx.cfg.archs:
+        parts.append(f"<h3>{esc(arch)}</h3>")
+        ld = ctx.inputs.json(f"metrics/calibration/{arch}.json")
+        parts.append(data_view(ld.value) if ld.ok else _json_or_notice(ld, f"calibration@{arch}"))
+        pngs = ctx.inputs.pngs("plots/calibration", f"{arch}.png") + ctx.inputs.pngs("plots/calibration", f"{arch}_*.png") \
+            + ctx.inputs.pngs(f"plots/calibration/{arch}")
+        csvs = ctx.inputs.pngs("plots/calibration", f"{arch}.csv")
+        if pngs:
+            parts.append(_embed(ctx, pngs, f"calibration {arch}"))
+        elif csvs:
+            parts.append(_csv_tables(ctx, csvs))
+        oks.append(ld.ok)
+    return Section("calibration", "Calibration", "".join(parts), _status(oks))
+
+
+def _gate_table(doc) -> str:
+    rows = gate_rows(doc)
+    if not rows:
+        return notice("warn", "no gate results found in the file (expected a list under 'gates')")
+    out = []
+    for g in rows:
+        extra = {k: v for k, v in g.items() if k not in ("name", "passed", "value", "threshold") and not isinstance(v, (dict, list))}
+        out.append([esc(g.get("name")), badge(g.get("passed") if isinstance(g.get("passed"), bool) else None, unknown="?"),
+                    esc(fmt(g.get("value"))), esc(fmt(g.get("threshold"))), esc("; ".join(f"{k}={fmt(v)}" for k, v in extra.items()))])
+    return table(out, ["gate", "result", "value", "threshold", "details"], raw_cols=range(5))
+
+
+def gates(ctx: Context) -> Section:
+    parts, oks = [], []
+    for arch in ctx.cfg.archs:
+        ld = ctx.inputs.json(f"metrics/gates/{arch}.json")
+        state = gates_passed(ld.value) if ld.ok else None
+        parts.append(f"<h3>{esc(arch)} {badge(state)}</h3>")
+        if ld.ok:
+            parts.append(_gate_table(ld.value))
+        else:
+            parts.append(_json_or_notice(ld, f"gates@{arch}"))
+        parts.append(_embed(ctx, ctx.inputs.pngs("plots/gates", f"{arch}.png") + ctx.inputs.pngs(f"plots/gates/{arch}"), f"gates {arch}"))
+        oks.append(ld.ok)
+    base = ctx.inputs.json("metrics/baseline.json")
+    parts.append("<h3>Metadata-only leak detector (stage baseline)</h3>")
+    if base.ok:
+        leak = base.value.get("leak") or {}
+        ci = leak.get("auc_test_ci95") or [None, None]
+        parts.append(table([["test AUROC", leak.get("auc_test")], ["95% interval", f"[{fmt(ci[0])}, {fmt(ci[-1])}]"],
+                            ["interval excludes 0.5", leak.get("auc_ci95_excludes_chance")], ["features", ", ".join(map(str, leak.get("features") or []))]],
+                           ["", "value"], cls="kv"))
+        parts.append(notice("info", "A classifier on observing conditions alone should score about 0.5: above it, injections and "
+                                    "controls differ in more than the arc."))
+    else:
+        parts.append(_json_or_notice(base, "baseline"))
+    return Section("gates", "Gates (shortcut checks)", "".join(parts), _status(oks))
+
+
+def known_lenses(ctx: Context) -> Section:
+    parts, oks = [], []
+    for arch in ctx.cfg.archs:
+        ld = ctx.inputs.json(f"metrics/known_lenses/{arch}.json")
+        parts.append(f"<h3>{esc(arch)}</h3>")
+        if not ld.ok:
+            parts.append(_json_or_notice(ld, f"known_lenses@{arch}"))
+            oks.append(False)
+            continue
+        doc = ld.value
+        status = str(doc.get("status", "unknown")) if isinstance(doc, dict) else "unknown"
+        if status == "offline":
+            parts.append(notice("warn", "offline: the Legacy Survey cutout service could not be reached when the stage ran; "
+                                        "no known-lens recall was measured"))
+        elif status == "partial":
+            parts.append(notice("warn", "partial: some cutouts could not be fetched; recall covers the fetched lenses only"))
+        parts.append(data_view(doc))
+        parts.append(_embed(ctx, ctx.inputs.pngs("plots/known_lenses", f"{arch}*.png"), f"known lenses {arch}"))
+        oks.append(True)
+    return Section("known_lenses", "Known-lens recovery", "".join(parts), _status(oks))
+
+
+def _plain(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def provenance(ctx: Context) -> Section:
+    """params.yaml (hash and content), git commit, and the dvc.lock hashes of every data output."""
+    parts = []
+    pp = Path(ctx.params_path) if Path(ctx.params_path).is_absolute() else ctx.inputs.path(ctx.params_path)
+    if pp.is_file():
+        text = pp.read_text()
+        parts.append(table([["params file", ctx.inputs.rel(pp)], ["sha256", hashlib.sha256(text.encode()).hexdigest()],
+                            ["report settings", yaml.safe_dump(_plain(asdict(ctx.cfg)), default_flow_style=True, sort_keys=False).strip()]],
+                           ["", "value"], cls="kv"))
+        parts.append(f"<details><summary>params.yaml</summary><pre>{esc(text)}</pre></details>")
+    else:
+        parts.append(notice("error", f"{pp} not found"))
+    g = git_state(ctx.inputs.root)
+    if g["commit"]:
+        dirty = "yes: uncommitted changes to " + ", ".join(g["changed"]) if g["dirty"] else "no"
+        parts.append(table([["git commit", g["commit"]], ["branch", g["branch"]], ["uncommitted changes", dirty]], ["", "value"], cls="kv"))
+    else:
+        parts.append(notice("warn", f"git: {ctx.inputs.root} is not a git checkout; no commit recorded"))
+    lock = dvc_lock_outputs(ctx.inputs.path("dvc.lock"))
+    if lock.ok:
+        rows = [[r["stage"], r["path"], r["hash"], r["size"], r["nfiles"]] for r in lock.value]
+        parts.append("<h3>Data outputs (dvc.lock)</h3>" + (table(rows, ["stage", "path", "hash", "bytes", "files"]) if rows
+                                                             else notice("warn", "dvc.lock records no outputs yet")))
+        parts.append(notice("info", "dvc.lock as it stood when the report ran: stages that ran in the same `dvc repro` before the "
+                                    "report are recorded; the report's own entry is left out."))
+    else:
+        parts.append(not_run("dvc repro", "dvc.lock") if lock.missing else notice("error", lock.error))
+    return Section("provenance", "Params and data version", "".join(parts))
+
+
+def gate_banner(ctx: Context) -> str:
+    """The gate status of every arch, above everything else."""
+    cells = []
+    for arch in ctx.cfg.archs:
+        ld = ctx.inputs.json(f"metrics/gates/{arch}.json")
+        state = gates_passed(ld.value) if ld.ok else None
+        cls = "pass" if state is True else "fail" if state is False else "unknown"
+        failed = [str(g.get("name")) for g in gate_rows(ld.value) if g.get("passed") is False] if ld.ok else []
+        why = f" ({', '.join(failed)})" if failed else "" if ld.ok else f" (not run: {ld.path} not found)" if ld.missing else " (unreadable)"
+        cells.append(f'<div class="{cls}"><b>{esc(arch)}</b> gates {badge(state)}{esc(why)}</div>')
+    return f'<div class="gatebar" id="gate-banner">{"".join(cells)}</div>'
