@@ -1,0 +1,77 @@
+"""Legacy Survey FITS cutouts: read one, check it is a usable grz stamp, write one.
+
+The viewer's ``cutout.fits?...&bands=grz`` answers with a primary HDU holding a float32 cube
+of shape (3, size, size): bands g, r, z in that order, pixels in nanomaggies (AB zero point
+22.5), north up, east left. Outside the survey (or where a band has no exposure) it returns
+zeros rather than an error, so a band whose pixels are mostly exactly zero means "no data".
+
+``read_cutout`` raises ``CutoutInvalid`` with one of the ``REASONS`` so callers count
+rejections per reason instead of crashing or silently dropping rows (DOMAIN pitfall 3).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+BANDS = "grz"
+# a band with more exactly-zero pixels than this fraction has no data there
+MAX_ZERO_PIXEL_FRAC = 0.5
+REASONS = ("not_fits", "bad_shape", "nonfinite_pixels", "no_coverage")
+
+
+class CutoutInvalid(ValueError):
+    """A cutout that cannot be scored; ``reason`` is one of ``REASONS``."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def read_cutout(data: bytes | str | os.PathLike, size_px: int, where: str = "cutout") -> np.ndarray:
+    """The (3, size_px, size_px) float32 nMgy cube in ``data`` (FITS bytes or a file path).
+
+    Raises ``CutoutInvalid`` naming ``where``, the reason and what was found."""
+    from astropy.io import fits
+
+    try:
+        raw = Path(data).read_bytes() if isinstance(data, (str, os.PathLike)) else bytes(data)
+        with fits.open(io.BytesIO(raw), memmap=False) as hdul:
+            cube = next((h.data for h in hdul if getattr(h, "data", None) is not None), None)
+            if cube is not None:
+                cube = np.array(cube)  # detach from the HDU list before it closes
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise CutoutInvalid("not_fits", f"{where}: not a readable FITS file ({type(exc).__name__}: {exc})") from None
+    if cube is None:
+        raise CutoutInvalid("not_fits", f"{where}: the FITS file holds no image data")
+    expected = (len(BANDS), size_px, size_px)
+    if cube.shape != expected:
+        raise CutoutInvalid("bad_shape", f"{where}: expected a {BANDS} cube of shape {expected}, got {cube.shape} "
+                                         f"(check size and bands=grz in the request)")
+    cube = cube.astype(np.float32)  # native byte order
+    bad = ~np.isfinite(cube)
+    if bad.any():
+        raise CutoutInvalid("nonfinite_pixels", f"{where}: {int(bad.sum())} NaN/Inf pixel(s)")
+    zero_frac = (cube == 0).reshape(len(BANDS), -1).mean(axis=1)
+    empty = [f"{b} ({f:.0%} zeros)" for b, f in zip(BANDS, zero_frac) if f > MAX_ZERO_PIXEL_FRAC]
+    if empty:
+        raise CutoutInvalid("no_coverage", f"{where}: no data in band(s) {', '.join(empty)}: outside the DR10 South "
+                                           f"footprint or in a gap")
+    return cube
+
+
+def cutout_bytes(cube_nmgy: np.ndarray, header: dict | None = None) -> bytes:
+    """A FITS file (bytes) holding ``cube_nmgy`` as float32 in the primary HDU, as the viewer does."""
+    from astropy.io import fits
+
+    hdu = fits.PrimaryHDU(np.asarray(cube_nmgy, dtype=np.float32))
+    hdu.header["BANDS"] = BANDS
+    hdu.header["BUNIT"] = "nanomaggy"
+    for k, v in (header or {}).items():
+        hdu.header[k] = v
+    buf = io.BytesIO()
+    hdu.writeto(buf)
+    return buf.getvalue()

@@ -1,0 +1,27 @@
+"""How the known-lens stages report that they could not do the whole job.
+
+Run statuses (metrics key ``status``):
+
+- ``ok``: every selected lens has a cutout, or a permanent, counted rejection (404, no data);
+- ``partial``: some lenses lack a cutout for a transient reason (offline, timeouts, 5xx);
+  recall covers the scored lenses only;
+- ``offline``: the cutout service was unreachable and nothing is on disk; no recall;
+- ``no_cutouts`` (scoring stage): reachable, but no lens has a usable cutout; no recall.
+
+Anything but ``ok`` is printed in a banner on stderr. ``known_lenses.require: true`` turns
+"no cutout at all" into a ``RequireError`` (non-zero exit).
+"""
+
+from __future__ import annotations
+
+
+class RequireError(RuntimeError):
+    """known_lenses.require is true and the check could not run."""
+
+
+def banner(lines: list[str], width: int = 100) -> str:
+    """``lines`` wrapped to ``width`` and framed in '!' so a warning is not lost in a DVC log."""
+    import textwrap
+
+    wrapped = [w for line in lines for w in (textwrap.wrap(line, width - 4, subsequent_indent="  ") or [""])]
+    return "\n".join(["!" * width, *(f"! {x}" for x in wrapped), "!" * width])

@@ -1,0 +1,72 @@
+"""Score known-lens cutouts with a trained model, exactly as training saw stamps.
+
+``dhs.inference.load_trained`` restores the checkpoint with its normalisation (annulus
+statistics measured per cutout, the training clip) and ``score_images`` applies it to the
+(N, 3, S, S) nMgy cubes, so a real cutout is treated like a cached training stamp. Cutouts
+larger than the model's stamp are centre-cropped (the lens stays on the central pixel: the size
+difference must be even); smaller ones are refused. Hybrid models get no per-lens observing
+conditions here: their metadata is imputed with the training mean, as training does for
+missing values.
+
+torch is imported only when scoring, so a run without cutouts stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class ScoringError(ValueError):
+    pass
+
+
+@dataclass
+class Scored:
+    logits: np.ndarray           # float64, one per cutout
+    checkpoint: Path
+    step: int
+    normalisation: str
+    stamp_size: int
+    device: str
+
+
+def centre_crop(images: np.ndarray, size_px: int) -> np.ndarray:
+    """The central ``size_px`` x ``size_px`` of (N, 3, S, S) images."""
+    s = images.shape[-1]
+    if s == size_px:
+        return images
+    if s < size_px or (s - size_px) % 2:
+        raise ScoringError(f"cutouts are {s}x{s} px but the model takes {size_px}x{size_px}: set known_lenses.size_px to "
+                           f"{size_px} (or a larger size differing by an even number) and rerun `dvc repro cutouts`")
+    o = (s - size_px) // 2
+    return images[..., o : o + size_px, o : o + size_px]
+
+
+def score_cutouts(model_dir: str | Path, arch: str, images_nmgy: np.ndarray, device: str = "auto",
+                  batch_size: int = 256) -> tuple[Scored, np.ndarray]:
+    """(model logits and provenance, the images as scored) for (N, 3, S, S) nMgy cutouts."""
+    from dhs.inference import load_trained, score_images
+    from dhs.training import TrainingError
+
+    try:
+        tm = load_trained(model_dir, device)
+        if tm.spec.arch != arch:
+            raise ScoringError(f"{tm.checkpoint} holds a {tm.spec.arch} model, not {arch}")
+        images = centre_crop(images_nmgy, tm.spec.stamp_size)
+        logits = score_images(tm, images, batch_size=batch_size)
+    except TrainingError as exc:
+        raise ScoringError(str(exc)) from None
+    return Scored(logits, tm.checkpoint, tm.step, tm.norm.mode, tm.spec.stamp_size, tm.device.type), images
+
+
+def checkpoint_mismatch(calibrator, checkpoint: Path) -> str | None:
+    """A warning when the calibrator records another checkpoint's SHA-256 than ``checkpoint``."""
+    from dhs.calibration import file_sha256
+
+    want = getattr(calibrator, "checkpoint_sha256", "")
+    if want and want != file_sha256(checkpoint):
+        return f"the calibrator was fitted for another checkpoint than {checkpoint}; rerun `dvc repro calibration`"
+    return None
