@@ -9,7 +9,20 @@ Normalisation (``NormConfig``), applied batched in torch on whatever device hold
   come from the annulus, never from the centre, whose brightness carries the label.
 - ``annulus_per_band``: each band scaled by its own annulus MAD (for comparison).
 - ``none``: raw nMgy.
+Optionally (``radial_profile_subtract``), after scaling: per stamp and band, subtract the
+azimuthal median profile (median of each integer-radius annulus about the stamp centre,
+linearly interpolated in radius, see ``dhs.radial``). A round host vanishes and what is left
+is non-axisymmetric structure: arcs, companions, the quadrupole of an elliptical host. The
+median (not the mean) keeps an arc that covers a minority of its annulus. It also removes the
+axisymmetric part of the central brightness, the core-brightness shortcut of DOMAIN pitfall 1.
 Then values are clipped to +-``clip`` (20: a clip at 10 flattened bright arcs).
+
+Core dropout (``core_dropout_p``, ``core_dropout_radius_px``; training only): with
+probability p per stamp, the central disc r_px <= radius of the normalised image is replaced by
+Gaussian noise with each band's sky median and robust sigma measured in the normalisation
+annulus, so the network cannot rely on the centre alone. It is applied only by
+``iterate_batches(..., training=True)`` (the training loop), never by ``normalize``, evaluation
+or inference; it is part of ``NormConfig`` so the checkpoint records how the model was trained.
 
 Augmentation: the 8 rotations/flips of the square, one per stamp, as a single gather, so it
 runs batched on the GPU. The stamp centre (N-1)/2 is fixed under all of them.
@@ -22,13 +35,16 @@ rows and corrupts completeness counts: pitfall 4).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+import dataclasses
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
 
 from dhs.cache import CachedSplit, annulus_mask_np
+from dhs.radial import annulus_table, core_mask
 
 NORM_MODES = ("annulus_common", "annulus_per_band", "none")
 MAD_TO_SIGMA = 1.4826
@@ -40,12 +56,18 @@ class NormConfig:
     clip: float = 20.0
     annulus_inner_frac: float = 0.65  # of the half-width: 20.8 px of 32 for 64x64 stamps
     annulus_outer_frac: float = 1.0
+    radial_profile_subtract: bool = False  # subtract the azimuthal median profile (inference too)
+    core_dropout_p: float = 0.0  # training only: probability per stamp of replacing the core by noise
+    core_dropout_radius_px: float = 5.0  # training only: radius of that core disc, pixels
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> "NormConfig":
-        unknown = set(p) - {"mode", "clip", "annulus_inner_frac", "annulus_outer_frac"}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(p) - known
         if unknown:
-            raise ValueError(f"unknown normalisation params {sorted(unknown)}")
+            raise ValueError(f"unknown normalisation params {sorted(unknown)}; known: {sorted(known)}")
+        if not isinstance(p.get("radial_profile_subtract", False), bool):
+            raise ValueError(f"preprocess.radial_profile_subtract must be true or false, got {p['radial_profile_subtract']!r}")
         cfg = cls(**p)
         if cfg.mode not in NORM_MODES:
             raise ValueError(f"normalisation mode must be one of {NORM_MODES}, got {cfg.mode!r}")
@@ -53,6 +75,10 @@ class NormConfig:
             raise ValueError("need 0 <= annulus_inner_frac < annulus_outer_frac <= 1.5 (fractions of the half-width)")
         if cfg.clip <= 0:
             raise ValueError("clip must be > 0")
+        if not 0.0 <= float(cfg.core_dropout_p) <= 1.0:
+            raise ValueError(f"preprocess.core_dropout_p must be a probability in [0, 1], got {cfg.core_dropout_p!r}")
+        if not float(cfg.core_dropout_radius_px) > 0:
+            raise ValueError(f"preprocess.core_dropout_radius_px must be > 0 pixels, got {cfg.core_dropout_radius_px!r}")
         return cfg
 
 
@@ -65,14 +91,16 @@ def normalize(x: torch.Tensor, cfg: NormConfig, stats: torch.Tensor | None = Non
 
     ``stats`` (B, 7): annulus medians, pooled MAD and per-band MADs measured when the cache was
     built (``dhs.cache.STATS_COLUMNS``); with them normalising is one subtract and one scale.
+    With ``cfg.radial_profile_subtract`` the azimuthal median profile is subtracted before the clip.
+    Core dropout is never applied here (training only: ``iterate_batches(training=True)``).
     """
     x = x.float()
     if cfg.mode != "none" and stats is not None:
         med = stats[:, 0:3]
         mad = stats[:, 3:4] if cfg.mode == "annulus_common" else stats[:, 4:7]
         inv = 1.0 / (mad * MAD_TO_SIGMA).clamp_min(1e-12)
-        return x.sub_(med[..., None, None]).mul_(inv[..., None, None]).clamp_(-cfg.clip, cfg.clip)
-    if cfg.mode != "none":
+        x = x.sub(med[..., None, None]).mul_(inv[..., None, None])  # never modifies the caller's tensor
+    elif cfg.mode != "none":
         mask = annulus_mask(x.shape[-1], cfg.annulus_inner_frac, cfg.annulus_outer_frac, x.device)
         ring = x[..., mask]  # (B, C, P)
         med = ring.median(dim=-1).values  # (B, C)
@@ -82,7 +110,56 @@ def normalize(x: torch.Tensor, cfg: NormConfig, stats: torch.Tensor | None = Non
         else:
             scale = dev.median(dim=-1).values * MAD_TO_SIGMA  # (B, C)
         x = (x - med[..., None, None]) / scale.clamp_min(1e-12)[..., None, None]
+    if cfg.radial_profile_subtract:
+        x = subtract_radial_profile(x)
     return x.clamp(-cfg.clip, cfg.clip)
+
+
+@lru_cache(maxsize=16)
+def _annulus_tensors(size: int, device: str) -> tuple[torch.Tensor, ...]:
+    t = annulus_table(size)
+    return tuple(torch.tensor(a, device=device) for a in (t.index, t.valid, t.interp_lo, t.interp_w))
+
+
+def radial_profile(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H, W): each band's azimuthal median profile, evaluated at every
+    pixel's radius (median per integer-radius annulus, linear in radius between annuli)."""
+    B, C, H, W = x.shape
+    if H != W:
+        raise ValueError(f"radial profiles need square stamps, got {H}x{W}")
+    idx, valid, lo, w = _annulus_tensors(H, str(x.device))
+    flat = x.reshape(B, C, H * W)
+    vals = flat[..., idx].masked_fill(~valid, float("nan"))  # (B, C, K, M)
+    prof = vals.nanmedian(dim=-1).values  # (B, C, K)
+    w = w.to(x.dtype)
+    return (prof[..., lo] * (1 - w) + prof[..., lo + 1] * w).reshape(B, C, H, W)
+
+
+def subtract_radial_profile(x: torch.Tensor) -> torch.Tensor:
+    """x minus its azimuthal median profile (see ``radial_profile``): round structure vanishes."""
+    return x - radial_profile(x)
+
+
+def core_dropout(x: torch.Tensor, cfg: NormConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training-time corruption of normalised stamps (B, C, H, W): with probability
+    ``cfg.core_dropout_p`` per stamp, pixels with r_px <= ``cfg.core_dropout_radius_px`` become
+    Gaussian noise with each band's median and robust sigma (MAD x 1.4826) in the normalisation
+    annulus, i.e. they look like empty sky. Draws from ``generator`` (stamp choice, then noise)."""
+    if cfg.core_dropout_p <= 0:
+        return x
+    B, C, H, W = x.shape
+    dev = generator.device if generator is not None else x.device
+    drop = (torch.rand(B, generator=generator, device=dev) < cfg.core_dropout_p).to(x.device)
+    core = torch.from_numpy(core_mask(H, cfg.core_dropout_radius_px)).to(x.device)
+    ring = x[..., annulus_mask(H, cfg.annulus_inner_frac, cfg.annulus_outer_frac, x.device)]  # (B, C, P)
+    med = ring.median(dim=-1).values
+    sigma = (ring - med[..., None]).abs().median(dim=-1).values * MAD_TO_SIGMA
+    noise = torch.randn(B, C, int(core.sum()), generator=generator, device=dev).to(x.device, x.dtype)
+    out = x.clone()
+    fill = out[..., core]  # (B, C, n_core)
+    fill = torch.where(drop[:, None, None], med[..., None] + sigma[..., None] * noise, fill)
+    out[..., core] = fill
+    return out
 
 
 def _dihedral_perms(size: int, device) -> torch.Tensor:
@@ -165,8 +242,13 @@ class ShardedSampler(torch.utils.data.Sampler):
 
 
 def iterate_batches(split: CachedSplit, indices: np.ndarray, batch_size: int, norm: NormConfig, device: torch.device | str = "cpu",
-                    augment: bool = False, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
-    """Yield (x, y, rows) batches of the given rows: x normalised on ``device``; rows are cache indices."""
+                    augment: bool = False, generator: torch.Generator | None = None,
+                    training: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+    """Yield (x, y, rows) batches of the given rows: x normalised on ``device``; rows are cache indices.
+
+    ``augment``: one random rotation/flip per stamp. ``training``: also apply the training-only
+    corruptions of ``norm`` (core dropout); evaluation and inference leave it False.
+    """
     labels = split.labels
     all_stats = split.norm_stats(norm.annulus_inner_frac, norm.annulus_outer_frac)
     for s in range(0, len(indices), batch_size):
@@ -179,11 +261,16 @@ def iterate_batches(split: CachedSplit, indices: np.ndarray, batch_size: int, no
         x = normalize(x, norm, stats)
         if augment:
             x = augment_dihedral(x, generator)
+        if training:
+            x = core_dropout(x, norm, generator)
         yield x, torch.from_numpy(labels[rows]).to(device), rows
 
 
 def preprocess_from_params(p: Mapping[str, Any]) -> tuple[NormConfig, bool]:
-    """``params.yaml`` section ``preprocess`` -> (normalisation, augment on/off)."""
+    """``params.yaml`` section ``preprocess`` -> (normalisation, augment on/off).
+
+    Keys other than ``augment`` go to ``NormConfig`` (absent keys take its defaults, so params
+    written before radial_profile_subtract / core_dropout_* existed still work)."""
     p = dict(p)
     augment = p.pop("augment", False)
     if not isinstance(augment, bool):

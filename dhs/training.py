@@ -2,7 +2,8 @@
 
 Read it top to bottom: build the model; resume from ``checkpoint_last.pt`` if its params hash
 matches; then for every step draw the next batch of this rank's shard of the shuffled train
-split (augmented on the device), take an AdamW step under a warmup + cosine schedule with
+split (augmented on the device, with core dropout if ``norm.core_dropout_p`` > 0: training
+only, see ``dhs.loader``), take an AdamW step under a warmup + cosine schedule with
 gradient clipping; at each epoch end evaluate the whole val split, keep ``checkpoint_best.pt``
 (lowest val loss) and ``checkpoint_last.pt``.
 
@@ -296,7 +297,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         if cfg.record_rows:
             seen.append(rows)
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
-        x, y, _ = next(iterate_batches(train_split, rows, len(rows), norm, device, augment=augment, generator=gen))
+        # training=True: the training-only corruptions of ``norm`` (core dropout) apply here and nowhere else
+        x, y, _ = next(iterate_batches(train_split, rows, len(rows), norm, device, augment=augment, generator=gen, training=True))
         x = x.contiguous(memory_format=torch.channels_last)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)

@@ -1,0 +1,21 @@
+"""Shortcut and leakage gates for a trained lens finder (issue #8; DOMAIN pitfalls 1, 2, 5, 9).
+
+One module per gate, each a pure function returning a result dict (``dhs.gates.result``):
+
+- ``core.core_only_gate``: logistic regression on the central pixels; AUC < ``core_auc_max``.
+- ``metadata.metadata_gate``: the baseline stage's conditions-only AUC < ``metadata_auc_max``.
+- ``core.core_masked_gate``: model AUROC drop when the core becomes sky noise < ``core_mask_max_auc_drop``.
+- ``probes.ring_probe_gate``: a faint ring must not move the score more than a real arc of the
+  same flux (+ ``ring_max_excess_logit``).
+- ``shuffle.shuffle_gate``: model AUROC of injections against their annulus-shuffled versions
+  >= ``shuffle_min_auc``.
+- ``splits.split_integrity_gate``: no region, host position or task_id shared between splits.
+
+``run.run_gates`` runs them all (stage ``gates@{arch}``); thresholds live in ``GatesConfig``.
+"""
+
+from dhs.gates.config import GatesConfig
+from dhs.gates.result import gate_result, summarise
+from dhs.gates.run import GATE_ORDER, run_gates, table_lines
+
+__all__ = ["GatesConfig", "GATE_ORDER", "gate_result", "run_gates", "summarise", "table_lines"]
