@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from dhs.cache import CachedSplit
 from dhs.loader import NormConfig, iterate_batches, normalize
 from dhs.models import ModelSpec, build_model
+from dhs.models.heads import split_outputs
 from dhs.training import TrainingError, load_checkpoint, metadata_tensor, resolve_device, standardise
 
 
@@ -55,10 +56,16 @@ class TrainedModel:
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+        """Logits (B,); ``forward_all`` also returns the theta_E head's output when there is one."""
+        return self.forward_all(x, meta)[0]
+
+    @torch.no_grad()
+    def forward_all(self, x: torch.Tensor, meta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             out = self.model(x, meta) if meta is not None else self.model(x)
-        return out.float()
+        logits, theta = split_outputs(out.float())
+        return logits, theta
 
 
 def load_trained(model_dir: str | Path, device: str = "auto", which: str = "best") -> TrainedModel:
@@ -67,8 +74,7 @@ def load_trained(model_dir: str | Path, device: str = "auto", which: str = "best
     if not path.exists():
         raise TrainingError(f"{path} not found; run `dvc repro train` first")
     ckpt = load_checkpoint(path)
-    s = ckpt["spec"]
-    spec = ModelSpec(arch=s["arch"], stamp_size=int(s["stamp_size"]), stem=s.get("stem", "cifar"), metadata=tuple(s.get("metadata", ())))
+    spec = ModelSpec.from_dict(ckpt["spec"])
     norm = NormConfig(**json.loads(ckpt["norm"])) if "norm" in ckpt else NormConfig()
     meta_stats = json.loads(ckpt["meta_stats"]) if ckpt.get("meta_stats") else None
     if spec.metadata and meta_stats is None:
@@ -86,12 +92,15 @@ def _check_size(tm: TrainedModel, size: int, what: str) -> None:
                             f"{tm.spec.stamp_size}x{tm.spec.stamp_size}; score with a model of the same stamp size")
 
 
-def score_split(tm: TrainedModel, split: CachedSplit, batch_size: int = 512, progress: bool = True) -> np.ndarray:
-    """float64 logits of every row of ``split``, in row order, each row scored exactly once."""
+def score_split(tm: TrainedModel, split: CachedSplit, batch_size: int = 512, progress: bool = True,
+                return_theta: bool = False):
+    """float64 logits of every row of ``split``, in row order, each row scored exactly once;
+    with ``return_theta``, (logits, theta_E predictions in arcsec or None)."""
     n = len(split)
     logits = np.full(n, np.nan, dtype=np.float64)
+    theta = np.full(n, np.nan, dtype=np.float64) if tm.spec.theta_head else None
     if n == 0:
-        return logits
+        return (logits, theta) if return_theta else logits
     _check_size(tm, int(split.images.shape[-1]), f"split {split.split}")
     meta = None
     if tm.spec.metadata:
@@ -100,13 +109,15 @@ def score_split(tm: TrainedModel, split: CachedSplit, batch_size: int = 512, pro
     scored = np.zeros(n, dtype=np.int64)
     with tqdm(total=n, desc=f"infer {tm.spec.arch} {split.split}", unit="stamp", disable=not progress) as bar:
         for x, _, rows in iterate_batches(split, np.arange(n), batch_size, tm.norm, tm.device):
-            out = tm.forward(x, meta[torch.from_numpy(rows).to(tm.device)] if meta is not None else None)
+            out, th = tm.forward_all(x, meta[torch.from_numpy(rows).to(tm.device)] if meta is not None else None)
             logits[rows] = out.cpu().numpy()
+            if theta is not None:
+                theta[rows] = th.cpu().numpy()
             np.add.at(scored, rows, 1)
             bar.update(len(rows))
     if not (scored == 1).all():  # the accounting the completeness counts rely on
         raise TrainingError(f"split {split.split}: rows scored {np.bincount(scored).tolist()} times; expected each once")
-    return logits
+    return (logits, theta) if return_theta else logits
 
 
 def score_images(tm: TrainedModel, images_nmgy: np.ndarray, meta: pd.DataFrame | None = None, batch_size: int = 512) -> np.ndarray:

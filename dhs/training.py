@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -39,6 +40,7 @@ from tqdm.auto import tqdm
 from dhs.cache import CachedSplit, open_split
 from dhs.loader import NormConfig, iterate_batches, shard_indices
 from dhs.models import ARCHS, ModelSpec, build_model, check_metadata_columns
+from dhs.models.heads import split_outputs
 
 PRESETS = {
     # the seed's recommended production configuration (SEED-phase5-plan.md)
@@ -68,6 +70,9 @@ class TrainConfig:
     nproc: int = 1
     device: str = "auto"
     record_rows: bool = False
+    colour_conditioning: bool = False  # host g-r, r-z from the stamp as extra inputs (dhs.models.heads)
+    theta_head: bool = False           # second output regressing theta_E on injections (masked on controls)
+    theta_loss_weight: float = 0.1     # weight of the Huber loss on theta_E [arcsec] beside the BCE
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], arch: str) -> "TrainConfig":
@@ -96,11 +101,13 @@ class TrainConfig:
             raise ValueError("train.lr must be > 0, weight_decay and warmup_steps >= 0")
         if arch == "hybrid":
             check_metadata_columns(cfg.hybrid_metadata)
+        if cfg.theta_loss_weight < 0:
+            raise ValueError("train.theta_loss_weight must be >= 0")
         return cfg
 
     def spec(self, stamp_size: int) -> ModelSpec:
         meta = self.hybrid_metadata if self.arch == "hybrid" else ()
-        return ModelSpec(self.arch, stamp_size, self.stem, tuple(meta))
+        return ModelSpec(self.arch, stamp_size, self.stem, tuple(meta), colour=bool(self.colour_conditioning), theta_head=bool(self.theta_head))
 
     def params_hash(self, norm: NormConfig, augment: bool, data_digest: str = "") -> str:
         d = dataclasses.asdict(self)
@@ -199,7 +206,7 @@ def evaluate(model: torch.nn.Module, split: CachedSplit, norm: NormConfig, devic
         for x, _, rows in iterate_batches(split, np.arange(len(split)), batch_size, norm, device):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = model(x, torch.from_numpy(meta[rows]).to(device)) if meta is not None else model(x)
-            logits[rows] = out.float().cpu().numpy()
+            logits[rows] = split_outputs(out.float())[0].cpu().numpy()
     model.train()
     y = split.labels
     loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(y)))
@@ -248,6 +255,15 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         raise TrainingError("train and val splits must both hold stamps")
     stamp_size = int(train_split.images.shape[-1])
     spec = cfg.spec(stamp_size)
+    if spec.colour and norm.mode != "annulus_common":
+        raise TrainingError("train.colour_conditioning measures host colours from the normalised stamp and needs one common "
+                            f"scale for g, r, z: set preprocess.mode=annulus_common (got {norm.mode})")
+    if spec.colour and norm.radial_profile_subtract:
+        raise TrainingError("train.colour_conditioning measures the host's colours, which radial-profile subtraction removes: "
+                            "set preprocess.radial_profile_subtract=false for this experiment")
+    theta_train = None
+    if spec.theta_head:
+        theta_train = np.nan_to_num(pd.to_numeric(train_split.meta["theta_e_arcsec"], errors="coerce").to_numpy(np.float32), nan=0.0)
     meta_train = metadata_tensor(train_split, spec.metadata)
     meta_val = metadata_tensor(val_split, spec.metadata)
     if meta_train is not None:  # standardise with train statistics, stored in the checkpoint
@@ -303,8 +319,14 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = net(x, torch.from_numpy(meta_train[rows]).to(device)) if meta_train is not None else net(x)
+            out = net(x, torch.from_numpy(meta_train[rows]).to(device)) if meta_train is not None else net(x)
+            logits, theta_pred = split_outputs(out)
             loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+            if theta_pred is not None:  # theta_E regression on injections only: controls have no theta_E
+                theta_true = torch.from_numpy(theta_train[rows]).to(device)
+                w = y.float()
+                huber = F.smooth_l1_loss(theta_pred.float(), theta_true, reduction="none", beta=0.2)
+                loss = loss + cfg.theta_loss_weight * (huber * w).sum() / w.sum().clamp_min(1.0)
         if not torch.isfinite(loss):
             ids = train_split.meta["task_id"].iloc[rows[:5]].tolist()
             raise TrainingError(f"non-finite loss {loss.item()} at step {step} (epoch {step // cfg.steps_per_epoch}, batch rows "

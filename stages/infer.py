@@ -20,15 +20,37 @@ from dhs import atomic
 from dhs.cache import CacheError, open_split
 from dhs.inference import load_trained, score_split
 from dhs.params import ParamsError, load_params, section
+from dhs.regression import theta_e_regression_table
 from dhs.scores import SCORE_SPLITS, ScoresError, check_scores, score_table
 from dhs.training import TrainingError
 
-INFER_KEYS = {"batch_size", "device", "splits"}
+def theta_figure(scores: pd.DataFrame, path: Path, arch: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    inj = scores[(scores["label"] == 1) & (scores["split"] == "test")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    sc = axes[0].scatter(inj["theta_e_arcsec"], inj["theta_e_pred_arcsec"], c=inj["theta_e_over_psf"], s=4, cmap="viridis")
+    lim = [0, float(max(inj["theta_e_arcsec"].max(), inj["theta_e_pred_arcsec"].max())) * 1.05]
+    axes[0].plot(lim, lim, "k--", lw=1)
+    axes[0].set(xlabel="true theta_E [arcsec]", ylabel="predicted theta_E [arcsec]", title=f"{arch}: theta_E head (test injections)")
+    fig.colorbar(sc, ax=axes[0], label="theta_E / PSF")
+    axes[1].scatter(inj["theta_e_over_psf"], inj["theta_e_pred_arcsec"] - inj["theta_e_arcsec"], s=4, alpha=0.5)
+    axes[1].axhline(0, color="k", lw=1)
+    axes[1].set(xlabel="theta_E / PSF", ylabel="predicted - true [arcsec]", title="residual")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+INFER_KEYS = {"batch_size", "device", "splits", "theta_psf_bins"}
 
 
 def run(arch: str, params_path: str = "params.yaml", cache_dir: str = "data/cache", models_dir: str = "data/models",
         scores_dir: str = "data/scores", metrics_dir: str = "metrics/infer", stamps_metrics: str = "metrics/stamps.json",
-        progress: bool = True) -> dict:
+        progress: bool = True, plots_dir: str = "plots/regression") -> dict:
     p = section(load_params(params_path), "infer", INFER_KEYS, params_path)
     splits = list(p.get("splits", SCORE_SPLITS))
     if not splits or set(splits) - set(SCORE_SPLITS):
@@ -45,7 +67,10 @@ def run(arch: str, params_path: str = "params.yaml", cache_dir: str = "data/cach
         split = open_split(cache_dir, name)
         if len(split) == 0:
             raise ScoresError(f"split {name} of {cache_dir} is empty; nothing to score (check the stamps stage's metrics)")
-        table = score_table(name, split.meta, score_split(tm, split, batch, progress))
+        logits, theta = score_split(tm, split, batch, progress, return_theta=True)
+        table = score_table(name, split.meta, logits)
+        if theta is not None:
+            table["theta_e_pred_arcsec"] = theta
         tables.append(table)
         counts[name] = {"scored": len(table), "injection": int(table["label"].sum()), "control": int((table["label"] == 0).sum())}
     scores = check_scores(pd.concat(tables, ignore_index=True), source=f"scores of {arch}")
@@ -62,9 +87,19 @@ def run(arch: str, params_path: str = "params.yaml", cache_dir: str = "data/cach
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
+    regression = None
+    if tm.spec.theta_head:  # the multi-head model: theta_E bias and scatter against the truth
+        edges = [float(e) for e in p.get("theta_psf_bins", [0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0])]
+        reg = theta_e_regression_table(scores, edges, "test" if "test" in splits else splits[0])
+        regression = {r["theta_e_over_psf_bin"]: {k: v for k, v in r.items() if k != "theta_e_over_psf_bin"} for r in reg.to_dict("records")}
+        atomic.write_text(Path(plots_dir) / arch / "theta_e.csv", reg.to_csv(index=False))
+        theta_figure(scores, Path(plots_dir) / arch / "theta_e.png", arch)
+    else:  # the directory is a DVC output either way
+        atomic.write_text(Path(plots_dir) / arch / "theta_e.csv", "theta_e_over_psf_bin,n\n# no theta_E head: train.theta_head is false\n")
     metrics = {"arch": arch, "checkpoint": tm.checkpoint.name, "checkpoint_step": tm.step, "device": tm.device.type,
                "rows_scored": len(scores), "unique_task_ids": int(scores["task_id"].nunique()), "by_split": counts,
-               "rejected_before_cache": upstream, "normalisation": tm.norm.mode}
+               "rejected_before_cache": upstream, "normalisation": tm.norm.mode,
+               **({"theta_e_regression": regression} if regression is not None else {})}
     atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
     per_split = ", ".join(f"{k} {v['scored']}" for k, v in counts.items())
     print(f"infer {arch}: scored {len(scores)} stamps ({per_split}) "

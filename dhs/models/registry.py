@@ -27,9 +27,17 @@ class ModelSpec:
     stamp_size: int
     stem: str = "cifar"
     metadata: tuple[str, ...] = ()
+    colour: bool = False       # host g-r, r-z measured from the stamp as extra inputs (dhs.models.heads)
+    theta_head: bool = False   # second output regressing theta_E (dhs.models.heads)
 
     def as_dict(self) -> dict:
-        return {"arch": self.arch, "stamp_size": self.stamp_size, "stem": self.stem, "metadata": list(self.metadata)}
+        return {"arch": self.arch, "stamp_size": self.stamp_size, "stem": self.stem, "metadata": list(self.metadata),
+                "colour": self.colour, "theta_head": self.theta_head}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        return cls(arch=d["arch"], stamp_size=int(d["stamp_size"]), stem=d.get("stem", "cifar"), metadata=tuple(d.get("metadata", ())),
+                   colour=bool(d.get("colour", False)), theta_head=bool(d.get("theta_head", False)))
 
 
 def check_metadata_columns(columns: Sequence[str]) -> None:
@@ -40,6 +48,15 @@ def check_metadata_columns(columns: Sequence[str]) -> None:
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
+    model = _build_base(spec)
+    if spec.colour or spec.theta_head:
+        from dhs.models.heads import WithHeads
+
+        model = WithHeads(model, colour=spec.colour, theta_head=spec.theta_head)
+    return model
+
+
+def _build_base(spec: ModelSpec) -> nn.Module:
     if spec.arch not in ARCHS:
         raise ValueError(f"unknown arch {spec.arch!r}; known: {list(ARCHS)}")
     if spec.stamp_size not in (64, 96):

@@ -1,0 +1,103 @@
+"""The seed's experiment switches: theta_E head (masked on controls), colour conditioning from the
+stamp, the regression summary, and the same population at 64 and 96 px."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from dhs.loader import NormConfig
+from dhs.models import ModelSpec, build_model
+from dhs.models.heads import aperture_colours, split_outputs
+from dhs.regression import theta_e_regression_table
+from dhs.training import TrainConfig, TrainingError, train
+from tests.conftest import REPO
+
+
+def test_aperture_colours_recover_known_host_colours():
+    """A host with g-r = 1.2 and r-z = 0.7 (flux ratios), on one common scale, plus sky noise."""
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(64.0) - 31.5, torch.arange(64.0) - 31.5, indexing="ij")
+    profile = 200 * torch.exp(-(xx**2 + yy**2) / (2 * 3.0**2))
+    f_r = 1.0
+    f_g, f_z = f_r * 10 ** (-0.4 * 1.2), f_r * 10 ** (0.4 * 0.7)
+    x = torch.stack([f_g * profile, f_r * profile, f_z * profile])[None] + 0.1 * torch.randn(1, 3, 64, 64)
+    c = aperture_colours(x)[0]
+    assert c[0].item() == pytest.approx(1.2, abs=0.01) and c[1].item() == pytest.approx(0.7, abs=0.01)
+    # a blank stamp gives finite (floored) colours, not NaN
+    assert torch.isfinite(aperture_colours(torch.zeros(2, 3, 64, 64))).all()
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet18", "hybrid"])
+def test_heads_attach_to_any_arch(arch):
+    meta = ("psfsize_r",) if arch == "hybrid" else ()
+    m = build_model(ModelSpec(arch, 64, metadata=meta, colour=True, theta_head=True)).eval()
+    args = (torch.zeros(3, 1),) if meta else ()
+    logits, theta = split_outputs(m(torch.randn(3, 3, 64, 64), *args))
+    assert logits.shape == (3,) and theta.shape == (3,) and (theta > 0).all()
+    plain = build_model(ModelSpec(arch, 64, metadata=meta))
+    assert split_outputs(plain.eval()(torch.randn(3, 3, 64, 64), *args))[1] is None
+
+
+def test_theta_loss_is_masked_on_controls(sim_cache, tmp_path):
+    """Training with the theta_E head: controls carry theta_E = 0 in the data, and a model that
+    regressed them would pull its predictions to 0; the masked loss must not see them."""
+    p = yaml.safe_load(open(REPO / "params.yaml"))["train"]
+    p.update(epochs=1, steps_per_epoch=3, batch_size=16, theta_head=True, warmup_steps=0)
+    cfg = TrainConfig.from_params(p, "small_cnn")
+    metrics = train(cfg, sim_cache, tmp_path / "m", NormConfig(), augment=False, progress=False)
+    assert np.isfinite(metrics["best"]["loss"])
+    # the loss term itself: a batch of controls only contributes nothing to the theta head's gradient
+    model = build_model(ModelSpec("small_cnn", 64, theta_head=True))
+    out = model(torch.randn(4, 3, 64, 64))
+    _, theta = split_outputs(out)
+    w = torch.zeros(4)
+    huber = torch.nn.functional.smooth_l1_loss(theta, torch.zeros(4), reduction="none", beta=0.2)
+    ((huber * w).sum() / w.sum().clamp_min(1.0)).backward()
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in model.heads.theta.parameters())
+
+
+def test_colour_conditioning_refuses_radial_subtraction(sim_cache, tmp_path):
+    p = yaml.safe_load(open(REPO / "params.yaml"))["train"]
+    p.update(epochs=1, steps_per_epoch=1, batch_size=8, colour_conditioning=True)
+    cfg = TrainConfig.from_params(p, "small_cnn")
+    with pytest.raises(TrainingError, match="radial_profile_subtract=false"):
+        train(cfg, sim_cache, tmp_path / "m", NormConfig(radial_profile_subtract=True), augment=False, progress=False)
+    with pytest.raises(TrainingError, match="annulus_common"):
+        train(cfg, sim_cache, tmp_path / "m", NormConfig(mode="annulus_per_band"), augment=False, progress=False)
+
+
+def test_theta_regression_table_on_known_residuals():
+    rng = np.random.default_rng(0)
+    n = 400
+    true = rng.uniform(0.5, 2.5, n)
+    psf = np.full(n, 1.25)
+    pred = true + np.where(true / psf < 1, 0.3, -0.1)  # biased up where unresolved, down elsewhere
+    df = pd.DataFrame({"split": "test", "label": 1, "theta_e_arcsec": true, "theta_e_pred_arcsec": pred, "theta_e_over_psf": true / psf})
+    ctl = pd.DataFrame({"split": "test", "label": 0, "theta_e_arcsec": 0.0, "theta_e_pred_arcsec": 1.0, "theta_e_over_psf": np.nan}, index=range(50))
+    t = theta_e_regression_table(pd.concat([df, ctl], ignore_index=True), [0, 1, 3]).set_index("theta_e_over_psf_bin")
+    assert t.loc["all", "n"] == n  # controls never enter
+    assert t.loc["[0, 1)", "bias_arcsec"] == pytest.approx(0.3) and t.loc["[1, 3)", "bias_arcsec"] == pytest.approx(-0.1)
+    assert t.loc["[1, 3)", "scatter_arcsec"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="theta_E head"):
+        theta_e_regression_table(df.drop(columns=["theta_e_pred_arcsec"]), [0, 1])
+
+
+def test_same_population_at_64_and_96_px():
+    from dhs.simulate.config import SimConfig
+    from dhs.simulate.population import sample_population
+
+    p = yaml.safe_load(open(REPO / "params.yaml"))["simulate"]
+    p.update(n_stamps=300, n_regions=6)
+    a = sample_population(SimConfig.from_params(p))
+    q = copy.deepcopy(p)
+    q["stamp_size"] = 96
+    b = sample_population(SimConfig.from_params(q))
+    same = [c for c in a.columns if c not in ("experiment_id", "config_id", "stamp_size")]
+    pd.testing.assert_frame_equal(a[same], b[same])
+    assert set(b["stamp_size"]) == {96}
