@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dhs.cache import CachedSplit
+from dhs.colours import host_colours_nmgy, split_host_colours
 from dhs.loader import NormConfig, iterate_batches, normalize
 from dhs.models import ModelSpec, build_model
 from dhs.models.heads import split_outputs
@@ -36,10 +37,6 @@ class TrainedModel:
     checkpoint: Path
     step: int
 
-    @property
-    def amp(self) -> bool:
-        return self.device.type == "cuda"
-
     def meta_for(self, meta: pd.DataFrame | None, n: int) -> torch.Tensor | None:
         """Standardised hybrid metadata for ``n`` rows; columns absent from ``meta`` are imputed
         with the train mean (as training does for missing values)."""
@@ -55,15 +52,20 @@ class TrainedModel:
         return torch.from_numpy(standardise(m, self.meta_stats)).to(self.device)
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, meta: torch.Tensor | None, colours: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B,); ``forward_all`` also returns the theta_E head's output when there is one."""
-        return self.forward_all(x, meta)[0]
+        return self.forward_all(x, meta, colours)[0]
 
     @torch.no_grad()
-    def forward_all(self, x: torch.Tensor, meta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward_all(self, x: torch.Tensor, meta: torch.Tensor | None, colours: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # float32, not bf16 autocast: bf16 logits carry 8 bits of mantissa, which ties the highest
+        # control scores and moves a high-purity threshold by whole controls
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            out = self.model(x, meta) if meta is not None else self.model(x)
+        if self.spec.colour and colours is None:
+            raise TrainingError("this model is colour-conditioned: pass the host colours (dhs.colours)")
+        args = [a for a in (meta, colours if self.spec.colour else None) if a is not None]
+        out = self.model(x, *args)
         logits, theta = split_outputs(out.float())
         return logits, theta
 
@@ -106,10 +108,12 @@ def score_split(tm: TrainedModel, split: CachedSplit, batch_size: int = 512, pro
     if tm.spec.metadata:
         meta = metadata_tensor(split, tm.spec.metadata)
         meta = torch.from_numpy(standardise(meta, tm.meta_stats)).to(tm.device)
+    colours = torch.from_numpy(split_host_colours(split)).to(tm.device) if tm.spec.colour else None
     scored = np.zeros(n, dtype=np.int64)
     with tqdm(total=n, desc=f"infer {tm.spec.arch} {split.split}", unit="stamp", disable=not progress) as bar:
         for x, _, rows in iterate_batches(split, np.arange(n), batch_size, tm.norm, tm.device):
-            out, th = tm.forward_all(x, meta[torch.from_numpy(rows).to(tm.device)] if meta is not None else None)
+            idx = torch.from_numpy(rows).to(tm.device)
+            out, th = tm.forward_all(x, meta[idx] if meta is not None else None, colours[idx] if colours is not None else None)
             logits[rows] = out.cpu().numpy()
             if theta is not None:
                 theta[rows] = th.cpu().numpy()
@@ -133,8 +137,10 @@ def score_images(tm: TrainedModel, images_nmgy: np.ndarray, meta: pd.DataFrame |
     m = tm.meta_for(meta, n)
     out = np.empty(n, dtype=np.float64)
     for s in range(0, n, batch_size):
-        x = normalize(torch.from_numpy(np.ascontiguousarray(images_nmgy[s : s + batch_size], dtype=np.float32)).to(tm.device), tm.norm)
-        out[s : s + batch_size] = tm.forward(x, m[s : s + batch_size] if m is not None else None).cpu().numpy()
+        raw = np.ascontiguousarray(images_nmgy[s : s + batch_size], dtype=np.float32)
+        col = torch.from_numpy(host_colours_nmgy(raw)).to(tm.device) if tm.spec.colour else None
+        x = normalize(torch.from_numpy(raw).to(tm.device), tm.norm)
+        out[s : s + batch_size] = tm.forward(x, m[s : s + batch_size] if m is not None else None, col).cpu().numpy()
     return out
 
 

@@ -38,6 +38,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from dhs.cache import CachedSplit, open_split
+from dhs.colours import split_host_colours
 from dhs.loader import NormConfig, iterate_batches, shard_indices
 from dhs.models import ARCHS, ModelSpec, build_model, check_metadata_columns
 from dhs.models.heads import split_outputs
@@ -135,7 +136,12 @@ def _source_digest() -> str:
     import dhs.loader
     import dhs.models
 
-    files = sorted(Path(dhs.models.__file__).parent.glob("*.py")) + [Path(__file__), Path(dhs.loader.__file__)]
+    import dhs.cache
+    import dhs.colours
+    import dhs.radial
+
+    files = sorted(Path(dhs.models.__file__).parent.glob("*.py")) + [Path(f) for f in (
+        __file__, dhs.loader.__file__, dhs.radial.__file__, dhs.cache.__file__, dhs.colours.__file__)]
     h = hashlib.sha256()
     for f in files:
         h.update(f.read_bytes())
@@ -198,14 +204,19 @@ class _StepStream:
         return self._cache[1][k * self.b : (k + 1) * self.b]
 
 
+def extra_inputs(meta: np.ndarray | None, colours: np.ndarray | None, rows: np.ndarray, device) -> list[torch.Tensor]:
+    """The model's inputs after the image: hybrid metadata, then host colours, for these rows."""
+    return [torch.from_numpy(a[rows]).to(device) for a in (meta, colours) if a is not None]
+
+
 def evaluate(model: torch.nn.Module, split: CachedSplit, norm: NormConfig, device: torch.device, batch_size: int,
-             meta: np.ndarray | None, amp: bool) -> dict[str, float]:
+             meta: np.ndarray | None, amp: bool, colours: np.ndarray | None = None) -> dict[str, float]:
     model.eval()
     logits = np.empty(len(split), dtype=np.float32)
     with torch.no_grad():
         for x, _, rows in iterate_batches(split, np.arange(len(split)), batch_size, norm, device):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(x, torch.from_numpy(meta[rows]).to(device)) if meta is not None else model(x)
+                out = model(x, *extra_inputs(meta, colours, rows, device))
             logits[rows] = split_outputs(out.float())[0].cpu().numpy()
     model.train()
     y = split.labels
@@ -255,12 +266,9 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         raise TrainingError("train and val splits must both hold stamps")
     stamp_size = int(train_split.images.shape[-1])
     spec = cfg.spec(stamp_size)
-    if spec.colour and norm.mode != "annulus_common":
-        raise TrainingError("train.colour_conditioning measures host colours from the normalised stamp and needs one common "
-                            f"scale for g, r, z: set preprocess.mode=annulus_common (got {norm.mode})")
-    if spec.colour and norm.radial_profile_subtract:
-        raise TrainingError("train.colour_conditioning measures the host's colours, which radial-profile subtraction removes: "
-                            "set preprocess.radial_profile_subtract=false for this experiment")
+    # host colours from the raw stamps (dhs.colours), independent of the normalisation
+    col_train = split_host_colours(train_split) if spec.colour else None
+    col_val = split_host_colours(val_split) if spec.colour else None
     theta_train = None
     if spec.theta_head:
         theta_train = np.nan_to_num(pd.to_numeric(train_split.meta["theta_e_arcsec"], errors="coerce").to_numpy(np.float32), nan=0.0)
@@ -319,7 +327,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = net(x, torch.from_numpy(meta_train[rows]).to(device)) if meta_train is not None else net(x)
+            out = net(x, *extra_inputs(meta_train, col_train, rows, device))
             logits, theta_pred = split_outputs(out)
             loss = F.binary_cross_entropy_with_logits(logits.float(), y)
             if theta_pred is not None:  # theta_E regression on injections only: controls have no theta_E
@@ -346,7 +354,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         if (step + 1) % cfg.steps_per_epoch == 0:
             epoch = (step + 1) // cfg.steps_per_epoch
             if rank == 0:
-                val = evaluate(model, val_split, norm, device, cfg.eval_batch_size, meta_val, amp)
+                val = evaluate(model, val_split, norm, device, cfg.eval_batch_size, meta_val, amp, col_val)
                 history.append({"epoch": epoch, "step": step + 1, "val_loss": val["loss"], "val_auc": val["auc"], "train_loss": loss.item()})
                 bar.set_postfix(val_loss=f"{val['loss']:.4f}", val_auc=f"{val['auc']:.4f}")
                 if live is not None:
@@ -376,7 +384,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         meta_test = metadata_tensor(test_split, spec.metadata)
         if meta_test is not None:
             meta_test = standardise(meta_test, meta_stats)
-        test = evaluate(model, test_split, norm, device, cfg.eval_batch_size, meta_test, amp)
+        col_test = split_host_colours(test_split) if spec.colour else None
+        test = evaluate(model, test_split, norm, device, cfg.eval_batch_size, meta_test, amp, col_test)
     metrics = {"arch": cfg.arch, "stamp_size": stamp_size, "steps": total, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                "world_size": world, "device": device.type, "params_hash": phash, "best": best, "history": history, "test_at_best": test, "completed": stop == total,
                "n_train": len(train_split), "n_val": len(val_split),

@@ -13,24 +13,24 @@ import yaml
 
 from dhs.loader import NormConfig
 from dhs.models import ModelSpec, build_model
-from dhs.models.heads import aperture_colours, split_outputs
+from dhs.colours import host_colours_nmgy
+from dhs.models.heads import split_outputs
 from dhs.regression import theta_e_regression_table
 from dhs.training import TrainConfig, TrainingError, train
 from tests.conftest import REPO
 
 
-def test_aperture_colours_recover_known_host_colours():
-    """A host with g-r = 1.2 and r-z = 0.7 (flux ratios), on one common scale, plus sky noise."""
-    torch.manual_seed(0)
-    yy, xx = torch.meshgrid(torch.arange(64.0) - 31.5, torch.arange(64.0) - 31.5, indexing="ij")
-    profile = 200 * torch.exp(-(xx**2 + yy**2) / (2 * 3.0**2))
-    f_r = 1.0
-    f_g, f_z = f_r * 10 ** (-0.4 * 1.2), f_r * 10 ** (0.4 * 0.7)
-    x = torch.stack([f_g * profile, f_r * profile, f_z * profile])[None] + 0.1 * torch.randn(1, 3, 64, 64)
-    c = aperture_colours(x)[0]
-    assert c[0].item() == pytest.approx(1.2, abs=0.01) and c[1].item() == pytest.approx(0.7, abs=0.01)
-    # a blank stamp gives finite (floored) colours, not NaN
-    assert torch.isfinite(aperture_colours(torch.zeros(2, 3, 64, 64))).all()
+def test_host_colours_from_the_stamp_recover_known_colours():
+    """A bright host (g-r = 1.2, r-z = 0.7) on a sky pedestal with noise, in nMgy: the colours come
+    back from the raw stamp, unclipped (a normalised core would saturate at +-20 sigma)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    profile = 3.0 * np.exp(-(xx**2 + yy**2) / (2 * 3.0**2))   # ~3 nMgy/px peak: ~1000 sigma
+    f = np.array([10 ** (-0.4 * 1.2), 1.0, 10 ** (0.4 * 0.7)])
+    img = f[:, None, None] * profile + np.array([0.01, 0.02, 0.05])[:, None, None] + 0.003 * rng.standard_normal((3, 64, 64))
+    c = host_colours_nmgy(img[None])[0]
+    assert c[0] == pytest.approx(1.2, abs=0.01) and c[1] == pytest.approx(0.7, abs=0.01)
+    assert np.isfinite(host_colours_nmgy(np.zeros((2, 3, 64, 64)))).all()  # blank: floored, not NaN
 
 
 @pytest.mark.parametrize("arch", ["small_cnn", "resnet18", "hybrid"])
@@ -38,8 +38,11 @@ def test_heads_attach_to_any_arch(arch):
     meta = ("psfsize_r",) if arch == "hybrid" else ()
     m = build_model(ModelSpec(arch, 64, metadata=meta, colour=True, theta_head=True)).eval()
     args = (torch.zeros(3, 1),) if meta else ()
-    logits, theta = split_outputs(m(torch.randn(3, 3, 64, 64), *args))
+    colours = torch.tensor([[1.6, 1.1], [1.7, 1.0], [0.5, 0.3]])
+    logits, theta = split_outputs(m(torch.randn(3, 3, 64, 64), *args, colours))
     assert logits.shape == (3,) and theta.shape == (3,) and (theta > 0).all()
+    with pytest.raises(ValueError, match="host colours"):
+        m(torch.randn(3, 3, 64, 64))
     plain = build_model(ModelSpec(arch, 64, metadata=meta))
     assert split_outputs(plain.eval()(torch.randn(3, 3, 64, 64), *args))[1] is None
 
@@ -62,14 +65,22 @@ def test_theta_loss_is_masked_on_controls(sim_cache, tmp_path):
     assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in model.heads.theta.parameters())
 
 
-def test_colour_conditioning_refuses_radial_subtraction(sim_cache, tmp_path):
+def test_colour_conditioned_model_trains_and_scores(sim_cache, tmp_path):
+    """Colours reach the model in training, inference on the cache and inference on raw arrays,
+    with any normalisation (they are measured before it)."""
+    from dhs.cache import open_split
+    from dhs.inference import load_trained, score_images, score_split
+
     p = yaml.safe_load(open(REPO / "params.yaml"))["train"]
-    p.update(epochs=1, steps_per_epoch=1, batch_size=8, colour_conditioning=True)
+    p.update(epochs=1, steps_per_epoch=2, batch_size=8, colour_conditioning=True, warmup_steps=0)
     cfg = TrainConfig.from_params(p, "small_cnn")
-    with pytest.raises(TrainingError, match="radial_profile_subtract=false"):
-        train(cfg, sim_cache, tmp_path / "m", NormConfig(radial_profile_subtract=True), augment=False, progress=False)
-    with pytest.raises(TrainingError, match="annulus_common"):
-        train(cfg, sim_cache, tmp_path / "m", NormConfig(mode="annulus_per_band"), augment=False, progress=False)
+    train(cfg, sim_cache, tmp_path / "m", NormConfig(radial_profile_subtract=True), augment=False, progress=False)
+    tm = load_trained(tmp_path / "m", "cpu")
+    assert tm.spec.colour
+    test = open_split(sim_cache, "test")
+    a = score_split(tm, test, progress=False)
+    b = score_images(tm, np.asarray(test.images, dtype=np.float32))
+    np.testing.assert_allclose(a, b, atol=2e-3)  # stored vs on-the-fly annulus statistics
 
 
 def test_theta_regression_table_on_known_residuals():

@@ -4,11 +4,8 @@
   trained with a Huber loss on injections only (controls have no theta_E; their term is masked
   out), beside the classification logit. The model then returns (B, 2): [logit, theta_E].
 - **colour conditioning** (``colour``): the host's g-r and r-z colours measured *from the
-  stamp* (never from truth columns) in a central aperture, concatenated to the features before
-  the last layer. With ``annulus_common`` normalisation all bands share one scale, so flux
-  ratios, hence colours, survive normalisation; colours are asinh-softened
-  (-2.5 log10 of ratios with fluxes floored at ``flux_floor`` in sky-sigma units) so a faint or
-  negative aperture flux gives a bounded value instead of NaN.
+  stamp* in nMgy before normalisation (``dhs.colours``; never from truth columns), passed as the
+  last forward argument and concatenated to the features before the last layer.
 
 ``attach_heads`` takes a built model whose last layer is a Linear with one output, swaps that
 layer for these heads, and keeps the rest (trunk, metadata MLP) untouched.
@@ -18,9 +15,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-COLOUR_APERTURE_RADIUS_PX = 4.0  # ~1 arcsec at 0.262 arcsec/px: the host's core, where its light dominates
-
 
 def _last_single_output_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
     found = None
@@ -32,19 +26,6 @@ def _last_single_output_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Lin
     parent_name, _, attr = found.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     return parent, attr, getattr(parent, attr)
-
-
-def aperture_colours(x: torch.Tensor, radius_px: float = COLOUR_APERTURE_RADIUS_PX, flux_floor: float = 1.0) -> torch.Tensor:
-    """(B, 3, H, W) grz (sky-subtracted, one common scale) -> (B, 2) [g-r, r-z] in magnitudes."""
-    h, w = x.shape[-2:]
-    yy, xx = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype) - (h - 1) / 2,
-                            torch.arange(w, device=x.device, dtype=x.dtype) - (w - 1) / 2, indexing="ij")
-    mask = ((xx * xx + yy * yy) <= radius_px * radius_px).to(x.dtype)
-    flux = (x * mask).sum(dim=(-2, -1))  # (B, 3)
-    # softened: f -> (f + sqrt(f^2 + 4 floor^2)) / 2 is ~f for f >> floor and ~floor near 0
-    soft = 0.5 * (flux + torch.sqrt(flux * flux + 4 * flux_floor * flux_floor))
-    mag = -2.5 * torch.log10(soft)
-    return torch.stack([mag[:, 0] - mag[:, 1], mag[:, 1] - mag[:, 2]], dim=1)
 
 
 class _Heads(nn.Module):
@@ -77,12 +58,16 @@ class WithHeads(nn.Module):
         self.model = model
         self.colour, self.theta_head = colour, theta_head
 
-    def forward(self, x: torch.Tensor, *meta) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
+        """``args``: the hybrid's metadata if any, then the (B, 2) host colours when ``colour``."""
         if self.colour:
-            self.heads._colours = aperture_colours(x.float())
-        out = self.model(x, *meta)
-        self.heads._colours = None
-        return out
+            if not args:
+                raise ValueError("a colour-conditioned model needs the host colours (dhs.colours) as its last argument")
+            self.heads._colours, args = args[-1], args[:-1]
+        try:
+            return self.model(x, *args)
+        finally:
+            self.heads._colours = None
 
 
 def split_outputs(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
