@@ -72,3 +72,11 @@ def surface_figure(table: pd.DataFrame, var: str, x_edges, y_edges, criterion: s
         fig.colorbar(im, ax=ax, label="completeness")
     fig.suptitle(title)
     _save(fig, path)
+
+
+def placeholder_figure(path: Path, message: str) -> None:
+    """A declared figure that has nothing to draw says why."""
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    _save(fig, path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -83,9 +83,12 @@ class CompletenessConfig:
             if not isinstance(surface, Mapping) or set(surface) != {"x", "y"} or not {surface["x"], surface["y"]} <= set(raw_bins):
                 raise bad(f"surface must be {{x: <binned column>, y: <binned column>}} naming two keys of bins, got {surface!r}")
             surface = (str(surface["x"]), str(surface["y"]))
+        mec = float(p.get("min_expected_controls", 10))
+        clean = (float(p.get("clean_max_bad_pixel_frac", 0.2)), float(p.get("clean_max_wise_brightmask_frac", 0.2)))
+        if mec < 0 or not all(0 <= c <= 1 for c in clean):
+            raise bad("min_expected_controls must be >= 0 and clean_max_* fractions in [0, 1]")
         return cls(eval_split=split, fprs=fprs, plot_fpr=plot_fpr, fixed_scores=fixed,
-                   min_expected_controls=float(p.get("min_expected_controls", 10)),
-                   clean_max=(float(p.get("clean_max_bad_pixel_frac", 0.2)), float(p.get("clean_max_wise_brightmask_frac", 0.2))),
+                   min_expected_controls=mec, clean_max=clean,
                    n_bootstrap=nb, seed=int(p.get("seed", 0)), confidence=conf, bins=bins, surface=surface, spark=dict(p.get("spark") or {}))
 
     def surfaces(self) -> list[tuple[BinSpec, BinSpec]]:
@@ -107,13 +110,33 @@ class SelectionResult:
     rows: dict[str, int]
     auroc: float
     warnings: list[str]
+    threshold_spread: dict[str, dict] = field(default_factory=dict)
+    skipped_variables: list[str] = field(default_factory=list)
 
 
-def check_columns(sdf, cfg: CompletenessConfig, source: str) -> None:
-    missing = [c for c in cfg.needed_columns() if c not in sdf.columns]
+def threshold_count_range(n_controls: int, fpr: float, confidence: float = 0.95) -> tuple[int, int]:
+    """Central interval of the number of controls a threshold at the true FPR quantile passes:
+    Binomial(n_controls, fpr). Few controls make it wide: at FPR 1e-3 on 2,149 controls, 0 to 6."""
+    from scipy.stats import binom
+
+    a = (1 - confidence) / 2
+    return int(binom.ppf(a, n_controls, fpr)), int(binom.ppf(1 - a, n_controls, fpr))
+
+
+def check_columns(sdf, cfg: CompletenessConfig, source: str, extra_criteria: tuple[Criterion, ...] = ()) -> CompletenessConfig:
+    """Refuse a table without the columns every measurement needs; drop binning variables whose
+    column is absent (real Phase 4c tables carry src_dmag, not src_r_mag, and may lack arc_snr),
+    returning the config actually measured. The caller reports the skipped variables."""
+    required = {*REQUIRED_COLUMNS, *CLEAN_COLUMNS, "theta_e_over_psf"}
+    if any(c.kind == "proxy" for c in extra_criteria):
+        required.add("arc_snr")
+    missing = sorted(c for c in required if c not in sdf.columns)
     if missing:
-        raise CompletenessError(f"{source}: missing column(s) {missing} needed by completeness (bins or clean subset); "
-                                f"have {sorted(sdf.columns)}")
+        raise CompletenessError(f"{source}: missing column(s) {missing} needed by completeness (thresholds, clean subset, "
+                                f"theta_E/PSF{', the Phase 4d proxy' if 'arc_snr' in missing else ''}); have {sorted(sdf.columns)}")
+    bins = tuple(b for b in cfg.bins if b.column in sdf.columns)
+    surface = cfg.surface if cfg.surface and all(v in {b.name for b in bins} for v in cfg.surface) else None
+    return replace(cfg, bins=bins, surface=surface)
 
 
 def check_scores_spark(sdf, source: str) -> dict[str, int]:
@@ -123,10 +146,14 @@ def check_scores_spark(sdf, source: str) -> dict[str, int]:
     s = F.col("score").cast("double")
     row = sdf.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("task_id").alias("ids"),
                   F.sum(F.when(F.col("task_id").isNull(), 1).otherwise(0)).alias("null_ids"),
+                  F.sum(F.when(F.col("region_id").isNull(), 1).otherwise(0)).alias("null_regions"),
                   F.sum(F.when(F.col("label").isin(0, 1), 0).otherwise(1)).alias("bad_labels"),
                   F.sum(F.when(s.isNull() | F.isnan(s) | (F.abs(s) == float("inf")), 1).otherwise(0)).alias("bad_scores")).first()
     if row["null_ids"]:
         raise CompletenessError(f"{source}: {row['null_ids']} row(s) without a task_id")
+    if row["null_regions"]:
+        raise CompletenessError(f"{source}: {row['null_regions']} row(s) without a region_id; the region bootstrap and the "
+                                f"split disjointness need one per stamp (fix the stamps' region_id)")
     if row["ids"] != row["n"]:
         dups = [r["task_id"] for r in sdf.groupBy("task_id").count().where("count > 1").limit(5).collect()]
         raise CompletenessError(f"{source}: {row['n'] - row['ids']} duplicate row(s) by task_id (e.g. {dups}); each stamp must be "
@@ -144,7 +171,9 @@ def measure(spark, scores_path: str, cfg: CompletenessConfig, extra_criteria: tu
 
     src = str(scores_path)
     sdf = spark.read.parquet(src)
-    check_columns(sdf, cfg, src)
+    asked = cfg
+    cfg = check_columns(sdf, cfg, src, tuple(extra_criteria))
+    skipped = [b.name for b in asked.bins if b not in cfg.bins]
     sdf = sdf.select(*cfg.needed_columns(), *(c for c in ("arc_snr",) if c in sdf.columns and c not in cfg.needed_columns()))
     rows = check_scores_spark(sdf, src)
     ev = sdf.where(F.col("split") == cfg.eval_split).cache()
@@ -156,17 +185,34 @@ def measure(spark, scores_path: str, cfg: CompletenessConfig, extra_criteria: tu
     if n_inj == 0:
         raise CompletenessError(f"{src}: no injections in split {cfg.eval_split!r}; nothing to measure completeness on")
     controls = ev.where(F.col("label") == 0)
-    need = max(top_needed(f, n_ctl) for f in cfg.fprs)
+    spread_k = {f: threshold_count_range(n_ctl, f, cfg.confidence) for f in cfg.fprs}
+    need = max(max(top_needed(f, n_ctl), spread_k[f][1] + 1) for f in cfg.fprs)
+    need = min(need, n_ctl)
     top = np.array([r["score"] for r in controls.select(F.col("score").cast("double").alias("score")).orderBy(F.desc("score")).limit(need).collect()])
     thresholds: dict[str, Threshold] = {fpr_name(f): threshold_from_top(top, n_ctl, f, cfg.min_expected_controls) for f in cfg.fprs}
     for s in cfg.fixed_scores:
         above = controls.where(F.col("score") > float(s)).count()
         thresholds[score_name(s)] = Threshold(None, float(s), n_ctl, int(above), above / n_ctl, above < cfg.min_expected_controls)
-    warnings = [f"{name}: FPR x n_controls = {t.target_fpr * n_ctl:.1f} < {cfg.min_expected_controls:g}: the threshold rests on "
+    warnings = [f"binning variable {v!r}: column not in the score table; skipped (its outputs say so)" for v in skipped]
+    warnings += [f"{name}: FPR x n_controls = {t.target_fpr * n_ctl:.1f} < {cfg.min_expected_controls:g}: the threshold rests on "
                 f"{top_needed(t.target_fpr, n_ctl) - 1} control(s); read its completeness as indicative"
                 for name, t in thresholds.items() if t.target_fpr is not None and t.low_count]
     criteria = tuple(Criterion(name, "score", t.score) for name, t in thresholds.items()) + tuple(extra_criteria)
     inj = ev.where(F.col("label") == 1)
+    # the threshold's own uncertainty: the controls above the true-FPR quantile are Binomial(n, FPR);
+    # the thresholds at the ends of its interval, and the completeness they give
+    spread = {}
+    for f, (k_lo, k_hi) in spread_k.items():
+        strict, loose = float(top[min(k_lo, len(top) - 1)]), float(top[min(k_hi, len(top) - 1)])
+        spread[fpr_name(f)] = {"controls_above_interval": [k_lo, k_hi], "score_strict": strict, "score_loose": loose}
+    if spread:
+        aggs = []
+        for i, v in enumerate(spread.values()):
+            aggs += [F.sum(F.when(F.col("score") > v["score_strict"], 1).otherwise(0)).alias(f"s{i}"),
+                     F.sum(F.when(F.col("score") > v["score_loose"], 1).otherwise(0)).alias(f"l{i}")]
+        row = inj.agg(*aggs).first()
+        for i, v in enumerate(spread.values()):
+            v["completeness_range"] = [int(row[f"s{i}"]) / n_inj, int(row[f"l{i}"]) / n_inj]
     bins = (*headline_bins(), *cfg.bins)
     counts = region_bin_counts_spark(inj, bins, criteria, cfg.clean_max, cfg.surfaces())
     regions = [int(r["region_id"]) for r in inj.select("region_id").distinct().collect()]
@@ -177,7 +223,7 @@ def measure(spark, scores_path: str, cfg: CompletenessConfig, extra_criteria: tu
     pdf = ev.select(F.col("label").cast("int").alias("label"), F.col("score").cast("double").alias("score")).toPandas()
     auroc = float(roc_auc_score(pdf["label"], pdf["score"]))
     ev.unpersist()
-    return SelectionResult(thresholds, table, counts, excluded_counts(counts), rows, auroc, warnings)
+    return SelectionResult(thresholds, table, counts, excluded_counts(counts), rows, auroc, warnings, spread, skipped)
 
 
 def _cell(table: pd.DataFrame, var: str, subset: str, criterion: str, bin_: int = 0) -> dict[str, Any]:
@@ -201,14 +247,15 @@ def headline(result: SelectionResult) -> dict[str, Any]:
 def metrics_dict(arch: str, cfg: CompletenessConfig, result: SelectionResult) -> dict[str, Any]:
     thr = []
     for name, t in result.thresholds.items():
-        d = {"name": name, **t.as_dict()}
+        d = {"name": name, **t.as_dict(), **({"uncertainty": result.threshold_spread[name]} if name in result.threshold_spread else {})}
         d["logit"] = float(np.log(t.score / (1 - t.score))) if 0 < t.score < 1 else None
         thr.append(d)
     head = headline(result)
     return {"arch": arch, "eval_split": cfg.eval_split, "rows": result.rows, "auroc": result.auroc,
-            "tpr_at_fpr": {name: head[name][OVERALL]["all"].get("completeness") for name in result.thresholds},
+            "tpr_at_fpr": {name: head[name][OVERALL]["all"].get("completeness") for name, t in result.thresholds.items() if t.target_fpr is not None},
             # the list keeps order for readers; the mapping is what `dvc metrics show`/`dvc exp show` display (they drop lists)
-            "thresholds": thr, "threshold_by_name": {d["name"]: {k: d[k] for k in ("score", "n_controls", "n_controls_above", "achieved_fpr", "low_count")} for d in thr},
+            "thresholds": thr, "threshold_by_name": {d["name"]: {k: d[k] for k in ("score", "n_controls", "n_controls_above", "achieved_fpr", "low_count", "uncertainty") if k in d} for d in thr},
             "headline": head, "low_count_warnings": result.warnings, "excluded_from_bins": result.excluded,
+            "skipped_variables": result.skipped_variables,
             "n_regions": int(result.counts.loc[result.counts["var"] == OVERALL, "region_id"].nunique()),
             "bootstrap": {"n": cfg.n_bootstrap, "unit": "region", "confidence": cfg.confidence}, "plot_threshold": fpr_name(cfg.plot_fpr)}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dhs import atomic
 from dhs.completeness import CompletenessError, surface_name
-from dhs.completeness_figures import LABELS, curve_figure, surface_figure
+from dhs.completeness_figures import LABELS, curve_figure, placeholder_figure, surface_figure
 from dhs.params import ParamsError, load_params, section
 from dhs.selection import CompletenessConfig, fpr_name, measure, metrics_dict
 from dhs.spark import spark_session
@@ -32,13 +32,23 @@ def write_outputs(arch: str, cfg: CompletenessConfig, result, metrics_dir: str |
     out = Path(plots_dir) / arch
     table = result.table.rename(columns={"criterion": "threshold"})
     table["primary"] = (table["threshold"] == fpr_name(cfg.plot_fpr)).astype(int)
+    for name in result.skipped_variables:  # declared DVC outputs: say why they are empty
+        atomic.write_text(out / f"{name}.csv", ",".join(CSV_COLUMNS) + "\n")
+        placeholder_figure(out / f"{name}.png", f"{arch}: {name} is not a column of the score table; not binned")
+    measured = {b.name for b in cfg.bins} - set(result.skipped_variables)
     for b in cfg.bins:
+        if b.name not in measured:
+            continue
         t = table[table["var"] == b.name][CSV_COLUMNS]
         atomic.write_text(out / f"{b.name}.csv", t.to_csv(index=False))
         curve_figure(result.table, b.name, f"{arch}: completeness vs {LABELS.get(b.name, b.name)} ({cfg.eval_split} split)",
                      out / f"{b.name}.png", [c for c in dict.fromkeys(result.table["criterion"])])
     for bx, by in cfg.surfaces():
         var = surface_name(bx, by)
+        if not {bx.name, by.name} <= measured:
+            atomic.write_text(out / f"{var}.csv", "threshold,subset,primary,bin,x_lo,x_hi,y_lo,y_hi,n,k,completeness\n")
+            placeholder_figure(out / f"{var}.png", f"{arch}: the surface needs {bx.name} and {by.name}; not binned")
+            continue
         t = table[table["var"] == var].copy()
         ix, iy = t["bin"] // by.n_bins, t["bin"] % by.n_bins
         t.insert(4, "x_lo", [bx.edges[i] for i in ix])
@@ -68,9 +78,14 @@ def run(arch: str, params_path: str = "params.yaml", scores_dir: str = "data/sco
     for t in metrics["thresholds"]:
         h = metrics["headline"][t["name"]]
         a, g = h["overall"]["all"], h["theta_e_over_psf_ge_1"]["all"]
+        ge1 = g.get("completeness")
         print(f"  {t['name']:>12}: score > {t['score']:.6g} ({t['n_controls_above']}/{t['n_controls']} controls pass"
               f"{', LOW COUNT' if t['low_count'] else ''}); completeness {a['completeness']:.3f} "
-              f"[{a['wilson_lo']:.3f}, {a['wilson_hi']:.3f}], theta_E/PSF>=1: {g.get('completeness') or float('nan'):.3f}")
+              f"[{a['wilson_lo']:.3f}, {a['wilson_hi']:.3f}], theta_E/PSF>=1: {'n/a' if ge1 is None else f'{ge1:.3f}'}")
+        u = t.get("uncertainty")
+        if u:
+            print(f"  {'':>12}  threshold's own 95% range: {u['controls_above_interval'][0]}-{u['controls_above_interval'][1]} controls "
+                  f"above, completeness {u['completeness_range'][0]:.3f}-{u['completeness_range'][1]:.3f}")
     print(f"completeness {arch}: wrote {metrics_dir}/{arch}.json and {plots_dir}/{arch}/ in {time.perf_counter() - t0:.1f} s")
     return metrics
 

@@ -164,8 +164,8 @@ def test_bad_score_tables_are_refused(spark, tmp_path):
     dup.to_parquet(tmp_path / "dup.parquet", index=False)
     with pytest.raises(CompletenessError, match="duplicate row.*task_id"):
         measure(spark, str(tmp_path / "dup.parquet"), cfg)
-    df.drop(columns=["theta_e_arcsec"]).to_parquet(tmp_path / "nocol.parquet", index=False)
-    with pytest.raises(CompletenessError, match=r"missing column.*theta_e_arcsec"):
+    df.drop(columns=["bad_pixel_frac"]).to_parquet(tmp_path / "nocol.parquet", index=False)
+    with pytest.raises(CompletenessError, match=r"missing column.*bad_pixel_frac"):
         measure(spark, str(tmp_path / "nocol.parquet"), cfg)
     df[~((df["label"] == 0) & (df["split"] == "test"))].to_parquet(tmp_path / "noctl.parquet", index=False)
     with pytest.raises(CompletenessError, match="no controls"):
@@ -220,3 +220,47 @@ def test_stage_writes_metrics_csvs_and_figures(tmp_path, monkeypatch):
     assert (csv["wilson_lo"] <= csv["completeness"] + 1e-12).all() and (csv["completeness"] <= csv["wilson_hi"] + 1e-12).all()
     for f in ("theta_e_arcsec.png", "psf_r_arcsec.png", "theta_e_arcsec__x__psf_r_arcsec.png", "theta_e_arcsec__x__psf_r_arcsec.csv"):
         assert (tmp_path / "plots" / "m" / f).stat().st_size > 1000
+
+
+def test_threshold_uncertainty_brackets_the_completeness(spark, tmp_path):
+    df = random_scores(3000, seed=12, null_frac=0.0)
+    df.to_parquet(tmp_path / "s.parquet", index=False)
+    cfg = CompletenessConfig.from_params({"fprs": [0.01], "n_bootstrap": 10, "bins": {"theta_e_arcsec": [0.5, 2.5]}})
+    res = measure(spark, str(tmp_path / "s.parquet"), cfg)
+    u = res.threshold_spread["fpr_0.01"]
+    t = res.thresholds["fpr_0.01"]
+    k_lo, k_hi = u["controls_above_interval"]
+    assert k_lo <= t.n_controls_above <= k_hi and k_hi > k_lo
+    assert u["score_loose"] <= t.score <= u["score_strict"]
+    c = res.table[(res.table["var"] == "overall") & (res.table["subset"] == "all") & (res.table["criterion"] == "fpr_0.01")]["completeness"].iloc[0]
+    lo, hi = u["completeness_range"]
+    assert lo <= c <= hi and hi > lo
+    test = df[df["split"] == "test"]
+    inj = test.loc[test["label"] == 1, "score"]
+    assert lo == pytest.approx((inj > u["score_strict"]).mean()) and hi == pytest.approx((inj > u["score_loose"]).mean())
+
+
+def test_real_data_without_optional_columns_and_null_regions(spark, tmp_path):
+    from stages import completeness as stage
+
+    df = random_scores(1500, seed=13, null_frac=0.0).drop(columns=["arc_snr"])
+    (tmp_path / "scores").mkdir()
+    df.to_parquet(tmp_path / "scores" / "m.parquet", index=False)
+    cfg = CompletenessConfig.from_params({"n_bootstrap": 10, "bins": {"theta_e_arcsec": [0.5, 1.5, 2.5], "arc_snr": [0, 10, 100]},
+                                          "surface": {"x": "theta_e_arcsec", "y": "arc_snr"}})
+    res = measure(spark, str(tmp_path / "scores" / "m.parquet"), cfg)
+    assert res.skipped_variables == ["arc_snr"] and any("arc_snr" in w for w in res.warnings)
+    out = stage.write_outputs("m", cfg, res, tmp_path / "metrics", tmp_path / "plots")
+    assert out["skipped_variables"] == ["arc_snr"]
+    assert pd.read_csv(tmp_path / "plots" / "m" / "arc_snr.csv").empty
+    assert (tmp_path / "plots" / "m" / "theta_e_arcsec__x__arc_snr.png").exists()
+    from dhs.sensitivity import SensitivityConfig, sweep
+
+    with pytest.raises(CompletenessError, match="arc_snr"):
+        sweep(spark, {"m": str(tmp_path / "scores" / "m.parquet")}, cfg, SensitivityConfig.from_params({"variables": ["theta_e_arcsec"]}))
+    nul = random_scores(500, seed=14, null_frac=0.0)
+    nul["region_id"] = nul["region_id"].astype("Int64")
+    nul.loc[3, "region_id"] = pd.NA
+    nul.to_parquet(tmp_path / "nul.parquet", index=False)
+    with pytest.raises(CompletenessError, match="without a region_id"):
+        measure(spark, str(tmp_path / "nul.parquet"), cfg)
