@@ -68,6 +68,13 @@ class NormConfig:
             raise ValueError(f"unknown normalisation params {sorted(unknown)}; known: {sorted(known)}")
         if not isinstance(p.get("radial_profile_subtract", False), bool):
             raise ValueError(f"preprocess.radial_profile_subtract must be true or false, got {p['radial_profile_subtract']!r}")
+        p = dict(p)
+        for k in ("clip", "annulus_inner_frac", "annulus_outer_frac", "core_dropout_p", "core_dropout_radius_px"):
+            if k in p:
+                try:  # a quoted YAML number would otherwise be stored as text and fail deep in training
+                    p[k] = float(p[k])
+                except (TypeError, ValueError):
+                    raise ValueError(f"preprocess.{k} must be a number, got {p[k]!r}") from None
         cfg = cls(**p)
         if cfg.mode not in NORM_MODES:
             raise ValueError(f"normalisation mode must be one of {NORM_MODES}, got {cfg.mode!r}")

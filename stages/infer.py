@@ -41,8 +41,10 @@ def theta_figure(scores: pd.DataFrame, path: Path, arch: str) -> None:
     axes[1].axhline(0, color="k", lw=1)
     axes[1].set(xlabel="theta_E / PSF", ylabel="predicted - true [arcsec]", title="residual")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
+    tmp.replace(path)
 
 
 INFER_KEYS = {"batch_size", "device", "splits", "theta_psf_bins"}
@@ -90,6 +92,8 @@ def run(arch: str, params_path: str = "params.yaml", cache_dir: str = "data/cach
     regression = None
     if tm.spec.theta_head:  # the multi-head model: theta_E bias and scatter against the truth
         edges = [float(e) for e in p.get("theta_psf_bins", [0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0])]
+        if len(edges) < 2 or not all(b > a for a, b in zip(edges, edges[1:])):
+            raise ParamsError(f"{params_path}: infer.theta_psf_bins must be >= 2 increasing numbers, got {edges}")
         reg = theta_e_regression_table(scores, edges, "test" if "test" in splits else splits[0])
         regression = {r["theta_e_over_psf_bin"]: {k: v for k, v in r.items() if k != "theta_e_over_psf_bin"} for r in reg.to_dict("records")}
         atomic.write_text(Path(plots_dir) / arch / "theta_e.csv", reg.to_csv(index=False))

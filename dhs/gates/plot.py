@@ -77,5 +77,7 @@ def plot_gates(path: str | Path, metrics: dict, examples: dict, arch: str) -> No
                  color="green" if metrics["all_passed"] else "red")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    tmp = Path(path).with_name(Path(path).name + ".tmp.png")  # atomic: a killed stage leaves no half-written figure
+    fig.savefig(tmp, dpi=90)
+    tmp.replace(path)
     plt.close(fig)

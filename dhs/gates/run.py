@@ -26,6 +26,7 @@ from dhs.gates.metadata import metadata_gate
 from dhs.gates.pixels import ScoreFn, read_rows
 from dhs.gates.probes import ring_probe_gate
 from dhs.gates.result import summarise
+from dhs.thresholds import threshold_at_fpr
 from dhs.gates.shuffle import shuffle_gate
 from dhs.gates.splits import split_integrity_gate
 from dhs.loader import NormConfig
@@ -75,7 +76,8 @@ def run_gates(score: ScoreFn, norm: NormConfig, cache_dir: str | Path, baseline_
     logits = score(imgs, meta)
     timings["score_test_subset"] = round(time.perf_counter() - t, 2)
     ctl_logits = logits[y == 0]
-    thr = float(np.quantile(ctl_logits, 1 - FPR_DETECT, method="higher")) if len(ctl_logits) else float("inf")
+    # the completeness stage's convention (pass: logit > threshold at FPR on controls); sigmoid is monotone
+    thr = threshold_at_fpr(ctl_logits, FPR_DETECT).score if len(ctl_logits) else float("inf")
     ex_mask, ex_ring, ex_shuf = {}, {}, {}
     timed("core_masked", lambda: core_masked_gate(score, imgs, y, meta, cfg, logits_before=logits, examples=ex_mask))
     ctl = np.flatnonzero(y == 0)[: cfg.n_probe]

@@ -72,6 +72,9 @@ class KnownLensConfig:
         gallery_max, batch = num("gallery_max", 48, int), num("batch_size", 256, int)
         if gallery_max < 0 or batch < 1:
             raise ParamsError(f"{source}: known_lenses.gallery_max must be >= 0 and batch_size >= 1")
+        if abs(num("pixscale_arcsec", 0.262) - 0.262) > 1e-9:
+            raise ParamsError(f"{source}: known_lenses.pixscale_arcsec must be 0.262 (the DR10 pixel scale the models are trained at); "
+                              f"cutouts at another scale would be scored at the wrong angular size")
         try:
             spec = CutoutSpec(size_px=num("size_px", 64, int), pixscale_arcsec=num("pixscale_arcsec", 0.262),
                               layer=str(p.get("layer", "ls-dr10")))

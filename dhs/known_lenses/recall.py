@@ -65,10 +65,12 @@ def group_masks(table: pd.DataFrame, grades: Sequence[str], theta_e_edges_arcsec
         masks[f"grade={g}"] = grade == g
     theta = pd.to_numeric(table["theta_e_arcsec"], errors="coerce").to_numpy(np.float64)
     known = np.isfinite(theta)
-    for label, lo, hi in zip(theta_e_bin_labels(edges), edges[:-1], edges[1:]):
-        masks[label] = known & (theta >= lo) & (theta < hi)
+    last = len(edges) - 2
+    for i, (label, lo, hi) in enumerate(zip(theta_e_bin_labels(edges), edges[:-1], edges[1:])):
+        # [lo, hi), the last bin closed, as everywhere in the pipeline
+        masks[label] = known & (theta >= lo) & ((theta <= hi) if i == last else (theta < hi))
     masks["theta_e_arcsec=unknown"] = ~known
-    outside = known & ((theta < edges[0]) | (theta >= edges[-1]))
+    outside = known & ((theta < edges[0]) | (theta > edges[-1]))
     if outside.any():
         masks["theta_e_arcsec=outside_bins"] = outside
     return masks
