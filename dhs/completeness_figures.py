@@ -12,17 +12,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from dhs import atomic  # noqa: E402
+
 LABELS = {"theta_e_arcsec": r"$\theta_E$ [arcsec]", "theta_e_over_psf": r"$\theta_E$ / PSF FWHM$_r$",
           "psf_r_arcsec": "PSF FWHM r [arcsec]", "psfdepth_r": r"5$\sigma$ depth r [mag]", "src_r_mag": "source r [mag, unlensed]",
           "arc_snr": "arc SNR"}
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    atomic.save_figure(path, fig, dpi=110, bbox_inches="tight")
 
 
 def curve_figure(table: pd.DataFrame, var: str, title: str, path: Path, criteria: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from dhs.completeness import (OVERALL, THETA_PSF_GE_1, BinSpec, CompletenessError, Criterion, excluded_counts, headline_bins,
                               region_bin_counts_spark, summarise, surface_name)
 from dhs.scores import REQUIRED_COLUMNS, SCORE_SPLITS
-from dhs.thresholds import Threshold, fixed_threshold, threshold_from_top, top_needed
+from dhs.thresholds import Threshold, threshold_from_top, top_needed
 
 CONFIG_KEYS = {"eval_split", "fprs", "plot_fpr", "fixed_scores", "min_expected_controls", "clean_max_bad_pixel_frac",
                "clean_max_wise_brightmask_frac", "n_bootstrap", "seed", "confidence", "bins", "surface", "spark"}

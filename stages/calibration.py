@@ -21,11 +21,7 @@ params.yaml ``calibration``: method (temperature | isotonic), n_bins, strategies
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -153,24 +149,7 @@ def reliability_figure(curves_by_key: dict[tuple[str, str], ReliabilityCurve], p
 
 
 def write_figure(path: Path, fig) -> None:
-    """Save ``fig`` as PNG atomically (temporary sibling, then rename, as dhs.atomic does for text)."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic.save_figure(path, fig, dpi=110, bbox_inches="tight")
 
 
 def summary_lines(m: dict) -> list[str]:

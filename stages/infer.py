@@ -40,11 +40,7 @@ def theta_figure(scores: pd.DataFrame, path: Path, arch: str) -> None:
     axes[1].scatter(inj["theta_e_over_psf"], inj["theta_e_pred_arcsec"] - inj["theta_e_arcsec"], s=4, alpha=0.5)
     axes[1].axhline(0, color="k", lw=1)
     axes[1].set(xlabel="theta_E / PSF", ylabel="predicted - true [arcsec]", title="residual")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    atomic.save_figure(path, fig, dpi=100, bbox_inches="tight")
 
 
 INFER_KEYS = {"batch_size", "device", "splits", "theta_psf_bins"}

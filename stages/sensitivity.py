@@ -45,11 +45,7 @@ def figure(table, var: str, plot_threshold: str, path: Path) -> None:
     axes[0].set_ylabel("completeness")
     axes[0].legend(fontsize=7, title="dashed: Phase 4d proxy; solid: model (band: Wilson 95%)", title_fontsize=7)
     fig.suptitle(f"proxy vs detector completeness against {LABELS.get(var, var)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    atomic.save_figure(path, fig, dpi=110, bbox_inches="tight")
 
 
 def run(params_path: str = "params.yaml", scores_dir: str = "data/scores", metrics_path: str = "metrics/sensitivity.json",

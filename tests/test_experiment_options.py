@@ -16,7 +16,7 @@ from dhs.models import ModelSpec, build_model
 from dhs.colours import host_colours_nmgy
 from dhs.models.heads import split_outputs
 from dhs.regression import theta_e_regression_table
-from dhs.training import TrainConfig, TrainingError, train
+from dhs.training import TrainConfig, train
 from tests.conftest import REPO
 
 

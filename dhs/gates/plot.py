@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dhs import atomic
+
 
 def _stamp(ax, img_r: np.ndarray, title: str, ref: np.ndarray | None = None) -> None:
     """asinh((pixel - sky) / sigma), sky and sigma from ``ref`` (default: the image itself), so a
@@ -76,8 +78,4 @@ def plot_gates(path: str | Path, metrics: dict, examples: dict, arch: str) -> No
     fig.suptitle(f"gates@{arch}: {'ALL PASS' if metrics['all_passed'] else 'FAILED'}\n{status}", fontsize=10,
                  color="green" if metrics["all_passed"] else "red")
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_name(Path(path).name + ".tmp.png")  # atomic: a killed stage leaves no half-written figure
-    fig.savefig(tmp, dpi=90)
-    tmp.replace(path)
-    plt.close(fig)
+    atomic.save_figure(path, fig, dpi=90)

@@ -14,11 +14,12 @@ green frame if the lens passes the highlighted threshold, red if not.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from dhs import atomic
 
 RGB_SCALES_NMGY = {"g": 0.0066, "r": 0.01, "z": 0.025}
 STRETCH_MIN, STRETCH_MAX = -1.0, 300.0
@@ -94,14 +95,4 @@ def write_placeholder(path: str | Path, text: str) -> None:
 
 def _save(fig, path: str | Path, dpi: int) -> None:
     """Save atomically (temporary sibling, then rename) and close the figure."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    atomic.save_figure(path, fig, dpi=dpi)
