@@ -282,6 +282,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         meta_stats = None
 
     torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)  # the global numpy state is saved in checkpoints: make it a function of the seed
     # channels_last: faster convolutions on GPU (bf16 tensor cores) and on CPU (oneDNN) alike
     model = build_model(spec).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
