@@ -105,10 +105,13 @@ def arcs_clearing_core(meta: pd.DataFrame, labels: np.ndarray, radius_px: float,
         return np.ones(len(meta), bool), "no theta_e_arcsec column: all injections used"
     theta = pd.to_numeric(meta["theta_e_arcsec"], errors="coerce").to_numpy(np.float64)
     psf = resolve_psf_r_arcsec(meta)
-    need = radius_px * PIXEL_SCALE_ARCSEC + clearance_fwhm * np.nan_to_num(psf, nan=0.0)
+    need = radius_px * PIXEL_SCALE_ARCSEC + clearance_fwhm * psf
     with np.errstate(invalid="ignore"):
-        keep = (labels == 0) | (theta >= need)
-    return keep, f"controls + injections with theta_E >= {radius_px:g} px x {PIXEL_SCALE_ARCSEC} + {clearance_fwhm:g} x FWHM_r"
+        # an injection whose PSF is unknown cannot be shown to clear the core: left out, and counted
+        keep = (labels == 0) | (np.isfinite(need) & (theta >= need))
+    unknown = int(((labels == 1) & ~np.isfinite(psf)).sum())
+    note = f"; {unknown} injection(s) without a PSF FWHM left out" if unknown else ""
+    return keep, f"controls + injections with theta_E >= {radius_px:g} px x {PIXEL_SCALE_ARCSEC} + {clearance_fwhm:g} x FWHM_r{note}"
 
 
 def core_masked_gate(score: ScoreFn, images_nmgy: np.ndarray, labels: np.ndarray, meta: pd.DataFrame,
