@@ -256,11 +256,10 @@ def test_client_fetches_caches_and_a_second_run_makes_no_requests(server, lens_c
 
 def test_client_retries_a_server_that_fails_twice_then_succeeds(server, lens_cubes, tmp_path):
     server.add(150.0, 2.0, lens_cubes[0], fail_first=2)
-    t0 = time.perf_counter()
     res = fetch_cutouts(positions(1), tmp_path, SPEC, cfg=config(server, backoff_s=0.05, max_backoff_s=1.0, max_attempts=4), progress=False)
     row = res.rows.iloc[0]
     assert (row["status"], row["attempts"]) == ("fetched", 3) and server.count(150.0, 2.0) == 3
-    assert time.perf_counter() - t0 >= 0.05 + 0.1  # exponential backoff: 0.05 then 0.1 s
+    assert row["backoff_s"] == pytest.approx(0.05 + 0.1)  # exponential backoff: 0.05 then 0.1 s
     assert load_cutouts(positions(1), tmp_path, SPEC).usable.all()
 
 
@@ -319,9 +318,9 @@ def test_concurrency_never_exceeds_the_limit(lens_cubes, tmp_path):
 
 
 def test_unreachable_service_is_detected_fast_and_nothing_else_is_requested(tmp_path):
-    t0 = time.perf_counter()
     res = fetch_cutouts(positions(20), tmp_path, SPEC, cfg=config(None, max_attempts=3), progress=False)  # closed port
-    assert time.perf_counter() - t0 < 5
+    # fast: the only waiting is the first row's backoff schedule (0.01 + 0.02 s); no other row waits or asks
+    assert res.rows["backoff_s"].iloc[0] == pytest.approx(0.01 + 0.02) and (res.rows["backoff_s"].iloc[1:] == 0).all()
     assert res.status == "offline" and res.offline and res.requests == 3  # the first row's attempts, nothing more
     assert res.rows.iloc[0]["reason"] == "connection_refused"
     assert (res.rows["reason"].iloc[1:] == "offline").all() and (res.rows["status"].iloc[1:] == "skipped").all()
@@ -330,10 +329,9 @@ def test_unreachable_service_is_detected_fast_and_nothing_else_is_requested(tmp_
 
 def test_unresolvable_host_is_not_retried(tmp_path):
     cfg = FetchConfig(url_template="http://dhs-no-such-host.invalid/cutout.fits?ra={ra}&dec={dec}", **FAST)
-    t0 = time.perf_counter()
     res = fetch_cutouts(positions(5), tmp_path, SPEC, cfg=cfg, progress=False)
     assert res.status == "offline" and res.requests == 1 and res.rows.iloc[0]["reason"] == "unresolvable"
-    assert time.perf_counter() - t0 < 15
+    assert (res.rows["backoff_s"] == 0).all() and res.rows.iloc[0]["attempts"] == 1  # no retry, no wait
 
 
 def test_offline_with_part_of_the_set_cached_is_partial(server, lens_cubes, tmp_path):
@@ -505,14 +503,13 @@ def test_offline_stages_finish_fast_with_status_offline_and_no_recall(tmp_path, 
     from stages import known_lenses as kl_stage
 
     _write_inputs(tmp_path, None, lens_cubes)
-    t0 = time.perf_counter()
     assert cutouts_stage.main(_cutout_args(tmp_path)) == 0
     assert kl_stage.main(_stage_args(tmp_path)) == 0
-    assert time.perf_counter() - t0 < 10
     err = capsys.readouterr().err
     assert "KNOWN-LENS CUTOUTS OFFLINE" in err and "KNOWN-LENS RECALL NOT MEASURED" in err
     fetched = json.loads((tmp_path / "cutouts.json").read_text())
     assert fetched["status"] == "offline" and fetched["usable"] == 0 and fetched["by_status"] == {"failed": 1, "skipped": 5}
+    assert fetched["requests"] <= 4  # fast offline: the first row's attempts at most, nothing else asked
     m = json.loads((tmp_path / "m" / "small_cnn.json").read_text())
     assert m["status"] == "offline" and m["recall"] is None and m["cutouts"]["scored"] == 0
     assert m["cutouts"]["not_scored_by_reason"] == {"connection_refused": 1, "offline": 5}

@@ -146,11 +146,12 @@ class Outcome:
     reason: str = ""
     attempts: int = 0
     message: str = ""
+    backoff_s: float = 0.0       # seconds of backoff asked for between attempts (the schedule, not a clock reading)
 
 
 @dataclass
 class FetchResult:
-    rows: pd.DataFrame           # per input row: name, ra_deg, dec_deg, key, status, reason, attempts, message
+    rows: pd.DataFrame           # per input row: name, ra_deg, dec_deg, key, status, reason, attempts, message, backoff_s
     status: str                  # ok | partial | offline
     offline: bool                # the service could not be reached
     requests: int                # HTTP requests sent
@@ -295,19 +296,22 @@ class _Client:
     def fetch(self, key: str, ra_deg: float, dec_deg: float) -> Outcome:
         """Fetch one position into the cache under ``key``, retrying transient failures."""
         url = cutout_url(self.cfg.url_template, ra_deg, dec_deg, self.spec)
+        waited = 0.0
         for attempt in range(1, self.cfg.max_attempts + 1):
             if attempt == 1 and self.offline.is_set():
                 return Outcome("skipped", "offline", 0, "not requested: the cutout service is unreachable")
             a = self._once(url, key)
             self._note(a.unreachable)
-            a.outcome.attempts = attempt
+            a.outcome.attempts, a.outcome.backoff_s = attempt, waited
             if not a.retry:
                 return a.outcome
             if attempt == self.cfg.max_attempts or self.offline.is_set():
                 a.outcome.message = f"gave up after {attempt} attempt(s); last: {a.outcome.message}"
                 return a.outcome
-            backoff = min(self.cfg.backoff_s * 2 ** (attempt - 1), self.cfg.max_backoff_s)
-            if self.offline.wait(max(backoff, a.wait_s)):  # wakes at once when the run goes offline
+            backoff = max(min(self.cfg.backoff_s * 2 ** (attempt - 1), self.cfg.max_backoff_s), a.wait_s)
+            waited += backoff
+            a.outcome.backoff_s = waited
+            if self.offline.wait(backoff):  # wakes at once when the run goes offline
                 a.outcome.message = f"gave up after {attempt} attempt(s), the service is unreachable; last: {a.outcome.message}"
                 return a.outcome
         raise AssertionError("unreachable")
@@ -405,6 +409,7 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
     rows["reason"] = [outcomes[k].reason for k in keys]
     rows["attempts"] = [outcomes[k].attempts for k in keys]
     rows["message"] = [outcomes[k].message for k in keys]
+    rows["backoff_s"] = [outcomes[k].backoff_s for k in keys]
     offline = bool(client is not None and client.offline.is_set())
     usable = rows["status"].isin(USABLE)
     transient = ~usable & rows["reason"].isin(TRANSIENT_REASONS)
