@@ -3,21 +3,25 @@
 What is rendered (both engines, the same random configurations): the lensed arc of an SIE +
 external shear lens and an elliptical Sersic source, on an N x N grid (N = 64 or 96, 0.262
 arcsec pixels) with 4 x 4 sub-pixel sampling, in g, r and z, each band convolved with its own
-Moffat (beta 3.5) PSF cut to +-3 FWHM as survey.py samples it. Parameters are drawn from the
+Moffat (beta 3.5) PSF, sampled on the stamp grid as psf.py does. Parameters are drawn from the
 DR10-like priors of ``params.yaml`` (theta_E U(0.5, 2.5), lens q U(0.5, 1), shear components N(0, 0.05), source offset
 sqrt(U(0.1^2, 0.4^2)) theta_E, R_e U(0.15, 0.5), n U(0.5, 2), source e U(0, 0.4), r-band PSF
 FWHM truncnormal(1.31, 0.17) in [0.8, 1.6] with g = 1.16x and z = 0.96x of it).
 
 Engines:
 - ours: ``render_profile(lensed_sersic)`` once per stamp (unit flux), then ``colour_and_blur``
-  (one FFT per stamp, one per band). Timed per batch: PSF kernel sampling, kernel FFTs,
-  rendering and convolution, from parameter tensors already on the device to the
-  (B, 3, N, N) images on the device. Run twice: adaptive supersampling at the production
-  threshold (``simulate.supersample_threshold``) and uniform 4 x 4 (threshold 0).
+  (one FFT per stamp, one per band). Timed per batch: PSF kernel sampling and their FFTs (one
+  PSF per stamp and band, none shared), rendering and convolution, from parameter tensors
+  already on the device to the (B, 3, N, N) images on the device. Run with adaptive
+  supersampling at the production threshold (``simulate.supersample_threshold``) and uniform
+  4 x 4 (threshold 0), compiled (fused kernels, ``simulate.compile``; compilation happens in
+  the untimed warm-up and is printed), and once eagerly for comparison.
 - lenstronomy: one ``ImageModel`` (PixelGrid, LensModel [SIE, SHEAR], LightModel
   [SERSIC_ELLIPSE], supersampling_factor 4, supersampling_convolution False) built once; per
   stamp and band, ``update_psf`` with a 'PIXEL' PSF holding the very kernel our engine uses
-  (sampled outside the timer), then ``source_surface_brightness``. Every stamp x band is
+  (centred, (N-1) x (N-1), sampled outside the timer), then ``source_surface_brightness``.
+  lenstronomy's convolution is linear (zero-padded), ours circular on the stamp; the accuracy
+  lines below include that difference. Every stamp x band is
   rendered, as a per-band lenstronomy injection does.
 - lenstronomy, 1 trace/stamp (a stricter, hand-optimised baseline, printed for context): PSF
   'NONE', one unconvolved unit-flux render per stamp, then one ``scipy.signal.fftconvolve``
@@ -62,10 +66,11 @@ sys.path.insert(0, str(REPO))
 from dhs.params import load_params, section  # noqa: E402
 from dhs.simulate.config import SimConfig  # noqa: E402
 from dhs.simulate.priors import sample_prior  # noqa: E402
-from dhs.simulate.psf import KernelSpectra, kernel_size_px, psf_kernels  # noqa: E402
+from dhs.simulate.fused import is_compiled_on, set_compile_mode  # noqa: E402
+from dhs.simulate.psf import PSFSpectra, centred_kernel, psf_kernels  # noqa: E402
 from dhs.simulate.render import colour_and_blur, lensed_sersic, render_profile  # noqa: E402
 from dhs.simulate.sersic import sersic_amp_from_total_flux  # noqa: E402
-from dhs.simulate.survey import PSF_FWHM_EXTENT, band_fluxes  # noqa: E402
+from dhs.simulate.survey import band_fluxes  # noqa: E402
 
 OVERSAMPLE = 4
 PSF_MODEL = "moffat"
@@ -108,23 +113,13 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
     return [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
-def batch_kernel_size(fwhm: np.ndarray, s: float, n_pix: int) -> int:
-    """Kernel width the production code uses for a batch (covers its widest PSF)."""
-    return kernel_size_px(float(fwhm.max()), s, fwhm_extent=PSF_FWHM_EXTENT, max_size=2 * n_pix - 1)
-
-
-def kernels_like_production(fwhm: torch.Tensor, ksize: int, s: float) -> torch.Tensor:
-    """(..., K, K) Moffat kernels, each cut to its own +-PSF_FWHM_EXTENT FWHM box (as survey.py)."""
-    return psf_kernels(fwhm, ksize, s, model=PSF_MODEL, beta=MOFFAT_BETA, fwhm_extent=PSF_FWHM_EXTENT)
-
-
 # ----------------------------------------------------------------------------- our engine
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def ours_render_batch(t: dict[str, torch.Tensor], n_pix: int, s: float, threshold: float, ksize: int,
+def ours_render_batch(t: dict[str, torch.Tensor], n_pix: int, s: float, threshold: float,
                       device: torch.device, stages: list[float] | None = None) -> torch.Tensor:
     """(B, 3, N, N) arc images: kernels + render + per-band blur, as render_noise_free does.
 
@@ -137,7 +132,7 @@ def ours_render_batch(t: dict[str, torch.Tensor], n_pix: int, s: float, threshol
             sync(device)
             marks.append(time.perf_counter())
 
-    kernels = KernelSpectra(kernels_like_production(t["fwhm"], ksize, s), n_pix)
+    kernels = PSFSpectra.from_fwhm(t["fwhm"], n_pix, s, model=PSF_MODEL, beta=MOFFAT_BETA)
     mark()
     unit = render_profile(lensed_sersic, {k: t[k] for k in LENS_KEYS}, n_pix=n_pix, pixel_scale_arcsec=s,
                           oversample=OVERSAMPLE, threshold=threshold)
@@ -149,19 +144,21 @@ def ours_render_batch(t: dict[str, torch.Tensor], n_pix: int, s: float, threshol
     return out
 
 
-def time_ours(conf, batches, ksizes, n_pix, s, threshold, device, repeats, dtype=torch.float32):
+def time_ours(conf, batches, n_pix, s, threshold, device, repeats, dtype=torch.float32):
     """Best-of-``repeats`` time per batch. Returns (stamps/s, cpu util, stage fractions,
-    per-batch (B, 3, N, N) outputs of the first repeat, on the device)."""
+    per-batch (B, 3, N, N) outputs of the first repeat, on the device, warm-up seconds)."""
     tens = [{k: torch.as_tensor(conf[k][sl], dtype=dtype, device=device) for k in (*LENS_KEYS, "flux", "fwhm")}
             for sl in batches]
-    ours_render_batch(tens[0], n_pix, s, threshold, ksizes[0], device)  # warm-up (allocator, threads, plans)
+    w0 = time.perf_counter()
+    ours_render_batch(tens[0], n_pix, s, threshold, device)  # warm-up (compilation, allocator, threads, plans)
     sync(device)
+    warm_s = time.perf_counter() - w0
     best = [float("inf")] * len(batches)
     outs, wall_all, cpu_all = [], 0.0, 0.0
     for rep in range(repeats):
-        for j, (t, k) in enumerate(zip(tens, ksizes)):
+        for j, t in enumerate(tens):
             c0, t0 = time.process_time(), time.perf_counter()
-            out = ours_render_batch(t, n_pix, s, threshold, k, device)
+            out = ours_render_batch(t, n_pix, s, threshold, device)
             sync(device)
             dt = time.perf_counter() - t0
             wall_all, cpu_all = wall_all + dt, cpu_all + time.process_time() - c0
@@ -170,10 +167,10 @@ def time_ours(conf, batches, ksizes, n_pix, s, threshold, device, repeats, dtype
                 outs.append(out)
     # stage split, untimed pass on the first batch (synchronised between stages)
     stages: list[float] = []
-    ours_render_batch(tens[0], n_pix, s, threshold, ksizes[0], device, stages)
+    ours_render_batch(tens[0], n_pix, s, threshold, device, stages)
     frac = np.asarray(stages) / sum(stages)
     n = sum(sl.stop - sl.start for sl in batches)
-    return n / sum(best), cpu_all / wall_all, frac, outs
+    return n / sum(best), cpu_all / wall_all, frac, outs, warm_s
 
 
 # ----------------------------------------------------------------------------- lenstronomy
@@ -181,6 +178,7 @@ class Lenstronomy:
     """lenstronomy objects built once; per stamp x band: update_psf + source_surface_brightness."""
 
     def __init__(self, n_pix: int, s: float, ksize: int):
+        """``ksize``: the width of the (odd, centred) kernels that will be passed to ``render``."""
         from lenstronomy.Data.pixel_grid import PixelGrid
         from lenstronomy.Data.psf import PSF
         from lenstronomy.ImSim.image_model import ImageModel
@@ -278,6 +276,8 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, choices=(64, 96), default=64)
     ap.add_argument("--repeats", type=int, default=3, help="timed passes; the best time of each batch/stamp counts (default 3)")
     ap.add_argument("--seed", type=int, default=12345)
+    ap.add_argument("--compile", choices=("auto", "on", "off"), default=None,
+                    help="fused kernels for our engine (default: params.yaml simulate.compile)")
     args = ap.parse_args(argv)
     if min(args.n_stamps, args.n_ref, args.batch_size, args.repeats) < 1:
         ap.error("--n-stamps, --n-ref, --batch-size and --repeats must be >= 1")
@@ -289,11 +289,12 @@ def main(argv=None) -> None:
     n_ref = min(args.n_ref, args.n_stamps)
     conf = draw_configs(cfg, args.n_stamps, args.seed)
     batches = batch_slices(args.n_stamps, args.batch_size)
-    ksizes = [batch_kernel_size(conf["fwhm"][sl], s, N) for sl in batches]
     threads = torch.get_num_threads()
+    mode = args.compile or cfg.compile
+    set_compile_mode(mode)
 
     print(f"bench_injection: {N}x{N} px at {s} arcsec, {OVERSAMPLE}x{OVERSAMPLE} sub-pixels, grz, "
-          f"Moffat beta {MOFFAT_BETA}, PSF kernels {sorted(set(ksizes))} px")
+          f"Moffat beta {MOFFAT_BETA}, PSF sampled on the {N}x{N} grid, one per stamp and band; compile {mode}")
     print(f"  torch {torch.__version__}: {threads} intra-op threads, os.cpu_count() {os.cpu_count()}; "
           f"best of {args.repeats} passes per batch/stamp; 1-min load average at start {os.getloadavg()[0]:.2f}")
     print(f"  ours: {args.n_stamps} stamps, batches of {args.batch_size}, float32, adaptive threshold {thr:g} "
@@ -302,23 +303,35 @@ def main(argv=None) -> None:
 
     rows = []  # (engine, device, threads, stamps/s, cpu util)
     cpu = torch.device("cpu")
-    r_ad, u_ad, f_ad, out_ad = time_ours(conf, batches, ksizes, N, s, thr, cpu, args.repeats)
-    r_full, u_full, f_full, out_full = time_ours(conf, batches, ksizes, N, s, 0.0, cpu, args.repeats)
-    rows += [(f"ours adaptive (thr {thr:g})", "cpu", threads, r_ad, u_ad),
-             ("ours uniform 4x4 (thr 0)", "cpu", threads, r_full, u_full)]
+    r_ad, u_ad, f_ad, out_ad, warm_ad = time_ours(conf, batches, N, s, thr, cpu, args.repeats)
+    r_full, u_full, f_full, out_full, warm_full = time_ours(conf, batches, N, s, 0.0, cpu, args.repeats)
+    compiled_cpu = is_compiled_on(cpu)
+    tag = "" if compiled_cpu else ", eager"
+    rows += [(f"ours adaptive (thr {thr:g}){tag}", "cpu", threads, r_ad, u_ad),
+             (f"ours uniform 4x4 (thr 0){tag}", "cpu", threads, r_full, u_full)]
+    r_eager = None
+    if compiled_cpu:
+        # the same code without fusion: what compilation buys
+        set_compile_mode("off")
+        try:
+            r_eager, u_eager, f_eager, _, _ = time_ours(conf, batches, N, s, thr, cpu, args.repeats)
+        finally:
+            set_compile_mode(mode)
+        rows.append((f"ours adaptive, eager", "cpu", threads, r_eager, u_eager))
     r1_ad = r1_full = None
     if threads > 1:
         # direct per-core check, no assumption about thread scaling: 1 thread, first batch only
         torch.set_num_threads(1)
         try:
-            r1_ad, u1_ad, _, _ = time_ours(conf, batches[:1], ksizes[:1], N, s, thr, cpu, args.repeats)
-            r1_full, u1_full, _, _ = time_ours(conf, batches[:1], ksizes[:1], N, s, 0.0, cpu, args.repeats)
+            r1_ad, u1_ad, _, _, _ = time_ours(conf, batches[:1], N, s, thr, cpu, args.repeats)
+            r1_full, u1_full, _, _, _ = time_ours(conf, batches[:1], N, s, 0.0, cpu, args.repeats)
         finally:
             torch.set_num_threads(threads)
         rows += [("ours adaptive, 1 thread*", "cpu", 1, r1_ad, u1_ad), ("ours uniform 4x4, 1 thread*", "cpu", 1, r1_full, u1_full)]
 
-    # lenstronomy gets the kernels our engine used for those stamps (same batch kernel size)
-    k_ref = kernels_like_production(torch.as_tensor(conf["fwhm"][:n_ref], dtype=torch.float64), ksizes[0], s).numpy()
+    # lenstronomy gets the kernels our engine used for those stamps, centred and odd-sized
+    k_ref = centred_kernel(psf_kernels(torch.as_tensor(conf["fwhm"][:n_ref], dtype=torch.float64), N, s,
+                                       model=PSF_MODEL, beta=MOFFAT_BETA)).numpy()
     lt = time_lenstronomy(conf, n_ref, k_ref, N, s, args.repeats)
     r_lt, u_lt, img_lt = lt["per_band"]
     r_lt1, u_lt1, img_lt1 = lt["one_trace"]
@@ -326,10 +339,11 @@ def main(argv=None) -> None:
 
     if args.device in ("auto", "cuda") and torch.cuda.is_available():
         dev = torch.device("cuda")
-        rg_ad, _, fg_ad, _ = time_ours(conf, batches, ksizes, N, s, thr, dev, args.repeats)
-        rg_full, _, fg_full, _ = time_ours(conf, batches, ksizes, N, s, 0.0, dev, args.repeats)
-        rows += [(f"ours adaptive (thr {thr:g})", "cuda", None, rg_ad, None),
-                 ("ours uniform 4x4 (thr 0)", "cuda", None, rg_full, None)]
+        rg_ad, _, fg_ad, _, warm_g = time_ours(conf, batches, N, s, thr, dev, args.repeats)
+        rg_full, _, fg_full, _, _ = time_ours(conf, batches, N, s, 0.0, dev, args.repeats)
+        tag = "" if is_compiled_on(dev) else ", eager"
+        rows += [(f"ours adaptive (thr {thr:g}){tag}", "cuda", None, rg_ad, None),
+                 (f"ours uniform 4x4 (thr 0){tag}", "cuda", None, rg_full, None)]
         gpu_note = f"GPU: {torch.cuda.get_device_name(dev)}"
     elif args.device == "cpu":
         gpu_note = "GPU: not measured (--device cpu)"
@@ -351,6 +365,10 @@ def main(argv=None) -> None:
     print(f"  {gpu_note}")
     print(f"  ours, time split PSF kernels / render / blur: adaptive {'/'.join(f'{x:.0%}' for x in f_ad)}, "
           f"uniform {'/'.join(f'{x:.0%}' for x in f_full)} (cpu)")
+    print(f"  untimed warm-up (includes compiling the fused kernels when not cached): adaptive {warm_ad:.1f} s, "
+          f"uniform {warm_full:.1f} s (cpu)" + (f", {warm_g:.1f} s (cuda)" if gpu_note.startswith("GPU: ") and "none" not in gpu_note and "not measured" not in gpu_note else ""))
+    if r_eager is not None:
+        print(f"  fused (compiled) vs eager, adaptive: {r_ad / r_eager:.1f}x")
     target = 30.0
     ad_ratio, full_ratio = (r_ad / threads) / r_lt, (r_full / threads) / r_lt
     print(f"\nours adaptive vs lenstronomy per CPU core: {ad_ratio:.1f}x (target >= {target:.0f}x: "

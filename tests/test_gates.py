@@ -324,12 +324,12 @@ def test_gates_params_refuse_unknown_keys_and_bad_values():
 # --- preprocessing options -----------------------------------------------------------------------
 
 def test_radial_profile_subtraction_removes_a_round_host_and_keeps_an_arc():
-    from dhs.simulate.psf import convolve_centered, psf_kernels
+    from dhs.simulate.psf import convolve_periodic, psf_kernels
 
     r = torch.from_numpy(R)
     host = torch.exp(-7.669 * ((r.clamp_min(0.05) / 4.0) ** 0.25 - 1))  # de Vaucouleurs, R_e 4 px
-    k = psf_kernels(torch.tensor([1.31], dtype=torch.float64), 31, 0.262)[0]
-    host = convolve_centered(host[None], k[None])[0].float()
+    k = psf_kernels(torch.tensor([1.31], dtype=torch.float64), SIZE, 0.262)[0]
+    host = convolve_periodic(host[None], k[None])[0].float()
     res = subtract_radial_profile(host.expand(1, 3, SIZE, SIZE))
     assert float(res.abs().max() / host.max()) < 0.01  # the round host is gone to < 1% of its peak
     arc = torch.from_numpy(_arc_segment(np.random.default_rng(0), 1)[0]).float()

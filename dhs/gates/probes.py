@@ -36,12 +36,11 @@ import torch
 from dhs.gates.config import PIXEL_SCALE_ARCSEC, GatesConfig
 from dhs.gates.pixels import ScoreFn, chunks, sky_level_and_sigma
 from dhs.gates.result import gate_result, skipped
-from dhs.simulate.psf import KernelSpectra, kernel_size_px, psf_kernels
+from dhs.simulate.psf import PSFSpectra
 from dhs.simulate.render import colour_and_blur, lensed_sersic, render_profile
 
 RING_RULE = "median ring logit shift <= median arc logit shift + ring_max_excess_logit"
 FWHM_RATIO = (1.16, 1.0, 0.96)  # g, r, z FWHM / r FWHM (DOMAIN)
-PSF_EXTENT_FWHM = 3.0
 RENDER_BATCH = 128
 N_ARC_TEMPLATES = 100  # distinct lensed sources; reused cyclically over the probed controls
 
@@ -88,11 +87,8 @@ def gaussian_ring(x: torch.Tensor, y: torch.Tensor, p: dict[str, torch.Tensor]) 
     return torch.exp(-0.5 * ((r - p["radius_arcsec"]) / p["sigma_arcsec"]) ** 2)
 
 
-def _kernels(fwhm: np.ndarray, size: int) -> KernelSpectra:
-    ksize = kernel_size_px(float(fwhm.max()), PIXEL_SCALE_ARCSEC, fwhm_extent=PSF_EXTENT_FWHM, max_size=2 * size - 1)
-    k = psf_kernels(torch.tensor(fwhm, dtype=torch.float64), ksize, PIXEL_SCALE_ARCSEC, model="moffat", beta=3.5,
-                    fwhm_extent=PSF_EXTENT_FWHM)
-    return KernelSpectra(k, size)
+def _kernels(fwhm: np.ndarray, size: int) -> PSFSpectra:
+    return PSFSpectra.from_fwhm(torch.tensor(fwhm, dtype=torch.float64), size, PIXEL_SCALE_ARCSEC, model="moffat", beta=3.5)
 
 
 def ring_unit_image(size: int, radius_arcsec: float, sigma_px: float, oversample: int = 4) -> torch.Tensor:

@@ -35,6 +35,7 @@ class SimConfig:
     host_oversample: int = 4
     supersample_threshold: float = 1e-3
     host_supersample_threshold: float = 0.05
+    host_pad_px: int = 16
     psf_model: str = "moffat"
     moffat_beta: float = 3.5
     psf_fwhm_ratio: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"g": 1.16, "r": 1.0, "z": 0.96})
@@ -53,6 +54,7 @@ class SimConfig:
     batch_size: int = 256
     npz_compression: str = "stored"
     device: str = "auto"
+    compile: str = "auto"
     dtype: str = "float32"
     priors: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -86,6 +88,8 @@ class SimConfig:
         need(self.oversample >= 1 and self.host_oversample >= 1, "oversample and host_oversample must be >= 1")
         need(0 <= self.supersample_threshold < 1 and 0 <= self.host_supersample_threshold < 1,
              "supersample thresholds must be in [0, 1) (0 = supersample every pixel)")
+        need(isinstance(self.host_pad_px, int) and 0 <= self.host_pad_px <= 64,
+             f"host_pad_px must be an integer in [0, 64], got {self.host_pad_px!r}")
         need(self.psf_model in PSF_MODELS, f"psf_model must be one of {PSF_MODELS}, got {self.psf_model!r}")
         need(0.0 <= self.control_fraction <= 1.0, "control_fraction must be in [0, 1]")
         need(0.0 <= self.sis_fraction <= 1.0, "sis_fraction must be in [0, 1]")
@@ -100,6 +104,7 @@ class SimConfig:
         need(self.dtype in ("float32", "float64"), "dtype must be float32 or float64")
         need(self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"),
              f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        need(self.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {self.compile!r}")
         need(self.batch_size >= 1, "batch_size must be >= 1")
         need(self.npz_compression in ("stored", "deflate"), f"npz_compression must be stored or deflate, got {self.npz_compression!r}")
         missing = [p for p in REQUIRED_PRIORS if p not in self.priors]

@@ -12,6 +12,7 @@ from dhs.contract import encode_stamp
 from dhs.shards import HiveShardWriter
 from dhs.simulate.config import SimConfig
 from dhs.simulate.population import config_id, sample_population
+from dhs.simulate.fused import is_compiled_on, set_compile_mode
 from dhs.simulate.survey import render_batches, resolve_device
 
 # columns used only to render; everything else is written
@@ -34,6 +35,7 @@ def write_synthetic_dataset(cfg: SimConfig, out_dir: str | Path, rows_per_shard:
     the same config gives byte-identical shards.
     """
     device = resolve_device(cfg.device)
+    set_compile_mode(cfg.compile)
     population = sample_population(cfg)
     writer = HiveShardWriter(out_dir, rows_per_shard=rows_per_shard)
     failed_blob = encode_failed_cutout(cfg.stamp_size)
@@ -59,5 +61,6 @@ def write_synthetic_dataset(cfg: SimConfig, out_dir: str | Path, rows_per_shard:
         "rows_written_by_split": dict(sorted(writer.rows_written.items())),
         "n_files": len(writer.files),
         "device": device.type,
+        "compiled": is_compiled_on(device),
         "config_id": config_id(cfg),
     }

@@ -12,26 +12,56 @@ on each side, are then resampled at the full ``oversample``. Faint pixels keep t
 value. ``threshold = 0`` supersamples every pixel (exactly the uniform sampling), which is what
 the reference comparisons use; the default keeps the arc flux within 0.1% of it at a fraction
 of the cost (see tests/test_lensing.py and benchmarks/bench_injection.py).
+
+A profile is split into per-stamp constants (``prepare``: rotations, amplitudes, b_n, computed
+once per stamp) and the per-sample formula (``evaluate``); the sampling loops around
+``evaluate`` run as fused, compiled kernels (``dhs.simulate.fused``), eagerly when compilation
+is off or unavailable. A plain function ``f(x, y, params)`` is accepted as a profile too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from dhs.simulate.psf import KernelSpectra
-from dhs.simulate.sersic import sersic_surface_brightness
+from dhs.simulate.fused import fused, is_compiled_on
+from dhs.simulate.psf import PSFSpectra
+from dhs.simulate.sersic import sersic_constants, sersic_from_constants
 from dhs.simulate.shear import shear_deflection
-from dhs.simulate.sie import sie_deflection
+from dhs.simulate.sie import sie_constants, sie_deflection_from_constants
 
-# Sub-pixel samples evaluated per chunk: small enough that the ~30 elementwise passes of a
-# profile stay in cache, large enough that Python overhead is negligible.
-_CHUNK_SAMPLES = 1 << 17
+# Sub-pixel samples per call. Eager: small enough that the ~30 elementwise passes of a profile
+# stay in cache. Compiled: one fused loop holds no temporaries, so calls can be much larger.
+_CHUNK_SAMPLES_EAGER = 1 << 17
+_CHUNK_SAMPLES_COMPILED = 1 << 21
 
 Params = dict[str, torch.Tensor]  # name -> (B,) per-stamp parameter
-Profile = Callable[[torch.Tensor, torch.Tensor, Params], torch.Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class Profile:
+    """A surface brightness (per arcsec^2) split for speed: ``prepare`` maps the (B,) per-stamp
+    parameters to (B,) per-stamp constants once; ``evaluate(x, y, constants)`` is the
+    per-sample formula, with each constant shaped to broadcast against x and y."""
+
+    name: str
+    prepare: Callable[[Params], Params]
+    evaluate: Callable[[torch.Tensor, torch.Tensor, Params], torch.Tensor]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, params: Params) -> torch.Tensor:
+        return self.evaluate(x, y, self.prepare(params))
+
+
+def as_profile(profile: Profile | Callable[[torch.Tensor, torch.Tensor, Params], torch.Tensor]) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    return _plain_profiles.setdefault(profile, Profile(getattr(profile, "__name__", "profile"), dict, profile))
+
+
+_plain_profiles: dict = {}
+_samplers: dict = {}
 
 
 def pixel_centres(n_pix: int, pixel_scale_arcsec: float, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -51,91 +81,128 @@ def subpixel_offsets(oversample: int, pixel_scale_arcsec: float, device=None, dt
 
 
 def render_profile(
-    profile: Profile,
+    profile: Profile | Callable,
     params: Params,
     *,
     n_pix: int,
     pixel_scale_arcsec: float,
     oversample: int,
     threshold: float = 0.0,
+    compile: bool | None = None,
 ) -> torch.Tensor:
-    """Flux per pixel (B, N, N) of ``profile(x, y, params)`` (surface brightness per arcsec^2).
+    """Flux per pixel (B, N, N) of ``profile`` (surface brightness per arcsec^2).
 
-    ``params`` values are (B,) tensors; the profile receives them gathered to the shape of the
-    coordinate batch it is asked to evaluate, plus a trailing axis, so it broadcasts freely.
+    ``params`` values are (B,) tensors. ``compile``: None follows ``dhs.simulate.fused``'s
+    mode; False forces eager evaluation (same formulas, for comparison).
     """
+    profile = as_profile(profile)
     first = next(iter(params.values()))
     device, dtype, B = first.device, first.dtype, first.shape[0]
+    consts = profile.prepare(params)
+    names = tuple(consts)
+    table = torch.stack([torch.broadcast_to(consts[k], (B,)).to(dtype) for k in names], dim=1)  # (B, K)
+    grid_fn, gather_fn = _sampler(profile, names)
+    compiled = compile if compile is not None else is_compiled_on(device)
+    chunk = _CHUNK_SAMPLES_COMPILED if compiled else _CHUNK_SAMPLES_EAGER
     area = pixel_scale_arcsec**2
     c = pixel_centres(n_pix, pixel_scale_arcsec, device, dtype)
-    if threshold > 0 and oversample > 1:
-        coarse = _evaluate_pixels(profile, params, c, torch.zeros(1, device=device, dtype=dtype),
-                                  torch.zeros(1, device=device, dtype=dtype), None) * area
-        peak = coarse.reshape(B, -1).amax(dim=1).clamp_min(torch.finfo(dtype).tiny)
-        mask = coarse > threshold * peak[:, None, None]
-        mask = F.max_pool2d(mask[:, None].to(dtype), 3, stride=1, padding=1)[:, 0] > 0
-        image = coarse
-    else:
-        mask = None
-        image = torch.empty((B, n_pix, n_pix), device=device, dtype=dtype)
     dx, dy = subpixel_offsets(oversample, pixel_scale_arcsec, device, dtype)
-    fine = _evaluate_pixels(profile, params, c, dx, dy, mask) * area
-    if mask is None:
-        return fine
-    image[mask] = fine
+    if not (threshold > 0 and oversample > 1):
+        return _on_grid(grid_fn, table, c, dx, dy, chunk, compile) * area
+    zero = torch.zeros(1, device=device, dtype=dtype)
+    image = _on_grid(grid_fn, table, c, zero, zero, chunk, compile) * area
+    peak = image.reshape(B, -1).amax(dim=1).clamp_min(torch.finfo(dtype).tiny)
+    mask = _grow_by_one_pixel(image > threshold * peak[:, None, None])
+    b, i, j = mask.nonzero(as_tuple=True)
+    step = max(1, chunk // dx.shape[0])
+    fine = torch.cat([gather_fn(table, b[s : s + step], i[s : s + step], j[s : s + step], c, dx, dy, compile=compile)
+                      for s in range(0, b.shape[0], step)]) if b.numel() else image.new_zeros(0)
+    image[mask] = fine * area
     return image
 
 
-def _evaluate_pixels(profile: Profile, params: Params, c: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of the profile over the sub-pixel offsets for every pixel (mask None: (B, N, N))
-    or for the masked pixels only (1-D, in ``mask.nonzero()`` order)."""
-    first = next(iter(params.values()))
-    B, N = first.shape[0], c.shape[0]
-    if mask is None:
-        b = torch.arange(B, device=c.device).repeat_interleave(N * N)
-        rest = torch.arange(N * N, device=c.device).repeat(B)
-        i, j = rest // N, rest % N
-    else:
-        b, i, j = mask.nonzero(as_tuple=True)
-    n_sub = dx.shape[0]
-    names = list(params)
-    table = torch.stack([params[k] for k in names], dim=1)  # (B, P): one gather per chunk
-    out = torch.empty(b.shape[0], device=c.device, dtype=c.dtype)
-    step = max(1, _CHUNK_SAMPLES // n_sub)
-    for s in range(0, b.shape[0], step):
-        bb, ii, jj = b[s : s + step], i[s : s + step], j[s : s + step]
-        x = c[jj][:, None] + dx[None, :]
-        y = c[ii][:, None] + dy[None, :]
-        rows = table[bb]
-        p = {k: rows[:, n : n + 1] for n, k in enumerate(names)}
-        out[s : s + step] = profile(x, y, p).mean(dim=1)
-    return out.reshape(B, N, N) if mask is None else out
+def _grow_by_one_pixel(mask: torch.Tensor) -> torch.Tensor:
+    """3 x 3 binary dilation of (B, N, N) masks, as a row pass then a column pass (max_pool2d
+    on float costs ~25x more on CPU)."""
+    rows = mask.clone()
+    rows[:, 1:, :] |= mask[:, :-1, :]
+    rows[:, :-1, :] |= mask[:, 1:, :]
+    out = rows.clone()
+    out[:, :, 1:] |= rows[:, :, :-1]
+    out[:, :, :-1] |= rows[:, :, 1:]
+    return out
 
 
-def lensed_sersic(x: torch.Tensor, y: torch.Tensor, p: Params) -> torch.Tensor:
-    """Unit-flux Sersic source seen through an SIE + external shear centred at the origin."""
-    ax, ay = sie_deflection(x, y, p["theta_e_arcsec"], p["lens_q"], p["lens_phi_rad"])
-    sx, sy = shear_deflection(x, y, p["shear_g1"], p["shear_g2"])
-    one = torch.ones((), dtype=x.dtype, device=x.device)
-    return sersic_surface_brightness(
-        x - ax - sx, y - ay - sy, one, p["src_reff_arcsec"], p["src_n"], p["src_q"], p["src_phi_rad"],
-        p["src_x_arcsec"], p["src_y_arcsec"],
-    )
+def _on_grid(grid_fn, table, c, dx, dy, chunk, compile) -> torch.Tensor:
+    """(B, N, N) mean of the profile over the sub-pixel offsets at every pixel, in stamp chunks."""
+    step = max(1, chunk // (c.shape[0] ** 2 * dx.shape[0]))
+    return torch.cat([grid_fn(table[s : s + step], c, dx, dy, compile=compile) for s in range(0, table.shape[0], step)])
 
 
-def unlensed_sersic(x: torch.Tensor, y: torch.Tensor, p: Params) -> torch.Tensor:
-    """Unit-flux Sersic centred at the origin (the host galaxy)."""
-    one = torch.ones((), dtype=x.dtype, device=x.device)
-    return sersic_surface_brightness(x, y, one, p["reff_arcsec"], p["n"], p["q"], p["phi_rad"])
+def _sampler(profile: Profile, names: tuple[str, ...]):
+    """The two sampling loops for one profile, fused: every pixel of the grid, or listed pixels."""
+    key = (profile, names)
+    if key not in _samplers:
+        evaluate = profile.evaluate
+
+        def unpack(rows: torch.Tensor, lead: int) -> Params:
+            shape = (rows.shape[0],) + (1,) * lead
+            return {k: rows[:, n].reshape(shape) for n, k in enumerate(names)}
+
+        def on_grid(table, c, dx, dy):
+            n, s = c.shape[0], dx.shape[0]
+            x = (c[None, :, None] + dx[None, None, :]).expand(n, n, s).reshape(1, -1)
+            y = (c[:, None, None] + dy[None, None, :]).expand(n, n, s).reshape(1, -1)
+            return evaluate(x, y, unpack(table, 1)).reshape(-1, n, n, s).mean(dim=-1)
+
+        def at_pixels(table, b, i, j, c, dx, dy):
+            x = c[j][:, None] + dx[None, :]
+            y = c[i][:, None] + dy[None, :]
+            return evaluate(x, y, unpack(table[b], 1)).mean(dim=1)
+
+        _samplers[key] = (fused(on_grid), fused(at_pixels))
+    return _samplers[key]
 
 
-def colour_and_blur(unit_images: torch.Tensor, flux_per_band: torch.Tensor, kernels: torch.Tensor | KernelSpectra) -> torch.Tensor:
-    """(B, N, N) unit-flux images x (B, C) band fluxes, each band convolved with its kernel.
+# ----------------------------------------------------------------------------- profiles
+def _sub(k: Params, prefix: str) -> Params:
+    return {name[len(prefix):]: v for name, v in k.items() if name.startswith(prefix)}
 
-    ``kernels`` is (B, C, K, K) or their ``KernelSpectra``. Returns (B, C, N, N) in the flux
-    units of ``flux_per_band``. The band flux is a scalar per band, so one forward FFT of the
-    unit image serves every band.
+
+def _lensed_sersic_constants(p: Params) -> Params:
+    lens = sie_constants(p["theta_e_arcsec"], p["lens_q"], p["lens_phi_rad"])
+    one = torch.ones((), dtype=p["src_n"].dtype, device=p["src_n"].device)
+    src = sersic_constants(one, p["src_reff_arcsec"], p["src_n"], p["src_q"], p["src_phi_rad"])
+    return {**{f"lens_{k}": v for k, v in lens.items()}, **{f"src_{k}": v for k, v in src.items()},
+            "shear_g1": p["shear_g1"], "shear_g2": p["shear_g2"],
+            "beta_x": p["src_x_arcsec"], "beta_y": p["src_y_arcsec"]}
+
+
+def _lensed_sersic_at(x: torch.Tensor, y: torch.Tensor, k: Params) -> torch.Tensor:
+    ax, ay = sie_deflection_from_constants(x, y, _sub(k, "lens_"))
+    sx, sy = shear_deflection(x, y, k["shear_g1"], k["shear_g2"])
+    return sersic_from_constants(x - ax - sx - k["beta_x"], y - ay - sy - k["beta_y"], _sub(k, "src_"))
+
+
+# Unit-flux Sersic source seen through an SIE + external shear centred at the origin. Parameters:
+# theta_e_arcsec, lens_q, lens_phi_rad, shear_g1, shear_g2, src_x_arcsec, src_y_arcsec,
+# src_reff_arcsec, src_n, src_q, src_phi_rad.
+lensed_sersic = Profile("lensed_sersic", _lensed_sersic_constants, _lensed_sersic_at)
+
+
+def _host_constants(p: Params) -> Params:
+    one = torch.ones((), dtype=p["n"].dtype, device=p["n"].device)
+    return sersic_constants(one, p["reff_arcsec"], p["n"], p["q"], p["phi_rad"])
+
+
+# Unit-flux Sersic centred at the origin (the host galaxy): reff_arcsec, n, q, phi_rad.
+unlensed_sersic = Profile("unlensed_sersic", _host_constants, sersic_from_constants)
+
+
+def colour_and_blur(unit_images: torch.Tensor, flux_per_band: torch.Tensor, spectra: PSFSpectra) -> torch.Tensor:
+    """(B, N, N) unit-flux images x (B, C) band fluxes, each band convolved with its PSF.
+
+    Returns (B, C, N, N) in the flux units of ``flux_per_band``. The band flux is a scalar per
+    band, so one forward FFT of the unit image serves every band.
     """
-    if not isinstance(kernels, KernelSpectra):
-        kernels = KernelSpectra(kernels, unit_images.shape[-1])
-    return kernels.convolve(unit_images, flux_per_band)
+    return spectra.convolve(unit_images, flux_per_band)

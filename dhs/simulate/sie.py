@@ -17,7 +17,6 @@ radius by 1/sqrt(q); the earlier pipeline shipped exactly that bug. q = 1 is the
 
 from __future__ import annotations
 
-
 import torch
 
 # Below this e^2 = 1 - q^2 the closed form loses precision; a two-term series is exact to
@@ -49,6 +48,44 @@ def _atanh_over(e: torch.Tensor, y: torch.Tensor, psi: torch.Tensor) -> torch.Te
     return torch.where(e * e < _E2_SERIES, series, exact)
 
 
+def sie_constants(theta_e_arcsec: torch.Tensor, q: torch.Tensor, phi_rad: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-lens constants of the deflection (computed once per stamp, not once per sample):
+    the frame rotation, b = theta_E sqrt(q), q^2, e = sqrt(1 - q^2), and for the closed form
+    e itself (1 where the series is used) and its inverse, plus e^2/3 and the series flag."""
+    e = torch.sqrt(torch.clamp(1.0 - q * q, min=0.0))
+    series = e * e < _E2_SERIES
+    e_exact = torch.where(series, torch.ones_like(e), e)
+    return {
+        "cos_phi": torch.cos(phi_rad),
+        "sin_phi": torch.sin(phi_rad),
+        "b": theta_e_arcsec * torch.sqrt(q),
+        "q2": q * q,
+        "e_exact": e_exact,
+        "inv_e_exact": 1.0 / e_exact,
+        "e2_third": e * e / 3.0,
+        "series": series.to(q.dtype),
+    }
+
+
+def sie_deflection_from_constants(dx_arcsec: torch.Tensor, dy_arcsec: torch.Tensor, k: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deflection at offsets (dx, dy) from the lens centre, given ``sie_constants``.
+
+    Written for a fused kernel: one rsqrt instead of four divisions, and both branches
+    (closed form and the e -> 0 series) are plain arithmetic selected per lens."""
+    cos_phi, sin_phi = k["cos_phi"], k["sin_phi"]
+    xp = cos_phi * dx_arcsec + sin_phi * dy_arcsec
+    yp = -sin_phi * dx_arcsec + cos_phi * dy_arcsec
+    # The SIE is singular at the centre; a tiny floor on psi keeps the deflection finite
+    # (bounded by b/e there) without touching any pixel-sized sample.
+    inv_psi = torch.rsqrt((k["q2"] * xp * xp + yp * yp).clamp_min(1e-24))
+    ux, uy = xp * inv_psi, yp * inv_psi
+    series = k["series"] > 0
+    fx = torch.where(series, ux * (1.0 - k["e2_third"] * ux * ux), torch.atan(k["e_exact"] * ux) * k["inv_e_exact"])
+    fy = torch.where(series, uy * (1.0 + k["e2_third"] * uy * uy), torch.atanh(k["e_exact"] * uy) * k["inv_e_exact"])
+    ax_p, ay_p = k["b"] * fx, k["b"] * fy
+    return cos_phi * ax_p - sin_phi * ay_p, sin_phi * ax_p + cos_phi * ay_p
+
+
 def sie_deflection(
     x_arcsec: torch.Tensor,
     y_arcsec: torch.Tensor,
@@ -63,19 +100,8 @@ def sie_deflection(
     All arguments broadcast. ``q`` in (0, 1]; ``phi_rad`` is the major-axis position angle
     measured from +x towards +y (lenstronomy's ``phi_G``).
     """
-    dx = x_arcsec - center_x_arcsec
-    dy = y_arcsec - center_y_arcsec
-    cos_phi, sin_phi = torch.cos(phi_rad), torch.sin(phi_rad)
-    xp = cos_phi * dx + sin_phi * dy
-    yp = -sin_phi * dx + cos_phi * dy
-    b = theta_e_arcsec * torch.sqrt(q)
-    e = torch.sqrt(torch.clamp(1.0 - q * q, min=0.0))
-    # The SIE is singular at the centre; a tiny floor keeps the deflection finite (bounded by
-    # b/e there) without touching any pixel-sized sample.
-    psi = torch.sqrt(q * q * xp * xp + yp * yp).clamp_min(1e-12)
-    ax_p = b * _atan_over(e, xp, psi)
-    ay_p = b * _atanh_over(e, yp, psi)
-    return cos_phi * ax_p - sin_phi * ay_p, sin_phi * ax_p + cos_phi * ay_p
+    return sie_deflection_from_constants(x_arcsec - center_x_arcsec, y_arcsec - center_y_arcsec,
+                                         sie_constants(theta_e_arcsec, q, phi_rad))
 
 
 def sis_deflection(
@@ -108,7 +134,9 @@ def sie_convergence(
 
 __all__ = [
     "q_phi_to_e1e2",
+    "sie_constants",
     "sie_deflection",
+    "sie_deflection_from_constants",
     "sis_deflection",
     "sie_convergence",
 ]

@@ -1,8 +1,9 @@
 """Render a sampled population into grz stamps (nMgy), batch by batch, on CPU or GPU.
 
-Per stamp: host (Sersic, ``host_oversample``), plus for injections the lensed source
-(SIE + shear, Sersic source normalised to its total flux, ``oversample`` x ``oversample``
-sub-pixels), each band convolved with its own PSF; then Gaussian sky noise from the band's
+Per stamp: host (Sersic, ``host_oversample``, rendered ``host_pad_px`` beyond the stamp edges
+and cropped after the PSF), plus for injections the lensed source (SIE + shear, Sersic source
+normalised to its total flux, ``oversample`` x ``oversample`` sub-pixels), each band convolved
+with its own PSF (circularly on the stamp grid, see psf.py); then Gaussian sky noise from the band's
 depth (and optional Poisson noise on the arc). The noise of each stamp comes from its own
 seeded numpy generator (keyed by host, so paired stamps share it), so the pixels do not depend
 on batch size or device.
@@ -26,12 +27,8 @@ import torch
 from dhs.simulate.config import SimConfig
 from dhs.simulate.noise import sky_sigma_nmgy
 from dhs.simulate.population import mag_to_nmgy
-from dhs.simulate.psf import KernelSpectra, kernel_size_px, psf_kernels
+from dhs.simulate.psf import PSFSpectra
 from dhs.simulate.render import colour_and_blur, lensed_sersic, render_profile, unlensed_sersic
-
-
-# each band's PSF kernel covers +-3 FWHM (Moffat 3.5: 0.5% of the flux beyond, kept by renormalising)
-PSF_FWHM_EXTENT = 3.0
 
 
 def resolve_device(device: str) -> torch.device:
@@ -63,20 +60,26 @@ def render_noise_free(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) 
     N, s = cfg.stamp_size, cfg.pixel_scale_arcsec
     B = len(rows)
     fwhm = np.stack([rows[f"psf_fwhm_used_{b}"].to_numpy() for b in cfg.bands], axis=1)
-    ksize = kernel_size_px(float(fwhm.max()), s, fwhm_extent=PSF_FWHM_EXTENT, max_size=2 * N - 1)
     # PSFs are per brick, so a batch holds few distinct FWHMs: build each kernel (and its FFT) once
     unique_fwhm, inverse = np.unique(fwhm, return_inverse=True)
-    kernels = psf_kernels(_t(unique_fwhm, device, dtype), ksize, s, model=cfg.psf_model, beta=cfg.moffat_beta, fwhm_extent=PSF_FWHM_EXTENT)
-    kernels = KernelSpectra(kernels, N)[torch.as_tensor(inverse.reshape(fwhm.shape), device=device)]
+    which = torch.as_tensor(inverse.reshape(fwhm.shape), device=device)
+    psf_fwhm = _t(unique_fwhm, device, dtype)
+    kernels = PSFSpectra.from_fwhm(psf_fwhm, N, s, model=cfg.psf_model, beta=cfg.moffat_beta)[which]
 
+    # The host fills the stamp, so its light crosses the edges both ways: it is rendered on a
+    # grid host_pad_px wider on each side, convolved there and cropped, so the light scattered
+    # in from beyond the edge is present and the circular wrap lands in the cropped margin.
+    pad = cfg.host_pad_px
+    M = N + 2 * pad
+    host_kernels = kernels if pad == 0 else PSFSpectra.from_fwhm(psf_fwhm, M, s, model=cfg.psf_model, beta=cfg.moffat_beta)[which]
     host_params = {
         "reff_arcsec": _t(rows["host_reff_arcsec"], device, dtype), "n": _t(rows["host_sersic_n"], device, dtype),
         "q": _t(rows["host_q"], device, dtype), "phi_rad": _t(rows["host_phi_rad"], device, dtype),
     }
-    host_unit = render_profile(unlensed_sersic, host_params, n_pix=N, pixel_scale_arcsec=s,
+    host_unit = render_profile(unlensed_sersic, host_params, n_pix=M, pixel_scale_arcsec=s,
                                oversample=cfg.host_oversample, threshold=cfg.host_supersample_threshold)
     host_flux = band_fluxes(rows["host_r_mag"].to_numpy(), rows["host_g_minus_r"].to_numpy(), rows["host_r_minus_z"].to_numpy())
-    host = colour_and_blur(host_unit, _t(host_flux, device, dtype), kernels)
+    host = colour_and_blur(host_unit, _t(host_flux, device, dtype), host_kernels)[..., pad : pad + N, pad : pad + N]
 
     arc = torch.zeros_like(host)
     unit_sum = np.zeros(B)
