@@ -111,14 +111,20 @@ def render_profile(
         return _on_grid(grid_fn, table, c, dx, dy, chunk, compile) * area
     zero = torch.zeros(1, device=device, dtype=dtype)
     image = _on_grid(grid_fn, table, c, zero, zero, chunk, compile) * area
-    peak = image.reshape(B, -1).amax(dim=1).clamp_min(torch.finfo(dtype).tiny)
-    mask = _grow_by_one_pixel(image > threshold * peak[:, None, None])
+    mask = supersample_mask(image, threshold)
     b, i, j = mask.nonzero(as_tuple=True)
     step = max(1, chunk // dx.shape[0])
     fine = torch.cat([gather_fn(table, b[s : s + step], i[s : s + step], j[s : s + step], c, dx, dy, compile=compile)
                       for s in range(0, b.shape[0], step)]) if b.numel() else image.new_zeros(0)
     image[mask] = fine * area
     return image
+
+
+def supersample_mask(centre_sampled: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B, N, N) pixels that adaptive supersampling resamples: above ``threshold`` x the stamp's
+    brightest centre-sampled pixel, grown by one pixel on each side."""
+    peak = centre_sampled.reshape(centre_sampled.shape[0], -1).amax(dim=1).clamp_min(torch.finfo(centre_sampled.dtype).tiny)
+    return _grow_by_one_pixel(centre_sampled > threshold * peak[:, None, None])
 
 
 def _grow_by_one_pixel(mask: torch.Tensor) -> torch.Tensor:
