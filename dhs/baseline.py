@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from dhs.params import ParamsError
+from dhs.seeing import psf_r_with_fallback
 
 SPLITS = ("train", "val", "test")
 MODELS = ("hist_gb", "logistic")
@@ -217,11 +218,7 @@ def resolve_psf_r(df: pd.DataFrame, split: str = "?") -> tuple[np.ndarray, np.nd
         raise BaselineError(f"split {split}: neither psf_fwhm_used_r nor psfsize_r is in the cache metadata; theta_E/PSF needs one")
     used = _column(df, "psf_fwhm_used_r", split) if "psf_fwhm_used_r" in df.columns else np.full(n, np.nan)
     size = _column(df, "psfsize_r", split) if "psfsize_r" in df.columns else np.full(n, np.nan)
-    with np.errstate(invalid="ignore"):
-        ok_used = np.isfinite(used) & (used > 0)
-        ok_size = np.isfinite(size) & (size > 0)
-    psf = np.where(ok_used, used, np.where(ok_size, size, np.nan))
-    return psf, ~ok_used & ok_size
+    return psf_r_with_fallback(used, size)
 
 
 def proxy_recovered(arc_snr: np.ndarray, theta_e_arcsec: np.ndarray, psf_r_arcsec: np.ndarray, snr_min: float = 5.0,

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dhs.cache import STATS_COLUMNS
+from dhs.seeing import psf_r_with_fallback
 
 REQUIRED_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id")
 SCORE_SPLITS = ("val", "test")
@@ -35,10 +36,7 @@ def resolve_psf_r_arcsec(df: pd.DataFrame) -> np.ndarray:
     n = len(df)
     used = pd.to_numeric(df["psf_fwhm_used_r"], errors="coerce").to_numpy(np.float64) if "psf_fwhm_used_r" in df else np.full(n, np.nan)
     size = pd.to_numeric(df["psfsize_r"], errors="coerce").to_numpy(np.float64) if "psfsize_r" in df else np.full(n, np.nan)
-    with np.errstate(invalid="ignore"):
-        ok_used = np.isfinite(used) & (used > 0)
-        ok_size = np.isfinite(size) & (size > 0)
-    return np.where(ok_used, used, np.where(ok_size, size, np.nan))
+    return psf_r_with_fallback(used, size)[0]
 
 
 def score_table(split: str, meta: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:

@@ -41,6 +41,18 @@ HOST_MATCH_ARCSEC = 1.0
 NO_KEY = np.iinfo(np.int64).min
 
 
+def host_keys(ra_deg, dec_deg) -> np.ndarray:
+    """int64 host-position keys (equal key = same host): ra and dec rounded to a
+    HOST_MATCH_ARCSEC grid; NO_KEY where either is missing or not a number. (No cos(dec): hosts
+    that straddle a cell edge get different keys; identical positions always match.)"""
+    ra = np.asarray(pd.to_numeric(pd.Series(ra_deg), errors="coerce"), dtype=float)
+    dec = np.asarray(pd.to_numeric(pd.Series(dec_deg), errors="coerce"), dtype=float)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    ra, dec = np.where(ok, ra, 0.0), np.where(ok, dec, 0.0)
+    key = np.round(ra * 3600 / HOST_MATCH_ARCSEC).astype(np.int64) * 10_000_000 + np.round(dec * 3600 / HOST_MATCH_ARCSEC).astype(np.int64)
+    return np.where(ok, key, NO_KEY)
+
+
 @dataclass
 class Problem:
     file: str
@@ -224,7 +236,7 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
     read_cols = [c.name for c in contract.required if c.name in names] + [c for c in ("ra", "dec") if c in names]
     read_cols = list(dict.fromkeys(read_cols))
     non_nullable = [c.name for c in contract.required if not c.nullable and c.name in names]
-    task_ids, region_ids, host_keys = [], [], []
+    task_ids, region_ids, host_key_parts = [], [], []
     row0 = 0
     per_reason: Counter = Counter()
 
@@ -246,12 +258,8 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
         nulls = {name: np.asarray(cols[name].is_null()) for name in non_nullable}
         task_ids.append(np.asarray(cols["task_id"].to_pylist(), dtype=object))
         region_ids.append(cols["region_id"].fill_null(NO_KEY).to_numpy(zero_copy_only=False).astype(np.int64))
-        ra = cols["ra"].to_numpy(zero_copy_only=False).astype(float)
-        dec = cols["dec"].to_numpy(zero_copy_only=False).astype(float)
-        pos_ok = np.isfinite(ra) & np.isfinite(dec)
-        ra, dec = np.where(pos_ok, ra, 0.0), np.where(pos_ok, dec, 0.0)
-        key = np.round(ra * 3600 / HOST_MATCH_ARCSEC).astype(np.int64) * 10_000_000 + np.round(dec * 3600 / HOST_MATCH_ARCSEC).astype(np.int64)
-        host_keys.append(np.where(pos_ok, key, NO_KEY))
+        host_key_parts.append(host_keys(cols["ra"].to_numpy(zero_copy_only=False).astype(float),
+                                        cols["dec"].to_numpy(zero_copy_only=False).astype(float)))
         for j in range(n):
             i = row0 + j
             lab = is_control[j]
@@ -283,7 +291,7 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
     res.reasons = reasons
     res.task_ids = np.concatenate(task_ids) if task_ids else np.array([], dtype=object)
     res.region_ids = np.concatenate(region_ids) if region_ids else np.array([], dtype=np.int64)
-    res.host_keys = np.concatenate(host_keys) if host_keys else np.array([], dtype=np.int64)
+    res.host_keys = np.concatenate(host_key_parts) if host_key_parts else np.array([], dtype=np.int64)
     return res
 
 

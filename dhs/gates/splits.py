@@ -20,22 +20,11 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from dhs.contract.validate import HOST_MATCH_ARCSEC, NO_KEY
+from dhs.contract.validate import NO_KEY, host_keys
 from dhs.gates.result import gate_result
 
 SPLIT_RULE = "no region_id, host position or host_id in two splits, no duplicate task_id"
 MAX_EXAMPLES = 5
-
-
-def host_keys(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
-    """int64 host-position keys, the contract validator's rule (equal key = same host); NO_KEY
-    where ra or dec is missing."""
-    ra = np.asarray(pd.to_numeric(pd.Series(ra_deg), errors="coerce"), dtype=float)
-    dec = np.asarray(pd.to_numeric(pd.Series(dec_deg), errors="coerce"), dtype=float)
-    ok = np.isfinite(ra) & np.isfinite(dec)
-    ra, dec = np.where(ok, ra, 0.0), np.where(ok, dec, 0.0)
-    key = np.round(ra * 3600 / HOST_MATCH_ARCSEC).astype(np.int64) * 10_000_000 + np.round(dec * 3600 / HOST_MATCH_ARCSEC).astype(np.int64)
-    return np.where(ok, key, NO_KEY)
 
 
 def _shared(values_by_split: Mapping[str, np.ndarray]) -> dict:
