@@ -129,47 +129,46 @@ def _lenstronomy_band_image(n_pix, lens, src, kernel, oversample):
     return model.image(kw_lens, kw_src)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_rendered_arc_matches_lenstronomy_per_band(seed):
-    rng = np.random.default_rng(200 + seed)
-    n_pix, os_ = 64, 4
+def random_arc(rng: np.random.Generator, flux: float):
+    """(lens, src, our params) for a lensed source drawn like the default priors."""
     lens = random_lens(rng)
     lens["theta_e"] = rng.uniform(0.5, 2.5)
     beta = np.sqrt(rng.uniform(0.1**2, 0.4**2)) * lens["theta_e"]
     ang = rng.uniform(0, 2 * np.pi)
     src = dict(x=beta * np.cos(ang), y=beta * np.sin(ang), reff=rng.uniform(0.15, 0.5), n=rng.uniform(0.5, 2),
-               q=rng.uniform(0.5, 1), phi=rng.uniform(0, np.pi), flux=1.0)
+               q=rng.uniform(0.5, 1), phi=rng.uniform(0, np.pi), flux=flux)
+    params = {k: t([v]) for k, v in dict(theta_e_arcsec=lens["theta_e"], lens_q=lens["q"], lens_phi_rad=lens["phi"],
+              shear_g1=lens["g1"], shear_g2=lens["g2"], src_x_arcsec=src["x"], src_y_arcsec=src["y"],
+              src_reff_arcsec=src["reff"], src_n=src["n"], src_q=src["q"], src_phi_rad=src["phi"]).items()}
+    return lens, src, params
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rendered_arc_matches_lenstronomy_per_band(seed):
+    """With the PSF: the only difference left is our circular convolution against lenstronomy's
+    zero-padded one (light near the stamp edges), well below these bounds."""
+    rng = np.random.default_rng(200 + seed)
+    n_pix, os_ = 64, 4
+    lens, src, params = random_arc(rng, 1.0)
     fwhm_r = rng.uniform(0.8, 1.6)
     fwhm = np.array([[1.16 * fwhm_r, fwhm_r, 0.96 * fwhm_r]])
     band_flux = np.array([[0.3, 0.9, 1.8]])
     kernels = psf_kernels(t(fwhm), n_pix, PIX, model="moffat")
-    params = {k: t([v]) for k, v in dict(theta_e_arcsec=lens["theta_e"], lens_q=lens["q"], lens_phi_rad=lens["phi"],
-              shear_g1=lens["g1"], shear_g2=lens["g2"], src_x_arcsec=src["x"], src_y_arcsec=src["y"],
-              src_reff_arcsec=src["reff"], src_n=src["n"], src_q=src["q"], src_phi_rad=src["phi"]).items()}
     unit = render_profile(lensed_sersic, params, n_pix=n_pix, pixel_scale_arcsec=PIX, oversample=os_, threshold=0.0)
     ours = colour_and_blur(unit, t(band_flux), PSFSpectra.from_kernels(kernels))[0].numpy()
     for b in range(3):
         ref = _lenstronomy_band_image(n_pix, lens, {**src, "flux": band_flux[0, b]}, centred_kernel(kernels[0, b]).numpy(), os_)
-        assert ours[b].sum() == pytest.approx(ref.sum(), rel=0.01)
-        # and pixel by pixel where the arc is (lenstronomy's convolution mode differs at the edges)
+        assert ours[b].sum() == pytest.approx(ref.sum(), rel=2e-3)
         core = ref > 0.05 * ref.max()
-        np.testing.assert_allclose(ours[b][core], ref[core], rtol=0.02)
+        np.testing.assert_allclose(ours[b][core], ref[core], rtol=2e-3)
+        assert np.abs(ours[b] - ref).max() < 2e-3 * ref.max()
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_rendered_arc_before_the_psf_matches_lenstronomy_to_rounding(seed):
     """The ray shooting and sub-pixel sampling alone (no PSF), float64: equal to lenstronomy's
     supersampled image to 1e-8 of the peak, pixel by pixel."""
-    rng = np.random.default_rng(300 + seed)
-    lens = random_lens(rng)
-    lens["theta_e"] = rng.uniform(0.5, 2.5)
-    beta = np.sqrt(rng.uniform(0.1**2, 0.4**2)) * lens["theta_e"]
-    ang = rng.uniform(0, 2 * np.pi)
-    src = dict(x=beta * np.cos(ang), y=beta * np.sin(ang), reff=rng.uniform(0.15, 0.5), n=rng.uniform(0.5, 2),
-               q=rng.uniform(0.5, 1), phi=rng.uniform(0, np.pi), flux=2.5)
-    params = {k: t([v]) for k, v in dict(theta_e_arcsec=lens["theta_e"], lens_q=lens["q"], lens_phi_rad=lens["phi"],
-              shear_g1=lens["g1"], shear_g2=lens["g2"], src_x_arcsec=src["x"], src_y_arcsec=src["y"],
-              src_reff_arcsec=src["reff"], src_n=src["n"], src_q=src["q"], src_phi_rad=src["phi"]).items()}
+    lens, src, params = random_arc(np.random.default_rng(300 + seed), 2.5)
     ours = src["flux"] * render_profile(lensed_sersic, params, n_pix=64, pixel_scale_arcsec=PIX, oversample=4)[0].numpy()
     delta = np.zeros((3, 3))
     delta[1, 1] = 1.0
