@@ -75,6 +75,13 @@ def test_compiled_host_and_plain_function_profiles_equal_eager():
                                render_profile(ring, ring_p, compile=False, **kw).numpy(), rtol=0, atol=1e-12)
 
 
+def test_an_empty_batch_renders_to_an_empty_stack():
+    p = {k: v[:0] for k, v in lens_params(3, 0, torch.float32).items()}
+    for threshold in (0.0, 1e-3):
+        out = render_profile(lensed_sersic, p, n_pix=64, pixel_scale_arcsec=PIX, oversample=4, threshold=threshold)
+        assert out.shape == (0, 64, 64)
+
+
 def test_mask_growth_equals_a_3x3_max_filter():
     rng = np.random.default_rng(0)
     mask = torch.as_tensor(rng.uniform(size=(5, 40, 40)) > 0.97)

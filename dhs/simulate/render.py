@@ -98,6 +98,8 @@ def render_profile(
     profile = as_profile(profile)
     first = next(iter(params.values()))
     device, dtype, B = first.device, first.dtype, first.shape[0]
+    if B == 0:
+        return torch.zeros((0, n_pix, n_pix), device=device, dtype=dtype)
     consts = profile.prepare(params)
     names = tuple(consts)
     table = torch.stack([torch.broadcast_to(consts[k], (B,)).to(dtype) for k in names], dim=1)  # (B, K)
