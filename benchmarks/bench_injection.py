@@ -338,7 +338,7 @@ def main(argv=None) -> None:
             r_eager, u_eager, f_eager, _, _ = time_ours(conf, batches, N, s, thr, cpu, args.repeats)
         finally:
             set_compile_mode(mode)
-        rows.append((f"ours adaptive, eager", "cpu", threads, r_eager, u_eager))
+        rows.append(("ours adaptive, eager", "cpu", threads, r_eager, u_eager))
     r1_ad = r1_full = None
     if threads > 1:
         # direct per-core check, no assumption about thread scaling: 1 thread, first batch only
@@ -407,9 +407,9 @@ def main(argv=None) -> None:
         print(f"  measured on 1 torch thread instead: adaptive {r1_ad / r_lt:.1f}x, uniform {r1_full / r_lt:.1f}x "
               f"(thread scaling {r_ad / r1_ad:.2f}x and {r_full / r1_full:.2f}x on {threads} threads)")
     if (threads > 1 and min(u_ad, u_full) < 0.8 * threads) or min(u_lt, u_lt1, u_lta) < 0.9:
-        print(f"  warning: the runs kept fewer cores busy than they asked for (cpu util above); another process was "
-              f"probably competing for the CPUs. torch's OpenMP threads degrade badly when a core is taken "
-              f"(the adaptive path most), so rerun on an idle machine before quoting these figures.")
+        print("  warning: the runs kept fewer cores busy than they asked for (cpu util above); another process was "
+              "probably competing for the CPUs. torch's OpenMP threads degrade badly when a core is taken "
+              "(the adaptive path most), so rerun on an idle machine before quoting these figures.")
 
     # ---------------------------------------------------------------- accuracy
     ad = torch.cat(out_ad).double().cpu()

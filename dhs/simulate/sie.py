@@ -30,24 +30,6 @@ def q_phi_to_e1e2(q: torch.Tensor, phi_rad: torch.Tensor) -> tuple[torch.Tensor,
     return e * torch.cos(2.0 * phi_rad), e * torch.sin(2.0 * phi_rad)
 
 
-def _atan_over(e: torch.Tensor, x: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-    """arctan(e x / psi) / e, continuous through e -> 0."""
-    e_safe = torch.where(e * e < _E2_SERIES, torch.ones_like(e), e)
-    exact = torch.atan(e_safe * x / psi) / e_safe
-    u2 = (x / psi) ** 2
-    series = (x / psi) * (1.0 - e * e * u2 / 3.0)
-    return torch.where(e * e < _E2_SERIES, series, exact)
-
-
-def _atanh_over(e: torch.Tensor, y: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-    """arctanh(e y / psi) / e, continuous through e -> 0."""
-    e_safe = torch.where(e * e < _E2_SERIES, torch.ones_like(e), e)
-    exact = torch.atanh(e_safe * y / psi) / e_safe
-    u2 = (y / psi) ** 2
-    series = (y / psi) * (1.0 + e * e * u2 / 3.0)
-    return torch.where(e * e < _E2_SERIES, series, exact)
-
-
 def sie_constants(theta_e_arcsec: torch.Tensor, q: torch.Tensor, phi_rad: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-lens constants of the deflection (computed once per stamp, not once per sample):
     the frame rotation, b = theta_E sqrt(q), q^2, e = sqrt(1 - q^2), and for the closed form
