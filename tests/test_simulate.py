@@ -65,7 +65,7 @@ def test_rendered_controls_and_injections_differ_only_by_the_arc():
     a bright arc's Moffat wings reach 20-30 px, as a real PSF's do.)"""
     cfg = config(n_stamps=600)
     rows, img = render_all(cfg)
-    _, arc, _ = render_noise_free(rows, cfg, torch.device("cpu"))
+    arc = render_noise_free(rows, cfg, torch.device("cpu")).arc.numpy()
     ok = rows.cutout_ok.to_numpy() == 1
     yy, xx = np.indices(img.shape[-2:])
     r = np.hypot(yy - 31.5, xx - 31.5)
@@ -89,7 +89,8 @@ def test_conditions_follow_dr10_priors():
 def test_blank_stamp_noise_matches_depth_formula():
     """A stamp with no host and no arc holds sky noise only; its per-pixel sigma per band is
     the depth formula's (within 5%)."""
-    cfg = config(n_stamps=200, control_fraction=1.0, failed_cutout_fraction=0.0, priors={"host_r_mag": {"dist": "const", "value": 60.0}})
+    cfg = config(n_stamps=200, control_fraction=1.0, failed_cutout_fraction=0.0, priors={"host_r_mag": {"dist": "const", "value": 60.0}},
+                 fields={})
     rows, img = render_all(cfg)
     for j, b in enumerate("grz"):
         expected = sky_sigma_nmgy(rows[f"psfdepth_{b}"], rows[f"psf_fwhm_used_{b}"])
@@ -99,7 +100,9 @@ def test_blank_stamp_noise_matches_depth_formula():
 
 
 def test_paired_mode_differs_only_by_the_arc():
-    cfg = config(n_stamps=64, paired=True, failed_cutout_fraction=0.0)
+    """Without photon noise the difference is exactly the arc (with it, the arc plus its own
+    photon noise: tests/test_scene.py)."""
+    cfg = config(n_stamps=64, paired=True, failed_cutout_fraction=0.0, noise={"photon_noise": False, "correlation": "none"})
     rows, img = render_all(cfg)
     assert (rows.groupby("host_id").is_control.agg(sorted).map(tuple) == (0, 1)).all()
     ctl = img[rows.is_control.to_numpy() == 1]

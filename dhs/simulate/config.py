@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
+from dhs.simulate.knots import KnotConfig, knot_config_from_params
+from dhs.simulate.noise import CORRELATIONS, NoiseModel
 from dhs.simulate.priors import PriorError, validate_prior
 from dhs.simulate.psf import PSF_MODELS
+from dhs.simulate.scene import HOST_KINDS, SceneConfig
 
 BANDS = ("g", "r", "z")
 
@@ -49,7 +53,6 @@ class SimConfig:
     split_salt: str = "dhs-v1"
     dec_max_deg: float = 32.0
     dec_min_deg: float = -65.0
-    arc_poisson_e_per_nmgy: float = 0.0
     failed_cutout_fraction: float = 0.0
     batch_size: int = 256
     npz_compression: str = "stored"
@@ -57,10 +60,31 @@ class SimConfig:
     compile: str = "auto"
     dtype: str = "float32"
     priors: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    # where the host sits in its cutout, what kind of galaxy it is, and what else is in the field
+    centring: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"subpixel": False, "centroid_error_arcsec": 0.0})
+    host_kinds: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"lrg": 1.0})
+    fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    knots: Mapping[str, Any] | None = None        # None: smooth Sersic sources only
+    noise: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"photon_noise": False, "correlation": "none"})
 
     @property
     def bands(self) -> tuple[str, ...]:
         return BANDS
+
+    @functools.cached_property
+    def scene(self) -> SceneConfig:
+        return SceneConfig.from_params(self.centring, self.host_kinds, self.fields)
+
+    @functools.cached_property
+    def knot_config(self) -> KnotConfig | None:
+        return None if not self.knots else knot_config_from_params(self.knots)
+
+    @functools.cached_property
+    def noise_model(self) -> NoiseModel:
+        p = dict(self.noise)
+        if "sky_mag_per_arcsec2" in p:
+            p["sky_mag_per_arcsec2"] = dict(p["sky_mag_per_arcsec2"])
+        return NoiseModel(**p)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "SimConfig":
@@ -107,6 +131,32 @@ class SimConfig:
         need(self.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {self.compile!r}")
         need(self.batch_size >= 1, "batch_size must be >= 1")
         need(self.npz_compression in ("stored", "deflate"), f"npz_compression must be stored or deflate, got {self.npz_compression!r}")
+        unknown_kinds = sorted(set(self.host_kinds) - set(HOST_KINDS))
+        need(not unknown_kinds, f"host_kinds names unknown kinds {unknown_kinds}; known kinds are {list(HOST_KINDS)}")
+        need(all(float(v) >= 0 for v in self.host_kinds.values()) and sum(float(v) for v in self.host_kinds.values()) > 0,
+             "host_kinds are relative frequencies: each >= 0, at least one > 0")
+        need(set(self.centring) <= {"subpixel", "centroid_error_arcsec"}, f"centring takes subpixel and centroid_error_arcsec, got {sorted(self.centring)}")
+        need(float(self.centring.get("centroid_error_arcsec", 0.0)) >= 0, "centring.centroid_error_arcsec must be >= 0")
+        unknown_fields = sorted(set(self.fields) - {"neighbours", "stars", "companion_probability"})
+        need(not unknown_fields, f"fields takes neighbours, stars and companion_probability, got unknown {unknown_fields}")
+        need(0.0 <= float(self.fields.get("companion_probability", 0.0)) <= 1.0, "fields.companion_probability must be in [0, 1]")
+        need(set(self.noise) <= {"photon_noise", "sky_mag_per_arcsec2", "correlation", "n_exposures"},
+             f"noise takes photon_noise, sky_mag_per_arcsec2, correlation and n_exposures, got {sorted(self.noise)}")
+        need(self.noise.get("correlation", "none") in CORRELATIONS, f"noise.correlation must be one of {CORRELATIONS}")
+        need(int(self.noise.get("n_exposures", 1)) >= 1, "noise.n_exposures must be >= 1")
+        if "sky_mag_per_arcsec2" in self.noise:
+            need(set(self.noise["sky_mag_per_arcsec2"]) == set(BANDS), f"noise.sky_mag_per_arcsec2 needs keys {BANDS}")
+        try:
+            self.scene, self.noise_model, self.knot_config
+        except TypeError as exc:  # an unknown key inside fields.neighbours, fields.stars or knots
+            raise ConfigError(f"simulate params: {exc}") from None
+        if self.knot_config is not None:
+            k = self.knot_config
+            need(0 <= k.fraction_of_sources <= 1, "knots.fraction_of_sources must be in [0, 1]")
+            need(0 <= k.flux_fraction[0] <= k.flux_fraction[1] <= 1, "knots.flux_fraction must be [lo, hi] within [0, 1]")
+            need(1 <= k.n_knots[0] <= k.n_knots[1], "knots.n_knots must be [lo, hi] with 1 <= lo <= hi")
+            need(0.03 <= k.sigma_arcsec[0] <= k.sigma_arcsec[1],
+                 "knots.sigma_arcsec must be [lo, hi] with lo >= 0.03 (narrower knots are not resolved by the 4x4 sub-pixel grid)")
         missing = [p for p in REQUIRED_PRIORS if p not in self.priors]
         need(not missing, f"priors missing {missing}")
         unknown = sorted(set(self.priors) - set(REQUIRED_PRIORS))

@@ -13,6 +13,7 @@ one injection with the same noise realisation.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -56,7 +57,8 @@ def assign_region_splits(region_ids: np.ndarray, fractions: dict[str, float], sa
 
 
 def config_id(cfg: SimConfig) -> str:
-    return hashlib.sha256(repr(sorted(vars(cfg).items())).encode()).hexdigest()[:12]
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:12]
 
 
 def sample_population(cfg: SimConfig) -> pd.DataFrame:

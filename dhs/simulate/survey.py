@@ -1,22 +1,32 @@
 """Render a sampled population into grz stamps (nMgy), batch by batch, on CPU or GPU.
 
-Per stamp: host (Sersic, ``host_oversample``, rendered ``host_pad_px`` beyond the stamp edges
-and cropped after the PSF), plus for injections the lensed source (SIE + shear, Sersic source
-normalised to its total flux, ``oversample`` x ``oversample`` sub-pixels), each band convolved
-with its own PSF (circularly on the stamp grid, see psf.py); then Gaussian sky noise from the band's
-depth (and optional Poisson noise on the arc). The noise of each stamp comes from its own
-seeded numpy generator (keyed by host, so paired stamps share it), so the pixels do not depend
-on batch size or device.
+Per stamp (see ``dhs.simulate.scene`` for what the scene holds):
+
+1. the scene's galaxies (host in its morphology, companion, neighbours), each a unit-flux
+   profile times its band fluxes, rendered with ``host_oversample`` sub-pixels on a grid
+   ``host_pad_px`` wider than the stamp on each side; stars added as point sources in Fourier
+   space; every band convolved with its own PSF on that grid and cropped (so light scattered in
+   from beyond the edges is present and the circular wrap lands in the cropped margin);
+2. for injections, the lensed source: SIE + shear centred on the host's true centre (not the
+   stamp centre), a smooth Sersic normalised to its total flux plus star-forming knots with
+   their own colour (``dhs.simulate.knots``), ``oversample`` x ``oversample`` sub-pixels, each
+   band convolved with its PSF on the stamp grid;
+3. noise (``dhs.simulate.noise``): sky noise from the band's depth, photon noise of the scene
+   and of the arc, and the resampling correlation of a coadd, drawn on the rendering device
+   from the stamp's keyed generator (paired stamps share the scene's noise).
 
 Rendered metrics (controls carry 0):
-- ``magnification``: lensed flux inside the stamp before PSF / source flux.
-- ``total_injected_flux_r``: r-band arc flux inside the stamp after PSF (nMgy).
-- ``arc_snr``: peak-pixel SNR of the noise-free r-band arc after PSF,
-  max_pix(arc_r / sqrt(sigma_sky_r^2 + arc_var_r)) (the Phase 4d proxy definition).
+- ``magnification``: lensed r flux inside the stamp before the PSF / unlensed r flux.
+- ``lensed_src_r_mag``: the source's r magnitude as lensed, src_r_mag - 2.5 log10(magnification).
+- ``total_injected_flux_r``: r-band arc flux inside the stamp after the PSF (nMgy).
+- ``arc_snr``: peak-pixel SNR of the noise-free r-band arc after the PSF,
+  max_pix arc_r / sqrt(var_r), var_r the pixel's noise variance: sky plus the photon noise of
+  everything in the pixel (host, field and arc). The Phase 4d proxy uses the peak definition.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,10 +35,17 @@ import pandas as pd
 import torch
 
 from dhs.simulate.config import SimConfig
-from dhs.simulate.noise import sky_sigma_nmgy
+from dhs.simulate.keyed import STREAM_KNOTS, uniforms_np
+from dhs.simulate.knots import GAUSS_HALF_LIGHT_PER_SIGMA, MAX_KNOTS, N_UNIFORMS as N_KNOT_UNIFORMS, sample_knots
+from dhs.simulate.morphology import PROFILES as MORPHOLOGY_PROFILES
+from dhs.simulate.noise import add_noise, effective_gain_e_per_nmgy, pixel_variance, sky_sigma_nmgy
 from dhs.simulate.population import mag_to_nmgy
 from dhs.simulate.psf import PSFSpectra
-from dhs.simulate.render import colour_and_blur, lensed_sersic, render_profile, unlensed_sersic
+from dhs.simulate.render import lensed_knots, lensed_sersic, oversample_for, render_profile, unlensed_sersic
+from dhs.simulate.scene import Components, band_fluxes, sample_scene
+
+PROFILES = {"sersic": unlensed_sersic, **MORPHOLOGY_PROFILES}
+METRIC_COLUMNS = ("arc_snr", "total_injected_flux_r", "magnification", "lensed_src_r_mag", "knot_flux_fraction")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -41,121 +58,237 @@ def resolve_device(device: str) -> torch.device:
 
 @dataclass
 class RenderedBatch:
-    rows: pd.DataFrame  # the population rows of this batch, with rendered metrics added
+    rows: pd.DataFrame  # the population rows of this batch, with scene columns and rendered metrics added
     images: np.ndarray  # (B, 3, N, N) float32 nMgy; failed cutouts hold zeros
 
 
-def band_fluxes(mag_r: np.ndarray, g_minus_r: np.ndarray, r_minus_z: np.ndarray) -> np.ndarray:
-    """(B, 3) g, r, z total fluxes in nMgy from an r magnitude and two colours."""
-    return np.stack([mag_to_nmgy(mag_r + g_minus_r), mag_to_nmgy(mag_r), mag_to_nmgy(mag_r - r_minus_z)], axis=1)
+@dataclass
+class NoiseFree:
+    """Noise-free light of a batch on the rendering device: (B, 3, N, N) each."""
+
+    scene: torch.Tensor
+    arc: torch.Tensor
+    magnification: np.ndarray  # (B,), 0 for controls
+    knot_flux_fraction: np.ndarray  # (B,)
+    scene_columns: dict[str, np.ndarray]
 
 
 def _t(a, device, dtype) -> torch.Tensor:
     return torch.tensor(np.asarray(a, dtype=np.float64), device=device, dtype=dtype)
 
 
-def render_noise_free(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Noise-free (host, arc) images (B, 3, N, N) as float64 numpy, and the lensed unit-flux sums."""
-    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    N, s = cfg.stamp_size, cfg.pixel_scale_arcsec
-    B = len(rows)
-    fwhm = np.stack([rows[f"psf_fwhm_used_{b}"].to_numpy() for b in cfg.bands], axis=1)
-    # PSFs are per brick, so a batch holds few distinct FWHMs: build each kernel (and its FFT) once
+def _dtype(cfg: SimConfig) -> torch.dtype:
+    return torch.float64 if cfg.dtype == "float64" else torch.float32
+
+
+def psf_fwhm_grz(rows: pd.DataFrame, cfg: SimConfig) -> np.ndarray:
+    return np.stack([rows[f"psf_fwhm_used_{b}"].to_numpy(float) for b in cfg.bands], axis=1)
+
+
+def _psf_spectra(rows: pd.DataFrame, cfg: SimConfig, n_pix: int, device, dtype) -> PSFSpectra:
+    """(B, 3) PSF spectra on an n_pix grid; PSFs are per brick, so each distinct FWHM is built once."""
+    fwhm = psf_fwhm_grz(rows, cfg)
     unique_fwhm, inverse = np.unique(fwhm, return_inverse=True)
     which = torch.as_tensor(inverse.reshape(fwhm.shape), device=device)
-    psf_fwhm = _t(unique_fwhm, device, dtype)
-    kernels = PSFSpectra.from_fwhm(psf_fwhm, N, s, model=cfg.psf_model, beta=cfg.moffat_beta)[which]
+    return PSFSpectra.from_fwhm(_t(unique_fwhm, device, dtype), n_pix, cfg.pixel_scale_arcsec, model=cfg.psf_model,
+                                beta=cfg.moffat_beta)[which]
 
-    # The host fills the stamp, so its light crosses the edges both ways: it is rendered on a
-    # grid host_pad_px wider on each side, convolved there and cropped, so the light scattered
-    # in from beyond the edge is present and the circular wrap lands in the cropped margin.
+
+# Small galaxies (most neighbours) are drawn on a PATCH_PX patch around their centre instead of the
+# whole host grid (9x fewer profile evaluations). A patch reaches 16 px = 4.2 arcsec from the
+# centre, i.e. >= 8 half-light radii for the galaxies sent to it: an exponential keeps > 99.9% of its
+# flux there and a de Vaucouleurs profile ~97%, which is where the Legacy Surveys' own Tractor models
+# truncate theirs (8 r_e); the larger ones are drawn on the full grid.
+PATCH_PX = 32
+SMALL_REFF_ARCSEC = (PATCH_PX // 2 - 2) * 0.262 / 8.0
+
+
+def _render_on_grid(profile, params: dict[str, torch.Tensor], n_pix: int, cfg: SimConfig) -> torch.Tensor:
+    return render_profile(profile, params, n_pix=n_pix, pixel_scale_arcsec=cfg.pixel_scale_arcsec,
+                          oversample=cfg.host_oversample, threshold=cfg.host_supersample_threshold)
+
+
+def render_components(parts: list[Components], profile_name: str, n_stamps: int, n_pix: int, cfg: SimConfig, device, dtype) -> torch.Tensor:
+    """(B, 3, M, M) pre-PSF light of every component of one profile, summed per stamp and band."""
+    out = torch.zeros((n_stamps, 3, n_pix, n_pix), device=device, dtype=dtype)
+    stamp = np.concatenate([p.stamp for p in parts])
+    if len(stamp) == 0:
+        return out
+    flux = np.concatenate([p.flux for p in parts])
+    params = {k: np.concatenate([p.params[k] for p in parts]) for k in parts[0].params}
+    profile = PROFILES[profile_name]
+    small = (params["reff_arcsec"] <= SMALL_REFF_ARCSEC) if profile_name == "sersic" else np.zeros(len(stamp), bool)
+    big = ~small
+    if big.any():
+        unit = _render_on_grid(profile, {k: _t(v[big], device, dtype) for k, v in params.items()}, n_pix, cfg)
+        idx = torch.as_tensor(stamp[big], device=device)
+        f = _t(flux[big], device, dtype)
+        for c in range(3):
+            out[:, c].index_add_(0, idx, unit * f[:, c, None, None])
+    if small.any():
+        s, P, M = cfg.pixel_scale_arcsec, PATCH_PX, n_pix
+        # patch pixel (i, j) is grid pixel (i0 + i, j0 + j); the centre stays within half a pixel
+        # of the patch centre, so the patch's own pixel grid serves every component
+        col = params["x_arcsec"][small] / s + (M - 1) / 2.0
+        row = params["y_arcsec"][small] / s + (M - 1) / 2.0
+        j0, i0 = np.round(col - (P - 1) / 2.0).astype(np.int64), np.round(row - (P - 1) / 2.0).astype(np.int64)
+        local = dict(params)
+        local["x_arcsec"] = (col - j0 - (P - 1) / 2.0) * s
+        local["y_arcsec"] = (row - i0 - (P - 1) / 2.0) * s
+        unit = _render_on_grid(profile, {k: _t(v[small] if k not in ("x_arcsec", "y_arcsec") else local[k], device, dtype)
+                                         for k, v in params.items()}, P, cfg)
+        W = M + 2 * P  # padded so that patches never leave the array
+        ii = torch.as_tensor(i0 + P, device=device)[:, None, None] + torch.arange(P, device=device)[None, :, None]
+        jj = torch.as_tensor(j0 + P, device=device)[:, None, None] + torch.arange(P, device=device)[None, None, :]
+        flat = (torch.as_tensor(stamp[small], device=device)[:, None, None] * W + ii) * W + jj
+        f = _t(flux[small], device, dtype)
+        padded = torch.zeros((3, n_stamps * W * W), device=device, dtype=dtype)
+        for c in range(3):
+            padded[c].index_add_(0, flat.reshape(-1), (unit * f[:, c, None, None]).reshape(-1))
+        out += padded.reshape(3, n_stamps, W, W).permute(1, 0, 2, 3)[..., P: P + M, P: P + M]
+    return out
+
+
+def star_spectra(stars: Components, n_stamps: int, n_pix: int, pixel_scale_arcsec: float, device, dtype) -> torch.Tensor:
+    """(B, 3, M, M//2 + 1) rfft2 spectra of point sources at sub-pixel positions (band-limited
+    deltas: times a PSF spectrum they give the sampled PSF centred exactly on the star)."""
+    cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
+    out = torch.zeros((n_stamps, 3, n_pix, n_pix // 2 + 1), device=device, dtype=cdt)
+    if len(stars.stamp) == 0:
+        return out
+    c = (n_pix - 1) / 2.0
+    col = _t(stars.params["x_arcsec"] / pixel_scale_arcsec + c, device, torch.float64)
+    row = _t(stars.params["y_arcsec"] / pixel_scale_arcsec + c, device, torch.float64)
+    fy = torch.fft.fftfreq(n_pix, device=device, dtype=torch.float64)
+    fx = torch.fft.rfftfreq(n_pix, device=device, dtype=torch.float64)
+    phase_y = torch.exp(-2j * math.pi * row[:, None] * fy[None, :])
+    phase_x = torch.exp(-2j * math.pi * col[:, None] * fx[None, :])
+    spec = (phase_y[:, :, None] * phase_x[:, None, :]).to(cdt)  # (S, M, M//2+1)
+    f = _t(stars.flux, device, dtype)
+    idx = torch.as_tensor(stars.stamp, device=device)
+    for b in range(3):
+        out[:, b].index_add_(0, idx, spec * f[:, b, None, None].to(cdt))
+    return out
+
+
+def _render_by_oversample(profile, params: dict, oversample: np.ndarray, device, dtype, kw) -> torch.Tensor:
+    """Render rows in groups that share a sub-pixel count (compact sources need finer sampling)."""
+    out = None
+    for o in np.unique(oversample):
+        sel = np.flatnonzero(oversample == o)
+        img = render_profile(profile, {k: _t(np.asarray(v, float)[sel], device, dtype) for k, v in params.items()}, oversample=int(o), **kw)
+        if out is None:
+            out = torch.zeros((len(oversample),) + tuple(img.shape[1:]), device=device, dtype=dtype)
+        out[torch.as_tensor(sel, device=device)] = img
+    return out
+
+
+def render_noise_free(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) -> NoiseFree:
+    """Scene and arc light of a batch of rows (all with cutout_ok = 1), before noise."""
+    dtype = _dtype(cfg)
+    N, s, B = cfg.stamp_size, cfg.pixel_scale_arcsec, len(rows)
     pad = cfg.host_pad_px
     M = N + 2 * pad
-    host_kernels = kernels if pad == 0 else PSFSpectra.from_fwhm(psf_fwhm, M, s, model=cfg.psf_model, beta=cfg.moffat_beta)[which]
-    host_params = {
-        "reff_arcsec": _t(rows["host_reff_arcsec"], device, dtype), "n": _t(rows["host_sersic_n"], device, dtype),
-        "q": _t(rows["host_q"], device, dtype), "phi_rad": _t(rows["host_phi_rad"], device, dtype),
-    }
-    host_unit = render_profile(unlensed_sersic, host_params, n_pix=M, pixel_scale_arcsec=s,
-                               oversample=cfg.host_oversample, threshold=cfg.host_supersample_threshold)
-    host_flux = band_fluxes(rows["host_r_mag"].to_numpy(), rows["host_g_minus_r"].to_numpy(), rows["host_r_minus_z"].to_numpy())
-    host = colour_and_blur(host_unit, _t(host_flux, device, dtype), host_kernels)[..., pad : pad + N, pad : pad + N]
+    scene = sample_scene(rows, cfg.scene, cfg.seed, grid_half_width_arcsec=M * s / 2.0)
 
-    arc = torch.zeros_like(host)
-    unit_sum = np.zeros(B)
-    inj = (rows["is_control"].to_numpy() == 0)
+    # --- scene light on the padded grid, one FFT pass per band for all of it
+    pre = torch.zeros((B, 3, M, M), device=device, dtype=dtype)
+    for name, parts in scene.components.items():
+        pre += render_components(parts, name, B, M, cfg, device, dtype)
+    spec = torch.fft.rfft2(pre) + star_spectra(scene.stars, B, M, s, device, dtype)
+    host_psf = _psf_spectra(rows, cfg, M, device, dtype)
+    light = torch.fft.irfft2(spec * host_psf.spectra.to(dtype), s=(M, M))[..., pad: pad + N, pad: pad + N]
+
+    # --- the arc, on the stamp grid, lens centred on the host
+    arc = torch.zeros((B, 3, N, N), device=device, dtype=dtype)
+    magnification = np.zeros(B)
+    knot_frac = np.zeros(B)
+    inj = rows["is_control"].to_numpy() == 0
     if inj.any():
         r = rows[inj]
-        idx = torch.as_tensor(np.flatnonzero(inj), device=device)
-        src_q = (1 - r["src_e"].to_numpy()) / (1 + r["src_e"].to_numpy())
-        lens_params = {
-            "theta_e_arcsec": r["theta_e_arcsec"], "lens_q": r["lens_q"], "lens_phi_rad": r["lens_phi_rad"],
-            "shear_g1": r["shear_g1"], "shear_g2": r["shear_g2"], "src_x_arcsec": r["src_x_arcsec"],
-            "src_y_arcsec": r["src_y_arcsec"], "src_reff_arcsec": r["src_reff_arcsec"], "src_n": r["src_sersic_n"],
-            "src_q": src_q, "src_phi_rad": r["src_phi_rad"],
-        }
-        unit = render_profile(lensed_sersic, {k: _t(v, device, dtype) for k, v in lens_params.items()}, n_pix=N,
-                              pixel_scale_arcsec=s, oversample=cfg.oversample, threshold=cfg.supersample_threshold)
-        src_flux = band_fluxes(r["src_r_mag"].to_numpy(), r["src_g_minus_r"].to_numpy(), r["src_r_minus_z"].to_numpy())
-        arc[idx] = colour_and_blur(unit, _t(src_flux, device, dtype), kernels[idx])
-        unit_sum[inj] = unit.sum(dim=(-1, -2)).double().cpu().numpy()
-    return host.double().cpu().numpy(), arc.double().cpu().numpy(), unit_sum
+        ii = np.flatnonzero(inj)
+        src_e = r["src_e"].to_numpy(float)
+        src_q = (1 - src_e) / (1 + src_e)
+        lens = {"theta_e_arcsec": r["theta_e_arcsec"], "lens_q": r["lens_q"], "lens_phi_rad": r["lens_phi_rad"],
+                "shear_g1": r["shear_g1"], "shear_g2": r["shear_g2"], "src_x_arcsec": r["src_x_arcsec"], "src_y_arcsec": r["src_y_arcsec"],
+                "lens_x_arcsec": scene.host_x_arcsec[ii], "lens_y_arcsec": scene.host_y_arcsec[ii]}
+        smooth_p = {**lens, "src_reff_arcsec": r["src_reff_arcsec"], "src_n": r["src_sersic_n"], "src_q": src_q, "src_phi_rad": r["src_phi_rad"]}
+        kw = dict(n_pix=N, pixel_scale_arcsec=s, threshold=cfg.supersample_threshold)
+        reff = r["src_reff_arcsec"].to_numpy(float)
+        smooth = _render_by_oversample(lensed_sersic, smooth_p, oversample_for(reff, s, cfg.oversample), device, dtype, kw)
+        src_flux_r = mag_to_nmgy(r["src_r_mag"].to_numpy(float))
+        gr, rz = r["src_g_minus_r"].to_numpy(float), r["src_r_minus_z"].to_numpy(float)
+        kc = cfg.knot_config
+        if kc is not None:
+            u = uniforms_np(cfg.seed, STREAM_KNOTS, r["host_id"].to_numpy(), N_KNOT_UNIFORMS)
+            kp = sample_knots(u, reff, src_q, r["src_phi_rad"].to_numpy(float), kc)
+            knot_frac[ii] = kp.pop("flux_fraction")
+        f_k = knot_frac[ii]
+        smooth_flux = band_fluxes(22.5 - 2.5 * np.log10(src_flux_r * (1 - f_k)), gr, rz)
+        units, fluxes = [smooth], [smooth_flux]
+        unit_sum = smooth.sum(dim=(-1, -2)).double().cpu().numpy() * (1 - f_k)
+        if kc is not None and (f_k > 0).any():
+            knotted = np.flatnonzero(f_k > 0)
+            kp_all = {**kp, **{k: np.asarray(v, float) for k, v in lens.items()}}
+            smallest = np.min([np.where(kp[f"knot{i}_weight"] > 0, kp[f"knot{i}_sigma_arcsec"], np.inf) for i in range(MAX_KNOTS)], axis=0)
+            os_k = oversample_for(smallest[knotted] * GAUSS_HALF_LIGHT_PER_SIGMA, s, cfg.oversample)
+            kunit = torch.zeros_like(smooth)
+            kunit[torch.as_tensor(knotted, device=device)] = _render_by_oversample(
+                lensed_knots, {k: v[knotted] for k, v in kp_all.items()}, os_k, device, dtype, kw)
+            knot_flux = np.where(f_k[:, None] > 0, band_fluxes(22.5 - 2.5 * np.log10(np.maximum(src_flux_r * f_k, 1e-30)),
+                                                               gr - kc.bluer_g_minus_r, rz - kc.bluer_r_minus_z), 0.0)
+            units.append(kunit)
+            fluxes.append(knot_flux)
+            unit_sum = unit_sum + kunit.sum(dim=(-1, -2)).double().cpu().numpy() * f_k
+        arc_psf = _psf_spectra(r, cfg, N, device, dtype)
+        spec = sum(torch.fft.rfft2(u)[:, None] * _t(f, device, dtype)[:, :, None, None] for u, f in zip(units, fluxes))
+        arc[torch.as_tensor(ii, device=device)] = torch.fft.irfft2(spec * arc_psf.spectra.to(dtype), s=(N, N))
+        magnification[ii] = unit_sum
+    return NoiseFree(light, arc, magnification, knot_frac, scene.columns)
 
 
-def add_noise(host: np.ndarray, arc: np.ndarray, rows: pd.DataFrame, cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy images (float32) and per-band sky sigma (B, 3), one generator per noise_seed."""
-    B, C, N, _ = host.shape
-    sigma = np.stack(
-        [sky_sigma_nmgy(rows[f"psfdepth_{b}"].to_numpy(), rows[f"psf_fwhm_used_{b}"].to_numpy(), cfg.pixel_scale_arcsec) for b in cfg.bands],
-        axis=1,
-    )
-    out = np.empty((B, C, N, N), dtype=np.float32)
-    seeds = rows["noise_seed"].to_numpy()
-    for i in range(B):
-        rng = np.random.default_rng([cfg.seed, 1, int(seeds[i])])
-        sky = rng.standard_normal((C, N, N)) * sigma[i][:, None, None]
-        img = host[i] + arc[i] + sky
-        if cfg.arc_poisson_e_per_nmgy > 0:
-            # arc shot noise: electrons ~ Poisson(arc * gain); drawn from its own stream so
-            # a paired control keeps exactly the same sky realisation
-            prng = np.random.default_rng([cfg.seed, 2, int(seeds[i])])
-            g = cfg.arc_poisson_e_per_nmgy
-            lam = np.clip(arc[i], 0, None) * g
-            img = img + (prng.poisson(lam) - lam) / g
-        out[i] = img
-    return out, sigma
-
-
-def arc_metrics(arc: np.ndarray, unit_sum: np.ndarray, sigma: np.ndarray, cfg: SimConfig) -> dict[str, np.ndarray]:
-    arc_r = arc[:, 1]
-    var = sigma[:, 1, None, None] ** 2
-    if cfg.arc_poisson_e_per_nmgy > 0:
-        var = var + np.clip(arc_r, 0, None) / cfg.arc_poisson_e_per_nmgy
-    return {
-        "arc_snr": (arc_r / np.sqrt(var)).reshape(len(arc), -1).max(axis=1).clip(min=0.0),
-        "total_injected_flux_r": arc_r.reshape(len(arc), -1).sum(axis=1),
-        "magnification": unit_sum,
-    }
+def noise_inputs(rows: pd.DataFrame, cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band sky sigma (B, 3) from the depth and the effective gain (B, 3) of each stamp."""
+    sigma = np.stack([sky_sigma_nmgy(rows[f"psfdepth_{b}"].to_numpy(float), rows[f"psf_fwhm_used_{b}"].to_numpy(float),
+                                     cfg.pixel_scale_arcsec) for b in cfg.bands], axis=1)
+    sky = cfg.noise_model.sky_mag_per_arcsec2
+    gain = np.stack([effective_gain_e_per_nmgy(sigma[:, j], sky[b], cfg.pixel_scale_arcsec) for j, b in enumerate(cfg.bands)], axis=1)
+    return sigma, gain
 
 
 def render_batches(population: pd.DataFrame, cfg: SimConfig, device: torch.device | None = None) -> Iterator[RenderedBatch]:
-    """Yield rendered batches of ``cfg.batch_size`` rows, in population order."""
+    """Yield rendered batches of ``cfg.batch_size`` rows, in population order. Failed cutouts
+    (cutout_ok = 0, a small fraction) are rendered with the rest, then written as zeros with
+    zero metrics, as a failed Phase 4c row is."""
     device = device or resolve_device(cfg.device)
+    dtype = _dtype(cfg)
     for start in range(0, len(population), cfg.batch_size):
-        rows = population.iloc[start : start + cfg.batch_size].copy()
+        rows = population.iloc[start: start + cfg.batch_size].copy()
         ok = rows["cutout_ok"].to_numpy() == 1
-        B, N = len(rows), cfg.stamp_size
-        images = np.zeros((B, 3, N, N), dtype=np.float32)
-        metrics = {k: np.zeros(B) for k in ("arc_snr", "total_injected_flux_r", "magnification")}
-        sigma = np.zeros((B, 3))
-        if ok.any():
-            good = rows[ok]
-            host, arc, unit_sum = render_noise_free(good, cfg, device)
-            images[ok], sigma[ok] = add_noise(host, arc, good, cfg)
-            for k, v in arc_metrics(arc, unit_sum, sigma[ok], cfg).items():
-                metrics[k][ok] = v
-        for k, v in metrics.items():
+        sigma, gain = noise_inputs(rows, cfg)
+        nf = render_noise_free(rows, cfg, device)
+        sig_t, gain_t = _t(sigma, device, dtype), _t(gain, device, dtype)
+        inj = torch.as_tensor(rows["is_control"].to_numpy() == 0, device=device)
+        keys = torch.as_tensor(rows["noise_seed"].to_numpy(np.int64), device=device)
+        noisy = add_noise(nf.scene, nf.arc, sig_t, gain_t, keys, cfg.seed, cfg.noise_model, has_arc=inj)
+        images = noisy.float().cpu().numpy()
+        images[~ok] = 0.0
+        arc_r = nf.arc[:, 1:2]
+        var_r = pixel_variance(nf.scene[:, 1:2], arc_r, sig_t[:, 1:2], gain_t[:, 1:2], cfg.noise_model)
+        metrics = {
+            "arc_snr": (arc_r / var_r.sqrt()).flatten(1).amax(dim=1).clamp_min(0).double().cpu().numpy(),
+            "total_injected_flux_r": arc_r.flatten(1).sum(dim=1).double().cpu().numpy(),
+            "magnification": nf.magnification,
+            "knot_flux_fraction": nf.knot_flux_fraction,
+        }
+        mu = metrics["magnification"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            metrics["lensed_src_r_mag"] = np.where(mu > 0, rows["src_r_mag"].to_numpy(float) - 2.5 * np.log10(np.where(mu > 0, mu, 1.0)), 0.0)
+        for k in METRIC_COLUMNS:
+            rows[k] = np.where(ok, metrics[k], 0.0)
+        for k, v in nf.scene_columns.items():
             rows[k] = v
+        rows["control_kind"] = np.where(rows["is_control"].to_numpy() == 1, rows["host_kind"].to_numpy(), "")
         for j, b in enumerate(cfg.bands):
             rows[f"sky_sigma_{b}_nmgy"] = sigma[:, j]
         yield RenderedBatch(rows=rows, images=images)

@@ -1,0 +1,373 @@
+"""What a stamp holds besides the arc: the host where a catalogue cutout puts it, its morphology,
+and the field around it (neighbour galaxies, stars, a close companion).
+
+Every draw comes from the stamp's keyed uniforms (``dhs.simulate.keyed``, stream per use, keyed
+by the host id), so the scene does not depend on the batch, a paired control and injection show
+the same scene, and the label never enters: hosts, fields and hard negatives are distributed
+identically for controls and injections (only the arc differs).
+
+**Centring.** A cutout is centred on the host's catalogue position, not on its light: the host
+(and, for an injection, the lens, which is the host's mass) sits at a uniform sub-pixel offset
+within +-0.5 px of the stamp centre plus a catalogue-centroid error, Gaussian per axis with
+``centroid_error_arcsec`` (Legacy Surveys Tractor positions of galaxies at these magnitudes
+scatter by ~0.05-0.2 arcsec).
+
+**Host kinds** (``host_kinds``: probabilities): ``lrg`` (the smooth early-type host), and the
+morphologies lens finders confuse with lensed arcs, as *hosts* so that they occur among controls
+and injections alike:
+
+- ``lrg_tangential_companion``: a small blue elongated galaxy 1.2-3.5 arcsec from the LRG with its
+  major axis tangential (an arc look-alike);
+- ``lrg_alignment``: two or three small blue galaxies 1-4 arcsec around the LRG (chance alignment);
+- ``spiral``: red bulge + exponential disc + blue logarithmic arms;
+- ``ring``: a bulge with a blue, lumpy ring of radius 1.2-3.5 arcsec (a collisional or resonance ring);
+- ``merger``: the host and a partner 1-3.5 arcsec away with one or two tidal tails;
+- ``edge_on``: a thin disc (axis ratio 0.1-0.25) with a small bulge.
+
+The host's total r flux is that of the population's host in every kind; colours are split
+between red bulges and blue star-forming parts. ``control_kind`` of a control is its host kind.
+
+**Field** (Poisson numbers over the host grid, i.e. the stamp plus its ``host_pad_px`` margin, so
+light from just outside the stamp scatters in):
+
+- neighbour galaxies from r-band number counts, dN/dm = A 10^(s (m - 24)) per deg^2 per mag
+  (A ~ 3e4, s ~ 0.33 between r 17 and 25.5; e.g. Metcalfe et al. 2001), a blue (star-forming,
+  disc-like) or red (early-type) population, sizes shrinking with magnitude;
+- stars, Moffat with the stamp's own PSF (point sources, added in Fourier space so that their
+  sub-pixel positions and fluxes are exact), from r 16 (near a DECam exposure's saturation) to 23;
+- with probability ``companion_probability``, a close early-type companion of the host,
+  2-6 arcsec away and 0.5-3 mag fainter (galaxies cluster).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from dhs.simulate import keyed
+
+HOST_KINDS = ("lrg", "lrg_tangential_companion", "lrg_alignment", "spiral", "ring", "merger", "edge_on")
+DEG2_PER_ARCSEC2 = 1.0 / 3600.0**2
+MAX_NEIGHBOURS = 24
+MAX_STARS = 6
+
+# uniforms per stamp, by use (fixed layouts: a change in one use never shifts another's draws)
+_N_CENTRE = 4
+_N_KIND = 1
+_N_MORPH = 40
+_N_COMPANION = 8
+_N_PER_NEIGHBOUR = 10
+_N_PER_STAR = 5
+_N_FIELD = 3 + MAX_NEIGHBOURS * _N_PER_NEIGHBOUR + MAX_STARS * _N_PER_STAR + _N_COMPANION
+
+
+@dataclass(frozen=True)
+class NeighbourCounts:
+    density_r24_per_deg2_per_mag: float = 3.0e4
+    slope_per_mag: float = 0.33
+    r_mag_min: float = 17.0
+    r_mag_max: float = 25.5
+    blue_fraction: float = 0.6
+
+
+@dataclass(frozen=True)
+class StarCounts:
+    density_per_deg2: float = 2000.0   # between r_mag_min and r_mag_max
+    slope_per_mag: float = 0.15
+    r_mag_min: float = 16.0
+    r_mag_max: float = 23.0
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """``simulate.centring``, ``simulate.host_kinds`` and ``simulate.fields`` in params.yaml."""
+
+    subpixel: bool = True
+    centroid_error_arcsec: float = 0.1
+    host_kinds: Mapping[str, float] = field(default_factory=lambda: {"lrg": 1.0})
+    neighbours: NeighbourCounts | None = field(default_factory=NeighbourCounts)
+    stars: StarCounts | None = field(default_factory=StarCounts)
+    companion_probability: float = 0.15
+
+    @classmethod
+    def from_params(cls, centring: Mapping | None, host_kinds: Mapping | None, fields: Mapping | None) -> "SceneConfig":
+        centring, fields = dict(centring or {}), dict(fields or {})
+        kw = {"subpixel": centring.get("subpixel", True), "centroid_error_arcsec": float(centring.get("centroid_error_arcsec", 0.0)),
+              "host_kinds": dict(host_kinds or {"lrg": 1.0}),
+              "companion_probability": float(fields.get("companion_probability", 0.0))}
+        kw["neighbours"] = NeighbourCounts(**fields["neighbours"]) if fields.get("neighbours") else None
+        kw["stars"] = StarCounts(**fields["stars"]) if fields.get("stars") else None
+        return cls(**kw)
+
+    def kind_cdf(self) -> tuple[list[str], np.ndarray]:
+        names = [k for k in HOST_KINDS if self.host_kinds.get(k, 0.0) > 0]
+        p = np.array([self.host_kinds[k] for k in names], float)
+        return names, np.cumsum(p / p.sum())
+
+
+@dataclass
+class Components:
+    """Unit-flux profiles of one kind placed in a batch: stamp index (K,), parameters (K,) each,
+    band fluxes (K, 3) in nMgy."""
+
+    stamp: np.ndarray
+    params: dict[str, np.ndarray]
+    flux: np.ndarray
+
+
+@dataclass
+class Scene:
+    host_x_arcsec: np.ndarray
+    host_y_arcsec: np.ndarray
+    components: dict[str, list[Components]]  # profile name -> pieces to render
+    stars: Components                        # params x_arcsec, y_arcsec
+    columns: dict[str, np.ndarray]           # per-stamp summary written to the table
+
+
+def _mag_to_nmgy(m):
+    return 10.0 ** (-0.4 * (np.asarray(m, float) - 22.5))
+
+
+def band_fluxes(r_mag, g_minus_r, r_minus_z) -> np.ndarray:
+    """(K, 3) g, r, z fluxes in nMgy."""
+    r_mag, g_minus_r, r_minus_z = (np.asarray(a, float) for a in (r_mag, g_minus_r, r_minus_z))
+    return np.stack([_mag_to_nmgy(r_mag + g_minus_r), _mag_to_nmgy(r_mag), _mag_to_nmgy(r_mag - r_minus_z)], axis=1)
+
+
+def _colour_split(total_r_nmgy: np.ndarray, fractions: list[np.ndarray], colours: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """Band fluxes of parts that carry ``fractions`` of the r flux with their own colours."""
+    return [band_fluxes(22.5 - 2.5 * np.log10(np.maximum(total_r_nmgy * f, 1e-30)), gr, rz) for f, (gr, rz) in zip(fractions, colours)]
+
+
+def _u(u: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return lo + (hi - lo) * u
+
+
+def _power_law_mags(u: np.ndarray, slope: float, m_lo: float, m_hi: float) -> np.ndarray:
+    """Inverse CDF of dN/dm ~ 10^(slope m) on [m_lo, m_hi]."""
+    a, b = 10.0 ** (slope * m_lo), 10.0 ** (slope * m_hi)
+    return np.log10(a + u * (b - a)) / slope
+
+
+def _power_law_count(density_at_ref: float, slope: float, ref: float, m_lo: float, m_hi: float) -> float:
+    """Integral of density_at_ref 10^(slope (m - ref)) dm over [m_lo, m_hi] (per deg^2)."""
+    return density_at_ref / (slope * math.log(10.0)) * (10.0 ** (slope * (m_hi - ref)) - 10.0 ** (slope * (m_lo - ref)))
+
+
+class _Pieces:
+    def __init__(self):
+        self.by_profile: dict[str, list[Components]] = {}
+
+    def add(self, profile: str, stamp: np.ndarray, flux: np.ndarray, **params) -> None:
+        if len(stamp) == 0:
+            return
+        self.by_profile.setdefault(profile, []).append(
+            Components(np.asarray(stamp), {k: np.broadcast_to(np.asarray(v, float), (len(stamp),)).copy() for k, v in params.items()},
+                       np.asarray(flux, float)))
+
+
+def sample_scene(rows: pd.DataFrame, cfg: SceneConfig, seed: int, grid_half_width_arcsec: float) -> Scene:
+    """The scene of every stamp of ``rows`` (a batch of the population: host_id, host_* columns,
+    psf columns). ``grid_half_width_arcsec``: half the side of the host grid (stamp + margin)."""
+    B = len(rows)
+    key = rows["host_id"].to_numpy()
+    u_c = keyed.uniforms_np(seed, keyed.STREAM_CENTRE, key, _N_CENTRE)
+    u_m = keyed.uniforms_np(seed, keyed.STREAM_MORPHOLOGY, key, _N_KIND + _N_MORPH)
+    u_f = keyed.uniforms_np(seed, keyed.STREAM_FIELD, key, _N_FIELD)
+    pix = 0.262
+
+    # --- centre: sub-pixel phase + catalogue centroid error
+    hx = np.zeros(B)
+    hy = np.zeros(B)
+    if cfg.subpixel:
+        hx += (u_c[:, 0] - 0.5) * pix
+        hy += (u_c[:, 1] - 0.5) * pix
+    if cfg.centroid_error_arcsec > 0:
+        # one uniform -> radius (Rayleigh), the other the angle: a 2-D Gaussian per axis
+        rad = cfg.centroid_error_arcsec * np.sqrt(-2.0 * np.log(u_c[:, 2]))
+        ang = 2.0 * np.pi * u_c[:, 3]
+        hx += rad * np.cos(ang)
+        hy += rad * np.sin(ang)
+
+    # --- host kind
+    names, cdf = cfg.kind_cdf()
+    kind_idx = np.minimum(np.searchsorted(cdf, u_m[:, 0], side="right"), len(names) - 1)
+    kinds = np.array(names, dtype=object)[kind_idx]
+    um = u_m[:, 1:]
+
+    host_r = rows["host_r_mag"].to_numpy(float)
+    host_gr = rows["host_g_minus_r"].to_numpy(float)
+    host_rz = rows["host_r_minus_z"].to_numpy(float)
+    host_re = rows["host_reff_arcsec"].to_numpy(float)
+    host_n = rows["host_sersic_n"].to_numpy(float)
+    host_q = rows["host_q"].to_numpy(float)
+    host_phi = rows["host_phi_rad"].to_numpy(float)
+    host_flux_r = _mag_to_nmgy(host_r)
+    pieces = _Pieces()
+    blue_gr = lambda u: _u(u, 0.2, 0.6)  # noqa: E731 star-forming colours (observed, z ~ 0.1-1)
+    blue_rz = lambda u: _u(u, 0.1, 0.5)  # noqa: E731
+
+    def sel(name):
+        return np.flatnonzero(kinds == name)
+
+    # plain early types: the host alone
+    for name in ("lrg", "lrg_tangential_companion", "lrg_alignment"):
+        i = sel(name)
+        pieces.add("sersic", i, band_fluxes(host_r[i], host_gr[i], host_rz[i]), reff_arcsec=host_re[i], n=host_n[i], q=host_q[i],
+                   phi_rad=host_phi[i], x_arcsec=hx[i], y_arcsec=hy[i])
+
+    # a blue, elongated companion with its major axis tangential to the LRG
+    i = sel("lrg_tangential_companion")
+    if len(i):
+        u = um[i]
+        sep, ang = _u(u[:, 0], 1.2, 3.5), 2 * np.pi * u[:, 1]
+        dmag = _u(u[:, 2], 2.0, 4.5)
+        pieces.add("sersic", i, band_fluxes(host_r[i] + dmag, blue_gr(u[:, 3]), blue_rz(u[:, 4])), reff_arcsec=_u(u[:, 5], 0.2, 0.5),
+                   n=_u(u[:, 6], 0.5, 1.5), q=_u(u[:, 7], 0.2, 0.5), phi_rad=ang + np.pi / 2,
+                   x_arcsec=hx[i] + sep * np.cos(ang), y_arcsec=hy[i] + sep * np.sin(ang))
+
+    # two or three small blue galaxies around the LRG at random angles
+    i = sel("lrg_alignment")
+    if len(i):
+        u = um[i]
+        n_gal = np.where(u[:, 0] < 0.5, 2, 3)
+        for j in range(3):
+            k = i[n_gal > j]
+            uj = u[n_gal > j, 1 + 9 * j: 10 + 9 * j]
+            sep, ang = _u(uj[:, 0], 1.0, 4.0), 2 * np.pi * uj[:, 1]
+            pieces.add("sersic", k, band_fluxes(host_r[k] + _u(uj[:, 2], 2.5, 5.0), blue_gr(uj[:, 3]), blue_rz(uj[:, 4])),
+                       reff_arcsec=_u(uj[:, 5], 0.15, 0.45), n=_u(uj[:, 6], 0.5, 1.5), q=_u(uj[:, 7], 0.3, 1.0),
+                       phi_rad=np.pi * uj[:, 8], x_arcsec=hx[k] + sep * np.cos(ang), y_arcsec=hy[k] + sep * np.sin(ang))
+
+    # spiral: red bulge + disc + blue arms (the arms share the disc's scale, inclination and angle)
+    i = sel("spiral")
+    if len(i):
+        u = um[i]
+        bt, arm = _u(u[:, 0], 0.1, 0.4), _u(u[:, 1], 0.3, 0.6)
+        disc_re = host_re[i] * _u(u[:, 2], 1.0, 1.8)
+        q_disc = _u(u[:, 3], 0.35, 1.0)
+        f_bulge, f_disc, f_arms = bt, (1 - bt) * (1 - arm), (1 - bt) * arm
+        fb, fd, fa = _colour_split(host_flux_r[i], [f_bulge, f_disc, f_arms],
+                                   [(host_gr[i], host_rz[i]), (_u(u[:, 4], 0.6, 0.9), _u(u[:, 5], 0.4, 0.6)), (blue_gr(u[:, 6]), blue_rz(u[:, 7]))])
+        pieces.add("sersic", i, fb, reff_arcsec=disc_re * _u(u[:, 8], 0.15, 0.3), n=4.0, q=_u(u[:, 9], 0.7, 1.0), phi_rad=host_phi[i],
+                   x_arcsec=hx[i], y_arcsec=hy[i])
+        pieces.add("sersic", i, fd, reff_arcsec=disc_re, n=1.0, q=q_disc, phi_rad=host_phi[i], x_arcsec=hx[i], y_arcsec=hy[i])
+        pieces.add("spiral_arms", i, fa, reff_arcsec=disc_re, q=q_disc, phi_rad=host_phi[i], x_arcsec=hx[i], y_arcsec=hy[i],
+                   n_arms=np.where(u[:, 10] < 0.7, 2.0, 3.0), pitch_rad=np.radians(_u(u[:, 11], 12.0, 30.0)),
+                   arm_phase_rad=2 * np.pi * u[:, 12], sharpness=_u(u[:, 13], 2.0, 6.0))
+
+    # ring galaxy: an early-type body and a blue lumpy ring
+    i = sel("ring")
+    if len(i):
+        u = um[i]
+        f_ring = _u(u[:, 0], 0.15, 0.4)
+        fb, fr = _colour_split(host_flux_r[i], [1 - f_ring, f_ring], [(host_gr[i], host_rz[i]), (blue_gr(u[:, 1]), blue_rz(u[:, 2]))])
+        pieces.add("sersic", i, fb, reff_arcsec=host_re[i] * _u(u[:, 3], 0.4, 0.8), n=host_n[i], q=host_q[i], phi_rad=host_phi[i],
+                   x_arcsec=hx[i], y_arcsec=hy[i])
+        pieces.add("ring", i, fr, radius_arcsec=_u(u[:, 4], 1.2, 3.5), width_arcsec=_u(u[:, 5], 0.12, 0.3), q=_u(u[:, 6], 0.5, 1.0),
+                   phi_rad=2 * np.pi * u[:, 7], lump_amplitude=_u(u[:, 8], 0.0, 0.7), lump_order=np.floor(_u(u[:, 9], 1.0, 5.999)),
+                   lump_phase_rad=2 * np.pi * u[:, 10], x_arcsec=hx[i], y_arcsec=hy[i])
+
+    # merger: host + partner + one or two tidal tails
+    i = sel("merger")
+    if len(i):
+        u = um[i]
+        f_tail = _u(u[:, 0], 0.05, 0.2)
+        dmag = _u(u[:, 1], 0.0, 1.5)
+        w_partner = 10 ** (-0.4 * dmag) / (1 + 10 ** (-0.4 * dmag))
+        sep, ang = _u(u[:, 2], 1.0, 3.5), 2 * np.pi * u[:, 3]
+        px, py = hx[i] + sep * np.cos(ang), hy[i] + sep * np.sin(ang)
+        f_main, f_part = (1 - f_tail) * (1 - w_partner), (1 - f_tail) * w_partner
+        two_tails = u[:, 4] < 0.5
+        fm, fp, ft = _colour_split(host_flux_r[i], [f_main, f_part, f_tail],
+                                   [(host_gr[i], host_rz[i]), (host_gr[i] - _u(u[:, 5], 0.0, 0.5), host_rz[i] - _u(u[:, 6], 0.0, 0.3)),
+                                    (_u(u[:, 7], 0.5, 1.0), _u(u[:, 8], 0.3, 0.7))])
+        pieces.add("sersic", i, fm, reff_arcsec=host_re[i], n=host_n[i], q=host_q[i], phi_rad=host_phi[i], x_arcsec=hx[i], y_arcsec=hy[i])
+        pieces.add("sersic", i, fp, reff_arcsec=host_re[i] * _u(u[:, 9], 0.5, 1.0), n=_u(u[:, 10], 1.0, 4.0), q=_u(u[:, 11], 0.4, 1.0),
+                   phi_rad=2 * np.pi * u[:, 12], x_arcsec=px, y_arcsec=py)
+        for j, (cx, cy) in enumerate(((hx[i], hy[i]), (px, py))):
+            k = np.ones(len(i), bool) if j == 0 else two_tails
+            share = np.where(two_tails, 0.5, 1.0)
+            uj = u[:, 13 + 7 * j: 20 + 7 * j]
+            pieces.add("tidal_tail", i[k], ft[k] * share[k, None], x_arcsec=cx[k], y_arcsec=cy[k], radius_arcsec=_u(uj[k, 0], 0.8, 2.0),
+                       growth=_u(uj[k, 1], 0.1, 0.4), width_arcsec=_u(uj[k, 2], 0.25, 0.6), start_rad=2 * np.pi * uj[k, 3],
+                       direction=np.where(uj[k, 4] < 0.5, -1.0, 1.0), length_rad=_u(uj[k, 5], 1.5, 3.5), fade_rad=_u(uj[k, 6], 1.0, 3.0))
+
+    # edge-on disc with a small bulge
+    i = sel("edge_on")
+    if len(i):
+        u = um[i]
+        bt = _u(u[:, 0], 0.1, 0.3)
+        fb, fd = _colour_split(host_flux_r[i], [bt, 1 - bt], [(host_gr[i], host_rz[i]), (_u(u[:, 1], 0.7, 1.1), _u(u[:, 2], 0.4, 0.7))])
+        disc_re = host_re[i] * _u(u[:, 3], 1.0, 2.0)
+        pieces.add("sersic", i, fb, reff_arcsec=disc_re * _u(u[:, 4], 0.15, 0.3), n=4.0, q=_u(u[:, 5], 0.6, 1.0), phi_rad=host_phi[i],
+                   x_arcsec=hx[i], y_arcsec=hy[i])
+        pieces.add("sersic", i, fd, reff_arcsec=disc_re, n=1.0, q=_u(u[:, 6], 0.1, 0.25), phi_rad=host_phi[i], x_arcsec=hx[i], y_arcsec=hy[i])
+
+    # --- field: neighbours, stars, companion
+    area_deg2 = (2 * grid_half_width_arcsec) ** 2 * DEG2_PER_ARCSEC2
+    uf = u_f
+    n_nb = np.zeros(B, int)
+    brightest_nb = np.full(B, np.nan)
+    if cfg.neighbours is not None:
+        c = cfg.neighbours
+        lam = _power_law_count(c.density_r24_per_deg2_per_mag, c.slope_per_mag, 24.0, c.r_mag_min, c.r_mag_max) * area_deg2
+        n_nb = np.minimum(stats.poisson.ppf(uf[:, 0], lam).astype(int), MAX_NEIGHBOURS)
+        un = uf[:, 3: 3 + MAX_NEIGHBOURS * _N_PER_NEIGHBOUR].reshape(B, MAX_NEIGHBOURS, _N_PER_NEIGHBOUR)
+        present = np.arange(MAX_NEIGHBOURS)[None, :] < n_nb[:, None]
+        s_idx, slot = np.nonzero(present)
+        v = un[s_idx, slot]
+        mag = _power_law_mags(v[:, 0], c.slope_per_mag, c.r_mag_min, c.r_mag_max)
+        blue = v[:, 1] < c.blue_fraction
+        # size-magnitude: ~0.5 arcsec at r = 22, 0.1 dex scatter
+        z = special.ndtri(np.clip(v[:, 2], 1e-12, 1 - 1e-12))
+        reff = 0.5 * 10 ** (-0.1 * (mag - 22.0) + 0.1 * z)
+        gr = np.where(blue, _u(v[:, 3], 0.2, 0.7), _u(v[:, 3], 1.0, 1.8))
+        rz = np.where(blue, _u(v[:, 4], 0.1, 0.6), _u(v[:, 4], 0.6, 1.2))
+        pieces.add("sersic", s_idx, band_fluxes(mag, gr, rz), reff_arcsec=np.clip(reff, 0.08, 3.0),
+                   n=np.where(blue, _u(v[:, 5], 0.6, 1.5), _u(v[:, 5], 2.0, 4.0)), q=_u(v[:, 6], 0.2, 1.0), phi_rad=np.pi * v[:, 7],
+                   x_arcsec=_u(v[:, 8], -1, 1) * grid_half_width_arcsec, y_arcsec=_u(v[:, 9], -1, 1) * grid_half_width_arcsec)
+        if len(s_idx):
+            brightest_nb = pd.Series(mag).groupby(s_idx).min().reindex(range(B)).to_numpy()
+    star_stamp = np.zeros(0, int)
+    star_par = {"x_arcsec": np.zeros(0), "y_arcsec": np.zeros(0)}
+    star_flux = np.zeros((0, 3))
+    n_st = np.zeros(B, int)
+    brightest_star = np.full(B, np.nan)
+    if cfg.stars is not None:
+        c = cfg.stars
+        lam = c.density_per_deg2 * area_deg2
+        n_st = np.minimum(stats.poisson.ppf(uf[:, 1], lam).astype(int), MAX_STARS)
+        base = 3 + MAX_NEIGHBOURS * _N_PER_NEIGHBOUR
+        us = uf[:, base: base + MAX_STARS * _N_PER_STAR].reshape(B, MAX_STARS, _N_PER_STAR)
+        star_stamp, slot = np.nonzero(np.arange(MAX_STARS)[None, :] < n_st[:, None])
+        v = us[star_stamp, slot]
+        mag = _power_law_mags(v[:, 0], c.slope_per_mag, c.r_mag_min, c.r_mag_max)
+        gr = _u(v[:, 1], 0.3, 1.4)
+        rz = 0.5 * gr - 0.05 + _u(v[:, 2], -0.1, 0.1)  # along the stellar locus
+        star_par = {"x_arcsec": _u(v[:, 3], -1, 1) * grid_half_width_arcsec, "y_arcsec": _u(v[:, 4], -1, 1) * grid_half_width_arcsec}
+        star_flux = band_fluxes(mag, gr, rz)
+        if len(star_stamp):
+            brightest_star = pd.Series(mag).groupby(star_stamp).min().reindex(range(B)).to_numpy()
+    has_comp = np.zeros(B, bool)
+    if cfg.companion_probability > 0:
+        base = 3 + MAX_NEIGHBOURS * _N_PER_NEIGHBOUR + MAX_STARS * _N_PER_STAR
+        uc = uf[:, base: base + _N_COMPANION]
+        has_comp = uf[:, 2] < cfg.companion_probability
+        i = np.flatnonzero(has_comp)
+        v = uc[i]
+        sep, ang = _u(v[:, 0], 2.0, 6.0), 2 * np.pi * v[:, 1]
+        dmag = _u(v[:, 2], 0.5, 3.0)
+        pieces.add("sersic", i, band_fluxes(host_r[i] + dmag, host_gr[i] + _u(v[:, 3], -0.1, 0.1), host_rz[i] + _u(v[:, 4], -0.1, 0.1)),
+                   reff_arcsec=np.clip(host_re[i] * 10 ** (-0.2 * dmag), 0.15, None), n=_u(v[:, 5], 2.0, 4.0), q=_u(v[:, 6], 0.5, 1.0),
+                   phi_rad=np.pi * v[:, 7], x_arcsec=hx[i] + sep * np.cos(ang), y_arcsec=hy[i] + sep * np.sin(ang))
+
+    columns = {"host_kind": kinds.astype(str), "host_x_arcsec": hx, "host_y_arcsec": hy, "n_neighbours": n_nb.astype(np.int64),
+               "n_stars": n_st.astype(np.int64), "has_companion": has_comp.astype(np.int64),
+               "brightest_neighbour_r_mag": brightest_nb, "brightest_star_r_mag": brightest_star}
+    return Scene(hx, hy, pieces.by_profile, Components(star_stamp, star_par, star_flux), columns)
