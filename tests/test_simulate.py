@@ -90,7 +90,7 @@ def test_blank_stamp_noise_matches_depth_formula():
     """A stamp with no host and no arc holds sky noise only; its per-pixel sigma per band is
     the depth formula's (within 5%)."""
     cfg = config(n_stamps=200, control_fraction=1.0, failed_cutout_fraction=0.0, priors={"host_r_mag": {"dist": "const", "value": 60.0}},
-                 fields={})
+                 fields={}, population="uniform")
     rows, img = render_all(cfg)
     for j, b in enumerate("grz"):
         expected = sky_sigma_nmgy(rows[f"psfdepth_{b}"], rows[f"psf_fwhm_used_{b}"])
@@ -143,7 +143,7 @@ def test_rendering_is_deterministic_and_batch_independent():
 
 
 def test_96_pixel_stamps_and_grid_prior():
-    cfg = config(n_stamps=20, stamp_size=96, priors={"theta_e_arcsec": {"dist": "grid", "values": [0.3, 0.6, 1.0]}})
+    cfg = config(n_stamps=20, stamp_size=96, population="uniform", priors={"theta_e_arcsec": {"dist": "grid", "values": [0.3, 0.6, 1.0]}})
     rows, img = render_all(cfg)
     assert img.shape[1:] == (3, 96, 96)
     assert set(rows[rows.is_control == 0].theta_e_arcsec.round(6)) <= {0.3, 0.6, 1.0}

@@ -9,6 +9,7 @@ from typing import Any
 
 from dhs.simulate.knots import KnotConfig, knot_config_from_params
 from dhs.simulate.noise import CORRELATIONS, NoiseModel
+from dhs.simulate.physical import make_params
 from dhs.simulate.priors import PriorError, validate_prior
 from dhs.simulate.psf import PSF_MODELS
 from dhs.simulate.scene import HOST_KINDS, SceneConfig
@@ -23,6 +24,9 @@ REQUIRED_PRIORS = (
     "host_r_minus_z", "host_reff_arcsec", "host_sersic_n", "host_q",
     "bad_pixel_frac", "wise_brightmask_frac",
 )
+
+
+POPULATIONS = ("physical", "uniform")
 
 
 class ConfigError(ValueError):
@@ -59,6 +63,8 @@ class SimConfig:
     device: str = "auto"
     compile: str = "auto"
     dtype: str = "float32"
+    population: str = "uniform"   # physical (dhs.simulate.physical) | uniform (the priors below, for grid studies)
+    physical: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # overrides of dhs.simulate.physical.DEFAULT_PARAMS
     priors: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     # where the host sits in its cutout, what kind of galaxy it is, and what else is in the field
     centring: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"subpixel": False, "centroid_error_arcsec": 0.0})
@@ -74,6 +80,10 @@ class SimConfig:
     @functools.cached_property
     def scene(self) -> SceneConfig:
         return SceneConfig.from_params(self.centring, self.host_kinds, self.fields)
+
+    @functools.cached_property
+    def physical_params(self) -> dict[str, Any]:
+        return make_params({k: tuple(v) if isinstance(v, list) else v for k, v in (self.physical or {}).items()})
 
     @functools.cached_property
     def knot_config(self) -> KnotConfig | None:
@@ -157,6 +167,11 @@ class SimConfig:
             need(1 <= k.n_knots[0] <= k.n_knots[1], "knots.n_knots must be [lo, hi] with 1 <= lo <= hi")
             need(0.03 <= k.sigma_arcsec[0] <= k.sigma_arcsec[1],
                  "knots.sigma_arcsec must be [lo, hi] with lo >= 0.03 (narrower knots are not resolved by the 4x4 sub-pixel grid)")
+        need(self.population in POPULATIONS, f"population must be one of {POPULATIONS}, got {self.population!r}")
+        try:
+            self.physical_params
+        except KeyError as exc:
+            raise ConfigError(f"simulate params: physical: {exc.args[0]}; known keys are those of dhs.simulate.physical.DEFAULT_PARAMS") from None
         missing = [p for p in REQUIRED_PRIORS if p not in self.priors]
         need(not missing, f"priors missing {missing}")
         unknown = sorted(set(self.priors) - set(REQUIRED_PRIORS))

@@ -8,13 +8,17 @@ learns a morphology the sky does not show. Each source is given, in the spirit o
 - positions: a 2-D Gaussian with the source's half-light radius (r_half = 1.1774 sigma for a
   circular Gaussian), stretched by the source's axis ratio and position angle, so the knots
   follow the galaxy;
-- sizes: circular Gaussians with sigma uniform in ``sigma_arcsec``. The floor (0.04 arcsec) keeps
-  a knot resolved by the 4 x 4 sub-pixel grid (0.066 arcsec) even where the lens does not stretch
-  it, so its flux is sampled to better than 1e-3 (tests/test_knots_and_scene.py);
+- sizes: circular Gaussians with sigma uniform in ``sigma_arcsec`` (star-forming clumps are
+  < 1 kpc, ~0.03-0.1 arcsec at z ~ 1-3); the renderer raises the sub-pixel count for the narrowest
+  knots (``dhs.simulate.render.oversample_for``) so their flux is sampled to ~1e-3;
 - fluxes: the knots carry a fraction ``flux_fraction`` of the source's r flux, split between
   them by exponential weights (a steep clump luminosity function: one or two knots dominate);
-- colour: bluer than the smooth component by ``bluer_g_minus_r`` and ``bluer_r_minus_z``
-  (young star-forming regions have bluer UV continua than their host).
+- colour: bluer than the smooth component (young star-forming regions have bluer UV continua
+  than their host: clumps at z ~ 1-3 are ~0.2-0.5 mag bluer in rest U-V, Guo et al. 2012;
+  Wuyts et al. 2012); the physical population gives each source's knot colours from its SED
+  with a steeper UV slope, the uniform one subtracts ``bluer_g_minus_r`` / ``bluer_r_minus_z``.
+  Clumps appear in about half of the star-forming galaxies at z ~ 1-3 and carry a few to ~20 %
+  of the UV light each (Guo et al. 2015).
 
 The knots are rendered through the same lens (``dhs.simulate.render.lensed_knots``), normalised
 to their total flux in the source plane: the lensed image keeps the magnification.
@@ -37,11 +41,11 @@ N_UNIFORMS = 3 + 4 * MAX_KNOTS
 class KnotConfig:
     """``simulate.knots`` in params.yaml."""
 
-    fraction_of_sources: float = 0.8          # sources that have knots at all
-    flux_fraction: tuple[float, float] = (0.2, 0.6)   # of the source's r flux, uniform
-    n_knots: tuple[int, int] = (2, 8)         # uniform integer, inclusive
-    sigma_arcsec: tuple[float, float] = (0.04, 0.10)  # knot Gaussian sigma, uniform
-    bluer_g_minus_r: float = 0.3
+    fraction_of_sources: float = 0.6          # sources that have knots at all
+    flux_fraction: tuple[float, float] = (0.1, 0.4)   # of the source's r flux, uniform
+    n_knots: tuple[int, int] = (1, 6)         # uniform integer, inclusive
+    sigma_arcsec: tuple[float, float] = (0.03, 0.08)  # knot Gaussian sigma, uniform
+    bluer_g_minus_r: float = 0.16             # uniform population only (physical: the SED model's knot colours)
     bluer_r_minus_z: float = 0.2
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dhs import PIPELINE_VERSION
+from dhs.simulate import physical
 from dhs.simulate.config import SimConfig
 from dhs.simulate.priors import sample_prior
 
@@ -61,6 +62,51 @@ def config_id(cfg: SimConfig) -> str:
     return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:12]
 
 
+HOST_COLUMNS = ("host_r_mag", "host_g_minus_r", "host_r_minus_z", "host_reff_arcsec", "host_sersic_n", "host_q", "host_phi_rad")
+SYSTEM_COLUMNS = ("theta_e_arcsec", "lens_q", "lens_phi_rad", "shear_g1", "shear_g2", "src_x_arcsec", "src_y_arcsec",
+                  "src_r_mag", "src_g_minus_r", "src_r_minus_z", "src_reff_arcsec", "src_sersic_n", "src_e", "src_phi_rad",
+                  "src_knot_g_minus_r", "src_knot_r_minus_z")
+# the physical population's redshifts and velocity dispersion: host ones on every row, source ones on injections
+PHYSICAL_HOST_EXTRAS = ("z_l", "sigma_v_kms")
+PHYSICAL_SOURCE_EXTRAS = ("z_s",)
+
+
+def uniform_systems(cfg: SimConfig, n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """n hosts, each with the lens system an injection into it would get, from the priors in
+    ``simulate.priors`` (uniform boxes and simple distributions, for grid studies)."""
+    P = cfg.priors
+    d = {k: sample_prior(P[k], n, rng) for k in ("host_r_mag", "host_g_minus_r", "host_r_minus_z", "host_reff_arcsec", "host_sersic_n")}
+    d["host_q"] = np.clip(sample_prior(P["host_q"], n, rng), 0.05, 1.0)
+    d["host_phi_rad"] = rng.uniform(0, np.pi, n)
+    theta_e = sample_prior(P["theta_e_arcsec"], n, rng)
+    d["theta_e_arcsec"] = theta_e
+    d["lens_q"] = np.clip(sample_prior(P["lens_q"], n, rng), 0.05, 1.0)
+    d["lens_phi_rad"] = rng.uniform(0, np.pi, n)
+    d["shear_g1"] = sample_prior(P["shear_component"], n, rng)
+    d["shear_g2"] = sample_prior(P["shear_component"], n, rng)
+    beta = sample_prior(P["src_beta_frac"], n, rng) * theta_e
+    ang = rng.uniform(0, 2 * np.pi, n)
+    d["src_x_arcsec"], d["src_y_arcsec"] = beta * np.cos(ang), beta * np.sin(ang)
+    for k in ("src_r_mag", "src_g_minus_r", "src_r_minus_z", "src_reff_arcsec", "src_sersic_n"):
+        d[k] = sample_prior(P[k], n, rng)
+    d["src_e"] = np.clip(sample_prior(P["src_e"], n, rng), 0.0, 0.9)
+    d["src_phi_rad"] = rng.uniform(0, np.pi, n)
+    kc = cfg.knot_config
+    d["src_knot_g_minus_r"] = d["src_g_minus_r"] - (kc.bluer_g_minus_r if kc else 0.0)
+    d["src_knot_r_minus_z"] = d["src_r_minus_z"] - (kc.bluer_r_minus_z if kc else 0.0)
+    return pd.DataFrame(d)
+
+
+def physical_systems(cfg: SimConfig, n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """n hosts with their lens systems from the physical population (``dhs.simulate.physical``):
+    controls keep the host, injections the whole system, so both share one host distribution."""
+    s = physical.sample(n, rng, cfg.physical_params)
+    out = {k: s[k].to_numpy() for k in HOST_COLUMNS + PHYSICAL_HOST_EXTRAS + PHYSICAL_SOURCE_EXTRAS}
+    for k in SYSTEM_COLUMNS:
+        out[k] = s["lens_phi_abs_rad" if k == "lens_phi_rad" else k].to_numpy()
+    return pd.DataFrame(out)
+
+
 def sample_population(cfg: SimConfig) -> pd.DataFrame:
     """One row per stamp with every contract column except the pixels and the rendered metrics."""
     rng = np.random.default_rng([cfg.seed, 0])
@@ -84,29 +130,21 @@ def sample_population(cfg: SimConfig) -> pd.DataFrame:
     b_ebv = sample_prior(P["ebv"], nb, rng)
     split_of = assign_region_splits(region_ids, dict(cfg.split_fractions), cfg.split_salt)
 
-    # --- hosts
+    # --- hosts, each with the lens system an injection into it gets (label-independent)
     n_rows = cfg.n_stamps
     n_hosts = (n_rows + 1) // 2 if cfg.paired else n_rows
     h_brick = rng.integers(0, nb, n_hosts)
     h_dec = b_dec[h_brick] + rng.uniform(-0.5, 0.5, n_hosts) * BRICK_SIZE_DEG
     h_ra = (b_ra[h_brick] + rng.uniform(-0.5, 0.5, n_hosts) * BRICK_SIZE_DEG / np.cos(np.radians(h_dec))) % 360
-    host = {
-        "host_r_mag": sample_prior(P["host_r_mag"], n_hosts, rng),
-        "host_g_minus_r": sample_prior(P["host_g_minus_r"], n_hosts, rng),
-        "host_r_minus_z": sample_prior(P["host_r_minus_z"], n_hosts, rng),
-        "host_reff_arcsec": sample_prior(P["host_reff_arcsec"], n_hosts, rng),
-        "host_sersic_n": sample_prior(P["host_sersic_n"], n_hosts, rng),
-        "host_q": np.clip(sample_prior(P["host_q"], n_hosts, rng), 0.05, 1.0),
-        "host_phi_rad": rng.uniform(0, np.pi, n_hosts),
-        "bad_pixel_frac": np.clip(sample_prior(P["bad_pixel_frac"], n_hosts, rng), 0, 1),
-        "wise_brightmask_frac": np.clip(sample_prior(P["wise_brightmask_frac"], n_hosts, rng), 0, 1),
-    }
+    systems = physical_systems(cfg, n_hosts, rng) if cfg.population == "physical" else uniform_systems(cfg, n_hosts, rng)
+    systems["bad_pixel_frac"] = np.clip(sample_prior(P["bad_pixel_frac"], n_hosts, rng), 0, 1)
+    systems["wise_brightmask_frac"] = np.clip(sample_prior(P["wise_brightmask_frac"], n_hosts, rng), 0, 1)
 
     # --- rows: hosts -> stamps with labels. Hosts are ordered by brick (as survey cutouts are),
     # so a render batch meets few distinct PSFs; labels stay independent of everything.
     order = np.argsort(h_brick, kind="stable")
     h_brick, h_ra, h_dec = h_brick[order], h_ra[order], h_dec[order]
-    host = {k: v[order] for k, v in host.items()}
+    systems = systems.iloc[order].reset_index(drop=True)
     if cfg.paired:
         row_host = np.repeat(np.arange(n_hosts), 2)[:n_rows]
         is_control = np.tile([1, 0], n_hosts)[:n_rows]
@@ -129,8 +167,12 @@ def sample_population(cfg: SimConfig) -> pd.DataFrame:
         }
     )
     df["region_split"] = df["region_id"].map(split_of)
-    for k, v in host.items():
-        df[k] = v[row_host]
+    row_sys = systems.iloc[row_host].reset_index(drop=True)
+    for k in HOST_COLUMNS + ("bad_pixel_frac", "wise_brightmask_frac"):
+        df[k] = row_sys[k].to_numpy()
+    if cfg.population == "physical":
+        for k in PHYSICAL_HOST_EXTRAS:
+            df[k] = row_sys[k].to_numpy()
 
     psf_r = b_psf_r[brick]
     df["psfsize_r"] = psf_r
@@ -140,41 +182,23 @@ def sample_population(cfg: SimConfig) -> pd.DataFrame:
     df["ebv"] = b_ebv[brick]
 
     # --- injections (controls carry 0 in every injection column, as in Phase 4c)
-    def inj_only(values: np.ndarray) -> np.ndarray:
-        return np.where(inj, values, 0.0)
+    def inj_only(values) -> np.ndarray:
+        return np.where(inj, np.asarray(values, float), 0.0)
 
-    theta_e = inj_only(sample_prior(P["theta_e_arcsec"], n, rng))
     is_sis = inj & (rng.uniform(0, 1, n) < cfg.sis_fraction)
-    lens_q = np.where(is_sis, 1.0, np.clip(sample_prior(P["lens_q"], n, rng), 0.05, 1.0))
+    lens_q = np.where(is_sis, 1.0, row_sys["lens_q"].to_numpy())
     lens_q = np.where(inj, lens_q, 1.0)
-    lens_phi = inj_only(rng.uniform(0, np.pi, n))
-    g1 = inj_only(sample_prior(P["shear_component"], n, rng))
-    g2 = inj_only(sample_prior(P["shear_component"], n, rng))
-    beta = sample_prior(P["src_beta_frac"], n, rng) * theta_e
-    beta_ang = rng.uniform(0, 2 * np.pi, n)
-    src_r = sample_prior(P["src_r_mag"], n, rng)
-    src_gr = sample_prior(P["src_g_minus_r"], n, rng)
-    src_rz = sample_prior(P["src_r_minus_z"], n, rng)
-    src_e = np.clip(sample_prior(P["src_e"], n, rng), 0.0, 0.9)
     df["lens_model"] = np.where(~inj, "CONTROL", np.where(is_sis, "SIS", "SIE"))
-    df["theta_e_arcsec"] = theta_e
-    df["lens_e"] = inj_only((1 - lens_q) / (1 + lens_q))
+    for k in SYSTEM_COLUMNS:
+        df[k] = inj_only(row_sys[k])
     df["lens_q"] = lens_q
-    df["lens_phi_rad"] = lens_phi
-    df["shear_g1"] = g1
-    df["shear_g2"] = g2
-    df["shear"] = np.hypot(g1, g2)
-    df["src_x_arcsec"] = inj_only(beta * np.cos(beta_ang))
-    df["src_y_arcsec"] = inj_only(beta * np.sin(beta_ang))
-    df["src_r_mag"] = inj_only(src_r)
+    df["lens_e"] = inj_only((1 - lens_q) / (1 + lens_q))
+    df["shear"] = np.hypot(df["shear_g1"], df["shear_g2"])
     # src_dmag: source total (unlensed) r mag minus host total r mag
-    df["src_dmag"] = inj_only(src_r - df["host_r_mag"].to_numpy())
-    df["src_g_minus_r"] = inj_only(src_gr)
-    df["src_r_minus_z"] = inj_only(src_rz)
-    df["src_reff_arcsec"] = inj_only(sample_prior(P["src_reff_arcsec"], n, rng))
-    df["src_sersic_n"] = inj_only(sample_prior(P["src_sersic_n"], n, rng))
-    df["src_e"] = inj_only(src_e)
-    df["src_phi_rad"] = inj_only(rng.uniform(0, np.pi, n))
+    df["src_dmag"] = inj_only(row_sys["src_r_mag"] - df["host_r_mag"])
+    if cfg.population == "physical":
+        for k in PHYSICAL_SOURCE_EXTRAS:
+            df[k] = inj_only(row_sys[k])
 
     failed = rng.uniform(0, 1, n) < cfg.failed_cutout_fraction
     df["cutout_ok"] = (~failed).astype(np.int64)

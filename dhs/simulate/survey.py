@@ -236,7 +236,7 @@ def render_noise_free(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) 
             kunit[torch.as_tensor(knotted, device=device)] = _render_by_oversample(
                 lensed_knots, {k: v[knotted] for k, v in kp_all.items()}, os_k, device, dtype, kw)
             knot_flux = np.where(f_k[:, None] > 0, band_fluxes(22.5 - 2.5 * np.log10(np.maximum(src_flux_r * f_k, 1e-30)),
-                                                               gr - kc.bluer_g_minus_r, rz - kc.bluer_r_minus_z), 0.0)
+                                                               r["src_knot_g_minus_r"].to_numpy(float), r["src_knot_r_minus_z"].to_numpy(float)), 0.0)
             units.append(kunit)
             fluxes.append(knot_flux)
             unit_sum = unit_sum + kunit.sum(dim=(-1, -2)).double().cpu().numpy() * f_k
