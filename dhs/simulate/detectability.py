@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -110,3 +111,32 @@ def detectable_lenspop(df: pd.DataFrame, seeing_arcsec=None, m5: Mapping[str, fl
         "snr_best": best, "best_band": np.asarray(bands)[sn.argmax(axis=1)], "bright": bright,
         "detectable": multiple & resolved & magnified & arc & bright,
     }, index=df.index)
+
+
+# The LensPop forecast of lenses discoverable in the DES full coadd (Collett 2015, ApJ 811, 20;
+# the table LensPop publishes, shipped unchanged in dhs/simulate/data with its header): the
+# anchor the population is compared with (metrics/stamps.json, the report, tests).
+LENSPOP_TABLE = Path(__file__).parent / "data" / "lenspop_des_full_coadd.txt"
+LENSPOP_COLUMNS = ("z_l", "z_s", "theta_e_arcsec", "sigma_v_kms", "lens_q", "lens_reff_arcsec", "lens_g_mag", "lens_r_mag",
+                   "lens_i_mag", "src_x_arcsec", "src_y_arcsec", "src_q", "src_pa_deg", "src_reff_arcsec", "src_g_mag", "src_r_mag",
+                   "src_i_mag", "magnification", "seeing_g", "snr_g", "seeing_r", "snr_r", "seeing_i", "snr_i", "snr_g_minus_i")
+ANCHOR_QUANTITIES = {  # our column -> how the LensPop table gives it
+    "theta_e_arcsec": lambda t: t["theta_e_arcsec"],
+    "host_r_mag": lambda t: t["lens_r_mag"],
+    "src_r_mag": lambda t: t["src_r_mag"],
+    "src_reff_arcsec": lambda t: t["src_reff_arcsec"],
+    "magnification": lambda t: t["magnification"],
+    "lensed_src_r_mag": lambda t: t["src_r_mag"] - 2.5 * np.log10(t["magnification"]),
+    "src_dmag": lambda t: t["src_r_mag"] - t["lens_r_mag"],
+}
+PERCENTILES = (5, 25, 50, 75, 95)
+
+
+def lenspop_table(path: str | Path = LENSPOP_TABLE) -> pd.DataFrame:
+    return pd.read_csv(path, sep=r"\s+", comment="#", header=None, names=list(LENSPOP_COLUMNS))
+
+
+def lenspop_percentiles(path: str | Path = LENSPOP_TABLE) -> dict[str, list[float]]:
+    """Percentiles (5/25/50/75/95 %) of the anchor quantities in the LensPop table."""
+    t = lenspop_table(path)
+    return {k: [float(v) for v in np.percentile(f(t), PERCENTILES)] for k, f in ANCHOR_QUANTITIES.items()}
