@@ -15,8 +15,8 @@ import sys
 import time
 
 from dhs import atomic
-from dhs.baseline import BaselineConfig, BaselineError, load_cache_meta, run_baseline, summary_lines
-from dhs.cache import CacheError
+from dhs.baseline.models import BaselineConfig, BaselineError, load_cache_meta, run_baseline, summary_lines
+from dhs.stamps.cache import CacheError
 from dhs.params import ParamsError, load_params, section
 
 

@@ -5,7 +5,7 @@ Reads data/scores/{arch}.parquet. Fits temperature scaling (always) and, with
 eval split (test), which must be a different split. Writes, atomically:
 
 - data/calibration/{arch}/calibrator.json  the fitted map, its temperature, pi_train (injection
-  fraction of the fit split) and the checkpoint it belongs to; ``dhs.calibration.load_calibrator``
+  fraction of the fit split) and the checkpoint it belongs to; ``dhs.calibration.reliability.load_calibrator``
   gives an object with ``.probabilities(logits)`` for later stages
 - metrics/calibration/{arch}.json  ECE and MCE (per binning strategy), Brier score and log loss on
   the eval split before and after calibration; rows per split and label; the prevalence section:
@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 
 from dhs import atomic
-from dhs.calibration import (Calibrator, CalibrationConfig, CalibrationError, ReliabilityCurve, calibration_summary,
+from dhs.calibration.reliability import (Calibrator, CalibrationConfig, CalibrationError, ReliabilityCurve, calibration_summary,
                              file_sha256, fit_isotonic, fit_temperature, nll_from_logits, prevalence_logit_offset,
                              purity_operating_points, reliability_curve, save_calibrator)
 from dhs.params import ParamsError, load_params, section
-from dhs.scores import ScoresError, read_scores
-from dhs.thresholds import ThresholdError
+from dhs.evaluation.scores import ScoresError, read_scores
+from dhs.evaluation.thresholds import ThresholdError
 
 CHECKPOINT = "checkpoint_best.pt"   # the checkpoint the infer stage scores with
 

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from dhs import atomic
-from dhs.completeness import CompletenessError, surface_name
-from dhs.completeness_figures import LABELS, curve_figure, placeholder_figure, surface_figure
+from dhs.completeness.counts import CompletenessError, surface_name
+from dhs.completeness.figures import LABELS, curve_figure, placeholder_figure, surface_figure
 from dhs.params import ParamsError, load_params, section
-from dhs.selection import CompletenessConfig, fpr_name, measure, metrics_dict
-from dhs.spark import spark_session
+from dhs.completeness.measure import CompletenessConfig, fpr_name, measure, metrics_dict
+from dhs.completeness.spark import spark_session
 
 CSV_COLUMNS = ["threshold", "subset", "primary", "bin", "bin_lo", "bin_hi", "bin_center", "n", "k", "completeness",
                "wilson_lo", "wilson_hi", "boot_lo", "boot_hi", "low_n"]

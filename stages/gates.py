@@ -16,17 +16,17 @@ import time
 from pathlib import Path
 
 from dhs import atomic
-from dhs.cache import CacheError
+from dhs.stamps.cache import CacheError
 from dhs.gates import GatesConfig, run_gates, table_lines
 from dhs.gates.plot import plot_gates
 from dhs.params import ParamsError, load_params, section
-from dhs.training import TrainingError
+from dhs.finder.training import TrainingError
 
 
 def run(arch: str, params_path: str = "params.yaml", cache_dir: str = "data/cache", models_dir: str = "data/models",
         baseline_metrics: str = "metrics/baseline.json", metrics_dir: str = "metrics/gates", plots_dir: str = "plots/gates") -> dict:
     cfg = GatesConfig.from_params(section(load_params(params_path), "gates", GatesConfig.keys(), params_path), params_path)
-    from dhs.inference import load_trained, score_images  # torch-heavy: after the params are known to be good
+    from dhs.finder.inference import load_trained, score_images  # torch-heavy: after the params are known to be good
 
     t0 = time.perf_counter()
     tm = load_trained(Path(models_dir) / arch, cfg.device)

@@ -1,7 +1,7 @@
 """Stage `infer@{arch}`: score every val and test stamp of the cache exactly once.
 
 Writes data/scores/{arch}.parquet (task_id, split, label, logit, score and every scalar
-metadata column, see dhs.scores) and metrics/infer/{arch}.json (rows per split and label, and
+metadata column, see dhs.evaluation.scores) and metrics/infer/{arch}.json (rows per split and label, and
 the rows the stamps stage rejected before the cache, so every input row is accounted for).
 """
 
@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from dhs import atomic
-from dhs.cache import CacheError, open_split
-from dhs.inference import load_trained, score_split
+from dhs.stamps.cache import CacheError, open_split
+from dhs.finder.inference import load_trained, score_split
 from dhs.params import ParamsError, load_params, section
-from dhs.regression import theta_e_regression_table
-from dhs.scores import SCORE_SPLITS, ScoresError, check_scores, score_table
-from dhs.training import TrainingError
+from dhs.evaluation.regression import theta_e_regression_table
+from dhs.evaluation.scores import SCORE_SPLITS, ScoresError, check_scores, score_table
+from dhs.finder.training import TrainingError
 
 def theta_figure(scores: pd.DataFrame, path: Path, arch: str) -> None:
     import matplotlib

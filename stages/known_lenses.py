@@ -3,7 +3,7 @@
 Reads the curated catalogue (known_lenses.catalog), the cutouts and manifest the `cutouts`
 stage left in data/cutouts (no network here), the FPR thresholds of metrics/completeness/{arch}.json and
 the calibrator data/calibration/{arch}/calibrator.json. Scores every usable cutout with the
-trained model and its training normalisation (dhs.inference.score_images), and reports recall
+trained model and its training normalisation (dhs.finder.inference.score_images), and reports recall
 (k of n, Wilson 95%) at every completeness threshold (score > t) and at every calibrated
 probability threshold (p > t), overall, by grade and by theta_E bin where theta_E is known.
 

@@ -19,12 +19,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dhs import atomic  # noqa: E402
-from dhs.completeness import CompletenessError  # noqa: E402
-from dhs.completeness_figures import LABELS  # noqa: E402
+from dhs.completeness.counts import CompletenessError  # noqa: E402
+from dhs.completeness.figures import LABELS  # noqa: E402
 from dhs.params import ParamsError, load_params, section  # noqa: E402
-from dhs.selection import CompletenessConfig, fpr_name  # noqa: E402
-from dhs.sensitivity import SensitivityConfig, sweep  # noqa: E402
-from dhs.spark import spark_session  # noqa: E402
+from dhs.completeness.measure import CompletenessConfig, fpr_name  # noqa: E402
+from dhs.completeness.sensitivity import SensitivityConfig, sweep  # noqa: E402
+from dhs.completeness.spark import spark_session  # noqa: E402
 
 
 def figure(table, var: str, plot_threshold: str, path: Path) -> None:

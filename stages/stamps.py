@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 from dhs import atomic
-from dhs.cache import CacheError, build_cache
+from dhs.stamps.cache import CacheError, build_cache
 from dhs.contract.validate import DatasetInvalid, list_shards, validate
 from dhs.params import ParamsError, load_params, section
 from dhs.simulate.config import ConfigError, SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
-from dhs.staging import StagingError, describe_source, link_tree, stage
+from dhs.stamps.staging import StagingError, describe_source, link_tree, stage
 
 STAMPS_KEYS = {"source", "rows_per_shard", "validate_workers", "s3_endpoint_url", "copy_workers", "max_attempts",
                "max_reject_frac", "staging_dir", "cache_dtype", "s3_timeout_s"}

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from dhs import atomic
-from dhs.loader import preprocess_from_params
+from dhs.finder.loader import preprocess_from_params
 from dhs.params import ParamsError, load_params, section
-from dhs.training import TrainConfig, TrainingError, train
+from dhs.finder.training import TrainConfig, TrainingError, train
 
 
 def main(argv: list[str] | None = None) -> int:

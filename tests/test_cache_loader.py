@@ -11,9 +11,9 @@ import pyarrow.dataset as ds
 import pytest
 import torch
 
-from dhs.cache import CacheError, build_cache, open_split
+from dhs.stamps.cache import CacheError, build_cache, open_split
 from dhs.contract import decode_stamp, validate
-from dhs.loader import (NormConfig, ShardedSampler, StampDataset, annulus_mask, augment_dihedral, iterate_batches,
+from dhs.finder.loader import (NormConfig, ShardedSampler, StampDataset, annulus_mask, augment_dihedral, iterate_batches,
                         normalize, shard_indices)
 
 
@@ -164,7 +164,7 @@ def test_bad_norm_params_are_refused():
 def test_params_preprocess_section_parses():
     import yaml
 
-    from dhs.loader import preprocess_from_params
+    from dhs.finder.loader import preprocess_from_params
 
     norm, augment = preprocess_from_params(yaml.safe_load(open("params.yaml"))["preprocess"])
     assert norm.mode == "annulus_common" and norm.clip == 20.0 and augment is True

@@ -16,12 +16,12 @@ import yaml
 from scipy.special import expit
 from scipy.stats import norm
 
-from dhs.calibration import (CalibrationConfig, CalibrationError, Calibrator, apply_isotonic, brier_score, ece,
+from dhs.calibration.reliability import (CalibrationConfig, CalibrationError, Calibrator, apply_isotonic, brier_score, ece,
                              fit_isotonic, fit_temperature, load_calibrator, log_loss, mce, posterior_at_prevalence,
                              prevalence_logit_offset, prevalence_shift, purity_at_prevalence, purity_operating_points,
                              reliability_curve, save_calibrator)
 from dhs.params import ParamsError
-from dhs.thresholds import threshold_at_fpr
+from dhs.evaluation.thresholds import threshold_at_fpr
 from stages import calibration as stage
 
 CAL_PARAMS = {"method": "temperature", "n_bins": 15, "strategies": ["uniform", "quantile"], "fit_split": "val",
@@ -211,7 +211,7 @@ def test_calibrator_round_trip_and_refusals(tmp_path):
 # --------------------------------------------------------------------------- the stage
 
 def write_scores(path: Path, t_model: float = 2.0, n_val: int = 3000, n_test: int = 4000, seed: int = 2) -> pd.DataFrame:
-    """A score table in the dhs.scores layout: calibrated logits z, labels drawn from them, and a
+    """A score table in the dhs.evaluation.scores layout: calibrated logits z, labels drawn from them, and a
     model that reports t_model * z; val and test from disjoint regions."""
     rng = np.random.default_rng(seed)
     n = n_val + n_test

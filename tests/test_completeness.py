@@ -11,11 +11,11 @@ import pytest
 import yaml
 from scipy.stats import binomtest
 
-from dhs.completeness import (MISSING, OUT_OF_RANGE, BinSpec, CompletenessError, Criterion, region_bin_counts_pandas,
+from dhs.completeness.counts import (MISSING, OUT_OF_RANGE, BinSpec, CompletenessError, Criterion, region_bin_counts_pandas,
                               region_bin_counts_spark, summarise)
-from dhs.intervals import region_bootstrap, wilson_interval
-from dhs.selection import CompletenessConfig, measure
-from dhs.thresholds import ThresholdError, fixed_threshold, threshold_at_fpr
+from dhs.evaluation.intervals import region_bootstrap, wilson_interval
+from dhs.completeness.measure import CompletenessConfig, measure
+from dhs.evaluation.thresholds import ThresholdError, fixed_threshold, threshold_at_fpr
 from tests.conftest import REPO
 
 
@@ -254,7 +254,7 @@ def test_real_data_without_optional_columns_and_null_regions(spark, tmp_path):
     assert out["skipped_variables"] == ["arc_snr"]
     assert pd.read_csv(tmp_path / "plots" / "m" / "arc_snr.csv").empty
     assert (tmp_path / "plots" / "m" / "theta_e_arcsec__x__arc_snr.png").exists()
-    from dhs.sensitivity import SensitivityConfig, sweep
+    from dhs.completeness.sensitivity import SensitivityConfig, sweep
 
     with pytest.raises(CompletenessError, match="arc_snr"):
         sweep(spark, {"m": str(tmp_path / "scores" / "m.parquet")}, cfg, SensitivityConfig.from_params({"variables": ["theta_e_arcsec"]}))

@@ -28,7 +28,7 @@ from dhs.contract import (
     validate,
 )
 from dhs.contract.validate import DatasetInvalid
-from dhs.shards import HiveShardWriter
+from dhs.stamps.shards import HiveShardWriter
 
 CONTRACT = load_contract()
 SIZE = 64

@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
-from dhs.loader import NormConfig
+from dhs.finder.loader import NormConfig
 from dhs.models import ModelSpec, build_model
-from dhs.colours import host_colours_nmgy
+from dhs.finder.colours import host_colours_nmgy
 from dhs.models.heads import split_outputs
-from dhs.regression import theta_e_regression_table
-from dhs.training import TrainConfig, train
+from dhs.evaluation.regression import theta_e_regression_table
+from dhs.finder.training import TrainConfig, train
 from tests.conftest import REPO
 
 
@@ -68,8 +68,8 @@ def test_theta_loss_is_masked_on_controls(sim_cache, tmp_path):
 def test_colour_conditioned_model_trains_and_scores(sim_cache, tmp_path):
     """Colours reach the model in training, inference on the cache and inference on raw arrays,
     with any normalisation (they are measured before it)."""
-    from dhs.cache import open_split
-    from dhs.inference import load_trained, score_images, score_split
+    from dhs.stamps.cache import open_split
+    from dhs.finder.inference import load_trained, score_images, score_split
 
     p = yaml.safe_load(open(REPO / "params.yaml"))["train"]
     p.update(epochs=1, steps_per_epoch=2, batch_size=8, colour_conditioning=True, warmup_steps=0)

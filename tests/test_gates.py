@@ -27,9 +27,9 @@ from dhs.gates.probes import psf_fwhm_grz, render_ring_and_arc, ring_probe_gate
 from dhs.gates.result import summarise
 from dhs.gates.shuffle import annulus_shuffle, shuffle_gate
 from dhs.gates.splits import host_keys, split_integrity_gate
-from dhs.loader import NormConfig, core_dropout, iterate_batches, normalize, preprocess_from_params, subtract_radial_profile
+from dhs.finder.loader import NormConfig, core_dropout, iterate_batches, normalize, preprocess_from_params, subtract_radial_profile
 from dhs.params import ParamsError
-from dhs.radial import annulus_table, core_mask, radius_px
+from dhs.stamps.geometry import annulus_table, core_mask, radius_px
 
 SIZE = 64
 SKY = np.array([0.003, 0.005, 0.012])
@@ -366,9 +366,9 @@ def test_radial_profile_option_in_normalize_and_old_params_and_checkpoints_still
 
 
 def test_core_dropout_replaces_the_core_with_sky_like_noise_in_training_only(sim_cache, tmp_path):
-    from dhs.cache import open_split
+    from dhs.stamps.cache import open_split
     from dhs.models import ModelSpec, build_model
-    from dhs.training import evaluate
+    from dhs.finder.training import evaluate
 
     split = open_split(sim_cache, "train")
     rows = np.arange(16)
@@ -393,7 +393,7 @@ def test_core_dropout_replaces_the_core_with_sky_like_noise_in_training_only(sim
     b = evaluate(model, val, on, torch.device("cpu"), 64, None, False)
     assert a == b
     # ... while the training loop applies it: same seed and steps, different weights
-    from dhs.training import TrainConfig, load_checkpoint, train
+    from dhs.finder.training import TrainConfig, load_checkpoint, train
 
     cfg = TrainConfig.from_params({"epochs": 1, "steps_per_epoch": 2, "batch_size": 16, "warmup_steps": 1, "device": "cpu"}, "small_cnn")
     weights = []
@@ -409,7 +409,7 @@ def test_core_dropout_replaces_the_core_with_sky_like_noise_in_training_only(sim
 
 @pytest.fixture(scope="module")
 def tiny_model(sim_cache, tmp_path_factory):
-    from dhs.training import TrainConfig, train
+    from dhs.finder.training import TrainConfig, train
 
     models = tmp_path_factory.mktemp("models")
     cfg = TrainConfig.from_params({"epochs": 1, "steps_per_epoch": 3, "batch_size": 16, "warmup_steps": 1, "eval_batch_size": 64,
@@ -427,7 +427,7 @@ def _params(tmp_path, **gates):
 
 
 def test_stage_writes_metrics_and_figure_and_enforce_stops_on_a_failing_gate(sim_cache, tiny_model, tmp_path, capsys):
-    from dhs.cache import open_split
+    from dhs.stamps.cache import open_split
     from stages.gates import main
 
     base = tmp_path / "baseline.json"

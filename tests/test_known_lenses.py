@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dhs.intervals import wilson_interval
+from dhs.evaluation.intervals import wilson_interval
 from dhs.known_lenses.catalog import (COLUMNS, DEFAULT_PATH, GRADES, CatalogError, curate, match_groups, read_catalog,
                                       select_lenses, write_catalog)
 from dhs.known_lenses.cutout_fits import CutoutInvalid, cutout_bytes, read_cutout
@@ -411,10 +411,10 @@ def _write_inputs(tmp_path: Path, server: CutoutServer | None, lens_cubes, **sec
     checkpoint, completeness thresholds and a calibrator: everything the stages read."""
     import torch
 
-    from dhs.calibration import Calibrator, save_calibrator
-    from dhs.loader import NormConfig
+    from dhs.calibration.reliability import Calibrator, save_calibrator
+    from dhs.finder.loader import NormConfig
     from dhs.models import ModelSpec, build_model
-    from dhs.training import save_checkpoint
+    from dhs.finder.training import save_checkpoint
 
     pos = positions(6)
     cat = pos.assign(theta_e_arcsec=[0.9, 1.1, 1.3, 1.6, np.nan, np.nan], z_lens=0.3, z_source=np.nan,
@@ -492,7 +492,7 @@ def test_stages_fetch_then_score_and_report_recall_consistent_with_the_scores(se
     png = (tmp_path / "p" / "small_cnn_gallery.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     # the scores are the model's on the cached nMgy cubes with the training normalisation
-    from dhs.inference import load_trained, score_images
+    from dhs.finder.inference import load_trained, score_images
 
     tm = load_trained(tmp_path / "models" / "small_cnn", "cpu")
     np.testing.assert_allclose(ok["logit"], score_images(tm, lens_cubes[:5]), rtol=1e-5, atol=1e-6)

@@ -30,14 +30,14 @@ from PIL import Image  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from conftest import REPO  # noqa: E402
-from dhs.cache import open_split  # noqa: E402
+from dhs.stamps.cache import open_split  # noqa: E402
 from dhs.params import ParamsError  # noqa: E402
 from dhs.report import ReportConfig  # noqa: E402
 from dhs.report.figures import thin_curve  # noqa: E402
 from dhs.report.html import Section, data_view, img, page  # noqa: E402
 from dhs.report.scoring import auroc, roc_curve  # noqa: E402
-from dhs.scores import score_table  # noqa: E402
-from dhs.thresholds import threshold_at_fpr  # noqa: E402
+from dhs.evaluation.scores import score_table  # noqa: E402
+from dhs.evaluation.thresholds import threshold_at_fpr  # noqa: E402
 from stages import report as report_stage  # noqa: E402
 
 SECTION_IDS = ["headline", "accounting", "galleries", "training", "roc", "completeness", "surface",
@@ -62,7 +62,7 @@ def _write(path: Path, obj) -> None:
 
 
 def _scores(cache: Path, seed: int) -> pd.DataFrame:
-    """Real score tables (dhs.scores.score_table) on the simulated cache, injections score higher."""
+    """Real score tables (dhs.evaluation.scores.score_table) on the simulated cache, injections score higher."""
     rng = np.random.default_rng(seed)
     tables = []
     for split in ("val", "test"):

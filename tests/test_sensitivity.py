@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from dhs.completeness import CompletenessError
-from dhs.selection import CompletenessConfig
-from dhs.sensitivity import SensitivityConfig, sweep
+from dhs.completeness.counts import CompletenessError
+from dhs.completeness.measure import CompletenessConfig
+from dhs.completeness.sensitivity import SensitivityConfig, sweep
 from tests.conftest import REPO
 from tests.test_completeness import random_scores
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import REPO, SECRET, copy_repo
-from dhs.staging import MANIFEST, StagingError, stage
+from dhs.stamps.staging import MANIFEST, StagingError, stage
 from stages import stamps as stamps_stage
 
 

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 import yaml
 
 from conftest import REPO
-from dhs.cache import open_split
-from dhs.loader import NormConfig, iterate_batches
+from dhs.stamps.cache import open_split
+from dhs.finder.loader import NormConfig, iterate_batches
 from dhs.models import ARCHS, ModelSpec, build_model
-from dhs.training import TrainConfig, TrainingError, load_checkpoint, lr_at, train
+from dhs.finder.training import TrainConfig, TrainingError, load_checkpoint, lr_at, train
 
 HYBRID_META = ("psfsize_r", "psfdepth_r", "bad_pixel_frac")
 
@@ -171,7 +171,7 @@ def test_new_data_retrains_instead_of_resuming(sim_cache, tmp_path, capsys):
 
 
 def test_hybrid_metadata_missing_values_become_the_train_mean():
-    from dhs.training import standardise
+    from dhs.finder.training import standardise
 
     m = np.array([[1.0, 24.0], [3.0, np.nan], [np.nan, 26.0], [2.0, np.inf]], dtype=np.float64)
     m[~np.isfinite(m)] = np.nan

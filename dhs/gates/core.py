@@ -30,9 +30,9 @@ from sklearn.preprocessing import StandardScaler
 from dhs.gates.config import PIXEL_SCALE_ARCSEC, GatesConfig
 from dhs.gates.pixels import ScoreFn, normalised, sky_level_and_sigma
 from dhs.gates.result import auc_with_ci, enough_rows, gate_result, skipped
-from dhs.loader import NormConfig
-from dhs.radial import core_mask
-from dhs.scores import resolve_psf_r_arcsec
+from dhs.finder.loader import NormConfig
+from dhs.stamps.geometry import core_mask
+from dhs.evaluation.scores import resolve_psf_r_arcsec
 
 CORE_RULE = "core-only test AUC < core_auc_max"
 MASK_RULE = "AUROC(before) - AUROC(core masked) < core_mask_max_auc_drop, on controls + arcs clearing the core"

@@ -19,17 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhs.cache import open_split
+from dhs.stamps.cache import open_split
 from dhs.gates.config import GatesConfig
 from dhs.gates.core import core_masked_gate, core_only_gate
 from dhs.gates.metadata import metadata_gate
 from dhs.gates.pixels import ScoreFn, read_rows
 from dhs.gates.probes import ring_probe_gate
 from dhs.gates.result import summarise
-from dhs.thresholds import threshold_at_fpr
+from dhs.evaluation.thresholds import threshold_at_fpr
 from dhs.gates.shuffle import shuffle_gate
 from dhs.gates.splits import split_integrity_gate
-from dhs.loader import NormConfig
+from dhs.finder.loader import NormConfig
 
 GATE_ORDER = ("core_only", "metadata_only", "core_masked", "ring_probe", "annulus_shuffle", "split_integrity")
 FPR_DETECT = 0.01

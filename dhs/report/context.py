@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 from dhs.params import ParamsError
 from dhs.report.scoring import REPORT_COLUMNS, ArchSummary, ReportDataError, summarise
 from dhs.report.sources import Inputs, safe_name
-from dhs.scores import SCORE_SPLITS, ScoresError, check_scores
-from dhs.thresholds import ThresholdError
+from dhs.evaluation.scores import SCORE_SPLITS, ScoresError, check_scores
+from dhs.evaluation.thresholds import ThresholdError
 
 REPORT_KEYS = {"archs", "title", "split", "fprs", "gallery_n", "gallery_theta_bins", "seed"}
 

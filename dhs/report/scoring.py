@@ -2,7 +2,7 @@
 completeness at theta_E/PSF >= 1, all on one split (test by default) so the archs compare on
 the same stamps.
 
-Conventions (DOMAIN: evaluation rules): thresholds come from ``dhs.thresholds.threshold_at_fpr``
+Conventions (DOMAIN: evaluation rules): thresholds come from ``dhs.evaluation.thresholds.threshold_at_fpr``
 on the split's controls and a stamp passes when ``score > threshold``; the ROC keeps the last
 point of each run of tied scores and starts at (0, 0), so AUROC (trapezoids) equals the
 Mann-Whitney statistic with ties counted one half.
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dhs.intervals import wilson_interval
-from dhs.thresholds import threshold_at_fpr
+from dhs.evaluation.intervals import wilson_interval
+from dhs.evaluation.thresholds import threshold_at_fpr
 
 REPORT_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id", "theta_e_arcsec", "psf_r_arcsec", "theta_e_over_psf")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dhs.cache import CacheError, open_split
+from dhs.stamps.cache import CacheError, open_split
 from dhs.report import figures
 from dhs.report.context import Context
 from dhs.report.html import Section, badge, esc, fmt, img, not_run, notice, table
@@ -88,7 +88,7 @@ def headline(ctx: Context) -> Section:
         notes.append(cross_check(ctx, arch))
     body = table(rows, heads, raw_cols=range(len(heads)))
     body += notice("info", f"All numbers on the {ctx.cfg.split} split of data/scores/<arch>.parquet. Each threshold is set on "
-                           f"that split's controls at the target FPR (dhs.thresholds.threshold_at_fpr; a stamp passes when "
+                           f"that split's controls at the target FPR (dhs.evaluation.thresholds.threshold_at_fpr; a stamp passes when "
                            f"score > threshold); brackets are Wilson 95% intervals; \u26a0 low count: FPR x controls < 10, "
                            f"so a handful of controls set the threshold. Never read AUROC alone.")
     status = "ok" if ctx.summaries else "notrun"

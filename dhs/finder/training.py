@@ -3,7 +3,7 @@
 Read it top to bottom: build the model; resume from ``checkpoint_last.pt`` if its params hash
 matches; then for every step draw the next batch of this rank's shard of the shuffled train
 split (augmented on the device, with core dropout if ``norm.core_dropout_p`` > 0: training
-only, see ``dhs.loader``), take an AdamW step under a warmup + cosine schedule with
+only, see ``dhs.finder.loader``), take an AdamW step under a warmup + cosine schedule with
 gradient clipping; at each epoch end evaluate the whole val split, keep ``checkpoint_best.pt``
 (lowest val loss) and ``checkpoint_last.pt``.
 
@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from dhs.cache import CachedSplit, open_split
-from dhs.colours import split_host_colours
-from dhs.loader import NormConfig, iterate_batches, shard_indices
+from dhs.stamps.cache import CachedSplit, open_split
+from dhs.finder.colours import split_host_colours
+from dhs.finder.loader import NormConfig, iterate_batches, shard_indices
 from dhs.models import ARCHS, ModelSpec, build_model, check_metadata_columns
 from dhs.models.heads import split_outputs
 
@@ -133,15 +133,15 @@ def cache_digest(cache_dir: str | Path) -> str:
 
 
 def _source_digest() -> str:
-    import dhs.loader
+    import dhs.finder.loader
     import dhs.models
 
-    import dhs.cache
-    import dhs.colours
-    import dhs.radial
+    import dhs.stamps.cache
+    import dhs.finder.colours
+    import dhs.stamps.geometry
 
     files = sorted(Path(dhs.models.__file__).parent.glob("*.py")) + [Path(f) for f in (
-        __file__, dhs.loader.__file__, dhs.radial.__file__, dhs.cache.__file__, dhs.colours.__file__)]
+        __file__, dhs.finder.loader.__file__, dhs.stamps.geometry.__file__, dhs.stamps.cache.__file__, dhs.finder.colours.__file__)]
     h = hashlib.sha256()
     for f in files:
         h.update(f.read_bytes())
@@ -266,7 +266,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         raise TrainingError("train and val splits must both hold stamps")
     stamp_size = int(train_split.images.shape[-1])
     spec = cfg.spec(stamp_size)
-    # host colours from the raw stamps (dhs.colours), independent of the normalisation
+    # host colours from the raw stamps (dhs.finder.colours), independent of the normalisation
     col_train = split_host_colours(train_split) if spec.colour else None
     col_val = split_host_colours(val_split) if spec.colour else None
     theta_train = None

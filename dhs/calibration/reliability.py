@@ -22,7 +22,7 @@ Conventions (every function below follows them):
   set it was calibrated on. The likelihood ratio does not depend on prevalence, so by Bayes' rule
   at survey prevalence pi_s: logit_s = logit_train + log(pi_s/(1-pi_s)) - log(pi_train/(1-pi_train)).
 - Purity of a threshold with rates (TPR, FPR) at prevalence pi:
-  TPR pi / (TPR pi + FPR (1 - pi)). Thresholds come from ``dhs.thresholds.threshold_at_fpr``
+  TPR pi / (TPR pi + FPR (1 - pi)). Thresholds come from ``dhs.evaluation.thresholds.threshold_at_fpr``
   (pass: score > threshold), exactly as in the completeness stage, so the numbers agree.
 
 The calibrator of an arch is ``data/calibration/{arch}/calibrator.json``. This is "next to the
@@ -48,8 +48,8 @@ from scipy.special import expit, logit
 
 from dhs import atomic
 from dhs.params import ParamsError
-from dhs.scores import SCORE_SPLITS
-from dhs.thresholds import threshold_at_fpr
+from dhs.evaluation.scores import SCORE_SPLITS
+from dhs.evaluation.thresholds import threshold_at_fpr
 
 METHODS = ("temperature", "isotonic")
 STRATEGIES = ("uniform", "quantile")

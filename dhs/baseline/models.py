@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from dhs.params import ParamsError
-from dhs.seeing import psf_r_with_fallback
+from dhs.evaluation.seeing import psf_r_with_fallback
 
 SPLITS = ("train", "val", "test")
 MODELS = ("hist_gb", "logistic")
@@ -458,7 +458,7 @@ def run_baseline(splits: Mapping[str, pd.DataFrame], cfg: BaselineConfig) -> dic
 
 def load_cache_meta(cache_dir: str | Path, splits: Sequence[str] = SPLITS) -> dict[str, pd.DataFrame]:
     """The metadata of each cached split (the images stay unread)."""
-    from dhs.cache import open_split
+    from dhs.stamps.cache import open_split
 
     return {s: open_split(cache_dir, s).meta for s in splits}
 

@@ -42,7 +42,7 @@ class CacheError(ValueError):
 
 
 # Normalisation statistics are measured once here, in the annulus of the default preprocess
-# params, so the loader only subtracts and scales (see dhs.loader.normalize).
+# params, so the loader only subtracts and scales (see dhs.finder.loader.normalize).
 STATS_COLUMNS = ("norm_med_g", "norm_med_r", "norm_med_z", "norm_mad_pooled", "norm_mad_g", "norm_mad_r", "norm_mad_z")
 STATS_ANNULUS = (0.65, 1.0)
 

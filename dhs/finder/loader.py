@@ -11,7 +11,7 @@ Normalisation (``NormConfig``), applied batched in torch on whatever device hold
 - ``none``: raw nMgy.
 Optionally (``radial_profile_subtract``), after scaling: per stamp and band, subtract the
 azimuthal median profile (median of each integer-radius annulus about the stamp centre,
-linearly interpolated in radius, see ``dhs.radial``). A round host vanishes and what is left
+linearly interpolated in radius, see ``dhs.stamps.geometry``). A round host vanishes and what is left
 is non-axisymmetric structure: arcs, companions, the quadrupole of an elliptical host. The
 median (not the mean) keeps an arc that covers a minority of its annulus. It also removes the
 axisymmetric part of the central brightness, the core-brightness shortcut of DOMAIN pitfall 1.
@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dhs.cache import CachedSplit, annulus_mask_np
-from dhs.radial import annulus_table, core_mask
+from dhs.stamps.cache import CachedSplit, annulus_mask_np
+from dhs.stamps.geometry import annulus_table, core_mask
 
 NORM_MODES = ("annulus_common", "annulus_per_band", "none")
 MAD_TO_SIGMA = 1.4826
@@ -97,7 +97,7 @@ def normalize(x: torch.Tensor, cfg: NormConfig, stats: torch.Tensor | None = Non
     """(B, C, H, W) nMgy -> normalised float32, clipped to +-cfg.clip.
 
     ``stats`` (B, 7): annulus medians, pooled MAD and per-band MADs measured when the cache was
-    built (``dhs.cache.STATS_COLUMNS``); with them normalising is one subtract and one scale.
+    built (``dhs.stamps.cache.STATS_COLUMNS``); with them normalising is one subtract and one scale.
     With ``cfg.radial_profile_subtract`` the azimuthal median profile is subtracted before the clip.
     Core dropout is never applied here (training only: ``iterate_batches(training=True)``).
     """

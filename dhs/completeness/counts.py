@@ -5,7 +5,7 @@ Definitions
 -----------
 - Completeness in a bin = recovered injections / injections in that bin, on the evaluation split.
 - A *criterion* decides "recovered": the model's ``score > threshold`` (thresholds set on the
-  controls at a target FPR, ``dhs.thresholds``), or the Phase 4d proxy
+  controls at a target FPR, ``dhs.evaluation.thresholds``), or the Phase 4d proxy
   ``arc_snr >= snr_min AND theta_e_over_psf >= t``.
 - Bins are half-open [lo, hi), the last one closed [lo, hi]. A row whose binning value is NULL
   or NaN lands in bin ``MISSING`` (-1), one outside the edges in ``OUT_OF_RANGE`` (-2); both
@@ -13,7 +13,7 @@ Definitions
 - Subsets: ``all`` and ``clean`` (bad_pixel_frac <= 0.2 AND wise_brightmask_frac <= 0.2; a NULL
   in either makes the row not clean).
 - Intervals: Wilson per bin (``low_n`` marks n < 50), and a region bootstrap on the
-  (region x bin) count table (``dhs.intervals``).
+  (region x bin) count table (``dhs.evaluation.intervals``).
 
 Counting runs in Spark as one scan: each injection row becomes one (variable, bin) entry per
 binning variable (``explode`` of an array of structs), grouped by (variable, bin, region). The
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dhs.intervals import MIN_N_WILSON, bootstrap_multiplicities, region_bootstrap, wilson_interval
+from dhs.evaluation.intervals import MIN_N_WILSON, bootstrap_multiplicities, region_bootstrap, wilson_interval
 
 MISSING, OUT_OF_RANGE = -1, -2
 OVERALL = "overall"            # one bin holding every injection

@@ -19,12 +19,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dhs.cache import CachedSplit
-from dhs.colours import host_colours_nmgy, split_host_colours
-from dhs.loader import NormConfig, iterate_batches, normalize
+from dhs.stamps.cache import CachedSplit
+from dhs.finder.colours import host_colours_nmgy, split_host_colours
+from dhs.finder.loader import NormConfig, iterate_batches, normalize
 from dhs.models import ModelSpec, build_model
 from dhs.models.heads import split_outputs
-from dhs.training import TrainingError, load_checkpoint, metadata_tensor, resolve_device, standardise
+from dhs.finder.training import TrainingError, load_checkpoint, metadata_tensor, resolve_device, standardise
 
 
 @dataclass
@@ -63,7 +63,7 @@ class TrainedModel:
         # control scores and moves a high-purity threshold by whole controls
         x = x.contiguous(memory_format=torch.channels_last)
         if self.spec.colour and colours is None:
-            raise TrainingError("this model is colour-conditioned: pass the host colours (dhs.colours)")
+            raise TrainingError("this model is colour-conditioned: pass the host colours (dhs.finder.colours)")
         args = [a for a in (meta, colours if self.spec.colour else None) if a is not None]
         out = self.model(x, *args)
         logits, theta = split_outputs(out.float())

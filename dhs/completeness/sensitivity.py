@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from dhs.completeness import OVERALL, BinSpec, CompletenessError, Criterion
-from dhs.selection import CompletenessConfig, SelectionResult, fpr_name, measure
+from dhs.completeness.counts import OVERALL, BinSpec, CompletenessError, Criterion
+from dhs.completeness.measure import CompletenessConfig, SelectionResult, fpr_name, measure
 
 KEYS = {"theta_psf_thresholds", "snr_min", "variables"}
 

@@ -1,6 +1,6 @@
 """Measuring the selection function of one model: thresholds on controls, completeness per bin
-with intervals, headline numbers. Spark does the scans; see ``dhs.completeness`` for the
-definitions and ``dhs.thresholds`` for the threshold convention (pass: score > threshold).
+with intervals, headline numbers. Spark does the scans; see ``dhs.completeness.counts`` for the
+definitions and ``dhs.evaluation.thresholds`` for the threshold convention (pass: score > threshold).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from dhs.completeness import (OVERALL, THETA_PSF_GE_1, BinSpec, CompletenessError, Criterion, excluded_counts, headline_bins,
+from dhs.completeness.counts import (OVERALL, THETA_PSF_GE_1, BinSpec, CompletenessError, Criterion, excluded_counts, headline_bins,
                               region_bin_counts_spark, summarise, surface_name)
-from dhs.scores import REQUIRED_COLUMNS, SCORE_SPLITS
-from dhs.thresholds import Threshold, threshold_from_top, top_needed
+from dhs.evaluation.scores import REQUIRED_COLUMNS, SCORE_SPLITS
+from dhs.evaluation.thresholds import Threshold, threshold_from_top, top_needed
 
 CONFIG_KEYS = {"eval_split", "fprs", "plot_fpr", "fixed_scores", "min_expected_controls", "clean_max_bad_pixel_frac",
                "clean_max_wise_brightmask_frac", "n_bootstrap", "seed", "confidence", "bins", "surface", "spark"}

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from dhs.cache import STATS_COLUMNS
-from dhs.seeing import psf_r_with_fallback
+from dhs.stamps.cache import STATS_COLUMNS
+from dhs.evaluation.seeing import psf_r_with_fallback
 
 REQUIRED_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id")
 SCORE_SPLITS = ("val", "test")
