@@ -22,7 +22,8 @@ import yaml
 from dhs.stamps.cache import build_cache, open_split
 from dhs.contract import validate
 from dhs.finder.loader import NormConfig, iterate_batches, shard_indices
-from dhs.models import ARCHS, ModelSpec, build_model
+from dhs.models.registry import build_model
+from dhs.models.spec import ARCHS, ModelSpec
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
 

@@ -39,36 +39,19 @@ from it, and the fits run on ``n_threads`` threads.
 
 from __future__ import annotations
 
-import dataclasses
-import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dhs.params import ParamsError
 from dhs.evaluation.seeing import psf_r_with_fallback
+from dhs.baseline.config import MODELS, PSF_DERIVED, BaselineConfig, check_condition_features, check_proxy_features
+from dhs.evaluation.auc import auroc, auroc_or_none, bootstrap_auroc
+from dhs.params import ParamsError
 
 SPLITS = ("train", "val", "test")
-MODELS = ("hist_gb", "logistic")
-BOOTSTRAP_UNITS = ("region", "row")
-MIN_BOOTSTRAP_REGIONS = 10
-PSF_DERIVED = "psf_r_arcsec"
-
-# Columns that describe (or are measured on) the injection; controls carry 0 or a constant in
-# them, so any of them gives the label away. Matched case-insensitively as shell patterns.
-FORBIDDEN_CONDITION_PATTERNS = ("theta_e*", "src_*", "arc_snr*", "magnification*", "total_injected_flux*", "lens_*",
-                                "shear*", "is_control", "lens_model", "label", "recovered")
-# The proxy label is defined by arc_snr; total_injected_flux_* is the same arc flux before the
-# noise division. Either one as an input makes the scalar baseline trivially perfect.
-FORBIDDEN_PROXY_PATTERNS = ("arc_snr*", "total_injected_flux*", "is_control", "lens_model", "label", "recovered")
-
-DEFAULT_CONDITIONS = ("psfsize_r", "psfdepth_r", "psf_fwhm_used_g", "psf_fwhm_used_r", "psf_fwhm_used_z", "ebv",
-                      "bad_pixel_frac", "wise_brightmask_frac")
-DEFAULT_PROXY_FEATURES = ("theta_e_arcsec", "src_dmag", "src_reff_arcsec", PSF_DERIVED, "psfdepth_r")
 
 # Fixed model hyperparameters: a baseline, not a tuned model. Early stopping is off so that the
 # fit uses no internal random validation split.
@@ -80,111 +63,6 @@ PERMUTATION_REPEATS = 5
 
 class BaselineError(ValueError):
     """Input data the baselines cannot use (missing column, one class only, ...)."""
-
-
-def forbidden_features(features: Sequence[str], patterns: Sequence[str] = FORBIDDEN_CONDITION_PATTERNS) -> dict[str, str]:
-    """{feature: the pattern it matches} for every feature that is not allowed."""
-    bad = {}
-    for f in features:
-        for p in patterns:
-            if fnmatch.fnmatchcase(str(f).lower(), p):
-                bad[str(f)] = p
-                break
-    return bad
-
-
-def check_condition_features(features: Sequence[str], what: str = "baseline.conditions_features") -> None:
-    bad = forbidden_features(features, FORBIDDEN_CONDITION_PATTERNS)
-    if bad:
-        raise ParamsError(
-            f"{what}: {sorted(bad)} are injection columns (matching {sorted(set(bad.values()))}); controls carry 0 in them, "
-            f"so they give the label away. The leak detector may use observing-condition and quality columns only "
-            f"(e.g. {list(DEFAULT_CONDITIONS)}); forbidden patterns: {list(FORBIDDEN_CONDITION_PATTERNS)}")
-
-
-def check_proxy_features(features: Sequence[str], what: str = "baseline.proxy_features") -> None:
-    bad = forbidden_features(features, FORBIDDEN_PROXY_PATTERNS)
-    if bad:
-        raise ParamsError(
-            f"{what}: {sorted(bad)} define (or restate) the proxy label arc_snr >= snr_min AND theta_E/PSF >= min, "
-            f"so the scalar baseline would be trivially perfect; forbidden patterns: {list(FORBIDDEN_PROXY_PATTERNS)}")
-
-
-def _str_list(v: Any, key: str, source: str) -> tuple[str, ...]:
-    if not isinstance(v, (list, tuple)) or not v or not all(isinstance(x, str) and x for x in v):
-        raise ParamsError(f"{source}: baseline.{key} must be a non-empty list of column names, got {v!r}")
-    dup = sorted({x for x in v if list(v).count(x) > 1})
-    if dup:
-        raise ParamsError(f"{source}: baseline.{key} lists {dup} more than once")
-    return tuple(v)
-
-
-def _int(v: Any, key: str, source: str, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ParamsError(f"{source}: baseline.{key} must be an integer >= {lo}, got {v!r}")
-    return int(v)
-
-
-def _float(v: Any, key: str, source: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
-        raise ParamsError(f"{source}: baseline.{key} must be a finite number, got {v!r}")
-    return float(v)
-
-
-@dataclass(frozen=True)
-class BaselineConfig:
-    conditions_features: tuple[str, ...] = DEFAULT_CONDITIONS
-    proxy_features: tuple[str, ...] = DEFAULT_PROXY_FEATURES
-    model: str = "hist_gb"
-    seed: int = 1
-    n_bootstrap: int = 200
-    bootstrap_unit: str = "row"
-    leak_auc_warn: float = 0.6
-    proxy_snr_min: float = 5.0
-    proxy_theta_psf_min: float = 0.8
-    n_threads: int = 1
-
-    @classmethod
-    def keys(cls) -> set[str]:
-        return {f.name for f in dataclasses.fields(cls)}
-
-    @classmethod
-    def from_params(cls, p: Mapping[str, Any] | None, source: str = "params.yaml") -> "BaselineConfig":
-        p = dict(p or {})
-        unknown = sorted(set(p) - cls.keys())
-        if unknown:
-            raise ParamsError(f"{source}: unknown keys {unknown} in 'baseline'; allowed keys are {sorted(cls.keys())}")
-        d = cls()
-        kw: dict[str, Any] = {}
-        kw["conditions_features"] = _str_list(p.get("conditions_features", list(d.conditions_features)), "conditions_features", source)
-        check_condition_features(kw["conditions_features"], f"{source}: baseline.conditions_features")
-        kw["proxy_features"] = _str_list(p.get("proxy_features", list(d.proxy_features)), "proxy_features", source)
-        check_proxy_features(kw["proxy_features"], f"{source}: baseline.proxy_features")
-        kw["model"] = p.get("model", d.model)
-        if kw["model"] not in MODELS:
-            raise ParamsError(f"{source}: baseline.model must be one of {list(MODELS)}, got {kw['model']!r}")
-        kw["bootstrap_unit"] = p.get("bootstrap_unit", d.bootstrap_unit)
-        if kw["bootstrap_unit"] not in BOOTSTRAP_UNITS:
-            raise ParamsError(f"{source}: baseline.bootstrap_unit must be one of {list(BOOTSTRAP_UNITS)}, got {kw['bootstrap_unit']!r}")
-        kw["seed"] = _int(p.get("seed", d.seed), "seed", source, 0)
-        kw["n_bootstrap"] = _int(p.get("n_bootstrap", d.n_bootstrap), "n_bootstrap", source, 0)
-        kw["n_threads"] = _int(p.get("n_threads", d.n_threads), "n_threads", source, 1)
-        kw["leak_auc_warn"] = _float(p.get("leak_auc_warn", d.leak_auc_warn), "leak_auc_warn", source)
-        if not 0.5 < kw["leak_auc_warn"] < 1.0:
-            raise ParamsError(f"{source}: baseline.leak_auc_warn must lie in (0.5, 1), got {kw['leak_auc_warn']!r}")
-        kw["proxy_snr_min"] = _float(p.get("proxy_snr_min", d.proxy_snr_min), "proxy_snr_min", source)
-        if kw["proxy_snr_min"] < 0:
-            raise ParamsError(f"{source}: baseline.proxy_snr_min must be >= 0, got {kw['proxy_snr_min']!r}")
-        kw["proxy_theta_psf_min"] = _float(p.get("proxy_theta_psf_min", d.proxy_theta_psf_min), "proxy_theta_psf_min", source)
-        if kw["proxy_theta_psf_min"] <= 0:
-            raise ParamsError(f"{source}: baseline.proxy_theta_psf_min must be > 0, got {kw['proxy_theta_psf_min']!r}")
-        return cls(**kw)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["conditions_features"] = list(self.conditions_features)
-        d["proxy_features"] = list(self.proxy_features)
-        return d
 
 
 # --------------------------------------------------------------------------- columns and rows
@@ -242,7 +120,7 @@ def feature_rows(df: pd.DataFrame, features: Sequence[str], split: str, extra: M
     return X, ~bad.any(axis=1), by_col
 
 
-# --------------------------------------------------------------------------- models and AUC
+# --------------------------------------------------------------------------- models
 
 def make_model(kind: str, seed: int):
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -257,62 +135,6 @@ def make_model(kind: str, seed: int):
     raise ParamsError(f"baseline.model must be one of {list(MODELS)}, got {kind!r}")
 
 
-def auc_score(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney statistic with average ranks for ties (equal to
-    ``sklearn.metrics.roc_auc_score``, without its per-call overhead: the bootstrap calls it
-    hundreds of times). ``y`` must hold both classes."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(y).astype(bool)
-    n1 = int(y.sum())
-    n0 = len(y) - n1
-    r = rankdata(score)
-    return float((r[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
-def auc_or_none(y: np.ndarray, score: np.ndarray) -> float | None:
-    if len(np.unique(y)) < 2:
-        return None
-    return auc_score(y, score)
-
-
-def bootstrap_auc(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None, n_boot: int, seed: int,
-                  unit: str = "row") -> dict[str, Any]:
-    """Percentile 95% interval of the AUC over ``n_boot`` resamples of regions (``groups``) or rows.
-    Resamples holding one class only are skipped and counted."""
-    out: dict[str, Any] = {"n": int(n_boot), "unit_requested": unit}
-    if n_boot == 0 or len(np.unique(y)) < 2:
-        out.update(unit=None, ci95=None, n_valid=0,
-                   note="n_bootstrap = 0" if n_boot == 0 else "one class only: AUC undefined")
-        return out
-    rng = np.random.default_rng([seed, 7])
-    use_regions = unit == "region" and groups is not None
-    if use_regions:
-        uniq, inv = np.unique(groups, return_inverse=True)
-        if len(uniq) < MIN_BOOTSTRAP_REGIONS:
-            use_regions = False
-            out["note"] = f"only {len(uniq)} regions (< {MIN_BOOTSTRAP_REGIONS}): resampled rows instead"
-        else:
-            members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
-            out["n_regions"] = int(len(uniq))
-    aucs = []
-    n = len(y)
-    for _ in range(n_boot):
-        if use_regions:
-            pick = rng.integers(0, len(members), len(members))
-            idx = np.concatenate([members[g] for g in pick])
-        else:
-            idx = rng.integers(0, n, n)
-        yb = y[idx]
-        if yb.min() == yb.max():
-            continue
-        aucs.append(auc_score(yb, score[idx]))
-    out["unit"] = "region" if use_regions else "row"
-    out["n_valid"] = len(aucs)
-    out["ci95"] = [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))] if aucs else None
-    return out
-
-
 def _importances(model, kind: str, features: Sequence[str], X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
     """Permutation importance on the evaluation rows (drop in AUC when one column is shuffled;
     mean and sd over ``PERMUTATION_REPEATS`` shuffles), for either model; plus the standardised
@@ -320,14 +142,14 @@ def _importances(model, kind: str, features: Sequence[str], X: np.ndarray, y: np
     out: dict[str, Any] = {}
     if len(np.unique(y)) == 2:
         rng = np.random.default_rng([seed, 11])
-        base = auc_score(y, model.predict_proba(X)[:, 1])
+        base = auroc(y, model.predict_proba(X)[:, 1])
         drops = {}
         for j, f in enumerate(features):
             d = []
             for _ in range(PERMUTATION_REPEATS):
                 Xp = X.copy()
                 Xp[:, j] = X[rng.permutation(len(X)), j]
-                d.append(base - auc_score(y, model.predict_proba(Xp)[:, 1]))
+                d.append(base - auroc(y, model.predict_proba(Xp)[:, 1]))
             drops[f] = {"mean": float(np.mean(d)), "sd": float(np.std(d))}
         out["permutation_auc_drop"] = drops
     if kind == "logistic":
@@ -354,12 +176,12 @@ def _fit_and_score(kind: str, features: Sequence[str], data: Mapping[str, tuple[
             if split == "train":
                 continue
             score = model.predict_proba(X)[:, 1] if len(y) else np.zeros(0)
-            auc = auc_or_none(y, score)
+            auc = auroc_or_none(y, score)
             res[f"auc_{split}"] = auc
             res[f"n_{split}"] = int(len(y))
             res[f"n_{split}_positive"] = int(y.sum())
             if split == "test":
-                res["auc_test_bootstrap"] = bootstrap_auc(y, score, groups, cfg.n_bootstrap, cfg.seed, cfg.bootstrap_unit)
+                res["auc_test_bootstrap"] = bootstrap_auroc(y, score, groups, cfg.n_bootstrap, cfg.seed, cfg.bootstrap_unit)
                 res["auc_test_ci95"] = res["auc_test_bootstrap"]["ci95"]
                 if auc is None:
                     res["auc_test_note"] = f"test split has one class only ({len(y)} rows, {int(y.sum())} positive): AUC undefined"

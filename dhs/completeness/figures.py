@@ -1,5 +1,5 @@
 """Completeness figures (matplotlib, Agg): curves with Wilson error bars and region-bootstrap
-bands, and the theta_E x PSF surface."""
+bands, the theta_E x PSF surface, and the proxy curves of the sensitivity stage."""
 
 from __future__ import annotations
 
@@ -77,4 +77,26 @@ def placeholder_figure(path: Path, message: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 1.5))
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    _save(fig, path)
+
+
+def sensitivity_figure(table: pd.DataFrame, var: str, plot_threshold: str, path: Path) -> None:
+    """The proxies (dashed) beside each arch's model curve at ``plot_threshold`` (solid, Wilson band)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, subset in zip(axes, ("all", "clean")):
+        t = table[(table["var"] == var) & (table["subset"] == subset) & (table["n"] > 0)]
+        for curve, s in t.groupby("curve", sort=False):
+            if s["kind"].iloc[0] == "model" and not curve.endswith(plot_threshold):
+                continue
+            s = s.sort_values("bin_center")
+            style = dict(ls="--", marker="s", ms=3) if s["kind"].iloc[0] == "proxy" else dict(ls="-", marker="o", ms=4, lw=2)
+            line, = ax.plot(s["bin_center"], s["completeness"], label=curve, **style)
+            ax.fill_between(s["bin_center"], s["wilson_lo"], s["wilson_hi"], color=line.get_color(), alpha=0.15, lw=0)
+        ax.set_title(subset)
+        ax.set_xlabel(LABELS.get(var, var))
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("completeness")
+    axes[0].legend(fontsize=7, title="dashed: Phase 4d proxy; solid: model (band: Wilson 95%)", title_fontsize=7)
+    fig.suptitle(f"proxy vs detector completeness against {LABELS.get(var, var)}")
     _save(fig, path)

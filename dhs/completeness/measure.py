@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from dhs.completeness.counts import (OVERALL, THETA_PSF_GE_1, BinSpec, CompletenessError, Criterion, excluded_counts, headline_bins,
                               region_bin_counts_spark, summarise, surface_name)
-from dhs.evaluation.scores import REQUIRED_COLUMNS, SCORE_SPLITS
+from dhs.evaluation.auc import auroc, roc_curve
+from dhs.evaluation.scores import REQUIRED_COLUMNS
 from dhs.evaluation.thresholds import Threshold, threshold_from_top, top_needed
+from dhs.params import checked
+from dhs.params.schema import plot_fpr_rule
 
-CONFIG_KEYS = {"eval_split", "fprs", "plot_fpr", "fixed_scores", "min_expected_controls", "clean_max_bad_pixel_frac",
-               "clean_max_wise_brightmask_frac", "n_bootstrap", "seed", "confidence", "bins", "surface", "spark"}
 CLEAN_COLUMNS = ("bad_pixel_frac", "wise_brightmask_frac")
 
 
@@ -48,48 +48,20 @@ class CompletenessConfig:
     spark: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml") -> "CompletenessConfig":
-        def bad(msg: str) -> CompletenessError:
-            return CompletenessError(f"{source}: completeness.{msg}")
-
-        unknown = sorted(set(p) - CONFIG_KEYS)
-        if unknown:
-            raise CompletenessError(f"{source}: unknown keys {unknown} in 'completeness'; allowed: {sorted(CONFIG_KEYS)}")
-        split = p.get("eval_split", "test")
-        if split not in SCORE_SPLITS:
-            raise bad(f"eval_split must be one of {list(SCORE_SPLITS)}, got {split!r}")
-        fprs = tuple(float(f) for f in p.get("fprs", cls.fprs))
-        if not fprs or any(not 0 < f < 1 for f in fprs) or len(set(fprs)) != len(fprs):
-            raise bad(f"fprs must be distinct numbers in (0, 1), got {list(fprs)}")
-        plot_fpr = float(p.get("plot_fpr", fprs[min(1, len(fprs) - 1)]))
-        if plot_fpr not in fprs:
-            raise bad(f"plot_fpr {plot_fpr} must be one of fprs {list(fprs)}")
-        fixed = tuple(float(s) for s in (p.get("fixed_scores") or ()))
-        if any(not 0 <= s <= 1 for s in fixed):
-            raise bad(f"fixed_scores must lie in [0, 1], got {list(fixed)}")
-        nb = int(p.get("n_bootstrap", 1000))
-        conf = float(p.get("confidence", 0.95))
-        if nb < 0 or not 0 < conf < 1:
-            raise bad("n_bootstrap must be >= 0 and confidence in (0, 1)")
-        raw_bins = p.get("bins") or {}
-        if not isinstance(raw_bins, Mapping) or not raw_bins:
-            raise bad("bins must map score-table columns to bin edges, e.g. theta_e_arcsec: [0.5, 1.0, 1.5]")
-        try:
-            bins = tuple(BinSpec(str(k), str(k), tuple(float(e) for e in v)) for k, v in raw_bins.items())
-        except (TypeError, ValueError) as exc:
-            raise bad(f"bins: {exc}") from None
-        surface = p.get("surface")
-        if surface is not None:
-            if not isinstance(surface, Mapping) or set(surface) != {"x", "y"} or not {surface["x"], surface["y"]} <= set(raw_bins):
-                raise bad(f"surface must be {{x: <binned column>, y: <binned column>}} naming two keys of bins, got {surface!r}")
-            surface = (str(surface["x"]), str(surface["y"]))
-        mec = float(p.get("min_expected_controls", 10))
-        clean = (float(p.get("clean_max_bad_pixel_frac", 0.2)), float(p.get("clean_max_wise_brightmask_frac", 0.2)))
-        if mec < 0 or not all(0 <= c <= 1 for c in clean):
-            raise bad("min_expected_controls must be >= 0 and clean_max_* fractions in [0, 1]")
-        return cls(eval_split=split, fprs=fprs, plot_fpr=plot_fpr, fixed_scores=fixed,
-                   min_expected_controls=mec, clean_max=clean,
-                   n_bootstrap=nb, seed=int(p.get("seed", 0)), confidence=conf, bins=bins, surface=surface, spark=dict(p.get("spark") or {}))
+    def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml",
+                    evaluation: Mapping[str, Any] | None = None) -> "CompletenessConfig":
+        """The ``completeness`` section with the operating FPRs of ``evaluation`` (both checked by
+        dhs.params.schema; ``evaluation`` defaults to the schema's defaults)."""
+        v = checked("completeness", p, source)
+        ev = checked("evaluation", evaluation, source)
+        plot_fpr_rule({"evaluation": ev, "completeness": v}, source)
+        surface = v["surface"]
+        return cls(eval_split=v["eval_split"], fprs=tuple(ev["fprs"]), plot_fpr=v["plot_fpr"], fixed_scores=tuple(v["fixed_scores"]),
+                   min_expected_controls=ev["min_expected_controls"],
+                   clean_max=(v["clean_max_bad_pixel_frac"], v["clean_max_wise_brightmask_frac"]),
+                   n_bootstrap=v["n_bootstrap"], seed=v["seed"], confidence=v["confidence"],
+                   bins=tuple(BinSpec(str(k), str(k), tuple(e)) for k, e in v["bins"].items()),
+                   surface=None if surface is None else (surface["x"], surface["y"]), spark=dict(v["spark"]))
 
     def surfaces(self) -> list[tuple[BinSpec, BinSpec]]:
         if self.surface is None:
@@ -112,6 +84,7 @@ class SelectionResult:
     warnings: list[str]
     threshold_spread: dict[str, dict] = field(default_factory=dict)
     skipped_variables: list[str] = field(default_factory=list)
+    roc: tuple[np.ndarray, np.ndarray] = ()   # (fpr, tpr) on the evaluation split, for drawing
 
 
 def threshold_count_range(n_controls: int, fpr: float, confidence: float = 0.95) -> tuple[int, int]:
@@ -157,7 +130,7 @@ def check_scores_spark(sdf, source: str) -> dict[str, int]:
     if row["ids"] != row["n"]:
         dups = [r["task_id"] for r in sdf.groupBy("task_id").count().where("count > 1").limit(5).collect()]
         raise CompletenessError(f"{source}: {row['n'] - row['ids']} duplicate row(s) by task_id (e.g. {dups}); each stamp must be "
-                                f"scored once (a padding sampler duplicates rows: DOMAIN pitfall 4)")
+                                f"scored once (a padding sampler duplicates rows: docs/conventions.md, evaluation rules)")
     if row["bad_labels"]:
         raise CompletenessError(f"{source}: {row['bad_labels']} row(s) with a label other than 0 (control) or 1 (injection)")
     if row["bad_scores"]:
@@ -221,9 +194,10 @@ def measure(spark, scores_path: str, cfg: CompletenessConfig, extra_criteria: tu
         specs[surface_name(bx, by)] = bx.n_bins * by.n_bins
     table = summarise(counts, specs, criteria, cfg.n_bootstrap, cfg.seed, cfg.confidence, regions)
     pdf = ev.select(F.col("label").cast("int").alias("label"), F.col("score").cast("double").alias("score")).toPandas()
-    auroc = float(roc_auc_score(pdf["label"], pdf["score"]))
+    auc = auroc(pdf["label"], pdf["score"])
+    roc = roc_curve(pdf["score"].to_numpy(), pdf["label"].to_numpy() == 1)
     ev.unpersist()
-    return SelectionResult(thresholds, table, counts, excluded_counts(counts), rows, auroc, warnings, spread, skipped)
+    return SelectionResult(thresholds, table, counts, excluded_counts(counts), rows, auc, warnings, spread, skipped, roc)
 
 
 def _cell(table: pd.DataFrame, var: str, subset: str, criterion: str, bin_: int = 0) -> dict[str, Any]:

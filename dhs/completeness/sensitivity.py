@@ -17,9 +17,7 @@ import pandas as pd
 
 from dhs.completeness.counts import OVERALL, BinSpec, CompletenessError, Criterion
 from dhs.completeness.measure import CompletenessConfig, SelectionResult, fpr_name, measure
-
-KEYS = {"theta_psf_thresholds", "snr_min", "variables"}
-
+from dhs.params import checked
 
 def proxy_name(t: float) -> str:
     return f"proxy_theta_psf_{t:g}"
@@ -33,13 +31,10 @@ class SensitivityConfig:
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml") -> "SensitivityConfig":
-        unknown = sorted(set(p) - KEYS)
-        if unknown:
-            raise CompletenessError(f"{source}: unknown keys {unknown} in 'sensitivity'; allowed: {sorted(KEYS)}")
-        ts = tuple(float(t) for t in p.get("theta_psf_thresholds", cls.theta_psf_thresholds))
-        if not ts or any(t <= 0 for t in ts):
-            raise CompletenessError(f"{source}: sensitivity.theta_psf_thresholds must be positive numbers, got {list(ts)}")
-        return cls(ts, float(p.get("snr_min", 5.0)), tuple(p.get("variables", cls.variables)))
+        """The ``sensitivity`` section, checked by dhs.params.schema (bins and FPRs come from
+        ``completeness`` and ``evaluation``)."""
+        v = checked("sensitivity", p, source)
+        return cls(tuple(v["theta_psf_thresholds"]), v["snr_min"], tuple(v["variables"]))
 
     def criteria(self) -> tuple[Criterion, ...]:
         return tuple(Criterion(proxy_name(t), "proxy", t, self.snr_min) for t in self.theta_psf_thresholds)

@@ -1,8 +1,9 @@
 """A Spark session from params: ``local[*]`` on a laptop, any cluster through ``spark.master``.
 
-Only scalar score tables go through Spark (DOMAIN pitfall 7): a few dozen columns per stamp,
-never pixels, so local defaults stay small: 2 GB of driver memory and 8 shuffle partitions
-(the default 200 makes a local aggregation of a few MB spend its time scheduling tasks).
+Only scalar score tables go through Spark (docs/conventions.md, evaluation rules): a few dozen
+columns per stamp, never pixels, so local defaults stay small: 2 GB of driver memory and 8
+shuffle partitions (the default 200 makes a local aggregation of a few MB spend its time
+scheduling tasks).
 """
 
 from __future__ import annotations
@@ -12,17 +13,14 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-SPARK_KEYS = {"master", "app_name", "driver_memory", "shuffle_partitions", "conf", "log_level"}
-DEFAULTS = {"master": "local[*]", "app_name": "dark-halo-scope", "driver_memory": "2g", "shuffle_partitions": 8, "log_level": "ERROR"}
-
 
 def spark_session(p: Mapping[str, Any] | None = None):
-    """Get or create the session. ``p`` is a params section with keys in ``SPARK_KEYS``;
-    ``conf`` passes any other ``spark.*`` setting through unchanged."""
-    p = {**DEFAULTS, **(p or {})}
-    unknown = set(p) - SPARK_KEYS
-    if unknown:
-        raise ValueError(f"unknown spark params {sorted(unknown)}; allowed: {sorted(SPARK_KEYS)} (other settings go under spark.conf)")
+    """Get or create the session. ``p`` is the ``completeness.spark`` params section (checked, and
+    its defaults filled in, by dhs.params.schema); ``conf`` passes any other ``spark.*`` setting
+    through unchanged."""
+    from dhs.params.schema import SPARK
+
+    p = SPARK.check(p or {}, "completeness.spark", "params")
     # the executors must run the interpreter that runs this stage (the project's venv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -41,9 +39,7 @@ def spark_session(p: Mapping[str, Any] | None = None):
          .config("spark.ui.enabled", "false")
          .config("spark.ui.showConsoleProgress", "false")
          .config("spark.sql.session.timeZone", "UTC"))
-    for k, v in dict(p.get("conf") or {}).items():
-        if not str(k).startswith("spark."):
-            raise ValueError(f"spark.conf keys must start with 'spark.', got {k!r}")
+    for k, v in p["conf"].items():
         b = b.config(str(k), str(v))
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel(str(p["log_level"]))

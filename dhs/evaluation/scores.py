@@ -6,9 +6,11 @@
 - ``logit`` (float64, the model's raw output) and ``score`` (float64, sigmoid(logit)),
 - every scalar column of the stamp metadata (theta_e_arcsec, psf_fwhm_used_r, psfsize_r,
   psfdepth_r, src_r_mag, arc_snr, region_id, bad_pixel_frac, wise_brightmask_frac, cutout_ok, ...),
-- derived: ``psf_r_arcsec`` (psf_fwhm_used_r where finite and > 0, else psfsize_r; DOMAIN:
-  "for theta_E/PSF binning use psf_fwhm_used_r, falling back to psfsize_r") and
-  ``theta_e_over_psf`` (theta_e_arcsec / psf_r_arcsec; NaN for controls and unknown PSF).
+- derived: ``psf_r_arcsec`` (``dhs.evaluation.seeing``: psf_fwhm_used_r where finite and > 0,
+  else psfsize_r) and ``theta_e_over_psf`` (theta_e_arcsec / psf_r_arcsec; NaN for controls and
+  unknown PSF).
+
+``sigmoid`` is the one map from logits to scores in the pipeline.
 """
 
 from __future__ import annotations
@@ -18,29 +20,24 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from dhs.stamps.cache import STATS_COLUMNS
-from dhs.evaluation.seeing import psf_r_with_fallback
+from dhs.evaluation.seeing import psf_r_arcsec
 
 REQUIRED_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id")
 SCORE_SPLITS = ("val", "test")
-# cache bookkeeping that means nothing outside the cache
-_DROP = ("cache_index", *STATS_COLUMNS)
 
 
 class ScoresError(ValueError):
     pass
 
 
-def resolve_psf_r_arcsec(df: pd.DataFrame) -> np.ndarray:
-    """psf_fwhm_used_r where finite and > 0, else psfsize_r where finite and > 0, else NaN."""
-    n = len(df)
-    used = pd.to_numeric(df["psf_fwhm_used_r"], errors="coerce").to_numpy(np.float64) if "psf_fwhm_used_r" in df else np.full(n, np.nan)
-    size = pd.to_numeric(df["psfsize_r"], errors="coerce").to_numpy(np.float64) if "psfsize_r" in df else np.full(n, np.nan)
-    return psf_r_with_fallback(used, size)[0]
+def sigmoid(logits: Sequence[float] | np.ndarray) -> np.ndarray:
+    """float64 scores 1 / (1 + exp(-logit))."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
 def score_table(split: str, meta: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
-    """Scores of one split joined with its metadata (row i of ``meta`` has logit i)."""
+    """Scores of one split joined with its stamp metadata (row i of ``meta`` has logit i; the
+    cache's own bookkeeping columns left out: ``CachedSplit.stamp_meta``)."""
     logits = np.asarray(logits, dtype=np.float64)
     if logits.shape != (len(meta),):
         raise ScoresError(f"split {split}: {len(logits)} logits for {len(meta)} metadata rows")
@@ -48,12 +45,12 @@ def score_table(split: str, meta: pd.DataFrame, logits: np.ndarray) -> pd.DataFr
     if bad.any():
         ids = meta["task_id"].to_numpy()[bad][:5].tolist()
         raise ScoresError(f"split {split}: {int(bad.sum())} non-finite logit(s), e.g. task_id {ids}; the model or its input is broken")
-    out = meta.drop(columns=[c for c in _DROP if c in meta.columns]).reset_index(drop=True)
+    out = meta.reset_index(drop=True)
     out.insert(0, "split", split)
     out.insert(1, "label", (out["is_control"].to_numpy() == 0).astype(np.int8))
     out.insert(2, "logit", logits)
-    out.insert(3, "score", 1.0 / (1.0 + np.exp(-logits)))
-    out["psf_r_arcsec"] = resolve_psf_r_arcsec(out)
+    out.insert(3, "score", sigmoid(logits))
+    out["psf_r_arcsec"] = psf_r_arcsec(out)[0]
     theta = pd.to_numeric(out.get("theta_e_arcsec"), errors="coerce").to_numpy(np.float64) if "theta_e_arcsec" in out else np.full(len(out), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["theta_e_over_psf"] = np.where(out["label"].to_numpy() == 1, theta / out["psf_r_arcsec"].to_numpy(), np.nan)
@@ -71,7 +68,7 @@ def check_scores(df: pd.DataFrame, need: Sequence[str] = (), source: str = "scor
     if dup.any():
         ids = df.loc[dup, "task_id"].unique()[:5].tolist()
         raise ScoresError(f"{source}: {int(dup.sum())} rows share a task_id (e.g. {ids}); each stamp must be scored once "
-                          f"(a padding sampler duplicates rows: DOMAIN pitfall 4)")
+                          f"(a padding sampler duplicates rows: docs/conventions.md, evaluation rules)")
     lab = pd.to_numeric(df["label"], errors="coerce")
     if not lab.isin([0, 1]).all():
         raise ScoresError(f"{source}: label must be 0 (control) or 1 (injection); found {sorted(map(str, df.loc[~lab.isin([0, 1]), 'label'].unique()[:5]))}")

@@ -35,7 +35,6 @@ rows and corrupts completeness counts: pitfall 4).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -44,9 +43,9 @@ import numpy as np
 import torch
 
 from dhs.stamps.cache import CachedSplit, annulus_mask_np
+from dhs.params import checked
 from dhs.stamps.geometry import annulus_table, core_mask
 
-NORM_MODES = ("annulus_common", "annulus_per_band", "none")
 MAD_TO_SIGMA = 1.4826
 
 
@@ -61,32 +60,11 @@ class NormConfig:
     core_dropout_radius_px: float = 5.0  # training only: radius of that core disc, pixels
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any]) -> "NormConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(p) - known
-        if unknown:
-            raise ValueError(f"unknown normalisation params {sorted(unknown)}; known: {sorted(known)}")
-        if not isinstance(p.get("radial_profile_subtract", False), bool):
-            raise ValueError(f"preprocess.radial_profile_subtract must be true or false, got {p['radial_profile_subtract']!r}")
-        p = dict(p)
-        for k in ("clip", "annulus_inner_frac", "annulus_outer_frac", "core_dropout_p", "core_dropout_radius_px"):
-            if k in p:
-                try:  # a quoted YAML number would otherwise be stored as text and fail deep in training
-                    p[k] = float(p[k])
-                except (TypeError, ValueError):
-                    raise ValueError(f"preprocess.{k} must be a number, got {p[k]!r}") from None
-        cfg = cls(**p)
-        if cfg.mode not in NORM_MODES:
-            raise ValueError(f"normalisation mode must be one of {NORM_MODES}, got {cfg.mode!r}")
-        if not 0 <= cfg.annulus_inner_frac < cfg.annulus_outer_frac <= 1.5:
-            raise ValueError("need 0 <= annulus_inner_frac < annulus_outer_frac <= 1.5 (fractions of the half-width)")
-        if cfg.clip <= 0:
-            raise ValueError("clip must be > 0")
-        if not 0.0 <= float(cfg.core_dropout_p) <= 1.0:
-            raise ValueError(f"preprocess.core_dropout_p must be a probability in [0, 1], got {cfg.core_dropout_p!r}")
-        if not float(cfg.core_dropout_radius_px) > 0:
-            raise ValueError(f"preprocess.core_dropout_radius_px must be > 0 pixels, got {cfg.core_dropout_radius_px!r}")
-        return cfg
+    def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml") -> "NormConfig":
+        """The normalisation keys of the ``preprocess`` section (checked by dhs.params.schema)."""
+        v = dict(checked("preprocess", p, source))
+        v.pop("augment")
+        return cls(**v)
 
 
 def annulus_mask(size: int, inner_frac: float, outer_frac: float, device=None) -> torch.Tensor:
@@ -273,13 +251,9 @@ def iterate_batches(split: CachedSplit, indices: np.ndarray, batch_size: int, no
         yield x, torch.from_numpy(labels[rows]).to(device), rows
 
 
-def preprocess_from_params(p: Mapping[str, Any]) -> tuple[NormConfig, bool]:
-    """``params.yaml`` section ``preprocess`` -> (normalisation, augment on/off).
-
-    Keys other than ``augment`` go to ``NormConfig`` (absent keys take its defaults, so params
-    written before radial_profile_subtract / core_dropout_* existed still work)."""
-    p = dict(p)
-    augment = p.pop("augment", False)
-    if not isinstance(augment, bool):
-        raise ValueError(f"preprocess.augment must be true or false, got {augment!r}")
-    return NormConfig.from_params(p), augment
+def preprocess_from_params(p: Mapping[str, Any], source: str = "params.yaml") -> tuple[NormConfig, bool]:
+    """``params.yaml`` section ``preprocess`` -> (normalisation, augment on/off). Absent keys take
+    their defaults, so params written before radial_profile_subtract / core_dropout_* existed
+    still work."""
+    v = checked("preprocess", p, source)
+    return NormConfig.from_params(v, source), v["augment"]

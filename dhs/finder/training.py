@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,24 +34,24 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from dhs.stamps.cache import CachedSplit, open_split
+from dhs.evaluation.auc import auroc
+from dhs.finder.checkpoint import (TrainingError, load_checkpoint, metadata_matrix, resolve_device, save_checkpoint,
+                                   standardise)
 from dhs.finder.colours import split_host_colours
 from dhs.finder.loader import NormConfig, iterate_batches, shard_indices
-from dhs.models import ARCHS, ModelSpec, build_model, check_metadata_columns
 from dhs.models.heads import split_outputs
+from dhs.models.registry import build_model
+from dhs.models.spec import ARCHS, ModelSpec, check_metadata_columns
+from dhs.params import ParamsError, checked
+from dhs.stamps.cache import CachedSplit, open_split
 
 PRESETS = {
     # the seed's recommended production configuration (SEED-phase5-plan.md)
     "production": {"epochs": 5, "steps_per_epoch": 5000, "batch_size": 256, "lr": 3e-4, "weight_decay": 1e-4},
     "demo": {},
 }
-
-
-class TrainingError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -76,35 +76,23 @@ class TrainConfig:
     theta_loss_weight: float = 0.1     # weight of the Huber loss on theta_E [arcsec] beside the BCE
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any], arch: str) -> "TrainConfig":
-        p = dict(p)
-        p.pop("archs", None)
-        preset = p.pop("preset", "demo")
-        overrides = p.pop("overrides", {}) or {}
-        if preset not in PRESETS:
-            raise ValueError(f"train.preset must be one of {list(PRESETS)}, got {preset!r}")
-        known = {f.name for f in dataclasses.fields(cls)} - {"arch"}
-        # the production preset is the seed's configuration and wins over the demo's per-arch values
-        merged = {**p, **(overrides.get(arch) or {}), **PRESETS[preset]}
-        unknown = sorted(set(merged) - known)
-        if unknown:
-            raise ValueError(f"unknown train params {unknown}; known: {sorted(known)}")
-        bad_over = sorted(set(overrides) - set(ARCHS))
-        if bad_over:
-            raise ValueError(f"train.overrides names unknown archs {bad_over}")
-        if "hybrid_metadata" in merged:
-            merged["hybrid_metadata"] = tuple(merged["hybrid_metadata"] or ())
-        cfg = cls(arch=arch, **merged)
-        for name in ("epochs", "steps_per_epoch", "batch_size", "eval_batch_size", "nproc"):
-            if int(getattr(cfg, name)) < 1:
-                raise ValueError(f"train.{name} must be >= 1")
-        if cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.warmup_steps < 0:
-            raise ValueError("train.lr must be > 0, weight_decay and warmup_steps >= 0")
+    def from_params(cls, p: Mapping[str, Any], arch: str, source: str = "params.yaml") -> "TrainConfig":
+        """The ``train`` section (checked by dhs.params.schema) for one arch: the common values,
+        then ``overrides[arch]``, then the preset (the production preset is the seed's
+        configuration and wins over the demo's per-arch values)."""
+        v = dict(checked("train", p, source))
+        if arch not in ARCHS:
+            raise ParamsError(f"{source}: unknown arch {arch!r}; the archs are {list(ARCHS)}")
+        overrides, preset = v.pop("overrides"), v.pop("preset")
+        v.pop("archs")
+        merged = {**v, **(overrides.get(arch) or {}), **PRESETS[preset]}
+        merged["hybrid_metadata"] = tuple(merged["hybrid_metadata"] or ())
         if arch == "hybrid":
-            check_metadata_columns(cfg.hybrid_metadata)
-        if cfg.theta_loss_weight < 0:
-            raise ValueError("train.theta_loss_weight must be >= 0")
-        return cfg
+            try:
+                check_metadata_columns(merged["hybrid_metadata"])
+            except ValueError as exc:
+                raise ParamsError(f"{source}: train.hybrid_metadata: {exc}") from None
+        return cls(arch=arch, **merged)
 
     def spec(self, stamp_size: int) -> ModelSpec:
         meta = self.hybrid_metadata if self.arch == "hybrid" else ()
@@ -133,15 +121,16 @@ def cache_digest(cache_dir: str | Path) -> str:
 
 
 def _source_digest() -> str:
+    import dhs.finder.checkpoint
+    import dhs.finder.colours
     import dhs.finder.loader
     import dhs.models
-
     import dhs.stamps.cache
-    import dhs.finder.colours
     import dhs.stamps.geometry
 
     files = sorted(Path(dhs.models.__file__).parent.glob("*.py")) + [Path(f) for f in (
-        __file__, dhs.finder.loader.__file__, dhs.stamps.geometry.__file__, dhs.stamps.cache.__file__, dhs.finder.colours.__file__)]
+        __file__, dhs.finder.loader.__file__, dhs.stamps.geometry.__file__, dhs.stamps.cache.__file__, dhs.finder.colours.__file__,
+        dhs.finder.checkpoint.__file__)]
     h = hashlib.sha256()
     for f in files:
         h.update(f.read_bytes())
@@ -155,32 +144,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"train.device is {device!r} but torch sees no CUDA device")
-    return torch.device(device)
-
-
-def metadata_tensor(split: CachedSplit, columns: Sequence[str]) -> np.ndarray | None:
-    """(N, M) float32 observing-condition columns for the hybrid; NaN where missing or infinite."""
-    if not columns:
-        return None
-    missing = [c for c in columns if c not in split.meta.columns]
-    if missing:
-        raise TrainingError(f"hybrid metadata columns {missing} are not in the cache of split {split.split}")
-    m = split.meta[list(columns)].to_numpy(dtype=np.float64)
-    m[~np.isfinite(m)] = np.nan  # missing: imputed with the train mean after standardising
-    return m.astype(np.float32)
-
-
-def standardise(meta: np.ndarray, stats: Mapping[str, Sequence[float]]) -> np.ndarray:
-    """Standardise with the train statistics; missing values become the train mean (0)."""
-    z = (meta - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32)
-    return np.nan_to_num(z, nan=0.0).astype(np.float32)
 
 
 class _StepStream:
@@ -204,6 +167,19 @@ class _StepStream:
         return self._cache[1][k * self.b : (k + 1) * self.b]
 
 
+def training_loss(logits: torch.Tensor, y: torch.Tensor, theta_pred: torch.Tensor | None = None,
+                  theta_true: torch.Tensor | None = None, theta_loss_weight: float = 0.1) -> torch.Tensor:
+    """BCE on the logits, plus, with a theta_E head, ``theta_loss_weight`` x the Huber loss of
+    theta_E [arcsec] (beta 0.2) averaged over the injections of the batch only: controls carry
+    theta_E = 0 in the data and must not pull the head towards it."""
+    loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+    if theta_pred is not None:  # theta_E regression on injections only: controls have no theta_E
+        w = y.float()
+        huber = F.smooth_l1_loss(theta_pred.float(), theta_true, reduction="none", beta=0.2)
+        loss = loss + theta_loss_weight * (huber * w).sum() / w.sum().clamp_min(1.0)
+    return loss
+
+
 def extra_inputs(meta: np.ndarray | None, colours: np.ndarray | None, rows: np.ndarray, device) -> list[torch.Tensor]:
     """The model's inputs after the image: hybrid metadata, then host colours, for these rows."""
     return [torch.from_numpy(a[rows]).to(device) for a in (meta, colours) if a is not None]
@@ -221,30 +197,8 @@ def evaluate(model: torch.nn.Module, split: CachedSplit, norm: NormConfig, devic
     model.train()
     y = split.labels
     loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(y)))
-    auc = float(roc_auc_score(y, logits)) if 0 < y.sum() < len(y) else float("nan")
+    auc = auroc(y, logits) if 0 < y.sum() < len(y) else float("nan")
     return {"loss": loss, "auc": auc, "n": int(len(y))}
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist()}
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, opt, step: int, spec: ModelSpec, params_hash: str, extra: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict() if opt is not None else None, "step": step,
-                "spec": spec.as_dict(), "params_hash": params_hash, "rng": _rng_state(), **extra}, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, spec: ModelSpec | None = None) -> dict:
-    """Load a checkpoint safely (weights_only) and refuse one made for another arch or stamp size."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if spec is not None:
-        have = ckpt.get("spec", {})
-        if have.get("arch") != spec.arch or have.get("stamp_size") != spec.stamp_size:
-            raise TrainingError(f"{path} was trained for arch={have.get('arch')} stamp_size={have.get('stamp_size')}, "
-                                f"not arch={spec.arch} stamp_size={spec.stamp_size}; delete it or point to the right model")
-    return ckpt
 
 
 def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: NormConfig, augment: bool,
@@ -272,8 +226,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     theta_train = None
     if spec.theta_head:
         theta_train = np.nan_to_num(pd.to_numeric(train_split.meta["theta_e_arcsec"], errors="coerce").to_numpy(np.float32), nan=0.0)
-    meta_train = metadata_tensor(train_split, spec.metadata)
-    meta_val = metadata_tensor(val_split, spec.metadata)
+    meta_train = metadata_matrix(train_split.meta, spec.metadata, where="split train")
+    meta_val = metadata_matrix(val_split.meta, spec.metadata, where="split val")
     if meta_train is not None:  # standardise with train statistics, stored in the checkpoint
         mu, sd = np.nanmean(meta_train, 0), np.nanstd(meta_train, 0) + 1e-6
         meta_stats = {"mean": mu.tolist(), "std": sd.tolist()}
@@ -330,12 +284,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = net(x, *extra_inputs(meta_train, col_train, rows, device))
             logits, theta_pred = split_outputs(out)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-            if theta_pred is not None:  # theta_E regression on injections only: controls have no theta_E
-                theta_true = torch.from_numpy(theta_train[rows]).to(device)
-                w = y.float()
-                huber = F.smooth_l1_loss(theta_pred.float(), theta_true, reduction="none", beta=0.2)
-                loss = loss + cfg.theta_loss_weight * (huber * w).sum() / w.sum().clamp_min(1.0)
+            theta_true = torch.from_numpy(theta_train[rows]).to(device) if theta_pred is not None else None
+            loss = training_loss(logits, y, theta_pred, theta_true, cfg.theta_loss_weight)
         if not torch.isfinite(loss):
             ids = train_split.meta["task_id"].iloc[rows[:5]].tolist()
             raise TrainingError(f"non-finite loss {loss.item()} at step {step} (epoch {step // cfg.steps_per_epoch}, batch rows "
@@ -382,7 +332,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     test = {}
     if best_path.exists() and len(test_split):
         model.load_state_dict(load_checkpoint(best_path, spec)["model"])
-        meta_test = metadata_tensor(test_split, spec.metadata)
+        meta_test = metadata_matrix(test_split.meta, spec.metadata, where="split test")
         if meta_test is not None:
             meta_test = standardise(meta_test, meta_stats)
         col_test = split_host_colours(test_split) if spec.colour else None

@@ -69,7 +69,8 @@ def probability_points(thresholds: Sequence[float]) -> tuple[list[RecallPoint], 
 
 def load_probability_map(path: str | Path):
     """The arch's calibrator (``.probabilities(logits)``); errors name the stage to rerun."""
-    from dhs.calibration.reliability import CalibrationError, load_calibrator
+    from dhs.calibration.calibrator import load_calibrator
+    from dhs.calibration.reliability import CalibrationError
 
     try:
         return load_calibrator(path)

@@ -45,6 +45,8 @@ class CacheError(ValueError):
 # params, so the loader only subtracts and scales (see dhs.finder.loader.normalize).
 STATS_COLUMNS = ("norm_med_g", "norm_med_r", "norm_med_z", "norm_mad_pooled", "norm_mad_g", "norm_mad_r", "norm_mad_z")
 STATS_ANNULUS = (0.65, 1.0)
+# the cache's own bookkeeping in meta.parquet, meaningless outside the cache
+BOOKKEEPING_COLUMNS = ("cache_index", *STATS_COLUMNS)
 
 
 def annulus_mask_np(size: int, inner_frac: float, outer_frac: float) -> np.ndarray:
@@ -194,6 +196,10 @@ class CachedSplit:
 
     def __len__(self) -> int:
         return len(self.meta)
+
+    def stamp_meta(self) -> pd.DataFrame:
+        """The stamps' own metadata: ``meta`` without the cache's bookkeeping columns."""
+        return self.meta.drop(columns=[c for c in BOOKKEEPING_COLUMNS if c in self.meta.columns])
 
     @property
     def labels(self) -> np.ndarray:

@@ -58,14 +58,6 @@ def describe_source(source: str) -> str:
     return str(source)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _md5(path: Path) -> str:
     h = hashlib.md5()  # noqa: S324 - matching S3's ETag, not security
     with open(path, "rb") as f:
@@ -195,7 +187,7 @@ def stage(source: str, dest: str | Path, *, endpoint_url: str | None = None, wor
         try:
             backend.fetch(f, part, bar.update)
             backend.verify(f, part)
-            sha = _sha256(part)
+            sha = atomic.file_sha256(part)
             os.replace(part, final)
         except BaseException:
             part.unlink(missing_ok=True)
