@@ -18,7 +18,7 @@ from dhs.runner import Option, Stage
 
 STAGE = Stage("completeness", run, __doc__, per_arch=True, errors=(CompletenessError, ScoresError, ValueError), options=(
     Option("--scores", "scores_dir", "data/scores"), Option("--metrics", "metrics_dir", "metrics/completeness"),
-    Option("--plots", "plots_dir", "plots/completeness"), Option("--roc", "roc_dir", "plots/roc")))
+    Option("--plots", "plots_dir", "plots/completeness"), Option("--roc", "roc_dir", None, "default: roc/ beside --plots (plots/roc)")))
 main = STAGE.main
 
 if __name__ == "__main__":

@@ -79,14 +79,16 @@ def write_roc(arch: str, result, path: Path) -> None:
 
 
 def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data/scores", metrics_dir: str = "metrics/completeness",
-        plots_dir: str = "plots/completeness", roc_dir: str = "plots/roc") -> dict:
+        plots_dir: str = "plots/completeness", roc_dir: str | None = None) -> dict:
+    """``roc_dir`` defaults to ``roc`` beside ``plots_dir`` (plots/roc)."""
     p = as_params(params).require("completeness")
     cfg = CompletenessConfig.from_params(p["completeness"], p.source, p["evaluation"])
     t0 = time.perf_counter()
     spark = spark_session(cfg.spark)
     result = measure(spark, str(Path(scores_dir) / f"{arch}.parquet"), cfg)
     metrics = write_outputs(arch, cfg, result, metrics_dir, plots_dir)
-    write_roc(arch, result, Path(roc_dir) / f"{arch}.csv")
+    roc_dir = Path(plots_dir).parent / "roc" if roc_dir is None else Path(roc_dir)
+    write_roc(arch, result, roc_dir / f"{arch}.csv")
     for w in result.warnings:
         print(f"completeness {arch}: WARNING: {w}", file=sys.stderr)
     r = result.rows
