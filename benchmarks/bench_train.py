@@ -23,7 +23,8 @@ from dhs.stamps.cache import build_cache, open_split
 from dhs.contract import validate
 from dhs.finder.loader import NormConfig, iterate_batches, shard_indices
 from dhs.models.registry import build_model
-from dhs.models.spec import ARCHS, ModelSpec
+from dhs.models.spec import ModelSpec
+from dhs.params.schema import ARCHS
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
 

@@ -2,7 +2,7 @@
 
 Two scalar models, both fitted on the train split and scored on val and test:
 
-1. **Leak detector** (DOMAIN pitfall 9). A classifier that sees only observing-condition and
+1. **Leak detector** (docs/conventions.md, shortcuts). A classifier that sees only observing-condition and
    quality columns (PSF, depth, extinction, mask fractions) and predicts the injection label
    (1 = injection, 0 = control). Injected and control stamps must differ only by the arc, so
    its test AUC should be about 0.5; a clearly higher AUC means the two populations were drawn
@@ -16,7 +16,7 @@ Two scalar models, both fitted on the train split and scored on val and test:
        recovered = arc_snr >= proxy_snr_min  AND  theta_e_arcsec / psf_r >= proxy_theta_psf_min
 
    with ``psf_r`` = ``psf_fwhm_used_r``, falling back to ``psfsize_r`` where it is null, NaN
-   or <= 0 (DOMAIN: "for theta_E/PSF binning use psf_fwhm_used_r, falling back to psfsize_r").
+   or <= 0 (``dhs.evaluation.seeing``; docs/conventions.md, PSF).
    The resolved value is offered to the model as the derived column ``psf_r_arcsec``. It tells
    how much of the proxy is predictable from injection parameters alone.
 
@@ -47,7 +47,9 @@ import numpy as np
 import pandas as pd
 
 from dhs.evaluation.seeing import psf_r_with_fallback
-from dhs.baseline.config import MODELS, PSF_DERIVED, BaselineConfig, check_condition_features, check_proxy_features
+from dhs.baseline.config import BaselineConfig
+from dhs.params.rules import PSF_DERIVED, check_condition_features, check_proxy_features
+from dhs.params.schema import BASELINE_MODELS
 from dhs.evaluation.auc import auroc, auroc_or_none, bootstrap_auroc
 from dhs.params import ParamsError
 
@@ -132,7 +134,7 @@ def make_model(kind: str, seed: int):
         return HistGradientBoostingClassifier(random_state=seed, **HIST_GB_KW)
     if kind == "logistic":
         return make_pipeline(StandardScaler(), LogisticRegression(random_state=seed, **LOGISTIC_KW))
-    raise ParamsError(f"baseline.model must be one of {list(MODELS)}, got {kind!r}")
+    raise ParamsError(f"baseline.model must be one of {list(BASELINE_MODELS)}, got {kind!r}")
 
 
 def _importances(model, kind: str, features: Sequence[str], X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
@@ -299,7 +301,7 @@ def summary_lines(m: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"WARNING: LEAK SUSPECTED: a classifier on observing conditions alone ({', '.join(leak['features'])}) separates "
             f"injections from controls with test AUC {leak['auc_test']:.3f} > leak_auc_warn {leak['leak_auc_warn']:g}. "
-            f"Injections and controls must share conditions (DOMAIN pitfall 9); see importance in metrics for the culprit.")
+            f"Injections and controls must share conditions (docs/conventions.md, shortcuts); see importance in metrics for the culprit.")
     lines.append(f"leak detector ({leak['model']}): test AUC {fmt(leak['auc_test'], leak['auc_test_ci95'])} on "
                  f"{leak['n_test']} stamps ({'LEAK SUSPECTED' if leak['leak_suspected'] else 'no leak: about 0.5 expected'})")
     rec = proxy["recovery"]

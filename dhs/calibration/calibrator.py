@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from dhs import atomic
-from dhs.calibration.fitting import METHODS, apply_isotonic, apply_temperature
+from dhs.calibration.fitting import apply_isotonic, apply_temperature
 from dhs.calibration.prevalence import posterior_at_prevalence
 from dhs.calibration.reliability import CalibrationError, _prevalence
+from dhs.params.schema import CALIBRATION_METHODS
 
 CALIBRATOR_FORMAT = "dhs-calibrator/1"
 
@@ -41,8 +42,8 @@ class Calibrator:
     isotonic_probs: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise CalibrationError(f"calibrator method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.method not in CALIBRATION_METHODS:
+            raise CalibrationError(f"calibrator method must be one of {list(CALIBRATION_METHODS)}, got {self.method!r}")
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
             raise CalibrationError(f"calibrator temperature must be finite and > 0, got {self.temperature!r}")
         _prevalence(self.pi_train, "calibrator pi_train")

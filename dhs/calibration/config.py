@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dhs.calibration.reliability import STRATEGIES
+from dhs.params.schema import RELIABILITY_STRATEGIES
 from dhs.params import checked
 
 
@@ -17,7 +17,7 @@ class CalibrationConfig:
     ``min_expected_controls`` are the shared operating points of ``evaluation``."""
     method: str = "temperature"
     n_bins: int = 15
-    strategies: tuple[str, ...] = STRATEGIES
+    strategies: tuple[str, ...] = RELIABILITY_STRATEGIES
     fit_split: str = "val"
     eval_split: str = "test"
     survey_prevalence: float = 1e-3

@@ -10,7 +10,6 @@ from scipy.special import expit
 
 from dhs.calibration.reliability import CalibrationError, _as_labels, _as_logits, _both_classes
 
-METHODS = ("temperature", "isotonic")
 TEMPERATURE_BOUNDS = (1e-2, 1e2)   # a fitted T at either end means the NLL has no interior minimum
 
 

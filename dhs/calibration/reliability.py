@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STRATEGIES = ("uniform", "quantile")
+from dhs.params.schema import RELIABILITY_STRATEGIES
+
 LOG_LOSS_EPS = 1e-15
 
 
@@ -93,8 +94,8 @@ class ReliabilityCurve:
 def bin_edges(probs, n_bins: int, strategy: str) -> np.ndarray:
     """Bin edges in probability: ``uniform`` on [0, 1], ``quantile`` at the quantiles of ``probs``
     (coinciding edges merged, so at least 1 and at most ``n_bins`` bins)."""
-    if strategy not in STRATEGIES:
-        raise CalibrationError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+    if strategy not in RELIABILITY_STRATEGIES:
+        raise CalibrationError(f"strategy must be one of {list(RELIABILITY_STRATEGIES)}, got {strategy!r}")
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise CalibrationError(f"n_bins must be a positive integer, got {n_bins!r}")
     if strategy == "uniform":

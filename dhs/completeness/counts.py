@@ -19,7 +19,7 @@ Counting runs in Spark as one scan: each injection row becomes one (variable, bi
 binning variable (``explode`` of an array of structs), grouped by (variable, bin, region). The
 result is the small count table; pixels never enter Spark. Flags are built with
 ``when/otherwise`` (a ``cast("int")`` of a NULL boolean stays NULL and ``sum`` skips it:
-DOMAIN pitfall 7). ``region_bin_counts_pandas`` is an independent reference used by the tests
+docs/conventions.md, evaluation rules). ``region_bin_counts_pandas`` is an independent reference used by the tests
 and the benchmark.
 """
 

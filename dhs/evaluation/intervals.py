@@ -3,7 +3,8 @@
 Wilson (1927) interval for k successes in n trials at confidence 1 - alpha:
     centre = (k + z^2/2) / (n + z^2),  half = z / (n + z^2) * sqrt(k (n - k) / n + z^2 / 4)
 It stays inside [0, 1] and behaves at k = 0 and k = n, where the Wald interval collapses.
-Bins with n < 50 are flagged by the callers (DOMAIN: Wilson for n >= 50).
+Bins with n < 50 are flagged by the callers (docs/conventions.md, evaluation rules: Wilson for
+n >= 50).
 
 The region bootstrap resamples sky regions with replacement and recomputes k/n per bin from
 the (region x bin) count table, so it carries the region-to-region scatter (depth, seeing,

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from dhs.evaluation.seeing import psf_r_arcsec
+from dhs.params.schema import SCORE_SPLITS
 
 REQUIRED_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id")
-SCORE_SPLITS = ("val", "test")
 
 
 class ScoresError(ValueError):

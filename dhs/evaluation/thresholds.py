@@ -1,4 +1,4 @@
-"""Operating thresholds set on controls, never at score 0.5 (DOMAIN: evaluation rules).
+"""Operating thresholds set on controls, never at score 0.5 (docs/conventions.md, evaluation rules).
 
 Convention used everywhere in the pipeline: a stamp is *recovered* (passes) when
 ``score > threshold``. For a target false-positive rate ``fpr`` on ``n`` controls the threshold

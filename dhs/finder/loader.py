@@ -5,7 +5,8 @@ Normalisation (``NormConfig``), applied batched in torch on whatever device hold
 - ``annulus_common`` (default): per stamp, subtract each band's median in an outer annulus
   (the sky level, far from host core and arc) and divide all bands by one robust scale, the
   MAD x 1.4826 of the pooled annulus pixels. One scale for g, r and z keeps the inter-band
-  flux ratios, i.e. the arc's colour (per-band scaling discards it: pitfall 2). Statistics
+  flux ratios, i.e. the arc's colour (per-band scaling discards it: docs/conventions.md,
+  shortcuts). Statistics
   come from the annulus, never from the centre, whose brightness carries the label.
 - ``annulus_per_band``: each band scaled by its own annulus MAD (for comparison).
 - ``none``: raw nMgy.
@@ -14,7 +15,8 @@ azimuthal median profile (median of each integer-radius annulus about the stamp 
 linearly interpolated in radius, see ``dhs.stamps.geometry``). A round host vanishes and what is left
 is non-axisymmetric structure: arcs, companions, the quadrupole of an elliptical host. The
 median (not the mean) keeps an arc that covers a minority of its annulus. It also removes the
-axisymmetric part of the central brightness, the core-brightness shortcut of DOMAIN pitfall 1.
+axisymmetric part of the central brightness, the core-brightness shortcut (docs/conventions.md,
+shortcuts).
 Then values are clipped to +-``clip`` (20: a clip at 10 flattened bright arcs).
 
 Core dropout (``core_dropout_p``, ``core_dropout_radius_px``; training only): with
@@ -29,7 +31,7 @@ runs batched on the GPU. The stamp centre (N-1)/2 is fixed under all of them.
 
 Sharding: ``shard_indices`` splits row indices over (rank, worker) without padding, so every
 row is seen exactly once per epoch across all ranks and workers (a padding sampler duplicates
-rows and corrupts completeness counts: pitfall 4).
+rows and corrupts completeness counts: docs/conventions.md, evaluation rules).
 """
 
 from __future__ import annotations

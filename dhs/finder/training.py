@@ -8,7 +8,8 @@ gradient clipping; at each epoch end evaluate the whole val split, keep ``checkp
 (lowest val loss) and ``checkpoint_last.pt``.
 
 Why val loss for the best checkpoint: it uses every val stamp and moves smoothly; TPR at
-FPR 1e-4 on a few thousand controls is set by a handful of negatives and is noise (pitfall 6).
+FPR 1e-4 on a few thousand controls is set by a handful of negatives and is noise
+(docs/conventions.md, evaluation rules).
 Val AUC is logged beside it.
 
 Determinism: the batch of step s is a function of (seed, s) only (epoch permutation, position
@@ -43,8 +44,10 @@ from dhs.finder.colours import split_host_colours
 from dhs.finder.loader import NormConfig, iterate_batches, shard_indices
 from dhs.models.heads import split_outputs
 from dhs.models.registry import build_model
-from dhs.models.spec import ARCHS, ModelSpec, check_metadata_columns
+from dhs.models.spec import ModelSpec
 from dhs.params import ParamsError, checked
+from dhs.params.rules import check_metadata_columns
+from dhs.params.schema import ARCHS
 from dhs.stamps.cache import CachedSplit, open_split
 
 PRESETS = {

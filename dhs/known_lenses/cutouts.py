@@ -53,11 +53,9 @@ from tqdm.auto import tqdm
 from dhs import __version__
 from dhs.known_lenses.cutout_fits import BANDS, CutoutInvalid, read_cutout
 from dhs.known_lenses.footprint import valid_coordinates
+from dhs.params.schema import CUTOUT_URL_TEMPLATE, MAX_CONCURRENCY_CAP
 
-DEFAULT_URL_TEMPLATE = ("https://www.legacysurvey.org/viewer/cutout.fits?ra={ra}&dec={dec}&layer={layer}"
-                        "&pixscale={pixscale}&size={size}&bands={bands}")
 LEGACYSURVEY = "legacysurvey"
-MAX_CONCURRENCY_CAP = 8
 POSITION_DECIMALS = 5
 USER_AGENT = f"dark-halo-scope/{__version__} (known-lens recovery; python-requests)"
 USABLE = ("cached", "fetched", "local")
@@ -99,7 +97,7 @@ class CutoutSpec:
 
 @dataclass(frozen=True)
 class FetchConfig:
-    url_template: str = DEFAULT_URL_TEMPLATE
+    url_template: str = CUTOUT_URL_TEMPLATE
     max_concurrency: int = 4
     max_attempts: int = 4
     connect_timeout_s: float = 5.0

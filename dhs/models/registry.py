@@ -6,8 +6,10 @@ from torch import nn
 
 from dhs.models.hybrid import Hybrid
 from dhs.models.small_cnn import SmallCNN
-from dhs.models.spec import ARCHS, ModelSpec, check_metadata_columns
+from dhs.models.spec import ModelSpec
 from dhs.models.torchvision_nets import convnext_tiny, efficientnet_b0, resnet18
+from dhs.params.rules import check_metadata_columns
+from dhs.params.schema import ARCHS
 
 
 def build_model(spec: ModelSpec) -> nn.Module:

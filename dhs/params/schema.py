@@ -13,18 +13,25 @@ the low-count rule that the completeness, calibration, known-lens and report sta
 
 from __future__ import annotations
 
-from dhs.params.fields import (
-    Bool, Choice, Device, Field, Float, Int, List, Map, ParamsError, Section, Str, refuse,
-)
-from dhs.baseline.config import (BOOTSTRAP_UNITS, DEFAULT_CONDITIONS, DEFAULT_PROXY_FEATURES, MODELS, check_condition_features,
-                                 check_proxy_features)
-from dhs.evaluation.scores import SCORE_SPLITS
-from dhs.known_lenses.catalog import DEFAULT_PATH as CATALOG
-from dhs.known_lenses.catalog import GRADES
-from dhs.known_lenses.cutouts import DEFAULT_URL_TEMPLATE, MAX_CONCURRENCY_CAP
-from dhs.models.spec import ARCHS, STEMS, check_metadata_columns
+from dhs.params.fields import Bool, Choice, Device, Field, Float, Int, List, Map, ParamsError, Section, Str, refuse
+from dhs.params.rules import (DEFAULT_CONDITIONS, DEFAULT_PROXY_FEATURES, check_condition_features, check_metadata_columns,
+                              check_proxy_features)
+
+# --------------------------------------------------------------------------- the names params accept
+# Defined here, once; the code that acts on them imports them from here.
 
 SPLITS = ("train", "val", "test")
+SCORE_SPLITS = ("val", "test")                 # the splits the infer stage scores (dhs.evaluation.scores)
+ARCHS = ("small_cnn", "resnet18", "efficientnet_b0", "convnext_tiny", "hybrid")   # dhs.models
+STEMS = ("cifar", "imagenet")                  # the ResNet stem: 3x3 stride 1 without max-pool, or the original
+BASELINE_MODELS = ("hist_gb", "logistic")
+BASELINE_BOOTSTRAP_UNITS = ("region", "row")
+CALIBRATION_METHODS = ("temperature", "isotonic")
+RELIABILITY_STRATEGIES = ("uniform", "quantile")
+GRADES = ("confirmed", "confident", "probable")   # known lenses, best first (dhs.known_lenses.catalog)
+CUTOUT_URL_TEMPLATE = ("https://www.legacysurvey.org/viewer/cutout.fits?ra={ra}&dec={dec}&layer={layer}"
+                       "&pixscale={pixscale}&size={size}&bands={bands}")
+MAX_CONCURRENCY_CAP = 8                        # requests in flight to the viewer, a shared public service
 
 
 def _fail(source: str, key: str, requirement: str, value) -> ParamsError:
@@ -90,10 +97,10 @@ _COLUMN = Str(words="a column name")
 BASELINE = Section(rules=(_baseline_features,), fields={
     "conditions_features": List(default=list(DEFAULT_CONDITIONS), item=_COLUMN, min_len=1, distinct=True),
     "proxy_features": List(default=list(DEFAULT_PROXY_FEATURES), item=_COLUMN, min_len=1, distinct=True),
-    "model": Choice(*MODELS, default="hist_gb"),
+    "model": Choice(*BASELINE_MODELS, default="hist_gb"),
     "seed": Int(default=1, lo=0),
     "n_bootstrap": Int(default=200, lo=0),
-    "bootstrap_unit": Choice(*BOOTSTRAP_UNITS, default="row"),
+    "bootstrap_unit": Choice(*BASELINE_BOOTSTRAP_UNITS, default="row"),
     "leak_auc_warn": Float(default=0.6, lo=0.5, hi=1, open_lo=True, open_hi=True),
     "proxy_snr_min": Float(default=5.0, lo=0),
     "proxy_theta_psf_min": Float(default=0.8, lo=0, open_lo=True),
@@ -294,9 +301,9 @@ def _calibration_splits(v: dict, key: str, source: str) -> None:
 
 
 CALIBRATION = Section(rules=(_calibration_splits,), fields={
-    "method": Choice("temperature", "isotonic", default="temperature"),
+    "method": Choice(*CALIBRATION_METHODS, default="temperature"),
     "n_bins": Int(default=15, lo=2, hi=1000),
-    "strategies": List(default=["uniform", "quantile"], item=Choice("uniform", "quantile"), min_len=1, distinct=True),
+    "strategies": List(default=list(RELIABILITY_STRATEGIES), item=Choice(*RELIABILITY_STRATEGIES), min_len=1, distinct=True),
     "fit_split": Choice(*SCORE_SPLITS, default="val"),
     "eval_split": Choice(*SCORE_SPLITS, default="test"),
     "survey_prevalence": Float(default=1e-3, lo=0, hi=1, open_lo=True, open_hi=True),
@@ -330,11 +337,11 @@ def _known_lenses(v: dict, key: str, source: str) -> None:
 
 
 KNOWN_LENSES = Section(rules=(_known_lenses,), fields={
-    "catalog": Str(default=str(CATALOG)),
+    "catalog": Str(default="dhs/known_lenses/known_lenses.csv"),
     "grades": List(default=list(GRADES), item=Choice(*GRADES), min_len=1, distinct=True),
     "max_lenses": Int(default=None, nullable=True, lo=1),
     "source": Str(default="legacysurvey", words="legacysurvey or a directory of FITS cutouts"),
-    "url_template": Str(default=DEFAULT_URL_TEMPLATE),
+    "url_template": Str(default=CUTOUT_URL_TEMPLATE),
     "layer": Str(default="ls-dr10", pattern=r"[^/&?= ]+", words="a viewer layer name such as ls-dr10"),
     "pixscale_arcsec": Float(default=0.262, lo=0, open_lo=True, unit="arcsec/px"),
     "size_px": Int(default=64, lo=8, hi=512),

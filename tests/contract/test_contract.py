@@ -28,7 +28,7 @@ from dhs.contract import (
     validate,
 )
 from dhs.contract.validate import DatasetInvalid
-from dhs.stamps.shards import HiveShardWriter
+from dhs.contract.shards import HiveShardWriter
 
 CONTRACT = load_contract()
 SIZE = 64

@@ -18,7 +18,8 @@ from tests.conftest import REPO
 from dhs.stamps.cache import open_split
 from dhs.finder.loader import NormConfig, iterate_batches
 from dhs.models.registry import build_model
-from dhs.models.spec import ARCHS, ModelSpec
+from dhs.models.spec import ModelSpec
+from dhs.params.schema import ARCHS
 from dhs.finder.checkpoint import TrainingError, load_checkpoint
 from dhs.finder.training import TrainConfig, lr_at, train
 
