@@ -57,8 +57,8 @@ def main() -> None:
     ap.add_argument("--master", default="local[*]")
     ap.add_argument("--driver-memory", default="6g")
     args = ap.parse_args()
-    p = yaml.safe_load(open(REPO / "params.yaml"))["completeness"]
-    cfg = CompletenessConfig.from_params({**p, "spark": {}})
+    params = yaml.safe_load(open(REPO / "params.yaml"))
+    cfg = CompletenessConfig.from_params({**params["completeness"], "spark": {}}, evaluation=params["evaluation"])
     bins = [*headline_bins(), *cfg.bins]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scores.parquet"

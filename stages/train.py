@@ -1,17 +1,16 @@
 """Stage `train@{arch}`: train one architecture on the cached train split, select on val.
 
-Runs single-process, or re-launches itself under torchrun when train.nproc > 1 (NCCL on GPU,
-gloo on CPU); rank 0 writes checkpoints, dvclive curves and metrics.
-"""
+The stage is declared here and run by dhs.runner; its body, and the description ``--help``
+prints, are in dhs/finder/stage.py."""
 
 import sys
 
+from dhs.finder import stage
 from dhs.finder.checkpoint import TrainingError
-from dhs.finder.stage import run_train
 from dhs.runner import Option, Stage
 from dhs.stamps.cache import CacheError
 
-STAGE = Stage("train", run_train, __doc__, per_arch=True, errors=(TrainingError, CacheError), status=lambda code, _: code, options=(
+STAGE = Stage("train", stage.run_train, stage.__doc__, per_arch=True, errors=(TrainingError, CacheError), status=lambda code, _: code, options=(
     Option("--cache", "cache_dir", "data/cache"), Option("--models", "models_dir", "data/models"),
     Option("--metrics", "metrics_dir", "metrics/train"), Option("--live", "live_dir", "dvclive")))
 main = STAGE.main

@@ -19,13 +19,19 @@ class CalibrationError(ValueError):
 
 # --------------------------------------------------------------------------- input checks
 
+def _finite(values, name: str, hint: str = "") -> np.ndarray:
+    """1-D float64 finite values; refuses empty input and NaN or Inf."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise CalibrationError(f"{name} is empty: calibration needs at least one scored stamp")
+    if not np.isfinite(x).all():
+        raise CalibrationError(f"{name}: {int((~np.isfinite(x)).sum())} value(s) are NaN or Inf{hint}")
+    return x
+
+
 def _as_probs(probs, name: str = "probs") -> np.ndarray:
     """1-D float64 probabilities in [0, 1]; refuses empty, NaN and out-of-range values."""
-    p = np.asarray(probs, dtype=np.float64).ravel()
-    if p.size == 0:
-        raise CalibrationError(f"{name} is empty: calibration needs at least one scored stamp")
-    if not np.isfinite(p).all():
-        raise CalibrationError(f"{name}: {int((~np.isfinite(p)).sum())} value(s) are NaN or Inf")
+    p = _finite(probs, name)
     if p.min() < 0.0 or p.max() > 1.0:
         raise CalibrationError(f"{name} must lie in [0, 1] (probabilities, not logits); found range [{p.min():g}, {p.max():g}]")
     return p
@@ -33,12 +39,7 @@ def _as_probs(probs, name: str = "probs") -> np.ndarray:
 
 def _as_logits(logits, name: str = "logits") -> np.ndarray:
     """1-D float64 finite logits; refuses empty input."""
-    z = np.asarray(logits, dtype=np.float64).ravel()
-    if z.size == 0:
-        raise CalibrationError(f"{name} is empty: calibration needs at least one scored stamp")
-    if not np.isfinite(z).all():
-        raise CalibrationError(f"{name}: {int((~np.isfinite(z)).sum())} value(s) are NaN or Inf; the model or its input is broken")
-    return z
+    return _finite(logits, name, "; the model or its input is broken")
 
 
 def _as_labels(labels, n: int) -> np.ndarray:

@@ -30,7 +30,8 @@ def spec(arch, size=64):
     return ModelSpec(arch, size, metadata=HYBRID_META if arch == "hybrid" else ())
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+# the large torchvision nets take a minute each on a CPU: slow; small_cnn stays in the fast lane
+@pytest.mark.parametrize("arch", [a if a == "small_cnn" else pytest.param(a, marks=pytest.mark.slow) for a in ARCHS])
 def test_each_arch_runs_on_64_and_96_px_and_a_few_steps_lower_the_loss(arch, sim_cache):
     torch.manual_seed(0)
     for size in (64, 96):
@@ -64,7 +65,8 @@ def small_cfg(**over) -> TrainConfig:
     return TrainConfig.from_params(p, arch)
 
 
-@pytest.mark.parametrize("arch", ["small_cnn", "efficientnet_b0"])  # the latter draws dropout and stochastic depth
+# efficientnet_b0 draws dropout and stochastic depth (slow on a CPU)
+@pytest.mark.parametrize("arch", ["small_cnn", pytest.param("efficientnet_b0", marks=pytest.mark.slow)])
 def test_resume_after_interruption_gives_identical_weights(sim_cache, tmp_path, arch):
     cfg = small_cfg(arch=arch)
     norm = NormConfig()

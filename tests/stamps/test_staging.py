@@ -78,6 +78,7 @@ def test_s3_source_through_a_real_s3_server(sim_dataset, tmp_path, s3_server, ca
         assert SECRET not in text and "dhs-test-key" not in text
 
 
+@pytest.mark.slow
 def test_s3_server_stopped_mid_copy_fails_clearly_and_rerun_resumes(sim_dataset, tmp_path, s3_server):
     # enough shards that the copy is still running when the server goes away
     big = tmp_path / "big"

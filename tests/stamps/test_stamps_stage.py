@@ -65,6 +65,7 @@ def test_stage_output_reads_as_hive_parquet_with_decodable_stamps(tmp_path):
     assert (df.is_control == (df.lens_model == "CONTROL")).all()
 
 
+@pytest.mark.slow
 def test_killed_stage_leaves_previous_output_untouched(tmp_path):
     params = small_params(tmp_path, n=120)
     out = tmp_path / "stamps"
