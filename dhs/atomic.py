@@ -31,6 +31,7 @@ def writing(path: str | os.PathLike, fixed_tmp: bool = False) -> Iterator[Path]:
     else:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
+        os.chmod(tmp, 0o644)   # an output, readable like any other file (mkstemp makes it private)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:

@@ -8,7 +8,6 @@ source priors) is the simulator's own configuration, ``simulate`` in params (``S
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,10 +35,6 @@ class GatesConfig:
     ring_max_excess_logit: float = 1.0  # median ring logit shift may exceed the arc's by at most this
     n_probe: int = 400                  # controls probed with a ring and with an arc
     shuffle_min_auc: float = 0.75       # AUROC real vs annulus-shuffled injections must reach
-
-    @classmethod
-    def keys(cls) -> set[str]:
-        return {f.name for f in dataclasses.fields(cls)}
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml") -> "GatesConfig":

@@ -305,7 +305,7 @@ def test_stage_warns_loudly_on_a_leaky_cache(sim_cache, tmp_path, capsys):
     out = tmp_path / "b.json"
     assert baseline_stage.main(["--params", str(write_params(tmp_path)), "--cache", str(cache), "--metrics", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "baseline: WARNING: LEAK SUSPECTED" in printed and "pitfall 9" in printed
+    assert "baseline: WARNING: LEAK SUSPECTED" in printed and "docs/conventions.md, shortcuts" in printed
     m = json.loads(out.read_text())
     assert m["leak"]["leak_suspected"] and m["leak"]["auc_test"] > 0.8
 
