@@ -1,9 +1,9 @@
 """The training loop: one arch, single process or one rank of a torchrun DDP job.
 
 Read it top to bottom: build the model; resume from ``checkpoint_last.pt`` if its params hash
-matches; then for every step draw the next batch of this rank's shard of the shuffled train
-split (augmented on the device, with core dropout if ``norm.core_dropout_p`` > 0: training
-only, see ``dhs.finder.loader``), take an AdamW step under a warmup + cosine schedule with
+matches and the run it holds is unfinished; then for every step draw the next batch of this
+rank's shard of the shuffled train split (augmented on the device, with core dropout if
+``norm.core_dropout_p`` > 0: training only, see ``dhs.finder.loader``), take an AdamW step under a warmup + cosine schedule with
 gradient clipping; at each epoch end evaluate the whole val split, keep ``checkpoint_best.pt``
 (lowest val loss) and ``checkpoint_last.pt``.
 
@@ -250,14 +250,21 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     history: list[dict] = []
     if last_path.exists():
         ckpt = load_checkpoint(last_path, spec)
-        if ckpt["params_hash"] == phash:
+        if ckpt["params_hash"] != phash:
+            if rank == 0:
+                print(f"train {cfg.arch}: {last_path} was made with other params; starting afresh")
+        elif int(ckpt["step"]) >= total:
+            # a finished run is not resumed: the stage runs again because something it depends on
+            # changed, and only a run regenerates every output (the per-step curves); the same
+            # params, code and data give the same weights
+            if rank == 0:
+                print(f"train {cfg.arch}: {last_path} is a finished run; training again")
+        else:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             start, best, history = int(ckpt["step"]), ckpt.get("best", best), json.loads(ckpt.get("history", "[]"))
             if rank == 0:
                 print(f"train {cfg.arch}: resuming from {last_path} at step {start}/{total}")
-        elif rank == 0:
-            print(f"train {cfg.arch}: {last_path} was made with other params; starting afresh")
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
 
     per_rank = max(1, cfg.batch_size // world)

@@ -103,6 +103,18 @@ def test_changed_params_start_afresh_instead_of_resuming(sim_cache, tmp_path, ca
     assert "made with other params; starting afresh" in capsys.readouterr().out
 
 
+def test_a_finished_run_is_trained_again_to_the_same_weights(sim_cache, tmp_path, capsys):
+    """DVC reruns the stage when something it depends on changes: a finished checkpoint_last.pt is
+    not "resumed" (that would regenerate no per-step curves); the run is repeated, identically."""
+    first = train(small_cfg(epochs=1), sim_cache, tmp_path, NormConfig(), augment=False, progress=False)
+    a = load_checkpoint(tmp_path / "checkpoint_best.pt")["model"]
+    capsys.readouterr()
+    again = train(small_cfg(epochs=1), sim_cache, tmp_path, NormConfig(), augment=False, progress=False)
+    assert "is a finished run; training again" in capsys.readouterr().out
+    b = load_checkpoint(tmp_path / "checkpoint_best.pt")["model"]
+    assert again["history"] == first["history"] and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_non_finite_loss_stops_with_the_batch_named(sim_cache, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(sim_cache, cache)
