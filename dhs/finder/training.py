@@ -3,9 +3,9 @@
 Read it top to bottom: build the model; resume from ``checkpoint_last.pt`` if its params hash
 matches and the run it holds is unfinished; then for every step draw the next batch of this
 rank's shard of the shuffled train split (augmented on the device, with core dropout if
-``norm.core_dropout_p`` > 0: training only, see ``dhs.finder.loader``), take an AdamW step under a warmup + cosine schedule with
-gradient clipping; at each epoch end evaluate the whole val split, keep ``checkpoint_best.pt``
-(lowest val loss) and ``checkpoint_last.pt``.
+``norm.core_dropout_p`` > 0: training only, see ``dhs.finder.loader``), take an AdamW step
+under a warmup + cosine schedule with gradient clipping; at each epoch end evaluate the whole
+val split, keep ``checkpoint_best.pt`` (lowest val loss) and ``checkpoint_last.pt``.
 
 Why val loss for the best checkpoint: it uses every val stamp and moves smoothly; TPR at
 FPR 1e-4 on a few thousand controls is set by a handful of negatives and is noise
