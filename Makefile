@@ -1,10 +1,10 @@
-# Two entry points for a fresh machine: `make repro` (pipeline) and `make test` (tests).
+# Entry points for a fresh machine: `make repro` (pipeline), `make test` (tests; CI runs it) and `make test-fast`.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install repro test bench lock clean-venv
+.PHONY: install repro test test-fast bench lock clean-venv
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ repro: install
 
 test: install
 	$(PY) -m pytest -q
+
+# what to run before each commit: everything but the tests marked slow
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) benchmarks/bench_injection.py

@@ -1,6 +1,6 @@
 """Completeness aggregation at production size: a synthetic 10.6M-row score table (the real
 production set: 10,627,158 stamps, about half controls, 782 regions) through the Spark count
-table of ``dhs.completeness`` and through the pandas reference, same run, same table.
+table of ``dhs.completeness.counts`` and through the pandas reference, same run, same table.
 
     python benchmarks/bench_completeness.py [--rows 10627158] [--master local[*]]
 
@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from dhs.completeness import Criterion, headline_bins, region_bin_counts_pandas, region_bin_counts_spark, summarise, surface_name
-from dhs.selection import CompletenessConfig
-from dhs.spark import spark_session
-from dhs.thresholds import threshold_at_fpr
+from dhs.completeness.counts import Criterion, headline_bins, region_bin_counts_pandas, region_bin_counts_spark, summarise, surface_name
+from dhs.completeness.measure import CompletenessConfig
+from dhs.completeness.spark import spark_session
+from dhs.evaluation.thresholds import threshold_at_fpr
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,8 +57,8 @@ def main() -> None:
     ap.add_argument("--master", default="local[*]")
     ap.add_argument("--driver-memory", default="6g")
     args = ap.parse_args()
-    p = yaml.safe_load(open(REPO / "params.yaml"))["completeness"]
-    cfg = CompletenessConfig.from_params({**p, "spark": {}})
+    params = yaml.safe_load(open(REPO / "params.yaml"))
+    cfg = CompletenessConfig.from_params({**params["completeness"], "spark": {}}, evaluation=params["evaluation"])
     bins = [*headline_bins(), *cfg.bins]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scores.parquet"

@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from dhs.cache import build_cache, open_split
+from dhs.stamps.cache import build_cache, open_split
 from dhs.contract import validate
-from dhs.loader import NormConfig, iterate_batches, shard_indices
-from dhs.models import ARCHS, ModelSpec, build_model
+from dhs.finder.loader import NormConfig, iterate_batches, shard_indices
+from dhs.models.registry import build_model
+from dhs.models.spec import ModelSpec
+from dhs.params.schema import ARCHS
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
 

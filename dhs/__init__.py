@@ -1,4 +1,31 @@
-"""Dark Halo Scope: selection functions of CNN strong-lens finders on DESI Legacy Surveys DR10."""
+"""Dark Halo Scope: selection functions of CNN strong-lens finders on DESI Legacy Surveys DR10.
+
+Module map: one package per stage of dvc.yaml (its script in stages/ only declares it), and the
+shared pieces they stand on. Imports flow downwards in this list
+(tests/pipeline/test_layers.py checks it).
+
+    stage                      package              what is in it
+                               dhs.experiments      the ablation table from `dvc exp show` (a tool)
+    report                     dhs.report           the HTML page, from metrics/ and plots/
+    cutouts, known_lenses      dhs.known_lenses     catalogue, cutout client, recall, gallery
+    gates                      dhs.gates            the shortcut and leakage gates
+    calibration                dhs.calibration      reliability, temperature/isotonic, prevalence
+    completeness, sensitivity  dhs.completeness     Spark count tables, intervals, headline, proxy
+    train, infer               dhs.finder           loader, training loop, checkpoints, scoring
+    baseline                   dhs.baseline         metadata-only models
+    stamps                     dhs.stamps           staging, the decoded cache, stamp geometry
+    shared                     dhs.evaluation       score table, thresholds, intervals, AUC, PSF rule
+                               dhs.models           the architectures and their spec
+                               dhs.runner           the stage scripts' arguments and error contract
+                               dhs.params           params.yaml: schema, rules, checked values
+                               dhs.simulate         the injection engine and the simulated survey
+                               dhs.contract         the stamp contract: codec, validator, shard
+                                                    writer, RGB display
+                               dhs.atomic           atomic outputs and file digests
+
+docs/layout.md walks through the same map; docs/conventions.md holds the conventions the code
+cites.
+"""
 
 __version__ = "0.1.0"
 PIPELINE_VERSION = f"dhs-{__version__}"

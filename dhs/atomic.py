@@ -1,12 +1,15 @@
-"""Atomic outputs: write to a temporary sibling, then rename into place.
+"""Files: atomic outputs, and the digest that names a file's content.
 
-A stage killed at any moment leaves either the previous output or the new one, never a
-half-written file or directory.
+Atomic: write to a temporary sibling, then rename into place. A stage killed at any moment
+leaves either the previous output or the new one, never a half-written file or directory.
+``writing(path)`` gives that temporary path to code that writes files itself (parquet, torch);
+``write_bytes``/``write_text``/``write_json``/``save_figure`` and ``atomic_dir`` use it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -16,20 +19,42 @@ from pathlib import Path
 from typing import Any
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, fixed_tmp: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; on success it is synced and renamed onto
+    ``path``, on error removed. ``fixed_tmp``: the sibling is ``<name>.tmp`` (for writers that
+    record the file's name inside it, e.g. torch.save), else a unique name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if fixed_tmp:
+        tmp = str(path.with_name(path.name + ".tmp"))
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o644)   # an output, readable like any other file (mkstemp makes it private)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with writing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 8 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_figure(path: str | os.PathLike, fig, dpi: int = 110, **savefig_kw: Any) -> None:

@@ -1,165 +1,25 @@
 """Stage `known_lenses@{arch}`: recall of real, catalogued lenses by the trained lens finder.
 
-Reads the curated catalogue (known_lenses.catalog), the cutouts and manifest the `cutouts`
-stage left in data/cutouts (no network here), the FPR thresholds of metrics/completeness/{arch}.json and
-the calibrator data/calibration/{arch}/calibrator.json. Scores every usable cutout with the
-trained model and its training normalisation (dhs.inference.score_images), and reports recall
-(k of n, Wilson 95%) at every completeness threshold (score > t) and at every calibrated
-probability threshold (p > t), overall, by grade and by theta_E bin where theta_E is known.
+The stage is declared here and run by dhs.runner; its body, and the description ``--help``
+prints, are in dhs/known_lenses/stage.py."""
 
-Writes metrics/known_lenses/{arch}.json (status ok | partial | offline | no_cutouts, row
-accounting, thresholds, recall), plots/known_lenses/{arch}.csv (one row per selected lens:
-cutout status, logit, score, probability, pass per threshold) and
-plots/known_lenses/{arch}_gallery.png (grz composites with scores; look at it: each stamp
-should hold a lens, DOMAIN pitfall 8).
-
-Without any cutout the stage reports no recall at all (never one it did not measure), says so
-loudly and exits 0, or fails when known_lenses.require is true.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-import time
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
+from dhs.known_lenses import stage
+from dhs.known_lenses.catalog import CatalogError
+from dhs.known_lenses.cutouts import CutoutError
+from dhs.known_lenses.operating_points import OperatingPointError
+from dhs.known_lenses.run_status import RequireError
+from dhs.known_lenses.scoring import ScoringError
+from dhs.runner import Option, Stage
 
-from dhs import atomic
-from dhs.known_lenses.catalog import CatalogError, read_catalog, select_lenses
-from dhs.known_lenses.config import KnownLensConfig
-from dhs.known_lenses.cutouts import TRANSIENT_REASONS, UNREACHABLE_REASONS, CutoutError, load_cutouts, read_manifest
-from dhs.known_lenses.gallery import write_gallery, write_placeholder
-from dhs.known_lenses.operating_points import (OperatingPointError, load_probability_map, load_score_thresholds,
-                                               probability_points)
-from dhs.known_lenses.recall import recall_by_group, recovered
-from dhs.known_lenses.run_status import RequireError, banner
-from dhs.known_lenses.scoring import ScoringError, checkpoint_mismatch, score_cutouts
-from dhs.params import ParamsError, load_params, section
-
-
-def account(lenses: pd.DataFrame, loaded, cutout_dir: str, grades) -> tuple[pd.DataFrame, dict, bool]:
-    """Per-lens table (cutout: ``ok`` or why not), the row accounting, and whether the fetch
-    found the service unreachable. A missing file is explained by the reason the fetch recorded
-    in the manifest (http_404, offline, ...)."""
-    manifest = read_manifest(cutout_dir)
-    why = {} if manifest is None else dict(zip(manifest["key"], manifest["reason"]))
-    cutout = np.where(loaded.usable, "ok", [(why.get(k) or r) if r == "missing" else r for k, r in zip(loaded.keys, loaded.reason)])
-    table = lenses[["name", "ra_deg", "dec_deg", "grade", "source", "theta_e_arcsec", "z_lens"]].copy()
-    table["cutout"] = cutout
-    not_scored = {k: int(v) for k, v in sorted(table.loc[~loaded.usable, "cutout"].value_counts().items())}
-    accounting = {"selected": len(lenses), "scored": int(loaded.usable.sum()), "not_scored_by_reason": not_scored,
-                  "selected_by_grade": {g: int((lenses["grade"] == g).sum()) for g in grades},
-                  "scored_by_grade": {g: int(((lenses["grade"] == g) & loaded.usable).sum()) for g in grades},
-                  "manifest": manifest is not None}
-    offline = any(r in ("offline", *UNREACHABLE_REASONS) for r in why.values())
-    return table, accounting, offline
-
-
-def report_unmeasured(arch: str, table: pd.DataFrame, metrics: dict, offline: bool, csv_path: Path, gallery_path: Path) -> str:
-    """Write the outputs of a run without any cutout (no recall) and say so loudly; the status."""
-    status = "offline" if offline else "no_cutouts"
-    acc = metrics["cutouts"]
-    hint = "" if acc["manifest"] else "; no manifest: run `dvc repro cutouts` first"
-    metrics.update(status=status, recall=None,
-                   message=f"no known-lens cutout ({acc['not_scored_by_reason']}){hint}; recall NOT measured")
-    for col in ("logit", "score", "probability"):
-        table[col] = np.nan
-    atomic.write_text(csv_path, table.to_csv(index=False, lineterminator="\n"))
-    write_placeholder(gallery_path, f"known_lenses@{arch}: {status}\nno cutouts, recall not measured\n"
-                                    f"(fetch with `dvc repro cutouts` where legacysurvey.org is reachable)")
-    print(banner([f"KNOWN-LENS RECALL NOT MEASURED for {arch}: status {status}, 0 of {acc['selected']} lenses have a cutout.",
-                  f"Not scored, by reason: {acc['not_scored_by_reason']}{hint}",
-                  "Fetch cutouts with `dvc repro cutouts` on a machine that reaches legacysurvey.org, then `dvc push`."]),
-          file=sys.stderr)
-    return status
-
-
-def run(arch: str, params_path: str = "params.yaml", cutout_dir: str = "data/cutouts", models_dir: str = "data/models",
-        thresholds_path: str | None = None, calibrator_path: str | None = None, metrics_dir: str = "metrics/known_lenses",
-        plots_dir: str = "plots/known_lenses") -> dict:
-    t0 = time.perf_counter()
-    cfg = KnownLensConfig.from_params(section(load_params(params_path), "known_lenses", source=params_path), params_path)
-    thresholds_path = thresholds_path or f"metrics/completeness/{arch}.json"
-    calibrator_path = calibrator_path or f"data/calibration/{arch}/calibrator.json"
-    score_points, threshold_info, highlight = load_score_thresholds(thresholds_path)
-    prob_points, prob_info = probability_points(cfg.prob_thresholds)
-    calibrator = load_probability_map(calibrator_path)
-    lenses = select_lenses(read_catalog(cfg.catalog), cfg.grades, cfg.max_lenses)
-    loaded = load_cutouts(lenses, cutout_dir, cfg.spec)
-    table, accounting, offline = account(lenses, loaded, cutout_dir, cfg.grades)
-    metrics = {"arch": arch, "catalog": str(cfg.catalog), "cutouts": accounting,
-               "thresholds": {**threshold_info, **prob_info}, "thresholds_source": str(thresholds_path)}
-    csv_path, gallery_path = Path(plots_dir) / f"{arch}.csv", Path(plots_dir) / f"{arch}_gallery.png"
-
-    if not loaded.usable.any():
-        status = report_unmeasured(arch, table, metrics, offline, csv_path, gallery_path)
-        atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
-        if cfg.require:
-            raise RequireError(f"known_lenses.require is true but no known lens has a cutout (status {status}); "
-                               f"recall cannot be measured")
-        return metrics
-
-    scored_by, images = score_cutouts(Path(models_dir) / arch, arch, loaded.images_nmgy, cfg.device, cfg.batch_size)
-    logits = scored_by.logits
-    warnings = [w for w in [checkpoint_mismatch(calibrator, scored_by.checkpoint)] if w]
-    for col, values in (("logit", logits), ("score", 1.0 / (1.0 + np.exp(-logits))), ("probability", calibrator.probabilities(logits))):
-        table[col] = np.nan
-        table.loc[loaded.usable, col] = values
-    scored = table[loaded.usable].reset_index(drop=True)
-    points = [*score_points, *prob_points]
-    recall = recall_by_group(scored, points, cfg.grades, cfg.theta_e_bins_arcsec)
-    for p in points:
-        table[f"pass_{p.name}"] = pd.array([pd.NA] * len(table), dtype="boolean")
-        table.loc[loaded.usable, f"pass_{p.name}"] = recovered(scored[p.column], p.threshold)
-    not_scored = accounting["not_scored_by_reason"]
-    status = "partial" if any(r in TRANSIENT_REASONS or r == "missing" for r in not_scored) else "ok"
-    metrics.update(status=status, recall=recall, highlight_threshold=highlight, warnings=warnings,
-                   headline={p.name: recall[p.name]["all"]["recall"] for p in points},
-                   model={"checkpoint": str(scored_by.checkpoint), "step": scored_by.step, "normalisation": scored_by.normalisation,
-                          "stamp_size": scored_by.stamp_size, "device": scored_by.device},
-                   probability={"calibrator": str(calibrator_path), "method": getattr(calibrator, "method", None),
-                                "pi_train": getattr(calibrator, "pi_train", None),
-                                "note": "calibrated at the calibration split's lens fraction, not at survey prevalence"})
-    atomic.write_text(csv_path, table.to_csv(index=False, lineterminator="\n"))
-    show = np.flatnonzero(loaded.usable)[: cfg.gallery_max]  # the first scored lenses in catalogue order (best grade first)
-    g = table.iloc[show]
-    write_gallery(gallery_path, images[: len(show)], g["name"].to_numpy(), g["grade"].to_numpy(),
-                  g["theta_e_arcsec"].to_numpy(np.float64), g["logit"].to_numpy(np.float64), g["probability"].to_numpy(np.float64),
-                  g[f"pass_{highlight}"].to_numpy(dtype=bool, na_value=False),
-                  f"known_lenses@{arch}: {len(show)} of {len(scored)} scored lenses; green frame = pass {highlight}")
-    atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
-    head = ", ".join(f"{n} {r['all']['k']}/{r['all']['n']}" for n, r in recall.items())
-    print(f"known_lenses {arch}: {status}: scored {len(scored)} of {len(lenses)} lenses in {time.perf_counter() - t0:.1f} s; "
-          f"recall {head}")
-    for w in warnings:
-        print(f"known_lenses {arch}: WARNING: {w}", file=sys.stderr)
-    if status != "ok":
-        print(banner([f"KNOWN-LENS RECALL PARTIAL for {arch}: {len(lenses) - len(scored)} of {len(lenses)} lenses have no cutout "
-                      f"({not_scored}); the recall covers the scored lenses only."]), file=sys.stderr)
-    return metrics
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", required=True)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--cutouts", default="data/cutouts")
-    ap.add_argument("--models", default="data/models")
-    ap.add_argument("--thresholds", default=None, help="completeness metrics JSON (default metrics/completeness/{arch}.json)")
-    ap.add_argument("--calibrator", default=None, help="default data/calibration/{arch}/calibrator.json")
-    ap.add_argument("--metrics", default="metrics/known_lenses")
-    ap.add_argument("--plots", default="plots/known_lenses")
-    args = ap.parse_args(argv)
-    try:
-        run(args.arch, args.params, args.cutouts, args.models, args.thresholds, args.calibrator, args.metrics, args.plots)
-    except (ParamsError, CatalogError, CutoutError, OperatingPointError, RequireError, ScoringError) as exc:
-        print(f"known_lenses {args.arch}: FAILED: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
+STAGE = Stage("known_lenses", stage.run_known_lenses, stage.__doc__, per_arch=True,
+              errors=(CatalogError, CutoutError, OperatingPointError, RequireError, ScoringError), options=(
+    Option("--cutouts", "cutout_dir", "data/cutouts"), Option("--models", "models_dir", "data/models"),
+    Option("--thresholds", "thresholds_path", None, "completeness metrics JSON (default metrics/completeness/{arch}.json)"),
+    Option("--calibrator", "calibrator_path", None, "default data/calibration/{arch}/calibrator.json"),
+    Option("--metrics", "metrics_dir", "metrics/known_lenses"), Option("--plots", "plots_dir", "plots/known_lenses")))
+main = STAGE.main
 
 if __name__ == "__main__":
     sys.exit(main())

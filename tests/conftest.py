@@ -59,7 +59,7 @@ def s3_server(monkeypatch):
 @pytest.fixture(scope="session")
 def sim_cache(sim_dataset, tmp_path_factory) -> Path:
     """The decoded cache of ``sim_dataset`` (read-only)."""
-    from dhs.cache import build_cache
+    from dhs.stamps.cache import build_cache
     from dhs.contract import validate
 
     out = tmp_path_factory.mktemp("cache") / "cache"
@@ -92,7 +92,7 @@ def copy_repo(dest: Path, n_stamps: int = 200) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def spark():
     """A real local Spark session (2 cores, few shuffle partitions), shared by the tests."""
-    from dhs.spark import spark_session
+    from dhs.completeness.spark import spark_session
 
     s = spark_session({"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g"})
     yield s

@@ -1,4 +1,5 @@
-"""The Phase 4c stamp contract: schema, stamp codec and dataset validation."""
+"""The Phase 4c stamp contract: schema, stamp codec, dataset validation, the Hive shard writer
+(``shards``) and the RGB display of a stamp (``rgb``)."""
 
 from dhs.contract.codec import BAND_KEYS, StampError, decode_stamp, encode_stamp
 from dhs.contract.schema import Contract, load_contract

@@ -35,7 +35,7 @@ ROW_REASONS = (
     "corrupt_npz", "missing_band", "wrong_shape", "nonfinite_pixels", "bad_schema",
 )
 EXAMPLES_PER_REASON = 20
-# host positions closer than this are the same host (pitfall 5)
+# host positions closer than this are the same host (docs/conventions.md, evaluation rules)
 HOST_MATCH_ARCSEC = 1.0
 # region_id / host key of a row whose region_id or ra/dec is null: not used in the split checks
 NO_KEY = np.iinfo(np.int64).min
@@ -344,7 +344,7 @@ def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int
                     examples.append(Problem(str(Path(r.path).relative_to(root)), int(i), "task_id", "duplicate_task_id", f"task_id {r.task_ids[i]!r} already seen"))
                     n_dup_examples += 1
 
-    # split disjointness: by region and by host position (pitfall 5)
+    # split disjointness: by region and by host position (docs/conventions.md, evaluation rules)
     for what, attr, reason in (("region", "region_ids", "region_in_two_splits"), ("host position", "host_keys", "host_in_two_splits")):
         seen: dict = defaultdict(set)
         for r in ok_results:

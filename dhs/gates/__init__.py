@@ -1,4 +1,4 @@
-"""Shortcut and leakage gates for a trained lens finder (issue #8; DOMAIN pitfalls 1, 2, 5, 9).
+"""Shortcut and leakage gates for a trained lens finder (docs/conventions.md, shortcuts).
 
 One module per gate, each a pure function returning a result dict (``dhs.gates.result``):
 

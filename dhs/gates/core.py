@@ -1,4 +1,4 @@
-"""Core gates (DOMAIN pitfall 1: the core-brightness shortcut).
+"""Core gates (docs/conventions.md, shortcuts: the core-brightness shortcut).
 
 **core_only**: a logistic regression on the central pixels alone (r_px <= ``core_radius_px``,
 all three bands, each pixel standardised on train) of the same normalised stamps the model
@@ -27,12 +27,12 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from dhs.gates.config import PIXEL_SCALE_ARCSEC, GatesConfig
+from dhs.evaluation.seeing import psf_r_arcsec
+from dhs.gates.config import GatesConfig
 from dhs.gates.pixels import ScoreFn, normalised, sky_level_and_sigma
 from dhs.gates.result import auc_with_ci, enough_rows, gate_result, skipped
-from dhs.loader import NormConfig
-from dhs.radial import core_mask
-from dhs.scores import resolve_psf_r_arcsec
+from dhs.finder.loader import NormConfig
+from dhs.stamps.geometry import core_mask
 
 CORE_RULE = "core-only test AUC < core_auc_max"
 MASK_RULE = "AUROC(before) - AUROC(core masked) < core_mask_max_auc_drop, on controls + arcs clearing the core"
@@ -50,11 +50,13 @@ def core_features(images_nmgy: np.ndarray, norm: NormConfig, radius_px: float, b
 
 def core_only_gate(train_nmgy: np.ndarray, train_y: np.ndarray, test_nmgy: np.ndarray, test_y: np.ndarray,
                    norm: NormConfig, cfg: GatesConfig, train_stats: np.ndarray | None = None,
-                   test_stats: np.ndarray | None = None, test_meta: pd.DataFrame | None = None) -> dict:
+                   test_stats: np.ndarray | None = None, test_meta: pd.DataFrame | None = None,
+                   pixel_scale_arcsec: float | None = None) -> dict:
     """Logistic regression on core pixels: fit on train, AUC (with a bootstrap interval) on test.
     ``*_stats``: the cache's stored normalisation statistics of those rows, if any (faster).
-    ``test_meta`` (optional): adds the AUC on controls + arcs that clear the core, which tells a
-    core signal made by small arcs' own light (that AUC ~0.5) from a processing difference."""
+    ``test_meta`` (optional, with the stamps' ``pixel_scale_arcsec``): adds the AUC on controls +
+    arcs that clear the core, which tells a core signal made by small arcs' own light (that AUC
+    ~0.5) from a processing difference."""
     name, thr = "core_only", cfg.core_auc_max
     why = enough_rows(train_y) or enough_rows(test_y)
     if why:
@@ -67,8 +69,9 @@ def core_only_gate(train_nmgy: np.ndarray, train_y: np.ndarray, test_nmgy: np.nd
     auc, ci = auc_with_ci(test_y, s_te, cfg.n_bootstrap, cfg.seed)
     auc_train = float(clf.score(scaler.transform(xtr), train_y))
     clear = {}
-    if test_meta is not None:
-        keep, subset = arcs_clearing_core(test_meta, np.asarray(test_y), cfg.core_radius_px, cfg.core_mask_clearance_fwhm)
+    if test_meta is not None and pixel_scale_arcsec is not None:
+        keep, subset = arcs_clearing_core(test_meta, np.asarray(test_y), cfg.core_radius_px, cfg.core_mask_clearance_fwhm,
+                                          pixel_scale_arcsec)
         if enough_rows(np.asarray(test_y)[keep]) is None:
             clear = {"auc_arcs_clearing_core": auc_with_ci(np.asarray(test_y)[keep], s_te[keep], 0, cfg.seed)[0],
                      "n_injections_clearing_core": int(np.asarray(test_y)[keep].sum()), "subset_clearing_core": subset}
@@ -98,25 +101,28 @@ def mask_core(images_nmgy: np.ndarray, radius_px: float, sky_level: np.ndarray, 
     return out
 
 
-def arcs_clearing_core(meta: pd.DataFrame, labels: np.ndarray, radius_px: float, clearance_fwhm: float) -> tuple[np.ndarray, str]:
+def arcs_clearing_core(meta: pd.DataFrame, labels: np.ndarray, radius_px: float, clearance_fwhm: float,
+                       pixel_scale_arcsec: float) -> tuple[np.ndarray, str]:
     """Rows kept for the gated core-mask AUROC: every control, and the injections with
-    theta_E >= radius_px * pixel scale + clearance_fwhm * PSF FWHM (r band)."""
+    theta_E >= radius_px * pixel scale + clearance_fwhm * PSF FWHM (r band, dhs.evaluation.seeing)."""
     if "theta_e_arcsec" not in meta.columns:
         return np.ones(len(meta), bool), "no theta_e_arcsec column: all injections used"
     theta = pd.to_numeric(meta["theta_e_arcsec"], errors="coerce").to_numpy(np.float64)
-    psf = resolve_psf_r_arcsec(meta)
-    need = radius_px * PIXEL_SCALE_ARCSEC + clearance_fwhm * psf
+    psf = psf_r_arcsec(meta)[0]
+    need = radius_px * pixel_scale_arcsec + clearance_fwhm * psf
     with np.errstate(invalid="ignore"):
         # an injection whose PSF is unknown cannot be shown to clear the core: left out, and counted
         keep = (labels == 0) | (np.isfinite(need) & (theta >= need))
     unknown = int(((labels == 1) & ~np.isfinite(psf)).sum())
     note = f"; {unknown} injection(s) without a PSF FWHM left out" if unknown else ""
-    return keep, f"controls + injections with theta_E >= {radius_px:g} px x {PIXEL_SCALE_ARCSEC} + {clearance_fwhm:g} x FWHM_r{note}"
+    return keep, f"controls + injections with theta_E >= {radius_px:g} px x {pixel_scale_arcsec} + {clearance_fwhm:g} x FWHM_r{note}"
 
 
 def core_masked_gate(score: ScoreFn, images_nmgy: np.ndarray, labels: np.ndarray, meta: pd.DataFrame,
-                     cfg: GatesConfig, logits_before: np.ndarray | None = None, examples: dict | None = None) -> dict:
-    """Model AUROC before and after masking the core with sky noise; the gate is on the drop.
+                     cfg: GatesConfig, pixel_scale_arcsec: float, logits_before: np.ndarray | None = None,
+                     examples: dict | None = None) -> dict:
+    """Model AUROC before and after masking the core with sky noise; the gate is on the drop
+    (``pixel_scale_arcsec``: the stamps' pixel scale, for which arcs clear the core).
     ``examples`` (optional dict) receives a few masked injections and all logits."""
     name, thr = "core_masked", cfg.core_mask_max_auc_drop
     why = enough_rows(labels)
@@ -130,7 +136,7 @@ def core_masked_gate(score: ScoreFn, images_nmgy: np.ndarray, labels: np.ndarray
         inj = np.flatnonzero(labels == 1)[:3]
         examples.update(masked_injection=masked[inj], unmasked_injection=np.asarray(images_nmgy[inj]), logit_before=before,
                         logit_after=after, labels=labels)
-    keep, subset = arcs_clearing_core(meta, labels, cfg.core_radius_px, cfg.core_mask_clearance_fwhm)
+    keep, subset = arcs_clearing_core(meta, labels, cfg.core_radius_px, cfg.core_mask_clearance_fwhm, pixel_scale_arcsec)
     auc_all_before, _ = auc_with_ci(labels, before, 0, cfg.seed)
     auc_all_after, _ = auc_with_ci(labels, after, 0, cfg.seed)
     extra = {"auc_all_before": auc_all_before, "auc_all_after": auc_all_after, "auc_drop_all": auc_all_before - auc_all_after,

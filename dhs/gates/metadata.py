@@ -1,4 +1,4 @@
-"""Metadata-only gate (DOMAIN pitfall 9): the baseline stage's leak detector, a classifier on
+"""Metadata-only gate (docs/conventions.md, shortcuts): the baseline stage's leak detector, a classifier on
 observing conditions alone (PSF, depth, extinction, mask fractions), must not predict the
 injection label. Its test AUC (``leak.auc_test`` in ``metrics/baseline.json``) must stay below
 ``metadata_auc_max`` (0.6): injected and control stamps must differ only by the arc.

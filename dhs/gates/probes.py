@@ -1,19 +1,24 @@
-"""Ring probe (DOMAIN pitfall 1): does a faint synthetic ring convince the model more than a
+"""Ring probe (docs/conventions.md, shortcuts: the faint-ring shortcut): does a faint synthetic ring convince the model more than a
 real lensed arc of the same flux?
 
 For each probed control (test split) two versions are scored:
 
 - **ring**: a thin ring centred on the stamp, radius ``ring_radius_arcsec``, Gaussian radial
   profile of width ``ring_sigma_px`` (before the PSF), convolved with the stamp's own PSF in each
-  band (Moffat beta 3.5, FWHM ``psf_fwhm_used_{g,r,z}``, else ``psfsize_r`` x 1.16 / 1 / 0.96)
-  and scaled so its r-band peak after the PSF is ``ring_peak_sigma`` x the stamp's r-band sky
-  sigma per pixel (1 sigma: barely visible by eye);
-- **arc**: a lensed Sersic source (100 ray-traced templates reused cyclically) (``dhs.simulate``: SIE + shear, lenstronomy conventions) with
-  theta_E = the ring radius, the other lens and source parameters drawn from the DOMAIN priors
-  (lens q U(0.5, 1), shear N(0, 0.05) per component, source offset sqrt(U(0.1^2, 0.4^2)) x theta_E,
-  Sersic n U(0.5, 2), R_e U(0.15, 0.5) arcsec, e U(0, 0.4), colours g-r N(1.15, 0.3),
-  r-z N(0.85, 0.2)), convolved with the same PSF and scaled to the **same in-stamp flux in every
-  band** as the ring (the ring takes the arc's colour).
+  band (the simulator's PSF model, ``simulate.psf_model`` and ``moffat_beta``; FWHM
+  ``psf_fwhm_used_{g,r,z}``, else ``psfsize_r`` x ``simulate.psf_fwhm_ratio``) and scaled so its
+  r-band peak after the PSF is ``ring_peak_sigma`` x the stamp's r-band sky sigma per pixel
+  (1 sigma: barely visible by eye);
+- **arc**: a lensed Sersic source (100 ray-traced templates reused cyclically; ``dhs.simulate``:
+  SIE + shear, lenstronomy conventions, the simulator's pixel scale, sub-pixels and adaptive
+  supersampling) with theta_E = the ring radius and the other lens and source parameters drawn
+  from the simulator's own priors (``simulate.priors``: lens_q, shear_component, src_beta_frac,
+  src_sersic_n, src_reff_arcsec, src_e, src_g_minus_r, src_r_minus_z), convolved with the same
+  PSF and scaled to the **same in-stamp flux in every band** as the ring (the ring takes the
+  arc's colour).
+
+Everything about the survey comes from the ``SimConfig`` built from ``simulate`` in params, so the
+probe follows the simulated survey when its priors, PSF or sampling change.
 
 So ring and arc differ only in morphology: same radius, flux, colour, PSF and host. The score
 shift of each is logit(control + probe) - logit(control), summarised by its median.
@@ -33,14 +38,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dhs.gates.config import PIXEL_SCALE_ARCSEC, GatesConfig
+from dhs.evaluation.scores import sigmoid
+from dhs.evaluation.seeing import psf_fwhm_bands
+from dhs.gates.config import GatesConfig
 from dhs.gates.pixels import ScoreFn, chunks, sky_level_and_sigma
 from dhs.gates.result import gate_result, skipped
+from dhs.simulate.config import SimConfig
+from dhs.simulate.priors import sample_prior
 from dhs.simulate.psf import PSFSpectra
 from dhs.simulate.render import colour_and_blur, lensed_sersic, render_profile
 
 RING_RULE = "median ring logit shift <= median arc logit shift + ring_max_excess_logit"
-FWHM_RATIO = (1.16, 1.0, 0.96)  # g, r, z FWHM / r FWHM (DOMAIN)
 RENDER_BATCH = 128
 N_ARC_TEMPLATES = 100  # distinct lensed sources; reused cyclically over the probed controls
 
@@ -49,17 +57,10 @@ class ProbeError(ValueError):
     pass
 
 
-def psf_fwhm_grz(meta: pd.DataFrame) -> np.ndarray:
+def psf_fwhm_grz(meta: pd.DataFrame, survey: SimConfig) -> np.ndarray:
     """(N, 3) PSF FWHM in arcsec: psf_fwhm_used_{g,r,z} where finite and > 0, else psfsize_r x
-    (1.16, 1, 0.96). Raises ProbeError naming the rows where neither exists."""
-    n = len(meta)
-    size_r = pd.to_numeric(meta["psfsize_r"], errors="coerce").to_numpy(np.float64) if "psfsize_r" in meta else np.full(n, np.nan)
-    out = np.empty((n, 3))
-    for j, b in enumerate("grz"):
-        col = f"psf_fwhm_used_{b}"
-        used = pd.to_numeric(meta[col], errors="coerce").to_numpy(np.float64) if col in meta else np.full(n, np.nan)
-        with np.errstate(invalid="ignore"):
-            out[:, j] = np.where(np.isfinite(used) & (used > 0), used, size_r * FWHM_RATIO[j])
+    the survey's FWHM ratio of the band. Raises ProbeError naming the rows where neither exists."""
+    out = psf_fwhm_bands(meta, survey.psf_fwhm_ratio, "grz")
     bad = ~(np.isfinite(out) & (out > 0)).all(axis=1)
     if bad.any():
         raise ProbeError(f"{int(bad.sum())} probed stamps have no usable PSF FWHM (psf_fwhm_used_* or psfsize_r); "
@@ -67,17 +68,21 @@ def psf_fwhm_grz(meta: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def sample_arc_params(n: int, theta_e_arcsec: float, rng: np.random.Generator) -> pd.DataFrame:
-    """Lens and source parameters of ``n`` comparison arcs (DOMAIN priors) with a fixed theta_E."""
-    beta = np.sqrt(rng.uniform(0.1**2, 0.4**2, n)) * theta_e_arcsec
+def sample_arc_params(n: int, theta_e_arcsec: float, rng: np.random.Generator, survey: SimConfig) -> pd.DataFrame:
+    """Lens and source parameters of ``n`` comparison arcs with a fixed theta_E, drawn from the
+    simulator's priors (clipped as the simulator clips them)."""
+    P = survey.priors
+    beta = sample_prior(P["src_beta_frac"], n, rng) * theta_e_arcsec
     ang = rng.uniform(0, 2 * np.pi, n)
-    src_e = rng.uniform(0.0, 0.4, n)
+    src_e = np.clip(sample_prior(P["src_e"], n, rng), 0.0, 0.9)
     return pd.DataFrame({
-        "theta_e_arcsec": np.full(n, float(theta_e_arcsec)), "lens_q": rng.uniform(0.5, 1.0, n),
-        "lens_phi_rad": rng.uniform(0, np.pi, n), "shear_g1": rng.normal(0, 0.05, n), "shear_g2": rng.normal(0, 0.05, n),
-        "src_x_arcsec": beta * np.cos(ang), "src_y_arcsec": beta * np.sin(ang), "src_reff_arcsec": rng.uniform(0.15, 0.5, n),
-        "src_n": rng.uniform(0.5, 2.0, n), "src_q": (1 - src_e) / (1 + src_e), "src_phi_rad": rng.uniform(0, np.pi, n),
-        "src_g_minus_r": rng.normal(1.15, 0.30, n), "src_r_minus_z": rng.normal(0.85, 0.20, n),
+        "theta_e_arcsec": np.full(n, float(theta_e_arcsec)), "lens_q": np.clip(sample_prior(P["lens_q"], n, rng), 0.05, 1.0),
+        "lens_phi_rad": rng.uniform(0, np.pi, n), "shear_g1": sample_prior(P["shear_component"], n, rng),
+        "shear_g2": sample_prior(P["shear_component"], n, rng),
+        "src_x_arcsec": beta * np.cos(ang), "src_y_arcsec": beta * np.sin(ang),
+        "src_reff_arcsec": sample_prior(P["src_reff_arcsec"], n, rng), "src_n": sample_prior(P["src_sersic_n"], n, rng),
+        "src_q": (1 - src_e) / (1 + src_e), "src_phi_rad": rng.uniform(0, np.pi, n),
+        "src_g_minus_r": sample_prior(P["src_g_minus_r"], n, rng), "src_r_minus_z": sample_prior(P["src_r_minus_z"], n, rng),
     })
 
 
@@ -87,41 +92,45 @@ def gaussian_ring(x: torch.Tensor, y: torch.Tensor, p: dict[str, torch.Tensor]) 
     return torch.exp(-0.5 * ((r - p["radius_arcsec"]) / p["sigma_arcsec"]) ** 2)
 
 
-def _kernels(fwhm: np.ndarray, size: int) -> PSFSpectra:
-    return PSFSpectra.from_fwhm(torch.tensor(fwhm, dtype=torch.float64), size, PIXEL_SCALE_ARCSEC, model="moffat", beta=3.5)
+def _kernels(fwhm: np.ndarray, size: int, survey: SimConfig) -> PSFSpectra:
+    return PSFSpectra.from_fwhm(torch.tensor(fwhm, dtype=torch.float64), size, survey.pixel_scale_arcsec, model=survey.psf_model,
+                                beta=survey.moffat_beta)
 
 
-def ring_unit_image(size: int, radius_arcsec: float, sigma_px: float, oversample: int = 4) -> torch.Tensor:
-    """(S, S) float64 unit-flux ring before the PSF, sampled on ``oversample`` x ``oversample``
-    sub-pixels (the same geometry for every stamp, so it is rendered once)."""
+def ring_unit_image(size: int, radius_arcsec: float, sigma_px: float, survey: SimConfig) -> torch.Tensor:
+    """(S, S) float64 unit-flux ring before the PSF, sampled on the survey's ``oversample`` x
+    ``oversample`` sub-pixels (the same geometry for every stamp, so it is rendered once)."""
     one = lambda v: torch.tensor([float(v)], dtype=torch.float64)  # noqa: E731
-    img = render_profile(gaussian_ring, {"radius_arcsec": one(radius_arcsec), "sigma_arcsec": one(sigma_px * PIXEL_SCALE_ARCSEC)},
-                         n_pix=size, pixel_scale_arcsec=PIXEL_SCALE_ARCSEC, oversample=oversample)[0]
+    scale = survey.pixel_scale_arcsec
+    img = render_profile(gaussian_ring, {"radius_arcsec": one(radius_arcsec), "sigma_arcsec": one(sigma_px * scale)},
+                         n_pix=size, pixel_scale_arcsec=scale, oversample=survey.oversample)[0]
     return img / img.sum()
 
 
 def render_ring_and_arc(fwhm_grz: np.ndarray, sky_sigma_r: np.ndarray, size: int, cfg: GatesConfig,
-                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+                        rng: np.random.Generator, survey: SimConfig) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Noise-free (ring, arc) images (N, 3, S, S) nMgy with equal in-stamp flux per band, and
     the arc parameters. The ring's r-band peak is ``ring_peak_sigma`` x ``sky_sigma_r``.
 
-    ``N_ARC_TEMPLATES`` lensed sources are ray-traced (4x4 sub-pixels, adaptive, as the
-    simulator does) and reused cyclically; each stamp convolves its template with its own PSF."""
+    ``N_ARC_TEMPLATES`` lensed sources are ray-traced (the survey's sub-pixels and adaptive
+    threshold, as the simulator does) and reused cyclically; each stamp convolves its template
+    with its own PSF."""
     n = len(fwhm_grz)
     m = min(n, N_ARC_TEMPLATES)
-    arcs = sample_arc_params(m, cfg.ring_radius_arcsec, rng)
+    arcs = sample_arc_params(m, cfg.ring_radius_arcsec, rng, survey)
     t = lambda a: torch.tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
     p = {k: t(arcs[k].to_numpy()) for k in ("theta_e_arcsec", "lens_q", "lens_phi_rad", "shear_g1", "shear_g2",
                                             "src_x_arcsec", "src_y_arcsec", "src_reff_arcsec", "src_n", "src_q", "src_phi_rad")}
-    arc_units = render_profile(lensed_sersic, p, n_pix=size, pixel_scale_arcsec=PIXEL_SCALE_ARCSEC, oversample=4, threshold=1e-3)
-    ring_unit = ring_unit_image(size, cfg.ring_radius_arcsec, cfg.ring_sigma_px)
+    arc_units = render_profile(lensed_sersic, p, n_pix=size, pixel_scale_arcsec=survey.pixel_scale_arcsec,
+                               oversample=survey.oversample, threshold=survey.supersample_threshold)
+    ring_unit = ring_unit_image(size, cfg.ring_radius_arcsec, cfg.ring_sigma_px, survey)
     which = np.arange(n) % m
     colour = np.stack([10 ** (-0.4 * arcs["src_g_minus_r"].to_numpy()), np.ones(m), 10 ** (0.4 * arcs["src_r_minus_z"].to_numpy())], 1)[which]
     ring_out = np.empty((n, 3, size, size))
     arc_out = np.empty((n, 3, size, size))
     for sl in chunks(n, RENDER_BATCH):
         b = sl.stop - sl.start
-        kern = _kernels(fwhm_grz[sl], size)
+        kern = _kernels(fwhm_grz[sl], size, survey)
         ring = colour_and_blur(ring_unit.expand(b, size, size), t(colour[sl]), kern).numpy()
         ring *= (cfg.ring_peak_sigma * sky_sigma_r[sl] / ring[:, 1].reshape(b, -1).max(axis=1))[:, None, None, None]
         arc = colour_and_blur(arc_units[torch.as_tensor(which[sl])], t(colour[sl]), kern).numpy()
@@ -131,7 +140,7 @@ def render_ring_and_arc(fwhm_grz: np.ndarray, sky_sigma_r: np.ndarray, size: int
 
 
 def ring_probe_gate(score: ScoreFn, controls_nmgy: np.ndarray, controls_meta: pd.DataFrame, cfg: GatesConfig,
-                    threshold_logit: float | None = None, examples: dict | None = None,
+                    survey: SimConfig, threshold_logit: float | None = None, examples: dict | None = None,
                     logits_control: np.ndarray | None = None) -> dict:
     """Score shift of controls + ring against controls + a real arc of the same flux.
 
@@ -143,11 +152,11 @@ def ring_probe_gate(score: ScoreFn, controls_nmgy: np.ndarray, controls_meta: pd
     if len(controls_nmgy) < 20:
         return skipped(name, thr, RING_RULE, f"only {len(controls_nmgy)} controls to probe; need >= 20")
     try:
-        fwhm = psf_fwhm_grz(controls_meta)
+        fwhm = psf_fwhm_grz(controls_meta, survey)
     except ProbeError as exc:
         return skipped(name, thr, RING_RULE, str(exc))
     _, sigma = sky_level_and_sigma(controls_nmgy, controls_meta)
-    ring, arc, _ = render_ring_and_arc(fwhm, sigma[:, 1], controls_nmgy.shape[-1], cfg, np.random.default_rng([cfg.seed, 21]))
+    ring, arc, _ = render_ring_and_arc(fwhm, sigma[:, 1], controls_nmgy.shape[-1], cfg, np.random.default_rng([cfg.seed, 21]), survey)
     base = controls_nmgy.astype(np.float64)
     l0 = score(controls_nmgy, controls_meta) if logits_control is None else np.asarray(logits_control)
     lr = score((base + ring).astype(np.float32), controls_meta)
@@ -168,10 +177,7 @@ def ring_probe_gate(score: ScoreFn, controls_nmgy: np.ndarray, controls_meta: pd
               f"of the same flux; " + ("the ring is not more convincing than a real arc" if passed else
                                       "the model responds to any faint annular excess more than to lensed-arc morphology"))
     return gate_result(name, "PASS" if passed else "FAIL", excess, thr, RING_RULE, detail, median_logit_shift_ring=shift_ring,
-                       median_logit_shift_arc=shift_arc, median_score_control=float(np.median(_sig(l0))),
-                       median_score_ring=float(np.median(_sig(lr))), median_score_arc=float(np.median(_sig(la))),
+                       median_logit_shift_arc=shift_arc, median_score_control=float(np.median(sigmoid(l0))),
+                       median_score_ring=float(np.median(sigmoid(lr))), median_score_arc=float(np.median(sigmoid(la))),
                        median_ring_flux_r_nmgy=float(np.median(flux_r)), n_probed=len(ring), **extra)
 
-
-def _sig(logit: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logit, dtype=np.float64)))

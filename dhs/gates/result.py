@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+
+from dhs.evaluation.auc import auroc, bootstrap_auroc
 
 STATUSES = ("PASS", "FAIL", "SKIP")
 # below this many rows per class a gate's AUC is too noisy to decide on: SKIP
@@ -62,18 +63,7 @@ def summarise(results: Sequence[dict]) -> dict:
 def auc_with_ci(y: np.ndarray, s: np.ndarray, n_bootstrap: int, seed: int) -> tuple[float, list[float] | None]:
     """ROC AUC of scores ``s`` for binary labels ``y`` and its 95% percentile-bootstrap interval
     (rows resampled with replacement, stratified by class so every resample has both)."""
-    y = np.asarray(y).astype(int)
-    s = np.asarray(s, dtype=np.float64)
-    auc = float(roc_auc_score(y, s))
-    if n_bootstrap <= 0:
-        return auc, None
-    rng = np.random.default_rng([seed, 7])
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    boots = np.empty(n_bootstrap)
-    for b in range(n_bootstrap):
-        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
-        boots[b] = roc_auc_score(y[idx], s[idx])
-    return auc, [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+    return auroc(y, s), bootstrap_auroc(y, s, None, n_bootstrap, seed, unit="stratified")["ci95"]
 
 
 def enough_rows(y: np.ndarray, minimum: int = MIN_ROWS_PER_CLASS) -> str | None:

@@ -19,17 +19,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhs.cache import open_split
+from dhs.evaluation.auc import auroc
+from dhs.stamps.cache import open_split
 from dhs.gates.config import GatesConfig
 from dhs.gates.core import core_masked_gate, core_only_gate
 from dhs.gates.metadata import metadata_gate
 from dhs.gates.pixels import ScoreFn, read_rows
 from dhs.gates.probes import ring_probe_gate
 from dhs.gates.result import summarise
-from dhs.thresholds import threshold_at_fpr
+from dhs.evaluation.thresholds import threshold_at_fpr
 from dhs.gates.shuffle import shuffle_gate
 from dhs.gates.splits import split_integrity_gate
-from dhs.loader import NormConfig
+from dhs.finder.loader import NormConfig
+from dhs.simulate.config import SimConfig
 
 GATE_ORDER = ("core_only", "metadata_only", "core_masked", "ring_probe", "annulus_shuffle", "split_integrity")
 FPR_DETECT = 0.01
@@ -43,9 +45,10 @@ def subset_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def run_gates(score: ScoreFn, norm: NormConfig, cache_dir: str | Path, baseline_metrics: str | Path, cfg: GatesConfig,
-              log=print) -> tuple[dict, dict]:
+              survey: SimConfig, log=print) -> tuple[dict, dict]:
     """All gates; ``score`` maps nMgy images (+ metadata) to the model's logits, ``norm`` is the
-    normalisation the model was trained with."""
+    normalisation the model was trained with, ``survey`` the simulator's configuration (pixel
+    scale, PSF, sub-pixels and priors the probes render with)."""
     t0 = time.perf_counter()
     splits = {s: open_split(cache_dir, s) for s in ("train", "val", "test")}
     results: dict[str, dict] = {}
@@ -70,7 +73,7 @@ def run_gates(score: ScoreFn, norm: NormConfig, cache_dir: str | Path, baseline_
     st_te = test.norm_stats(norm.annulus_inner_frac, norm.annulus_outer_frac)
     timed("core_only", lambda: core_only_gate(read_rows(train.images, tr_rows, dtype=None), train.labels[tr_rows].astype(int),
                                               imgs, y, norm, cfg, None if st_tr is None else st_tr[tr_rows],
-                                              None if st_te is None else st_te[rows], meta))
+                                              None if st_te is None else st_te[rows], meta, survey.pixel_scale_arcsec))
 
     t = time.perf_counter()
     logits = score(imgs, meta)
@@ -79,9 +82,10 @@ def run_gates(score: ScoreFn, norm: NormConfig, cache_dir: str | Path, baseline_
     # the completeness stage's convention (pass: logit > threshold at FPR on controls); sigmoid is monotone
     thr = threshold_at_fpr(ctl_logits, FPR_DETECT).score if len(ctl_logits) else float("inf")
     ex_mask, ex_ring, ex_shuf = {}, {}, {}
-    timed("core_masked", lambda: core_masked_gate(score, imgs, y, meta, cfg, logits_before=logits, examples=ex_mask))
+    timed("core_masked", lambda: core_masked_gate(score, imgs, y, meta, cfg, survey.pixel_scale_arcsec, logits_before=logits,
+                                                  examples=ex_mask))
     ctl = np.flatnonzero(y == 0)[: cfg.n_probe]
-    timed("ring_probe", lambda: ring_probe_gate(score, imgs[ctl], meta.iloc[ctl].reset_index(drop=True), cfg, thr, ex_ring,
+    timed("ring_probe", lambda: ring_probe_gate(score, imgs[ctl], meta.iloc[ctl].reset_index(drop=True), cfg, survey, thr, ex_ring,
                                                 logits_control=logits[ctl]))
     inj = np.flatnonzero(y == 1)
     probe_ctl = (imgs[ctl], meta.iloc[ctl].reset_index(drop=True), logits[ctl])
@@ -91,19 +95,13 @@ def run_gates(score: ScoreFn, norm: NormConfig, cache_dir: str | Path, baseline_
     ordered = [results[k] for k in GATE_ORDER]
     metrics = {**summarise(ordered), "enforce": cfg.enforce, "gates": {r["name"]: r for r in ordered},
                "n_eval": int(len(rows)), "n_eval_injections": int(y.sum()), "n_eval_controls": int((y == 0).sum()),
-               "threshold_logit_fpr1pct": thr, "auc_test_subset": _auc(y, logits), "normalisation": dataclasses.asdict(norm),
+               "threshold_logit_fpr1pct": thr, "auc_test_subset": auroc(y, logits) if 0 < y.sum() < len(y) else None, "normalisation": dataclasses.asdict(norm),
                "params": dataclasses.asdict(cfg)}
     # timings are printed, not kept in the metrics: metrics must be a function of data, params and seed
     log(f"gates: timings (s): {dict(timings, total=round(time.perf_counter() - t0, 2))}")
     examples = {"mask": ex_mask, "ring": ex_ring, "shuffle": ex_shuf, "logits": logits, "labels": y,
                 "sky_sigma_r": pd.to_numeric(meta.get("sky_sigma_r_nmgy", pd.Series(np.nan, index=meta.index)), errors="coerce").to_numpy()}
     return metrics, examples
-
-
-def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
 
 
 def table_lines(metrics: dict) -> list[str]:

@@ -1,6 +1,6 @@
 """Annulus-shuffled hard negatives: does the model see arc morphology, or only radial flux?
 
-Per stamp, the pixels of every integer-radius annulus about the centre (``dhs.radial``) are
+Per stamp, the pixels of every integer-radius annulus about the centre (``dhs.stamps.geometry``) are
 permuted at random, with the same permutation for g, r and z (each pixel keeps its colour).
 That destroys the arc's shape (its light is scattered around its annulus) but keeps, exactly,
 each annulus's set of pixel values: the radial flux profile, the total flux and the colours.
@@ -26,7 +26,7 @@ import numpy as np
 from dhs.gates.config import GatesConfig
 from dhs.gates.pixels import ScoreFn, chunks
 from dhs.gates.result import auc_with_ci, enough_rows, gate_result, skipped
-from dhs.radial import annulus_table
+from dhs.stamps.geometry import annulus_table
 
 SHUFFLE_RULE = "AUROC(detected injections vs their annulus-shuffled versions) >= shuffle_min_auc"
 

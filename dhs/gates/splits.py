@@ -1,4 +1,4 @@
-"""Split integrity (DOMAIN pitfall 5) on the cache metadata that training actually used.
+"""Split integrity (docs/conventions.md, evaluation rules) on the cache metadata that training actually used.
 
 Three checks over train, val and test together:
 - no ``region_id`` in two splits;

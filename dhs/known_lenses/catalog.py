@@ -49,9 +49,9 @@ from scipy.spatial import cKDTree
 
 from dhs import atomic
 from dhs.known_lenses.footprint import DEC_MAX_DEG, MIN_ABS_GALACTIC_LAT_DEG, footprint_reason
+from dhs.params.schema import GRADES  # best first
 
 COLUMNS = ("name", "ra_deg", "dec_deg", "theta_e_arcsec", "z_lens", "z_source", "grade", "source", "reference", "also_in")
-GRADES = ("confirmed", "confident", "probable")  # best first
 SOURCES = ("SLACS", "BELLS", "lenscat", "DESI")
 _SOURCE_RANK = {"SLACS": 0, "BELLS": 0, "lenscat": 1, "DESI": 2}
 MATCH_RADIUS_ARCSEC = 2.0

@@ -6,7 +6,8 @@ of shape (3, size, size): bands g, r, z in that order, pixels in nanomaggies (AB
 zeros rather than an error, so a band whose pixels are mostly exactly zero means "no data".
 
 ``read_cutout`` raises ``CutoutInvalid`` with one of the ``REASONS`` so callers count
-rejections per reason instead of crashing or silently dropping rows (DOMAIN pitfall 3).
+rejections per reason instead of crashing or silently dropping rows (docs/conventions.md,
+evaluation rules: every row accounted for).
 """
 
 from __future__ import annotations

@@ -34,10 +34,7 @@ transient reason: network, server errors, offline with part of the set cached) o
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -50,14 +47,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dhs import __version__
+from dhs import __version__, atomic
 from dhs.known_lenses.cutout_fits import BANDS, CutoutInvalid, read_cutout
 from dhs.known_lenses.footprint import valid_coordinates
+from dhs.params.schema import CUTOUT_URL_TEMPLATE, MAX_CONCURRENCY_CAP
 
-DEFAULT_URL_TEMPLATE = ("https://www.legacysurvey.org/viewer/cutout.fits?ra={ra}&dec={dec}&layer={layer}"
-                        "&pixscale={pixscale}&size={size}&bands={bands}")
 LEGACYSURVEY = "legacysurvey"
-MAX_CONCURRENCY_CAP = 8
 POSITION_DECIMALS = 5
 USER_AGENT = f"dark-halo-scope/{__version__} (known-lens recovery; python-requests)"
 USABLE = ("cached", "fetched", "local")
@@ -99,7 +94,7 @@ class CutoutSpec:
 
 @dataclass(frozen=True)
 class FetchConfig:
-    url_template: str = DEFAULT_URL_TEMPLATE
+    url_template: str = CUTOUT_URL_TEMPLATE
     max_concurrency: int = 4
     max_attempts: int = 4
     connect_timeout_s: float = 5.0
@@ -221,20 +216,6 @@ def _http_reason(code: int) -> tuple[str, bool]:
     return f"http_{code}", False
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 @dataclass
 class _Attempt:
     outcome: Outcome
@@ -290,7 +271,7 @@ class _Client:
             read_cutout(body, self.spec.size_px, where=url)
         except CutoutInvalid as exc:
             return _Attempt(Outcome("failed", exc.reason, message=str(exc)))
-        _write_atomic(self.cache_dir / key, body)
+        atomic.write_bytes(self.cache_dir / key, body)
         return _Attempt(Outcome("fetched"))
 
     def fetch(self, key: str, ra_deg: float, dec_deg: float) -> Outcome:
@@ -382,7 +363,7 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
             except CutoutInvalid as exc:
                 outcomes[k] = Outcome("failed", exc.reason, message=str(exc))
                 continue
-            _write_atomic(cache_dir / k, found.read_bytes())
+            atomic.write_bytes(cache_dir / k, found.read_bytes())
             outcomes[k] = Outcome("local")
     elif todo:
         client = _Client(cfg, spec, cache_dir)
@@ -469,7 +450,6 @@ def write_manifest(result: FetchResult, grades, cache_dir: str | Path) -> pd.Dat
     It records what is on disk, not when it arrived: a cutout fetched now and one found cached
     later are both ``ok``, so rerunning the stage over a complete cache leaves the manifest (and
     the DVC hash of the cutout directory) unchanged and nothing downstream reruns."""
-    from dhs import atomic
 
     rows = result.rows
     usable = rows["status"].isin(USABLE)

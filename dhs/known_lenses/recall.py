@@ -1,10 +1,10 @@
 """Recall of known lenses at operating thresholds, with Wilson intervals, overall and per group.
 
-Convention (as in ``dhs.thresholds``): a lens is recovered when its value is strictly greater
+Convention (as in ``dhs.evaluation.thresholds``): a lens is recovered when its value is strictly greater
 than the threshold (``value > threshold``); a value equal to the threshold is missed.
 Recall = k / n over the lenses that have a scored cutout; lenses without one are not in n (the
 stage reports them separately, by reason). Each entry carries the Wilson 95% interval and
-``small_n`` (n < 50, ``dhs.intervals.MIN_N_WILSON``), so no one reads a recall on 7 lenses as
+``small_n`` (n < 50, ``dhs.evaluation.intervals.MIN_N_WILSON``), so no one reads a recall on 7 lenses as
 precise. Empty groups report n = 0 and recall None: never a number that was not measured.
 
 Groups: ``all``; ``grade=<g>`` for each grade; ``theta_e_arcsec=[lo,hi)`` for each bin of the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dhs.intervals import MIN_N_WILSON, wilson_interval
+from dhs.evaluation.intervals import MIN_N_WILSON, wilson_interval
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Score known-lens cutouts with a trained model, exactly as training saw stamps.
 
-``dhs.inference.load_trained`` restores the checkpoint with its normalisation (annulus
+``dhs.finder.inference.load_trained`` restores the checkpoint with its normalisation (annulus
 statistics measured per cutout, the training clip) and ``score_images`` applies it to the
 (N, 3, S, S) nMgy cubes, so a real cutout is treated like a cached training stamp. Cutouts
 larger than the model's stamp are centre-cropped (the lens stays on the central pixel: the size
@@ -48,13 +48,11 @@ def centre_crop(images: np.ndarray, size_px: int) -> np.ndarray:
 def score_cutouts(model_dir: str | Path, arch: str, images_nmgy: np.ndarray, device: str = "auto",
                   batch_size: int = 256) -> tuple[Scored, np.ndarray]:
     """(model logits and provenance, the images as scored) for (N, 3, S, S) nMgy cutouts."""
-    from dhs.inference import load_trained, score_images
-    from dhs.training import TrainingError
+    from dhs.finder.checkpoint import TrainingError, load_trained
+    from dhs.finder.inference import score_images
 
     try:
-        tm = load_trained(model_dir, device)
-        if tm.spec.arch != arch:
-            raise ScoringError(f"{tm.checkpoint} holds a {tm.spec.arch} model, not {arch}")
+        tm = load_trained(model_dir, device, arch=arch)
         images = centre_crop(images_nmgy, tm.spec.stamp_size)
         logits = score_images(tm, images, batch_size=batch_size)
     except TrainingError as exc:
@@ -64,7 +62,7 @@ def score_cutouts(model_dir: str | Path, arch: str, images_nmgy: np.ndarray, dev
 
 def checkpoint_mismatch(calibrator, checkpoint: Path) -> str | None:
     """A warning when the calibrator records another checkpoint's SHA-256 than ``checkpoint``."""
-    from dhs.calibration import file_sha256
+    from dhs.atomic import file_sha256
 
     want = getattr(calibrator, "checkpoint_sha256", "")
     if want and want != file_sha256(checkpoint):

@@ -1,6 +1,7 @@
 """Lens-finder architectures: one builder per arch, each returning a module that maps a
-(B, 3, H, W) normalised stamp (and, for the hybrid, a (B, M) metadata vector) to one logit."""
+(B, 3, H, W) normalised stamp (and, for the hybrid, a (B, M) metadata vector) to one logit.
 
-from dhs.models.registry import ARCHS, FORBIDDEN_METADATA, ModelSpec, build_model, check_metadata_columns
-
-__all__ = ["ARCHS", "FORBIDDEN_METADATA", "ModelSpec", "build_model", "check_metadata_columns"]
+- ``spec``: the arch names, ``ModelSpec`` and the metadata the hybrid may not see (no torch).
+- ``registry``: ``build_model(spec)``.
+- ``small_cnn``, ``torchvision_nets``, ``hybrid``: the networks; ``heads``: theta_E head and colour inputs.
+"""

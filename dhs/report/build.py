@@ -22,8 +22,8 @@ def build_report(cfg: ReportConfig, root: str | Path = ".", params_path: str = "
     """
     ctx = Context(cfg, Inputs(root, cache_dir), params_path).load()
     built = [fn(ctx) for fn in SECTIONS]
-    subtitle = [f"architectures: {', '.join(cfg.archs)}; split: {cfg.split}; target FPRs: {', '.join(f'{x:g}' for x in cfg.fprs)}",
-                "gate status first; every section says what it shows, or which stage has not run"]
+    subtitle = [f"architectures: {', '.join(cfg.archs)}; evaluation split: {cfg.split}",
+                "gate status first; every number is read from the stage output named beside it, or the section says which stage has not run"]
     html = page(cfg.title, subtitle, T.gate_banner(ctx), built,
                 footer="Dark Halo Scope report, written by stages/report.py (dvc stage `report`).")
     return html, {s.id: s.status for s in built}

@@ -1,5 +1,10 @@
-"""The report's settings (params section ``report``) and what every section shares: the inputs,
-the score tables and the per-arch ROC summaries, each loaded once."""
+"""The report's settings (params section ``report``) and what every section shares: the inputs and
+the score tables the galleries pick their stamps from, each loaded once.
+
+Every number on the page is read from a stage's output under ``metrics/`` or ``plots/`` and
+shown with the file it came from; the score tables and the cache only choose and caption the
+stamps the galleries show.
+"""
 
 from __future__ import annotations
 
@@ -10,64 +15,32 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from dhs.params import ParamsError
-from dhs.report.scoring import REPORT_COLUMNS, ArchSummary, ReportDataError, summarise
-from dhs.report.sources import Inputs, safe_name
-from dhs.scores import SCORE_SPLITS, ScoresError, check_scores
-from dhs.thresholds import ThresholdError
+from dhs.evaluation.scores import ScoresError, check_scores
+from dhs.params import Params
+from dhs.report.sources import Inputs
 
-REPORT_KEYS = {"archs", "title", "split", "fprs", "gallery_n", "gallery_theta_bins", "seed"}
+GALLERY_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id", "theta_e_arcsec", "theta_e_over_psf")
 
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """``report`` params. ``archs: null`` takes ``train.archs``."""
+    """``report`` params. ``archs: null`` takes ``train.archs``; ``split`` (the galleries' stamps)
+    is ``completeness.eval_split``, the split every number on the page was measured on."""
 
     archs: tuple[str, ...]
     title: str = "Dark Halo Scope: selection function report"
     split: str = "test"
-    fprs: tuple[float, ...] = (1e-2, 1e-3)
     gallery_n: int = 6
     gallery_theta_bins: int = 4
     seed: int = 0
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], source: str = "params.yaml") -> ReportConfig:
-        rep = params.get("report") or {}
-        if not isinstance(rep, Mapping):
-            raise ParamsError(f"{source}: 'report' must be a mapping, got {type(rep).__name__}")
-        unknown = sorted(set(rep) - REPORT_KEYS)
-        if unknown:
-            raise ParamsError(f"{source}: unknown keys {unknown} in 'report'; allowed keys are {sorted(REPORT_KEYS)}")
-        archs = rep.get("archs")
-        if archs is None:
-            archs = (params.get("train") or {}).get("archs")
-            if not archs:
-                raise ParamsError(f"{source}: set report.archs or train.archs (a list of architecture names)")
-        if isinstance(archs, str) or not isinstance(archs, (list, tuple)) or not archs:
-            raise ParamsError(f"{source}: report.archs must be a non-empty list of architecture names, got {archs!r}")
-        try:
-            archs = tuple(safe_name(str(a)) for a in archs)
-        except ValueError as exc:
-            raise ParamsError(f"{source}: report.archs: {exc}") from None
-        split = str(rep.get("split", "test"))
-        if split not in SCORE_SPLITS:
-            raise ParamsError(f"{source}: report.split must be one of {list(SCORE_SPLITS)}, got {split!r}")
-        fprs = rep.get("fprs", [1e-2, 1e-3])
-        try:
-            fprs = tuple(float(x) for x in fprs)
-        except (TypeError, ValueError):
-            raise ParamsError(f"{source}: report.fprs must be a list of numbers in (0, 1), got {fprs!r}") from None
-        if not fprs or not all(0.0 < x < 1.0 for x in fprs):
-            raise ParamsError(f"{source}: report.fprs must be a non-empty list of numbers in (0, 1), got {list(fprs)}")
-        ints = {}
-        for key, lo, hi, default in (("gallery_n", 1, 20, 6), ("gallery_theta_bins", 1, 10, 4), ("seed", 0, 2**32 - 1, 0)):
-            v = rep.get(key, default)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ParamsError(f"{source}: report.{key} must be an integer in [{lo}, {hi}], got {v!r}")
-            ints[key] = v
-        title = str(rep.get("title") or cls.title)
-        return cls(archs=archs, title=title, split=split, fprs=fprs, **ints)
+        p = params if isinstance(params, Params) else Params(params, source)
+        rep = p["report"]
+        archs = rep["archs"] if rep["archs"] is not None else p["train"]["archs"]
+        return cls(archs=tuple(archs), title=rep["title"], split=p["completeness"]["eval_split"], gallery_n=rep["gallery_n"],
+                   gallery_theta_bins=rep["gallery_theta_bins"], seed=rep["seed"])
 
 
 @dataclass
@@ -77,14 +50,12 @@ class Context:
     params_path: str = "params.yaml"
     scores: dict[str, pd.DataFrame] = field(default_factory=dict)
     score_errors: dict[str, str] = field(default_factory=dict)   # arch -> why there is no table
-    summaries: dict[str, ArchSummary] = field(default_factory=dict)
-    summary_errors: dict[str, str] = field(default_factory=dict)
 
     def scores_rel(self, arch: str) -> str:
         return f"data/scores/{arch}.parquet"
 
     def load(self) -> Context:
-        """Read every arch's score table and summarise it; failures are kept per arch, not raised."""
+        """Read every arch's score table (for the galleries); failures are kept per arch, not raised."""
         for arch in self.cfg.archs:
             rel = self.scores_rel(arch)
             p = self.inputs.path(rel)
@@ -93,19 +64,10 @@ class Context:
                 continue
             try:
                 have = set(pq.read_schema(p).names)
-                df = pd.read_parquet(p, columns=[c for c in REPORT_COLUMNS if c in have])
+                df = pd.read_parquet(p, columns=[c for c in GALLERY_COLUMNS if c in have])
                 self.scores[arch] = check_scores(df, source=rel)
             except ScoresError as exc:  # its message names the file
                 self.score_errors[arch] = f"error: {exc}"
-                continue
             except (OSError, ValueError) as exc:
                 self.score_errors[arch] = f"error: {rel}: {exc}"
-                continue
-            try:
-                self.summaries[arch] = summarise(arch, self.scores[arch], self.cfg.split, self.cfg.fprs)
-            except (ReportDataError, ThresholdError) as exc:
-                self.summary_errors[arch] = f"error: {rel}: {exc}"
         return self
-
-    def arch_problem(self, arch: str) -> str | None:
-        return self.score_errors.get(arch) or self.summary_errors.get(arch)

@@ -1,5 +1,6 @@
-"""Figures the report draws itself (no other stage draws them): ROC, training curves, grz galleries,
-and completeness curves redrawn from a stage's CSV when that stage wrote no PNG.
+"""Figures the report draws itself from what the stages wrote: ROC (plots/roc), training curves
+(dvclive), grz galleries (``dhs.contract.rgb``), and completeness curves redrawn from a stage's
+CSV when that stage wrote no PNG. No number is computed here.
 
 matplotlib with the Agg backend, one figure at a time, closed after rendering to PNG bytes.
 """
@@ -15,11 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dhs.contract.rgb import grz_rgb  # noqa: E402
+from dhs.evaluation.auc import thin_curve  # noqa: E402
+
 DPI = 100
-
-# Legacy Survey viewer style grz -> RGB (its sdss_rgb with the DR10 scales): plane, scale.
-GRZ_RGB_SCALES = {"g": (2, 6.0), "r": (1, 3.4), "z": (0, 2.2)}
-
 
 def to_png(fig) -> bytes:
     buf = io.BytesIO()
@@ -28,25 +28,6 @@ def to_png(fig) -> bytes:
     finally:
         plt.close(fig)
     return buf.getvalue()
-
-
-def grz_rgb(image: np.ndarray, q: float = 20.0, m: float = 0.03) -> np.ndarray:
-    """(3, H, W) g, r, z in nMgy -> (H, W, 3) RGB in [0, 1]: z -> R, r -> G, g -> B, with a
-    Lupton-style asinh stretch on the mean intensity so colours survive the compression."""
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"a grz stamp must be (3, H, W), got {image.shape}")
-    planes = []
-    for band, img in zip("grz", image):
-        plane, scale = GRZ_RGB_SCALES[band]
-        planes.append((plane, np.maximum(0.0, img * scale + m)))
-    intensity = sum(p for _, p in planes) / 3.0
-    f = np.arcsinh(q * intensity) / np.sqrt(q)
-    intensity = np.where(intensity == 0, 1e-6, intensity)
-    rgb = np.zeros((*image.shape[1:], 3), np.float32)
-    for plane, p in planes:
-        rgb[..., plane] = p * f / intensity
-    return np.clip(rgb, 0.0, 1.0)
 
 
 def gallery(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]], cell_in: float = 1.35) -> bytes:
@@ -70,19 +51,6 @@ def gallery(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]], cell_i
         axes[i][0].set_ylabel(label, fontsize=8)
     fig.tight_layout(pad=0.3, h_pad=0.6, w_pad=0.2)
     return to_png(fig)
-
-
-def thin_curve(f: np.ndarray, t: np.ndarray, max_points: int = 4000) -> tuple[np.ndarray, np.ndarray]:
-    """At most about ``2 * max_points`` points of a ROC for drawing: evenly spaced in index and
-    in log FPR (so the low-FPR end keeps its steps), ends kept. Numbers are never computed from it."""
-    n = len(f)
-    if n <= 2 * max_points:
-        return f, t
-    pos = f[f > 0]
-    grid = np.logspace(np.log10(pos.min()), 0.0, max_points) if pos.size else np.empty(0)
-    idx = np.unique(np.r_[0, n - 1, np.linspace(0, n - 1, max_points).astype(int),
-                          np.clip(np.searchsorted(f, grid), 0, n - 1)])
-    return f[idx], t[idx]
 
 
 def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], fprs: Sequence[float], n_controls: Mapping[str, int]) -> bytes:

@@ -1,17 +1,17 @@
-"""Sections the report computes from data: headline table, dataset accounting, galleries,
-training curves, ROC. One function per section, each returning a ``Section`` that is never
-empty: a missing input yields "not run: <stage> (<path> not found)"."""
+"""Sections across stages: headline table, dataset accounting, galleries, training curves, ROC.
+One function per section, each returning a ``Section`` that is never empty: a missing input
+yields "not run: <stage> (<path> not found)". Numbers come from the stages' metrics and plots,
+named beside them; the galleries draw stamps from the cache and caption them with their scores."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from dhs.cache import CacheError, open_split
+from dhs.stamps.cache import CacheError, open_split
 from dhs.report import figures
 from dhs.report.context import Context
 from dhs.report.html import Section, badge, esc, fmt, img, not_run, notice, table
-from dhs.report.scoring import OperatingPoint
 from dhs.report.sources import find_number, gates_passed
 
 
@@ -20,15 +20,17 @@ def problem(text: str) -> str:
     return notice("notrun" if text.startswith("not run") else "error", text)
 
 
-def _rate_cell(k: int, n: int, rate: float, lo: float, hi: float) -> str:
-    if n == 0:
+def _rate_cell(c: dict) -> str:
+    """A headline cell of metrics/completeness: completeness [Wilson 95%] and k/n."""
+    if not c or not c.get("n"):
         return "no injections"
-    return f"{fmt(rate, 3)} [{fmt(lo, 3)}, {fmt(hi, 3)}]<br><span class=more>{k}/{n}</span>"
+    return (f"{fmt(c.get('completeness'), 3)} [{fmt(c.get('wilson_lo'), 3)}, {fmt(c.get('wilson_hi'), 3)}]"
+            f"<br><span class=more>{c.get('k')}/{c.get('n')}</span>")
 
 
-def _threshold_note(p: OperatingPoint) -> str:
-    warn = " \u26a0 low count" if p.low_count else ""
-    return (f"<span class=more>score &gt; {esc(fmt(p.threshold, 4))}; {p.n_controls_above}/{p.n_controls} "
+def _threshold_note(t: dict) -> str:
+    warn = " \u26a0 low count" if t.get("low_count") else ""
+    return (f"<span class=more>score &gt; {esc(fmt(t.get('score'), 4))}; {t.get('n_controls_above')}/{t.get('n_controls')} "
             f"controls above{warn}</span>")
 
 
@@ -42,56 +44,64 @@ def ece_after(ctx: Context, arch: str) -> tuple[str, float] | None:
                        exclude=["before", "raw", "uncal", "bins", "curve"])
 
 
-def cross_check(ctx: Context, arch: str) -> str:
-    """Compare the report's completeness at theta_E/PSF >= 1 with the completeness stage's headline
-    (``headline["fpr_<x>"]["theta_e_over_psf_ge_1"]["all"]``): both count the same stamps."""
-    s = ctx.summaries[arch]
-    doc = ctx.inputs.json(f"metrics/completeness/{arch}.json").value
-    if not isinstance(doc, dict) or not isinstance(doc.get("headline"), dict):
-        return ""
-    bad, checked = [], 0
-    for p in s.points:
-        h = ((doc["headline"].get(f"fpr_{p.target_fpr:g}") or {}).get("theta_e_over_psf_ge_1") or {}).get("all") or {}
-        if "k" in h and "n" in h:
-            checked += 1
-            if (h["k"], h["n"]) != (p.k_resolved, p.n_resolved):
-                bad.append(f"FPR {p.target_fpr:g}: report {p.k_resolved}/{p.n_resolved}, stage {h['k']}/{h['n']}")
-    if bad:
-        return notice("warn", f"{arch}: completeness at \u03b8E/PSF \u2265 1 differs from metrics/completeness/{arch}.json ({'; '.join(bad)}); "
-                              f"check that both use the same split and threshold rule")
-    return notice("info", f"{arch}: completeness at \u03b8E/PSF \u2265 1 agrees with metrics/completeness/{arch}.json at {checked} FPR(s)") if checked else ""
+def fpr_thresholds(doc: dict) -> list[dict]:
+    """The FPR thresholds (not the fixed-score ones) of a completeness metrics file, in its order."""
+    return [t for t in (doc.get("thresholds") or []) if isinstance(t, dict) and t.get("target_fpr") is not None]
+
+
+def completeness_metrics(ctx: Context) -> tuple[dict[str, dict], dict[str, str]]:
+    """Per arch, metrics/completeness/{arch}.json, or why it is not there."""
+    docs, problems = {}, {}
+    for arch in ctx.cfg.archs:
+        rel = f"metrics/completeness/{arch}.json"
+        ld = ctx.inputs.json(rel)
+        if ld.ok and isinstance(ld.value, dict):
+            docs[arch] = ld.value
+        else:
+            problems[arch] = f"not run: completeness@{arch} ({rel} not found)" if ld.missing else f"error: {ld.error or rel + ': unreadable'}"
+    return docs, problems
 
 
 def headline(ctx: Context) -> Section:
-    """The archs side by side on one split: AUROC, TPR at each FPR, completeness at theta_E/PSF >= 1,
-    ECE after calibration, gate status."""
-    fprs = ctx.cfg.fprs
+    """The archs side by side: AUROC, TPR at each operating FPR, completeness at theta_E/PSF >= 1
+    (metrics/completeness), ECE after calibration (metrics/calibration), gate status (metrics/gates)."""
+    docs, problems = completeness_metrics(ctx)
+    fprs = list(dict.fromkeys(t["target_fpr"] for d in docs.values() for t in fpr_thresholds(d)))
     heads = ["arch", "controls / injections", "AUROC"]
     heads += [f"TPR @ FPR {x:g}" for x in fprs]
     heads += [f"completeness \u03b8E/PSF \u2265 1 @ FPR {x:g}" for x in fprs]
     heads += ["ECE after calibration", "gates"]
     rows, notes = [], []
     for arch in ctx.cfg.archs:
-        s = ctx.summaries.get(arch)
         gdoc = ctx.inputs.json(f"metrics/gates/{arch}.json").value
         gate = badge(gates_passed(gdoc)) if gdoc is not None else badge(None)
         ece = ece_after(ctx, arch)
-        ece_cell = (f"{esc(fmt(ece[1], 3))}<br><span class=more>{esc(ece[0])}</span>" if ece
+        ece_cell = (f"{esc(fmt(ece[1], 3))}<br><span class=more>metrics/calibration/{esc(arch)}.json: {esc(ece[0])}</span>" if ece
                     else "<span class=more>not run: calibration@" + esc(arch) + "</span>")
-        if s is None:
-            notes.append(problem(ctx.arch_problem(arch) or f"no scores for {arch}"))
+        d = docs.get(arch)
+        if d is None:
+            notes.append(problem(problems[arch]))
             rows.append([esc(arch), "\u2014", "\u2014", *["\u2014"] * (2 * len(fprs)), ece_cell, gate])
             continue
-        tpr = [_rate_cell(p.k_injections, p.n_injections, p.tpr, p.tpr_lo, p.tpr_hi) + "<br>" + _threshold_note(p) for p in s.points]
-        res = [_rate_cell(p.k_resolved, p.n_resolved, p.completeness_resolved, p.resolved_lo, p.resolved_hi) for p in s.points]
-        rows.append([esc(arch), f"{s.n_controls} / {s.n_injections}", esc(fmt(s.auroc, 4)), *tpr, *res, ece_cell, gate])
-        notes.append(cross_check(ctx, arch))
+        by_fpr = {t["target_fpr"]: t for t in fpr_thresholds(d)}
+        head = d.get("headline") or {}
+        tpr, res = [], []
+        for x in fprs:
+            t = by_fpr.get(x)
+            h = head.get(t["name"], {}) if t else {}
+            tpr.append(_rate_cell((h.get("overall") or {}).get("all") or {}) + "<br>" + _threshold_note(t) if t else "\u2014")
+            res.append(_rate_cell((h.get("theta_e_over_psf_ge_1") or {}).get("all") or {}) if t else "\u2014")
+        rows_info = d.get("rows") or {}
+        rows.append([esc(arch), f"{rows_info.get('controls', '?')} / {rows_info.get('injections', '?')}", esc(fmt(d.get("auroc"), 4)),
+                     *tpr, *res, ece_cell, gate])
     body = table(rows, heads, raw_cols=range(len(heads)))
-    body += notice("info", f"All numbers on the {ctx.cfg.split} split of data/scores/<arch>.parquet. Each threshold is set on "
-                           f"that split's controls at the target FPR (dhs.thresholds.threshold_at_fpr; a stamp passes when "
-                           f"score > threshold); brackets are Wilson 95% intervals; \u26a0 low count: FPR x controls < 10, "
+    srcs = ", ".join(f"metrics/completeness/{a}.json" for a in docs) or "no metrics/completeness file yet"
+    split = next((d.get("eval_split") for d in docs.values() if d.get("eval_split")), ctx.cfg.split)
+    body += notice("info", f"From {srcs} (stage completeness, {split} split); ECE from metrics/calibration, gates from "
+                           f"metrics/gates. Each threshold is set on that split's controls at the target FPR (a stamp passes "
+                           f"when score > threshold); brackets are Wilson 95% intervals; \u26a0 low count: FPR x controls < 10, "
                            f"so a handful of controls set the threshold. Never read AUROC alone.")
-    status = "ok" if ctx.summaries else "notrun"
+    status = "ok" if docs else "notrun"
     return Section("headline", "Headline: architectures on the same test set", body + "".join(notes), status)
 
 
@@ -165,7 +175,7 @@ def _gallery_captions(ctx: Context, ids: list[str], with_theta: bool) -> list[st
 def galleries(ctx: Context) -> Section:
     """grz composites of injections across theta_E bins and of controls, with their scores."""
     if not ctx.scores:
-        reasons = [problem(ctx.arch_problem(a) or a) for a in ctx.cfg.archs]
+        reasons = [problem(ctx.score_errors.get(a) or a) for a in ctx.cfg.archs]
         return Section("galleries", "Example galleries", notice("notrun", "not run: no score table to pick stamps from") + "".join(reasons), "notrun")
     try:
         split = open_split(ctx.inputs.cache_dir, ctx.cfg.split)
@@ -175,6 +185,11 @@ def galleries(ctx: Context) -> Section:
     primary_arch = next(iter(ctx.scores))
     sc = ctx.scores[primary_arch]
     sc = sc[(sc["split"] == ctx.cfg.split) & sc["task_id"].isin(split.meta["task_id"])]
+    if sc.empty:
+        have = sorted(map(str, ctx.scores[primary_arch]["split"].unique()))
+        return Section("galleries", "Example galleries", notice("error", f"error: {ctx.scores_rel(primary_arch)} holds no "
+                       f"{ctx.cfg.split!r} rows (splits present: {have}); rerun infer with that split") +
+                       "".join(problem(e) for e in ctx.score_errors.values()), "error")
     row_of = pd.Series(np.arange(len(split.meta)), index=split.meta["task_id"].to_numpy())
     rng = np.random.default_rng(ctx.cfg.seed)
     n = ctx.cfg.gallery_n
@@ -192,8 +207,10 @@ def galleries(ctx: Context) -> Section:
 
     inj = sc[(sc["label"] == 1) & np.isfinite(pd.to_numeric(sc.get("theta_e_arcsec"), errors="coerce"))] if "theta_e_arcsec" in sc else sc.iloc[:0]
     ctl = sc[sc["label"] == 0]
-    parts = [f"<p>Scores under each stamp (s): {esc(', '.join(ctx.scores))}, in that order; stamps from "
+    parts = [f"<p>Scores under each stamp (s): {esc(', '.join(ctx.scores))}, in that order (from "
+             f"{esc(', '.join(ctx.scores_rel(a) for a in ctx.scores))}); stamps from "
              f"{esc(ctx.inputs.rel(ctx.inputs.cache_dir / ctx.cfg.split))}, composites z\u2192R, r\u2192G, g\u2192B with an asinh stretch.</p>"]
+    parts += [problem(e) for e in ctx.score_errors.values()]
     if len(inj):
         edges = np.linspace(inj["theta_e_arcsec"].min(), inj["theta_e_arcsec"].max() + 1e-9, ctx.cfg.gallery_theta_bins + 1)
         rows = []
@@ -262,20 +279,38 @@ def training(ctx: Context) -> Section:
 
 
 def roc(ctx: Context) -> Section:
-    parts = []
-    if ctx.summaries:
-        curves = {a: (s.fpr, s.tpr, s.auroc) for a, s in ctx.summaries.items()}
-        nctl = {a: s.n_controls for a, s in ctx.summaries.items()}
-        parts.append(img(figures.roc_figure(curves, ctx.cfg.fprs, nctl), "ROC curves",
-                         f"{ctx.cfg.split} split; ties: last point of each run of equal scores; dashed: target FPRs"))
-        rows = []
-        for a, s in ctx.summaries.items():
-            for p in s.points:
-                rows.append([a, p.target_fpr, p.threshold, p.n_controls, p.n_controls_above, p.achieved_fpr,
-                             "yes" if p.low_count else "no", f"{p.k_injections}/{p.n_injections}", p.tpr, f"[{fmt(p.tpr_lo, 3)}, {fmt(p.tpr_hi, 3)}]"])
+    """The ROC each completeness stage wrote (plots/roc/{arch}.csv) and the TPR at each operating
+    FPR from its metrics (metrics/completeness/{arch}.json)."""
+    docs, problems = completeness_metrics(ctx)
+    curves, nctl, parts, rows = {}, {}, [], []
+    for arch, d in docs.items():
+        rel = f"plots/roc/{arch}.csv"
+        ld = ctx.inputs.csv(rel)
+        if not ld.ok or not ld.value:
+            parts.append(problem(f"not run: completeness@{arch} ({rel} not found)" if ld.missing else f"error: {ld.error or rel + ' is empty'}"))
+        else:
+            try:
+                f = np.array([float(r["fpr"]) for r in ld.value])
+                tp = np.array([float(r["tpr"]) for r in ld.value])
+            except (KeyError, ValueError) as exc:
+                parts.append(problem(f"error: {rel}: {exc}"))
+            else:
+                curves[arch] = (f, tp, float(d.get("auroc", float("nan"))))
+                nctl[arch] = int((d.get("rows") or {}).get("controls") or 0)
+        head = d.get("headline") or {}
+        for t in fpr_thresholds(d):
+            c = ((head.get(t["name"]) or {}).get("overall") or {}).get("all") or {}
+            rows.append([arch, t["target_fpr"], t.get("score"), t.get("n_controls"), t.get("n_controls_above"), t.get("achieved_fpr"),
+                         "yes" if t.get("low_count") else "no", f"{c.get('k')}/{c.get('n')}", c.get("completeness"),
+                         f"[{fmt(c.get('wilson_lo'), 3)}, {fmt(c.get('wilson_hi'), 3)}]"])
+    if curves:
+        fprs = sorted({t["target_fpr"] for d in docs.values() for t in fpr_thresholds(d)}) or [0.01]
+        parts.insert(0, img(figures.roc_figure(curves, fprs, nctl), "ROC curves",
+                            f"from {', '.join(f'plots/roc/{a}.csv' for a in curves)} (AUROC from metrics/completeness); "
+                            f"dashed: the operating FPRs"))
+    if rows:
         parts.append("<h3>TPR at fixed FPR</h3>" + table(rows, ["arch", "target FPR", "threshold (score >)", "n_controls", "controls above",
-                                                               "achieved FPR", "low count", "recovered", "TPR", "Wilson 95%"]))
-    for a in ctx.cfg.archs:
-        if a not in ctx.summaries:
-            parts.append(problem(ctx.arch_problem(a) or f"no scores for {a}"))
-    return Section("roc", "ROC and TPR at fixed FPR", "".join(parts), "ok" if ctx.summaries else "notrun")
+                                                               "achieved FPR", "low count", "recovered", "TPR", "Wilson 95%"]) +
+                     notice("info", f"From {', '.join(f'metrics/completeness/{a}.json' for a in docs)}."))
+    parts += [problem(problems[a]) for a in ctx.cfg.archs if a in problems]
+    return Section("roc", "ROC and TPR at fixed FPR", "".join(parts), "ok" if curves else "notrun")

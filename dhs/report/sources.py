@@ -8,7 +8,6 @@ can print "not run: <stage> (<path> not found)" or the parse error instead of cr
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import re
@@ -134,10 +133,6 @@ def gates_passed(doc: Any) -> bool | None:
 
 
 # ----------------------------------------------------------------------------- provenance
-
-def sha256_file(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
 
 def git_state(root: Path) -> dict:
     """Commit, short status and branch of the checkout holding ``root`` (``None`` outside git)."""

@@ -9,7 +9,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dhs.contract import encode_stamp
-from dhs.shards import HiveShardWriter
+from dhs.contract.shards import HiveShardWriter
 from dhs.simulate.config import SimConfig
 from dhs.simulate.population import config_id, sample_population
 from dhs.simulate.fused import is_compiled_on, set_compile_mode

@@ -1,0 +1,136 @@
+"""The bodies of stages ``completeness@{arch}`` and ``sensitivity``.
+
+completeness: thresholds at each FPR of ``evaluation.fprs`` on the evaluation split's controls
+(plus optional fixed scores), completeness per bin of every binning variable and of the
+theta_E x PSF surface, for all and clean stamps, with Wilson and region-bootstrap intervals.
+Writes metrics/completeness/{arch}.json (headline numbers), plots/completeness/{arch}/{var}.csv
+(one per variable, declared as DVC plots; rows with primary=1 are the plotted threshold),
+plots/completeness/{arch}/{var}.png, the surface CSV/PNG, and plots/roc/{arch}.csv (the ROC the
+report draws).
+
+sensitivity: the Phase 4d proxy completeness for each theta_E/PSF threshold in params, all and
+clean, with Wilson (and region-bootstrap) intervals, beside each trained arch's model-based
+completeness at the operating FPRs. Writes metrics/sensitivity.json, plots/sensitivity/{var}.csv
+(DVC plots: one curve per proxy threshold and per arch at completeness.plot_fpr) and
+plots/sensitivity/{var}.png.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from dhs import atomic
+from dhs.completeness.counts import surface_name
+from dhs.completeness.figures import LABELS, curve_figure, placeholder_figure, sensitivity_figure, surface_figure
+from dhs.completeness.measure import CompletenessConfig, fpr_name, measure, metrics_dict
+from dhs.completeness.sensitivity import SensitivityConfig, sweep
+from dhs.completeness.spark import spark_session
+from dhs.evaluation.auc import thin_curve
+from dhs.params import Params, as_params
+
+CSV_COLUMNS = ["threshold", "subset", "primary", "bin", "bin_lo", "bin_hi", "bin_center", "n", "k", "completeness",
+               "wilson_lo", "wilson_hi", "boot_lo", "boot_hi", "low_n"]
+
+
+def write_outputs(arch: str, cfg: CompletenessConfig, result, metrics_dir: str | Path, plots_dir: str | Path) -> dict:
+    metrics = metrics_dict(arch, cfg, result)
+    out = Path(plots_dir) / arch
+    table = result.table.rename(columns={"criterion": "threshold"})
+    table["primary"] = (table["threshold"] == fpr_name(cfg.plot_fpr)).astype(int)
+    for name in result.skipped_variables:  # declared DVC outputs: say why they are empty
+        atomic.write_text(out / f"{name}.csv", ",".join(CSV_COLUMNS) + "\n")
+        placeholder_figure(out / f"{name}.png", f"{arch}: {name} is not a column of the score table; not binned")
+    measured = {b.name for b in cfg.bins} - set(result.skipped_variables)
+    for b in cfg.bins:
+        if b.name not in measured:
+            continue
+        t = table[table["var"] == b.name][CSV_COLUMNS]
+        atomic.write_text(out / f"{b.name}.csv", t.to_csv(index=False))
+        curve_figure(result.table, b.name, f"{arch}: completeness vs {LABELS.get(b.name, b.name)} ({cfg.eval_split} split)",
+                     out / f"{b.name}.png", [c for c in dict.fromkeys(result.table["criterion"])])
+    for bx, by in cfg.surfaces():
+        var = surface_name(bx, by)
+        if not {bx.name, by.name} <= measured:
+            atomic.write_text(out / f"{var}.csv", "threshold,subset,primary,bin,x_lo,x_hi,y_lo,y_hi,n,k,completeness\n")
+            placeholder_figure(out / f"{var}.png", f"{arch}: the surface needs {bx.name} and {by.name}; not binned")
+            continue
+        t = table[table["var"] == var].copy()
+        ix, iy = t["bin"] // by.n_bins, t["bin"] % by.n_bins
+        t.insert(4, "x_lo", [bx.edges[i] for i in ix])
+        t.insert(5, "x_hi", [bx.edges[i + 1] for i in ix])
+        t.insert(6, "y_lo", [by.edges[j] for j in iy])
+        t.insert(7, "y_hi", [by.edges[j + 1] for j in iy])
+        cols = ["threshold", "subset", "primary", "bin", "x_lo", "x_hi", "y_lo", "y_hi", "n", "k", "completeness", "wilson_lo", "wilson_hi", "boot_lo", "boot_hi", "low_n"]
+        atomic.write_text(out / f"{var}.csv", t[cols].to_csv(index=False))
+        surface_figure(result.table, var, bx.edges, by.edges, fpr_name(cfg.plot_fpr), f"{arch}: completeness surface ({cfg.eval_split} split)",
+                       out / f"{var}.png", LABELS.get(bx.name, bx.name), LABELS.get(by.name, by.name))
+    atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
+    return metrics
+
+
+def write_roc(arch: str, result, path: Path) -> None:
+    """The ROC the report draws (thinned for drawing; AUROC and the operating points are in the metrics)."""
+    f, t = thin_curve(*result.roc)
+    atomic.write_text(path, pd.DataFrame({"fpr": f, "tpr": t}).to_csv(index=False, float_format="%.6g"))
+
+
+def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data/scores", metrics_dir: str = "metrics/completeness",
+        plots_dir: str = "plots/completeness", roc_dir: str | None = None) -> dict:
+    """``roc_dir`` defaults to ``roc`` beside ``plots_dir`` (plots/roc)."""
+    p = as_params(params).require("completeness")
+    cfg = CompletenessConfig.from_params(p["completeness"], p.source, p["evaluation"])
+    t0 = time.perf_counter()
+    spark = spark_session(cfg.spark)
+    result = measure(spark, str(Path(scores_dir) / f"{arch}.parquet"), cfg)
+    metrics = write_outputs(arch, cfg, result, metrics_dir, plots_dir)
+    roc_dir = Path(plots_dir).parent / "roc" if roc_dir is None else Path(roc_dir)
+    write_roc(arch, result, roc_dir / f"{arch}.csv")
+    for w in result.warnings:
+        print(f"completeness {arch}: WARNING: {w}", file=sys.stderr)
+    r = result.rows
+    print(f"completeness {arch}: {r['injections']} injections and {r['controls']} controls of split {cfg.eval_split} "
+          f"({r['other_split_rows']} rows of other splits not used); AUROC {result.auroc:.4f}")
+    for t in metrics["thresholds"]:
+        h = metrics["headline"][t["name"]]
+        a, g = h["overall"]["all"], h["theta_e_over_psf_ge_1"]["all"]
+        ge1 = g.get("completeness")
+        print(f"  {t['name']:>12}: score > {t['score']:.6g} ({t['n_controls_above']}/{t['n_controls']} controls pass"
+              f"{', LOW COUNT' if t['low_count'] else ''}); completeness {a['completeness']:.3f} "
+              f"[{a['wilson_lo']:.3f}, {a['wilson_hi']:.3f}], theta_E/PSF>=1: {'n/a' if ge1 is None else f'{ge1:.3f}'}")
+        u = t.get("uncertainty")
+        if u:
+            print(f"  {'':>12}  threshold's own 95% range: {u['controls_above_interval'][0]}-{u['controls_above_interval'][1]} controls "
+                  f"above, completeness {u['completeness_range'][0]:.3f}-{u['completeness_range'][1]:.3f}")
+    print(f"completeness {arch}: wrote {metrics_dir}/{arch}.json, {plots_dir}/{arch}/ and {roc_dir}/{arch}.csv in "
+          f"{time.perf_counter() - t0:.1f} s")
+    return metrics
+
+
+def run_sensitivity(params: str | Params = "params.yaml", scores_dir: str = "data/scores",
+                    metrics_path: str = "metrics/sensitivity.json", plots_dir: str = "plots/sensitivity") -> dict:
+    p = as_params(params).require("sensitivity", "completeness")
+    cfg = CompletenessConfig.from_params(p["completeness"], p.source, p["evaluation"])
+    sens = SensitivityConfig.from_params(p["sensitivity"], p.source)
+    archs = list(p["train"]["archs"])
+    t0 = time.perf_counter()
+    paths = {a: str(Path(scores_dir) / f"{a}.parquet") for a in archs}
+    table, metrics = sweep(spark_session(cfg.spark), paths, cfg, sens)
+    for var in sens.variables:
+        t = table[table["var"] == var]
+        cols = ["curve", "kind", "subset", "bin", "bin_lo", "bin_hi", "bin_center", "n", "k", "completeness", "wilson_lo", "wilson_hi", "boot_lo", "boot_hi", "low_n"]
+        # the DVC plot draws the proxies and each arch at the plotted FPR
+        keep = (t["kind"] == "proxy") | t["curve"].str.endswith(fpr_name(cfg.plot_fpr))
+        atomic.write_text(Path(plots_dir) / f"{var}.csv", t.loc[keep, cols].to_csv(index=False))
+        sensitivity_figure(table, var, fpr_name(cfg.plot_fpr), Path(plots_dir) / f"{var}.png")
+    atomic.write_json(metrics_path, metrics)
+    for name, m in metrics["proxy"].items():
+        print(f"sensitivity: {name}: all {m['all']['completeness']:.4f} (n={m['all']['n']}), clean {m['clean']['completeness']:.4f}")
+    for arch, by in metrics["model"].items():
+        m = by[fpr_name(cfg.plot_fpr)]
+        print(f"sensitivity: {arch} at {fpr_name(cfg.plot_fpr)}: all {m['all']['completeness']:.4f}, clean {m['clean']['completeness']:.4f}")
+    print(f"sensitivity: wrote {metrics_path} and {plots_dir}/ in {time.perf_counter() - t0:.1f} s")
+    return metrics

@@ -1,0 +1,149 @@
+"""Checkpoints: the one place they are written, loaded, checked and turned back into a model.
+
+A checkpoint (``data/models/{arch}/checkpoint_{best,last}.pt``) holds the weights, the model's
+spec (``dhs.models.spec.ModelSpec``: arch, stamp size, stem, hybrid metadata, heads), the
+normalisation it was trained with, the hybrid's metadata statistics, the step, the params hash
+and (``last``) the optimiser and RNG state. Loading is ``weights_only`` (no code runs) and
+refuses a checkpoint made for another arch or stamp size. ``load_trained`` gives the model in
+eval mode with everything inference needs (``TrainedModel``), so the infer stage, the gates and
+the known-lens stage all see a model exactly as training left it.
+
+The hybrid's metadata inputs are prepared here, once, for training and every consumer:
+``metadata_matrix`` reads the columns (NaN where missing or infinite) and ``standardise`` applies
+the train statistics stored in the checkpoint (missing values become the train mean, 0).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dhs import atomic
+from dhs.finder.loader import NormConfig
+from dhs.models.heads import split_outputs
+from dhs.models.registry import build_model
+from dhs.models.spec import ModelSpec
+
+
+class TrainingError(RuntimeError):
+    """A model could not be trained, restored from its checkpoint or scored."""
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    if device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"train.device is {device!r} but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def metadata_matrix(meta: pd.DataFrame | None, columns: Sequence[str], n: int | None = None,
+                    where: str | None = None) -> np.ndarray | None:
+    """(N, M) float32 observing-condition columns for the hybrid, NaN where missing or infinite
+    (imputed with the train mean after ``standardise``); None when there are no columns.
+
+    A column absent from ``meta`` is an error naming ``where`` (a cached split: training and
+    inference), or, without ``where``, all NaN (cutouts and probes, which carry no conditions)."""
+    if not columns:
+        return None
+    n = len(meta) if n is None else n
+    missing = [c for c in columns if meta is None or c not in meta.columns]
+    if missing and where is not None:
+        raise TrainingError(f"hybrid metadata columns {missing} are not in the cache of {where}")
+    m = np.full((n, len(columns)), np.nan, np.float64)
+    for j, c in enumerate(columns):
+        if c not in missing:
+            m[:, j] = pd.to_numeric(meta[c], errors="coerce").to_numpy(np.float64)
+    m[~np.isfinite(m)] = np.nan
+    return m.astype(np.float32)
+
+
+def standardise(meta: np.ndarray, stats: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """Standardise with the train statistics; missing values become the train mean (0)."""
+    z = (meta - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32)
+    return np.nan_to_num(z, nan=0.0).astype(np.float32)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist()}
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, opt, step: int, spec: ModelSpec, params_hash: str, extra: dict) -> None:
+    # a fixed temporary name: torch names the records inside the file after it, so the bytes of
+    # a checkpoint are a function of its content only
+    with atomic.writing(path, fixed_tmp=True) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict() if opt is not None else None, "step": step,
+                    "spec": spec.as_dict(), "params_hash": params_hash, "rng": _rng_state(), **extra}, tmp)
+
+
+def load_checkpoint(path: Path, spec: ModelSpec | None = None) -> dict:
+    """Load a checkpoint safely (weights_only) and refuse one made for another arch or stamp size."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if spec is not None:
+        have = ckpt.get("spec", {})
+        if have.get("arch") != spec.arch or have.get("stamp_size") != spec.stamp_size:
+            raise TrainingError(f"{path} was trained for arch={have.get('arch')} stamp_size={have.get('stamp_size')}, "
+                                f"not arch={spec.arch} stamp_size={spec.stamp_size}; delete it or point to the right model")
+    return ckpt
+
+
+@dataclass
+class TrainedModel:
+    model: torch.nn.Module
+    spec: ModelSpec
+    norm: NormConfig
+    meta_stats: dict | None
+    device: torch.device
+    checkpoint: Path
+    step: int
+
+    def meta_for(self, meta: pd.DataFrame | None, n: int, where: str | None = None) -> torch.Tensor | None:
+        """Standardised hybrid metadata for ``n`` rows on the model's device (``metadata_matrix``:
+        absent columns are an error naming ``where``, else imputed with the train mean)."""
+        m = metadata_matrix(meta, self.spec.metadata, n, where)
+        return None if m is None else torch.from_numpy(standardise(m, self.meta_stats)).to(self.device)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, meta: torch.Tensor | None, colours: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B,); ``forward_all`` also returns the theta_E head's output when there is one."""
+        return self.forward_all(x, meta, colours)[0]
+
+    @torch.no_grad()
+    def forward_all(self, x: torch.Tensor, meta: torch.Tensor | None, colours: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # float32, not bf16 autocast: bf16 logits carry 8 bits of mantissa, which ties the highest
+        # control scores and moves a high-purity threshold by whole controls
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self.spec.colour and colours is None:
+            raise TrainingError("this model is colour-conditioned: pass the host colours (dhs.finder.colours)")
+        args = [a for a in (meta, colours if self.spec.colour else None) if a is not None]
+        out = self.model(x, *args)
+        logits, theta = split_outputs(out.float())
+        return logits, theta
+
+
+def load_trained(model_dir: str | Path, device: str = "auto", which: str = "best", arch: str | None = None) -> TrainedModel:
+    """The model of ``model_dir/checkpoint_{which}.pt`` in eval mode on ``device``; with ``arch``,
+    a checkpoint holding another arch is refused."""
+    path = Path(model_dir) / f"checkpoint_{which}.pt"
+    if not path.exists():
+        raise TrainingError(f"{path} not found; run `dvc repro train` first")
+    ckpt = load_checkpoint(path)
+    spec = ModelSpec.from_dict(ckpt["spec"])
+    if arch is not None and spec.arch != arch:
+        raise TrainingError(f"{path} holds a {spec.arch} model, not {arch}")
+    norm = NormConfig(**json.loads(ckpt["norm"])) if "norm" in ckpt else NormConfig()
+    meta_stats = json.loads(ckpt["meta_stats"]) if ckpt.get("meta_stats") else None
+    if spec.metadata and meta_stats is None:
+        raise TrainingError(f"{path}: a hybrid checkpoint without its metadata statistics; retrain it")
+    dev = resolve_device(device)
+    model = build_model(spec)
+    model.load_state_dict(ckpt["model"])
+    model = model.to(dev).to(memory_format=torch.channels_last).eval()
+    return TrainedModel(model, spec, norm, meta_stats, dev, path, int(ckpt.get("step", -1)))

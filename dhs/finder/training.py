@@ -1,0 +1,357 @@
+"""The training loop: one arch, single process or one rank of a torchrun DDP job.
+
+Read it top to bottom: build the model; resume from ``checkpoint_last.pt`` if its params hash
+matches and the run it holds is unfinished; then for every step draw the next batch of this
+rank's shard of the shuffled train split (augmented on the device, with core dropout if
+``norm.core_dropout_p`` > 0: training only, see ``dhs.finder.loader``), take an AdamW step
+under a warmup + cosine schedule with gradient clipping; at each epoch end evaluate the whole
+val split, keep ``checkpoint_best.pt`` (lowest val loss) and ``checkpoint_last.pt``.
+
+Why val loss for the best checkpoint: it uses every val stamp and moves smoothly; TPR at
+FPR 1e-4 on a few thousand controls is set by a handful of negatives and is noise
+(docs/conventions.md, evaluation rules).
+Val AUC is logged beside it.
+
+Determinism: the batch of step s is a function of (seed, s) only (epoch permutation, position
+in it, augmentation generator seeded by the step), so N steps straight and N/2 + kill + resume
+N/2 give identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from dhs.evaluation.auc import auroc
+from dhs.finder.checkpoint import (TrainingError, load_checkpoint, metadata_matrix, resolve_device, save_checkpoint,
+                                   standardise)
+from dhs.finder.colours import split_host_colours
+from dhs.finder.loader import NormConfig, iterate_batches, shard_indices
+from dhs.models.heads import split_outputs
+from dhs.models.registry import build_model
+from dhs.models.spec import ModelSpec
+from dhs.params import ParamsError, checked
+from dhs.params.rules import check_metadata_columns
+from dhs.params.schema import ARCHS
+from dhs.stamps.cache import CachedSplit, open_split
+
+PRESETS = {
+    # the seed's recommended production configuration (SEED-phase5-plan.md)
+    "production": {"epochs": 5, "steps_per_epoch": 5000, "batch_size": 256, "lr": 3e-4, "weight_decay": 1e-4},
+    "demo": {},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str
+    epochs: int = 3
+    steps_per_epoch: int = 100
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    seed: int = 1
+    stem: str = "cifar"
+    hybrid_metadata: tuple[str, ...] = ()
+    eval_batch_size: int = 512
+    nproc: int = 1
+    device: str = "auto"
+    record_rows: bool = False
+    colour_conditioning: bool = False  # host g-r, r-z from the stamp as extra inputs (dhs.models.heads)
+    theta_head: bool = False           # second output regressing theta_E on injections (masked on controls)
+    theta_loss_weight: float = 0.1     # weight of the Huber loss on theta_E [arcsec] beside the BCE
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any], arch: str, source: str = "params.yaml") -> "TrainConfig":
+        """The ``train`` section (checked by dhs.params.schema) for one arch: the common values,
+        then ``overrides[arch]``, then the preset (the production preset is the seed's
+        configuration and wins over the demo's per-arch values)."""
+        v = dict(checked("train", p, source))
+        if arch not in ARCHS:
+            raise ParamsError(f"{source}: unknown arch {arch!r}; the archs are {list(ARCHS)}")
+        overrides, preset = v.pop("overrides"), v.pop("preset")
+        v.pop("archs")
+        merged = {**v, **(overrides.get(arch) or {}), **PRESETS[preset]}
+        merged["hybrid_metadata"] = tuple(merged["hybrid_metadata"] or ())
+        if arch == "hybrid":
+            try:
+                check_metadata_columns(merged["hybrid_metadata"])
+            except ValueError as exc:
+                raise ParamsError(f"{source}: train.hybrid_metadata: {exc}") from None
+        return cls(arch=arch, **merged)
+
+    def spec(self, stamp_size: int) -> ModelSpec:
+        meta = self.hybrid_metadata if self.arch == "hybrid" else ()
+        return ModelSpec(self.arch, stamp_size, self.stem, tuple(meta), colour=bool(self.colour_conditioning), theta_head=bool(self.theta_head))
+
+    def params_hash(self, norm: NormConfig, augment: bool, data_digest: str = "") -> str:
+        d = dataclasses.asdict(self)
+        for k in ("eval_batch_size", "device", "record_rows"):
+            d.pop(k)
+        d["norm"] = dataclasses.asdict(norm)
+        d["augment"] = augment
+        # the code that defines the trajectory: a fix to it must retrain, not "resume" a finished run
+        d["code"] = _source_digest()
+        d["data"] = data_digest  # new stamps must retrain, not resume a run made on other data
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def cache_digest(cache_dir: str | Path) -> str:
+    """Fingerprint of the training data: manifest and the train/val metadata (task ids, stats)."""
+    h = hashlib.sha256()
+    for rel in ("manifest.json", "train/meta.parquet", "val/meta.parquet"):
+        p = Path(cache_dir) / rel
+        if p.exists():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _source_digest() -> str:
+    import dhs.finder.checkpoint
+    import dhs.finder.colours
+    import dhs.finder.loader
+    import dhs.models
+    import dhs.stamps.cache
+    import dhs.stamps.geometry
+
+    files = sorted(Path(dhs.models.__file__).parent.glob("*.py")) + [Path(f) for f in (
+        __file__, dhs.finder.loader.__file__, dhs.stamps.geometry.__file__, dhs.stamps.cache.__file__, dhs.finder.colours.__file__,
+        dhs.finder.checkpoint.__file__)]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr`` then cosine decay to 0 over the run."""
+    total = cfg.epochs * cfg.steps_per_epoch
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class _StepStream:
+    """Rows of step s for this rank: a function of (seed, s) only."""
+
+    def __init__(self, n: int, per_rank_batch: int, steps_per_epoch: int, seed: int, rank: int, world: int):
+        self.n, self.b, self.spe, self.seed, self.rank, self.world = n, per_rank_batch, steps_per_epoch, seed, rank, world
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def rows(self, step: int) -> np.ndarray:
+        epoch, k = divmod(step, self.spe)
+        if self._cache is None or self._cache[0] != epoch:
+            need = self.spe * self.b
+            shard = shard_indices(self.n, self.rank, self.world, shuffle=True, seed=self.seed, epoch=epoch)
+            parts, sub = [shard], 0
+            # an epoch longer than the shard re-shuffles this rank's own shard, so ranks stay disjoint
+            while sum(map(len, parts)) < need:
+                sub += 1
+                parts.append(np.random.default_rng([self.seed, epoch, sub, self.rank]).permutation(shard))
+            self._cache = (epoch, np.concatenate(parts)[:need])
+        return self._cache[1][k * self.b : (k + 1) * self.b]
+
+
+def training_loss(logits: torch.Tensor, y: torch.Tensor, theta_pred: torch.Tensor | None = None,
+                  theta_true: torch.Tensor | None = None, theta_loss_weight: float = 0.1) -> torch.Tensor:
+    """BCE on the logits, plus, with a theta_E head, ``theta_loss_weight`` x the Huber loss of
+    theta_E [arcsec] (beta 0.2) averaged over the injections of the batch only: controls carry
+    theta_E = 0 in the data and must not pull the head towards it."""
+    loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+    if theta_pred is not None:  # theta_E regression on injections only: controls have no theta_E
+        w = y.float()
+        huber = F.smooth_l1_loss(theta_pred.float(), theta_true, reduction="none", beta=0.2)
+        loss = loss + theta_loss_weight * (huber * w).sum() / w.sum().clamp_min(1.0)
+    return loss
+
+
+def extra_inputs(meta: np.ndarray | None, colours: np.ndarray | None, rows: np.ndarray, device) -> list[torch.Tensor]:
+    """The model's inputs after the image: hybrid metadata, then host colours, for these rows."""
+    return [torch.from_numpy(a[rows]).to(device) for a in (meta, colours) if a is not None]
+
+
+def evaluate(model: torch.nn.Module, split: CachedSplit, norm: NormConfig, device: torch.device, batch_size: int,
+             meta: np.ndarray | None, amp: bool, colours: np.ndarray | None = None) -> dict[str, float]:
+    model.eval()
+    logits = np.empty(len(split), dtype=np.float32)
+    with torch.no_grad():
+        for x, _, rows in iterate_batches(split, np.arange(len(split)), batch_size, norm, device):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(x, *extra_inputs(meta, colours, rows, device))
+            logits[rows] = split_outputs(out.float())[0].cpu().numpy()
+    model.train()
+    y = split.labels
+    loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(y)))
+    auc = auroc(y, logits) if 0 < y.sum() < len(y) else float("nan")
+    return {"loss": loss, "auc": auc, "n": int(len(y))}
+
+
+def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: NormConfig, augment: bool,
+          live=None, progress: bool = True, max_steps: int | None = None) -> dict:
+    """Train one arch; returns the metrics dict (rank 0) or {} (other ranks).
+
+    ``max_steps`` ends this run after that many steps at the latest, stopping at the last
+    epoch boundary (so checkpoint_last.pt is the place to resume from), for time-boxed jobs.
+    """
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = resolve_device(cfg.device, local_rank)
+    amp = device.type == "cuda"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_split, val_split = open_split(cache_dir, "train"), open_split(cache_dir, "val")
+    if len(train_split) == 0 or len(val_split) == 0:
+        raise TrainingError("train and val splits must both hold stamps")
+    stamp_size = int(train_split.images.shape[-1])
+    spec = cfg.spec(stamp_size)
+    # host colours from the raw stamps (dhs.finder.colours), independent of the normalisation
+    col_train = split_host_colours(train_split) if spec.colour else None
+    col_val = split_host_colours(val_split) if spec.colour else None
+    theta_train = None
+    if spec.theta_head:
+        theta_train = np.nan_to_num(pd.to_numeric(train_split.meta["theta_e_arcsec"], errors="coerce").to_numpy(np.float32), nan=0.0)
+    meta_train = metadata_matrix(train_split.meta, spec.metadata, where="split train")
+    meta_val = metadata_matrix(val_split.meta, spec.metadata, where="split val")
+    if meta_train is not None:  # standardise with train statistics, stored in the checkpoint
+        mu, sd = np.nanmean(meta_train, 0), np.nanstd(meta_train, 0) + 1e-6
+        meta_stats = {"mean": mu.tolist(), "std": sd.tolist()}
+        meta_train, meta_val = standardise(meta_train, meta_stats), standardise(meta_val, meta_stats)
+    else:
+        meta_stats = None
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)  # the global numpy state is saved in checkpoints: make it a function of the seed
+    # channels_last: faster convolutions on GPU (bf16 tensor cores) and on CPU (oneDNN) alike
+    model = build_model(spec).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    phash = cfg.params_hash(norm, augment, cache_digest(cache_dir))
+    total = cfg.epochs * cfg.steps_per_epoch
+    start, best = 0, {"loss": float("inf")}
+    last_path, best_path = out_dir / "checkpoint_last.pt", out_dir / "checkpoint_best.pt"
+    history: list[dict] = []
+    if last_path.exists():
+        ckpt = load_checkpoint(last_path, spec)
+        if ckpt["params_hash"] != phash:
+            if rank == 0:
+                print(f"train {cfg.arch}: {last_path} was made with other params; starting afresh")
+        elif int(ckpt["step"]) >= total:
+            # a finished run is not resumed: the stage runs again because something it depends on
+            # changed, and only a run regenerates every output (the per-step curves); the same
+            # params, code and data give the same weights
+            if rank == 0:
+                print(f"train {cfg.arch}: {last_path} is a finished run; training again")
+        else:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            start, best, history = int(ckpt["step"]), ckpt.get("best", best), json.loads(ckpt.get("history", "[]"))
+            if rank == 0:
+                print(f"train {cfg.arch}: resuming from {last_path} at step {start}/{total}")
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
+
+    per_rank = max(1, cfg.batch_size // world)
+    stream = _StepStream(len(train_split), per_rank, cfg.steps_per_epoch, cfg.seed, rank, world)
+    labels = train_split.labels
+    seen: list[np.ndarray] = []
+    t0, images = time.perf_counter(), 0
+    bar = tqdm(total=total, initial=start, desc=f"train {cfg.arch}", unit="step", disable=not progress or rank != 0)
+    model.train()
+    if max_steps is None:
+        stop = total
+    else:  # end on an epoch boundary (where checkpoint_last.pt is written), at least one epoch on
+        stop = min(total, max(start + cfg.steps_per_epoch, (start + max_steps) // cfg.steps_per_epoch * cfg.steps_per_epoch))
+    for step in range(start, stop):
+        # dropout and stochastic depth (EfficientNet, ConvNeXt) draw from the global RNG: make it
+        # a function of (seed, step, rank) so a resumed run draws what the straight run drew
+        torch.manual_seed((cfg.seed * 1_000_003 + step) * 1_009 + rank)
+        rows = stream.rows(step)
+        if cfg.record_rows:
+            seen.append(rows)
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
+        # training=True: the training-only corruptions of ``norm`` (core dropout) apply here and nowhere else
+        x, y, _ = next(iterate_batches(train_split, rows, len(rows), norm, device, augment=augment, generator=gen, training=True))
+        x = x.contiguous(memory_format=torch.channels_last)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = net(x, *extra_inputs(meta_train, col_train, rows, device))
+            logits, theta_pred = split_outputs(out)
+            theta_true = torch.from_numpy(theta_train[rows]).to(device) if theta_pred is not None else None
+            loss = training_loss(logits, y, theta_pred, theta_true, cfg.theta_loss_weight)
+        if not torch.isfinite(loss):
+            ids = train_split.meta["task_id"].iloc[rows[:5]].tolist()
+            raise TrainingError(f"non-finite loss {loss.item()} at step {step} (epoch {step // cfg.steps_per_epoch}, batch rows "
+                                f"{rows[:5].tolist()}..., task_ids {ids}...); check the inputs and lower train.lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        images += len(rows) * world
+        bar.update(1)
+        if live is not None and rank == 0 and step % 10 == 0:
+            live.step = step  # the x axis of every curve is the optimiser step
+            live.log_metric("train/loss", loss.item(), plot=True)
+            live.log_metric("train/lr", lr_at(step, cfg), plot=True)
+            live.next_step()
+        if (step + 1) % cfg.steps_per_epoch == 0:
+            epoch = (step + 1) // cfg.steps_per_epoch
+            if rank == 0:
+                val = evaluate(model, val_split, norm, device, cfg.eval_batch_size, meta_val, amp, col_val)
+                history.append({"epoch": epoch, "step": step + 1, "val_loss": val["loss"], "val_auc": val["auc"], "train_loss": loss.item()})
+                bar.set_postfix(val_loss=f"{val['loss']:.4f}", val_auc=f"{val['auc']:.4f}")
+                if live is not None:
+                    live.step = step + 1
+                    live.log_metric("val/loss", val["loss"], plot=True)
+                    live.log_metric("val/auc", val["auc"], plot=True)
+                    live.next_step()
+                extra = {"meta_stats": json.dumps(meta_stats), "norm": json.dumps(dataclasses.asdict(norm))}
+                if val["loss"] < best["loss"]:
+                    best = {"loss": val["loss"], "auc": val["auc"], "epoch": epoch, "step": step + 1}
+                    save_checkpoint(best_path, model, None, step + 1, spec, phash, {**extra, "best": best})
+                save_checkpoint(last_path, model, opt, step + 1, spec, phash, {**extra, "best": best, "history": json.dumps(history)})
+            if distributed:
+                dist.barrier()
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    if cfg.record_rows:
+        np.save(out_dir / f"seen_rank{rank}.npy", np.concatenate(seen) if seen else np.array([], dtype=np.int64))
+        digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
+        (out_dir / f"weights_rank{rank}.sha256").write_text(digest + "\n")
+    if rank != 0:
+        return {}
+    test_split = open_split(cache_dir, "test")
+    test = {}
+    if best_path.exists() and len(test_split):
+        model.load_state_dict(load_checkpoint(best_path, spec)["model"])
+        meta_test = metadata_matrix(test_split.meta, spec.metadata, where="split test")
+        if meta_test is not None:
+            meta_test = standardise(meta_test, meta_stats)
+        col_test = split_host_colours(test_split) if spec.colour else None
+        test = evaluate(model, test_split, norm, device, cfg.eval_batch_size, meta_test, amp, col_test)
+    metrics = {"arch": cfg.arch, "stamp_size": stamp_size, "steps": total, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+               "world_size": world, "device": device.type, "params_hash": phash, "best": best, "history": history, "test_at_best": test, "completed": stop == total,
+               "n_train": len(train_split), "n_val": len(val_split),
+               "n_parameters": int(sum(p.numel() for p in model.parameters())),
+               "train_label_balance": float(labels.mean())}
+    if start < total:  # a timing, so printed rather than put in the (deterministic) metrics
+        print(f"train {cfg.arch}: {stop - start} steps, {images / elapsed:.0f} images/s on {device.type} x {world}")
+    return metrics

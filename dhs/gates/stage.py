@@ -1,0 +1,56 @@
+"""The body of stage ``gates@{arch}``: every gate of ``dhs.gates`` on the cache with the model's
+best checkpoint; metrics/gates/{arch}.json (status PASS / FAIL / SKIP, value and threshold per
+gate, and ``all_passed``), plots/gates/{arch}.png, and a PASS/FAIL table on the console.
+
+Exit status (``status``): 0 when the gates ran, whatever they found, unless ``gates.enforce`` is
+true and a gate is not PASS, then 1 (2, from the stage runner, when the stage could not run).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from dhs import atomic
+from dhs.gates.config import GatesConfig
+from dhs.gates.plot import plot_gates
+from dhs.gates.run import run_gates, table_lines
+from dhs.params import Params, as_params
+from dhs.simulate.config import SimConfig
+
+
+def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/cache", models_dir: str = "data/models",
+        baseline_metrics: str = "metrics/baseline.json", metrics_dir: str = "metrics/gates", plots_dir: str = "plots/gates") -> dict:
+    p = as_params(params).require("gates")
+    cfg = GatesConfig.from_params(p["gates"], p.source)
+    survey = SimConfig.from_params(p["simulate"])   # the survey the ring probe renders its arcs and PSFs with
+    from dhs.finder.checkpoint import load_trained  # torch-heavy: after the params are known to be good
+    from dhs.finder.inference import score_images
+
+    t0 = time.perf_counter()
+    tm = load_trained(Path(models_dir) / arch, cfg.device, arch=arch)
+
+    def score(images, meta):
+        return score_images(tm, images, meta, cfg.batch_size)
+
+    metrics, examples = run_gates(score, tm.norm, cache_dir, baseline_metrics, cfg, survey)
+    metrics = {"arch": arch, "checkpoint": tm.checkpoint.name, "checkpoint_step": tm.step, "device": tm.device.type, **metrics}
+    atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
+    plot_gates(Path(plots_dir) / f"{arch}.png", metrics, examples, arch)
+    for line in table_lines(metrics):
+        print(f"gates {arch}: {line}")
+    print(f"gates {arch}: wrote {Path(metrics_dir) / f'{arch}.json'} and {Path(plots_dir) / f'{arch}.png'} "
+          f"({time.perf_counter() - t0:.1f} s)")
+    return metrics
+
+
+def status(metrics: dict, label: str) -> int:
+    """1 when a gate is not PASS and gates.enforce is true; else 0 (a failure is said either way)."""
+    if not metrics["all_passed"]:
+        bad = ", ".join(metrics["failed"] + metrics["skipped"])
+        if metrics["enforce"]:
+            print(f"{label}: FAIL ({bad}) and gates.enforce is true: stopping", file=sys.stderr)
+            return 1
+        print(f"{label}: FAIL ({bad}); not stopping because gates.enforce is false", file=sys.stderr)
+    return 0

@@ -1,0 +1,415 @@
+"""The schema of params.yaml: every section, every key, its type, range, allowed values and default.
+
+This is the one place a value of params.yaml is checked. ``dhs.params.load`` applies it to the
+whole file when any stage starts; the config objects of the stages (``TrainConfig``,
+``GatesConfig``, ``CalibrationConfig``, ...) are built from the values it returns. Rules that tie
+keys together (a split that must differ from another, a plotted FPR that must be one of the
+operating FPRs, a surface that must name binned columns) are declared beside their section, or
+in ``RULES`` when they cross sections.
+
+Shared knobs live in one section: ``evaluation`` holds the operating false-positive rates and
+the low-count rule that the completeness, calibration, known-lens and report stages all use.
+"""
+
+from __future__ import annotations
+
+from dhs.params.fields import Bool, Choice, Device, Field, Float, Int, List, Map, ParamsError, Section, Str, refuse
+from dhs.params.rules import (DEFAULT_CONDITIONS, DEFAULT_PROXY_FEATURES, check_condition_features, check_metadata_columns,
+                              check_proxy_features)
+
+# --------------------------------------------------------------------------- the names params accept
+# Defined here, once; the code that acts on them imports them from here.
+
+SPLITS = ("train", "val", "test")
+SCORE_SPLITS = ("val", "test")                 # the splits the infer stage scores (dhs.evaluation.scores)
+ARCHS = ("small_cnn", "resnet18", "efficientnet_b0", "convnext_tiny", "hybrid")   # dhs.models
+STEMS = ("cifar", "imagenet")                  # the ResNet stem: 3x3 stride 1 without max-pool, or the original
+BASELINE_MODELS = ("hist_gb", "logistic")
+BASELINE_BOOTSTRAP_UNITS = ("region", "row")
+CALIBRATION_METHODS = ("temperature", "isotonic")
+RELIABILITY_STRATEGIES = ("uniform", "quantile")
+GRADES = ("confirmed", "confident", "probable")   # known lenses, best first (dhs.known_lenses.catalog)
+CUTOUT_URL_TEMPLATE = ("https://www.legacysurvey.org/viewer/cutout.fits?ra={ra}&dec={dec}&layer={layer}"
+                       "&pixscale={pixscale}&size={size}&bands={bands}")
+MAX_CONCURRENCY_CAP = 8                        # requests in flight to the viewer, a shared public service
+
+
+def _fail(source: str, key: str, requirement: str, value) -> ParamsError:
+    return refuse(source, key, requirement, value)
+
+
+# --------------------------------------------------------------------------- shared
+
+EVALUATION = Section(fields={
+    # the operating points: thresholds on controls at these FPRs (completeness, calibration purity,
+    # known-lens recall, report); never a threshold at score 0.5
+    "fprs": List(default=[0.1, 0.01, 0.001], item=Float(lo=0, hi=1, open_lo=True, open_hi=True), min_len=1, distinct=True),
+    # mark (and warn about) a threshold where FPR x n_controls is below this
+    "min_expected_controls": Float(default=10.0, lo=0),
+})
+
+
+# --------------------------------------------------------------------------- stamps
+
+STAMPS = Section(fields={
+    "source": Str(default="synthetic", words="'synthetic', a local directory or an s3://bucket/prefix URL"),
+    "s3_endpoint_url": Str(default=None, nullable=True, pattern=r"https?://\S+", words="an http(s) URL"),
+    "staging_dir": Str(default="data/staging"),
+    "copy_workers": Int(default=8, lo=1),
+    "max_attempts": Int(default=5, lo=1),
+    "s3_timeout_s": Float(default=60.0, lo=0, open_lo=True, unit="seconds"),
+    "max_reject_frac": Float(default=0.05, lo=0, hi=1),
+    "rows_per_shard": Int(default=2000, lo=1),
+    "validate_workers": Int(default=1, lo=1),
+    "cache_dtype": Choice("float16", "float32", default="float16"),
+})
+
+
+# --------------------------------------------------------------------------- preprocess
+
+def _annulus(v: dict, key: str, source: str) -> None:
+    if not v["annulus_inner_frac"] < v["annulus_outer_frac"]:
+        raise _fail(source, f"{key}.annulus_inner_frac", "must be below annulus_outer_frac (fractions of the half-width)",
+                    v["annulus_inner_frac"])
+
+
+PREPROCESS = Section(rules=(_annulus,), fields={
+    "mode": Choice("annulus_common", "annulus_per_band", "none", default="annulus_common"),
+    "clip": Float(default=20.0, lo=0, open_lo=True),
+    "annulus_inner_frac": Float(default=0.65, lo=0, hi=1.5),
+    "annulus_outer_frac": Float(default=1.0, lo=0, hi=1.5, open_lo=True),
+    "augment": Bool(default=False),
+    "radial_profile_subtract": Bool(default=False),
+    "core_dropout_p": Float(default=0.0, lo=0, hi=1, must="must be a probability in [0, 1]"),
+    "core_dropout_radius_px": Float(default=5.0, lo=0, open_lo=True, unit="pixels"),
+})
+
+
+# --------------------------------------------------------------------------- baseline
+
+def _baseline_features(v: dict, key: str, source: str) -> None:
+    check_condition_features(v["conditions_features"], f"{source}: {key}.conditions_features")
+    check_proxy_features(v["proxy_features"], f"{source}: {key}.proxy_features")
+
+
+_COLUMN = Str(words="a column name")
+
+BASELINE = Section(rules=(_baseline_features,), fields={
+    "conditions_features": List(default=list(DEFAULT_CONDITIONS), item=_COLUMN, min_len=1, distinct=True),
+    "proxy_features": List(default=list(DEFAULT_PROXY_FEATURES), item=_COLUMN, min_len=1, distinct=True),
+    "model": Choice(*BASELINE_MODELS, default="hist_gb"),
+    "seed": Int(default=1, lo=0),
+    "n_bootstrap": Int(default=200, lo=0),
+    "bootstrap_unit": Choice(*BASELINE_BOOTSTRAP_UNITS, default="row"),
+    "leak_auc_warn": Float(default=0.6, lo=0.5, hi=1, open_lo=True, open_hi=True),
+    "proxy_snr_min": Float(default=5.0, lo=0),
+    "proxy_theta_psf_min": Float(default=0.8, lo=0, open_lo=True),
+    "n_threads": Int(default=1, lo=1),
+})
+
+
+# --------------------------------------------------------------------------- train
+
+PRESETS = ("demo", "production")
+
+# the hyperparameters an arch may override (train.overrides.<arch>)
+TRAIN_HYPER = {
+    "epochs": Int(default=3, lo=1),
+    "steps_per_epoch": Int(default=100, lo=1),
+    "batch_size": Int(default=128, lo=1),
+    "lr": Float(default=2e-3, lo=0, open_lo=True),
+    "weight_decay": Float(default=1e-4, lo=0),
+    "warmup_steps": Int(default=20, lo=0),
+    "grad_clip": Float(default=1.0, lo=0),
+    "seed": Int(default=1, lo=0),
+    "stem": Choice(*STEMS, default="cifar"),
+    "hybrid_metadata": List(default=[], item=_COLUMN, distinct=True),
+    "eval_batch_size": Int(default=512, lo=1),
+    "nproc": Int(default=1, lo=1),
+    "device": Device(),
+    "record_rows": Bool(default=False),
+    "colour_conditioning": Bool(default=False),
+    "theta_head": Bool(default=False),
+    "theta_loss_weight": Float(default=0.1, lo=0),
+}
+
+
+def _hybrid_metadata(v: dict, key: str, source: str) -> None:
+    """The hybrid may see observing conditions only (checked wherever it is trained)."""
+    if "hybrid" not in v["archs"]:
+        return
+    cols = (v["overrides"].get("hybrid") or {}).get("hybrid_metadata", v["hybrid_metadata"])
+    try:
+        check_metadata_columns(cols)
+    except ValueError as exc:
+        raise ParamsError(f"{source}: {key}.hybrid_metadata: {exc}") from None
+
+
+TRAIN = Section(rules=(_hybrid_metadata,), fields={
+    "archs": List(default=["small_cnn"], item=Choice(*ARCHS), min_len=1, distinct=True),
+    "preset": Choice(*PRESETS, default="demo"),
+    **TRAIN_HYPER,
+    "overrides": Map(default={}, key=Str(choices=ARCHS), closed=True, value=Section(fields=TRAIN_HYPER, partial=True)),
+})
+
+
+# --------------------------------------------------------------------------- simulate
+# The survey the simulator draws; dhs.simulate.config.SimConfig checks the same keys again when
+# it is built (tests/params keep the two from drifting apart).
+
+class Prior(Field):
+    """A prior mapping ``{dist: ..., ...}`` (dhs.simulate.priors)."""
+
+    def what(self) -> str:
+        return "a prior mapping {dist: ..., ...} (see dhs/simulate/priors.py)"
+
+    def _check(self, v, key, source):
+        from dhs.simulate.priors import PriorError, validate_prior
+
+        try:
+            validate_prior(key.rsplit(".", 1)[-1], v)
+        except (PriorError, TypeError, KeyError) as exc:
+            raise ParamsError(f"{source}: {key}: {exc}") from None
+        return v
+
+
+PRIORS = ("theta_e_arcsec", "src_r_mag", "src_g_minus_r", "src_r_minus_z", "src_sersic_n", "src_reff_arcsec", "src_e",
+          "src_beta_frac", "lens_q", "shear_component", "psfsize_r_arcsec", "psfdepth_r_mag", "ebv", "host_r_mag",
+          "host_g_minus_r", "host_r_minus_z", "host_reff_arcsec", "host_sersic_n", "host_q", "bad_pixel_frac",
+          "wise_brightmask_frac")
+PSF_MODELS = ("moffat", "gaussian")
+BANDS = ("g", "r", "z")
+
+
+def _simulate(v: dict, key: str, source: str) -> None:
+    if v["stamp_size"] not in (64, 96):
+        raise _fail(source, f"{key}.stamp_size", "must be 64 or 96", v["stamp_size"])
+    lo, hi = v["bricks_per_region"]
+    if not 1 <= lo <= hi:
+        raise _fail(source, f"{key}.bricks_per_region", "must be [min, max] with 1 <= min <= max", v["bricks_per_region"])
+    if abs(sum(v["split_fractions"].values()) - 1.0) > 1e-9:
+        raise _fail(source, f"{key}.split_fractions", "must sum to 1", v["split_fractions"])
+
+
+_PER_BAND = dict(key=Str(choices=BANDS), closed=True, required=BANDS)
+
+SIMULATE = Section(rules=(_simulate,), fields={
+    "n_stamps": Int(lo=1, must="must be a positive integer"),
+    "seed": Int(),
+    "stamp_size": Int(default=64, must="must be 64 or 96"),
+    "pixel_scale_arcsec": Float(default=0.262, lo=0, open_lo=True, unit="arcsec"),
+    "oversample": Int(default=4, lo=1),
+    "host_oversample": Int(default=4, lo=1),
+    "supersample_threshold": Float(default=1e-3, lo=0, hi=1, open_hi=True),
+    "host_supersample_threshold": Float(default=0.05, lo=0, hi=1, open_hi=True),
+    "host_pad_px": Int(default=16, lo=0, hi=64),
+    "psf_model": Choice(*PSF_MODELS, default="moffat"),
+    "moffat_beta": Float(default=3.5, lo=1, open_lo=True),
+    "psf_fwhm_ratio": Map(default={"g": 1.16, "r": 1.0, "z": 0.96}, value=Float(lo=0, open_lo=True), **_PER_BAND),
+    "depth_offset_mag": Map(default={"g": 0.8, "r": 0.0, "z": -0.9}, value=Float(), **_PER_BAND),
+    "control_fraction": Float(default=0.5, lo=0, hi=1),
+    "paired": Bool(default=False),
+    "sis_fraction": Float(default=0.0, lo=0, hi=1),
+    "n_regions": Int(default=60, lo=3),
+    "bricks_per_region": List(default=[4, 12], item=Int(lo=1), min_len=2, max_len=2),
+    "split_fractions": Map(default={"train": 0.7, "val": 0.1, "test": 0.2}, value=Float(lo=0, hi=1),
+                           key=Str(choices=SPLITS), closed=True, required=SPLITS),
+    "split_salt": Str(default="dhs-v1"),
+    "dec_max_deg": Float(default=32.0, lo=-90, hi=90),
+    "dec_min_deg": Float(default=-65.0, lo=-90, hi=90),
+    "arc_poisson_e_per_nmgy": Float(default=0.0, lo=0),
+    "failed_cutout_fraction": Float(default=0.0, lo=0, hi=1, open_hi=True),
+    "batch_size": Int(default=256, lo=1),
+    "npz_compression": Choice("stored", "deflate", default="stored"),
+    "device": Device(),
+    "compile": Choice("auto", "on", "off", default="auto"),
+    "dtype": Choice("float32", "float64", default="float32"),
+    "priors": Map(key=Str(choices=PRIORS), closed=True, required=PRIORS, value=Prior()),
+})
+
+
+
+# --------------------------------------------------------------------------- infer
+
+INFER = Section(fields={
+    "splits": List(default=list(SCORE_SPLITS), item=Choice(*SCORE_SPLITS), min_len=1, distinct=True),
+    "batch_size": Int(default=512, lo=1),
+    "device": Device(),
+    # theta_E head (train.theta_head): bias and scatter per bin of theta_E/PSF
+    "theta_psf_bins": List(default=[0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0], item=Float(), min_len=2, increasing=True),
+})
+
+
+# --------------------------------------------------------------------------- completeness
+
+def _surface(v: dict, key: str, source: str) -> None:
+    s = v["surface"]
+    if s is not None and not {s["x"], s["y"]} <= set(v["bins"]):
+        raise _fail(source, f"{key}.surface", "must be {x: <binned column>, y: <binned column>} naming two keys of bins", s)
+
+
+_EDGES = List(item=Float(finite=False), min_len=2, increasing=True,
+              must="must be >= 2 strictly increasing numbers (bin edges; the last may be .inf)")
+
+
+def _finite_edges(v: dict, key: str, source: str) -> None:
+    for name, edges in v["bins"].items():
+        if any(e != e or abs(e) == float("inf") for e in edges[:-1]):
+            raise _fail(source, f"{key}.bins.{name}", _EDGES.must, edges)
+
+
+SPARK = Section(fields={
+    "master": Str(default="local[*]", pattern=r"local(\[(\*|\d+)(,\d+)?\])?|spark://\S+|yarn|k8s://\S+|mesos://\S+",
+                  words="local, local[N], local[*], spark://host:port, yarn, k8s://... or mesos://..."),
+    "app_name": Str(default="dark-halo-scope"),
+    "driver_memory": Str(default="2g", pattern=r"\d+[kmgtKMGT]?", words="a JVM memory size such as 2g or 512m"),
+    "shuffle_partitions": Int(default=8, lo=1),
+    "conf": Map(default={}, key=Str(pattern=r"spark\.\S+", words="a spark.* setting name"),
+                value=Field(), must="must map spark.* setting names to values"),
+    "log_level": Choice("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", default="ERROR"),
+})
+
+COMPLETENESS = Section(rules=(_finite_edges, _surface), fields={
+    "eval_split": Choice(*SCORE_SPLITS, default="test"),
+    "plot_fpr": Float(default=0.01, lo=0, hi=1, open_lo=True, open_hi=True),     # must be one of evaluation.fprs
+    "fixed_scores": List(default=[], item=Float(lo=0, hi=1)),
+    "clean_max_bad_pixel_frac": Float(default=0.2, lo=0, hi=1),
+    "clean_max_wise_brightmask_frac": Float(default=0.2, lo=0, hi=1),
+    "n_bootstrap": Int(default=1000, lo=0),
+    "seed": Int(default=0, lo=0),
+    "confidence": Float(default=0.95, lo=0, hi=1, open_lo=True, open_hi=True),
+    "bins": Map(key=Str(words="a score-table column"), value=_EDGES, min_len=1,
+                must="must map score-table columns to bin edges, e.g. theta_e_arcsec: [0.5, 1.0, 1.5]"),
+    "surface": Section(default=None, nullable=True, fields={"x": Str(), "y": Str()},
+                       must="must be {x: <binned column>, y: <binned column>} naming two keys of bins"),
+    "spark": SPARK,
+})
+
+SENSITIVITY = Section(fields={
+    "theta_psf_thresholds": List(default=[0.6, 0.7, 0.8, 0.9], item=Float(lo=0, open_lo=True), min_len=1),
+    "snr_min": Float(default=5.0, lo=0),
+    "variables": List(default=["theta_e_arcsec", "theta_e_over_psf"], item=Str(), min_len=1, distinct=True),
+})
+
+
+# --------------------------------------------------------------------------- calibration
+
+def _calibration_splits(v: dict, key: str, source: str) -> None:
+    if v["fit_split"] == v["eval_split"]:
+        raise ParamsError(f"{source}: {key}.fit_split and eval_split are both {v['fit_split']!r}; a calibration judged on "
+                          f"the split it was fitted on is optimistic: fit on val, evaluate on test")
+
+
+CALIBRATION = Section(rules=(_calibration_splits,), fields={
+    "method": Choice(*CALIBRATION_METHODS, default="temperature"),
+    "n_bins": Int(default=15, lo=2, hi=1000),
+    "strategies": List(default=list(RELIABILITY_STRATEGIES), item=Choice(*RELIABILITY_STRATEGIES), min_len=1, distinct=True),
+    "fit_split": Choice(*SCORE_SPLITS, default="val"),
+    "eval_split": Choice(*SCORE_SPLITS, default="test"),
+    "survey_prevalence": Float(default=1e-3, lo=0, hi=1, open_lo=True, open_hi=True),
+})
+
+
+# --------------------------------------------------------------------------- report
+
+REPORT = Section(fields={
+    "archs": List(default=None, nullable=True, item=Str(pattern=r"[A-Za-z0-9_.-]+",
+                                                        words="a name that may hold only letters, digits, '_', '.', '-'"),
+                  min_len=1, distinct=True),          # null = train.archs
+    "title": Str(default="Dark Halo Scope: selection function report"),
+    "gallery_n": Int(default=6, lo=1, hi=20),
+    "gallery_theta_bins": Int(default=4, lo=1, hi=10),
+    "seed": Int(default=0, lo=0, hi=2**32 - 1),
+})
+
+
+# --------------------------------------------------------------------------- known lenses
+
+def _known_lenses(v: dict, key: str, source: str) -> None:
+    if abs(v["pixscale_arcsec"] - 0.262) > 1e-9:
+        raise _fail(source, f"{key}.pixscale_arcsec", "must be 0.262 (the DR10 pixel scale the models are trained at; "
+                                                      "cutouts at another scale would be scored at the wrong angular size)",
+                    v["pixscale_arcsec"])
+    t = v["url_template"]
+    if not t.startswith(("http://", "https://")) or "{ra}" not in t or "{dec}" not in t:
+        raise _fail(source, f"{key}.url_template", "must be an http(s) URL with {ra} and {dec} (and {layer}, {pixscale}, "
+                                                   "{size}, {bands}) placeholders", t)
+
+
+KNOWN_LENSES = Section(rules=(_known_lenses,), fields={
+    "catalog": Str(default="dhs/known_lenses/known_lenses.csv"),
+    "grades": List(default=list(GRADES), item=Choice(*GRADES), min_len=1, distinct=True),
+    "max_lenses": Int(default=None, nullable=True, lo=1),
+    "source": Str(default="legacysurvey", words="legacysurvey or a directory of FITS cutouts"),
+    "url_template": Str(default=CUTOUT_URL_TEMPLATE),
+    "layer": Str(default="ls-dr10", pattern=r"[^/&?= ]+", words="a viewer layer name such as ls-dr10"),
+    "pixscale_arcsec": Float(default=0.262, lo=0, open_lo=True, unit="arcsec/px"),
+    "size_px": Int(default=64, lo=8, hi=512),
+    "max_concurrency": Int(default=4, lo=1, hi=MAX_CONCURRENCY_CAP,
+                           must=f"must be in [1, {MAX_CONCURRENCY_CAP}] (the viewer is a shared public service)"),
+    "max_attempts": Int(default=4, lo=1),
+    "connect_timeout_s": Float(default=5.0, lo=0, open_lo=True, unit="seconds"),
+    "read_timeout_s": Float(default=60.0, lo=0, open_lo=True, unit="seconds"),
+    "backoff_s": Float(default=1.0, lo=0, unit="seconds"),
+    "require": Bool(default=False),
+    "prob_thresholds": List(default=[0.3, 0.5, 0.9], item=Float(lo=0, hi=1, open_lo=True, open_hi=True)),
+    "theta_e_bins_arcsec": List(default=[0.5, 1.0, 1.25, 1.5, 2.0], item=Float(lo=0), min_len=2, increasing=True),
+    "gallery_max": Int(default=48, lo=0),
+    "batch_size": Int(default=256, lo=1),
+    "device": Device(),
+})
+
+
+# --------------------------------------------------------------------------- gates
+
+def _auc(default: float) -> Float:
+    return Float(default=default, lo=0, hi=1, must="is an AUC threshold and must lie in [0, 1]")
+
+
+GATES = Section(fields={
+    "enforce": Bool(default=False),
+    "seed": Int(default=1, lo=0),
+    "n_eval": Int(default=3000, lo=0),
+    "n_bootstrap": Int(default=200, lo=0),
+    "batch_size": Int(default=512, lo=1),
+    "device": Device(),
+    "core_radius_px": Float(default=5.0, lo=0, open_lo=True, unit="pixels"),
+    "core_auc_max": _auc(0.65),
+    "core_n_train": Int(default=6000, lo=0),
+    "metadata_auc_max": _auc(0.6),
+    "core_mask_max_auc_drop": Float(default=0.05, lo=0, hi=1),
+    "core_mask_clearance_fwhm": Float(default=0.5, lo=0),
+    "ring_radius_arcsec": Float(default=1.2, lo=0, open_lo=True, unit="arcsec"),
+    "ring_sigma_px": Float(default=0.5, lo=0, open_lo=True, unit="pixels"),
+    "ring_peak_sigma": Float(default=3.0, lo=0, open_lo=True, unit="(multiples of the sky sigma)"),
+    "ring_max_excess_logit": Float(default=1.0),
+    "n_probe": Int(default=400, lo=1),
+    "shuffle_min_auc": _auc(0.75),
+})
+
+
+# --------------------------------------------------------------------------- the file
+
+SECTIONS: dict[str, Section] = {
+    "stamps": STAMPS, "preprocess": PREPROCESS, "baseline": BASELINE, "train": TRAIN, "simulate": SIMULATE,
+    "infer": INFER, "evaluation": EVALUATION, "completeness": COMPLETENESS, "sensitivity": SENSITIVITY,
+    "calibration": CALIBRATION, "report": REPORT, "known_lenses": KNOWN_LENSES, "gates": GATES,
+}
+
+
+def plot_fpr_rule(p, source: str) -> None:
+    fprs, plot = p["evaluation"]["fprs"], p["completeness"]["plot_fpr"]
+    if plot not in fprs:
+        raise _fail(source, "completeness.plot_fpr", f"must be one of evaluation.fprs {fprs}", plot)
+
+
+def sensitivity_bins_rule(p, source: str) -> None:
+    missing = [v for v in p["sensitivity"]["variables"] if v not in p["completeness"]["bins"]]
+    if missing:
+        raise _fail(source, "sensitivity.variables", f"must name binned columns (keys of completeness.bins "
+                                                     f"{sorted(p['completeness']['bins'])}); {missing} have no bins",
+                    p["sensitivity"]["variables"])
+
+
+# rules across sections: (the sections they read, the rule)
+RULES = ((("evaluation", "completeness"), plot_fpr_rule), (("completeness", "sensitivity"), sensitivity_bins_rule))

@@ -1,0 +1,69 @@
+"""One entry point for every stage script: its arguments, its error contract and its exit status.
+
+A stage script (``stages/<name>.py``) declares a ``Stage``: the stage's name, whether it runs once
+per arch (``--arch``), its path options with their defaults, the function that does the work
+(``dhs.<package>.stage``), and the error types that mean "the stage could not run". ``main``
+parses the arguments, calls the function with them, and turns those errors, and any
+``ParamsError``, into one line on stderr, ``<stage>[ <arch>]: FAILED: <message>``, and exit
+status 2. Every stage function validates the whole params file first (``dhs.params.load``), so
+a bad value anywhere is refused before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dhs.params import ParamsError
+
+
+@dataclass(frozen=True)
+class Option:
+    """``--flag`` on the command line, passed to the stage function as keyword ``name``."""
+
+    flag: str
+    name: str
+    default: Any = None
+    help: str | None = None
+    action: str | None = None   # "store_true" / "store_false": a flag without a value
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[..., Any]
+    doc: str = ""
+    options: Sequence[Option] = ()
+    errors: tuple[type[BaseException], ...] = ()
+    per_arch: bool = False
+    # the exit status from the stage's result (gates: 1 when an enforced gate fails); default 0
+    status: Callable[[Any, str], int] | None = None
+
+    def parse(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
+        ap = argparse.ArgumentParser(description=self.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        if self.per_arch:
+            ap.add_argument("--arch", required=True)
+        ap.add_argument("--params", default="params.yaml")
+        for o in self.options:
+            if o.action:
+                ap.add_argument(o.flag, dest=o.name, action=o.action, help=o.help)
+            else:
+                ap.add_argument(o.flag, dest=o.name, default=o.default, help=o.help)
+        return ap.parse_args(argv)
+
+    def label(self, args: argparse.Namespace) -> str:
+        return f"{self.name} {args.arch}" if self.per_arch else self.name
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        args = self.parse(argv)
+        kwargs = {o.name: getattr(args, o.name) for o in self.options}
+        label = self.label(args)
+        try:
+            result = self.run(args.arch, args.params, **kwargs) if self.per_arch else self.run(args.params, **kwargs)
+        except (ParamsError, *self.errors) as exc:
+            print(f"{label}: FAILED: {exc}", file=sys.stderr)
+            return 2
+        return self.status(result, label) if self.status is not None else 0

@@ -1,0 +1,66 @@
+"""The body of stage ``stamps``: the Phase 4c stamp set in data/stamps, every row accounted for,
+and the decoded training cache in data/cache.
+
+stamps.source:
+  synthetic          simulate a DR10-like survey in the contract (the embedded default)
+  /a/local/dir       copy a Hive-partitioned Phase 4c dataset from disk
+  s3://bucket/prefix copy it from S3 (credentials from the AWS chain; endpoint from params)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from dhs import atomic
+from dhs.contract.validate import list_shards, validate
+from dhs.params import Params, as_params
+from dhs.simulate.config import SimConfig
+from dhs.simulate.dataset import write_synthetic_dataset
+from dhs.stamps.cache import build_cache
+from dhs.stamps.staging import describe_source, link_tree, stage
+
+
+class RejectionRateError(RuntimeError):
+    pass
+
+
+def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metrics_path: str = "metrics/stamps.json",
+        cache_dir: str = "data/cache", progress: bool = True) -> dict:
+    p = as_params(params).require("stamps")
+    st = p["stamps"]
+    source, workers = st["source"], st["validate_workers"]
+    t0 = time.perf_counter()
+    if source == "synthetic":
+        cfg = SimConfig.from_params(p["simulate"])
+        with atomic.atomic_dir(out_dir) as tmp:
+            summary = write_synthetic_dataset(cfg, tmp, rows_per_shard=st["rows_per_shard"], progress=progress)
+            report = validate(tmp, workers=workers, progress=progress)
+            report.raise_if_errors()
+        report.rebase(out_dir)
+        what = f"simulated {report.rows_read} stamps on {summary['device']}"
+        extra = {"config_id": summary["config_id"]}
+    else:
+        staging_dir = Path(st["staging_dir"])
+        res = stage(source, staging_dir, endpoint_url=st["s3_endpoint_url"], workers=st["copy_workers"],
+                    max_attempts=st["max_attempts"], timeout_s=st["s3_timeout_s"], progress=progress)
+        report = validate(staging_dir, workers=workers, progress=progress)
+        report.raise_if_errors()
+        with atomic.atomic_dir(out_dir) as tmp:
+            link_tree(staging_dir, tmp, [str(f.relative_to(staging_dir)) for f in list_shards(staging_dir)])
+        what = f"staged {len(res.files)} files from {describe_source(source)} ({res.copied} copied, {res.skipped} already staged)"
+        extra = {}
+    rejected = sum(report.rejected.values())
+    max_frac = st["max_reject_frac"]
+    if report.rows_read and rejected / report.rows_read > max_frac:
+        raise RejectionRateError(f"{rejected} of {report.rows_read} rows rejected ({rejected / report.rows_read:.2%} > "
+                                 f"stamps.max_reject_frac={max_frac:.2%}):\n{report.summary()}")
+    cache = build_cache(report, cache_dir, dtype=st["cache_dtype"], workers=workers, progress=progress)
+    metrics = {"source": describe_source(source), **extra, **report.to_metrics(),
+               "cache": {"rows_by_split": cache.counts, "dtype": st["cache_dtype"],
+                         "stamp_size": cache.stamp_size, "stamps_clipped_f16": cache.stamps_clipped}}
+    atomic.write_json(metrics_path, metrics)
+    dt = time.perf_counter() - t0
+    print(f"stamps: {what}; {report.rows_used} usable, rejected {dict(sorted(report.rejected.items()))}; "
+          f"cache {cache.counts} ({dt:.1f} s)")
+    return metrics

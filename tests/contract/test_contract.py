@@ -1,0 +1,663 @@
+"""Tests of the Phase 4c stamp contract: the stamp codec and dataset validation.
+
+Everything here is a real computation on small real datasets written to ``tmp_path``: real
+parquet shards (Hive layout ``region_split=<split>/part-*.parquet``) whose ``stamp_npz`` cells
+hold real npz bytes. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dhs.contract import (
+    BAND_KEYS,
+    StampError,
+    ValidationReport,
+    decode_stamp,
+    encode_stamp,
+    load_contract,
+    validate,
+)
+from dhs.contract.validate import DatasetInvalid
+from dhs.contract.shards import HiveShardWriter
+
+CONTRACT = load_contract()
+SIZE = 64
+KEY = CONTRACT.partition_key  # "region_split"
+
+
+# ----------------------------------------------------------------------------------------------
+# builders
+# ----------------------------------------------------------------------------------------------
+
+
+def pixels(seed: int, size: int = SIZE) -> np.ndarray:
+    """A (3, size, size) float32 grz stamp in nMgy: sky noise plus a round host galaxy."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2.0
+    host = np.exp(-(x**2 + y**2) / (2 * 3.0**2)).astype(np.float32)
+    colour = np.array([0.3, 1.0, 1.6], dtype=np.float32)[:, None, None]
+    return (colour * host + rng.normal(0.0, 0.005, size=(3, size, size))).astype(np.float32)
+
+
+def raw_npz(**arrays) -> bytes:
+    """What the Phase 4c writer did: plain numpy.savez_compressed of the given arrays."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def make_rows(n: int, split: str, region_id: int, start: int = 0, size: int = SIZE) -> pd.DataFrame:
+    """``n`` valid contract rows (every contract column) with real encoded stamps.
+
+    Row k (global index ``start + k``) is a control when the index is odd, else an SIE/SIS
+    injection; task ids are ``t<index>``; each row has its own host position, hosts of
+    different regions are far apart.
+    """
+    idx = np.arange(start, start + n)
+    is_control = (idx % 2).astype(np.int64)
+    inj = 1.0 - is_control
+    lens_model = np.where(is_control == 1, "CONTROL", np.where(idx % 4 == 0, "SIE", "SIS"))
+    rows = {
+        "task_id": [f"t{k:06d}" for k in idx],
+        "experiment_id": "exp-contract-test",
+        "selection_set_id": "sel-a",
+        "ranking_mode": "z_mag",
+        "selection_strategy": "stratified",
+        "region_id": np.full(n, region_id, dtype=np.int64),
+        KEY: split,
+        "brickname": f"{150 + region_id:04d}p020",
+        # hosts: 0.5 deg between regions, 36 arcsec between rows of a region
+        "ra": 150.0 + 0.5 * region_id + 0.01 * np.arange(n),
+        "dec": -2.0 + 0.25 * region_id + 0.0 * idx,
+        "pipeline_version": "4c.1",
+        "config_id": "cfg0001",
+        "stamp_npz": [encode_stamp(pixels(int(k), size)) for k in idx],
+        "stamp_size": np.full(n, size, dtype=np.int64),
+        "bandset": "grz",
+        "ab_zp_nmgy": 22.5,
+        "lens_model": lens_model,
+        "is_control": is_control,
+        "theta_e_arcsec": inj * (0.5 + 0.1 * (idx % 5)),
+        "src_dmag": inj * 1.5,
+        "src_reff_arcsec": inj * 0.3,
+        "psf_fwhm_used_r": 1.2 + 0.01 * (idx % 7),
+        "psfsize_r": 1.25 + 0.01 * (idx % 7),
+        "psfdepth_r": 24.0 + 0.0 * idx,
+        "bad_pixel_frac": 0.0 * idx,
+        "wise_brightmask_frac": 0.0 * idx,
+        "cutout_ok": np.ones(n, dtype=np.int64),
+        # a few optional columns, as real data carries them
+        "src_e": inj * 0.2,
+        "shear": inj * 0.03,
+        "arc_snr": inj * 12.0,
+    }
+    return pd.DataFrame(rows)
+
+
+def write_shard(root: Path, split: str | None, name: str, df: pd.DataFrame) -> Path:
+    """Write ``df`` as one shard; the partition key lives in the path (Hive), not the file."""
+    d = root / f"{KEY}={split}" if split is not None else root
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / name
+    pq.write_table(pa.Table.from_pandas(df.drop(columns=[KEY]), preserve_index=False), path)
+    return path
+
+
+def check_accounting(report: ValidationReport, expected_rows: int) -> None:
+    """Every row written is read, and every row read is used or rejected for exactly one reason."""
+    assert report.rows_read == expected_rows
+    assert report.rows_read == report.rows_used + sum(report.rejected.values())
+    for f in report.files:
+        if f.reasons is not None:
+            assert len(f.reasons) == f.n_rows
+            assert len(f.labels) == f.n_rows
+    m = report.to_metrics()
+    assert m["rows_read"] == m["rows_used"] + m["rows_rejected"]
+    assert m["rejected_by_reason"] == dict(sorted(report.rejected.items()))
+    # the per split/label table accounts for the same rows
+    used = sum(s["used"] for lab in m["by_split_label"].values() for s in lab.values())
+    rej = sum(n for lab in m["by_split_label"].values() for s in lab.values() for n in s["rejected"].values())
+    assert used == m["rows_used"]
+    assert rej == m["rows_rejected"]
+
+
+def rel(report: ValidationReport, path: Path) -> str:
+    return str(path.relative_to(report.root))
+
+
+def examples_for(report: ValidationReport, reason: str) -> list:
+    return [p for p in report.examples if p.reason == reason]
+
+
+def errors_for(report: ValidationReport, reason: str) -> list:
+    return [p for p in report.errors if p.reason == reason]
+
+
+# ----------------------------------------------------------------------------------------------
+# codec
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", CONTRACT.stamp_sizes)
+def test_codec_round_trip_is_exact_float32(size):
+    img = pixels(7, size)
+    # values float32 can hold that a lossy or re-typed codec would change
+    img[0, 0, 0] = np.float32(1e-42)  # subnormal
+    img[1, 1, 1] = np.finfo(np.float32).max
+    img[2, 2, 2] = -np.finfo(np.float32).tiny
+    img[2, 3, 3] = np.float32(0.1)
+    out = decode_stamp(encode_stamp(img), stamp_size=size)
+    assert out.dtype == np.float32
+    assert out.shape == (3, size, size)
+    assert out.tobytes() == img.tobytes()  # bit-exact, not merely close
+
+
+def test_encoded_stamp_is_an_npz_with_float32_band_arrays():
+    img = pixels(3)
+    with np.load(io.BytesIO(encode_stamp(img)), allow_pickle=False) as npz:
+        assert sorted(npz.files) == sorted(BAND_KEYS)
+        for i, key in enumerate(BAND_KEYS):
+            assert npz[key].dtype == np.float32
+            assert npz[key].shape == (SIZE, SIZE)
+            np.testing.assert_array_equal(npz[key], img[i])
+
+
+def test_decode_reads_plain_savez_compressed_stamps():
+    """Stamps written by numpy.savez_compressed upstream (not by encode_stamp) decode too."""
+    img = pixels(4)
+    blob = raw_npz(image_g=img[0], image_r=img[1], image_z=img[2])
+    np.testing.assert_array_equal(decode_stamp(blob, stamp_size=SIZE), img)
+
+
+def test_encoding_is_byte_deterministic():
+    img = pixels(11)
+    a = encode_stamp(img)
+    b = encode_stamp(img.copy())
+    c = encode_stamp(np.asfortranarray(img))  # same pixels, other memory layout
+    d = encode_stamp(img.astype(np.float64))  # same values, cast to float32 on the way in
+    assert a == b == c == d
+    with zipfile.ZipFile(io.BytesIO(a)) as zf:
+        assert {zi.date_time for zi in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert encode_stamp(pixels(12)) != a
+
+
+def test_missing_band_is_reported():
+    img = pixels(1)
+    blob = raw_npz(image_g=img[0], image_r=img[1])
+    with pytest.raises(StampError) as ei:
+        decode_stamp(blob, stamp_size=SIZE)
+    assert ei.value.reason == "missing_band"
+    assert "image_z" in str(ei.value)
+    assert isinstance(ei.value, ValueError)
+
+
+def test_failed_phase4c_row_with_only_image_r_zeros_is_missing_band():
+    blob = raw_npz(image_r=np.zeros((SIZE, SIZE), dtype=np.float32))
+    with pytest.raises(StampError) as ei:
+        decode_stamp(blob, stamp_size=SIZE)
+    assert ei.value.reason == "missing_band"
+    assert "image_g" in str(ei.value) and "image_z" in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        pytest.param(encode_stamp(pixels(2))[:5000], id="truncated"),
+        pytest.param(encode_stamp(pixels(2))[:-30], id="truncated-tail"),
+        pytest.param(b"this is not an npz file at all" * 4, id="garbage"),
+        pytest.param(b"", id="empty"),
+        pytest.param(None, id="null"),
+    ],
+)
+def test_corrupt_or_empty_bytes_are_corrupt_npz(blob):
+    with pytest.raises(StampError) as ei:
+        decode_stamp(blob, stamp_size=SIZE)
+    assert ei.value.reason == "corrupt_npz"
+
+
+def test_crc_damaged_member_is_corrupt_npz():
+    blob = bytearray(encode_stamp(pixels(2)))
+    for k in range(5000, 5016):  # inside image_g's compressed data
+        blob[k] ^= 0xFF
+    with pytest.raises(StampError) as ei:
+        decode_stamp(bytes(blob), stamp_size=SIZE)
+    assert ei.value.reason == "corrupt_npz"
+
+
+def test_damaged_deflate_stream_is_corrupt_npz():
+    blob = bytearray(encode_stamp(pixels(2)))
+    for k in range(60, 76):  # the start of image_g's deflate stream
+        blob[k] ^= 0xFF
+    with pytest.raises(StampError) as ei:
+        decode_stamp(bytes(blob), stamp_size=SIZE)
+    assert ei.value.reason == "corrupt_npz"
+
+
+def test_single_npy_instead_of_npz_is_corrupt_npz():
+    buf = io.BytesIO()
+    np.save(buf, pixels(2)[1])
+    with pytest.raises(StampError) as ei:
+        decode_stamp(buf.getvalue(), stamp_size=SIZE)
+    assert ei.value.reason == "corrupt_npz"
+
+
+def test_non_square_stamp_is_wrong_shape():
+    img = pixels(5)[:, :63, :]  # (3, 63, 64)
+    for blob in (encode_stamp(img), raw_npz(image_g=img[0], image_r=img[1], image_z=img[2])):
+        for stamp_size in (SIZE, None):
+            with pytest.raises(StampError) as ei:
+                decode_stamp(blob, stamp_size=stamp_size)
+            assert ei.value.reason == "wrong_shape"
+            assert "(63, 64)" in str(ei.value)
+
+
+def test_stamp_of_other_size_or_mixed_band_shapes_is_wrong_shape():
+    with pytest.raises(StampError) as ei:
+        decode_stamp(encode_stamp(pixels(5, 96)), stamp_size=64)
+    assert ei.value.reason == "wrong_shape"
+    big, small = pixels(5, 96), pixels(5, 64)
+    with pytest.raises(StampError) as ei:
+        decode_stamp(raw_npz(image_g=small[0], image_r=big[1], image_z=small[2]))
+    assert ei.value.reason == "wrong_shape"
+    with pytest.raises(StampError) as ei:  # 3-D band arrays
+        decode_stamp(raw_npz(image_g=small[:1], image_r=small[1:2], image_z=small[2:]))
+    assert ei.value.reason == "wrong_shape"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_pixels_are_reported(bad):
+    img = pixels(6)
+    img[2, 10, 20] = bad
+    blob = encode_stamp(img)
+    with pytest.raises(StampError) as ei:
+        decode_stamp(blob, stamp_size=SIZE)
+    assert ei.value.reason == "nonfinite_pixels"
+    assert "1 NaN/Inf" in str(ei.value)
+    # the check can be switched off explicitly, and the pixel comes back untouched
+    out = decode_stamp(blob, stamp_size=SIZE, check_finite=False)
+    assert out[2, 10, 20] == bad or (np.isnan(bad) and np.isnan(out[2, 10, 20]))
+
+
+@pytest.mark.parametrize("shape", [(2, SIZE, SIZE), (4, SIZE, SIZE), (SIZE, SIZE), (3, SIZE, SIZE, 1)])
+def test_encode_rejects_anything_but_three_bands(shape):
+    with pytest.raises(ValueError, match="expects a \\(3, H, W\\)"):
+        encode_stamp(np.zeros(shape, dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# validate: a clean dataset
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clean_dataset(tmp_path_factory) -> tuple[Path, int]:
+    root = tmp_path_factory.mktemp("clean")
+    writer = HiveShardWriter(root, rows_per_shard=5)
+    writer.add(make_rows(12, "train", region_id=1, start=0))
+    writer.add(make_rows(8, "train", region_id=2, start=100))
+    writer.add(make_rows(6, "val", region_id=3, start=200))
+    writer.add(make_rows(6, "test", region_id=4, start=300))
+    writer.close()
+    assert writer.rows_written == {"train": 20, "val": 6, "test": 6}
+    assert len(writer.files) == 4 + 2 + 2
+    return root, 32
+
+
+@pytest.mark.parametrize("check_pixels", [True, False])
+def test_clean_dataset_validates(clean_dataset, check_pixels):
+    root, n = clean_dataset
+    report = validate(root, check_pixels=check_pixels, workers=1, progress=False)
+    assert report.ok, report.summary()
+    assert report.errors == []
+    assert report.examples == []
+    assert report.rejected == Counter()
+    assert report.rows_read == report.rows_used == n
+    check_accounting(report, n)
+    report.raise_if_errors()  # does not raise
+
+    m = report.to_metrics()
+    assert m["rows_rejected"] == 0
+    assert m["rejected_by_reason"] == {}
+    assert m["n_files"] == 8
+    assert m["by_split_label"] == {
+        "train": {"control": {"used": 10, "rejected": {}}, "injection": {"used": 10, "rejected": {}}},
+        "val": {"control": {"used": 3, "rejected": {}}, "injection": {"used": 3, "rejected": {}}},
+        "test": {"control": {"used": 3, "rejected": {}}, "injection": {"used": 3, "rejected": {}}},
+    }
+    assert m["n_regions_by_split"] == {"test": 1, "train": 2, "val": 1}
+    assert report.regions_by_split() == {"test": [4], "train": [1, 2], "val": [3]}
+    assert m["region_disjoint"] is True
+    assert m["host_disjoint"] is True
+    assert m["errors"] == []
+    assert f"{n} rows read, {n} usable" in report.summary()
+    for f in report.files:
+        assert report.usable_mask(f.path).all()
+
+
+def test_clean_dataset_same_report_with_two_workers(clean_dataset):
+    root, n = clean_dataset
+    one = validate(root, workers=1, progress=False)
+    two = validate(root, workers=2, progress=False)
+    assert two.to_metrics() == one.to_metrics()
+    check_accounting(two, n)
+
+
+# ----------------------------------------------------------------------------------------------
+# validate: one dataset with every kind of problem planted, all reported at once
+# ----------------------------------------------------------------------------------------------
+
+TRAIN0 = f"{KEY}=train/part-00000.parquet"
+TRAIN1 = f"{KEY}=train/part-00001.parquet"
+TRAIN2 = f"{KEY}=train/part-00002.parquet"
+VAL0 = f"{KEY}=val/part-00000.parquet"
+VAL1 = f"{KEY}=val/part-00001.parquet"
+TEST0 = f"{KEY}=test/part-00000.parquet"
+TEST1 = f"{KEY}=test/part-00001.parquet"
+HOLD0 = f"{KEY}=holdout/part-00000.parquet"
+NOTES = f"{KEY}=train/notes.txt"
+STRAY = "part-stray.parquet"
+
+# (file, row, column) of every planted row problem
+PLANTED_ROWS = {
+    "corrupt_npz": {(TRAIN0, 2, "stamp_npz"), (TRAIN0, 3, "stamp_npz")},
+    "wrong_shape": {(TRAIN0, 4, "stamp_npz")},
+    "nonfinite_pixels": {(TRAIN0, 5, "stamp_npz"), (TRAIN0, 6, "stamp_npz")},
+    "cutout_not_ok": {(TRAIN0, 7, "cutout_ok"), (TRAIN0, 11, "cutout_ok")},
+    "label_mismatch": {(TRAIN0, 8, "lens_model")},
+    "missing_band": {(TRAIN0, 9, "stamp_npz")},
+    "null_required": {(TRAIN0, 10, "brickname")},
+    "duplicate_task_id": {(TRAIN1, 1, "task_id"), (TRAIN1, 3, "task_id")},
+}
+EXPECTED_REJECTED = Counter(
+    {reason: len(v) for reason, v in PLANTED_ROWS.items()}
+    | {"bad_schema": 3 + 3, "unknown_split": 3 + 2}
+)
+BAD_ROWS_WRITTEN = 12 + 4 + 3 + 3 + 5 + 5 + 3 + 2
+
+
+@pytest.fixture(scope="module")
+def bad_dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bad")
+
+    # train/part-00000: 12 rows of region 1; rows 0 and 1 are fine, 2-11 each carry one problem
+    t0 = make_rows(12, "train", region_id=1, start=0)
+    good = pixels(2)
+    t0.at[2, "stamp_npz"] = encode_stamp(good)[:5000]  # truncated bytes
+    t0.at[3, "stamp_npz"] = b""  # empty bytes
+    t0.at[4, "stamp_npz"] = encode_stamp(good[:, :63, :])  # (63, 64)
+    nan = good.copy()
+    nan[1, 30:32, 30:32] = np.nan
+    t0.at[5, "stamp_npz"] = encode_stamp(nan)
+    inf = good.copy()
+    inf[0, 0, 0] = np.inf
+    t0.at[6, "stamp_npz"] = encode_stamp(inf)
+    t0.at[7, "cutout_ok"] = 0
+    t0.at[8, "is_control"] = 1  # still lens_model SIE: the label disagrees
+    assert t0.at[8, "lens_model"] == "SIE"
+    t0.at[9, "stamp_npz"] = raw_npz(image_r=np.zeros((SIZE, SIZE), np.float32))  # failed Phase 4c row
+    t0.at[10, "brickname"] = None
+    t0.at[11, "cutout_ok"] = 0  # and corrupt pixels too: rejected once, for the first reason
+    t0.at[11, "stamp_npz"] = b"\x00garbage"
+    write_shard(root, "train", "part-00000.parquet", t0)
+
+    # train/part-00001: row 1 repeats a task_id of another file, row 3 one of its own row 2
+    t1 = make_rows(4, "train", region_id=2, start=100)
+    t1.at[1, "task_id"] = t0.at[0, "task_id"]
+    t1.at[3, "task_id"] = t1.at[2, "task_id"]
+    write_shard(root, "train", "part-00001.parquet", t1)
+
+    # train/part-00002: a required column is missing
+    write_shard(root, "train", "part-00002.parquet", make_rows(3, "train", region_id=3, start=200).drop(columns=["psfdepth_r"]))
+
+    # val/part-00000: theta_e_arcsec written as strings
+    v0 = make_rows(3, "val", region_id=4, start=300)
+    v0["theta_e_arcsec"] = v0["theta_e_arcsec"].astype(str)
+    write_shard(root, "val", "part-00000.parquet", v0)
+
+    # val/part-00001: its last row is a train host (same ra, dec) in another region
+    v1 = make_rows(5, "val", region_id=5, start=400)
+    v1.loc[4, ["ra", "dec"]] = t0.loc[1, ["ra", "dec"]].to_numpy()
+    write_shard(root, "val", "part-00001.parquet", v1)
+
+    # test/part-00000: its last row claims train's region 1 (at a host of its own)
+    te = make_rows(5, "test", region_id=6, start=500)
+    te.at[4, "region_id"] = 1
+    write_shard(root, "test", "part-00000.parquet", te)
+
+    # a split the contract does not know, and a shard outside any partition
+    write_shard(root, "holdout", "part-00000.parquet", make_rows(3, "holdout", region_id=7, start=600))
+    write_shard(root, None, STRAY, make_rows(2, "none", region_id=8, start=700))
+
+    # a stray text file, and a .parquet that is not parquet
+    (root / NOTES).write_text("remember to re-run the cutouts\n")
+    (root / TEST1).write_bytes(b"PAR1 this is not really parquet " * 8)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bad_report(bad_dataset) -> ValidationReport:
+    return validate(bad_dataset, check_pixels=True, workers=1, progress=False)
+
+
+def test_bad_dataset_row_accounting(bad_report):
+    check_accounting(bad_report, BAD_ROWS_WRITTEN)
+    assert bad_report.rejected == EXPECTED_REJECTED
+    assert bad_report.rows_used == BAD_ROWS_WRITTEN - sum(EXPECTED_REJECTED.values()) == 14
+
+
+def test_bad_dataset_lists_every_dataset_error(bad_report):
+    assert not bad_report.ok
+    got = Counter(p.reason for p in bad_report.errors)
+    assert got == Counter(
+        {
+            "not_parquet": 1, "unreadable_file": 1, "no_partition": 1, "missing_column": 1,
+            "wrong_type": 1, "region_in_two_splits": 1, "host_in_two_splits": 1,
+        }
+    ), bad_report.summary()
+
+    (p,) = errors_for(bad_report, "missing_column")
+    assert (p.file, p.row, p.column) == (TRAIN2, None, "psfdepth_r")
+    assert TRAIN2 in str(p) and "psfdepth_r" in str(p)
+
+    (p,) = errors_for(bad_report, "wrong_type")
+    assert (p.file, p.column) == (VAL0, "theta_e_arcsec")
+    assert "expected float" in p.message and "string" in p.message
+
+    (p,) = errors_for(bad_report, "not_parquet")
+    assert p.file == NOTES and NOTES in str(p)
+
+    (p,) = errors_for(bad_report, "unreadable_file")
+    assert p.file == TEST1 and TEST1 in str(p)
+    assert "not a readable parquet file" in p.message
+
+    (p,) = errors_for(bad_report, "no_partition")
+    assert p.file == STRAY and KEY in p.message
+
+    (p,) = errors_for(bad_report, "region_in_two_splits")
+    assert p.column == "region_id"
+    assert "region_id 1 " in p.message and "['test', 'train']" in p.message
+
+    (p,) = errors_for(bad_report, "host_in_two_splits")
+    assert p.column == "ra,dec"
+    assert "['train', 'val']" in p.message
+
+
+def test_bad_dataset_names_file_row_and_column_of_every_rejected_row(bad_report):
+    for reason, where in PLANTED_ROWS.items():
+        got = {(p.file, p.row, p.column) for p in examples_for(bad_report, reason)}
+        assert got == where, reason
+    (dup, other) = sorted(examples_for(bad_report, "duplicate_task_id"), key=lambda p: p.row)
+    assert "'t000000'" in dup.message and "'t000102'" in other.message
+    assert "image_g" in examples_for(bad_report, "missing_band")[0].message
+    assert "(63, 64)" in examples_for(bad_report, "wrong_shape")[0].message
+    assert "'SIE'" in examples_for(bad_report, "label_mismatch")[0].message
+
+    (p,) = examples_for(bad_report, "unknown_split")
+    assert (p.file, p.row, p.column) == (HOLD0, None, KEY)
+    assert "'holdout'" in p.message
+
+    # per-row reasons of the file with the row problems: first reason wins, one per row
+    t0 = next(f for f in bad_report.files if f.path.endswith(TRAIN0))
+    assert list(t0.reasons) == [
+        "", "", "corrupt_npz", "corrupt_npz", "wrong_shape", "nonfinite_pixels", "nonfinite_pixels",
+        "cutout_not_ok", "label_mismatch", "missing_band", "null_required", "cutout_not_ok",
+    ]
+    np.testing.assert_array_equal(bad_report.usable_mask(t0.path), [True, True] + [False] * 10)
+    # the first occurrence of a duplicated task_id is kept
+    t1 = next(f for f in bad_report.files if f.path.endswith(TRAIN1))
+    assert list(t1.reasons) == ["", "duplicate_task_id", "", "duplicate_task_id"]
+    # schema failures reject the whole file, once
+    for name in (TRAIN2, VAL0):
+        f = next(f for f in bad_report.files if f.path.endswith(name))
+        assert list(f.reasons) == ["bad_schema"] * 3
+    # the unreadable file is listed, with no rows
+    f = next(f for f in bad_report.files if f.path.endswith(TEST1))
+    assert f.n_rows == 0 and f.reasons is None
+
+
+def test_bad_dataset_metrics_and_summary(bad_report):
+    m = bad_report.to_metrics()
+    assert m["region_disjoint"] is False
+    assert m["host_disjoint"] is False
+    assert m["n_files"] == 9  # every .parquet, readable or not
+    assert m["rows_read"] == BAD_ROWS_WRITTEN
+    assert m["rejected_by_reason"] == dict(sorted(EXPECTED_REJECTED.items()))
+    assert len(m["errors"]) == 7
+    sbl = m["by_split_label"]
+    assert sbl["train"]["injection"] == {
+        "used": 3,
+        "rejected": {"corrupt_npz": 1, "wrong_shape": 1, "nonfinite_pixels": 1, "null_required": 1},
+    }
+    assert sbl["train"]["control"] == {
+        "used": 1,
+        "rejected": {"corrupt_npz": 1, "nonfinite_pixels": 1, "cutout_not_ok": 2, "label_mismatch": 1,
+                     "missing_band": 1, "duplicate_task_id": 2},
+    }
+    assert sbl["train"]["unknown"] == {"used": 0, "rejected": {"bad_schema": 3}}
+    assert sbl["val"]["unknown"] == {"used": 0, "rejected": {"bad_schema": 3}}
+    assert sbl["holdout"]["control"]["rejected"] == {"unknown_split": 1}
+    assert sbl["holdout"]["injection"]["rejected"] == {"unknown_split": 2}
+    assert sum(s["rejected"].get("unknown_split", 0) for s in sbl["unknown"].values()) == 2  # the stray shard
+
+    text = bad_report.summary(max_lines=100)
+    for reason, n in EXPECTED_REJECTED.items():
+        assert f"rejected {reason}: {n}" in text
+    for p in bad_report.errors:
+        assert f"ERROR {p}" in text
+    with pytest.raises(DatasetInvalid, match="does not meet the stamp contract"):
+        bad_report.raise_if_errors()
+
+
+def test_bad_dataset_without_pixel_checks_skips_only_the_codec_reasons(bad_dataset):
+    report = validate(bad_dataset, check_pixels=False, workers=1, progress=False)
+    check_accounting(report, BAD_ROWS_WRITTEN)
+    codec = {"corrupt_npz", "wrong_shape", "nonfinite_pixels", "missing_band"}
+    assert report.rejected == Counter({r: n for r, n in EXPECTED_REJECTED.items() if r not in codec})
+    assert report.rows_used == 14 + 6
+    assert len(report.errors) == 7
+
+
+def test_bad_dataset_same_report_with_two_workers(bad_dataset, bad_report):
+    two = validate(bad_dataset, check_pixels=True, workers=2, progress=False)
+    check_accounting(two, BAD_ROWS_WRITTEN)
+    assert two.rejected == bad_report.rejected
+    assert two.to_metrics() == bad_report.to_metrics()
+    assert two.errors == bad_report.errors
+    assert two.examples == bad_report.examples
+    for a, b in zip(two.files, bad_report.files, strict=True):
+        assert a.path == b.path
+        assert (a.reasons is None and b.reasons is None) or list(a.reasons) == list(b.reasons)
+
+
+# ----------------------------------------------------------------------------------------------
+# validate: empty or absent datasets
+# ----------------------------------------------------------------------------------------------
+
+
+def test_empty_dataset_is_an_error(tmp_path):
+    report = validate(tmp_path, workers=1, progress=False)
+    assert not report.ok
+    (p,) = report.errors
+    assert p.reason == "empty_dataset" and p.file == str(tmp_path)
+    check_accounting(report, 0)
+    assert report.to_metrics()["n_files"] == 0
+    with pytest.raises(DatasetInvalid):
+        report.raise_if_errors()
+
+
+def test_dataset_with_only_empty_partitions_and_a_stray_file(tmp_path):
+    (tmp_path / f"{KEY}=train").mkdir()
+    (tmp_path / f"{KEY}=val").mkdir()
+    (tmp_path / f"{KEY}=val" / "README.md").write_text("x")
+    report = validate(tmp_path, workers=2, progress=False)
+    assert Counter(p.reason for p in report.errors) == Counter({"empty_dataset": 1, "not_parquet": 1})
+    assert errors_for(report, "not_parquet")[0].file == f"{KEY}=val/README.md"
+    check_accounting(report, 0)
+
+
+def test_missing_dataset_directory_raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        validate(tmp_path / "nope", progress=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# regressions: damaged streams, null keys, duplicates of rejected rows, out-of-range labels
+# ----------------------------------------------------------------------------------------------
+
+
+def _two_split_dataset(root: Path, train: pd.DataFrame) -> int:
+    write_shard(root, "train", "part-00000.parquet", train)
+    write_shard(root, "val", "part-00000.parquet", make_rows(4, "val", region_id=2, start=100))
+    return len(train) + 4
+
+
+def test_validate_survives_a_damaged_deflate_stream(tmp_path):
+    train = make_rows(4, "train", region_id=1)
+    blob = bytearray(train.at[2, "stamp_npz"])
+    for k in range(60, 76):
+        blob[k] ^= 0xFF
+    train.at[2, "stamp_npz"] = bytes(blob)
+    n = _two_split_dataset(tmp_path, train)
+    report = validate(tmp_path, progress=False)
+    assert report.rejected == Counter({"corrupt_npz": 1})
+    check_accounting(report, n)
+
+
+def test_null_region_id_is_a_rejected_row_not_a_crash(tmp_path):
+    train = make_rows(4, "train", region_id=1)
+    train["region_id"] = train["region_id"].astype("Int64")
+    train.loc[2, "region_id"] = pd.NA
+    n = _two_split_dataset(tmp_path, train)
+    report = validate(tmp_path, progress=False)
+    assert report.rejected == Counter({"null_required": 1})
+    assert {(p.row, p.column) for p in examples_for(report, "null_required")} == {(2, "region_id")}
+    check_accounting(report, n)
+
+
+def test_duplicate_of_a_rejected_row_keeps_the_usable_copy(tmp_path):
+    n = _two_split_dataset(tmp_path, make_rows(4, "train", region_id=1, start=0))
+    # 'holdout' sorts before 'train': these rows come first and are rejected as unknown_split
+    write_shard(tmp_path, "holdout", "part-00000.parquet", make_rows(2, "holdout", region_id=9, start=0))
+    report = validate(tmp_path, progress=False)
+    check_accounting(report, n + 2)
+    assert report.rejected == Counter({"unknown_split": 2})
+
+
+def test_is_control_outside_0_1_is_a_label_mismatch(tmp_path):
+    train = make_rows(4, "train", region_id=1)
+    assert train.at[0, "lens_model"] == "SIE"
+    train.at[0, "is_control"] = 2
+    n = _two_split_dataset(tmp_path, train)
+    report = validate(tmp_path, progress=False)
+    check_accounting(report, n)
+    assert report.rejected == Counter({"label_mismatch": 1})

@@ -1,0 +1,199 @@
+"""Training: every arch learns a little, resume is exact, DDP ranks see disjoint data and end
+with identical weights, forbidden metadata and non-finite losses stop with a message."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from tests.conftest import REPO
+from dhs.stamps.cache import open_split
+from dhs.finder.loader import NormConfig, iterate_batches
+from dhs.models.registry import build_model
+from dhs.models.spec import ModelSpec
+from dhs.params.schema import ARCHS
+from dhs.finder.checkpoint import TrainingError, load_checkpoint
+from dhs.finder.training import TrainConfig, lr_at, train
+
+HYBRID_META = ("psfsize_r", "psfdepth_r", "bad_pixel_frac")
+
+
+def spec(arch, size=64):
+    return ModelSpec(arch, size, metadata=HYBRID_META if arch == "hybrid" else ())
+
+
+# the large torchvision nets take a minute each on a CPU: slow; small_cnn stays in the fast lane
+@pytest.mark.parametrize("arch", [a if a == "small_cnn" else pytest.param(a, marks=pytest.mark.slow) for a in ARCHS])
+def test_each_arch_runs_on_64_and_96_px_and_a_few_steps_lower_the_loss(arch, sim_cache):
+    torch.manual_seed(0)
+    for size in (64, 96):
+        m = build_model(spec(arch, size))
+        x = torch.randn(2, 3, size, size)
+        out = m(x, torch.randn(2, len(HYBRID_META))) if arch == "hybrid" else m(x)
+        assert out.shape == (2,)
+        out.sum().backward()
+        assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+    # a real simulated batch: the loss on it goes down
+    split = open_split(sim_cache, "train")
+    rows = np.arange(16)
+    x, y, _ = next(iterate_batches(split, rows, 16, NormConfig()))
+    meta = torch.from_numpy(split.meta[list(HYBRID_META)].to_numpy(np.float32)[rows])
+    model = build_model(spec(arch))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(6):
+        logits = model(x, meta) if arch == "hybrid" else model(x)
+        loss = F.binary_cross_entropy_with_logits(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+
+
+def small_cfg(**over) -> TrainConfig:
+    arch = over.pop("arch", "small_cnn")
+    p = {"epochs": 2, "steps_per_epoch": 4, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2, "eval_batch_size": 64, "device": "cpu", **over}
+    return TrainConfig.from_params(p, arch)
+
+
+# efficientnet_b0 draws dropout and stochastic depth (slow on a CPU)
+@pytest.mark.parametrize("arch", ["small_cnn", pytest.param("efficientnet_b0", marks=pytest.mark.slow)])
+def test_resume_after_interruption_gives_identical_weights(sim_cache, tmp_path, arch):
+    cfg = small_cfg(arch=arch)
+    norm = NormConfig()
+    straight = train(cfg, sim_cache, tmp_path / "a", norm, augment=True, progress=False)
+    # the same run, stopped at the first epoch boundary, then resumed by a fresh call
+    part = train(cfg, sim_cache, tmp_path / "b", norm, augment=True, progress=False, max_steps=4)
+    assert part["completed"] is False and load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")["step"] == 4
+    resumed = train(cfg, sim_cache, tmp_path / "b", norm, augment=True, progress=False)
+    assert resumed["completed"] and resumed["history"] == straight["history"]
+    a = load_checkpoint(tmp_path / "a" / "checkpoint_last.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["step"] == b["step"] == 8
+    # best is chosen by val loss and test is scored with it
+    assert straight["best"]["loss"] == min(h["val_loss"] for h in straight["history"])
+    assert straight["test_at_best"]["n"] == len(open_split(sim_cache, "test"))
+
+
+def test_checkpoints_load_with_weights_only_and_refuse_another_arch_or_size(sim_cache, tmp_path):
+    train(small_cfg(epochs=1), sim_cache, tmp_path, NormConfig(), augment=False, progress=False)
+    ckpt = torch.load(tmp_path / "checkpoint_best.pt", weights_only=True)
+    model = build_model(spec("small_cnn"))
+    model.load_state_dict(ckpt["model"])
+    with pytest.raises(TrainingError, match="trained for arch=small_cnn stamp_size=64, not arch=resnet18"):
+        load_checkpoint(tmp_path / "checkpoint_best.pt", spec("resnet18"))
+    with pytest.raises(TrainingError, match="not arch=small_cnn stamp_size=96"):
+        load_checkpoint(tmp_path / "checkpoint_best.pt", spec("small_cnn", 96))
+
+
+def test_changed_params_start_afresh_instead_of_resuming(sim_cache, tmp_path, capsys):
+    train(small_cfg(epochs=1), sim_cache, tmp_path, NormConfig(), augment=False, progress=False)
+    train(small_cfg(epochs=1, lr=1e-3), sim_cache, tmp_path, NormConfig(), augment=False, progress=False)
+    assert "made with other params; starting afresh" in capsys.readouterr().out
+
+
+def test_a_finished_run_is_trained_again_to_the_same_weights(sim_cache, tmp_path, capsys):
+    """DVC reruns the stage when something it depends on changes: a finished checkpoint_last.pt is
+    not "resumed" (that would regenerate no per-step curves); the run is repeated, identically."""
+    first = train(small_cfg(epochs=1), sim_cache, tmp_path, NormConfig(), augment=False, progress=False)
+    a = load_checkpoint(tmp_path / "checkpoint_best.pt")["model"]
+    capsys.readouterr()
+    again = train(small_cfg(epochs=1), sim_cache, tmp_path, NormConfig(), augment=False, progress=False)
+    assert "is a finished run; training again" in capsys.readouterr().out
+    b = load_checkpoint(tmp_path / "checkpoint_best.pt")["model"]
+    assert again["history"] == first["history"] and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_stops_with_the_batch_named(sim_cache, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(sim_cache, cache)
+    images = np.load(cache / "train" / "images.npy", mmap_mode="r+")
+    images[:] = np.nan  # every stamp: the first batch must trip the check
+    images.flush()
+    with pytest.raises(TrainingError, match=r"non-finite loss .* at step 0 .*batch rows .*task_ids \['sim"):
+        train(small_cfg(), cache, tmp_path / "m", NormConfig(), augment=False, progress=False)
+
+
+def test_forbidden_metadata_and_bad_train_params_are_refused():
+    for col in ("theta_e_arcsec", "arc_snr", "src_r_mag", "is_control", "magnification"):
+        with pytest.raises(ValueError, match="carry the injection label"):
+            TrainConfig.from_params({"hybrid_metadata": ["psfsize_r", col]}, "hybrid")
+        with pytest.raises(ValueError, match="carry the injection label"):
+            build_model(ModelSpec("hybrid", 64, metadata=("psfsize_r", col)))
+    with pytest.raises(ValueError, match="unknown keys \\['lr_max'\\] in 'train'"):
+        TrainConfig.from_params({"lr_max": 1.0}, "small_cnn")
+    with pytest.raises(ValueError, match="unknown keys \\['resnet50'\\] in 'train.overrides'"):
+        TrainConfig.from_params({"overrides": {"resnet50": {"lr": 1}}}, "small_cnn")
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_model(ModelSpec("vit", 64))
+
+
+def test_production_preset_is_the_seed_config_and_schedule_shape():
+    params = yaml.safe_load(open(REPO / "params.yaml"))["train"]
+    prod = TrainConfig.from_params({**params, "preset": "production"}, "resnet18")
+    assert (prod.epochs, prod.steps_per_epoch, prod.batch_size, prod.lr, prod.weight_decay) == (5, 5000, 256, 3e-4, 1e-4)
+    cfg = small_cfg(epochs=10, steps_per_epoch=100, warmup_steps=50)
+    lrs = [lr_at(s, cfg) for s in range(1000)]
+    assert lrs[0] < lrs[49] == pytest.approx(cfg.lr) and lrs[-1] < 1e-3 * cfg.lr
+    assert all(a >= b for a, b in zip(lrs[50:], lrs[51:]))
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_on_gloo_see_disjoint_rows_and_end_with_identical_weights(sim_cache, tmp_path):
+    p = yaml.safe_load(open(REPO / "params.yaml"))
+    n_train = len(open_split(sim_cache, "train"))
+    # each rank's epoch covers its whole shard: 2 ranks x 8 per rank x steps >= n_train
+    steps = int(np.ceil(n_train / 16))
+    p["train"].update(nproc=2, device="cpu", epochs=1, steps_per_epoch=steps, batch_size=16, record_rows=True, eval_batch_size=64)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(p))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), "--arch", "small_cnn", "--params", str(params),
+                          "--cache", str(sim_cache), "--models", str(tmp_path / "models"), "--metrics", str(tmp_path / "metrics"),
+                          "--live", str(tmp_path / "live")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    out = tmp_path / "models" / "small_cnn"
+    seen = [set(np.load(out / f"seen_rank{r}.npy").tolist()) for r in range(2)]
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == set(range(n_train))
+    w = [(out / f"weights_rank{r}.sha256").read_text() for r in range(2)]
+    assert w[0] == w[1]
+    metrics = yaml.safe_load((tmp_path / "metrics" / "small_cnn.json").read_text())
+    assert metrics["world_size"] == 2 and (out / "checkpoint_best.pt").exists()
+
+
+def test_new_data_retrains_instead_of_resuming(sim_cache, tmp_path, capsys):
+    import pandas as pd
+
+    train(small_cfg(epochs=1), sim_cache, tmp_path / "m", NormConfig(), augment=False, progress=False)
+    other = tmp_path / "cache"
+    shutil.copytree(sim_cache, other)
+    meta = pd.read_parquet(other / "train" / "meta.parquet")
+    meta["task_id"] = meta["task_id"] + "-v2"  # another dataset of the same shape
+    meta.to_parquet(other / "train" / "meta.parquet", index=False)
+    capsys.readouterr()
+    train(small_cfg(epochs=1), other, tmp_path / "m", NormConfig(), augment=False, progress=False)
+    assert "made with other params; starting afresh" in capsys.readouterr().out
+
+
+def test_hybrid_metadata_missing_values_become_the_train_mean():
+    from dhs.finder.checkpoint import standardise
+
+    m = np.array([[1.0, 24.0], [3.0, np.nan], [np.nan, 26.0], [2.0, np.inf]], dtype=np.float64)
+    m[~np.isfinite(m)] = np.nan
+    stats = {"mean": np.nanmean(m, 0).tolist(), "std": (np.nanstd(m, 0) + 1e-6).tolist()}
+    z = standardise(m.astype(np.float32), stats)
+    assert np.isfinite(z).all()
+    assert z[2, 0] == 0 and z[1, 1] == 0 and z[3, 1] == 0
+    np.testing.assert_allclose(z[[0, 1, 3], 0], [-1.2247, 1.2247, 0.0], atol=1e-3)

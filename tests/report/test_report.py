@@ -1,0 +1,360 @@
+"""The report stage: a self-contained HTML page built from whatever the pipeline has produced.
+
+A small fixture world (real score tables on the simulated cache, well-formed metrics of the
+other stages, one arch with nothing but scores) is rendered; its numbers are the stages' own,
+each with the file it came from; missing and broken inputs turn into "not run" / error notices,
+never a crash or an empty section; and the page is opened in headless Chromium, which must load
+every image, find no empty section and produce a non-blank screenshot.
+"""
+
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tests.conftest import REPO  # noqa: E402
+from dhs.stamps.cache import open_split  # noqa: E402
+from dhs.params import ParamsError  # noqa: E402
+from dhs.report import ReportConfig  # noqa: E402
+from dhs.evaluation.scores import score_table  # noqa: E402
+from dhs.report import stage as report_stage  # noqa: E402
+from dhs.report.html import Section, data_view, img, page  # noqa: E402
+
+SECTION_IDS = ["headline", "accounting", "galleries", "training", "roc", "completeness", "surface",
+               "sensitivity", "calibration", "gates", "known_lenses", "provenance"]
+ARCHS = ["small_cnn", "resnet18"]
+
+
+# ----------------------------------------------------------------------------- the fixture world
+
+def _png(path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [0, 1])
+    ax.set_title(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def _write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1) if not isinstance(obj, str) else obj)
+
+
+def _scores(cache: Path, seed: int) -> pd.DataFrame:
+    """Real score tables (dhs.evaluation.scores.score_table) on the simulated cache, injections score higher."""
+    rng = np.random.default_rng(seed)
+    tables = []
+    for split in ("val", "test"):
+        meta = open_split(cache, split).meta
+        label = (meta["is_control"].to_numpy() == 0).astype(float)
+        tables.append(score_table(split, meta, rng.normal(0, 1, len(meta)) + 2.5 * label))
+    return pd.concat(tables, ignore_index=True)
+
+
+def _completeness_csv(path: Path, var: str) -> None:
+    rows = []
+    for th in ("fpr_0.01", "fpr_0.001"):
+        for sub in ("all", "clean"):
+            for i, (lo, hi) in enumerate([(0.5, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 2.5)]):
+                n, k = (60, 60, 45, 30)[i], (20, 36, 38, 27)[i] - (6 if th == "fpr_0.001" else 0)
+                rows.append(dict(subset=sub, threshold=th, bin_lo=lo, bin_hi=hi, bin_center=(lo + hi) / 2, n=n, k=k,
+                                 completeness=k / n, wilson_lo=max(k / n - 0.1, 0), wilson_hi=min(k / n + 0.1, 1),
+                                 boot_lo=max(k / n - 0.12, 0), boot_hi=min(k / n + 0.12, 1), low_n=n < 50))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def _surface_csv(path: Path) -> None:
+    rows = []
+    for i, (xl, xh) in enumerate([(0.5, 1.0), (1.0, 1.5), (1.5, 2.5)]):
+        for j, (yl, yh) in enumerate([(0.8, 1.1), (1.1, 1.6)]):
+            n, k = 40 + i, 10 + 8 * i - 3 * j
+            rows.append(dict(threshold="fpr_0.01", subset="all", x_lo=xl, x_hi=xh, y_lo=yl, y_hi=yh, n=n, k=k, completeness=k / n))
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def _params(root: Path, **report) -> Path:
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["train"]["archs"] = list(ARCHS)
+    p["report"] = {"gallery_n": 3, "gallery_theta_bins": 2, "seed": 1, "title": "Fixture <report> & co", **report}
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(sim_cache, tmp_path_factory) -> Path:
+    """small_cnn: every stage's output (completeness as CSV only, so the report redraws it);
+    resnet18: scores and a training history only."""
+    root = tmp_path_factory.mktemp("report_world")
+    _params(root)
+    for i, arch in enumerate(ARCHS):
+        (root / "data/scores").mkdir(parents=True, exist_ok=True)
+        _scores(sim_cache, seed=i).to_parquet(root / f"data/scores/{arch}.parquet", index=False)
+    _write(root / "metrics/stamps.json", {
+        "by_split_label": {s: {"control": {"used": 20, "rejected": {"cutout_not_ok": 1}},
+                               "injection": {"used": 21, "rejected": {"nan_pixels": 2}}} for s in ("train", "val", "test")},
+        "rejected_by_reason": {"cutout_not_ok": 3, "nan_pixels": 6}, "rows_read": 132, "rows_used": 123, "rows_rejected": 9,
+        "region_disjoint": True, "host_disjoint": True, "n_regions_by_split": {"train": 7, "val": 1, "test": 2}, "source": "synthetic"})
+    _write(root / "metrics/baseline.json", {"leak": {"auc_test": 0.51, "auc_test_ci95": [0.47, 0.55], "auc_ci95_excludes_chance": False,
+                                                     "features": ["psfsize_r", "ebv"]}})
+    hist = [{"epoch": e, "step": 10 * e, "train_loss": 0.7 / e, "val_loss": 0.6 / e, "val_auc": 0.8 + 0.05 * e} for e in (1, 2, 3)]
+    for arch in ARCHS:
+        _write(root / f"metrics/train/{arch}.json", {"best": {"epoch": 3, "step": 30, "auc": 0.95, "loss": 0.2}, "history": hist,
+                                                     "test_at_best": {"auc": 0.94, "loss": 0.21, "n": 33}, "n_parameters": 1234})
+        _write(root / f"metrics/infer/{arch}.json", {"by_split": {"test": {"scored": 33, "injection": 17, "control": 16}}})
+    lv = root / "dvclive/small_cnn/plots/metrics"
+    _write(lv / "train/loss.tsv", "step\tloss\n0\t0.69\n10\t0.5\n20\t0.4\n30\t0.35\n")
+    _write(lv / "val/loss.tsv", "step\tloss\n10\t0.55\n20\t0.45\n30\t0.4\n")
+    _write(lv / "val/auc.tsv", "step\tauc\n10\t0.85\n20\t0.9\n30\t0.93\n")
+    _write(root / "metrics/completeness/small_cnn.json", {
+        "auroc": 0.97, "eval_split": "test", "rows": {"controls": 16, "injections": 17},
+        "thresholds": [{"name": "fpr_0.01", "target_fpr": 0.01, "score": 0.9, "n_controls": 16, "n_controls_above": 0,
+                        "achieved_fpr": 0.0, "low_count": True}],
+        "headline": {"fpr_0.01": {"overall": {"all": {"k": 10, "n": 17, "completeness": 0.59, "wilson_lo": 0.36, "wilson_hi": 0.78}},
+                                  "theta_e_over_psf_ge_1": {"all": {"k": 5, "n": 9, "completeness": 0.56}}}}})
+    _write(root / "plots/roc/small_cnn.csv", "fpr,tpr\n0,0\n0,0.4\n0.0625,0.7\n0.25,0.9\n1,1\n")
+    _completeness_csv(root / "plots/completeness/small_cnn/theta_e_arcsec.csv", "theta_e_arcsec")
+    _completeness_csv(root / "plots/completeness/small_cnn/theta_e_over_psf.csv", "theta_e_over_psf")
+    _surface_csv(root / "plots/completeness/small_cnn/theta_e_arcsec__x__psf_r_arcsec.csv")
+    _write(root / "metrics/calibration/small_cnn.json", {"temperature": 1.7, "val": {"ece_before": 0.08, "ece_after": 0.021},
+                                                         "test": {"ece_before": 0.09, "ece_after": 0.0234, "brier_after": 0.05}})
+    _png(root / "plots/calibration/small_cnn.png", "reliability")
+    _write(root / "metrics/gates/small_cnn.json", {"all_passed": False, "gates": [
+        {"name": "core_only_auc", "passed": False, "value": 0.93, "threshold": 0.7},
+        {"name": "region_disjoint", "passed": True, "value": 1, "threshold": 1}]})
+    _png(root / "plots/gates/small_cnn.png", "gates")
+    _write(root / "metrics/known_lenses/small_cnn.json", {"status": "offline", "reason": "no network", "n_lenses": 60})
+    _write(root / "metrics/sensitivity.json", {"thresholds": {"0.6": {"proxy": 0.2}, "0.8": {"proxy": 0.1}}, "rows": 99})
+    _png(root / "plots/sensitivity/proxy_vs_model.png", "sensitivity")
+    _write(root / "dvc.lock", yaml.safe_dump({"schema": "2.0", "stages": {
+        "stamps": {"cmd": "x", "outs": [{"path": "data/cache", "hash": "md5", "md5": "abc123.dir", "size": 10, "nfiles": 2}]},
+        "report": {"cmd": "y", "outs": [{"path": "plots/report/index.html", "md5": "oldreport", "size": 1}]}}}))
+    return root
+
+
+def _render(root: Path, cache: Path | None) -> tuple[str, dict]:
+    out = root / "plots/report/index.html"
+    status = report_stage.run(str(root / "params.yaml"), str(root), str(out), str(cache) if cache else None)
+    return out.read_text(), status
+
+
+def _section(html: str, sid: str) -> str:
+    m = re.search(rf'<section id="{sid}".*?</section>', html, re.S)
+    assert m, f"section {sid} missing"
+    return m.group(0)
+
+
+@pytest.fixture(scope="module")
+def rendered(world, sim_cache) -> tuple[Path, str, dict]:
+    html, status = _render(world, sim_cache)
+    return world, html, status
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def test_headline_numbers_are_the_stages_own_with_their_source(rendered):
+    """The report computes no headline number: AUROC, TPR, completeness at theta_E/PSF >= 1 and
+    the threshold counts are those of metrics/completeness/<arch>.json, named on the page, even
+    where the score tables would give others."""
+    root, html, _ = rendered
+    head = _section(html, "headline")
+    assert "0.97" in head and "10/17" in head and "5/9" in head and "0/16 controls above" in head
+    assert "16 / 17" in head and "low count" in head
+    assert "metrics/completeness/small_cnn.json" in head
+    assert "not run: completeness@resnet18 (metrics/completeness/resnet18.json not found)" in head
+    assert "0.0234" in head and "test.ece_after" in head and "metrics/calibration/small_cnn.json" in head
+    assert "not run: calibration@resnet18" in head
+    assert head.count("badge fail") == 1 and "badge unknown" in head
+    roc = _section(html, "roc")
+    assert "plots/roc/small_cnn.csv" in roc and "metrics/completeness/small_cnn.json" in roc and "10/17" in roc
+    assert "not run: completeness@resnet18" in roc
+
+
+# ----------------------------------------------------------------------------- page content
+
+def test_page_is_self_contained_and_every_section_says_something(rendered):
+    root, html, status = rendered
+    assert 'http-equiv="Content-Security-Policy"' in html and "default-src 'none'" in html
+    assert not re.search(r'(?:src|href)="(?!data:image/png;base64,|#)', html), "external or relative reference in the page"
+    assert "<link" not in html and "@import" not in html
+    assert "Fixture &lt;report&gt; &amp; co" in html          # the title is escaped
+    for sid in SECTION_IDS:
+        body = re.sub(r"<h2>.*?</h2>", "", _section(html, sid), flags=re.S)
+        assert re.sub(r"<[^>]+>", "", body).strip(), f"section {sid} is empty"
+    assert set(status) == set(SECTION_IDS)
+    # every embedded image is a real, decodable PNG
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(uris) >= 9
+    for u in uris:
+        im = Image.open(io.BytesIO(base64.b64decode(u)))
+        im.load()
+        assert im.size[0] > 50 and im.size[1] > 30
+
+
+def test_sections_show_what_each_stage_wrote_and_name_what_did_not_run(rendered):
+    _, html, status = rendered
+    banner = re.search(r'<div class="gatebar".*?</div></div>', html, re.S).group(0)
+    assert "small_cnn" in banner and "FAIL" in banner and "core_only_auc" in banner
+    assert "not run: metrics/gates/resnet18.json not found" in banner
+    assert html.index("gate-banner") < html.index('<section id="headline"')       # gates first, prominently
+    comp = _section(html, "completeness")
+    assert "redrawn from plots/completeness/small_cnn/theta_e_arcsec.csv" in comp
+    assert comp.index("theta_e_arcsec.csv") < comp.index("theta_e_over_psf.csv")
+    assert "not run: completeness@resnet18 (metrics/completeness/resnet18.json not found)" in comp
+    assert "redrawn from plots/completeness/small_cnn/theta_e_arcsec__x__psf_r_arcsec.csv" in _section(html, "surface")
+    assert "not run: calibration@resnet18" in _section(html, "calibration")
+    assert "plots/calibration/small_cnn.png" in _section(html, "calibration")
+    gates = _section(html, "gates")
+    assert "core_only_auc" in gates and "not run: gates@resnet18" in gates and "0.51" in gates
+    known = _section(html, "known_lenses")
+    assert "offline" in known and "not run: known_lenses@resnet18" in known
+    assert "plots/sensitivity/proxy_vs_model.png" in _section(html, "sensitivity")
+    acc = _section(html, "accounting")
+    assert "nan_pixels" in acc and ">132<" in acc and "yes" in acc
+    train = _section(html, "training")
+    assert "dvclive/small_cnn/plots/metrics/" in train and "resnet18: metrics/train/resnet18.json history" in train
+    prov = _section(html, "provenance")
+    assert "abc123.dir" in prov and "oldreport" not in prov and "not a git checkout" in prov
+    assert "sha256" in prov and "gallery_theta_bins" in prov
+    gal = _section(html, "galleries")
+    assert gal.count("<img") == 2 and "small_cnn, resnet18, in that order" in gal
+    assert status["completeness"] == "partial" and status["galleries"] == "ok"
+
+
+def test_missing_inputs_give_not_run_sections_not_a_crash(tmp_path):
+    _params(tmp_path)
+    html, status = _render(tmp_path, None)
+    for sid in SECTION_IDS:
+        assert re.sub(r"<[^>]+>", "", re.sub(r"<h2>.*?</h2>", "", _section(html, sid), flags=re.S)).strip()
+    assert "not run: infer@small_cnn (data/scores/small_cnn.parquet not found)" in html
+    assert "not run: stamps (metrics/stamps.json not found)" in _section(html, "accounting")
+    assert "not run: sensitivity (metrics/sensitivity.json not found)" in html
+    assert "<img" not in html
+    assert all(v == "notrun" for k, v in status.items() if k != "provenance")
+
+
+def test_broken_inputs_are_reported_in_their_section(tmp_path, sim_cache):
+    _params(tmp_path)
+    _write(tmp_path / "metrics/gates/small_cnn.json", "{not json")
+    _write(tmp_path / "metrics/stamps.json", {"by_split_label": {}, "rows_read": 10, "rows_used": 7, "rows_rejected": 1,
+                                              "region_disjoint": False})
+    (tmp_path / "data/scores").mkdir(parents=True)
+    bad = _scores(sim_cache, 0)
+    pd.concat([bad, bad.iloc[:2]]).to_parquet(tmp_path / "data/scores/small_cnn.parquet")   # duplicated task_ids
+    _scores(sim_cache, 1).query("split == 'val'").to_parquet(tmp_path / "data/scores/resnet18.parquet")
+    _write(tmp_path / "plots/completeness/small_cnn/theta_e_arcsec.png", "not a png")
+    html, status = _render(tmp_path, sim_cache)
+    assert "metrics/gates/small_cnn.json is not readable JSON" in _section(html, "gates")
+    assert "rows share a task_id" in _section(html, "galleries")
+    assert "holds no &#x27;test&#x27; rows" in _section(html, "galleries")
+    acc = _section(html, "accounting")
+    assert "some rows were dropped without a reason" in acc and "region_disjoint is false" in acc
+    assert status["accounting"] == "error"
+    assert "is not a PNG" in _section(html, "completeness")
+
+
+def test_report_params_are_validated_with_messages_that_say_what_to_fix(tmp_path):
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert ReportConfig.from_params(base).archs == tuple(base["train"]["archs"])
+    assert ReportConfig.from_params(base).split == base["completeness"]["eval_split"]
+    for name, bad, msg in [("evaluation", {"fprs": [0.01, 2]}, "evaluation.fprs"), ("report", {"gallery_n": 0}, "report.gallery_n"),
+                           ("completeness", {**base["completeness"], "eval_split": "train"}, "completeness.eval_split"),
+                           ("report", {"archs": "small_cnn"}, "report.archs"), ("report", {"archs": ["../x"]}, "may hold only"),
+                           ("report", {"colour": 1}, "unknown keys")]:
+        p = copy.deepcopy(base)
+        p[name] = bad
+        with pytest.raises(ParamsError, match=re.escape(msg)):
+            ReportConfig.from_params(p)
+
+
+def test_data_view_turns_nested_records_into_tables():
+    doc = {"auroc": 0.9, "headline": {"fpr_0.01": {"overall": {"all": {"k": 3, "n": 4}, "clean": {"k": 2, "n": 3}}}},
+           "thresholds": [{"name": "a", "score": 0.5}, {"name": "b", "score": 0.7}]}
+    out = data_view(doc)
+    assert "fpr_0.01 / overall / all" in out and out.count("<table") == 3
+    with pytest.raises(ValueError, match="empty body"):
+        Section("x", "X", "  ").render()
+
+
+# ----------------------------------------------------------------------------- in a real browser
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _browse(html_path: Path, profile: Path, shot: Path | None = None) -> dict:
+    """Load the page in headless Chromium; return its self-check (and take a screenshot)."""
+    exe = _chromium()
+    base = [exe, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--no-first-run",
+            f"--user-data-dir={profile}", "--virtual-time-budget=10000"]
+    url = html_path.resolve().as_uri()
+    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    m = re.search(r'data-selfcheck="([^"]*)"', dom.stdout)
+    assert m, "the page's self-check did not run (no data-selfcheck on <body>)"
+    if shot is not None:
+        r = subprocess.run([*base, f"--screenshot={shot}", "--window-size=1400,4000", url], capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr[-2000:]
+    import html as _html
+
+    return json.loads(_html.unescape(m.group(1)))
+
+
+needs_chromium = pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium; .ci/run does it)")
+
+
+@needs_chromium
+def test_chromium_loads_every_image_finds_no_empty_section_and_draws_the_page(rendered, tmp_path):
+    root, html, _ = rendered
+    shot = tmp_path / "report.png"
+    check = _browse(root / "plots/report/index.html", tmp_path / "profile", shot)
+    assert check["images"] == html.count("<img") >= 9
+    assert check["broken"] == [], f"images that did not load: {check['broken']}"
+    assert check["sections"] == len(SECTION_IDS) and check["empty"] == []
+    im = Image.open(shot)
+    assert im.size == (1400, 4000)
+    px = np.asarray(im.convert("RGB"), dtype=np.float32)
+    assert px.std() > 20, "the screenshot is blank"
+    # the dark header band and real figure pixels are both there
+    assert px[:40].mean() < 100 and (px[200:].reshape(-1, 3).std(axis=0) > 10).all()
+
+
+@needs_chromium
+def test_the_browser_check_itself_catches_a_broken_image_and_an_empty_section(tmp_path):
+    """Guard against a self-check that always passes: a page with one undecodable image and one
+    empty section must be reported as such."""
+    ok = Section("full", "Full", img(_tiny_png(), "fine"))
+    text = page("t", [], "", [ok, Section("hollow", "Hollow", "<p>x</p>")])
+    text = text.replace("<p>x</p>", "")
+    text = text.replace("</main>", '<section id="bad"><h2>Bad</h2><div class="body"><img alt="broken" src="data:image/png;base64,AAAA"></div></section></main>')
+    p = tmp_path / "page.html"
+    p.write_text(text)
+    check = _browse(p, tmp_path / "profile")
+    assert check["images"] == 2 and check["broken"] == ["broken"]
+    assert check["empty"] == ["hollow"]
+
+
+def _tiny_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
