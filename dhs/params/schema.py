@@ -181,7 +181,38 @@ PSF_MODELS = ("moffat", "gaussian")
 BANDS = ("g", "r", "z")
 
 
+POPULATIONS = ("physical", "uniform")
+HOST_KINDS = ("lrg", "lrg_tangential_companion", "lrg_alignment", "spiral", "ring", "merger", "edge_on")
+
+
+class PhysicalParams(Field):
+    """Overrides of the physical population's knobs (dhs.simulate.physical.DEFAULT_PARAMS)."""
+
+    def what(self) -> str:
+        return "a mapping of dhs.simulate.physical.DEFAULT_PARAMS keys to values"
+
+    def _check(self, v, key, source):
+        from dhs.simulate.physical import DEFAULT_PARAMS
+
+        if not isinstance(v, dict):
+            raise self.fail(v, key, source)
+        unknown = sorted(set(v) - set(DEFAULT_PARAMS))
+        if unknown:
+            raise ParamsError(f"{source}: unknown keys {unknown} in '{key}'; allowed keys are those of "
+                              f"dhs.simulate.physical.DEFAULT_PARAMS (docs/population.md)")
+        return dict(v)
+
+
+def _knots(v: dict, key: str, source: str) -> None:
+    for name in ("flux_fraction", "n_knots", "sigma_arcsec"):
+        lo, hi = v[name]
+        if lo > hi:
+            raise _fail(source, f"{key}.{name}", "must be [lo, hi] with lo <= hi", v[name])
+
+
 def _simulate(v: dict, key: str, source: str) -> None:
+    if sum(v["host_kinds"].values()) <= 0:
+        raise _fail(source, f"{key}.host_kinds", "must give at least one kind a frequency > 0", v["host_kinds"])
     if v["stamp_size"] not in (64, 96):
         raise _fail(source, f"{key}.stamp_size", "must be 64 or 96", v["stamp_size"])
     lo, hi = v["bricks_per_region"]
@@ -217,14 +248,40 @@ SIMULATE = Section(rules=(_simulate,), fields={
     "split_salt": Str(default="dhs-v1"),
     "dec_max_deg": Float(default=32.0, lo=-90, hi=90),
     "dec_min_deg": Float(default=-65.0, lo=-90, hi=90),
-    "arc_poisson_e_per_nmgy": Float(default=0.0, lo=0),
     "failed_cutout_fraction": Float(default=0.0, lo=0, hi=1, open_hi=True),
     "batch_size": Int(default=256, lo=1),
     "npz_compression": Choice("stored", "deflate", default="stored"),
     "device": Device(),
     "compile": Choice("auto", "on", "off", default="auto"),
     "dtype": Choice("float32", "float64", default="float32"),
+    "population": Choice(*POPULATIONS, default="physical"),
+    "physical": PhysicalParams(default={}),
     "priors": Map(key=Str(choices=PRIORS), closed=True, required=PRIORS, value=Prior()),
+    "centring": Section(fields={"subpixel": Bool(default=True), "centroid_error_arcsec": Float(default=0.1, lo=0, unit="arcsec")}),
+    "host_kinds": Map(default={"lrg": 1.0}, key=Str(choices=HOST_KINDS), closed=True, value=Float(lo=0), min_len=1),
+    "fields": Section(fields={
+        "neighbours": Section(default=None, nullable=True, fields={
+            "density_r24_per_deg2_per_mag": Float(default=30000.0, lo=0), "slope_per_mag": Float(default=0.33, lo=0, open_lo=True),
+            "r_mag_min": Float(default=17.0), "r_mag_max": Float(default=25.5), "blue_fraction": Float(default=0.6, lo=0, hi=1)}),
+        "stars": Section(default=None, nullable=True, fields={
+            "density_per_deg2": Float(default=2000.0, lo=0), "slope_per_mag": Float(default=0.15, lo=0, open_lo=True),
+            "r_mag_min": Float(default=16.0), "r_mag_max": Float(default=23.0)}),
+        "companion_probability": Float(default=0.0, lo=0, hi=1),
+    }),
+    "knots": Section(default=None, nullable=True, rules=(_knots,), fields={
+        "fraction_of_sources": Float(default=0.6, lo=0, hi=1),
+        "flux_fraction": List(default=[0.1, 0.4], item=Float(lo=0, hi=1), min_len=2, max_len=2),
+        "n_knots": List(default=[1, 6], item=Int(lo=1, hi=10), min_len=2, max_len=2),
+        "sigma_arcsec": List(default=[0.03, 0.08], item=Float(lo=0.03, unit="arcsec"), min_len=2, max_len=2,
+                             must="must be [lo, hi] in arcsec with lo >= 0.03 (narrower knots are not resolved by the sub-pixel grid)"),
+        "bluer_g_minus_r": Float(default=0.16), "bluer_r_minus_z": Float(default=0.2),
+    }),
+    "noise": Section(fields={
+        "photon_noise": Bool(default=True),
+        "sky_mag_per_arcsec2": Map(default={"g": 22.0, "r": 21.2, "z": 19.4}, value=Float(), **_PER_BAND),
+        "correlation": Choice("lanczos3", "none", default="lanczos3"),
+        "n_exposures": Int(default=3, lo=1),
+    }),
 })
 
 

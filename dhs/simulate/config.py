@@ -16,7 +16,8 @@ from dhs.simulate.scene import HOST_KINDS, SceneConfig
 
 BANDS = ("g", "r", "z")
 
-# Priors every simulation needs. DR10-like defaults live in params.yaml (see DOMAIN.md).
+# Priors every simulation needs (the uniform population draws its lenses and sources from them;
+# both populations draw observing conditions and quality flags from them). Defaults: params.yaml.
 REQUIRED_PRIORS = (
     "theta_e_arcsec", "src_r_mag", "src_g_minus_r", "src_r_minus_z", "src_sersic_n",
     "src_reff_arcsec", "src_e", "src_beta_frac", "lens_q", "shear_component",
@@ -63,15 +64,16 @@ class SimConfig:
     device: str = "auto"
     compile: str = "auto"
     dtype: str = "float32"
-    population: str = "uniform"   # physical (dhs.simulate.physical) | uniform (the priors below, for grid studies)
+    population: str = "physical"  # physical (dhs.simulate.physical) | uniform (the priors below, for grid studies)
     physical: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # overrides of dhs.simulate.physical.DEFAULT_PARAMS
     priors: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     # where the host sits in its cutout, what kind of galaxy it is, and what else is in the field
-    centring: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"subpixel": False, "centroid_error_arcsec": 0.0})
+    centring: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"subpixel": True, "centroid_error_arcsec": 0.1})
     host_kinds: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"lrg": 1.0})
-    fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    fields: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"neighbours": None, "stars": None, "companion_probability": 0.0})
     knots: Mapping[str, Any] | None = None        # None: smooth Sersic sources only
-    noise: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"photon_noise": False, "correlation": "none"})
+    noise: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {
+        "photon_noise": True, "sky_mag_per_arcsec2": {"g": 22.0, "r": 21.2, "z": 19.4}, "correlation": "lanczos3", "n_exposures": 3})
 
     @property
     def bands(self) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ Splits are assigned per region from a salted hash, ordered and cut at the target
 that no region (and so no brick or host) is in two splits, and every split is non-empty.
 
 Labels are drawn independently of everything else, so injections and controls share the host
-and conditions distributions (pitfall 9); in ``paired`` mode each host yields one control and
+and conditions distributions (docs/conventions.md, "Shortcuts"); in ``paired`` mode each host yields one control and
 one injection with the same noise realisation.
 """
 

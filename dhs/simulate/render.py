@@ -11,7 +11,7 @@ the pixels whose value exceeds ``threshold`` x the stamp's brightest pixel, grow
 on each side, are then resampled at the full ``oversample``. Faint pixels keep their centre
 value. ``threshold = 0`` supersamples every pixel (exactly the uniform sampling), which is what
 the reference comparisons use; the default keeps the arc flux within 0.1% of it at a fraction
-of the cost (see tests/test_lensing.py and benchmarks/bench_injection.py).
+of the cost (see tests/simulate/test_lensing.py and benchmarks/bench_injection.py).
 
 A profile is split into per-stamp constants (``prepare``: rotations, amplitudes, b_n, computed
 once per stamp) and the per-sample formula (``evaluate``); the sampling loops around
@@ -127,7 +127,7 @@ def render_profile(
 
 # A compact source behind a lens is sampled well once the sub-pixel spacing is below ~2/3 of its
 # half-light radius: the flux error then stays ~1e-3 (median; 1e-2 near caustics), against 1-5% for
-# a 0.05-0.03 arcsec source at 4 x 4 (tests/test_scene.py measures it against 32 x 32).
+# a 0.05-0.03 arcsec source at 4 x 4 (tests/simulate/test_scene.py measures it against 32 x 32).
 SUBPIXELS_PER_HALF_LIGHT_RADIUS = 1.5
 MAX_OVERSAMPLE = 16
 

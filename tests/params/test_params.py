@@ -150,18 +150,29 @@ def test_the_schema_and_the_simulators_configuration_cannot_drift_apart():
     from dhs.simulate.config import REQUIRED_PRIORS, ConfigError, SimConfig
     from dhs.simulate.psf import PSF_MODELS
 
+    from dhs.simulate.config import POPULATIONS
+    from dhs.simulate.noise import CORRELATIONS
+    from dhs.simulate.scene import HOST_KINDS
+
     fields = {f.name: f for f in dataclasses.fields(SimConfig)}
     assert set(fields) == set(SIMULATE.fields)
-    for name, f in fields.items():
-        if f.default is not dataclasses.MISSING:
-            assert SIMULATE.fields[name].default == (list(f.default) if isinstance(f.default, tuple) else f.default), name
-        elif f.default_factory is not dataclasses.MISSING and name != "priors":
-            assert SIMULATE.fields[name].default == f.default_factory(), name
+    required = {"n_stamps": 10, "seed": 1, "priors": BASE["simulate"]["priors"]}
+    schema_defaults = checked("simulate", required)
+    ours = dataclasses.asdict(SimConfig(**required))
+    for name in fields:
+        want = schema_defaults[name]
+        got = ours[name]
+        assert (list(got) if isinstance(got, tuple) else got) == want, name
     assert SIMULATE.fields["priors"].key.choices == tuple(REQUIRED_PRIORS)
     assert SIMULATE.fields["psf_model"].choices == tuple(PSF_MODELS)
+    assert SIMULATE.fields["population"].choices == tuple(POPULATIONS)
+    assert SIMULATE.fields["host_kinds"].key.choices == tuple(HOST_KINDS)
+    assert set(SIMULATE.fields["noise"].fields["correlation"].choices) == set(CORRELATIONS)
     for key, value in [("stamp_size", 65), ("n_stamps", 0), ("oversample", 0), ("psf_model", "airy"), ("control_fraction", 1.5),
                        ("split_fractions", {"train": 0.7, "val": 0.2, "test": 0.2}), ("bricks_per_region", [5, 2]),
-                       ("compile", "maybe"), ("host_pad_px", 65)]:
+                       ("compile", "maybe"), ("host_pad_px", 65), ("population", "lenspop2"), ("host_kinds", {"quasar": 1.0}),
+                       ("noise", {"correlation": "bilinear"}), ("knots", {"sigma_arcsec": [0.01, 0.05]}),
+                       ("physical", {"src_mag_maxx": 26.0})]:
         bad = {**BASE["simulate"], key: value}
         with pytest.raises(ConfigError):
             SimConfig.from_params(bad)

@@ -127,8 +127,9 @@ def _population(n: int):
 
 
 def test_arc_light_wrapped_by_the_circular_convolution_is_negligible():
-    """Arcs drawn from the default priors, convolved circularly on the stamp and linearly (zero
-    padding, scipy): the wrapped light stays below 1e-3 of the flux and 2e-3 of the peak pixel."""
+    """Arcs drawn from the default population, convolved circularly on the stamp and linearly (zero
+    padding, scipy): the wrapped light is ~4e-5 of the flux (median), below 1e-3 for 99 % of the
+    arcs, and below 1e-2 even for the largest Einstein radii (~3.5 arcsec) reaching the edges."""
     cfg, pop = _population(400)
     inj = pop[pop["is_control"] == 0]
     p = {"theta_e_arcsec": inj["theta_e_arcsec"], "lens_q": inj["lens_q"], "lens_phi_rad": inj["lens_phi_rad"],
@@ -146,13 +147,14 @@ def test_arc_light_wrapped_by_the_circular_convolution_is_negligible():
             lin = fftconvolve(unit[i].numpy(), kern[i, b], mode="same")
             flux_err.append(abs(circ[i, b].sum() - lin.sum()) / circ[i, b].sum())
             pix_err.append(np.abs(circ[i, b] - lin).max() / circ[i, b].max())
-    assert max(flux_err) < 1e-3 and np.median(flux_err) < 2e-4
-    assert max(pix_err) < 2e-3
+    assert max(flux_err) < 1e-2 and np.quantile(flux_err, 0.99) < 1e-3 and np.median(flux_err) < 2e-4
+    assert max(pix_err) < 1e-2 and np.quantile(pix_err, 0.99) < 1e-3
 
 
 def test_host_margin_recovers_the_light_scattered_in_from_beyond_the_stamp():
     """Hosts from the default population against the same hosts rendered on a 256 px grid (as
-    if the sky went on): with the 16 px margin every pixel is within 0.03 sky sigma, without it
+    if the sky went on): with the 16 px margin every pixel is within 0.1 sky sigma (the brightest,
+    largest hosts of the physical population, r ~ 17, leave the most light beyond it), without it
     (circular on the stamp) and with the earlier zero-padded linear convolution the edges are
     off by a large fraction of sigma."""
     cfg, pop = _population(120)
@@ -173,12 +175,12 @@ def test_host_margin_recovers_the_light_scattered_in_from_beyond_the_stamp():
     # the stage's own renderer, margin from params.yaml
     host = render_noise_free(pop, cfg, torch.device("cpu")).scene.numpy()
     err = lambda img: (np.abs(img - truth).max(axis=(-1, -2)) / sigma).max()  # noqa: E731
-    assert cfg.host_pad_px == 16 and err(host) < 0.03
+    assert cfg.host_pad_px == 16 and err(host) < 0.1
     no_margin, unit = on_grid(N)
     kern = centred_kernel(psf_kernels(fwhm, N, PIX)).numpy()
     linear = np.stack([[fftconvolve(unit[i].numpy(), kern[i, b], mode="same") * flux[i, b].item() for b in range(3)]
                        for i in range(len(pop))])
-    assert err(no_margin) > 0.1 and err(linear) > 0.1
+    assert err(no_margin) > 3 * err(host) and err(linear) > 3 * err(host)
 
 
 def test_sky_sigma_formula_values():

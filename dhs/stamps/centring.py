@@ -1,0 +1,122 @@
+"""Where the host is in a stamp, measured from the pixels, and radial profiles about that point.
+
+A cutout centred on a catalogue position puts the galaxy at an arbitrary sub-pixel offset from
+the stamp centre, plus the catalogue's centroid error (~0.05-0.2 arcsec). A radial profile taken
+about the *stamp* centre then leaves a dipole in the host's core, which a finder reads as a lens
+(a one-pixel shift sent 71 % of controls over the FPR-0.01 threshold). So the preprocessing
+measures the centre and takes the profile about it:
+
+1. detection image: the sum of the normalised bands, smoothed by a 5-tap binomial filter
+   (~ a Gaussian of sigma 1 px) so that single noise pixels do not win;
+2. the brightest pixel within ``search_radius_px`` of the stamp centre;
+3. sub-pixel refinement by a parabola through that pixel and its neighbours in each axis
+   (exact for a Gaussian peak in log space; we fit the values, which is accurate to ~0.05 px
+   for PSF-convolved galaxy cores and bias-free for symmetric ones), clamped to +-0.5 px.
+
+Radial profile about a centre c: the stamp is shifted by -c in Fourier space (band-limited,
+circular: the wrap moves at most a few edge pixels, which the medians ignore), the azimuthal
+median per integer-radius annulus is taken with the fixed tables of ``dhs.stamps.geometry``, and the
+profile is evaluated at every pixel's radius from c (linear between the annuli's node radii).
+A round host at any sub-pixel position then vanishes, and an arc stays.
+
+Everything is batched torch on the device that holds the stamps; no per-stamp Python.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+from dhs.stamps.geometry import annulus_table
+
+SEARCH_RADIUS_PX = 5.0
+_BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
+
+
+def _smooth(img: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) separable 5-tap binomial smoothing with reflected edges."""
+    k = torch.tensor(_BINOMIAL, dtype=img.dtype, device=img.device) / 16.0
+    x = torch.nn.functional.pad(img[:, None], (2, 2, 2, 2), mode="reflect")
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, 5))
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 5, 1))
+    return x[:, 0]
+
+
+@lru_cache(maxsize=8)
+def _search_mask(size: int, radius_px: float, device: str) -> torch.Tensor:
+    c = (size - 1) / 2.0
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij")
+    return (torch.hypot(yy - c, xx - c) <= radius_px).to(device)
+
+
+def measure_centres(x: torch.Tensor, search_radius_px: float = SEARCH_RADIUS_PX) -> torch.Tensor:
+    """(B, 2) host centres (dy, dx) in pixels from the stamp centre (N-1)/2, measured on the
+    band sum of ``x`` (B, C, N, N) (normalised or nMgy: only the shape of the light matters)."""
+    B, C, H, W = x.shape
+    det = _smooth(x.float().sum(dim=1))
+    mask = _search_mask(H, float(search_radius_px), str(x.device))
+    flat = det.masked_fill(~mask, float("-inf")).reshape(B, -1)
+    idx = flat.argmax(dim=1)
+    i, j = idx // W, idx % W
+    # parabola through (i-1, i, i+1) and (j-1, j, j+1); the search disc keeps them inside the stamp
+    b = torch.arange(B, device=x.device)
+    f0 = det[b, i, j]
+
+    def vertex(fm, fp):
+        denom = fm - 2.0 * f0 + fp
+        off = torch.where(denom < 0, 0.5 * (fm - fp) / denom.clamp(max=-1e-12), torch.zeros_like(f0))
+        return off.clamp(-0.5, 0.5)
+
+    dy = vertex(det[b, i - 1, j], det[b, i + 1, j])
+    dx = vertex(det[b, i, j - 1], det[b, i, j + 1])
+    c = (H - 1) / 2.0
+    return torch.stack([i.to(det.dtype) + dy - c, j.to(det.dtype) + dx - c], dim=1)
+
+
+def fourier_shift(x: torch.Tensor, shift_px: torch.Tensor) -> torch.Tensor:
+    """(B, C, N, N) images moved by (dy, dx) pixels per stamp (``shift_px`` (B, 2)), circularly,
+    by a phase ramp (band-limited interpolation)."""
+    B, C, H, W = x.shape
+    fy = torch.fft.fftfreq(H, device=x.device, dtype=torch.float64)
+    fx = torch.fft.rfftfreq(W, device=x.device, dtype=torch.float64)
+    s = shift_px.to(torch.float64)
+    ramp = torch.exp(-2j * math.pi * (s[:, 0, None, None] * fy[None, :, None] + s[:, 1, None, None] * fx[None, None, :]))
+    spec = torch.fft.rfft2(x.to(torch.float64)) * ramp[:, None]
+    return torch.fft.irfft2(spec, s=(H, W)).to(x.dtype)
+
+
+@lru_cache(maxsize=16)
+def _tables(size: int, device: str):
+    t = annulus_table(size)
+    return (torch.tensor(t.index, device=device), torch.tensor(t.valid, device=device),
+            torch.tensor(t.node_radius_px, device=device, dtype=torch.float32))
+
+
+def radial_profile_about(x: torch.Tensor, centres_px: torch.Tensor) -> torch.Tensor:
+    """(B, C, N, N) each band's azimuthal median profile about ``centres_px`` (B, 2) (dy, dx from
+    the stamp centre), evaluated at every pixel."""
+    B, C, H, W = x.shape
+    if H != W:
+        raise ValueError(f"radial profiles need square stamps, got {H}x{W}")
+    idx, valid, node_r = _tables(H, str(x.device))
+    centred = fourier_shift(x, -centres_px)
+    vals = centred.reshape(B, C, H * W)[..., idx].masked_fill(~valid, float("nan"))  # (B, C, K, M)
+    prof = vals.nanmedian(dim=-1).values  # (B, C, K)
+    c = (H - 1) / 2.0
+    yy = torch.arange(H, device=x.device, dtype=torch.float32)[None, :, None] - c - centres_px[:, 0, None, None].float()
+    xx = torch.arange(W, device=x.device, dtype=torch.float32)[None, None, :] - c - centres_px[:, 1, None, None].float()
+    r = torch.sqrt(yy * yy + xx * xx).reshape(B, H * W)
+    K = node_r.shape[0]
+    lo = (torch.searchsorted(node_r, r.contiguous(), right=True) - 1).clamp(0, K - 2)
+    w = ((r - node_r[lo]) / (node_r[lo + 1] - node_r[lo])).clamp(0.0, 1.0).to(x.dtype)
+    lo_b = lo[:, None, :].expand(B, C, H * W)
+    p_lo = prof.gather(-1, lo_b)
+    p_hi = prof.gather(-1, lo_b + 1)
+    return (p_lo * (1 - w[:, None]) + p_hi * w[:, None]).reshape(B, C, H, W)
+
+
+def subtract_radial_profile_about_host(x: torch.Tensor, search_radius_px: float = SEARCH_RADIUS_PX) -> torch.Tensor:
+    """x minus its azimuthal median profile about the measured host centre."""
+    return x - radial_profile_about(x, measure_centres(x, search_radius_px))
