@@ -73,13 +73,14 @@ import yaml
 
 # --- every import from the project in one block (modules are being re-housed: update here) ---
 from dhs import atomic
-from dhs.cache import CacheError, build_cache, open_split
+from dhs.stamps.cache import CacheError, build_cache, open_split
 from dhs.contract.validate import DatasetInvalid, list_shards, validate
-from dhs.inference import load_trained, score_split
-from dhs.intervals import wilson_interval
-from dhs.scores import score_table
-from dhs.staging import StagingError, link_tree, stage
-from dhs.training import TrainingError
+from dhs.finder.checkpoint import load_trained
+from dhs.finder.inference import score_split
+from dhs.evaluation.intervals import wilson_interval
+from dhs.evaluation.scores import score_table
+from dhs.stamps.staging import StagingError, link_tree, stage
+from dhs.finder.checkpoint import TrainingError
 # ----------------------------------------------------------------------------------------------
 
 PIX = 0.262          # arcsec / pixel (DR10)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from tests.conftest import REPO
 
 pytest.importorskip("lenstronomy")
 
@@ -98,12 +98,13 @@ def tiny_project(sim_cache, tmp_path_factory):
     """A project root with a small_cnn trained for a few steps on the simulated cache, its
     thresholds set on its own test controls, and its score table: what `dvc repro` leaves."""
     from dhs import atomic
-    from dhs.cache import open_split
-    from dhs.inference import load_trained, score_split
-    from dhs.loader import NormConfig
-    from dhs.scores import score_table
-    from dhs.thresholds import threshold_at_fpr
-    from dhs.training import TrainConfig, train
+    from dhs.stamps.cache import open_split
+    from dhs.finder.checkpoint import load_trained
+    from dhs.finder.inference import score_split
+    from dhs.finder.loader import NormConfig
+    from dhs.evaluation.scores import score_table
+    from dhs.evaluation.thresholds import threshold_at_fpr
+    from dhs.finder.training import TrainConfig, train
     from sklearn.metrics import roc_auc_score
 
     root = tmp_path_factory.mktemp("project")
