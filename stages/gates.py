@@ -14,7 +14,7 @@ from dhs.stamps.cache import CacheError
 STAGE = Stage("gates", stage.run, stage.__doc__, per_arch=True, errors=(CacheError, TrainingError, ConfigError), status=stage.status, options=(
     Option("--cache", "cache_dir", "data/cache"), Option("--models", "models_dir", "data/models"),
     Option("--baseline", "baseline_metrics", "metrics/baseline.json"), Option("--metrics", "metrics_dir", "metrics/gates"),
-    Option("--plots", "plots_dir", "plots/gates")))
+    Option("--plots", "plots_dir", "plots/gates"), Option("--completeness", "completeness_dir", "metrics/completeness")))
 main = STAGE.main
 
 if __name__ == "__main__":

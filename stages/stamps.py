@@ -13,7 +13,7 @@ from dhs.stamps.cache import CacheError
 from dhs.stamps.staging import StagingError
 
 STAGE = Stage("stamps", stage.run, stage.__doc__, errors=(ConfigError, DatasetInvalid, StagingError, stage.RejectionRateError, CacheError), options=(
-    Option("--out", "out_dir", "data/stamps"), Option("--metrics", "metrics_path", "metrics/stamps.json"),
+    Option("--out", "out_dir", "data/stamps"), Option("--metrics", "metrics_path", "metrics/stamps.json"), Option("--plots", "plots_dir", "plots/stamps"),
     Option("--cache", "cache_dir", "data/cache")))
 main = STAGE.main
 

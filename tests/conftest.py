@@ -15,14 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 def small_sim_params(**over) -> dict:
     p = yaml.safe_load(open(REPO / "params.yaml"))["simulate"]
     p = copy.deepcopy(p)
-    p.update({"n_stamps": 160, "n_regions": 10, "failed_cutout_fraction": 0.0, "device": "cpu"})
+    p.update({"n_stamps": 240, "n_regions": 10, "failed_cutout_fraction": 0.0, "device": "cpu"})
     p.update(over)
     return p
 
 
 @pytest.fixture(scope="session")
 def sim_dataset(tmp_path_factory) -> Path:
-    """160 simulated stamps in the contract, 20 rows per shard (read-only: copy before editing)."""
+    """240 simulated stamps in the contract, 20 rows per shard (read-only: copy before editing)."""
     from dhs.simulate.config import SimConfig
     from dhs.simulate.dataset import write_synthetic_dataset
 

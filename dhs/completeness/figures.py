@@ -16,7 +16,9 @@ from dhs import atomic  # noqa: E402
 
 LABELS = {"theta_e_arcsec": r"$\theta_E$ [arcsec]", "theta_e_over_psf": r"$\theta_E$ / PSF FWHM$_r$",
           "psf_r_arcsec": "PSF FWHM r [arcsec]", "psfdepth_r": r"5$\sigma$ depth r [mag]", "src_r_mag": "source r [mag, unlensed]",
-          "arc_snr": "arc SNR"}
+          "arc_snr": "arc SNR (peak pixel)", "lensed_src_r_mag": "source r [mag, as lensed]"}
+# variables spread over decades are drawn on a log axis (bins at 0 drawn at the first positive edge)
+LOG_AXIS = {"arc_snr"}
 
 
 def _save(fig, path: Path) -> None:
@@ -35,6 +37,9 @@ def curve_figure(table: pd.DataFrame, var: str, title: str, path: Path, criteria
             if s.empty:
                 continue
             x, y = s["bin_center"].to_numpy(), s["completeness"].to_numpy()
+            if var in LOG_AXIS:  # geometric bin centres; the first bin starts at 0
+                lo, hi = s["bin_lo"].to_numpy(float), s["bin_hi"].to_numpy(float)
+                x = np.where(np.isfinite(hi), np.sqrt(np.maximum(lo, hi / 4) * hi), 2 * lo)
             err = np.clip(np.vstack([y - s["wilson_lo"].to_numpy(), s["wilson_hi"].to_numpy() - y]), 0, None)  # rounding at k=0, k=n
             line = ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label=c)
             ax.fill_between(x, s["boot_lo"], s["boot_hi"], alpha=0.15, color=line[0].get_color(), lw=0)
@@ -43,6 +48,8 @@ def curve_figure(table: pd.DataFrame, var: str, title: str, path: Path, criteria
                 ax.scatter(x[low], y[low], facecolors="none", edgecolors="k", s=60, zorder=5)
         ax.set_title(f"{subset}")
         ax.set_xlabel(LABELS.get(var, var))
+        if var in LOG_AXIS:
+            ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("completeness")

@@ -16,6 +16,7 @@ import pandas as pd
 from dhs.completeness.counts import (OVERALL, THETA_PSF_GE_1, BinSpec, CompletenessError, Criterion, excluded_counts, headline_bins,
                               region_bin_counts_spark, summarise, surface_name)
 from dhs.evaluation.auc import auroc, roc_curve
+from dhs.evaluation.intervals import wilson_interval
 from dhs.evaluation.scores import REQUIRED_COLUMNS
 from dhs.evaluation.thresholds import Threshold, threshold_from_top, top_needed
 from dhs.params import checked
@@ -85,6 +86,71 @@ class SelectionResult:
     threshold_spread: dict[str, dict] = field(default_factory=dict)
     skipped_variables: list[str] = field(default_factory=list)
     roc: tuple[np.ndarray, np.ndarray] = ()   # (fpr, tpr) on the evaluation split, for drawing
+    control_groups: dict[str, Any] = field(default_factory=dict)   # false-positive rates by kind of control
+    top_controls: pd.DataFrame | None = None  # the highest-scoring controls of each kind (report gallery)
+
+
+# Kinds of control the simulated survey labels (``control_kind``) and field features it records;
+# a score table without these columns (real data) is measured without this breakdown.
+CONTROL_FEATURES = {
+    "with_companion": "has_companion = 1",
+    "with_star": "n_stars > 0",
+    "bright_neighbour_r_lt_21": "brightest_neighbour_r_mag < 21",
+}
+TOP_CONTROLS_PER_KIND = 8
+
+
+def control_groups_spark(controls, thresholds: Mapping[str, Threshold], confidence: float) -> dict[str, Any]:
+    """False-positive rate at each threshold per control kind and per field feature: k of n
+    controls above (pass: score > threshold) with a Wilson interval. Absent columns: no groups."""
+    from pyspark.sql import functions as F
+
+    cols = set(controls.columns)
+    groups: list[tuple[str, str, Any]] = []
+    if "control_kind" in cols:
+        for r in controls.select("control_kind").distinct().collect():
+            kind = r["control_kind"]
+            if kind is not None and kind != "":
+                groups.append(("control_kind", kind, F.col("control_kind") == kind))
+    feature_col = {"with_companion": "has_companion", "with_star": "n_stars", "bright_neighbour_r_lt_21": "brightest_neighbour_r_mag"}
+    for name, cond in CONTROL_FEATURES.items():
+        if feature_col[name] in cols:
+            groups.append(("feature", name, F.expr(cond)))
+    out: dict[str, Any] = {"control_kind": {}, "feature": {}}
+    if not groups:
+        return {}
+    aggs = []
+    for gi, (_, _, cond) in enumerate(groups):
+        aggs.append(F.sum(F.when(cond, 1).otherwise(0)).alias(f"n{gi}"))
+        for ti, t in enumerate(thresholds.values()):
+            aggs.append(F.sum(F.when(cond & (F.col("score") > float(t.score)), 1).otherwise(0)).alias(f"k{gi}_{ti}"))
+    row = controls.agg(*aggs).first()
+    for gi, (group, name, _) in enumerate(groups):
+        n = int(row[f"n{gi}"] or 0)
+        per = {"n_controls": n}
+        for ti, (tname, t) in enumerate(thresholds.items()):
+            k = int(row[f"k{gi}_{ti}"] or 0)
+            lo, hi = wilson_interval(k, n, confidence)
+            nominal = t.achieved_fpr
+            per[tname] = {"k": k, "fpr": k / n if n else None, "wilson_lo": None if n == 0 else float(lo),
+                          "wilson_hi": None if n == 0 else float(hi),
+                          "ratio_to_all": (k / n / nominal) if n and nominal else None}
+        out[group][name] = per
+    return out
+
+
+def top_controls_spark(controls, n_per_kind: int) -> pd.DataFrame | None:
+    """The ``n_per_kind`` highest-scoring controls of every control kind (task_id, kind, score)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if "control_kind" not in controls.columns:
+        return None
+    w = Window.partitionBy("control_kind").orderBy(F.desc("score"), F.asc("task_id"))
+    top = (controls.where(F.col("control_kind").isNotNull() & (F.col("control_kind") != ""))
+           .select("task_id", "control_kind", F.col("score").cast("double").alias("score"))
+           .withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= n_per_kind))
+    return top.toPandas().sort_values(["control_kind", "rank"]).reset_index(drop=True)
 
 
 def threshold_count_range(n_controls: int, fpr: float, confidence: float = 0.95) -> tuple[int, int]:
@@ -147,7 +213,8 @@ def measure(spark, scores_path: str, cfg: CompletenessConfig, extra_criteria: tu
     asked = cfg
     cfg = check_columns(sdf, cfg, src, tuple(extra_criteria))
     skipped = [b.name for b in asked.bins if b not in cfg.bins]
-    sdf = sdf.select(*cfg.needed_columns(), *(c for c in ("arc_snr",) if c in sdf.columns and c not in cfg.needed_columns()))
+    optional = ("arc_snr", "control_kind", "has_companion", "n_stars", "brightest_neighbour_r_mag")
+    sdf = sdf.select(*cfg.needed_columns(), *(c for c in optional if c in sdf.columns and c not in cfg.needed_columns()))
     rows = check_scores_spark(sdf, src)
     ev = sdf.where(F.col("split") == cfg.eval_split).cache()
     label_counts = {int(r["label"]): int(r["count"]) for r in ev.groupBy("label").count().collect()}
@@ -196,8 +263,10 @@ def measure(spark, scores_path: str, cfg: CompletenessConfig, extra_criteria: tu
     pdf = ev.select(F.col("label").cast("int").alias("label"), F.col("score").cast("double").alias("score")).toPandas()
     auc = auroc(pdf["label"], pdf["score"])
     roc = roc_curve(pdf["score"].to_numpy(), pdf["label"].to_numpy() == 1)
+    groups = control_groups_spark(controls, {k: t for k, t in thresholds.items()}, cfg.confidence)
+    top = top_controls_spark(controls, TOP_CONTROLS_PER_KIND)
     ev.unpersist()
-    return SelectionResult(thresholds, table, counts, excluded_counts(counts), rows, auc, warnings, spread, skipped, roc)
+    return SelectionResult(thresholds, table, counts, excluded_counts(counts), rows, auc, warnings, spread, skipped, roc, groups, top)
 
 
 def _cell(table: pd.DataFrame, var: str, subset: str, criterion: str, bin_: int = 0) -> dict[str, Any]:
@@ -232,4 +301,5 @@ def metrics_dict(arch: str, cfg: CompletenessConfig, result: SelectionResult) ->
             "headline": head, "low_count_warnings": result.warnings, "excluded_from_bins": result.excluded,
             "skipped_variables": result.skipped_variables,
             "n_regions": int(result.counts.loc[result.counts["var"] == OVERALL, "region_id"].nunique()),
-            "bootstrap": {"n": cfg.n_bootstrap, "unit": "region", "confidence": cfg.confidence}, "plot_threshold": fpr_name(cfg.plot_fpr)}
+            "bootstrap": {"n": cfg.n_bootstrap, "unit": "region", "confidence": cfg.confidence}, "plot_threshold": fpr_name(cfg.plot_fpr),
+            "false_positives_by_control": result.control_groups}

@@ -68,6 +68,8 @@ def write_outputs(arch: str, cfg: CompletenessConfig, result, metrics_dir: str |
         atomic.write_text(out / f"{var}.csv", t[cols].to_csv(index=False))
         surface_figure(result.table, var, bx.edges, by.edges, fpr_name(cfg.plot_fpr), f"{arch}: completeness surface ({cfg.eval_split} split)",
                        out / f"{var}.png", LABELS.get(bx.name, bx.name), LABELS.get(by.name, by.name))
+    top = result.top_controls if result.top_controls is not None else pd.DataFrame(columns=["task_id", "control_kind", "score", "rank"])
+    atomic.write_text(out / "top_controls.csv", top.to_csv(index=False))
     atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
     return metrics
 
@@ -105,6 +107,14 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
         if u:
             print(f"  {'':>12}  threshold's own 95% range: {u['controls_above_interval'][0]}-{u['controls_above_interval'][1]} controls "
                   f"above, completeness {u['completeness_range'][0]:.3f}-{u['completeness_range'][1]:.3f}")
+    groups = metrics.get("false_positives_by_control") or {}
+    plot_t = fpr_name(cfg.plot_fpr)
+    for group, by in groups.items():
+        for name, g in by.items():
+            c = g.get(plot_t, {})
+            if c.get("fpr") is not None:
+                print(f"  false positives at {plot_t}, {group} {name}: {c['k']}/{g['n_controls']} = {c['fpr']:.4f} "
+                      f"[{c['wilson_lo']:.4f}, {c['wilson_hi']:.4f}]")
     print(f"completeness {arch}: wrote {metrics_dir}/{arch}.json, {plots_dir}/{arch}/ and {roc_dir}/{arch}.csv in "
           f"{time.perf_counter() - t0:.1f} s")
     return metrics

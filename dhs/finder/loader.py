@@ -11,12 +11,15 @@ Normalisation (``NormConfig``), applied batched in torch on whatever device hold
 - ``annulus_per_band``: each band scaled by its own annulus MAD (for comparison).
 - ``none``: raw nMgy.
 Optionally (``radial_profile_subtract``), after scaling: per stamp and band, subtract the
-azimuthal median profile (median of each integer-radius annulus about the stamp centre,
-linearly interpolated in radius, see ``dhs.stamps.geometry``). A round host vanishes and what is left
-is non-axisymmetric structure: arcs, companions, the quadrupole of an elliptical host. The
-median (not the mean) keeps an arc that covers a minority of its annulus. It also removes the
-axisymmetric part of the central brightness, the core-brightness shortcut (docs/conventions.md,
-shortcuts).
+azimuthal median profile (median of each integer-radius annulus, linearly interpolated in
+radius) about the host's centre as measured on the stamp (``radial_profile_centre: host``,
+``dhs.stamps.centring``) or about the stamp centre (``stamp``, the earlier behaviour). A round
+host vanishes and what is left is non-axisymmetric structure: arcs, companions, the quadrupole
+of an elliptical host. The median (not the mean) keeps an arc that covers a minority of its
+annulus. It also removes the axisymmetric part of the central brightness, the core-brightness
+shortcut (docs/conventions.md, shortcuts). About the stamp centre, a host half a pixel off
+leaves a dipole in the core that a finder reads as a lens; catalogue cutouts put hosts at
+arbitrary sub-pixel positions, so the measured centre is the default.
 Then values are clipped to +-``clip`` (20: a clip at 10 flattened bright arcs).
 
 Core dropout (``core_dropout_p``, ``core_dropout_radius_px``; training only): with
@@ -25,6 +28,11 @@ Gaussian noise with each band's sky median and robust sigma measured in the norm
 annulus, so the network cannot rely on the centre alone. It is applied only by
 ``iterate_batches(..., training=True)`` (the training loop), never by ``normalize``, evaluation
 or inference; it is part of ``NormConfig`` so the checkpoint records how the model was trained.
+
+Shifts (``shift_px``; training only, like core dropout): each stamp is rolled by a random whole
+number of pixels in [-shift_px, shift_px] per axis (circular: a few edge pixels wrap), so the
+network meets hosts off the stamp centre by more than the data's own sub-pixel and centroid
+scatter and cannot key on the exact centre (the shift gate checks it).
 
 Augmentation: the 8 rotations/flips of the square, one per stamp, as a single gather, so it
 runs batched on the GPU. The stamp centre (N-1)/2 is fixed under all of them.
@@ -46,6 +54,7 @@ import torch
 
 from dhs.stamps.cache import CachedSplit, annulus_mask_np
 from dhs.params import checked
+from dhs.stamps.centring import subtract_radial_profile_about_host
 from dhs.stamps.geometry import annulus_table, core_mask
 
 MAD_TO_SIGMA = 1.4826
@@ -58,6 +67,8 @@ class NormConfig:
     annulus_inner_frac: float = 0.65  # of the half-width: 20.8 px of 32 for 64x64 stamps
     annulus_outer_frac: float = 1.0
     radial_profile_subtract: bool = False  # subtract the azimuthal median profile (inference too)
+    radial_profile_centre: str = "host"    # about the measured host centre | about the stamp centre ("stamp")
+    shift_px: int = 0                      # training only: random whole-pixel shifts up to this per axis
     core_dropout_p: float = 0.0  # training only: probability per stamp of replacing the core by noise
     core_dropout_radius_px: float = 5.0  # training only: radius of that core disc, pixels
 
@@ -98,7 +109,7 @@ def normalize(x: torch.Tensor, cfg: NormConfig, stats: torch.Tensor | None = Non
             scale = dev.median(dim=-1).values * MAD_TO_SIGMA  # (B, C)
         x = (x - med[..., None, None]) / scale.clamp_min(1e-12)[..., None, None]
     if cfg.radial_profile_subtract:
-        x = subtract_radial_profile(x)
+        x = subtract_radial_profile_about_host(x) if cfg.radial_profile_centre == "host" else subtract_radial_profile(x)
     return x.clamp(-cfg.clip, cfg.clip)
 
 
@@ -158,6 +169,26 @@ def _dihedral_perms(size: int, device) -> torch.Tensor:
         for k in range(4):
             out.append(torch.rot90(base, k, dims=(-2, -1)).reshape(-1))
     return torch.stack(out)
+
+
+@lru_cache(maxsize=8)
+def _shift_perms(size: int, max_shift: int, device: str) -> torch.Tensor:
+    """((2m+1)^2, H*W) source index of each output pixel for every whole-pixel roll (dy, dx), |d| <= m."""
+    idx = torch.arange(size * size, device=device).reshape(size, size)
+    rng = range(-max_shift, max_shift + 1)
+    return torch.stack([torch.roll(idx, (dy, dx), dims=(0, 1)).reshape(-1) for dy in rng for dx in rng])
+
+
+def augment_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Roll each stamp (B, C, H, W) by a random whole number of pixels in [-max_shift, max_shift]
+    per axis, batched (one gather)."""
+    if max_shift <= 0:
+        return x
+    B, C, H, W = x.shape
+    perms = _shift_perms(H, int(max_shift), str(x.device))
+    t = torch.randint(0, perms.shape[0], (B,), generator=generator, device=generator.device if generator is not None else x.device)
+    src = perms[t.to(x.device)]
+    return x.reshape(B, C, H * W).gather(2, src[:, None, :].expand(B, C, H * W)).reshape(B, C, H, W)
 
 
 def augment_dihedral(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -234,7 +265,8 @@ def iterate_batches(split: CachedSplit, indices: np.ndarray, batch_size: int, no
     """Yield (x, y, rows) batches of the given rows: x normalised on ``device``; rows are cache indices.
 
     ``augment``: one random rotation/flip per stamp. ``training``: also apply the training-only
-    corruptions of ``norm`` (core dropout); evaluation and inference leave it False.
+    augmentations of ``norm`` (whole-pixel shifts, core dropout); evaluation and inference leave
+    it False.
     """
     labels = split.labels
     all_stats = split.norm_stats(norm.annulus_inner_frac, norm.annulus_outer_frac)
@@ -249,6 +281,7 @@ def iterate_batches(split: CachedSplit, indices: np.ndarray, batch_size: int, no
         if augment:
             x = augment_dihedral(x, generator)
         if training:
+            x = augment_shift(x, norm.shift_px, generator)
             x = core_dropout(x, norm, generator)
         yield x, torch.from_numpy(labels[rows]).to(device), rows
 

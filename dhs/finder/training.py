@@ -77,6 +77,7 @@ class TrainConfig:
     colour_conditioning: bool = False  # host g-r, r-z from the stamp as extra inputs (dhs.models.heads)
     theta_head: bool = False           # second output regressing theta_E on injections (masked on controls)
     theta_loss_weight: float = 0.1     # weight of the Huber loss on theta_E [arcsec] beside the BCE
+    min_arc_snr: float = 0.0           # train on injections with arc_snr >= this (and every control); 0 = all
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], arch: str, source: str = "params.yaml") -> "TrainConfig":
@@ -129,11 +130,12 @@ def _source_digest() -> str:
     import dhs.finder.loader
     import dhs.models
     import dhs.stamps.cache
+    import dhs.stamps.centring
     import dhs.stamps.geometry
 
     files = sorted(Path(dhs.models.__file__).parent.glob("*.py")) + [Path(f) for f in (
-        __file__, dhs.finder.loader.__file__, dhs.stamps.geometry.__file__, dhs.stamps.cache.__file__, dhs.finder.colours.__file__,
-        dhs.finder.checkpoint.__file__)]
+        __file__, dhs.finder.loader.__file__, dhs.stamps.geometry.__file__, dhs.stamps.centring.__file__, dhs.stamps.cache.__file__,
+        dhs.finder.colours.__file__, dhs.finder.checkpoint.__file__)]
     h = hashlib.sha256()
     for f in files:
         h.update(f.read_bytes())
@@ -168,6 +170,26 @@ class _StepStream:
                 parts.append(np.random.default_rng([self.seed, epoch, sub, self.rank]).permutation(shard))
             self._cache = (epoch, np.concatenate(parts)[:need])
         return self._cache[1][k * self.b : (k + 1) * self.b]
+
+
+def training_rows(meta: pd.DataFrame, labels: np.ndarray, min_arc_snr: float) -> tuple[np.ndarray, dict[str, int]]:
+    """Rows of the train split the finder learns from: every control, and the injections whose
+    arc is visible enough (``arc_snr >= min_arc_snr``; all with 0). A simulated population that
+    reaches below detectability (sources to r ~ 27) has many injections with no visible arc; as
+    training positives they are label noise, while they stay in validation, test and every
+    completeness measurement. Returns the rows and the excluded counts by reason."""
+    n = len(labels)
+    if min_arc_snr <= 0:
+        return np.arange(n), {}
+    if "arc_snr" not in meta.columns:
+        raise TrainingError(f"train.min_arc_snr is {min_arc_snr:g} but the train split has no arc_snr column (real data "
+                            f"rarely has one): set train.min_arc_snr: 0")
+    snr = pd.to_numeric(meta["arc_snr"], errors="coerce").to_numpy(np.float64)
+    inj = labels == 1
+    missing = inj & ~np.isfinite(snr)
+    faint = inj & np.isfinite(snr) & (snr < min_arc_snr)
+    keep = ~(missing | faint)
+    return np.flatnonzero(keep), {"injection_arc_snr_below_min": int(faint.sum()), "injection_arc_snr_missing": int(missing.sum())}
 
 
 def training_loss(logits: torch.Tensor, y: torch.Tensor, theta_pred: torch.Tensor | None = None,
@@ -238,6 +260,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     else:
         meta_stats = None
 
+    train_rows, excluded = training_rows(train_split.meta, train_split.labels, cfg.min_arc_snr)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # the global numpy state is saved in checkpoints: make it a function of the seed
     # channels_last: faster convolutions on GPU (bf16 tensor cores) and on CPU (oneDNN) alike
@@ -268,7 +291,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
 
     per_rank = max(1, cfg.batch_size // world)
-    stream = _StepStream(len(train_split), per_rank, cfg.steps_per_epoch, cfg.seed, rank, world)
+    stream = _StepStream(len(train_rows), per_rank, cfg.steps_per_epoch, cfg.seed, rank, world)
     labels = train_split.labels
     seen: list[np.ndarray] = []
     t0, images = time.perf_counter(), 0
@@ -282,7 +305,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         # dropout and stochastic depth (EfficientNet, ConvNeXt) draw from the global RNG: make it
         # a function of (seed, step, rank) so a resumed run draws what the straight run drew
         torch.manual_seed((cfg.seed * 1_000_003 + step) * 1_009 + rank)
-        rows = stream.rows(step)
+        rows = train_rows[stream.rows(step)]
         if cfg.record_rows:
             seen.append(rows)
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
@@ -350,8 +373,9 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     metrics = {"arch": cfg.arch, "stamp_size": stamp_size, "steps": total, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                "world_size": world, "device": device.type, "params_hash": phash, "best": best, "history": history, "test_at_best": test, "completed": stop == total,
                "n_train": len(train_split), "n_val": len(val_split),
+               "train_rows": {"used": int(len(train_rows)), "excluded": excluded, "min_arc_snr": cfg.min_arc_snr},
                "n_parameters": int(sum(p.numel() for p in model.parameters())),
-               "train_label_balance": float(labels.mean())}
+               "train_label_balance": float(labels[train_rows].mean())}
     if start < total:  # a timing, so printed rather than put in the (deterministic) metrics
         print(f"train {cfg.arch}: {stop - start} steps, {images / elapsed:.0f} images/s on {device.type} x {world}")
     return metrics

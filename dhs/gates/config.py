@@ -35,8 +35,15 @@ class GatesConfig:
     ring_max_excess_logit: float = 1.0  # median ring logit shift may exceed the arc's by at most this
     n_probe: int = 400                  # controls probed with a ring and with an arc
     shuffle_min_auc: float = 0.75       # AUROC real vs annulus-shuffled injections must reach
+    # shift: test stamps moved by these (dy, dx) pixels (fractions: Fourier shift, whole: roll) and scored again
+    shift_offsets_px: tuple[tuple[float, float], ...] = ((0.5, 0.5), (0.0, 1.0), (1.0, 1.0), (2.0, 0.0), (-1.0, 2.0))
+    shift_max_fpr_ratio: float = 1.5    # shifted control FPR at each operating threshold / unshifted, at most
+    shift_max_auc_drop: float = 0.005   # AUROC drop after a shift, at most
+    shift_n_eval: int = 0               # test stamps the shift gate scores (0 = all: the operating thresholds need every control)
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml") -> "GatesConfig":
         """From the ``gates`` params section, checked by the schema (dhs.params.schema)."""
-        return cls(**checked("gates", p, source))
+        v = dict(checked("gates", p, source))
+        v["shift_offsets_px"] = tuple(tuple(float(x) for x in pair) for pair in v["shift_offsets_px"])
+        return cls(**v)

@@ -46,6 +46,7 @@ from dhs.gates.result import gate_result, skipped
 from dhs.simulate.config import SimConfig
 from dhs.simulate.priors import sample_prior
 from dhs.simulate.psf import PSFSpectra
+from dhs.stamps.centring import fourier_shift, measure_centres
 from dhs.simulate.render import colour_and_blur, lensed_sersic, render_profile
 
 RING_RULE = "median ring logit shift <= median arc logit shift + ring_max_excess_logit"
@@ -157,6 +158,10 @@ def ring_probe_gate(score: ScoreFn, controls_nmgy: np.ndarray, controls_meta: pd
         return skipped(name, thr, RING_RULE, str(exc))
     _, sigma = sky_level_and_sigma(controls_nmgy, controls_meta)
     ring, arc, _ = render_ring_and_arc(fwhm, sigma[:, 1], controls_nmgy.shape[-1], cfg, np.random.default_rng([cfg.seed, 21]), survey)
+    # centred on each host as measured on the stamp, as a lens would be (hosts sit off the stamp centre)
+    centres = measure_centres(torch.from_numpy(np.asarray(controls_nmgy, dtype=np.float32)))
+    ring = fourier_shift(torch.from_numpy(ring), centres).numpy()
+    arc = fourier_shift(torch.from_numpy(arc), centres).numpy()
     base = controls_nmgy.astype(np.float64)
     l0 = score(controls_nmgy, controls_meta) if logits_control is None else np.asarray(logits_control)
     lr = score((base + ring).astype(np.float32), controls_meta)

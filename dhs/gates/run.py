@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dhs.evaluation.auc import auroc
+from dhs.evaluation.scores import sigmoid
 from dhs.stamps.cache import open_split
 from dhs.gates.config import GatesConfig
 from dhs.gates.core import core_masked_gate, core_only_gate
@@ -28,12 +29,13 @@ from dhs.gates.pixels import ScoreFn, read_rows
 from dhs.gates.probes import ring_probe_gate
 from dhs.gates.result import summarise
 from dhs.evaluation.thresholds import threshold_at_fpr
+from dhs.gates.shift import operating_thresholds, shift_gate
 from dhs.gates.shuffle import shuffle_gate
 from dhs.gates.splits import split_integrity_gate
 from dhs.finder.loader import NormConfig
 from dhs.simulate.config import SimConfig
 
-GATE_ORDER = ("core_only", "metadata_only", "core_masked", "ring_probe", "annulus_shuffle", "split_integrity")
+GATE_ORDER = ("core_only", "metadata_only", "core_masked", "ring_probe", "annulus_shuffle", "shift", "split_integrity")
 FPR_DETECT = 0.01
 
 
@@ -45,10 +47,12 @@ def subset_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def run_gates(score: ScoreFn, norm: NormConfig, cache_dir: str | Path, baseline_metrics: str | Path, cfg: GatesConfig,
-              survey: SimConfig, log=print) -> tuple[dict, dict]:
+              survey: SimConfig, log=print, completeness_metrics: dict | None = None, fprs=(0.1, 0.01, 0.001),
+              min_expected_controls: float = 10.0) -> tuple[dict, dict]:
     """All gates; ``score`` maps nMgy images (+ metadata) to the model's logits, ``norm`` is the
     normalisation the model was trained with, ``survey`` the simulator's configuration (pixel
-    scale, PSF, sub-pixels and priors the probes render with)."""
+    scale, PSF, sub-pixels and priors the probes render with), ``completeness_metrics`` the
+    completeness stage's metrics (its operating thresholds, for the shift gate)."""
     t0 = time.perf_counter()
     splits = {s: open_split(cache_dir, s) for s in ("train", "val", "test")}
     results: dict[str, dict] = {}
@@ -92,6 +96,20 @@ def run_gates(score: ScoreFn, norm: NormConfig, cache_dir: str | Path, baseline_
     timed("annulus_shuffle", lambda: shuffle_gate(score, imgs[inj], meta.iloc[inj].reset_index(drop=True), ctl_logits, cfg, thr, ex_shuf,
                                                   logits_real=logits[inj], probe_controls=probe_ctl))
 
+    shift_rows = subset_rows(len(test), cfg.shift_n_eval, np.random.default_rng([cfg.seed, 3]))
+    shift_imgs = imgs if np.array_equal(shift_rows, rows) else read_rows(test.images, shift_rows)
+    shift_meta = meta if np.array_equal(shift_rows, rows) else test.meta.iloc[shift_rows].reset_index(drop=True)
+    shift_y = test.labels[shift_rows].astype(int)
+    ex_shift: dict = {}
+
+    def run_shift():
+        lg = logits if np.array_equal(shift_rows, rows) else score(shift_imgs, shift_meta)
+        thresholds = operating_thresholds(completeness_metrics, sigmoid(lg[shift_y == 0]), fprs, min_expected_controls)
+        return shift_gate(score, shift_imgs, shift_meta, shift_y, lg, cfg, thresholds, min_expected_controls, ex_shift)
+
+    timed("shift", run_shift)
+    del shift_imgs
+
     ordered = [results[k] for k in GATE_ORDER]
     metrics = {**summarise(ordered), "enforce": cfg.enforce, "gates": {r["name"]: r for r in ordered},
                "n_eval": int(len(rows)), "n_eval_injections": int(y.sum()), "n_eval_controls": int((y == 0).sum()),
@@ -99,7 +117,7 @@ def run_gates(score: ScoreFn, norm: NormConfig, cache_dir: str | Path, baseline_
                "params": dataclasses.asdict(cfg)}
     # timings are printed, not kept in the metrics: metrics must be a function of data, params and seed
     log(f"gates: timings (s): {dict(timings, total=round(time.perf_counter() - t0, 2))}")
-    examples = {"mask": ex_mask, "ring": ex_ring, "shuffle": ex_shuf, "logits": logits, "labels": y,
+    examples = {"mask": ex_mask, "ring": ex_ring, "shuffle": ex_shuf, "shift": ex_shift, "logits": logits, "labels": y,
                 "sky_sigma_r": pd.to_numeric(meta.get("sky_sigma_r_nmgy", pd.Series(np.nan, index=meta.index)), errors="coerce").to_numpy()}
     return metrics, examples
 

@@ -1,7 +1,7 @@
 """Annulus-shuffled hard negatives: does the model see arc morphology, or only radial flux?
 
-Per stamp, the pixels of every integer-radius annulus about the centre (``dhs.stamps.geometry``) are
-permuted at random, with the same permutation for g, r and z (each pixel keeps its colour).
+Per stamp, the pixels of every integer-radius annulus about the host's centre (measured on the
+stamp, ``dhs.stamps.centring``; ``dhs.stamps.geometry`` for the annuli) are permuted at random, with the same permutation for g, r and z (each pixel keeps its colour).
 That destroys the arc's shape (its light is scattered around its annulus) but keeps, exactly,
 each annulus's set of pixel values: the radial flux profile, the total flux and the colours.
 A round host is almost unchanged; sky noise is i.i.d. and stays statistically the same.
@@ -22,10 +22,12 @@ least three in four (real, shuffled) pairs ordered correctly.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from dhs.gates.config import GatesConfig
 from dhs.gates.pixels import ScoreFn, chunks
 from dhs.gates.result import auc_with_ci, enough_rows, gate_result, skipped
+from dhs.stamps.centring import fourier_shift, measure_centres
 from dhs.stamps.geometry import annulus_table
 
 SHUFFLE_RULE = "AUROC(detected injections vs their annulus-shuffled versions) >= shuffle_min_auc"
@@ -51,6 +53,15 @@ def annulus_shuffle(images: np.ndarray, rng: np.random.Generator, batch: int = 2
     return out.reshape(images.shape)
 
 
+def annulus_shuffle_about_host(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``annulus_shuffle`` about each host's measured centre: the stamp is moved so that the host
+    sits on the stamp centre (Fourier shift), shuffled, and moved back."""
+    x = torch.from_numpy(np.asarray(images, dtype=np.float32))
+    c = measure_centres(x)
+    centred = fourier_shift(x, -c).numpy()
+    return fourier_shift(torch.from_numpy(annulus_shuffle(centred, rng)), c).numpy()
+
+
 def shuffle_gate(score: ScoreFn, injections_nmgy: np.ndarray, injections_meta, control_logits: np.ndarray,
                  cfg: GatesConfig, threshold_logit: float, examples: dict | None = None,
                  logits_real: np.ndarray | None = None, probe_controls: tuple | None = None) -> dict:
@@ -63,7 +74,7 @@ def shuffle_gate(score: ScoreFn, injections_nmgy: np.ndarray, injections_meta, c
     name, thr = "annulus_shuffle", cfg.shuffle_min_auc
     if len(injections_nmgy) < 20:
         return skipped(name, thr, SHUFFLE_RULE, f"only {len(injections_nmgy)} injections; need >= 20")
-    shuffled = annulus_shuffle(injections_nmgy, np.random.default_rng([cfg.seed, 31]))
+    shuffled = annulus_shuffle_about_host(injections_nmgy, np.random.default_rng([cfg.seed, 31]))
     real = score(injections_nmgy, injections_meta) if logits_real is None else np.asarray(logits_real)
     shuf = score(shuffled, injections_meta)
     n = len(real)
@@ -75,7 +86,7 @@ def shuffle_gate(score: ScoreFn, injections_nmgy: np.ndarray, injections_meta, c
     auc_ctl_shuf = None
     if probe_controls is not None and len(probe_controls[0]) >= 20:
         c_img, c_meta, c_logits = probe_controls
-        shuf_ctl = score(annulus_shuffle(c_img, np.random.default_rng([cfg.seed, 32])), c_meta)
+        shuf_ctl = score(annulus_shuffle_about_host(c_img, np.random.default_rng([cfg.seed, 32])), c_meta)
         k = len(shuf_ctl)
         auc_ctl_shuf = auc_with_ci(np.r_[np.ones(k), np.zeros(k)], np.r_[shuf_ctl, c_logits], 0, cfg.seed)[0]
     extra = {"auc_all_injections": auc_all, "paired_frac_real_above_shuffled": float((real > shuf).mean()),

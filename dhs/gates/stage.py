@@ -8,6 +8,7 @@ true and a gate is not PASS, then 1 (2, from the stage runner, when the stage co
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ from dhs.simulate.config import SimConfig
 
 
 def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/cache", models_dir: str = "data/models",
-        baseline_metrics: str = "metrics/baseline.json", metrics_dir: str = "metrics/gates", plots_dir: str = "plots/gates") -> dict:
+        baseline_metrics: str = "metrics/baseline.json", metrics_dir: str = "metrics/gates", plots_dir: str = "plots/gates",
+        completeness_dir: str = "metrics/completeness") -> dict:
     p = as_params(params).require("gates")
     cfg = GatesConfig.from_params(p["gates"], p.source)
     survey = SimConfig.from_params(p["simulate"])   # the survey the ring probe renders its arcs and PSFs with
@@ -34,7 +36,13 @@ def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/
     def score(images, meta):
         return score_images(tm, images, meta, cfg.batch_size)
 
-    metrics, examples = run_gates(score, tm.norm, cache_dir, baseline_metrics, cfg, survey)
+    comp_path = Path(completeness_dir) / f"{arch}.json"
+    comp = json.loads(comp_path.read_text()) if comp_path.exists() else None
+    if comp is None:
+        print(f"gates {arch}: {comp_path} not found; the shift gate sets its thresholds on the controls it scores")
+    ev = p["evaluation"]
+    metrics, examples = run_gates(score, tm.norm, cache_dir, baseline_metrics, cfg, survey, completeness_metrics=comp,
+                                  fprs=ev["fprs"], min_expected_controls=ev["min_expected_controls"])
     metrics = {"arch": arch, "checkpoint": tm.checkpoint.name, "checkpoint_step": tm.step, "device": tm.device.type, **metrics}
     atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
     plot_gates(Path(plots_dir) / f"{arch}.png", metrics, examples, arch)

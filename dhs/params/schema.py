@@ -80,6 +80,8 @@ PREPROCESS = Section(rules=(_annulus,), fields={
     "annulus_outer_frac": Float(default=1.0, lo=0, hi=1.5, open_lo=True),
     "augment": Bool(default=False),
     "radial_profile_subtract": Bool(default=False),
+    "radial_profile_centre": Choice("host", "stamp", default="host"),
+    "shift_px": Int(default=0, lo=0, hi=8, must="must be an integer in [0, 8] (pixels; training-only shifts)"),
     "core_dropout_p": Float(default=0.0, lo=0, hi=1, must="must be a probability in [0, 1]"),
     "core_dropout_radius_px": Float(default=5.0, lo=0, open_lo=True, unit="pixels"),
 })
@@ -131,6 +133,7 @@ TRAIN_HYPER = {
     "colour_conditioning": Bool(default=False),
     "theta_head": Bool(default=False),
     "theta_loss_weight": Float(default=0.1, lo=0),
+    "min_arc_snr": Float(default=0.0, lo=0),
 }
 
 
@@ -192,7 +195,7 @@ class PhysicalParams(Field):
         return "a mapping of dhs.simulate.physical.DEFAULT_PARAMS keys to values"
 
     def _check(self, v, key, source):
-        from dhs.simulate.physical import DEFAULT_PARAMS
+        from dhs.simulate.physical_params import DEFAULT_PARAMS
 
         if not isinstance(v, dict):
             raise self.fail(v, key, source)
@@ -442,6 +445,12 @@ GATES = Section(fields={
     "ring_max_excess_logit": Float(default=1.0),
     "n_probe": Int(default=400, lo=1),
     "shuffle_min_auc": _auc(0.75),
+    "shift_offsets_px": List(default=[[0.5, 0.5], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0], [-1.0, 2.0]],
+                             item=List(item=Float(lo=-8, hi=8), min_len=2, max_len=2), min_len=1,
+                             must="must be a non-empty list of [dy, dx] pixel shifts, each within [-8, 8]"),
+    "shift_max_fpr_ratio": Float(default=1.5, lo=1.0),
+    "shift_max_auc_drop": Float(default=0.005, lo=0, hi=1),
+    "shift_n_eval": Int(default=0, lo=0),
 })
 
 

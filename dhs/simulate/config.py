@@ -9,7 +9,7 @@ from typing import Any
 
 from dhs.simulate.knots import KnotConfig, knot_config_from_params
 from dhs.simulate.noise import CORRELATIONS, NoiseModel
-from dhs.simulate.physical import make_params
+from dhs.simulate.physical_params import make_params
 from dhs.simulate.priors import PriorError, validate_prior
 from dhs.simulate.psf import PSF_MODELS
 from dhs.simulate.scene import HOST_KINDS, SceneConfig

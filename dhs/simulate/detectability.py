@@ -140,3 +140,52 @@ def lenspop_percentiles(path: str | Path = LENSPOP_TABLE) -> dict[str, list[floa
     """Percentiles (5/25/50/75/95 %) of the anchor quantities in the LensPop table."""
     t = lenspop_table(path)
     return {k: [float(v) for v in np.percentile(f(t), PERCENTILES)] for k, f in ANCHOR_QUANTITIES.items()}
+
+
+# The arc peak-SNR mix an earlier version of this pipeline aimed at, among arcs with SNR >= 0.8:
+# shown beside the physical population's own mix, which follows from the population.
+ARC_SNR_EDGES = (0.0, 0.8, 2.0, 8.0, 20.0, math.inf)
+ARC_SNR_LABELS = ("<0.8", "0.8-2", "2-8", "8-20", ">=20")
+ARC_SNR_REFERENCE_MIX = {"0.8-2": 0.40, "2-8": 0.40, "8-20": 0.15, ">=20": 0.05}
+
+
+def _percentiles(v) -> list[float] | None:
+    v = np.asarray(v, float)
+    v = v[np.isfinite(v)]
+    return [float(x) for x in np.percentile(v, PERCENTILES)] if v.size else None
+
+
+def population_summary(meta: pd.DataFrame) -> dict:
+    """The injected population of a stamp table beside its anchor: percentiles of the anchor
+    quantities over every injection, the arc-SNR mix, and the subset LensPop's cuts would call
+    discoverable (its DES full-coadd conditions, the rendered magnification) against the LensPop
+    forecast. Columns the table lacks (real data) are left out and named."""
+    inj = meta[(pd.to_numeric(meta["is_control"], errors="coerce") == 0) & (pd.to_numeric(meta.get("cutout_ok", 1), errors="coerce") == 1)]
+    out: dict = {"n_injections": int(len(inj)), "percentiles": PERCENTILES, "ours": {}, "missing_columns": []}
+    for col in (*ANCHOR_QUANTITIES, "arc_snr", "z_l", "z_s"):
+        if col in inj.columns:
+            out["ours"][col] = _percentiles(pd.to_numeric(inj[col], errors="coerce"))
+        else:
+            out["missing_columns"].append(col)
+    if "arc_snr" in inj.columns and len(inj):
+        snr = pd.to_numeric(inj["arc_snr"], errors="coerce").to_numpy(float)
+        counts = np.histogram(snr[np.isfinite(snr)], bins=ARC_SNR_EDGES)[0]
+        frac = counts / max(counts.sum(), 1)
+        out["arc_snr_mix"] = dict(zip(ARC_SNR_LABELS, [float(f) for f in frac]))
+        out["arc_snr_below_8"] = float(np.mean(snr < 8))
+        out["arc_snr_at_least_20"] = float(np.mean(snr >= 20))
+        visible = counts[1:] / max(counts[1:].sum(), 1)
+        out["arc_snr_mix_of_visible"] = dict(zip(ARC_SNR_LABELS[1:], [float(f) for f in visible]))
+        out["arc_snr_reference_mix_of_visible"] = ARC_SNR_REFERENCE_MIX
+    out["lenspop"] = lenspop_percentiles()
+    need = ("theta_e_arcsec", "src_reff_arcsec", "src_x_arcsec", "src_y_arcsec", "src_r_mag", "src_g_minus_r", "src_r_minus_z",
+            "host_r_mag", "host_g_minus_r", "host_r_minus_z", "host_reff_arcsec", "magnification")
+    if len(inj) and all(c in inj.columns for c in need):
+        df = inj[list(need)].apply(pd.to_numeric, errors="coerce")
+        df["src_beta_arcsec"] = np.hypot(df["src_x_arcsec"], df["src_y_arcsec"])
+        det = detectable_lenspop(df, magnification=df["magnification"].to_numpy()).detectable.to_numpy()
+        d = inj[det]
+        out["lenspop_detectable"] = {"fraction": float(det.mean()), "n": int(det.sum()),
+                                     "ours": {col: _percentiles(pd.to_numeric(d[col], errors="coerce"))
+                                              for col in ANCHOR_QUANTITIES if col in d.columns}}
+    return out

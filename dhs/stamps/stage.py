@@ -12,12 +12,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from dhs import atomic
 from dhs.contract.validate import list_shards, validate
 from dhs.params import Params, as_params
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
-from dhs.stamps.cache import build_cache
+from dhs.simulate.detectability import population_summary
+from dhs.stamps.cache import build_cache, open_split
+from dhs.stamps.population_figure import population_figure
 from dhs.stamps.staging import describe_source, link_tree, stage
 
 
@@ -26,7 +30,7 @@ class RejectionRateError(RuntimeError):
 
 
 def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metrics_path: str = "metrics/stamps.json",
-        cache_dir: str = "data/cache", progress: bool = True) -> dict:
+        cache_dir: str = "data/cache", progress: bool = True, plots_dir: str = "plots/stamps") -> dict:
     p = as_params(params).require("stamps")
     st = p["stamps"]
     source, workers = st["source"], st["validate_workers"]
@@ -59,6 +63,8 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
     metrics = {"source": describe_source(source), **extra, **report.to_metrics(),
                "cache": {"rows_by_split": cache.counts, "dtype": st["cache_dtype"],
                          "stamp_size": cache.stamp_size, "stamps_clipped_f16": cache.stamps_clipped}}
+    metrics["population"] = population_summary(pd.concat([open_split(cache_dir, sp).meta for sp in cache.counts], ignore_index=True))
+    population_figure(metrics["population"], Path(plots_dir) / "population.png")
     atomic.write_json(metrics_path, metrics)
     dt = time.perf_counter() - t0
     print(f"stamps: {what}; {report.rows_used} usable, rejected {dict(sorted(report.rejected.items()))}; "

@@ -27,6 +27,7 @@ from dhs.gates.probes import psf_fwhm_grz, render_ring_and_arc, ring_probe_gate
 from dhs.gates.result import summarise
 from dhs.gates.shuffle import annulus_shuffle, shuffle_gate
 from dhs.gates.splits import host_keys, split_integrity_gate
+from dhs.stamps.centring import subtract_radial_profile_about_host
 from dhs.finder.loader import NormConfig, core_dropout, iterate_batches, normalize, preprocess_from_params, subtract_radial_profile
 from dhs.params import ParamsError
 from dhs.simulate.config import SimConfig
@@ -345,8 +346,10 @@ def test_radial_profile_option_in_normalize_and_old_params_and_checkpoints_still
     x = torch.from_numpy(x)
     before = x.clone()
     plain = normalize(x, NormConfig(clip=1e9))
-    sub = normalize(x, NormConfig(clip=1e9, radial_profile_subtract=True))
+    sub = normalize(x, NormConfig(clip=1e9, radial_profile_subtract=True, radial_profile_centre="stamp"))
     np.testing.assert_allclose(sub.numpy(), subtract_radial_profile(plain).numpy(), atol=1e-4)
+    about_host = normalize(x, NormConfig(clip=1e9, radial_profile_subtract=True))  # the default: about the measured host centre
+    np.testing.assert_allclose(about_host.numpy(), subtract_radial_profile_about_host(plain).numpy(), atol=1e-4)
     inner = torch.from_numpy(R <= 2)
     assert float(sub[..., inner].abs().median()) < 0.2 * float(plain[..., inner].abs().median())  # the host core is gone
     assert torch.equal(x, before)  # normalize never modifies its input (also with stored stats)
@@ -437,16 +440,17 @@ def test_stage_writes_metrics_and_figure_and_enforce_stops_on_a_failing_gate(sim
     base = tmp_path / "baseline.json"
     base.write_text(json.dumps({"leak": {"auc_test": 0.9}}))  # a leaky baseline: the metadata gate fails
     common = ["--arch", "small_cnn", "--cache", str(sim_cache), "--models", str(tiny_model), "--baseline", str(base),
-              "--metrics", str(tmp_path / "m"), "--plots", str(tmp_path / "p")]
+              "--metrics", str(tmp_path / "m"), "--plots", str(tmp_path / "p"), "--completeness", str(tmp_path / "no-completeness")]
     # without enforce the stage reports the failure and goes on
     rc = main(["--params", str(_params(tmp_path)), *common])
     out = capsys.readouterr()
     assert rc == 0 and "metadata_only     FAIL <<<" in out.out and "GATES FAILED" in out.out and "not stopping" in out.err
     metrics = json.loads((tmp_path / "m" / "small_cnn.json").read_text())
     assert metrics["all_passed"] is False and metrics["gates"]["metadata_only"]["status"] == "FAIL"
-    assert set(metrics["gates"]) == {"core_only", "metadata_only", "core_masked", "ring_probe", "annulus_shuffle", "split_integrity"}
+    assert set(metrics["gates"]) == {"core_only", "metadata_only", "core_masked", "ring_probe", "annulus_shuffle", "shift", "split_integrity"}
     assert metrics["gates"]["split_integrity"]["status"] == "PASS"
-    assert metrics["gates"]["ring_probe"]["n_probed"] == 20 and metrics["n_eval"] == len(open_split(sim_cache, "test"))
+    assert metrics["gates"]["ring_probe"].get("n_probed") == 20, metrics["gates"]["ring_probe"]
+    assert metrics["n_eval"] == len(open_split(sim_cache, "test"))
     assert (tmp_path / "p" / "small_cnn.png").stat().st_size > 10_000
     # enforce: the same failure stops the stage
     rc = main(["--params", str(_params(tmp_path, enforce=True)), *common])

@@ -54,8 +54,8 @@ def upload(dataset: Path, endpoint: str, bucket: str, prefix: str) -> int:
 def test_local_directory_is_staged_validated_cached_and_resumed(sim_dataset, tmp_path):
     m = run_stage(tmp_path, params_for(tmp_path, str(sim_dataset)))
     assert digests(tmp_path / "stamps") == digests(sim_dataset)
-    assert m["rows_read"] == 160 == m["rows_used"] and m["source"] == str(sim_dataset)
-    assert sum(m["cache"]["rows_by_split"].values()) == 160
+    assert m["rows_read"] == 240 == m["rows_used"] and m["source"] == str(sim_dataset)
+    assert sum(m["cache"]["rows_by_split"].values()) == 240
     manifest = json.loads((tmp_path / "staging" / MANIFEST).read_text())
     assert set(manifest) == set(digests(sim_dataset))
     # a rerun copies nothing
@@ -70,7 +70,7 @@ def test_s3_source_through_a_real_s3_server(sim_dataset, tmp_path, s3_server, ca
     m = run_stage(tmp_path, params_for(tmp_path, "s3://survey/phase4c/v3/stamps", s3_server["endpoint"]))
     assert digests(tmp_path / "stamps") == digests(sim_dataset)
     assert not Path("/tmp/dhs-escape.txt").exists() and not list((tmp_path / "staging").rglob("dhs-escape.txt"))
-    assert m["rows_used"] == 160 and m["source"] == "s3://survey/phase4c/v3/stamps"
+    assert m["rows_used"] == 240 and m["source"] == "s3://survey/phase4c/v3/stamps"
     out = capsys.readouterr()
     # no credential anywhere we write or print
     for text in (out.out, out.err, (tmp_path / "m.json").read_text(), (tmp_path / "params.yaml").read_text(),
@@ -117,7 +117,7 @@ def test_s3_server_stopped_mid_copy_fails_clearly_and_rerun_resumes(sim_dataset,
     assert res.returncode == 0, res.stderr
     assert f"{len(done_before)} already staged" in res.stdout
     assert digests(tmp_path / "stamps") == digests(big)
-    assert json.loads((tmp_path / "m.json").read_text())["rows_used"] == 160 * 6
+    assert json.loads((tmp_path / "m.json").read_text())["rows_used"] == 240 * 6
 
 
 def test_bad_rows_are_counted_and_bad_files_named(sim_dataset, tmp_path):
@@ -143,9 +143,9 @@ def test_bad_rows_are_counted_and_bad_files_named(sim_dataset, tmp_path):
     df.to_parquet(shard, index=False)
     m = run_stage(tmp_path, params_for(tmp_path, str(src), max_reject_frac=0.5))
     assert m["rejected_by_reason"] == {"corrupt_npz": 1, "missing_band": 1, "nonfinite_pixels": 1, "wrong_shape": 1}
-    assert m["rows_used"] == 156 and sum(m["cache"]["rows_by_split"].values()) == 156
+    assert m["rows_used"] == 236 and sum(m["cache"]["rows_by_split"].values()) == 236
     # above the rejection threshold the stage fails with a summary
-    with pytest.raises(stamps_stage.RejectionRateError, match="4 of 160 rows rejected"):
+    with pytest.raises(stamps_stage.RejectionRateError, match="4 of 240 rows rejected"):
         run_stage(tmp_path, params_for(tmp_path, str(src), max_reject_frac=0.01))
 
 
