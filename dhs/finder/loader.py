@@ -259,7 +259,37 @@ class ShardedSampler(torch.utils.data.Sampler):
         return len(range(self.rank, self.n, self.world_size))
 
 
-def iterate_batches(split: CachedSplit, indices: np.ndarray, batch_size: int, norm: NormConfig, device: torch.device | str = "cpu",
+class NormalisedSplit:
+    """Rows of a cached split normalised once and kept as one float32 tensor on the device.
+
+    Normalisation depends on the stamp alone and the training-only augmentations (rotations,
+    shifts, core dropout) come after it, so epochs of training can reuse it: each step then only
+    gathers and augments. ``iterate_batches`` accepts it in place of the split; the values are
+    those ``normalize`` gives batch by batch."""
+
+    def __init__(self, split: CachedSplit, norm: NormConfig, device: torch.device | str = "cpu", rows: np.ndarray | None = None,
+                 batch_size: int = 512):
+        rows = np.arange(len(split)) if rows is None else np.unique(np.asarray(rows, dtype=np.int64))
+        self.norm, self.labels, self.images = norm, split.labels, split.images
+        self.position = np.full(len(split), -1, dtype=np.int64)
+        self.position[rows] = np.arange(len(rows))
+        parts = [x for x, _, _ in iterate_batches(split, rows, batch_size, norm, device)]
+        self.tensor = torch.cat(parts) if parts else torch.empty((0,) + tuple(split.images.shape[1:]), device=device)
+
+    def take(self, rows: np.ndarray, norm: NormConfig) -> torch.Tensor:
+        if norm != self.norm:
+            raise ValueError("a NormalisedSplit serves the normalisation it was built with only")
+        pos = self.position[rows]
+        if (pos < 0).any():
+            raise ValueError(f"rows {rows[pos < 0][:5].tolist()} were not normalised in advance")
+        return self.tensor[torch.as_tensor(pos, device=self.tensor.device)]
+
+    @staticmethod
+    def nbytes(split: CachedSplit, n_rows: int) -> int:
+        return int(n_rows * np.prod(split.images.shape[1:]) * 4)
+
+
+def iterate_batches(split: CachedSplit | NormalisedSplit, indices: np.ndarray, batch_size: int, norm: NormConfig, device: torch.device | str = "cpu",
                     augment: bool = False, generator: torch.Generator | None = None,
                     training: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
     """Yield (x, y, rows) batches of the given rows: x normalised on ``device``; rows are cache indices.
@@ -269,15 +299,19 @@ def iterate_batches(split: CachedSplit, indices: np.ndarray, batch_size: int, no
     it False.
     """
     labels = split.labels
-    all_stats = split.norm_stats(norm.annulus_inner_frac, norm.annulus_outer_frac)
+    pre = isinstance(split, NormalisedSplit)
+    all_stats = None if pre else split.norm_stats(norm.annulus_inner_frac, norm.annulus_outer_frac)
     for s in range(0, len(indices), batch_size):
         rows = np.asarray(indices[s : s + batch_size])
-        order = np.argsort(rows, kind="stable")
-        raw = np.empty((len(rows),) + split.images.shape[1:], dtype=split.images.dtype)
-        raw[order] = split.images[rows[order]]
-        x = torch.from_numpy(raw).to(device, non_blocking=True)
-        stats = None if all_stats is None else torch.from_numpy(all_stats[rows]).to(device)
-        x = normalize(x, norm, stats)
+        if pre:
+            x = split.take(rows, norm).to(device)
+        else:
+            order = np.argsort(rows, kind="stable")
+            raw = np.empty((len(rows),) + split.images.shape[1:], dtype=split.images.dtype)
+            raw[order] = split.images[rows[order]]
+            x = torch.from_numpy(raw).to(device, non_blocking=True)
+            stats = None if all_stats is None else torch.from_numpy(all_stats[rows]).to(device)
+            x = normalize(x, norm, stats)
         if augment:
             x = augment_dihedral(x, generator)
         if training:

@@ -41,7 +41,7 @@ from dhs.evaluation.auc import auroc
 from dhs.finder.checkpoint import (TrainingError, load_checkpoint, metadata_matrix, resolve_device, save_checkpoint,
                                    standardise)
 from dhs.finder.colours import split_host_colours
-from dhs.finder.loader import NormConfig, iterate_batches, shard_indices
+from dhs.finder.loader import NormalisedSplit, NormConfig, iterate_batches, shard_indices
 from dhs.models.heads import split_outputs
 from dhs.models.registry import build_model
 from dhs.models.spec import ModelSpec
@@ -78,6 +78,9 @@ class TrainConfig:
     theta_head: bool = False           # second output regressing theta_E on injections (masked on controls)
     theta_loss_weight: float = 0.1     # weight of the Huber loss on theta_E [arcsec] beside the BCE
     min_arc_snr: float = 0.0           # train on injections with arc_snr >= this (and every control); 0 = all
+    balance_classes: bool = False      # repeat the training injections to about as many as the controls
+    preload: str = "auto"              # normalise the train and val rows once and keep them on the device: auto | on | off
+    preload_max_gb: float = 4.0        # auto preloads when both splits take at most this much
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], arch: str, source: str = "params.yaml") -> "TrainConfig":
@@ -104,7 +107,7 @@ class TrainConfig:
 
     def params_hash(self, norm: NormConfig, augment: bool, data_digest: str = "") -> str:
         d = dataclasses.asdict(self)
-        for k in ("eval_batch_size", "device", "record_rows"):
+        for k in ("eval_batch_size", "device", "record_rows", "preload", "preload_max_gb"):  # none changes the trajectory
             d.pop(k)
         d["norm"] = dataclasses.asdict(norm)
         d["augment"] = augment
@@ -192,6 +195,15 @@ def training_rows(meta: pd.DataFrame, labels: np.ndarray, min_arc_snr: float) ->
     return np.flatnonzero(keep), {"injection_arc_snr_below_min": int(faint.sum()), "injection_arc_snr_missing": int(missing.sum())}
 
 
+def balanced_rows(rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``rows`` with each injection repeated k = round(controls / injections) times (at least
+    once), so that a training batch holds about as many injections as controls. With visible arcs
+    a minority of the injections, this keeps the positives from being outvoted by the controls."""
+    pos, neg = rows[labels[rows] == 1], rows[labels[rows] == 0]
+    k = max(1, int(round(len(neg) / max(len(pos), 1))))
+    return np.sort(np.concatenate([neg, np.repeat(pos, k)]), kind="stable")
+
+
 def training_loss(logits: torch.Tensor, y: torch.Tensor, theta_pred: torch.Tensor | None = None,
                   theta_true: torch.Tensor | None = None, theta_loss_weight: float = 0.1) -> torch.Tensor:
     """BCE on the logits, plus, with a theta_E head, ``theta_loss_weight`` x the Huber loss of
@@ -210,12 +222,12 @@ def extra_inputs(meta: np.ndarray | None, colours: np.ndarray | None, rows: np.n
     return [torch.from_numpy(a[rows]).to(device) for a in (meta, colours) if a is not None]
 
 
-def evaluate(model: torch.nn.Module, split: CachedSplit, norm: NormConfig, device: torch.device, batch_size: int,
+def evaluate(model: torch.nn.Module, split: CachedSplit | NormalisedSplit, norm: NormConfig, device: torch.device, batch_size: int,
              meta: np.ndarray | None, amp: bool, colours: np.ndarray | None = None) -> dict[str, float]:
     model.eval()
-    logits = np.empty(len(split), dtype=np.float32)
+    logits = np.empty(len(split.labels), dtype=np.float32)
     with torch.no_grad():
-        for x, _, rows in iterate_batches(split, np.arange(len(split)), batch_size, norm, device):
+        for x, _, rows in iterate_batches(split, np.arange(len(split.labels)), batch_size, norm, device):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = model(x, *extra_inputs(meta, colours, rows, device))
             logits[rows] = split_outputs(out.float())[0].cpu().numpy()
@@ -261,6 +273,16 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         meta_stats = None
 
     train_rows, excluded = training_rows(train_split.meta, train_split.labels, cfg.min_arc_snr)
+    unique_rows = train_rows
+    if cfg.balance_classes:
+        train_rows = balanced_rows(train_rows, train_split.labels)
+    need = NormalisedSplit.nbytes(train_split, len(unique_rows)) + NormalisedSplit.nbytes(val_split, len(val_split))
+    if cfg.preload == "on" or (cfg.preload == "auto" and need <= cfg.preload_max_gb * 2**30):
+        # normalisation is a function of the stamp alone: once, not once per epoch
+        train_inputs = NormalisedSplit(train_split, norm, device, unique_rows, cfg.eval_batch_size)
+        val_inputs = NormalisedSplit(val_split, norm, device, None, cfg.eval_batch_size)
+    else:
+        train_inputs, val_inputs = train_split, val_split
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # the global numpy state is saved in checkpoints: make it a function of the seed
     # channels_last: faster convolutions on GPU (bf16 tensor cores) and on CPU (oneDNN) alike
@@ -310,7 +332,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
             seen.append(rows)
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
         # training=True: the training-only corruptions of ``norm`` (core dropout) apply here and nowhere else
-        x, y, _ = next(iterate_batches(train_split, rows, len(rows), norm, device, augment=augment, generator=gen, training=True))
+        x, y, _ = next(iterate_batches(train_inputs, rows, len(rows), norm, device, augment=augment, generator=gen, training=True))
         x = x.contiguous(memory_format=torch.channels_last)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
@@ -338,7 +360,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         if (step + 1) % cfg.steps_per_epoch == 0:
             epoch = (step + 1) // cfg.steps_per_epoch
             if rank == 0:
-                val = evaluate(model, val_split, norm, device, cfg.eval_batch_size, meta_val, amp, col_val)
+                val = evaluate(model, val_inputs, norm, device, cfg.eval_batch_size, meta_val, amp, col_val)
                 history.append({"epoch": epoch, "step": step + 1, "val_loss": val["loss"], "val_auc": val["auc"], "train_loss": loss.item()})
                 bar.set_postfix(val_loss=f"{val['loss']:.4f}", val_auc=f"{val['auc']:.4f}")
                 if live is not None:
@@ -373,7 +395,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     metrics = {"arch": cfg.arch, "stamp_size": stamp_size, "steps": total, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                "world_size": world, "device": device.type, "params_hash": phash, "best": best, "history": history, "test_at_best": test, "completed": stop == total,
                "n_train": len(train_split), "n_val": len(val_split),
-               "train_rows": {"used": int(len(train_rows)), "excluded": excluded, "min_arc_snr": cfg.min_arc_snr},
+               "train_rows": {"used": int(len(unique_rows)), "excluded": excluded, "min_arc_snr": cfg.min_arc_snr,
+                              "epoch_rows": int(len(train_rows)), "balance_classes": cfg.balance_classes},
                "n_parameters": int(sum(p.numel() for p in model.parameters())),
                "train_label_balance": float(labels[train_rows].mean())}
     if start < total:  # a timing, so printed rather than put in the (deterministic) metrics

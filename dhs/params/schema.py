@@ -134,6 +134,9 @@ TRAIN_HYPER = {
     "theta_head": Bool(default=False),
     "theta_loss_weight": Float(default=0.1, lo=0),
     "min_arc_snr": Float(default=0.0, lo=0),
+    "balance_classes": Bool(default=False),
+    "preload": Choice("auto", "on", "off", default="auto"),
+    "preload_max_gb": Float(default=4.0, lo=0),
 }
 
 

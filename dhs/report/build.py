@@ -10,7 +10,7 @@ from dhs.report.context import Context, ReportConfig
 from dhs.report.html import page
 from dhs.report.sources import Inputs
 
-SECTIONS = (S.headline, S.accounting, S.galleries, S.training, S.roc, T.completeness, T.surface,
+SECTIONS = (S.headline, S.accounting, T.population, S.galleries, S.training, S.roc, T.completeness, T.false_positives, T.surface,
             T.sensitivity, T.calibration, T.gates, T.known_lenses, T.provenance)
 
 

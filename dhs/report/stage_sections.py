@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from dhs.report import figures
@@ -253,3 +254,103 @@ def gate_banner(ctx: Context) -> str:
         why = f" ({', '.join(failed)})" if failed else "" if ld.ok else f" (not run: {ld.path} not found)" if ld.missing else " (unreadable)"
         cells.append(f'<div class="{cls}"><b>{esc(arch)}</b> gates {badge(state)}{esc(why)}</div>')
     return f'<div class="gatebar" id="gate-banner">{"".join(cells)}</div>'
+
+
+def population(ctx: Context) -> Section:
+    """The injected population beside the LensPop forecast, and the arc-SNR mix (metrics/stamps.json
+    ``population``, plots/stamps/population.png)."""
+    rel = "metrics/stamps.json"
+    ld = ctx.inputs.json(rel)
+    if not ld.ok:
+        return Section("population", "The injected population", _json_or_notice(ld, "stamps"), "notrun")
+    pop = (ld.value or {}).get("population") or {}
+    if not pop.get("n_injections"):
+        return Section("population", "The injected population",
+                       notice("info", f"{rel} describes no injected population (a real dataset without injection columns)"), "notrun")
+    parts = [f"<p>{pop['n_injections']} injections (from {esc(rel)}, <code>population</code>). Percentiles "
+             f"{'/'.join(map(str, pop.get('percentiles', [])))} % of every injection, of those LensPop's cuts call discoverable "
+             f"(its DES full-coadd conditions, the rendered magnification), and of the LensPop forecast of discoverable lenses "
+             f"(Collett 2015); docs/population.md says how the population is drawn.</p>"]
+    png = ctx.inputs.root / "plots/stamps/population.png"
+    if png.exists():
+        parts.append(_embed(ctx, [png], "the injected population"))
+    det = (pop.get("lenspop_detectable") or {}).get("ours", {})
+    rows = []
+    for key, vals in pop.get("ours", {}).items():
+        if key not in pop.get("lenspop", {}) or vals is None:
+            continue
+        f = lambda v: " / ".join(fmt(x, 2) for x in v) if v else "-"  # noqa: E731
+        rows.append([key, f(vals), f(det.get(key)), f(pop["lenspop"][key])])
+    if rows:
+        frac = (pop.get("lenspop_detectable") or {}).get("fraction")
+        parts.append(table(rows, ["quantity", "every injection", f"LensPop-discoverable ({fmt(frac, 3) if frac is not None else '-'} of them)",
+                                  "LensPop forecast"]))
+    mix = pop.get("arc_snr_mix")
+    if mix:
+        ref = pop.get("arc_snr_reference_mix_of_visible", {})
+        vis = pop.get("arc_snr_mix_of_visible", {})
+        parts.append("<h4>Arc peak SNR</h4>" + table(
+            [[k, fmt(v, 3), fmt(vis.get(k), 3) if k in vis else "-", fmt(ref.get(k), 2) if k in ref else "-"] for k, v in mix.items()],
+            ["arc SNR", "share of injections", "share of visible arcs (SNR >= 0.8)", "reference mix of visible arcs"]))
+        parts.append(f"<p>{fmt(100 * pop.get('arc_snr_below_8', float('nan')), 1)} % of the injections have an arc SNR below 8 and "
+                     f"{fmt(100 * pop.get('arc_snr_at_least_20', float('nan')), 1)} % at or above 20.</p>")
+    return Section("population", "The injected population", "".join(parts))
+
+
+def false_positives(ctx: Context) -> Section:
+    """False-positive rate by kind of control at each operating threshold
+    (metrics/completeness/{arch}.json ``false_positives_by_control``), and the highest-scoring
+    controls of each kind (plots/completeness/{arch}/top_controls.csv, stamps from the cache)."""
+    from dhs.stamps.cache import CacheError, open_split
+
+    parts, oks = [], []
+    for arch in ctx.cfg.archs:
+        rel = f"metrics/completeness/{arch}.json"
+        ld = ctx.inputs.json(rel)
+        parts.append(f"<h3>{esc(arch)}</h3>")
+        if not ld.ok:
+            parts.append(_json_or_notice(ld, f"completeness@{arch}"))
+            oks.append(False)
+            continue
+        groups = ld.value.get("false_positives_by_control") or {}
+        thr = [t for t in ld.value.get("thresholds", []) if t.get("target_fpr") is not None]
+        if not groups:
+            parts.append(notice("info", f"{rel}: no control kinds in the score table (real data carries none)"))
+            oks.append(True)
+            continue
+        heads = ["group", "controls"] + [f"FPR at {t['name']} [Wilson 95%] (all controls {fmt(t.get('achieved_fpr'), 4)})" for t in thr]
+        rows = []
+        for group, by in groups.items():
+            for name, g in sorted(by.items()):
+                cells = []
+                for t in thr:
+                    c = g.get(t["name"], {})
+                    cells.append("-" if c.get("fpr") is None else
+                                 f"{fmt(c['fpr'], 4)} [{fmt(c['wilson_lo'], 4)}, {fmt(c['wilson_hi'], 4)}] ({c['k']})")
+                rows.append([f"{'kind' if group == 'control_kind' else 'feature'}: {name}", g.get("n_controls")] + cells)
+        parts.append(f"<p>From {esc(rel)}: how often each kind of control passes each threshold (k in brackets). The thresholds "
+                     f"are set on all controls; a kind far above the overall rate is where the finder's false positives come "
+                     f"from.</p>" + table(rows, heads))
+        top_rel = f"plots/completeness/{arch}/top_controls.csv"
+        top = ctx.inputs.csv(top_rel)
+        if top.ok and top.value:
+            try:
+                split = open_split(ctx.inputs.cache_dir, ld.value.get("eval_split", "test"))
+                row_of = {t: i for i, t in enumerate(split.meta["task_id"])}
+                gallery_rows = []
+                by_kind: dict[str, list] = {}
+                for r in top.value:
+                    by_kind.setdefault(r["control_kind"], []).append(r)
+                for kind, rs in by_kind.items():
+                    idx = [row_of[r["task_id"]] for r in rs if r["task_id"] in row_of][: ctx.cfg.gallery_n]
+                    stamps = [np.asarray(split.images[i], dtype=np.float32) for i in idx]
+                    caps = [f"s {float(r['score']):.3f}" for r in rs if r["task_id"] in row_of][: ctx.cfg.gallery_n]
+                    if stamps:
+                        gallery_rows.append((kind, list(zip(stamps, caps))))
+                if gallery_rows:
+                    parts.append(img(figures.gallery(gallery_rows), f"highest-scoring controls of each kind ({arch})",
+                                     f"the highest-scoring controls of each kind ({top_rel}; stamps from the cache)"))
+            except (CacheError, KeyError) as exc:
+                parts.append(notice("warn", f"gallery of top controls: {exc}"))
+        oks.append(True)
+    return Section("false_positives", "False positives by kind of control", "".join(parts), _status(oks))

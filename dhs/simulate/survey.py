@@ -269,7 +269,7 @@ def render_batches(population: pd.DataFrame, cfg: SimConfig, device: torch.devic
         nf = render_noise_free(rows, cfg, device)
         sig_t, gain_t = _t(sigma, device, dtype), _t(gain, device, dtype)
         inj = torch.as_tensor(rows["is_control"].to_numpy() == 0, device=device)
-        keys = torch.as_tensor(rows["noise_seed"].to_numpy(np.int64), device=device)
+        keys = torch.as_tensor(np.array(rows["noise_seed"], dtype=np.int64), device=device)
         noisy = add_noise(nf.scene, nf.arc, sig_t, gain_t, keys, cfg.seed, cfg.noise_model, has_arc=inj)
         images = noisy.float().cpu().numpy()
         images[~ok] = 0.0

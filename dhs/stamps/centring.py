@@ -10,9 +10,10 @@ measures the centre and takes the profile about it:
    (~ a Gaussian of sigma 1 px) so that single noise pixels do not win;
 2. the brightest pixel within ``search_radius_px`` of the stamp centre;
 3. sub-pixel refinement by a parabola through that pixel and its neighbours in each axis,
-   iterated: the parabola's vertex is biased towards the sampled pixel, so the light is moved by
-   the estimated fraction (Fourier shift) and the vertex measured again, twice; for
-   PSF-convolved galaxy cores that leaves ~0.01-0.03 px (tests/stamps/test_centring.py).
+   iterated: the parabola's vertex is biased towards the sampled pixel, so the detection image
+   is interpolated (band-limited, as a Fourier shift would) at the estimate and one pixel either
+   side and the vertex measured again, twice; for PSF-convolved galaxy cores that leaves
+   ~0.01-0.03 px (tests/stamps/test_centring.py).
 
 Radial profile about a centre c: the stamp is shifted by -c in Fourier space (band-limited,
 circular: the wrap moves at most a few edge pixels, which the medians ignore), the azimuthal
@@ -69,35 +70,51 @@ def _peak_and_vertex(det: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tenso
     return i, j, vertex(det[b, i - 1, j], det[b, i + 1, j]), vertex(det[b, i, j - 1], det[b, i, j + 1])
 
 
+def _values_at(spec: torch.Tensor, n: int, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Band-limited values at (B, P) fractional pixel positions (y, x) of images whose rfft2 is
+    ``spec`` (B, N, N//2 + 1): the trigonometric interpolant, i.e. what a Fourier shift gives, at
+    those points only."""
+    ky = torch.fft.fftfreq(n, device=spec.device, dtype=torch.float64) * n
+    kx = torch.fft.rfftfreq(n, device=spec.device, dtype=torch.float64) * n
+    w = torch.full_like(kx, 2.0)  # rfft keeps half the spectrum: the other half is the conjugate
+    w[0] = 1.0
+    if n % 2 == 0:
+        w[-1] = 1.0
+    ex = torch.exp(2j * math.pi * x.to(torch.float64)[..., None] * kx / n) * w      # (B, P, N//2+1)
+    ey = torch.exp(2j * math.pi * y.to(torch.float64)[..., None] * ky / n)          # (B, P, N)
+    g = torch.einsum("byk,bpk->bpy", spec.to(torch.complex128), ex)
+    return (g * ey).sum(dim=-1).real / (n * n)
+
+
 def measure_centres(x: torch.Tensor, search_radius_px: float = SEARCH_RADIUS_PX, refine: int = 2) -> torch.Tensor:
     """(B, 2) host centres (dy, dx) in pixels from the stamp centre (N-1)/2, measured on the
     band sum of ``x`` (B, C, N, N) (normalised or nMgy: only the shape of the light matters).
 
     The parabola's vertex is biased towards the sampled peak by a fraction of the offset, so the
-    estimate is refined ``refine`` times: the detection image is moved by the remaining fraction
-    (Fourier shift) and the vertex measured again, which drives the offset, and its bias, to ~0."""
+    estimate is refined ``refine`` times: the detection image is interpolated (band-limited) at
+    the estimate and one pixel either side of it, and the vertex of those values is added."""
     B, C, H, W = x.shape
     det = _smooth(x.float().sum(dim=1))
     mask = _search_mask(H, float(search_radius_px), str(x.device))
     i, j, dy, dx = _peak_and_vertex(det, mask)
+    if refine:
+        spec = torch.fft.rfft2(det)
+        step = torch.tensor([0.0, -1.0, 1.0], device=x.device, dtype=torch.float64)
+        for _ in range(refine):
+            cy, cx = i.to(torch.float64) + dy.to(torch.float64), j.to(torch.float64) + dx.to(torch.float64)
+            ys = torch.cat([cy[:, None] + step, cy[:, None].expand(B, 2)], dim=1)   # centre, -y, +y, then -x, +x
+            xs = torch.cat([cx[:, None].expand(B, 3), cx[:, None] + step[1:]], dim=1)
+            v = _values_at(spec, H, ys, xs)
+            f0 = v[:, 0]
+
+            def vertex(fm, fp):
+                denom = fm - 2.0 * f0 + fp
+                return torch.where(denom < 0, 0.5 * (fm - fp) / denom.clamp(max=-1e-12), torch.zeros_like(f0)).clamp(-0.5, 0.5)
+
+            dy = dy + vertex(v[:, 1], v[:, 2]).to(dy.dtype)
+            dx = dx + vertex(v[:, 3], v[:, 4]).to(dx.dtype)
     c = (H - 1) / 2.0
-    centre = torch.stack([i.to(det.dtype) + dy - c, j.to(det.dtype) + dx - c], dim=1)
-    for _ in range(refine):
-        frac = torch.stack([dy, dx], dim=1)
-        # move the light so that the current estimate lands on the pixel centre (i, j), then re-measure there
-        moved = fourier_shift(det[:, None], -frac)[:, 0]
-        b = torch.arange(B, device=x.device)
-        f0 = moved[b, i, j]
-
-        def vertex(fm, fp):
-            denom = fm - 2.0 * f0 + fp
-            off = torch.where(denom < 0, 0.5 * (fm - fp) / denom.clamp(max=-1e-12), torch.zeros_like(f0))
-            return off.clamp(-0.5, 0.5)
-
-        dy = dy + vertex(moved[b, i - 1, j], moved[b, i + 1, j])
-        dx = dx + vertex(moved[b, i, j - 1], moved[b, i, j + 1])
-        centre = torch.stack([i.to(det.dtype) + dy - c, j.to(det.dtype) + dx - c], dim=1)
-    return centre
+    return torch.stack([i.to(det.dtype) + dy - c, j.to(det.dtype) + dx - c], dim=1)
 
 
 def fourier_shift(x: torch.Tensor, shift_px: torch.Tensor) -> torch.Tensor:
@@ -108,7 +125,8 @@ def fourier_shift(x: torch.Tensor, shift_px: torch.Tensor) -> torch.Tensor:
     fx = torch.fft.rfftfreq(W, device=x.device, dtype=torch.float64)
     s = shift_px.to(torch.float64)
     ramp = torch.exp(-2j * math.pi * (s[:, 0, None, None] * fy[None, :, None] + s[:, 1, None, None] * fx[None, None, :]))
-    spec = torch.fft.rfft2(x.to(torch.float64)) * ramp[:, None]
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32  # float32 noise needs no more
+    spec = torch.fft.rfft2(x.to(work)) * ramp[:, None].to(torch.complex128 if work == torch.float64 else torch.complex64)
     return torch.fft.irfft2(spec, s=(H, W)).to(x.dtype)
 
 
