@@ -154,7 +154,7 @@ def test_bad_rows_are_counted_and_bad_files_named(sim_dataset, tmp_path):
     [
         ("missing_column", "required column 'psfdepth_r'"),
         ("not_parquet", "not a readable parquet file"),
-        ("empty_split", "no usable rows in split(s) ['val']"),
+        ("empty_split", "split(s) ['test'] have files but no usable row"),
     ],
 )
 def test_unusable_datasets_fail_with_a_message_naming_the_problem(sim_dataset, tmp_path, breakage, message):
@@ -165,15 +165,18 @@ def test_unusable_datasets_fail_with_a_message_naming_the_problem(sim_dataset, t
         pd.read_parquet(shard).drop(columns=["psfdepth_r"]).to_parquet(shard, index=False)
     elif breakage == "not_parquet":
         shard.write_bytes(b"PK\x03\x04 this is a zip, not parquet")
-    else:
-        shutil.rmtree(src / "region_split=val")
-    res = subprocess.run([sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(params_for(tmp_path, str(src))),
+    else:  # every row of the test split is a failed cutout
+        for f in (src / "region_split=test").glob("*.parquet"):
+            pd.read_parquet(f).assign(cutout_ok=0).to_parquet(f, index=False)
+    res = subprocess.run([sys.executable, str(REPO / "stages" / "stamps.py"), "--params",
+                          str(params_for(tmp_path, str(src), max_reject_frac=0.9)),
                           "--out", str(tmp_path / "stamps"), "--metrics", str(tmp_path / "m.json"), "--cache", str(tmp_path / "cache")],
                          cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 2
     assert message in res.stderr
-    if breakage != "empty_split":
-        assert shard.name in res.stderr
+    assert shard.name in res.stderr
+    # messages name the user's source, never the staged copy
+    assert str(src) in res.stderr and str(tmp_path / "staging") not in res.stderr
     assert not (tmp_path / "cache").exists()
 
 
