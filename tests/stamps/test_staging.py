@@ -209,3 +209,33 @@ def test_dvc_push_and_pull_round_trip_through_an_s3_remote(tmp_path, s3_server):
     run("dvc", "pull", "stamps")
     assert digests(work / "data", "*") == before
     assert SECRET not in (work / ".dvc" / "config").read_text() and SECRET not in (work / "dvc.lock").read_text()
+
+
+def test_a_part_file_left_by_a_killed_copy_is_removed_and_the_file_copied_again(sim_dataset, tmp_path):
+    """The state a copy killed mid-file leaves (its .part, no final file, no manifest entry)
+    must not reach validation as a stray non-parquet file: the next run clears it and copies."""
+    src = tmp_path / "src"
+    shutil.copytree(sim_dataset, src)
+    params = params_for(tmp_path, str(src))
+    run_stage(tmp_path, params)
+    staged = tmp_path / "staging"
+    key = sorted(digests(src))[0]
+    manifest = json.loads((staged / MANIFEST).read_text())
+    manifest.pop(key)
+    (staged / MANIFEST).write_text(json.dumps(manifest))
+    data = (staged / key).read_bytes()
+    (staged / key).unlink()
+    (staged / (key + ".part")).write_bytes(data[: len(data) // 3])
+    os.utime(src / key, ns=(time.time_ns(), time.time_ns()))  # and the source changed since
+    m = run_stage(tmp_path, params)
+    assert m["rows_used"] == 160 and not list(staged.rglob("*.part"))
+    assert digests(tmp_path / "stamps") == digests(src)
+
+
+def test_s3_errors_keep_the_slash_between_prefix_and_key(sim_dataset, tmp_path, s3_server):
+    upload(sim_dataset, s3_server["endpoint"], "survey", "phase4c/v3")
+    from dhs.stamps.staging import _S3, RemoteFile
+
+    s3 = _S3("s3://survey/phase4c/v3", s3_server["endpoint"], 1, 5.0)
+    with pytest.raises(StagingError, match=r"copying s3://survey/phase4c/v3/region_split=train/nope\.parquet failed"):
+        s3.fetch(RemoteFile("region_split=train/nope.parquet", 10, "x"), tmp_path / "x.part", lambda n: None)
