@@ -239,3 +239,24 @@ def test_s3_errors_keep_the_slash_between_prefix_and_key(sim_dataset, tmp_path, 
     s3 = _S3("s3://survey/phase4c/v3", s3_server["endpoint"], 1, 5.0)
     with pytest.raises(StagingError, match=r"copying s3://survey/phase4c/v3/region_split=train/nope\.parquet failed"):
         s3.fetch(RemoteFile("region_split=train/nope.parquet", 10, "x"), tmp_path / "x.part", lambda n: None)
+
+
+def test_an_evaluation_only_dataset_is_staged_and_cached_and_train_refuses_naming_the_split(sim_dataset, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(sim_dataset / "region_split=test", src / "region_split=test")
+    res = subprocess.run([sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(params_for(tmp_path, str(src))),
+                          "--out", str(tmp_path / "stamps"), "--metrics", str(tmp_path / "m.json"), "--cache", str(tmp_path / "cache")],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "the dataset has no ['train', 'val'] split(s): cached ['test'] only" in res.stdout
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["splits_missing"] == ["train", "val"] and list(m["cache"]["rows_by_split"]) == ["test"]
+    assert m["rows_used"] == m["cache"]["rows_by_split"]["test"] > 0
+    res = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), "--arch", "small_cnn", "--params",
+                          str(params_for(tmp_path, str(src))), "--cache", str(tmp_path / "cache"), "--models", str(tmp_path / "models")],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 2
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("train small_cnn: FAILED: train@small_cnn needs split(s) ['train', 'val'] but the stamp dataset "
+                           "(stamps.source) has no region_split=train/val partition")
+    assert not (tmp_path / "models").exists()
