@@ -252,8 +252,9 @@ def require_splits(cache_dir: str | Path, splits, stage: str) -> None:
 
 def _no_split_message(cache_dir: str | Path, missing: list[str], stage: str | None = None) -> str:
     manifest = cache_manifest(cache_dir)
+    names = ", ".join(map(repr, missing))
     if manifest is None:
-        return f"no training cache at {cache_dir} (no manifest.json); run `dvc repro stamps` first"
+        return f"no cached split {names} under {cache_dir}: there is no training cache (no manifest.json); run `dvc repro stamps` first"
     have = sorted(manifest.get("counts", {}))
     who = f"{stage} needs" if stage else "this stage needs"
     absent = [s for s in missing if s in manifest.get("missing_splits", [])]
@@ -262,7 +263,7 @@ def _no_split_message(cache_dir: str | Path, missing: list[str], stage: str | No
                 f"region_split={'/'.join(absent)} partition: the cache at {cache_dir} holds {have} only "
                 f"(metrics/stamps.json: splits_missing). Stage a dataset that has {missing} (stamps.source), or leave this "
                 f"stage out for an evaluation-only dataset")
-    return f"no cached split(s) {missing} under {cache_dir} (have {have}); run `dvc repro stamps`"
+    return f"no cached split {names} under {cache_dir} (have {have}); run `dvc repro stamps`"
 
 
 @dataclass
