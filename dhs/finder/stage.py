@@ -38,7 +38,7 @@ def run_train(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
         check_before_training(cfg, arch, cache_dir, Path(models_dir) / arch)
     if cfg.nproc > 1 and "RANK" not in os.environ:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}", sys.argv[0], *sys.argv[1:]]
-        return subprocess.call(cmd, preexec_fn=_end_with_parent)
+        return subprocess.call([sys.executable, "-c", _END_WITH_PARENT, *cmd])
     distributed = "RANK" in os.environ
     if distributed:
         import torch
@@ -97,15 +97,19 @@ def check_before_training(cfg, arch: str, cache_dir: str, model_dir: Path) -> No
         print(f"train {arch}: {message}", file=sys.stderr)
 
 
-def _end_with_parent() -> None:
-    """In the torchrun child: SIGTERM when this stage dies, so a killed stage leaves no training behind."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+# run before torchrun in its own (single-threaded) process, then exec'ed into it: SIGTERM when
+# this stage dies (PR_SET_PDEATHSIG survives exec), so a killed stage leaves no training behind;
+# torchrun ends its ranks on SIGTERM
+_END_WITH_PARENT = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+except (OSError, AttributeError):
+    pass
+if os.getppid() == 1:
+    sys.exit(143)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
 
 
 def theta_figure(scores: pd.DataFrame, path: Path, arch: str) -> None:

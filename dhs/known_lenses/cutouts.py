@@ -406,7 +406,10 @@ class _Client:
         return Outcome("failed", reason, attempt, f"cut off: {what}" + (f"; last: {last}" if last else ""))
 
     def _once(self, url: str, key: str, deadline: float, why: str) -> _Attempt:
+        import http.client
+
         import requests
+        import urllib3
 
         with self._lock:
             self.requests += 1
@@ -429,7 +432,7 @@ class _Client:
                 body = b"".join(chunks)
             finally:
                 resp.close()
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.RequestException, OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
             if watch.fired:
                 return _Attempt(self._deadline_outcome(why, 0, describe_exception(exc)))
             reason, retry, unreachable = classify_exception(exc)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,6 +217,9 @@ def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "flo
                         results = list(tqdm(ex.map(_fill, jobs), **bar))
                 else:
                     results = [_fill(j) for j in tqdm(jobs, **bar)]
+            except BrokenProcessPool as exc:
+                raise CacheError(f"{report.where}: split {split}: a cache worker died ({exc}); out of memory? lower "
+                                 f"stamps.validate_workers and run the stage again") from None
             except (OSError, ValueError) as exc:  # pyarrow decode errors are OSErrors; a stamp that no longer decodes
                 raise CacheError(f"{report.where}: split {split}: a shard no longer reads as validated ({exc_text(exc)}); "
                                  f"the files changed after validation: run the stage again") from None
