@@ -25,8 +25,9 @@ What it does, in order:
    ``region_split=<split>/part-*.parquet``, ``stamp_npz`` from ``numpy.savez_compressed``, every
    contract column filled (controls carry 0 in the injection columns). The split column lives in
    the directory name only, as Spark's ``partitionBy`` writes it (``--split-column`` also writes
-   it into the files). Regions are split-disjoint; every split holds stamps (the cache needs all
-   three) and every split is scored: the finder never saw any of them.
+   it into the files). Regions are split-disjoint; every split present is cached and scored (a
+   one-split set, ``--split-fractions test=1``, is an evaluation-only set: the finder never saw
+   any of them).
 3. **Stages** that directory through the project's real-data path exactly as ``stages/stamps.py``
    does for a local-directory source (``stage`` -> ``validate`` -> ``link_tree`` -> rejection-rate
    check -> ``build_cache``) into a temporary directory, never into the project's ``data/``.
@@ -73,7 +74,7 @@ import yaml
 
 # --- every import from the project in one block (modules are being re-housed: update here) ---
 from dhs import atomic
-from dhs.stamps.cache import CacheError, build_cache, open_split
+from dhs.stamps.cache import CacheError, build_cache, cache_manifest, open_split
 from dhs.contract.validate import DatasetInvalid, list_shards, validate
 from dhs.finder.checkpoint import load_trained
 from dhs.finder.inference import score_split
@@ -498,7 +499,8 @@ def stage_real_data(source: Path, work: Path, max_reject_frac: float, cache_dtyp
 def score_cache(cache_dir: Path, model_dir: Path, device: str) -> tuple[pd.DataFrame, dict]:
     tm = load_trained(model_dir, device)
     tables = []
-    for split in SPLITS:
+    present = (cache_manifest(cache_dir) or {}).get("counts", {})
+    for split in [s for s in SPLITS if s in present]:  # an evaluation-only set caches only its splits
         cs = open_split(cache_dir, split)
         if len(cs):
             tables.append(score_table(split, cs.meta, score_split(tm, cs, progress=False)))
@@ -645,7 +647,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     s.add_argument("--control-frac", type=float, default=0.5)
     s.add_argument("--n-regions", type=int, default=20)
     s.add_argument("--split-fractions", default="train=0.1,val=0.1,test=0.8",
-                   help="regions per split; the cache refuses an empty split, so a one-split set fails there (try test=1)")
+                   help="regions per split; a one-split set (test=1) is an evaluation-only set: cached and scored as it is")
     s.add_argument("--split-column", action="store_true", help="also write region_split into the files (Spark's partitionBy does not)")
     s.add_argument("--rows-per-shard", type=int, default=500)
     s.add_argument("--stamp-size", type=int, default=64, choices=[64, 96])

@@ -4,11 +4,19 @@ Atomic: write to a temporary sibling, then rename into place. A stage killed at 
 leaves either the previous output or the new one, never a half-written file or directory.
 ``writing(path)`` gives that temporary path to code that writes files itself (parquet, torch);
 ``write_bytes``/``write_text``/``write_json``/``save_figure`` and ``atomic_dir`` use it.
+
+A killed writer (SIGKILL: no cleanup runs) leaves its temporary ``.<name>.<random>.tmp``
+behind. The writer holds an exclusive ``flock`` on its temporary for as long as it (or a worker
+process it forked) lives, and the kernel drops that lock when the last of them dies, so
+``sweep_stale(path)`` removes exactly the temporaries of ``path`` nobody holds any more and
+never one a live run is writing. ``atomic_dir`` sweeps when it starts; a stage may sweep its
+outputs' temporaries first thing (the stamps stage does).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -26,11 +34,12 @@ def writing(path: str | os.PathLike, fixed_tmp: bool = False) -> Iterator[Path]:
     record the file's name inside it, e.g. torch.save), else a unique name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock = None
     if fixed_tmp:
         tmp = str(path.with_name(path.name + ".tmp"))
     else:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        lock, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # ours while we live: sweep_stale leaves it alone
         os.chmod(tmp, 0o644)   # an output, readable like any other file (mkstemp makes it private)
     try:
         yield Path(tmp)
@@ -41,6 +50,9 @@ def writing(path: str | os.PathLike, fixed_tmp: bool = False) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -109,28 +121,61 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def sweep_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries (``.<name>.*.tmp``) and set-aside old copies (``.<name>.old-*``)
+    of ``path`` that no live process holds: what a killed run of its writer left behind. A
+    temporary whose writer (or a worker process of it) is still alive is locked and kept."""
+    path = Path(path)
+    removed = []
+    for stale in sorted([*path.parent.glob(f".{path.name}.*.tmp"), *path.parent.glob(f".{path.name}.old-*")]):
+        try:
+            fd = os.open(stale, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live run is writing it
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+            removed.append(stale)
+        finally:
+            os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory; on success it replaces ``path`` whole, on error it is removed."""
+    """Yield a temporary directory; on success it replaces ``path`` whole, on error it is removed.
+
+    The temporary is locked (``flock``) while this process or a worker it forks lives, so a run
+    killed with SIGKILL leaves it unlocked, and the next run of the same output removes it
+    (``sweep_stale``) without touching one a live run is writing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a run killed with SIGKILL leaves its temporary behind; the next run of the same output
-    # (DVC runs one stage per output at a time) clears it
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
+    sweep_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    lock = os.open(tmp, os.O_RDONLY)
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if path.exists() or path.is_symlink():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = None
+        if path.exists() or path.is_symlink():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+    finally:
+        os.close(lock)

@@ -23,6 +23,10 @@ class Column:
 
     def accepts(self, arrow_type: pa.DataType) -> bool:
         t = arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+        if pa.types.is_null(t):
+            # a column every row leaves empty, as pandas writes an all-missing column: the same
+            # as nulls in a typed column, so fine where the contract allows nulls
+            return self.nullable
         if self.type == "string":
             return pa.types.is_string(t) or pa.types.is_large_string(t)
         if self.type == "integer":
@@ -33,6 +37,10 @@ class Column:
         if self.type == "binary":
             return pa.types.is_binary(t) or pa.types.is_large_binary(t)
         raise ValueError(f"contract column {self.name} has unknown type {self.type!r}")
+
+    def arrow_type(self) -> pa.DataType:
+        """The Arrow type this column takes in the cache when a file stores it as type null."""
+        return {"string": pa.string(), "integer": pa.int64(), "float": pa.float64(), "binary": pa.binary()}[self.type]
 
 
 @dataclass(frozen=True)

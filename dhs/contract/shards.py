@@ -2,7 +2,8 @@
 
 Rows are buffered per split and flushed into shards of ``rows_per_shard`` rows (never one
 file per stamp), each with row groups small enough to stream without loading a whole shard.
-The partition key lives in the path, not inside the files (the Hive convention).
+The partition key lives in the path, not inside the files (the Hive convention). Every page
+carries a CRC checksum, which the validator verifies (dhs.contract.validate).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class HiveShardWriter:
         table = pa.Table.from_pandas(out, preserve_index=False)
         # stamp_npz is already deflated: compressing it again costs time and saves nothing
         compression = {name: ("NONE" if name in self.precompressed else "ZSTD") for name in table.column_names}
-        pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, compression=compression)
+        # page checksums: a flipped byte in any page (a dictionary page included, where it would
+        # otherwise change values silently) fails validation, naming the file and column
+        pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, compression=compression, write_page_checksum=True)
         self.rows_written[split] = self.rows_written.get(split, 0) + n
         self.files.append(path)

@@ -4,37 +4,48 @@ Two kinds of finding:
 - dataset errors (``report.errors``): the dataset cannot be used as it is: an unreadable or
   non-parquet shard, a file outside a ``region_split=`` partition, missing contract columns,
   wrong column types, a region or a host position in two splits. Each names the file (and
-  column or region).
+  column or region; a split overlap names a file and row in each split).
 - row rejections (``report.rejected``): a row that cannot be used, counted by reason, with
-  examples naming file, row and column: ``unknown_split``, ``null_required``,
-  ``cutout_not_ok``, ``label_mismatch``, ``duplicate_task_id``, and the stamp codec's
-  ``corrupt_npz``, ``missing_band``, ``wrong_shape``, ``nonfinite_pixels``.
+  examples naming file, row and column: ``unknown_split``, ``corrupt_parquet`` (its row group
+  does not decode: a damaged page, a failed page checksum), ``null_required``,
+  ``cutout_not_ok``, ``label_mismatch``, ``bad_position`` (ra/dec not finite or outside
+  [0, 360) x [-90, 90]), ``bad_theta_e`` (an injection without a finite theta_E > 0, a control
+  with theta_E != 0), ``wrong_shape`` (stamp_size), the stamp codec's ``corrupt_npz``,
+  ``missing_band``, ``wrong_shape``, ``nonfinite_pixels``, then ``blank_stamp`` (a band that is
+  all zeros), and ``duplicate_task_id``.
 
-Every row read is either used or rejected for exactly one reason (the first that applies in
-the order above), so ``rows_read == rows_used + sum(rejected)`` always holds.
+Every column of every row group is read and decoded here, with the pages' CRC checksums
+verified where the writer stored them (``HiveShardWriter`` does), so a damaged page is found
+now, named (file, row group, column) and its rows rejected, and never crashes the cache build
+later or changes a value silently. Every row read is either used or rejected for exactly one
+reason (the first that applies in the order above), so ``rows_read == rows_used +
+sum(rejected)`` always holds.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from dhs.contract.codec import StampError, decode_stamp
 from dhs.contract.schema import Contract, load_contract
+from dhs.contract.workers import process_pool
 
 ROW_REASONS = (
-    "unknown_split", "null_required", "cutout_not_ok", "label_mismatch", "duplicate_task_id",
-    "corrupt_npz", "missing_band", "wrong_shape", "nonfinite_pixels", "bad_schema",
+    "unknown_split", "corrupt_parquet", "null_required", "cutout_not_ok", "label_mismatch", "bad_position", "bad_theta_e",
+    "corrupt_npz", "missing_band", "wrong_shape", "nonfinite_pixels", "blank_stamp", "duplicate_task_id", "bad_schema",
 )
 EXAMPLES_PER_REASON = 20
+# rejected-row examples written to the stage metrics on success (file, row, column, reason)
+METRICS_EXAMPLES = 20
 # host positions closer than this are the same host (docs/conventions.md, evaluation rules)
 HOST_MATCH_ARCSEC = 1.0
 # region_id / host key of a row whose region_id or ra/dec is null: not used in the split checks
@@ -51,6 +62,49 @@ def host_keys(ra_deg, dec_deg) -> np.ndarray:
     ra, dec = np.where(ok, ra, 0.0), np.where(ok, dec, 0.0)
     key = np.round(ra * 3600 / HOST_MATCH_ARCSEC).astype(np.int64) * 10_000_000 + np.round(dec * 3600 / HOST_MATCH_ARCSEC).astype(np.int64)
     return np.where(ok, key, NO_KEY)
+
+
+def host_position(key: int) -> tuple[float, float]:
+    """The (ra, dec) in degrees of the HOST_MATCH_ARCSEC cell a ``host_keys`` key stands for."""
+    ra_q = (int(key) + 5_000_000) // 10_000_000
+    dec_q = int(key) - ra_q * 10_000_000
+    return ra_q * HOST_MATCH_ARCSEC / 3600, dec_q * HOST_MATCH_ARCSEC / 3600
+
+
+def exc_text(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line (pyarrow's decode errors span several), shortened."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:limit]
+
+
+def open_parquet(path: str | os.PathLike) -> pq.ParquetFile:
+    """A shard opened for reading with its pages' CRC checksums verified where it has them."""
+    return pq.ParquetFile(path, page_checksum_verification=True)
+
+
+def row_groups_of(pf: pq.ParquetFile) -> np.ndarray:
+    """First row of each row group, and the total row count last: (n_row_groups + 1,)."""
+    md = pf.metadata
+    return np.cumsum([0] + [md.row_group(g).num_rows for g in range(md.num_row_groups)])
+
+
+def read_rows(path: str | os.PathLike, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
+    """Rows ``rows`` (sorted file row numbers) of a shard, reading only the row groups that hold
+    them (a damaged row group whose rows were all rejected is never touched)."""
+    pf = open_parquet(path)
+    starts = row_groups_of(pf)
+    rows = np.asarray(rows, dtype=np.int64)
+    groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
+    if not groups.size:
+        return pf.schema_arrow.empty_table() if columns is None else pf.schema_arrow.empty_table().select(columns)
+    table = pf.read_row_groups(groups.tolist(), columns=columns)
+    local = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in groups])
+    return table.take(pa.array(np.searchsorted(local, rows)))
+
+
+def _floats(values) -> np.ndarray:
+    """A column as float64, NaN where null (whatever numeric or null Arrow type it has)."""
+    return np.asarray(pd.to_numeric(pd.Series(values.to_pandas() if hasattr(values, "to_pandas") else values), errors="coerce"),
+                      dtype=float)
 
 
 @dataclass
@@ -86,6 +140,12 @@ class ValidationReport:
     files: list[FileResult]
     errors: list[Problem]
     examples: list[Problem]
+    origin: str | None = None  # where the dataset came from (the user's stamps.source), named in messages
+
+    @property
+    def where(self) -> str:
+        """The dataset as messages name it: its origin when it was staged from elsewhere."""
+        return self.origin or self.root
 
     @property
     def ok(self) -> bool:
@@ -144,8 +204,29 @@ class ValidationReport:
                 return f.reasons == ""
         raise KeyError(path)
 
+    def splits_present(self) -> list[str]:
+        """The contract's splits that have at least one file, in contract order."""
+        have = {f.split for f in self.files}
+        return [s for s in load_contract().splits if s in have]
+
+    def rejected_examples(self, limit: int = METRICS_EXAMPLES) -> list[dict]:
+        """At most ``limit`` rejected rows (file, row, column, reason, message), taking the
+        reasons in turn so that each reason seen is shown."""
+        by_reason: dict[str, list[Problem]] = defaultdict(list)
+        for p in self.examples:
+            by_reason[p.reason].append(p)
+        out: list[dict] = []
+        k = 0
+        while len(out) < limit and any(k < len(v) for v in by_reason.values()):
+            for reason in sorted(by_reason):
+                if k < len(by_reason[reason]) and len(out) < limit:
+                    p = by_reason[reason][k]
+                    out.append({"file": p.file, "row": p.row, "column": p.column, "reason": p.reason, "message": p.message})
+            k += 1
+        return out
+
     def summary(self, max_lines: int = 30) -> str:
-        lines = [f"{self.root}: {len(self.files)} files, {self.rows_read} rows read, {self.rows_used} usable"]
+        lines = [f"{self.where}: {len(self.files)} files, {self.rows_read} rows read, {self.rows_used} usable"]
         for reason, n in sorted(self.rejected.items()):
             lines.append(f"  rejected {reason}: {n}")
         for p in self.errors[:max_lines]:
@@ -176,6 +257,7 @@ class ValidationReport:
             "region_disjoint": not any(p.reason == "region_in_two_splits" for p in self.errors),
             "host_disjoint": not any(p.reason == "host_in_two_splits" for p in self.errors),
             "errors": [str(p) for p in self.errors[:100]],
+            "rejected_examples": self.rejected_examples(),
         }
 
 
@@ -205,12 +287,13 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
     if split is None:
         res.errors.append(Problem(rel, None, None, "no_partition", f"file is not under a '{contract.partition_key}=<split>/' directory"))
     try:
-        pf = pq.ParquetFile(p)
+        pf = open_parquet(p)
+        schema = pf.schema_arrow
+        starts = row_groups_of(pf)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a readable parquet shard"
-        res.errors.append(Problem(rel, None, None, "unreadable_file", f"not a readable parquet file: {type(exc).__name__}: {exc}"))
+        res.errors.append(Problem(rel, None, None, "unreadable_file", f"not a readable parquet file: {exc_text(exc)}"))
         return res
-    schema = pf.schema_arrow
-    res.n_rows = pf.metadata.num_rows
+    res.n_rows = int(starts[-1])
     names = set(schema.names)
     bad_schema = False
     for col in contract.required:
@@ -221,7 +304,10 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
             bad_schema = True
     for col in contract.columns:
         if col.name in names and not col.accepts(schema.field(col.name).type):
-            res.errors.append(Problem(rel, None, col.name, "wrong_type", f"column {col.name!r} has type {schema.field(col.name).type}, expected {col.type}"))
+            t = schema.field(col.name).type
+            msg = (f"column {col.name!r} holds no values (Arrow type null) but the contract requires a value in every row"
+                   if pa.types.is_null(t) else f"column {col.name!r} has type {t}, expected {col.type}")
+            res.errors.append(Problem(rel, None, col.name, "wrong_type", msg))
             bad_schema = True
     reasons = np.full(res.n_rows, "", dtype=object)
     res.labels = np.full(res.n_rows, -1, dtype=np.int64)
@@ -233,11 +319,8 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
     unknown_split = split not in contract.splits
     if split is not None and unknown_split:
         res.examples.append(Problem(rel, None, contract.partition_key, "unknown_split", f"split {split!r} is not one of {list(contract.splits)}"))
-    read_cols = [c.name for c in contract.required if c.name in names] + [c for c in ("ra", "dec") if c in names]
-    read_cols = list(dict.fromkeys(read_cols))
     non_nullable = [c.name for c in contract.required if not c.nullable and c.name in names]
     task_ids, region_ids, host_key_parts = [], [], []
-    row0 = 0
     per_reason: Counter = Counter()
 
     def note(i: int, reason: str, column: str | None, msg: str) -> None:
@@ -246,20 +329,19 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
         if per_reason[reason] <= EXAMPLES_PER_REASON:
             res.examples.append(Problem(rel, i, column, reason, msg))
 
-    for batch in pf.iter_batches(batch_size=2048, columns=read_cols):
-        tbl = batch
+    def check(tbl: pa.Table | pa.RecordBatch, row0: int) -> None:
         n = tbl.num_rows
-        cols = {name: tbl.column(name) for name in read_cols}
+        cols = {name: tbl.column(name) for name in tbl.schema.names}
         is_control = cols["is_control"].to_numpy(zero_copy_only=False)
         lens_model = cols["lens_model"].to_pylist()
         cutout_ok = cols["cutout_ok"].to_numpy(zero_copy_only=False)
         size = cols["stamp_size"].to_numpy(zero_copy_only=False)
         blobs = cols["stamp_npz"].to_pylist() if check_pixels else None
         nulls = {name: np.asarray(cols[name].is_null()) for name in non_nullable}
+        ra, dec, theta = _floats(cols["ra"]), _floats(cols["dec"]), _floats(cols["theta_e_arcsec"])
         task_ids.append(np.asarray(cols["task_id"].to_pylist(), dtype=object))
         region_ids.append(cols["region_id"].fill_null(NO_KEY).to_numpy(zero_copy_only=False).astype(np.int64))
-        host_key_parts.append(host_keys(cols["ra"].to_numpy(zero_copy_only=False).astype(float),
-                                        cols["dec"].to_numpy(zero_copy_only=False).astype(float)))
+        host_key_parts.append(host_keys(ra, dec))
         for j in range(n):
             i = row0 + j
             lab = is_control[j]
@@ -279,15 +361,57 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
             if lm not in contract.lens_models or int(lab) not in (0, 1) or (lm == "CONTROL") != (int(lab) == 1):
                 note(i, "label_mismatch", "lens_model", f"lens_model {lm!r} disagrees with is_control={lab} (expected one of {list(contract.lens_models)})")
                 continue
+            if not (np.isfinite(ra[j]) and 0.0 <= ra[j] < 360.0):
+                note(i, "bad_position", "ra", f"ra {ra[j]!r} deg is not a number in [0, 360)")
+                continue
+            if not (np.isfinite(dec[j]) and -90.0 <= dec[j] <= 90.0):
+                note(i, "bad_position", "dec", f"dec {dec[j]!r} deg is not a number in [-90, 90]")
+                continue
+            if int(lab) == 0 and not (np.isfinite(theta[j]) and theta[j] > 0):
+                note(i, "bad_theta_e", "theta_e_arcsec", f"an injection needs a finite theta_e_arcsec > 0, got {theta[j]!r}")
+                continue
+            if int(lab) == 1 and np.isfinite(theta[j]) and theta[j] != 0:
+                note(i, "bad_theta_e", "theta_e_arcsec", f"a control carries theta_e_arcsec 0 (or null), got {theta[j]!r}")
+                continue
+            if not np.isnan(theta[j]) and not np.isfinite(theta[j]):
+                note(i, "bad_theta_e", "theta_e_arcsec", f"theta_e_arcsec is {theta[j]!r}")
+                continue
             if int(size[j]) not in contract.stamp_sizes:
                 note(i, "wrong_shape", "stamp_size", f"stamp_size {size[j]} is not one of {list(contract.stamp_sizes)}")
                 continue
             if check_pixels:
                 try:
-                    decode_stamp(blobs[j], stamp_size=int(size[j]))
+                    img = decode_stamp(blobs[j], stamp_size=int(size[j]))
                 except StampError as exc:
                     note(i, exc.reason, "stamp_npz", str(exc))
-        row0 += n
+                    continue
+                blank = [b for b, band in zip(contract.bands, img) if not band.any()]
+                if blank:
+                    note(i, "blank_stamp", "stamp_npz", f"band(s) {blank} are all zeros (no data), though cutout_ok is 1")
+
+    for g in range(len(starts) - 1):
+        row0, row1 = int(starts[g]), int(starts[g + 1])
+        try:
+            tbl = pf.read_row_group(g)   # every column: what the cache build reads later is decoded now
+            if tbl.num_rows != row1 - row0:
+                raise ValueError(f"decoded {tbl.num_rows} rows where the footer lists {row1 - row0}")
+        except Exception as exc:  # noqa: BLE001 - thrift, ZSTD, CRC, ...: the row group cannot be read
+            bad = _damaged_columns(pf, g, schema.names)
+            reason = "unknown_split" if unknown_split else "corrupt_parquet"
+            reasons[row0:row1] = reason
+            per_reason[reason] += row1 - row0
+            task_ids.append(np.full(row1 - row0, None, dtype=object))
+            region_ids.append(np.full(row1 - row0, NO_KEY, dtype=np.int64))
+            host_key_parts.append(np.full(row1 - row0, NO_KEY, dtype=np.int64))
+            if not unknown_split:
+                where = f"column(s) {bad}" if bad else "its columns"
+                res.examples.append(Problem(rel, row0, ",".join(bad) or None, "corrupt_parquet",
+                                            f"row group {g} (rows {row0}-{row1 - 1}) does not decode: {where}: {exc_text(exc)}; "
+                                            f"its {row1 - row0} rows are rejected (the file is damaged: copy it again from its origin)"))
+            continue
+        for batch in tbl.to_batches(max_chunksize=2048):
+            check(batch, row0)
+            row0 += batch.num_rows
     res.reasons = reasons
     res.task_ids = np.concatenate(task_ids) if task_ids else np.array([], dtype=object)
     res.region_ids = np.concatenate(region_ids) if region_ids else np.array([], dtype=np.int64)
@@ -295,15 +419,30 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
     return res
 
 
+def _damaged_columns(pf: pq.ParquetFile, group: int, columns: list[str]) -> list[str]:
+    """The columns of a row group that do not decode on their own."""
+    bad = []
+    for c in columns:
+        try:
+            pf.read_row_group(group, columns=[c])
+        except Exception:  # noqa: BLE001
+            bad.append(c)
+    return bad
+
+
 def _validate_file_star(args):
     return validate_file(*args)
 
 
-def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int = 1, progress: bool = True) -> ValidationReport:
-    """Validate every shard under ``dataset`` (a Hive-partitioned directory) and cross-check splits."""
+def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int = 1, progress: bool = True,
+             origin: str | None = None) -> ValidationReport:
+    """Validate every shard under ``dataset`` (a Hive-partitioned directory) and cross-check splits.
+
+    ``origin``: where the dataset was staged from (the user's ``stamps.source``), named in the
+    report's messages instead of the local copy."""
     root = Path(dataset)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset directory {root} does not exist")
+        raise FileNotFoundError(f"dataset directory {origin or root} does not exist")
     contract = load_contract()
     shards = list_shards(root)
     others = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".parquet" and not p.name.startswith((".", "_")))
@@ -312,11 +451,11 @@ def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int
         for p in others
     ]
     if not shards:
-        errors.append(Problem(str(root), None, None, "empty_dataset", "no parquet shards found"))
+        errors.append(Problem(origin or str(root), None, None, "empty_dataset", "no parquet shards found"))
     jobs = [(str(p), str(root), check_pixels) for p in shards]
     bar = dict(total=len(jobs), desc="validate shards", unit="file", disable=not progress)
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as ex:
+        with process_pool(workers) as ex:
             results = list(tqdm(ex.map(_validate_file_star, jobs), **bar))
     else:
         results = [validate_file(*j) for j in tqdm(jobs, **bar)]
@@ -344,18 +483,29 @@ def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int
                     examples.append(Problem(str(Path(r.path).relative_to(root)), int(i), "task_id", "duplicate_task_id", f"task_id {r.task_ids[i]!r} already seen"))
                     n_dup_examples += 1
 
-    # split disjointness: by region and by host position (docs/conventions.md, evaluation rules)
+    # split disjointness: by region and by host position (docs/conventions.md, evaluation rules);
+    # each overlap names a file and row of every split it is in
     for what, attr, reason in (("region", "region_ids", "region_in_two_splits"), ("host position", "host_keys", "host_in_two_splits")):
-        seen: dict = defaultdict(set)
+        first: dict[int, dict[str, tuple[str, int]]] = defaultdict(dict)
         for r in ok_results:
             if r.split in contract.splits:
-                for v in np.unique(getattr(r, attr)):
-                    if v != NO_KEY:
-                        seen[int(v)].add(r.split)
-        shared = {k: v for k, v in seen.items() if len(v) > 1}
+                keys, rows = np.unique(getattr(r, attr), return_index=True)
+                rel = str(Path(r.path).relative_to(root))
+                for k, i in zip(keys.tolist(), rows.tolist()):
+                    if k != NO_KEY:
+                        first[k].setdefault(r.split, (rel, i))
+        shared = {k: v for k, v in first.items() if len(v) > 1}
         for k in sorted(shared)[:50]:
-            label = f"region_id {k}" if what == "region" else f"host at (ra, dec) key {k}"
-            errors.append(Problem(str(root), None, "region_id" if what == "region" else "ra,dec", reason, f"{label} appears in splits {sorted(shared[k])}"))
+            where = shared[k]
+            if what == "region":
+                label = f"region_id {k}"
+            else:
+                ra, dec = host_position(k)
+                label = f"host at ra={ra:.5f} dec={dec:+.5f} deg (one {HOST_MATCH_ARCSEC:g} arcsec cell)"
+            seen = "; ".join(f"{s}: {f} row {i}" for s, (f, i) in sorted(where.items()))
+            f0, i0 = where[sorted(where)[0]]
+            errors.append(Problem(f0, i0, "region_id" if what == "region" else "ra,dec", reason,
+                                  f"{label} appears in splits {sorted(where)} (first rows: {seen})"))
         if len(shared) > 50:
-            errors.append(Problem(str(root), None, None, reason, f"... {len(shared) - 50} more {what}s in two splits"))
-    return ValidationReport(root=str(root), files=results, errors=errors, examples=examples)
+            errors.append(Problem(origin or str(root), None, None, reason, f"... {len(shared) - 50} more {what}s in two splits"))
+    return ValidationReport(root=str(root), files=results, errors=errors, examples=examples, origin=origin)

@@ -34,9 +34,11 @@ def run_train(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
     p = as_params(params).require("train")
     cfg = TrainConfig.from_params(p["train"], arch, p.source)
     norm, augment = preprocess_from_params(p["preprocess"], p.source)
+    if "RANK" not in os.environ:  # once, before any rank starts
+        check_before_training(cfg, arch, cache_dir, Path(models_dir) / arch)
     if cfg.nproc > 1 and "RANK" not in os.environ:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}", sys.argv[0], *sys.argv[1:]]
-        return subprocess.call(cmd)
+        return subprocess.call([sys.executable, "-c", _END_WITH_PARENT, *cmd])
     distributed = "RANK" in os.environ
     if distributed:
         import torch
@@ -65,6 +67,49 @@ def run_train(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
         b = metrics["best"]
         print(f"train {arch}: best val loss {b['loss']:.4f} (AUC {b['auc']:.4f}) at epoch {b['epoch']}")
     return 0
+
+
+# the cached splits training reads: train and val, and test for the best checkpoint's test metrics
+TRAIN_SPLITS = ("train", "val")
+
+
+def check_before_training(cfg, arch: str, cache_dir: str, model_dir: Path) -> None:
+    """What must hold before training starts, each refused with a message naming the problem:
+    the cache has the splits training reads (an evaluation-only dataset has not); with a theta_E
+    head, every cached injection has a finite theta_E > 0 (a NaN must never become a regression
+    target of 0); and a checkpoint that cannot be resumed is set aside, not a wall."""
+    import numpy as np
+
+    from dhs.finder.checkpoint import TrainingError, set_aside_unusable
+    from dhs.stamps.cache import cache_manifest, require_splits
+
+    require_splits(cache_dir, TRAIN_SPLITS, f"train@{arch}")
+    if cfg.theta_head:
+        meta = pd.read_parquet(Path(cache_dir) / "train" / "meta.parquet", columns=["task_id", "is_control", "theta_e_arcsec"])
+        theta = pd.to_numeric(meta["theta_e_arcsec"], errors="coerce").to_numpy(np.float64)
+        bad = (meta["is_control"].to_numpy() == 0) & ~(np.isfinite(theta) & (theta > 0))
+        if bad.any():
+            raise TrainingError(f"train.theta_head is true but {int(bad.sum())} cached train injection(s) have no finite "
+                                f"theta_e_arcsec > 0 (e.g. task_id {meta['task_id'][bad].head(3).tolist()}); rebuild the cache "
+                                f"with `dvc repro --force stamps` (validation rejects them) or set train.theta_head: false")
+    manifest = cache_manifest(cache_dir) or {}
+    for message in set_aside_unusable(model_dir, arch, manifest.get("stamp_size")):
+        print(f"train {arch}: {message}", file=sys.stderr)
+
+
+# run before torchrun in its own (single-threaded) process, then exec'ed into it: SIGTERM when
+# this stage dies (PR_SET_PDEATHSIG survives exec), so a killed stage leaves no training behind;
+# torchrun ends its ranks on SIGTERM
+_END_WITH_PARENT = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+except (OSError, AttributeError):
+    pass
+if os.getppid() == 1:
+    sys.exit(143)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
 
 
 def theta_figure(scores: pd.DataFrame, path: Path, arch: str) -> None:

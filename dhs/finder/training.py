@@ -383,9 +383,10 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         (out_dir / f"weights_rank{rank}.sha256").write_text(digest + "\n")
     if rank != 0:
         return {}
-    test_split = open_split(cache_dir, "test")
+    # the test split is measured on here only when the dataset has one (an evaluation set may not)
+    test_split = open_split(cache_dir, "test") if (Path(cache_dir) / "test" / "images.npy").exists() else None
     test = {}
-    if best_path.exists() and len(test_split):
+    if best_path.exists() and test_split is not None and len(test_split):
         model.load_state_dict(load_checkpoint(best_path, spec)["model"])
         meta_test = metadata_matrix(test_split.meta, spec.metadata, where="split test")
         if meta_test is not None:

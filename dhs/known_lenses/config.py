@@ -9,6 +9,7 @@ Keys (defaults in brackets):
   ``size_px`` [64: the model's stamp size; larger cutouts are centre-cropped for scoring]
 - ``max_concurrency`` [4, at most 8], ``max_attempts`` [4], ``connect_timeout_s`` [5],
   ``read_timeout_s`` [60], ``backoff_s`` [1.0, doubling per retry, capped at 30 s]
+- ``cutout_deadline_s`` [120: wall time per cutout, all attempts], ``run_deadline_s`` [10800: the run]
 - ``require`` [false]: true makes "no cutout at all" (offline, or every row rejected) an error
 - ``prob_thresholds`` [[0.3, 0.5, 0.9]], ``theta_e_bins_arcsec`` [[0.5, 1.0, 1.25, 1.5, 2.0]],
   ``gallery_max`` [48], ``batch_size`` [256], ``device`` [auto]
@@ -46,7 +47,8 @@ class KnownLensConfig:
         try:
             spec = CutoutSpec(size_px=v["size_px"], pixscale_arcsec=v["pixscale_arcsec"], layer=v["layer"])
             fetch = FetchConfig(url_template=v["url_template"], max_concurrency=v["max_concurrency"], max_attempts=v["max_attempts"],
-                                connect_timeout_s=v["connect_timeout_s"], read_timeout_s=v["read_timeout_s"], backoff_s=v["backoff_s"])
+                                connect_timeout_s=v["connect_timeout_s"], read_timeout_s=v["read_timeout_s"], backoff_s=v["backoff_s"],
+                                cutout_deadline_s=v["cutout_deadline_s"], run_deadline_s=v["run_deadline_s"])
         except CutoutError as exc:
             raise ParamsError(f"{source}: known_lenses: {exc}") from None
         return cls(catalog=v["catalog"], grades=tuple(v["grades"]), max_lenses=v["max_lenses"], source=v["source"], spec=spec,

@@ -21,6 +21,7 @@ import numpy as np
 BANDS = "grz"
 # a band with more exactly-zero pixels than this fraction has no data there
 MAX_ZERO_PIXEL_FRAC = 0.5
+FITS_BLOCK = 2880
 REASONS = ("not_fits", "bad_shape", "nonfinite_pixels", "no_coverage")
 
 
@@ -36,14 +37,23 @@ def read_cutout(data: bytes | str | os.PathLike, size_px: int, where: str = "cut
     """The (3, size_px, size_px) float32 nMgy cube in ``data`` (FITS bytes or a file path).
 
     Raises ``CutoutInvalid`` naming ``where``, the reason and what was found."""
+    import warnings
+
     from astropy.io import fits
 
     try:
         raw = Path(data).read_bytes() if isinstance(data, (str, os.PathLike)) else bytes(data)
-        with fits.open(io.BytesIO(raw), memmap=False) as hdul:
-            cube = next((h.data for h in hdul if getattr(h, "data", None) is not None), None)
-            if cube is not None:
-                cube = np.array(cube)  # detach from the HDU list before it closes
+        if len(raw) % FITS_BLOCK:  # FITS is written in whole 2880-byte blocks: a shorter file was cut off
+            raise CutoutInvalid("not_fits", f"{where}: not a whole FITS file ({len(raw)} bytes, not a multiple of "
+                                            f"{FITS_BLOCK}: truncated or not FITS)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # astropy warns, then fails or reads on; we say which
+            with fits.open(io.BytesIO(raw), memmap=False) as hdul:
+                cube = next((h.data for h in hdul if getattr(h, "data", None) is not None), None)
+                if cube is not None:
+                    cube = np.array(cube)  # detach from the HDU list before it closes
+    except CutoutInvalid:
+        raise
     except (OSError, ValueError, TypeError, IndexError) as exc:
         raise CutoutInvalid("not_fits", f"{where}: not a readable FITS file ({type(exc).__name__}: {exc})") from None
     if cube is None:

@@ -8,10 +8,23 @@ Conventions:
   asks for exactly the rounded position, so a file holds what its name says.
 - Only cutouts that pass ``read_cutout`` are cached (shape (3, S, S), finite, data in every
   band). A cached file is re-validated whenever it is used, and never fetched again.
-- Retries: HTTP 5xx, 408, 429 (``Retry-After`` honoured up to ``max_backoff_s``), timeouts and
-  connection errors are retried up to ``max_attempts`` with exponential backoff
-  (``backoff_s * 2**(attempt-1)``, capped). A 404 or another 4xx, an invalid FITS answer and an
-  unresolvable host are not retried.
+- Deadlines: every cutout has ``cutout_deadline_s`` for all its attempts and backoffs, and the
+  run has ``run_deadline_s``. They bound the wall time, not each socket read: a server that
+  sends its headers at once and then drips the body, every read within ``read_timeout_s``, is
+  cut off at the deadline (a watchdog shuts the connection's socket down). A row cut off is
+  ``cutout_deadline``; rows the run no longer reaches are ``skipped`` with ``run_deadline``.
+- Failures are classed by what a retry could change. Transient (retried within the run, up to
+  ``max_attempts`` with exponential backoff ``backoff_s * 2**(attempt-1)``, capped; never
+  remembered): HTTP 5xx, 408, 429 (``Retry-After`` honoured up to ``max_backoff_s``), timeouts,
+  dropped or refused connections, and an HTTP 200 whose body is not a FITS cutout (an HTML
+  error page, garbage, a truncated file: ``bad_response``). Other 4xx (401, 403, ...) are not
+  retried now but not remembered either (access may come back). Permanent (remembered): 400,
+  404, 410, 414, and a well-formed FITS answer whose content is unusable (``bad_shape``,
+  ``nonfinite_pixels``, ``no_coverage``): the same request gives the same answer.
+- Memory: permanent failures are remembered in ``manifest.csv`` with the URL that got them,
+  and not requested again by later runs that would ask the same URL. Another
+  ``url_template``, layer, size or position asks again; so does deleting the manifest.
+  A local directory source is looked at every run (nothing is remembered).
 - Offline: the first uncached position is requested alone. If the host cannot be resolved or
   connected to, nothing else is requested and every uncached row is ``skipped`` with reason
   ``offline``. During the parallel phase ``offline_after`` consecutive connection failures
@@ -19,21 +32,21 @@ Conventions:
   (``connect_timeout_s``), reads may be slow (``read_timeout_s``).
 - Concurrency: at most ``max_concurrency`` requests in flight (a thread pool, one HTTP session
   per thread); the viewer is a shared public service, so the limit is capped at 8.
-- Permanent failures (404, wrong shape, no data) are remembered in ``manifest.csv`` and not
-  requested again by later runs from the same source (delete the manifest to retry them).
-- Source: ``legacysurvey`` (the URL template) or a local directory of FITS cutouts, found as
-  ``<dir>/<cache key path>``, ``<dir>/<cache file name>`` or ``<dir>/<name>.fits``; valid ones
-  are copied into the cache so the scoring reads one place either way.
+- Source: ``legacysurvey`` (the URL template; messages name its host) or a local directory of
+  FITS cutouts, found as ``<dir>/<cache key path>``, ``<dir>/<cache file name>`` or
+  ``<dir>/<name>.fits``; valid ones are copied into the cache so the scoring reads one place
+  either way.
 
 Per-row status: ``cached`` (already on disk), ``fetched``, ``local`` (copied from the local
-directory), ``failed`` (with a reason) or ``skipped`` (``offline``). Run status: ``ok`` (every
-row has a cutout or a permanent, counted rejection), ``partial`` (some rows missed for a
-transient reason: network, server errors, offline with part of the set cached) or ``offline``
-(unreachable and nothing usable on disk).
+directory), ``failed`` (with a reason) or ``skipped`` (``offline``, ``run_deadline``). Run
+status: ``ok`` (every row has a cutout or a permanent, counted rejection), ``partial`` (some
+rows missed for a transient reason: network, server errors, bad responses, deadlines, offline
+with part of the set cached) or ``offline`` (unreachable and nothing usable on disk).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -56,9 +69,20 @@ LEGACYSURVEY = "legacysurvey"
 POSITION_DECIMALS = 5
 USER_AGENT = f"dark-halo-scope/{__version__} (known-lens recovery; python-requests)"
 USABLE = ("cached", "fetched", "local")
-# reasons a later run may not repeat: the row is missing for now, not for good
+# the same request gives the same answer: remembered (with its URL) and not asked again
+PERMANENT_REASONS = ("http_400", "http_404", "http_410", "http_414", "bad_shape", "nonfinite_pixels", "no_coverage")
+# a local directory's verdicts: counted, final for this run, looked at again by the next
+LOCAL_REASONS = ("not_in_local_dir", "not_fits")
+# reasons a later run may not repeat: the row is missing for now, not for good (any HTTP reason
+# not in PERMANENT_REASONS is transient too: is_transient)
 TRANSIENT_REASONS = ("offline", "unresolvable", "connection_refused", "connect_timeout", "read_timeout", "connection_error",
-                     "proxy_error", "http_408", "http_429", "http_500", "http_502", "http_503", "http_504", "http_5xx")
+                     "proxy_error", "http_401", "http_403", "http_408", "http_429", "http_500", "http_502", "http_503",
+                     "http_504", "http_5xx", "bad_response", "cutout_deadline", "run_deadline")
+
+
+def is_transient(reason: str) -> bool:
+    """Whether a row without a cutout for ``reason`` might get one from a later run."""
+    return bool(reason) and reason not in PERMANENT_REASONS and reason not in LOCAL_REASONS and reason != "missing"
 
 
 # failures where no connection to the service was made: the first request ending in one of these means offline
@@ -102,6 +126,9 @@ class FetchConfig:
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
     offline_after: int = 3
+    cutout_deadline_s: float = 120.0     # wall time for one cutout: every attempt and backoff
+    run_deadline_s: float = 10800.0      # wall time for the whole run
+    max_body_bytes: int = 64 << 20       # a larger answer is not a cutout
 
     def __post_init__(self):
         missing = [k for k in ("{ra}", "{dec}") if k not in self.url_template]
@@ -117,6 +144,20 @@ class FetchConfig:
             raise CutoutError("connect_timeout_s and read_timeout_s must be > 0 seconds")
         if self.backoff_s < 0 or self.max_backoff_s < 0 or self.offline_after < 1:
             raise CutoutError("backoff_s and max_backoff_s must be >= 0 and offline_after >= 1")
+        if not (self.cutout_deadline_s > 0 and self.run_deadline_s > 0):
+            raise CutoutError("cutout_deadline_s and run_deadline_s must be > 0 seconds")
+
+    @property
+    def host(self) -> str:
+        """The host the template talks to (what messages name), without any user info."""
+        from urllib.parse import urlsplit
+
+        u = urlsplit(self.url_template)
+        try:
+            port = u.port
+        except ValueError:
+            port = None
+        return (u.hostname or "?") + (f":{port}" if port else "")
 
 
 def rounded(ra_deg: float, dec_deg: float) -> tuple[float, float]:
@@ -210,7 +251,7 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def _http_reason(code: int) -> tuple[str, bool]:
-    """(reason, retry) for a non-200 HTTP status."""
+    """(reason, retry now) for a non-200 HTTP status."""
     if code in (408, 429) or 500 <= code < 600:
         return (f"http_{code}" if code in (408, 429, 500, 502, 503, 504) else "http_5xx"), True
     return f"http_{code}", False
@@ -224,24 +265,127 @@ class _Attempt:
     wait_s: float = 0.0
 
 
-class _Client:
-    """Requests with retries, a per-thread HTTP session and a shared offline breaker."""
+# --------------------------------------------------------------------------- deadlines
+# requests bounds each socket read (read_timeout_s), not a response: a server that drips a byte
+# at a time never times out. A watchdog timer per attempt shuts the socket of the connection
+# the attempt uses down at the deadline, which ends whatever read is blocked on it.
 
-    def __init__(self, cfg: FetchConfig, spec: CutoutSpec, cache_dir: Path):
+_current = threading.local()  # per thread: the _Watch of the attempt in progress
+
+
+class _Watch:
+    """One attempt's deadline: ``fire`` (the timer thread) shuts down the socket the request
+    ``attach``ed; ``done`` (the attempt's thread) disarms it."""
+
+    def __init__(self, reason: str):
+        self.reason = reason  # cutout_deadline | run_deadline: which deadline this is
+        self._lock = threading.Lock()
+        self._sock = None
+        self._armed = True
+        self.fired = False
+
+    def attach(self, sock) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._sock = sock
+            cut = self.fired and self._armed
+        if cut:
+            _shutdown(sock)
+
+    def fire(self) -> None:
+        with self._lock:
+            if not self._armed:
+                return
+            self.fired = True
+            sock = self._sock
+        if sock is not None:
+            _shutdown(sock)
+
+    def done(self) -> None:
+        with self._lock:
+            self._armed = False
+
+
+def _shutdown(sock) -> None:
+    # the plain socket's shutdown: safe under TLS from another thread, and it works while the
+    # response still reads from the socket after http.client has dropped the connection's reference
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _watched_session():
+    """A requests session whose connections hand the current attempt's watch their socket."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def attach(conn) -> None:
+        w = getattr(_current, "watch", None)
+        if w is not None:
+            w.attach(getattr(conn, "sock", None))
+
+    class Conn(HTTPConnection):
+        def connect(self):
+            super().connect()
+            attach(self)
+
+        def request(self, *a, **kw):
+            attach(self)  # a kept-alive connection: already connected
+            return super().request(*a, **kw)
+
+    class TLSConn(HTTPSConnection):
+        def connect(self):
+            super().connect()
+            attach(self)
+
+        def request(self, *a, **kw):
+            attach(self)
+            return super().request(*a, **kw)
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Conn
+
+    class TLSPool(HTTPSConnectionPool):
+        ConnectionCls = TLSConn
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *a, **kw):
+            super().init_poolmanager(*a, **kw)
+            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": TLSPool}
+
+        def proxy_manager_for(self, *a, **kw):  # through an HTTP(S) proxy too
+            manager = super().proxy_manager_for(*a, **kw)
+            if type(manager).__name__ == "ProxyManager":
+                manager.pool_classes_by_scheme = {"http": Pool, "https": TLSPool}
+            return manager
+
+    s = requests.Session()
+    for prefix in ("http://", "https://"):
+        s.mount(prefix, Adapter())
+    s.headers["User-Agent"] = USER_AGENT
+    s.headers["Accept-Encoding"] = "identity"  # FITS pixels barely compress; one read is one bounded recv
+    return s
+
+
+class _Client:
+    """Requests with retries and deadlines, a per-thread HTTP session and a shared offline breaker."""
+
+    def __init__(self, cfg: FetchConfig, spec: CutoutSpec, cache_dir: Path, run_deadline: float | None = None):
         self.cfg, self.spec, self.cache_dir = cfg, spec, cache_dir
+        self.run_deadline = run_deadline if run_deadline is not None else time.monotonic() + cfg.run_deadline_s
         self._local = threading.local()
         self._lock = threading.Lock()
         self.requests = 0
         self._consecutive_unreachable = 0
         self.offline = threading.Event()
+        self.run_over = threading.Event()   # the run deadline has passed: nothing new is requested
 
     def _session(self):
-        import requests
-
         s = getattr(self._local, "session", None)
         if s is None:
-            s = self._local.session = requests.Session()
-            s.headers["User-Agent"] = USER_AGENT
+            s = self._local.session = _watched_session()
         return s
 
     def _note(self, unreachable: bool) -> None:
@@ -250,38 +394,90 @@ class _Client:
             if self._consecutive_unreachable >= self.cfg.offline_after:
                 self.offline.set()
 
-    def _once(self, url: str, key: str) -> _Attempt:
+    def _deadline(self, cutout_deadline: float) -> tuple[float, str]:
+        return (cutout_deadline, "cutout_deadline") if cutout_deadline <= self.run_deadline else (self.run_deadline, "run_deadline")
+
+    def _deadline_outcome(self, reason: str, attempt: int, last: str = "") -> Outcome:
+        if reason == "run_deadline":
+            self.run_over.set()
+            what = f"the run reached known_lenses.run_deadline_s={self.cfg.run_deadline_s:g} s"
+        else:
+            what = f"the cutout took its known_lenses.cutout_deadline_s={self.cfg.cutout_deadline_s:g} s"
+        return Outcome("failed", reason, attempt, f"cut off: {what}" + (f"; last: {last}" if last else ""))
+
+    def _once(self, url: str, key: str, deadline: float, why: str) -> _Attempt:
+        import http.client
+
         import requests
+        import urllib3
 
         with self._lock:
             self.requests += 1
+        watch = _Watch(why)
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), watch.fire)
+        timer.daemon = True
+        _current.watch = watch
+        timer.start()
         try:
-            resp = self._session().get(url, timeout=(self.cfg.connect_timeout_s, self.cfg.read_timeout_s))
-            body, code, retry_after = resp.content, resp.status_code, resp.headers.get("Retry-After", "")
-        except requests.exceptions.RequestException as exc:
+            resp = self._session().get(url, timeout=(self.cfg.connect_timeout_s, self.cfg.read_timeout_s), stream=True)
+            try:
+                code, retry_after = resp.status_code, resp.headers.get("Retry-After", "")
+                ctype = resp.headers.get("Content-Type", "")
+                chunks, n = [], 0
+                for chunk in resp.iter_content(64 << 10):
+                    chunks.append(chunk)
+                    n += len(chunk)
+                    if n > self.cfg.max_body_bytes:
+                        break
+                body = b"".join(chunks)
+            finally:
+                resp.close()
+        except (requests.exceptions.RequestException, OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
+            if watch.fired:
+                return _Attempt(self._deadline_outcome(why, 0, describe_exception(exc)))
             reason, retry, unreachable = classify_exception(exc)
             if reason == "unresolvable":
                 self.offline.set()  # a name that does not resolve will not resolve on the next try
             return _Attempt(Outcome("failed", reason, message=describe_exception(exc)), retry, unreachable)
+        finally:
+            watch.done()
+            timer.cancel()
+            _current.watch = None
+        if watch.fired:  # the body ended because the socket was cut: not an answer
+            return _Attempt(self._deadline_outcome(why, 0))
         if code != 200:
             reason, retry = _http_reason(code)
             wait = min(float(retry_after), self.cfg.max_backoff_s) if retry_after.strip().isdigit() else 0.0
             return _Attempt(Outcome("failed", reason, message=f"HTTP {code} for {url}"), retry, False, wait)
+        if n > self.cfg.max_body_bytes:
+            return _Attempt(Outcome("failed", "bad_response", message=f"HTTP 200 for {url} with more than "
+                                                                     f"{self.cfg.max_body_bytes} bytes: not a cutout"), True)
+        if ctype.split(";")[0].strip().lower() in ("text/html", "text/plain", "application/json"):
+            return _Attempt(Outcome("failed", "bad_response", message=f"HTTP 200 for {url} is {ctype!r} ({len(body)} bytes), "
+                                                                     f"not a FITS cutout: an error page?"), True)
         try:
             read_cutout(body, self.spec.size_px, where=url)
         except CutoutInvalid as exc:
+            if exc.reason == "not_fits":  # garbage, a truncated file: the next answer may be whole
+                return _Attempt(Outcome("failed", "bad_response", message=f"HTTP 200 but {exc}"), True)
             return _Attempt(Outcome("failed", exc.reason, message=str(exc)))
         atomic.write_bytes(self.cache_dir / key, body)
         return _Attempt(Outcome("fetched"))
 
     def fetch(self, key: str, ra_deg: float, dec_deg: float) -> Outcome:
-        """Fetch one position into the cache under ``key``, retrying transient failures."""
+        """Fetch one position into the cache under ``key``, retrying transient failures within
+        the cutout's and the run's deadlines."""
         url = cutout_url(self.cfg.url_template, ra_deg, dec_deg, self.spec)
+        if self.run_over.is_set() or time.monotonic() >= self.run_deadline:
+            self.run_over.set()
+            return Outcome("skipped", "run_deadline", 0, f"not requested: the run reached known_lenses.run_deadline_s="
+                                                         f"{self.cfg.run_deadline_s:g} s")
+        deadline, why = self._deadline(time.monotonic() + self.cfg.cutout_deadline_s)
         waited = 0.0
         for attempt in range(1, self.cfg.max_attempts + 1):
             if attempt == 1 and self.offline.is_set():
                 return Outcome("skipped", "offline", 0, "not requested: the cutout service is unreachable")
-            a = self._once(url, key)
+            a = self._once(url, key, deadline, why)
             self._note(a.unreachable)
             a.outcome.attempts, a.outcome.backoff_s = attempt, waited
             if not a.retry:
@@ -290,6 +486,10 @@ class _Client:
                 a.outcome.message = f"gave up after {attempt} attempt(s); last: {a.outcome.message}"
                 return a.outcome
             backoff = max(min(self.cfg.backoff_s * 2 ** (attempt - 1), self.cfg.max_backoff_s), a.wait_s)
+            if time.monotonic() + backoff >= deadline:  # the next attempt would start past the deadline
+                out = self._deadline_outcome(why, attempt, a.outcome.message)
+                out.backoff_s = waited
+                return out
             waited += backoff
             a.outcome.backoff_s = waited
             if self.offline.wait(backoff):  # wakes at once when the run goes offline
@@ -309,12 +509,14 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
     optionally ``name``) into ``cache_dir``; see the module docstring for statuses and reasons.
 
     ``source`` is ``legacysurvey`` (use ``cfg.url_template``) or a local directory of FITS files.
-    Rows sharing a rounded position share one request and one file. ``remembered`` maps cache
-    keys to (reason, message) of permanent failures of an earlier run (``remembered_failures``):
-    those are reported again without a request, so a rerun neither hammers the service for known
-    404s nor turns them into "offline" on a machine without network."""
+    Rows sharing a rounded position share one request and one file. ``remembered`` maps request
+    URLs to (reason, message) of permanent failures of an earlier run (``remembered_failures``):
+    a row whose URL is there is reported again without a request, so a rerun neither hammers the
+    service for known 404s nor turns them into "offline" on a machine without network; a row
+    whose URL changed (another template, layer or size) is asked again."""
     cfg = cfg or FetchConfig()
     t0 = time.perf_counter()
+    run_deadline = time.monotonic() + cfg.run_deadline_s
     cache_dir = Path(cache_dir)
     missing_cols = [c for c in ("ra_deg", "dec_deg") if c not in positions.columns]
     if missing_cols:
@@ -327,6 +529,8 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
         raise CutoutError(f"{int(bad.sum())} position(s) with bad coordinates (need RA in [0, 360), Dec in [-90, 90]), "
                           f"e.g. rows {np.flatnonzero(bad)[:5].tolist()}; curate the catalogue first")
     keys = [cache_relpath(r, d, spec) for r, d in zip(ra, dec)]
+    remote = source == LEGACYSURVEY
+    urls = [cutout_url(cfg.url_template, r, d, spec) if remote else "" for r, d in zip(ra, dec)]
     outcomes: dict[str, Outcome] = {}
     first_row: dict[str, int] = {}
     for i, k in enumerate(keys):
@@ -344,12 +548,14 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
                 path.unlink()
     if cache_invalid:
         messages.append(f"{cache_invalid} cached cutout(s) failed validation and were removed; fetching them again")
-    for k, (reason, message) in (remembered or {}).items():
-        if k in first_row and k not in outcomes and reason and reason not in TRANSIENT_REASONS:
-            outcomes[k] = Outcome("failed", reason, 0, message)
+    if remote:
+        for k, i in first_row.items():
+            reason, message = (remembered or {}).get(urls[i], ("", ""))
+            if k not in outcomes and reason in PERMANENT_REASONS:
+                outcomes[k] = Outcome("failed", reason, 0, message)
     todo = [k for k in first_row if k not in outcomes]
     client = None
-    if source != LEGACYSURVEY:
+    if not remote:
         local_dir = Path(source)
         if not local_dir.is_dir():
             raise CutoutError(f"cutout source {source!r} is neither '{LEGACYSURVEY}' nor an existing directory of FITS cutouts")
@@ -366,9 +572,9 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
             atomic.write_bytes(cache_dir / k, found.read_bytes())
             outcomes[k] = Outcome("local")
     elif todo:
-        client = _Client(cfg, spec, cache_dir)
+        client = _Client(cfg, spec, cache_dir, run_deadline)
         pos = {k: (ra[first_row[k]], dec[first_row[k]]) for k in todo}
-        with tqdm(total=len(todo), desc="cutouts (legacysurvey)", unit="cutout", disable=not progress) as bar:
+        with tqdm(total=len(todo), desc=f"cutouts ({cfg.host})", unit="cutout", disable=not progress) as bar:
             # the first request goes alone: an unreachable service is found with one request, not len(todo)
             outcomes[todo[0]] = client.fetch(todo[0], *pos[todo[0]])
             bar.update(1)
@@ -385,7 +591,7 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
                     for fut in as_completed(futures):
                         outcomes[futures[fut]] = fut.result()
                         bar.update(1)
-    rows = pd.DataFrame({"name": names, "ra_deg": ra, "dec_deg": dec, "key": keys})
+    rows = pd.DataFrame({"name": names, "ra_deg": ra, "dec_deg": dec, "key": keys, "url": urls})
     rows["status"] = [outcomes[k].status for k in keys]
     rows["reason"] = [outcomes[k].reason for k in keys]
     rows["attempts"] = [outcomes[k].attempts for k in keys]
@@ -393,7 +599,7 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
     rows["backoff_s"] = [outcomes[k].backoff_s for k in keys]
     offline = bool(client is not None and client.offline.is_set())
     usable = rows["status"].isin(USABLE)
-    transient = ~usable & rows["reason"].isin(TRANSIENT_REASONS)
+    transient = ~usable & rows["reason"].map(is_transient)
     if offline and not usable.any():
         status = "offline"
     elif transient.any():
@@ -402,8 +608,18 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
         status = "ok"
     if offline:
         first = outcomes[todo[0]]
-        messages.append(f"cutout service unreachable ({first.reason}): {first.message}")
+        messages.append(f"cutout service {cfg.host} unreachable ({first.reason}): {first.message}")
         messages.append(f"{int((rows['reason'] == 'offline').sum())} row(s) not requested")
+    by = Counter(rows.loc[~usable, "reason"])
+    if by.get("bad_response"):
+        messages.append(f"{by['bad_response']} row(s) got an HTTP 200 that is not a FITS cutout (an error page, garbage or a "
+                        f"truncated file) after every retry; a later run asks again")
+    if by.get("cutout_deadline"):
+        messages.append(f"{by['cutout_deadline']} row(s) cut off at known_lenses.cutout_deadline_s={cfg.cutout_deadline_s:g} s "
+                        f"(a server too slow to finish a cutout)")
+    if by.get("run_deadline"):
+        messages.append(f"the run reached known_lenses.run_deadline_s={cfg.run_deadline_s:g} s: {by['run_deadline']} row(s) "
+                        f"not fetched; rerun to continue (fetched cutouts are kept)")
     return FetchResult(rows, status, offline, client.requests if client else 0, time.perf_counter() - t0,
                        source, messages)
 
@@ -455,20 +671,21 @@ def write_manifest(result: FetchResult, grades, cache_dir: str | Path) -> pd.Dat
     usable = rows["status"].isin(USABLE)
     manifest = pd.DataFrame({"name": rows["name"], "ra_deg": rows["ra_deg"], "dec_deg": rows["dec_deg"],
                              "grade": np.asarray(grades), "key": rows["key"], "source": result.source,
+                             "url": rows["url"] if "url" in rows.columns else "",
                              "status": np.where(usable, "ok", rows["status"]), "reason": rows["reason"],
                              "message": np.where(usable, "", rows["message"])})
     atomic.write_text(Path(cache_dir) / MANIFEST_NAME, manifest.to_csv(index=False, lineterminator="\n"))
     return manifest
 
 
-def remembered_failures(manifest: pd.DataFrame | None, source: str) -> dict[str, tuple[str, str]]:
-    """Cache key -> (reason, message) of the permanent failures (404, bad shape, no data, ...) a
-    manifest of the same ``source`` recorded. Delete the manifest to ask for them again."""
-    if manifest is None or "source" not in manifest.columns:
+def remembered_failures(manifest: pd.DataFrame | None) -> dict[str, tuple[str, str]]:
+    """Request URL -> (reason, message) of the permanent failures (404, bad shape, no data, ...)
+    a manifest recorded: the same URL would get the same answer. A manifest without URLs (an
+    older one) remembers nothing. Delete the manifest to ask for them again."""
+    if manifest is None or "url" not in manifest.columns:
         return {}
-    m = manifest[(manifest["source"] == source) & (manifest["status"] == "failed") & ~manifest["reason"].isin(TRANSIENT_REASONS)
-                 & (manifest["reason"] != "")]
-    return {k: (r, msg) for k, r, msg in zip(m["key"], m["reason"], m["message"])}
+    m = manifest[(manifest["status"] == "failed") & manifest["reason"].isin(PERMANENT_REASONS) & (manifest["url"] != "")]
+    return {u: (r, msg) for u, r, msg in zip(m["url"], m["reason"], m["message"])}
 
 
 def read_manifest(cache_dir: str | Path) -> pd.DataFrame | None:
@@ -476,7 +693,7 @@ def read_manifest(cache_dir: str | Path) -> pd.DataFrame | None:
     path = Path(cache_dir) / MANIFEST_NAME
     if not path.is_file():
         return None
-    m = pd.read_csv(path, dtype={"key": str, "source": str, "status": str, "reason": str, "message": str, "name": str},
+    m = pd.read_csv(path, dtype={"key": str, "source": str, "url": str, "status": str, "reason": str, "message": str, "name": str},
                     keep_default_na=False)
     missing = [c for c in ("key", "status", "reason") if c not in m.columns]
     if missing:

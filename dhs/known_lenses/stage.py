@@ -27,7 +27,7 @@ from dhs import atomic
 from dhs.evaluation.scores import sigmoid
 from dhs.known_lenses.catalog import read_catalog, select_lenses
 from dhs.known_lenses.config import KnownLensConfig
-from dhs.known_lenses.cutouts import (LEGACYSURVEY, TRANSIENT_REASONS, UNREACHABLE_REASONS, fetch_cutouts, load_cutouts,
+from dhs.known_lenses.cutouts import (LEGACYSURVEY, UNREACHABLE_REASONS, fetch_cutouts, is_transient, load_cutouts,
                                       read_manifest, remembered_failures, write_manifest)
 from dhs.known_lenses.gallery import write_gallery, write_placeholder
 from dhs.known_lenses.operating_points import load_probability_map, load_score_thresholds, probability_points
@@ -42,10 +42,11 @@ def run_cutouts(params: str | Params = "params.yaml", cutout_dir: str = "data/cu
     p = as_params(params).require("known_lenses")
     cfg = KnownLensConfig.from_params(p["known_lenses"], p.source)
     lenses = select_lenses(read_catalog(cfg.catalog), cfg.grades, cfg.max_lenses)
-    known = remembered_failures(read_manifest(cutout_dir), cfg.source)
+    known = remembered_failures(read_manifest(cutout_dir)) if cfg.source == LEGACYSURVEY else {}
     res = fetch_cutouts(lenses[["name", "ra_deg", "dec_deg"]], cutout_dir, cfg.spec, cfg.source, cfg.fetch, progress, known)
     manifest = write_manifest(res, lenses["grade"], cutout_dir)
-    source = "legacysurvey" if cfg.source == LEGACYSURVEY else f"local directory {cfg.source}"
+    host = cfg.fetch.host
+    source = host if cfg.source == LEGACYSURVEY else f"local directory {cfg.source}"
     metrics = {"status": res.status, "offline": res.offline, "source": source, "catalog": str(cfg.catalog),
                "grades": list(cfg.grades), "max_lenses": cfg.max_lenses, **res.counts(),
                "usable_by_grade": {g: int(((manifest["grade"] == g) & (manifest["status"] == "ok")).sum())
@@ -62,8 +63,9 @@ def run_cutouts(params: str | Params = "params.yaml", cutout_dir: str = "data/cu
     if res.status != "ok":
         print(banner([f"KNOWN-LENS CUTOUTS {res.status.upper()}: {c['rows'] - c['usable']} of {c['rows']} lenses have no cutout.",
                       *res.messages,
-                      "No recall is reported for lenses without a cutout. To fetch, run `dvc repro cutouts` on a machine "
-                      "that reaches legacysurvey.org (then `dvc push`), or set known_lenses.source to a directory of FITS cutouts."]),
+                      "No recall is reported for lenses without a cutout. To fetch, run `dvc repro cutouts` again (fetched "
+                      f"cutouts are kept; transient failures are asked again) on a machine that reaches {host} (then "
+                      "`dvc push`), or set known_lenses.source to a directory of FITS cutouts."]),
               file=sys.stderr)
     if cfg.require and c["usable"] == 0:
         raise RequireError(f"known_lenses.require is true but no lens has a cutout (status {res.status}; "
@@ -89,7 +91,8 @@ def account(lenses: pd.DataFrame, loaded, cutout_dir: str, grades) -> tuple[pd.D
     return table, accounting, offline
 
 
-def report_unmeasured(arch: str, table: pd.DataFrame, metrics: dict, offline: bool, csv_path: Path, gallery_path: Path) -> str:
+def report_unmeasured(arch: str, table: pd.DataFrame, metrics: dict, offline: bool, csv_path: Path, gallery_path: Path,
+                      host: str = "the cutout service") -> str:
     """Write the outputs of a run without any cutout (no recall) and say so loudly; the status."""
     status = "offline" if offline else "no_cutouts"
     acc = metrics["cutouts"]
@@ -100,10 +103,10 @@ def report_unmeasured(arch: str, table: pd.DataFrame, metrics: dict, offline: bo
         table[col] = np.nan
     atomic.write_text(csv_path, table.to_csv(index=False, lineterminator="\n"))
     write_placeholder(gallery_path, f"known_lenses@{arch}: {status}\nno cutouts, recall not measured\n"
-                                    f"(fetch with `dvc repro cutouts` where legacysurvey.org is reachable)")
+                                    f"(fetch with `dvc repro cutouts` where {host} is reachable)")
     print(banner([f"KNOWN-LENS RECALL NOT MEASURED for {arch}: status {status}, 0 of {acc['selected']} lenses have a cutout.",
                   f"Not scored, by reason: {acc['not_scored_by_reason']}{hint}",
-                  "Fetch cutouts with `dvc repro cutouts` on a machine that reaches legacysurvey.org, then `dvc push`."]),
+                  f"Fetch cutouts with `dvc repro cutouts` on a machine that reaches {host}, then `dvc push`."]),
           file=sys.stderr)
     return status
 
@@ -127,7 +130,7 @@ def run_known_lenses(arch: str, params: str | Params = "params.yaml", cutout_dir
     csv_path, gallery_path = Path(plots_dir) / f"{arch}.csv", Path(plots_dir) / f"{arch}_gallery.png"
 
     if not loaded.usable.any():
-        status = report_unmeasured(arch, table, metrics, offline, csv_path, gallery_path)
+        status = report_unmeasured(arch, table, metrics, offline, csv_path, gallery_path, cfg.fetch.host)
         atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
         if cfg.require:
             raise RequireError(f"known_lenses.require is true but no known lens has a cutout (status {status}); "
@@ -147,7 +150,7 @@ def run_known_lenses(arch: str, params: str | Params = "params.yaml", cutout_dir
         table[f"pass_{p.name}"] = pd.array([pd.NA] * len(table), dtype="boolean")
         table.loc[loaded.usable, f"pass_{p.name}"] = recovered(scored[p.column], p.threshold)
     not_scored = accounting["not_scored_by_reason"]
-    status = "partial" if any(r in TRANSIENT_REASONS or r == "missing" for r in not_scored) else "ok"
+    status = "partial" if any(is_transient(r) or r == "missing" for r in not_scored) else "ok"
     metrics.update(status=status, recall=recall, highlight_threshold=highlight, warnings=warnings,
                    headline={p.name: recall[p.name]["all"]["recall"] for p in points},
                    model={"checkpoint": str(scored_by.checkpoint), "step": scored_by.step, "normalisation": scored_by.normalisation,

@@ -414,6 +414,9 @@ KNOWN_LENSES = Section(rules=(_known_lenses,), fields={
     "connect_timeout_s": Float(default=5.0, lo=0, open_lo=True, unit="seconds"),
     "read_timeout_s": Float(default=60.0, lo=0, open_lo=True, unit="seconds"),
     "backoff_s": Float(default=1.0, lo=0, unit="seconds"),
+    # wall-clock bounds (read_timeout_s bounds one socket read, so a server that drips its answer never times out)
+    "cutout_deadline_s": Float(default=120.0, lo=0, open_lo=True, unit="seconds"),
+    "run_deadline_s": Float(default=10800.0, lo=0, open_lo=True, unit="seconds"),
     "require": Bool(default=False),
     "prob_thresholds": List(default=[0.3, 0.5, 0.9], item=Float(lo=0, hi=1, open_lo=True, open_hi=True)),
     "theta_e_bins_arcsec": List(default=[0.5, 1.0, 1.25, 1.5, 2.0], item=Float(lo=0), min_len=2, increasing=True),

@@ -3,12 +3,14 @@ metadata parquet aligned row by row.
 
 Layout::
 
-    data/cache/manifest.json               splits, counts, dtype, stamp size, source
+    data/cache/manifest.json               splits and their counts, missing_splits, dtype, stamp size
     data/cache/<split>/images.npy          (N, 3, H, W) g, r, z in nMgy
     data/cache/<split>/meta.parquet        every scalar column of the stamp table, row i <-> image i
 
 Only usable rows (see ``dhs.contract.validate``) enter the cache, so training and inference
-never meet a failed cutout, a NaN pixel or a duplicate.
+never meet a failed cutout, a NaN pixel, an implausible position or theta_E, or a duplicate.
+Every split of the dataset is cached; a split the dataset lacks (an evaluation-only set with
+only ``test``) is listed in ``missing_splits``, and a stage that needs it refuses naming it.
 
 Why float16 by default: the pixels are sky-noise dominated (sigma 0.002-0.02 nMgy); float16
 keeps 11 significant bits, a relative rounding error of 2.4e-4, far below the noise, and halves
@@ -20,18 +22,20 @@ a saturated star) are clipped and counted. ``cache.dtype: float32`` keeps full p
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from collections import Counter
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from dhs import atomic
 from dhs.contract import decode_stamp, load_contract
-from dhs.contract.validate import ValidationReport
+from dhs.contract.validate import ValidationReport, exc_text, open_parquet, read_rows, row_groups_of
+from dhs.contract.workers import process_pool
 
 F16_MAX = float(np.finfo(np.float16).max)
 CACHE_DTYPES = ("float16", "float32")
@@ -77,20 +81,24 @@ def annulus_stats(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _fill(args) -> tuple[int, np.ndarray]:
-    """Decode the usable rows of one shard into its slice of the split's image array."""
+    """Decode the usable rows of one shard into its slice of the split's image array, reading
+    only the row groups that hold them (validation has decoded those already)."""
     path, rows, images_path, offset, dtype = args
     images = np.load(images_path, mmap_mode="r+")
     stats = np.empty((len(rows), len(STATS_COLUMNS)))
     mask = None
-    pf = pq.ParquetFile(path)
-    want = np.zeros(pf.metadata.num_rows, dtype=bool)
+    pf = open_parquet(path)
+    starts = row_groups_of(pf)
+    want = np.zeros(int(starts[-1]), dtype=bool)
     want[rows] = True
+    groups = [g for g in range(len(starts) - 1) if want[starts[g]:starts[g + 1]].any()]
     clipped = 0
     k = offset
-    row0 = 0
-    for batch in pf.iter_batches(batch_size=1024, columns=["stamp_npz", "stamp_size"]):
-        blobs = batch.column("stamp_npz").to_pylist()
-        sizes = batch.column("stamp_size").to_numpy(zero_copy_only=False)
+    for g in groups:
+        row0 = int(starts[g])
+        table = pf.read_row_group(g, columns=["stamp_npz", "stamp_size"])
+        blobs = table.column("stamp_npz").to_pylist()
+        sizes = table.column("stamp_size").to_numpy()
         for j, blob in enumerate(blobs):
             if want[row0 + j]:
                 img = decode_stamp(blob, stamp_size=int(sizes[j]))
@@ -105,7 +113,6 @@ def _fill(args) -> tuple[int, np.ndarray]:
                 # from the stored (possibly float16) pixels, exactly what the loader will read
                 stats[k - offset] = annulus_stats(images[k], mask)
                 k += 1
-        row0 += len(blobs)
     images.flush()
     return clipped, stats
 
@@ -115,16 +122,54 @@ class CacheSummary:
     counts: dict[str, int]
     stamps_clipped: int
     stamp_size: int
+    missing_splits: list[str] = field(default_factory=list)   # contract splits the dataset has no file for
+
+
+def _split_rejections(report: ValidationReport, split: str, n_examples: int = 5) -> str:
+    """The rejections of one split, by reason, with a few examples (file, row, column): what the
+    error names when a split has files but no usable row."""
+    reasons: Counter = Counter()
+    files = [f for f in report.files if f.split == split]
+    for f in files:
+        if f.reasons is not None:
+            reasons.update(r for r in f.reasons if r)
+    rels = {str(Path(f.path).relative_to(report.root)) for f in files}
+    examples = [f"  e.g. {p}" for p in report.examples if p.file in rels][:n_examples]
+    errors = [f"  {p}" for p in report.errors if p.file in rels][:n_examples]
+    return "\n".join([f"  {len(files)} file(s), {sum(f.n_rows for f in files)} rows, rejected by reason {dict(sorted(reasons.items()))}",
+                      *errors, *examples])
+
+
+def _meta_table(path: str, rows: np.ndarray, contract) -> pd.DataFrame:
+    """The scalar columns of ``rows`` of a shard; a column stored with Arrow type null (every
+    value missing) takes its contract type (float64 outside the contract) so readers downstream
+    see an ordinary column of nulls."""
+    names = [c for c in open_parquet(path).schema_arrow.names if c != "stamp_npz"]
+    table = read_rows(path, rows, names)
+    by_name = contract.by_name
+    for i, f in enumerate(table.schema):
+        if pa.types.is_null(f.type):
+            t = by_name[f.name].arrow_type() if f.name in by_name else pa.float64()
+            table = table.set_column(i, pa.field(f.name, t), pa.nulls(table.num_rows, t))
+    return table.to_pandas()
 
 
 def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "float16", workers: int = 1, progress: bool = True) -> CacheSummary:
-    """Write the cache for the usable rows of a validated dataset, atomically."""
+    """Write the cache for the usable rows of a validated dataset, atomically.
+
+    Every contract split with usable rows is cached; a split the dataset has no file for is
+    left out and listed (``missing_splits``, in the manifest and the summary), so an
+    evaluation-only dataset (say, only ``test``) caches; the stages that need a missing split
+    refuse with a message naming it (``open_split``). A split whose files hold no usable row is
+    an error naming its rejections."""
     if dtype not in CACHE_DTYPES:
         raise CacheError(f"cache.dtype must be one of {CACHE_DTYPES}, got {dtype!r}")
     report.raise_if_errors()
     contract = load_contract()
     root = Path(report.root)
-    splits: dict[str, list] = {s: [] for s in contract.splits}
+    present = report.splits_present()
+    missing = [s for s in contract.splits if s not in present]
+    splits: dict[str, list] = {s: [] for s in present}
     for f in report.files:
         if f.split in splits and f.reasons is not None:
             rows = np.flatnonzero(f.reasons == "")
@@ -132,24 +177,30 @@ def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "flo
                 splits[f.split].append((f.path, rows))
     empty = [s for s, items in splits.items() if not items]
     if empty:
-        raise CacheError(f"{root}: no usable rows in split(s) {empty}; every split needs stamps (check the rejections in metrics/stamps.json)")
+        detail = "\n".join(f"split {s}:\n{_split_rejections(report, s)}" for s in empty)
+        raise CacheError(f"{report.where}: split(s) {empty} have files but no usable row; every row there was rejected:\n{detail}")
+    if not splits:
+        raise CacheError(f"{report.where}: no file under any of {[f'{contract.partition_key}={s}' for s in contract.splits]}")
 
     counts, clipped, size = {}, 0, None
     with atomic.atomic_dir(out_dir) as tmp:
         for split, items in splits.items():
             metas = []
             for path, rows in items:
-                meta = pq.read_table(path, columns=[c for c in pq.ParquetFile(path).schema_arrow.names if c != "stamp_npz"]).to_pandas()
-                meta = meta.iloc[rows].copy()
+                try:
+                    meta = _meta_table(path, rows, contract)
+                except Exception as exc:  # noqa: BLE001 - the file changed or broke since it was validated
+                    raise CacheError(f"{report.where}: {Path(path).relative_to(root)}: cannot read the rows validation accepted "
+                                     f"({exc_text(exc)}); the file changed after validation: run the stage again") from None
                 meta["source_file"] = str(Path(path).relative_to(root))
                 meta["source_row"] = rows
                 metas.append(meta)
             meta = pd.concat(metas, ignore_index=True)
             sizes = meta["stamp_size"].unique()
             if len(sizes) != 1:
-                raise CacheError(f"{root}: split {split} mixes stamp sizes {sorted(sizes.tolist())}; stage one size per dataset")
+                raise CacheError(f"{report.where}: split {split} mixes stamp sizes {sorted(sizes.tolist())}; stage one size per dataset")
             if size is not None and int(sizes[0]) != size:
-                raise CacheError(f"{root}: splits have different stamp sizes ({size} and {int(sizes[0])})")
+                raise CacheError(f"{report.where}: splits have different stamp sizes ({size} and {int(sizes[0])})")
             size = int(sizes[0])
             meta["region_split"] = split
             n = len(meta)
@@ -160,23 +211,63 @@ def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "flo
             offsets = np.cumsum([0] + [len(r) for _, r in items])[:-1]
             jobs = [(p, r, str(images_path), int(o), dtype) for (p, r), o in zip(items, offsets)]
             bar = dict(total=len(jobs), desc=f"cache {split}", unit="shard", disable=not progress)
-            if workers > 1 and len(jobs) > 1:
-                with ProcessPoolExecutor(max_workers=workers) as ex:
-                    results = list(tqdm(ex.map(_fill, jobs), **bar))
-            else:
-                results = [_fill(j) for j in tqdm(jobs, **bar)]
+            try:
+                if workers > 1 and len(jobs) > 1:
+                    with process_pool(workers) as ex:
+                        results = list(tqdm(ex.map(_fill, jobs), **bar))
+                else:
+                    results = [_fill(j) for j in tqdm(jobs, **bar)]
+            except BrokenProcessPool as exc:
+                raise CacheError(f"{report.where}: split {split}: a cache worker died ({exc}); out of memory? lower "
+                                 f"stamps.validate_workers and run the stage again") from None
+            except (OSError, ValueError) as exc:  # pyarrow decode errors are OSErrors; a stamp that no longer decodes
+                raise CacheError(f"{report.where}: split {split}: a shard no longer reads as validated ({exc_text(exc)}); "
+                                 f"the files changed after validation: run the stage again") from None
             clipped += sum(c for c, _ in results)
             stats = np.concatenate([st for _, st in results]) if results else np.empty((0, len(STATS_COLUMNS)))
             for j, col in enumerate(STATS_COLUMNS):
                 meta[col] = stats[:, j]
             meta.insert(0, "cache_index", np.arange(n, dtype=np.int64))
-            meta.to_parquet(d / "meta.parquet", index=False)
+            meta.to_parquet(d / "meta.parquet", index=False, write_page_checksum=True)
             counts[split] = n
         manifest = {"format": 1, "dtype": dtype, "stamp_size": size, "bands": list(contract.bands), "counts": counts,
+                    "missing_splits": missing,
                     "stamps_clipped_f16": clipped, "unit": "nMgy",
                     "norm_stats": {"columns": list(STATS_COLUMNS), "annulus_frac": list(STATS_ANNULUS)}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return CacheSummary(counts=counts, stamps_clipped=clipped, stamp_size=size)
+    return CacheSummary(counts=counts, stamps_clipped=clipped, stamp_size=size, missing_splits=missing)
+
+
+def cache_manifest(cache_dir: str | Path) -> dict | None:
+    """The cache's manifest.json, or None when there is none (no cache, or an unreadable one)."""
+    try:
+        return json.loads((Path(cache_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def require_splits(cache_dir: str | Path, splits, stage: str) -> None:
+    """Refuse, before any work, a cache that lacks a split ``stage`` needs, naming the split and
+    what to do."""
+    missing = [s for s in splits if not (Path(cache_dir) / s / "images.npy").exists()]
+    if missing:
+        raise CacheError(_no_split_message(cache_dir, missing, stage))
+
+
+def _no_split_message(cache_dir: str | Path, missing: list[str], stage: str | None = None) -> str:
+    manifest = cache_manifest(cache_dir)
+    names = ", ".join(map(repr, missing))
+    if manifest is None:
+        return f"no cached split {names} under {cache_dir}: there is no training cache (no manifest.json); run `dvc repro stamps` first"
+    have = sorted(manifest.get("counts", {}))
+    who = f"{stage} needs" if stage else "this stage needs"
+    absent = [s for s in missing if s in manifest.get("missing_splits", [])]
+    if absent:
+        return (f"{who} split(s) {missing} but the stamp dataset (stamps.source) has no "
+                f"region_split={'/'.join(absent)} partition: the cache at {cache_dir} holds {have} only "
+                f"(metrics/stamps.json: splits_missing). Stage a dataset that has {missing} (stamps.source), or leave this "
+                f"stage out for an evaluation-only dataset")
+    return f"no cached split {names} under {cache_dir} (have {have}); run `dvc repro stamps`"
 
 
 @dataclass
@@ -210,10 +301,12 @@ class CachedSplit:
 def open_split(cache_dir: str | Path, split: str) -> CachedSplit:
     d = Path(cache_dir) / split
     if not (d / "images.npy").exists():
-        have = sorted(p.name for p in Path(cache_dir).iterdir() if p.is_dir()) if Path(cache_dir).is_dir() else []
-        raise CacheError(f"no cached split {split!r} under {cache_dir} (have {have}); run `dvc repro stamps`")
-    images = np.load(d / "images.npy", mmap_mode="r")
-    meta = pd.read_parquet(d / "meta.parquet")
+        raise CacheError(_no_split_message(cache_dir, [split]))
+    try:
+        images = np.load(d / "images.npy", mmap_mode="r")
+        meta = pd.read_parquet(d / "meta.parquet")
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"{d}: the cache does not read ({exc_text(exc)}); rebuild it with `dvc repro --force stamps`") from None
     if len(meta) != images.shape[0]:
         raise CacheError(f"{d}: meta.parquet has {len(meta)} rows but images.npy has {images.shape[0]}; rebuild the cache")
     manifest_path = Path(cache_dir) / "manifest.json"

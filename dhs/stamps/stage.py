@@ -35,6 +35,8 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
     st = p["stamps"]
     source, workers = st["source"], st["validate_workers"]
     t0 = time.perf_counter()
+    for out in (out_dir, cache_dir):  # what a killed run left (temporaries no live process holds)
+        atomic.sweep_stale(out)
     if source == "synthetic":
         cfg = SimConfig.from_params(p["simulate"])
         with atomic.atomic_dir(out_dir) as tmp:
@@ -48,7 +50,7 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
         staging_dir = Path(st["staging_dir"])
         res = stage(source, staging_dir, endpoint_url=st["s3_endpoint_url"], workers=st["copy_workers"],
                     max_attempts=st["max_attempts"], timeout_s=st["s3_timeout_s"], progress=progress)
-        report = validate(staging_dir, workers=workers, progress=progress)
+        report = validate(staging_dir, workers=workers, progress=progress, origin=describe_source(source))
         report.raise_if_errors()
         with atomic.atomic_dir(out_dir) as tmp:
             link_tree(staging_dir, tmp, [str(f.relative_to(staging_dir)) for f in list_shards(staging_dir)])
@@ -62,11 +64,15 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
     cache = build_cache(report, cache_dir, dtype=st["cache_dtype"], workers=workers, progress=progress)
     metrics = {"source": describe_source(source), **extra, **report.to_metrics(),
                "cache": {"rows_by_split": cache.counts, "dtype": st["cache_dtype"],
-                         "stamp_size": cache.stamp_size, "stamps_clipped_f16": cache.stamps_clipped}}
+                         "stamp_size": cache.stamp_size, "stamps_clipped_f16": cache.stamps_clipped},
+               "splits_missing": cache.missing_splits}
     metrics["population"] = population_summary(pd.concat([open_split(cache_dir, sp).meta for sp in cache.counts], ignore_index=True))
     population_figure(metrics["population"], Path(plots_dir) / "population.png")
     atomic.write_json(metrics_path, metrics)
     dt = time.perf_counter() - t0
     print(f"stamps: {what}; {report.rows_used} usable, rejected {dict(sorted(report.rejected.items()))}; "
           f"cache {cache.counts} ({dt:.1f} s)")
+    if cache.missing_splits:
+        print(f"stamps: the dataset has no {cache.missing_splits} split(s): cached {sorted(cache.counts)} only; the stages "
+              f"that need a missing split (train needs train and val) will refuse")
     return metrics

@@ -4,7 +4,8 @@
 
 - runs in parallel (threads; the work is I/O) with a progress bar in bytes;
 - writes each file to ``<name>.part`` and renames it when complete and verified, so an
-  interrupted copy never leaves a truncated shard under its final name;
+  interrupted copy never leaves a truncated shard under its final name; a ``.part`` that a
+  killed copy left behind is removed when the next copy starts (it is never complete);
 - verifies every file: size against the listing, and for S3 the MD5 against a single-part ETag
   (multipart ETags are not an MD5, so those are checked by size and recorded by SHA-256);
 - records what it copied in ``.staging-manifest.json`` (per file: size, source ETag or mtime,
@@ -88,7 +89,8 @@ class _Local:
 
     def verify(self, f: RemoteFile, path: Path) -> None:
         if path.stat().st_size != f.size:
-            raise StagingError(f"{f.key}: copied {path.stat().st_size} bytes, source has {f.size}")
+            raise StagingError(f"{self.root / f.key}: copied {path.stat().st_size} bytes, the source has {f.size} "
+                               f"(it changed during the copy?)")
 
 
 class _S3:
@@ -133,14 +135,18 @@ class _S3:
                     dst.write(block)
                     progress(len(block))
         except Exception as exc:  # network, auth, missing key: report which file
-            raise StagingError(f"copying {self.url}{f.key} failed: {type(exc).__name__}: {exc}") from exc
+            raise StagingError(f"copying {self.where(f)} failed: {type(exc).__name__}: {exc}") from exc
+
+    def where(self, f: RemoteFile) -> str:
+        """The object's URL as the user wrote the source: prefix '/' key."""
+        return f"{self.url.rstrip('/')}/{f.key}"
 
     def verify(self, f: RemoteFile, path: Path) -> None:
         size = path.stat().st_size
         if size != f.size:
-            raise StagingError(f"{f.key}: copied {size} bytes, S3 lists {f.size}")
+            raise StagingError(f"{self.where(f)}: copied {size} bytes, S3 lists {f.size}")
         if "-" not in f.version and self._etag_is_md5.get(f.key, False) and _md5(path) != f.version:
-            raise StagingError(f"{f.key}: MD5 of the copy does not match the S3 ETag {f.version}")
+            raise StagingError(f"{self.where(f)}: MD5 of the copy does not match the S3 ETag {f.version}")
 
 
 @dataclass
@@ -157,11 +163,16 @@ def stage(source: str, dest: str | Path, *, endpoint_url: str | None = None, wor
     backend = _S3(source, endpoint_url, max_attempts, timeout_s) if is_s3(source) else _Local(source)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    origin = describe_source(source).rstrip("/")
+    manifest_path = dest / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    # a copy killed mid-file leaves its .part (the cleanup in copy() never ran): never complete
+    for part in dest.rglob("*.part"):
+        if part.is_file() and part.relative_to(dest).as_posix() not in manifest:
+            part.unlink(missing_ok=True)
     files = backend.list()
     if not files:
         raise StagingError(f"{describe_source(source)} holds no files")
-    manifest_path = dest / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     lock = threading.Lock()
 
     def done(f: RemoteFile) -> bool:
@@ -181,7 +192,7 @@ def stage(source: str, dest: str | Path, *, endpoint_url: str | None = None, wor
     def copy(f: RemoteFile) -> int:
         final = dest / f.key
         if not final.resolve().is_relative_to(dest.resolve()):
-            raise StagingError(f"{f.key}: key escapes the staging directory; refusing to write outside {dest}")
+            raise StagingError(f"{origin}/{f.key}: the key escapes the staging directory; refusing to write outside {dest}")
         final.parent.mkdir(parents=True, exist_ok=True)
         part = final.with_name(final.name + ".part")
         try:
@@ -208,7 +219,8 @@ def stage(source: str, dest: str | Path, *, endpoint_url: str | None = None, wor
                 copied_bytes += fut.result()
                 n_copied += 1
             except (StagingError, OSError) as exc:
-                errors.append(str(exc) if isinstance(exc, StagingError) else f"{futures[fut].key}: {exc}")
+                errors.append(str(exc) if isinstance(exc, StagingError) else
+                              f"{origin}/{futures[fut].key} -> {dest / futures[fut].key}: {type(exc).__name__}: {exc}")
                 # a failing source usually fails for every file (network, credentials): stop
                 # queueing new copies and let the rerun resume instead of retrying each one
                 for other in futures:

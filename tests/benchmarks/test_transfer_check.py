@@ -164,11 +164,19 @@ def test_end_to_end_through_the_real_data_path(tiny_project, tmp_path, capsys):
     assert b["fpr"] == res["fpr"] and b["completeness"] == res["completeness"] and b["auroc"]["transfer"] == res["auroc"]["transfer"]
 
 
-def test_a_refusal_by_the_real_data_path_is_reported_with_the_function_named(tiny_project, capsys):
-    # a one-split (test-only) set: dhs.cache.build_cache wants stamps in every split
-    rc = tc.main(["--project-root", str(tiny_project), "--n", "8", "--split-fractions", "test=1", "--quiet"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "build_cache" in err and "train" in err, err
+def test_an_evaluation_only_set_is_cached_and_scored_as_it_is(tiny_project, tmp_path):
+    # a one-split (test-only) set: the real-data path caches the split it has and scores it
+    rc = tc.main(["--project-root", str(tiny_project), "--n", "8", "--split-fractions", "test=1", "--quiet",
+                  "--out", str(tmp_path / "a.json")])
+    assert rc == 0
+    res = json.loads((tmp_path / "a.json").read_text())
+    assert res["real_data_path"]["cache_rows_by_split"] == {"test": 8} and res["set"]["n_scored"] == 8
+
+
+def test_a_refusal_by_the_real_data_path_is_reported_with_the_function_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(tc.TransferError, match=r"dhs.staging.stage refused the set: .*holds no files"):
+        tc.stage_real_data(tmp_path / "empty", tmp_path / "work", 0.05, "float16", 1)
 
 
 def test_refuses_to_write_into_the_project(tiny_project, tmp_path):

@@ -470,12 +470,18 @@ def test_stages_fetch_then_score_and_report_recall_consistent_with_the_scores(se
     again = json.loads((tmp_path / "cutouts.json").read_text())
     assert again["status"] == "ok" and again["by_status"] == {"cached": 5, "failed": 1} and again["requests"] == 0
     assert len(server.requests) == n_requests
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["known_lenses"]["url_template"] = f"http://127.0.0.1:{free_port()}/c.fits?ra={{ra}}&dec={{dec}}"  # now offline
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    server.close()  # the same params on a machine without the service: nothing to ask, nothing changes
     assert cutouts_stage.main(_cutout_args(tmp_path)) == 0
     assert json.loads((tmp_path / "cutouts.json").read_text())["status"] == "ok"  # reproducible offline once fetched
     assert (tmp_path / "cutouts" / "manifest.csv").read_bytes() == manifest  # same content: DVC sees no change
+    # another url_template is another request: the 404 remembered for the old URL is asked again
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["known_lenses"]["url_template"] = f"http://127.0.0.1:{free_port()}/c.fits?ra={{ra}}&dec={{dec}}"  # offline
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert cutouts_stage.main(_cutout_args(tmp_path)) == 0
+    other = json.loads((tmp_path / "cutouts.json").read_text())
+    assert other["status"] == "partial" and other["requests"] >= 1 and other["not_usable_by_reason"] == {"connection_refused": 1}
+    (tmp_path / "cutouts" / "manifest.csv").write_bytes(manifest)  # back to what the first run recorded, for the scoring
     assert kl_stage.main(_stage_args(tmp_path)) == 0
     m = json.loads((tmp_path / "m" / "small_cnn.json").read_text())
     assert m["status"] == "ok" and m["cutouts"]["scored"] == 5 and m["cutouts"]["not_scored_by_reason"] == {"http_404": 1}

@@ -31,6 +31,12 @@ BAD = [
     ("calibration", ["survey_prevalence"], "1e-3", "write 1.0e-3"),
     ("gates", ["n_probe"], 0, "must be an integer >= 1"),
     ("known_lenses", ["max_concurrency"], 50, "must be in [1, 8]"),
+    # the rest of the cases of issue 17 (item 7), and the deadlines added with it
+    ("train", ["lr"], "abc", "must be a number"),
+    ("stamps", ["rows_per_shard"], 0, "must be an integer >= 1"),
+    ("train", ["overrides", "resnet18", "batch_size"], 1.5, "must be an integer >= 1"),
+    ("known_lenses", ["cutout_deadline_s"], 0, "must be > 0 seconds"),
+    ("known_lenses", ["run_deadline_s"], "3h", "must be a number"),
 ]
 
 
@@ -180,3 +186,26 @@ def test_the_schema_and_the_simulators_configuration_cannot_drift_apart():
             checked("simulate", bad)
     cfg = SimConfig.from_params(checked("simulate", BASE["simulate"]))
     assert cfg == SimConfig.from_params(BASE["simulate"])
+
+
+def test_a_bad_cache_dtype_is_refused_before_the_stamps_stage_simulates_or_replaces_anything(tmp_path, capsys):
+    """stamps.cache_dtype used to be checked by the cache build, after data/stamps was simulated
+    and replaced; now the whole file is checked first and the previous outputs stay as they were."""
+    import hashlib
+
+    from stages import stamps
+
+    out, cache = tmp_path / "data" / "stamps", tmp_path / "data" / "cache"
+    for d in (out / "region_split=train", cache / "train"):
+        d.mkdir(parents=True)
+    (out / "region_split=train" / "part-00000.parquet").write_bytes(b"the previous run's shard")
+    (cache / "manifest.json").write_text("{}")
+    before = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted((tmp_path / "data").rglob("*")) if f.is_file()}
+    rc = stamps.main(["--params", str(write(tmp_path, with_value("stamps", ["cache_dtype"], "float8"))),
+                      "--out", str(out), "--cache", str(cache), "--metrics", str(tmp_path / "m.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip() == (f"stamps: FAILED: {tmp_path / 'params.yaml'}: stamps.cache_dtype must be one of "
+                                       f"['float16', 'float32'], got 'float8'")
+    after = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted((tmp_path / "data").rglob("*")) if f.is_file()}
+    assert after == before and not (tmp_path / "m.json").exists()
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["cache", "stamps"]  # no temporaries either

@@ -57,11 +57,33 @@ def test_cache_excludes_rejected_rows_and_refuses_an_empty_split(sim_dataset, tm
     train = open_split(tmp_path / "cache", "train")
     assert not bad_ids & set(train.meta.task_id)
     assert sum(len(open_split(tmp_path / "cache", s)) for s in ("train", "val", "test")) == report.rows_used
-    # an empty split is an error naming it
-    shutil.rmtree(root / "region_split=val")
-    with pytest.raises(CacheError, match=r"no usable rows in split\(s\) \['val'\]"):
+    # a split whose files hold no usable row is an error naming the split and its rejections
+    for shard in (root / "region_split=val").glob("*.parquet"):
+        df = pd.read_parquet(shard)
+        df["cutout_ok"] = 0
+        df.to_parquet(shard, index=False)
+    with pytest.raises(CacheError, match=r"split\(s\) \['val'\] have files but no usable row") as e:
         build_cache(validate(root, progress=False), tmp_path / "cache2", progress=False)
+    assert "'cutout_not_ok'" in str(e.value) and "region_split=val/part-" in str(e.value)
+    assert "metrics/stamps.json" not in str(e.value)  # it names what it found, not a file this path never wrote
     assert not (tmp_path / "cache2").exists()
+
+
+def test_an_evaluation_only_dataset_caches_its_splits_and_names_the_missing_ones(sim_dataset, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(sim_dataset, root)
+    shutil.rmtree(root / "region_split=train")
+    shutil.rmtree(root / "region_split=val")
+    report = validate(root, progress=False)
+    report.raise_if_errors()  # validation accepts it ...
+    summary = build_cache(report, tmp_path / "cache", progress=False)  # ... and so does the cache
+    assert list(summary.counts) == ["test"] and summary.counts["test"] == report.rows_used
+    assert summary.missing_splits == ["train", "val"]
+    assert len(open_split(tmp_path / "cache", "test")) == report.rows_used
+    with pytest.raises(CacheError, match=r"needs split\(s\) \['train'\] but the stamp dataset \(stamps.source\) has no "
+                                         r"region_split=train partition") as e:
+        open_split(tmp_path / "cache", "train")
+    assert "holds ['test'] only" in str(e.value)
 
 
 def test_stored_normalisation_stats_give_the_same_tensors_as_computing_them(sim_dataset, tmp_path):

@@ -154,7 +154,7 @@ def test_bad_rows_are_counted_and_bad_files_named(sim_dataset, tmp_path):
     [
         ("missing_column", "required column 'psfdepth_r'"),
         ("not_parquet", "not a readable parquet file"),
-        ("empty_split", "no usable rows in split(s) ['val']"),
+        ("empty_split", "split(s) ['test'] have files but no usable row"),
     ],
 )
 def test_unusable_datasets_fail_with_a_message_naming_the_problem(sim_dataset, tmp_path, breakage, message):
@@ -165,15 +165,18 @@ def test_unusable_datasets_fail_with_a_message_naming_the_problem(sim_dataset, t
         pd.read_parquet(shard).drop(columns=["psfdepth_r"]).to_parquet(shard, index=False)
     elif breakage == "not_parquet":
         shard.write_bytes(b"PK\x03\x04 this is a zip, not parquet")
-    else:
-        shutil.rmtree(src / "region_split=val")
-    res = subprocess.run([sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(params_for(tmp_path, str(src))),
+    else:  # every row of the test split is a failed cutout
+        for f in (src / "region_split=test").glob("*.parquet"):
+            pd.read_parquet(f).assign(cutout_ok=0).to_parquet(f, index=False)
+    res = subprocess.run([sys.executable, str(REPO / "stages" / "stamps.py"), "--params",
+                          str(params_for(tmp_path, str(src), max_reject_frac=0.9)),
                           "--out", str(tmp_path / "stamps"), "--metrics", str(tmp_path / "m.json"), "--cache", str(tmp_path / "cache")],
                          cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 2
     assert message in res.stderr
-    if breakage != "empty_split":
-        assert shard.name in res.stderr
+    assert shard.name in res.stderr
+    # messages name the user's source, never the staged copy
+    assert str(src) in res.stderr and str(tmp_path / "staging") not in res.stderr
     assert not (tmp_path / "cache").exists()
 
 
@@ -206,3 +209,54 @@ def test_dvc_push_and_pull_round_trip_through_an_s3_remote(tmp_path, s3_server):
     run("dvc", "pull", "stamps")
     assert digests(work / "data", "*") == before
     assert SECRET not in (work / ".dvc" / "config").read_text() and SECRET not in (work / "dvc.lock").read_text()
+
+
+def test_a_part_file_left_by_a_killed_copy_is_removed_and_the_file_copied_again(sim_dataset, tmp_path):
+    """The state a copy killed mid-file leaves (its .part, no final file, no manifest entry)
+    must not reach validation as a stray non-parquet file: the next run clears it and copies."""
+    src = tmp_path / "src"
+    shutil.copytree(sim_dataset, src)
+    params = params_for(tmp_path, str(src))
+    run_stage(tmp_path, params)
+    staged = tmp_path / "staging"
+    key = sorted(digests(src))[0]
+    manifest = json.loads((staged / MANIFEST).read_text())
+    manifest.pop(key)
+    (staged / MANIFEST).write_text(json.dumps(manifest))
+    data = (staged / key).read_bytes()
+    (staged / key).unlink()
+    (staged / (key + ".part")).write_bytes(data[: len(data) // 3])
+    os.utime(src / key, ns=(time.time_ns(), time.time_ns()))  # and the source changed since
+    m = run_stage(tmp_path, params)
+    assert m["rows_used"] == 160 and not list(staged.rglob("*.part"))
+    assert digests(tmp_path / "stamps") == digests(src)
+
+
+def test_s3_errors_keep_the_slash_between_prefix_and_key(sim_dataset, tmp_path, s3_server):
+    upload(sim_dataset, s3_server["endpoint"], "survey", "phase4c/v3")
+    from dhs.stamps.staging import _S3, RemoteFile
+
+    s3 = _S3("s3://survey/phase4c/v3", s3_server["endpoint"], 1, 5.0)
+    with pytest.raises(StagingError, match=r"copying s3://survey/phase4c/v3/region_split=train/nope\.parquet failed"):
+        s3.fetch(RemoteFile("region_split=train/nope.parquet", 10, "x"), tmp_path / "x.part", lambda n: None)
+
+
+def test_an_evaluation_only_dataset_is_staged_and_cached_and_train_refuses_naming_the_split(sim_dataset, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(sim_dataset / "region_split=test", src / "region_split=test")
+    res = subprocess.run([sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(params_for(tmp_path, str(src))),
+                          "--out", str(tmp_path / "stamps"), "--metrics", str(tmp_path / "m.json"), "--cache", str(tmp_path / "cache")],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "the dataset has no ['train', 'val'] split(s): cached ['test'] only" in res.stdout
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["splits_missing"] == ["train", "val"] and list(m["cache"]["rows_by_split"]) == ["test"]
+    assert m["rows_used"] == m["cache"]["rows_by_split"]["test"] > 0
+    res = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), "--arch", "small_cnn", "--params",
+                          str(params_for(tmp_path, str(src))), "--cache", str(tmp_path / "cache"), "--models", str(tmp_path / "models")],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 2
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("train small_cnn: FAILED: train@small_cnn needs split(s) ['train', 'val'] but the stamp dataset "
+                           "(stamps.source) has no region_split=train/val partition")
+    assert not (tmp_path / "models").exists()

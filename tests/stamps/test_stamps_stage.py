@@ -124,3 +124,84 @@ def test_dvc_repro_stamps_in_a_fresh_copy(tmp_path):
     assert status.returncode == 0 and "up to date" in status.stdout.lower()
     shown = run("dvc", "metrics", "show", "--json")
     assert shown.returncode == 0 and '"rows_read": 200' in shown.stdout.replace("\n", " ").replace("  ", " ")
+
+
+# --------------------------------------------------------------------------- killed runs
+
+def _ppid_and_state(pid: int) -> tuple[int, str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[1]), fields[0]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            info = _ppid_and_state(int(d.name))
+            if info is not None and info[0] == pid:
+                out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    info = _ppid_and_state(pid)
+    return info is not None and info[1] != "Z"
+
+
+@pytest.mark.slow
+def test_killed_cache_build_leaves_no_orphan_workers_and_the_next_run_clears_its_temporaries(tmp_path):
+    params = small_params(tmp_path, n=3000, name="big.yaml")
+    p = yaml.safe_load(params.read_text())
+    p["stamps"].update(validate_workers=2, rows_per_shard=100)
+    params.write_text(yaml.safe_dump(p))
+    data = tmp_path / "data"
+    cmd = [sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(params), "--out", str(data / "stamps"),
+           "--metrics", str(tmp_path / "m.json"), "--cache", str(data / "cache")]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    workers: list[int] = []
+    while not workers:
+        assert proc.poll() is None and time.monotonic() < deadline, "stage ended before its cache build was seen"
+        if list(data.glob(".cache.*.tmp/*/images.npy")):
+            workers = _children(proc.pid)
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # the workers notice their parent is gone and end (no PPID-1 process blocked on a pipe forever)
+    end = time.monotonic() + 60
+    while any(_alive(w) for w in workers) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not [w for w in workers if _alive(w)], "cache workers outlived the killed stage"
+    assert list(data.glob(".cache.*.tmp"))  # what the kill left ...
+    small = small_params(tmp_path, n=120)
+    stamps_stage.run(str(small), str(data / "stamps"), str(tmp_path / "m.json"), str(data / "cache"), progress=False)
+    assert not list(data.glob(".cache.*.tmp")) and not list(data.glob(".stamps.*.tmp"))  # ... the next run clears
+    assert json.loads((tmp_path / "m.json").read_text())["rows_read"] == 120
+
+
+def test_a_temporary_is_swept_only_once_its_writer_is_dead(tmp_path):
+    """A live writer's temporary survives a sweep; after SIGKILL of the writer it is removed."""
+    from dhs import atomic
+
+    out = tmp_path / "out"
+    code = ("import sys, time; from dhs import atomic\n"
+            f"with atomic.atomic_dir({str(out)!r}) as tmp:\n"
+            "    (tmp / 'part').write_text('x'); print(tmp, flush=True); time.sleep(600)\n")
+    writer = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        tmp = Path(writer.stdout.readline().strip())
+        assert tmp.is_dir() and tmp.name.startswith(".out.")
+        assert atomic.sweep_stale(out) == [] and tmp.is_dir()   # a live run's temporary is kept
+        with atomic.atomic_dir(out) as mine:                      # and a second writer leaves it alone too
+            (mine / "f").write_text("y")
+        assert tmp.is_dir() and (out / "f").read_text() == "y"
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        assert atomic.sweep_stale(out) == [tmp] and not tmp.exists()
+    finally:
+        writer.kill()
+        writer.wait()
