@@ -265,7 +265,18 @@ def proxy_baseline(splits: Mapping[str, pd.DataFrame], cfg: BaselineConfig) -> d
         n = int(keep.sum())
         k = int(y[keep].sum())
         rate[split] = {"recovered": k, "n": n, "rate": (k / n) if n else None}
-    res = _fit_and_score(cfg.model, features, data, cfg, "proxy baseline")
+    n_pos = int(data["train"][1].sum())
+    if n_pos in (0, len(data["train"][1])):
+        # a survey (or a small run) whose train injections are all on one side of the proxy's cut:
+        # the recovery rates stand, the scalar model has nothing to learn
+        Xt, yt, _ = data["test"]
+        res = {"model": cfg.model, "features": list(features), "auc_test": None, "auc_test_ci95": None,
+               "n_test": int(len(yt)), "n_test_positive": int(yt.sum()), "n_train": int(len(data["train"][1])),
+               "n_train_positive": n_pos,
+               "not_fitted": (f"the train split's {len(data['train'][1])} usable injections are all "
+                              f"{'recovered' if n_pos else 'not recovered'} by the proxy; no model to fit")}
+    else:
+        res = _fit_and_score(cfg.model, features, data, cfg, "proxy baseline")
     res.update(
         target=(f"Phase 4d proxy recovered: arc_snr >= {cfg.proxy_snr_min:g} AND theta_e_arcsec / psf_r >= "
                 f"{cfg.proxy_theta_psf_min:g} (psf_r = psf_fwhm_used_r, else psfsize_r); injections only"),
@@ -306,8 +317,11 @@ def summary_lines(m: Mapping[str, Any]) -> list[str]:
                  f"{leak['n_test']} stamps ({'LEAK SUSPECTED' if leak['leak_suspected'] else 'no leak: about 0.5 expected'})")
     rec = proxy["recovery"]
     rr = ", ".join(f"{s} {v['rate']:.1%} of {v['n']}" for s, v in rec.items() if v["rate"] is not None)
-    lines.append(f"proxy baseline ({proxy['model']}): test AUC {fmt(proxy['auc_test'], proxy['auc_test_ci95'])} on "
-                 f"{proxy['n_test']} injections; proxy recovery {rr}")
+    if proxy.get("not_fitted"):
+        lines.append(f"proxy baseline ({proxy['model']}): not fitted: {proxy['not_fitted']}; proxy recovery {rr}")
+    else:
+        lines.append(f"proxy baseline ({proxy['model']}): test AUC {fmt(proxy['auc_test'], proxy['auc_test_ci95'])} on "
+                     f"{proxy['n_test']} injections; proxy recovery {rr}")
     for name, part in (("leak", leak), ("proxy", proxy)):
         rej = {s: r["rejected"] for s, r in part["rows"].items() if r["rejected"]}
         if rej:

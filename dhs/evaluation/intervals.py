@@ -33,6 +33,8 @@ def wilson_interval(k, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndar
         centre = (k + z * z / 2.0) / denom
         half = z / denom * np.sqrt(k * (n - k) / n + z * z / 4.0)
         low, high = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    # exact at the ends: centre - half cancels to ~1e-17 at k = 0, which would exclude the estimate 0
+    low, high = np.where(k == 0, 0.0, low), np.where(k == n, 1.0, high)
     empty = n == 0
     return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
 

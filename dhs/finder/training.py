@@ -223,7 +223,10 @@ def extra_inputs(meta: np.ndarray | None, colours: np.ndarray | None, rows: np.n
 
 
 def evaluate(model: torch.nn.Module, split: CachedSplit | NormalisedSplit, norm: NormConfig, device: torch.device, batch_size: int,
-             meta: np.ndarray | None, amp: bool, colours: np.ndarray | None = None) -> dict[str, float]:
+             meta: np.ndarray | None, amp: bool, colours: np.ndarray | None = None, selected: np.ndarray | None = None) -> dict[str, float]:
+    """Loss and AUC of every stamp of the split; with ``selected`` (rows), loss and AUC on those
+    rows too (``loss_selected``, ``auc_selected``): the training selection, which picks the best
+    checkpoint (an invisible arc in the loss only rewards timid scores)."""
     model.eval()
     logits = np.empty(len(split.labels), dtype=np.float32)
     with torch.no_grad():
@@ -233,9 +236,17 @@ def evaluate(model: torch.nn.Module, split: CachedSplit | NormalisedSplit, norm:
             logits[rows] = split_outputs(out.float())[0].cpu().numpy()
     model.train()
     y = split.labels
-    loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(y)))
-    auc = auroc(y, logits) if 0 < y.sum() < len(y) else float("nan")
-    return {"loss": loss, "auc": auc, "n": int(len(y))}
+
+    def loss_auc(idx):
+        lo = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits[idx]), torch.from_numpy(y[idx])))
+        return lo, (auroc(y[idx], logits[idx]) if 0 < y[idx].sum() < len(idx) else float("nan"))
+
+    loss, auc = loss_auc(np.arange(len(y)))
+    out = {"loss": loss, "auc": auc, "n": int(len(y))}
+    if selected is not None:
+        out["loss_selected"], out["auc_selected"] = loss_auc(np.asarray(selected))
+        out["n_selected"] = int(len(selected))
+    return out
 
 
 def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: NormConfig, augment: bool,
@@ -273,6 +284,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         meta_stats = None
 
     train_rows, excluded = training_rows(train_split.meta, train_split.labels, cfg.min_arc_snr)
+    val_selected = training_rows(val_split.meta, val_split.labels, cfg.min_arc_snr)[0] if cfg.min_arc_snr > 0 else None
     unique_rows = train_rows
     if cfg.balance_classes:
         train_rows = balanced_rows(train_rows, train_split.labels)
@@ -360,8 +372,10 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         if (step + 1) % cfg.steps_per_epoch == 0:
             epoch = (step + 1) // cfg.steps_per_epoch
             if rank == 0:
-                val = evaluate(model, val_inputs, norm, device, cfg.eval_batch_size, meta_val, amp, col_val)
-                history.append({"epoch": epoch, "step": step + 1, "val_loss": val["loss"], "val_auc": val["auc"], "train_loss": loss.item()})
+                val = evaluate(model, val_inputs, norm, device, cfg.eval_batch_size, meta_val, amp, col_val, val_selected)
+                crit = val.get("loss_selected", val["loss"])  # the loss of what the model is trained to tell apart
+                history.append({"epoch": epoch, "step": step + 1, "val_loss": val["loss"], "val_auc": val["auc"], "train_loss": loss.item(),
+                                **({"val_loss_selected": val["loss_selected"], "val_auc_selected": val["auc_selected"]} if "loss_selected" in val else {})})
                 bar.set_postfix(val_loss=f"{val['loss']:.4f}", val_auc=f"{val['auc']:.4f}")
                 if live is not None:
                     live.step = step + 1
@@ -369,8 +383,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
                     live.log_metric("val/auc", val["auc"], plot=True)
                     live.next_step()
                 extra = {"meta_stats": json.dumps(meta_stats), "norm": json.dumps(dataclasses.asdict(norm))}
-                if val["loss"] < best["loss"]:
-                    best = {"loss": val["loss"], "auc": val["auc"], "epoch": epoch, "step": step + 1}
+                if crit < best["loss"]:
+                    best = {"loss": crit, "auc": val.get("auc_selected", val["auc"]), "auc_all": val["auc"], "epoch": epoch, "step": step + 1}
                     save_checkpoint(best_path, model, None, step + 1, spec, phash, {**extra, "best": best})
                 save_checkpoint(last_path, model, opt, step + 1, spec, phash, {**extra, "best": best, "history": json.dumps(history)})
             if distributed:

@@ -262,6 +262,7 @@ SIMULATE = Section(rules=(_simulate,), fields={
     "dtype": Choice("float32", "float64", default="float32"),
     "population": Choice(*POPULATIONS, default="physical"),
     "physical": PhysicalParams(default={}),
+    "physical_train": PhysicalParams(default={}),
     "priors": Map(key=Str(choices=PRIORS), closed=True, required=PRIORS, value=Prior()),
     "centring": Section(fields={"subpixel": Bool(default=True), "centroid_error_arcsec": Float(default=0.1, lo=0, unit="arcsec")}),
     "host_kinds": Map(default={"lrg": 1.0}, key=Str(choices=HOST_KINDS), closed=True, value=Float(lo=0), min_len=1),

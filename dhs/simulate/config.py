@@ -66,6 +66,7 @@ class SimConfig:
     dtype: str = "float32"
     population: str = "physical"  # physical (dhs.simulate.physical) | uniform (the priors below, for grid studies)
     physical: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # overrides of dhs.simulate.physical.DEFAULT_PARAMS
+    physical_train: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # further overrides for the train split's systems
     priors: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     # where the host sits in its cutout, what kind of galaxy it is, and what else is in the field
     centring: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"subpixel": True, "centroid_error_arcsec": 0.1})
@@ -86,6 +87,11 @@ class SimConfig:
     @functools.cached_property
     def physical_params(self) -> dict[str, Any]:
         return make_params({k: tuple(v) if isinstance(v, list) else v for k, v in (self.physical or {}).items()})
+
+    @functools.cached_property
+    def physical_train_params(self) -> dict[str, Any]:
+        merged = {**(self.physical or {}), **(self.physical_train or {})}
+        return make_params({k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()})
 
     @functools.cached_property
     def knot_config(self) -> KnotConfig | None:
@@ -171,7 +177,7 @@ class SimConfig:
                  "knots.sigma_arcsec must be [lo, hi] with lo >= 0.03 (narrower knots are not resolved by the 4x4 sub-pixel grid)")
         need(self.population in POPULATIONS, f"population must be one of {POPULATIONS}, got {self.population!r}")
         try:
-            self.physical_params
+            self.physical_params, self.physical_train_params
         except KeyError as exc:
             raise ConfigError(f"simulate params: physical: {exc.args[0]}; known keys are those of dhs.simulate.physical.DEFAULT_PARAMS") from None
         missing = [p for p in REQUIRED_PRIORS if p not in self.priors]

@@ -97,10 +97,10 @@ def uniform_systems(cfg: SimConfig, n: int, rng: np.random.Generator) -> pd.Data
     return pd.DataFrame(d)
 
 
-def physical_systems(cfg: SimConfig, n: int, rng: np.random.Generator) -> pd.DataFrame:
+def physical_systems(cfg: SimConfig, n: int, rng: np.random.Generator, params: dict | None = None) -> pd.DataFrame:
     """n hosts with their lens systems from the physical population (``dhs.simulate.physical``):
     controls keep the host, injections the whole system, so both share one host distribution."""
-    s = physical.sample(n, rng, cfg.physical_params)
+    s = physical.sample(n, rng, cfg.physical_params if params is None else params)
     out = {k: s[k].to_numpy() for k in HOST_COLUMNS + PHYSICAL_HOST_EXTRAS + PHYSICAL_SOURCE_EXTRAS}
     for k in SYSTEM_COLUMNS:
         out[k] = s["lens_phi_abs_rad" if k == "lens_phi_rad" else k].to_numpy()
@@ -136,7 +136,17 @@ def sample_population(cfg: SimConfig) -> pd.DataFrame:
     h_brick = rng.integers(0, nb, n_hosts)
     h_dec = b_dec[h_brick] + rng.uniform(-0.5, 0.5, n_hosts) * BRICK_SIZE_DEG
     h_ra = (b_ra[h_brick] + rng.uniform(-0.5, 0.5, n_hosts) * BRICK_SIZE_DEG / np.cos(np.radians(h_dec))) % 360
-    systems = physical_systems(cfg, n_hosts, rng) if cfg.population == "physical" else uniform_systems(cfg, n_hosts, rng)
+    if cfg.population == "physical":
+        systems = physical_systems(cfg, n_hosts, rng)
+        if cfg.physical_train:
+            # the train split's hosts get systems drawn with the training overrides (a finder learns
+            # from lenses it can see); val and test keep the physical population
+            in_train = np.array([split_of[int(r)] == "train" for r in b_region[h_brick]])
+            if in_train.any():
+                trained = physical_systems(cfg, int(in_train.sum()), rng, cfg.physical_train_params)
+                systems.iloc[np.flatnonzero(in_train)] = trained[systems.columns].to_numpy()
+    else:
+        systems = uniform_systems(cfg, n_hosts, rng)
     systems["bad_pixel_frac"] = np.clip(sample_prior(P["bad_pixel_frac"], n_hosts, rng), 0, 1)
     systems["wise_brightmask_frac"] = np.clip(sample_prior(P["wise_brightmask_frac"], n_hosts, rng), 0, 1)
 

@@ -17,7 +17,8 @@ import yaml
 
 from tests.conftest import REPO, small_sim_params
 from dhs.baseline.config import DEFAULT_CONDITIONS, BaselineConfig
-from dhs.baseline.models import BaselineError, leak_detector, proxy_baseline, proxy_recovered, resolve_psf_r, run_baseline
+from dhs.baseline.models import (BaselineError, leak_detector, proxy_baseline, proxy_recovered, resolve_psf_r, run_baseline,
+                                 summary_lines)
 from dhs.params import ParamsError
 from stages import baseline as baseline_stage
 
@@ -26,12 +27,13 @@ FAST = BaselineConfig(n_bootstrap=50)
 
 @pytest.fixture(scope="module")
 def population() -> dict[str, pd.DataFrame]:
-    """6000 simulated stamp rows (the simulator's own population, without pixels), by split,
-    with a stand-in arc_snr for injections (controls carry 0, as in Phase 4c)."""
+    """6000 simulated stamp rows (the simulator's uniform population, without pixels, so that the
+    proxy's cut falls inside it), by split, with a stand-in arc_snr for injections (controls carry
+    0, as in Phase 4c)."""
     from dhs.simulate.config import SimConfig
     from dhs.simulate.population import sample_population
 
-    df = sample_population(SimConfig.from_params(small_sim_params(n_stamps=6000, n_regions=80)))
+    df = sample_population(SimConfig.from_params(small_sim_params(n_stamps=6000, n_regions=80, population="uniform")))
     rng = np.random.default_rng(3)
     inj = df.is_control.to_numpy() == 0
     # brighter, larger sources give higher SNR, so the proxy is learnable from the parameters
@@ -172,6 +174,19 @@ def test_a_train_split_with_one_class_is_refused(population):
     splits["train"] = population["train"][population["train"].is_control == 1]
     with pytest.raises(BaselineError, match="train split has 0 positive"):
         leak_detector(splits, FAST)
+
+
+def test_a_proxy_target_with_one_class_in_train_keeps_the_rates_and_fits_nothing(population):
+    """A faint survey can put every train injection below the proxy's SNR cut: the recovery rates
+    are still the measurement, and the model is reported as not fitted rather than failing the stage."""
+    splits = {s: g.copy() for s, g in population.items()}
+    splits["train"]["arc_snr"] = np.where(splits["train"].is_control == 0, 1.0, 0.0)
+    m = proxy_baseline(splits, FAST)
+    n_inj = int((splits["train"].is_control == 0).sum())
+    assert m["recovery"]["train"] == {"recovered": 0, "n": n_inj, "rate": 0.0}
+    assert m["recovery"]["test"]["recovered"] > 0
+    assert m["auc_test"] is None and "all not recovered" in m["not_fitted"]
+    assert any("not fitted" in line for line in summary_lines({"leak": leak_detector(splits, FAST), "proxy": m}))
 
 
 # --------------------------------------------------------------------------- the proxy label

@@ -20,6 +20,9 @@ def test_wilson_equals_scipy_on_many_k_n():
         ci = binomtest(kk, nn).proportion_ci(confidence_level=0.95, method="wilson")
         assert lo[i] == pytest.approx(ci.low, abs=1e-12) and hi[i] == pytest.approx(ci.high, abs=1e-12), (kk, nn)
     assert np.isnan(wilson_interval(0, 0)[0])
+    # the estimate always lies inside its interval, exactly at the ends (k = 0, k = n)
+    assert np.all((lo <= k / n) & (k / n <= hi))
+    assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(20, 20)[1] == 1.0
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
 

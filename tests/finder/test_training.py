@@ -155,7 +155,8 @@ def test_ddp_two_ranks_on_gloo_see_disjoint_rows_and_end_with_identical_weights(
     n_train = len(open_split(sim_cache, "train"))
     # each rank's epoch covers its whole shard: 2 ranks x 8 per rank x steps >= n_train
     steps = int(np.ceil(n_train / 16))
-    p["train"].update(nproc=2, device="cpu", epochs=1, steps_per_epoch=steps, batch_size=16, record_rows=True, eval_batch_size=64)
+    p["train"].update(nproc=2, device="cpu", epochs=1, steps_per_epoch=steps, batch_size=16, record_rows=True, eval_batch_size=64,
+                      min_arc_snr=0.0)  # every train row is a training row: the shards must cover them all
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(p))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

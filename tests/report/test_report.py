@@ -37,8 +37,8 @@ from dhs.evaluation.scores import score_table  # noqa: E402
 from dhs.report import stage as report_stage  # noqa: E402
 from dhs.report.html import Section, data_view, img, page  # noqa: E402
 
-SECTION_IDS = ["headline", "accounting", "galleries", "training", "roc", "completeness", "surface",
-               "sensitivity", "calibration", "gates", "known_lenses", "provenance"]
+SECTION_IDS = ["headline", "accounting", "population", "galleries", "training", "roc", "completeness", "false_positives",
+               "surface", "sensitivity", "calibration", "gates", "known_lenses", "provenance"]
 ARCHS = ["small_cnn", "resnet18"]
 
 
