@@ -3,7 +3,7 @@ path (read parquet, decode ``stamp_npz`` row by row, normalise), same process, s
 
     python benchmarks/bench_cache.py [--n 8192] [--batch-size 256] [--threads 1]
 
-Prints stamps/s for each path, per CPU thread, and the ratio. Targets (issue 3): >= 20,000
+Prints stamps/s for each path, per CPU thread, and the ratio. Targets: >= 20,000
 stamps/s per core from the cache, >= 10x the per-row NPZ path.
 """
 

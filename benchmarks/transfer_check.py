@@ -1,4 +1,4 @@
-"""Transfer check (issue 16, item 5): score an independently rendered DR10-like stamp set with a
+"""Transfer check: score an independently rendered DR10-like stamp set with a
 trained finder at its shipped operating thresholds.
 
     python benchmarks/transfer_check.py --project-root /work/main [--arch small_cnn] [--n 2000] [--out transfer.json]
@@ -16,7 +16,7 @@ What it does, in order:
    The surface brightness is sampled by lenstronomy's ImageModel (``--supersampling`` sub-pixels
    per side) and convolved per band with a pixel PSF kernel by lenstronomy's convolution:
    Moffat beta 3.5 built here, or lenstronomy's GAUSSIAN kernel (``--psf``), FWHM g = 1.16 r,
-   z = 0.96 r. Noise: sky per pixel from the 5-sigma depth (DOMAIN.md:
+   z = 0.96 r. Noise: sky per pixel from the 5-sigma depth (docs/conventions.md:
    sigma = F5 / (5 sqrt(4 pi s^2)), F5 = 10^(-0.4 (m5 - 22.5)) nMgy, s = FWHM / 2.3548 / 0.262 px;
    m5_g = psfdepth_r + 0.8, m5_z = psfdepth_r - 0.9) plus Poisson noise of host and arc with an
    effective gain ``--gain`` e-/nMgy (default 10,000: DECam's r zero point is ~26.5 mag for
@@ -72,7 +72,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-# --- every import from the project in one block (modules are being re-housed: update here) ---
+# --- every import from the project in one block ---
 from dhs import atomic
 from dhs.stamps.cache import CacheError, build_cache, cache_manifest, open_split
 from dhs.contract.validate import DatasetInvalid, list_shards, validate
@@ -89,7 +89,7 @@ ZP = 22.5            # AB zero point of the nanomaggy
 BANDS = ("g", "r", "z")
 SPLITS = ("train", "val", "test")
 DEFAULT_SNR_BINS = [0.0, 2.0, 5.0, 8.0, 20.0, 50.0, math.inf]
-FPR_SLACK = 1.5      # issue 16, item 6: the FPR at each threshold within 1.5x of nominal
+FPR_SLACK = 1.5      # the FPR at each threshold should stay within 1.5x of nominal
 
 
 class TransferError(RuntimeError):
@@ -103,7 +103,7 @@ def mag_to_nmgy(m):
 
 
 def sky_sigma_nmgy(m5: float, fwhm_arcsec: float) -> float:
-    """Per-pixel sky sigma from a 5-sigma point-source depth and a Gaussian PSF (DOMAIN.md)."""
+    """Per-pixel sky sigma from a 5-sigma point-source depth and a Gaussian PSF (docs/conventions.md)."""
     s = fwhm_arcsec / 2.3548 / PIX
     return float(mag_to_nmgy(m5) / (5.0 * math.sqrt(4.0 * math.pi * s * s)))
 

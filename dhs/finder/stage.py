@@ -48,16 +48,9 @@ def run_train(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
         if torch.cuda.is_available() and cfg.device != "cpu":
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     rank = int(os.environ.get("RANK", 0))
-    live = None
-    if rank == 0:
-        from dvclive import Live
-
-        live = Live(dir=str(Path(live_dir) / arch), save_dvc_exp=False, dvcyaml=None, resume=True)
     try:
-        metrics = train(cfg, cache_dir, Path(models_dir) / arch, norm, augment, live=live)
+        metrics = train(cfg, cache_dir, Path(models_dir) / arch, norm, augment, live_dir=Path(live_dir) / arch if rank == 0 else None)
     finally:
-        if live is not None:
-            live.end()
         if distributed:
             import torch.distributed as dist
 

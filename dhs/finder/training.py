@@ -41,6 +41,7 @@ from dhs.evaluation.auc import auroc
 from dhs.finder.checkpoint import (TrainingError, load_checkpoint, metadata_matrix, resolve_device, save_checkpoint,
                                    standardise)
 from dhs.finder.colours import split_host_colours
+from dhs.finder.curves import write_curves
 from dhs.finder.loader import NormalisedSplit, NormConfig, iterate_batches, shard_indices
 from dhs.models.heads import split_outputs
 from dhs.models.registry import build_model
@@ -145,6 +146,9 @@ def _source_digest() -> str:
     return h.hexdigest()
 
 
+CURVE_EVERY = 10  # steps between two points of the training-loss curve
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to ``lr`` then cosine decay to 0 over the run."""
     total = cfg.epochs * cfg.steps_per_epoch
@@ -223,10 +227,13 @@ def extra_inputs(meta: np.ndarray | None, colours: np.ndarray | None, rows: np.n
 
 
 def evaluate(model: torch.nn.Module, split: CachedSplit | NormalisedSplit, norm: NormConfig, device: torch.device, batch_size: int,
-             meta: np.ndarray | None, amp: bool, colours: np.ndarray | None = None, selected: np.ndarray | None = None) -> dict[str, float]:
+             meta: np.ndarray | None, amp: bool, colours: np.ndarray | None = None, selected: np.ndarray | None = None,
+             balanced: bool = False) -> dict[str, float]:
     """Loss and AUC of every stamp of the split; with ``selected`` (rows), loss and AUC on those
     rows too (``loss_selected``, ``auc_selected``): the training selection, which picks the best
-    checkpoint (an invisible arc in the loss only rewards timid scores)."""
+    checkpoint (an invisible arc in the loss only rewards timid scores). ``balanced``: the
+    selected loss weights the two classes equally, as balanced training sees them (otherwise a
+    class ratio unlike the training one rewards a shifted score, not a better ranking)."""
     model.eval()
     logits = np.empty(len(split.labels), dtype=np.float32)
     with torch.no_grad():
@@ -237,20 +244,24 @@ def evaluate(model: torch.nn.Module, split: CachedSplit | NormalisedSplit, norm:
     model.train()
     y = split.labels
 
-    def loss_auc(idx):
-        lo = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits[idx]), torch.from_numpy(y[idx])))
+    def loss_auc(idx, weighted=False):
+        yi = y[idx]
+        w = None
+        if weighted and 0 < yi.sum() < len(yi):
+            w = torch.from_numpy(np.where(yi == 1, 0.5 / yi.sum(), 0.5 / (len(yi) - yi.sum())).astype(np.float32) * len(yi))
+        lo = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits[idx]), torch.from_numpy(yi), weight=w))
         return lo, (auroc(y[idx], logits[idx]) if 0 < y[idx].sum() < len(idx) else float("nan"))
 
     loss, auc = loss_auc(np.arange(len(y)))
     out = {"loss": loss, "auc": auc, "n": int(len(y))}
     if selected is not None:
-        out["loss_selected"], out["auc_selected"] = loss_auc(np.asarray(selected))
+        out["loss_selected"], out["auc_selected"] = loss_auc(np.asarray(selected), balanced)
         out["n_selected"] = int(len(selected))
     return out
 
 
 def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: NormConfig, augment: bool,
-          live=None, progress: bool = True, max_steps: int | None = None) -> dict:
+          live_dir: str | Path | None = None, progress: bool = True, max_steps: int | None = None) -> dict:
     """Train one arch; returns the metrics dict (rank 0) or {} (other ranks).
 
     ``max_steps`` ends this run after that many steps at the latest, stopping at the last
@@ -284,7 +295,9 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         meta_stats = None
 
     train_rows, excluded = training_rows(train_split.meta, train_split.labels, cfg.min_arc_snr)
-    val_selected = training_rows(val_split.meta, val_split.labels, cfg.min_arc_snr)[0] if cfg.min_arc_snr > 0 else None
+    val_selected = None
+    if cfg.min_arc_snr > 0 or cfg.balance_classes:
+        val_selected = training_rows(val_split.meta, val_split.labels, cfg.min_arc_snr)[0]
     unique_rows = train_rows
     if cfg.balance_classes:
         train_rows = balanced_rows(train_rows, train_split.labels)
@@ -305,23 +318,26 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     start, best = 0, {"loss": float("inf")}
     last_path, best_path = out_dir / "checkpoint_last.pt", out_dir / "checkpoint_best.pt"
     history: list[dict] = []
+    curve: list[list[float]] = []  # [step, train loss, lr] every CURVE_EVERY steps, kept in checkpoint_last.pt
     if last_path.exists():
         ckpt = load_checkpoint(last_path, spec)
         if ckpt["params_hash"] != phash:
             if rank == 0:
                 print(f"train {cfg.arch}: {last_path} was made with other params; starting afresh")
-        elif int(ckpt["step"]) >= total:
-            # a finished run is not resumed: the stage runs again because something it depends on
-            # changed, and only a run regenerates every output (the per-step curves); the same
-            # params, code and data give the same weights
+        elif int(ckpt["step"]) >= total and not best_path.exists():
             if rank == 0:
-                print(f"train {cfg.arch}: {last_path} is a finished run; training again")
+                print(f"train {cfg.arch}: {last_path} is a finished run but {best_path.name} is missing; training again")
         else:
+            # a finished run (DVC reran the stage for a key that does not change the trajectory:
+            # train.archs, eval_batch_size, device, ...) rebuilds its outputs without training;
+            # an unfinished one resumes. Either way the curves come whole from the checkpoint.
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             start, best, history = int(ckpt["step"]), ckpt.get("best", best), json.loads(ckpt.get("history", "[]"))
+            curve = json.loads(ckpt.get("curve", "[]"))
             if rank == 0:
-                print(f"train {cfg.arch}: resuming from {last_path} at step {start}/{total}")
+                print(f"train {cfg.arch}: {last_path} is a finished run with these params; outputs rebuilt from it, no training"
+                      if start >= total else f"train {cfg.arch}: resuming from {last_path} at step {start}/{total}")
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
 
     per_rank = max(1, cfg.batch_size // world)
@@ -364,29 +380,25 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         opt.step()
         images += len(rows) * world
         bar.update(1)
-        if live is not None and rank == 0 and step % 10 == 0:
-            live.step = step  # the x axis of every curve is the optimiser step
-            live.log_metric("train/loss", loss.item(), plot=True)
-            live.log_metric("train/lr", lr_at(step, cfg), plot=True)
-            live.next_step()
+        if rank == 0 and step % CURVE_EVERY == 0:
+            curve.append([step, loss.item(), lr_at(step, cfg)])  # the x axis of every curve is the optimiser step
         if (step + 1) % cfg.steps_per_epoch == 0:
             epoch = (step + 1) // cfg.steps_per_epoch
             if rank == 0:
-                val = evaluate(model, val_inputs, norm, device, cfg.eval_batch_size, meta_val, amp, col_val, val_selected)
+                val = evaluate(model, val_inputs, norm, device, cfg.eval_batch_size, meta_val, amp, col_val, val_selected,
+                               cfg.balance_classes)
                 crit = val.get("loss_selected", val["loss"])  # the loss of what the model is trained to tell apart
                 history.append({"epoch": epoch, "step": step + 1, "val_loss": val["loss"], "val_auc": val["auc"], "train_loss": loss.item(),
                                 **({"val_loss_selected": val["loss_selected"], "val_auc_selected": val["auc_selected"]} if "loss_selected" in val else {})})
                 bar.set_postfix(val_loss=f"{val['loss']:.4f}", val_auc=f"{val['auc']:.4f}")
-                if live is not None:
-                    live.step = step + 1
-                    live.log_metric("val/loss", val["loss"], plot=True)
-                    live.log_metric("val/auc", val["auc"], plot=True)
-                    live.next_step()
                 extra = {"meta_stats": json.dumps(meta_stats), "norm": json.dumps(dataclasses.asdict(norm))}
                 if crit < best["loss"]:
                     best = {"loss": crit, "auc": val.get("auc_selected", val["auc"]), "auc_all": val["auc"], "epoch": epoch, "step": step + 1}
                     save_checkpoint(best_path, model, None, step + 1, spec, phash, {**extra, "best": best})
-                save_checkpoint(last_path, model, opt, step + 1, spec, phash, {**extra, "best": best, "history": json.dumps(history)})
+                save_checkpoint(last_path, model, opt, step + 1, spec, phash,
+                                {**extra, "best": best, "history": json.dumps(history), "curve": json.dumps(curve)})
+                if live_dir is not None:  # progress a person can watch (dvc plots show), once an epoch
+                    write_curves(live_dir, curve, history)
             if distributed:
                 dist.barrier()
     bar.close()
@@ -397,6 +409,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         (out_dir / f"weights_rank{rank}.sha256").write_text(digest + "\n")
     if rank != 0:
         return {}
+    if live_dir is not None:
+        write_curves(live_dir, curve, history)
     # the test split is measured on here only when the dataset has one (an evaluation set may not)
     test_split = open_split(cache_dir, "test") if (Path(cache_dir) / "test" / "images.npy").exists() else None
     test = {}

@@ -1,4 +1,4 @@
-"""The curated known-lens catalogue: build it from the shared catalogues, write it, read it.
+"""The curated known-lens catalogue: build it from the published catalogues, write it, read it.
 
 Rows (one per sky position), columns and units:
 
@@ -29,7 +29,7 @@ The file starts with ``#`` comment lines (selection, counts, references); ``read
 skips them. Reference strings contain ``#`` (URL fragments), so never read it with
 ``pandas.read_csv(comment="#")``.
 
-Build: ``python -m dhs.known_lenses.catalog`` (defaults read ``../shared/data``).
+Build: ``python -m dhs.known_lenses.catalog --slacs-bells S.csv --lenscat L.csv --desi D.csv``.
 """
 
 from __future__ import annotations
@@ -294,12 +294,10 @@ def select_lenses(df: pd.DataFrame, grades: Sequence[str] = GRADES, max_lenses: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    here = Path(__file__).resolve()
-    shared = here.parents[3] / "shared" / "data"
     ap = argparse.ArgumentParser(description="Build the curated known-lens catalogue (see the module docstring).")
-    ap.add_argument("--slacs-bells", default=str(shared / "slacs_bells_known_lenses.csv"))
-    ap.add_argument("--lenscat", default=str(shared / "lenscat_catalog.csv"))
-    ap.add_argument("--desi", default=str(shared / "desi_candidates.csv"))
+    ap.add_argument("--slacs-bells", required=True, help="SLACS/BELLS lenses with theta_E (CSV)")
+    ap.add_argument("--lenscat", required=True, help="the lenscat catalogue (CSV)")
+    ap.add_argument("--desi", required=True, help="graded DESI Legacy Surveys lens candidates (CSV)")
     ap.add_argument("--out", default=str(DEFAULT_PATH))
     ap.add_argument("--match-radius-arcsec", type=float, default=MATCH_RADIUS_ARCSEC)
     args = ap.parse_args(argv)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
+import yaml
 
 from dhs.evaluation.scores import ScoresError, check_scores
 from dhs.params import Params
@@ -50,6 +52,15 @@ class Context:
     params_path: str = "params.yaml"
     scores: dict[str, pd.DataFrame] = field(default_factory=dict)
     score_errors: dict[str, str] = field(default_factory=dict)   # arch -> why there is no table
+
+    @property
+    def params(self) -> dict:
+        """params.yaml as written ({} where it is missing or unreadable: the provenance section says so)."""
+        pp = Path(self.params_path) if Path(self.params_path).is_absolute() else self.inputs.path(self.params_path)
+        try:
+            return yaml.safe_load(pp.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return {}
 
     def scores_rel(self, arch: str) -> str:
         return f"data/scores/{arch}.parquet"

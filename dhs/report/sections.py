@@ -24,8 +24,27 @@ def _rate_cell(c: dict) -> str:
     """A headline cell of metrics/completeness: completeness [Wilson 95%] and k/n."""
     if not c or not c.get("n"):
         return "no injections"
+    boot = (f"<br><span class=more>region bootstrap [{fmt(c.get('boot_lo'), 3)}, {fmt(c.get('boot_hi'), 3)}]</span>"
+            if c.get("boot_lo") is not None else "")
     return (f"{fmt(c.get('completeness'), 3)} [{fmt(c.get('wilson_lo'), 3)}, {fmt(c.get('wilson_hi'), 3)}]"
-            f"<br><span class=more>{c.get('k')}/{c.get('n')}</span>")
+            f"<br><span class=more>{c.get('k')}/{c.get('n')}</span>{boot}")
+
+
+def data_banner(ctx: Context) -> str:
+    """What the numbers are measured on: a simulated survey (which population) or real stamps."""
+    st = ctx.inputs.json("metrics/stamps.json").value or {}
+    source = st.get("source")
+    if source is None:
+        return notice("warn", "Data source unknown: metrics/stamps.json is missing (stage stamps has not run).")
+    n = sum(((st.get("cache") or {}).get("rows_by_split") or {}).values())
+    if source == "synthetic":
+        sim = ctx.params.get("simulate") or {}
+        pop = sim.get("population", "physical")
+        extra = " (the train split drawn with simulate.physical_train)" if pop == "physical" and sim.get("physical_train") else ""
+        return notice("info", f"Data: SIMULATED survey, {n:,} stamps, population {pop}{extra} "
+                              f"(docs/population.md); these curves are the selection function of the finder on that "
+                              f"population, not yet on the sky (the known-lens section is the real-data check).")
+    return notice("info", f"Data: real stamps from {source} ({n:,} cached).")
 
 
 def _threshold_note(t: dict) -> str:
@@ -94,12 +113,13 @@ def headline(ctx: Context) -> Section:
         rows_info = d.get("rows") or {}
         rows.append([esc(arch), f"{rows_info.get('controls', '?')} / {rows_info.get('injections', '?')}", esc(fmt(d.get("auroc"), 4)),
                      *tpr, *res, ece_cell, gate])
-    body = table(rows, heads, raw_cols=range(len(heads)))
+    body = data_banner(ctx) + table(rows, heads, raw_cols=range(len(heads)))
     srcs = ", ".join(f"metrics/completeness/{a}.json" for a in docs) or "no metrics/completeness file yet"
     split = next((d.get("eval_split") for d in docs.values() if d.get("eval_split")), ctx.cfg.split)
     body += notice("info", f"From {srcs} (stage completeness, {split} split); ECE from metrics/calibration, gates from "
                            f"metrics/gates. Each threshold is set on that split's controls at the target FPR (a stamp passes "
-                           f"when score > threshold); brackets are Wilson 95% intervals; \u26a0 low count: FPR x controls < 10, "
+                           f"when score > threshold); brackets are Wilson 95% intervals, with the region bootstrap (the interval to quote: "
+                           f"it carries the sky-region clustering, docs/uncertainties.md) below; \u26a0 low count: FPR x controls < 10, "
                            f"so a handful of controls set the threshold. Never read AUROC alone.")
     status = "ok" if docs else "notrun"
     return Section("headline", "Headline: architectures on the same test set", body + "".join(notes), status)

@@ -250,9 +250,13 @@ def gate_banner(ctx: Context) -> str:
         ld = ctx.inputs.json(f"metrics/gates/{arch}.json")
         state = gates_passed(ld.value) if ld.ok else None
         cls = "pass" if state is True else "fail" if state is False else "unknown"
-        failed = [str(g.get("name")) for g in gate_rows(ld.value) if g.get("passed") is False] if ld.ok else []
-        why = f" ({', '.join(failed)})" if failed else "" if ld.ok else f" (not run: {ld.path} not found)" if ld.missing else " (unreadable)"
-        cells.append(f'<div class="{cls}"><b>{esc(arch)}</b> gates {badge(state)}{esc(why)}</div>')
+        failed = [g for g in gate_rows(ld.value) if g.get("passed") is False] if ld.ok else []
+        # a verdict is only useful with its reason: which gate, its value against its threshold
+        why = (" (" + "; ".join(f"{g.get('name')}: {fmt(g.get('value'), 3)} against threshold {fmt(g.get('threshold'), 3)}"
+                                 for g in failed) + ")") if failed else "" if ld.ok else \
+            f" (not run: {ld.path} not found)" if ld.missing else " (unreadable)"
+        more = ' <a href="#gates">what each gate checks</a>' if failed else ""
+        cells.append(f'<div class="{cls}"><b>{esc(arch)}</b> gates {badge(state)}{esc(why)}{more}</div>')
     return f'<div class="gatebar" id="gate-banner">{"".join(cells)}</div>'
 
 
@@ -267,7 +271,9 @@ def population(ctx: Context) -> Section:
     if not pop.get("n_injections"):
         return Section("population", "The injected population",
                        notice("info", f"{rel} describes no injected population (a real dataset without injection columns)"), "notrun")
-    parts = [f"<p>{pop['n_injections']} injections (from {esc(rel)}, <code>population</code>). Percentiles "
+    splits = pop.get("splits")
+    where = f" of the {' and '.join(map(esc, splits))} split{'s' if len(splits) > 1 else ''}, where completeness is measured" if splits else ""
+    parts = [f"<p>{pop['n_injections']} injections{where} (from {esc(rel)}, <code>population</code>). Percentiles "
              f"{'/'.join(map(str, pop.get('percentiles', [])))} % of every injection, of those LensPop's cuts call discoverable "
              f"(its DES full-coadd conditions, the rendered magnification), and of the LensPop forecast of discoverable lenses "
              f"(Collett 2015); docs/population.md says how the population is drawn.</p>"]
@@ -294,6 +300,12 @@ def population(ctx: Context) -> Section:
             ["arc SNR", "share of injections", "share of visible arcs (SNR >= 0.8)", "reference mix of visible arcs"]))
         parts.append(f"<p>{fmt(100 * pop.get('arc_snr_below_8', float('nan')), 1)} % of the injections have an arc SNR below 8 and "
                      f"{fmt(100 * pop.get('arc_snr_at_least_20', float('nan')), 1)} % at or above 20.</p>")
+    train = (ld.value or {}).get("population_train") or {}
+    if train.get("n_injections") and train.get("arc_snr_mix"):
+        parts.append(f"<p>The train split ({train['n_injections']} injections; <code>population_train</code>) may be drawn with "
+                     f"its own overrides (<code>simulate.physical_train</code>) so that a finder sees enough arcs to learn from: "
+                     f"{fmt(100 * train.get('arc_snr_below_8', float('nan')), 1)} % of its arcs have SNR below 8, "
+                     f"{fmt(100 * train.get('arc_snr_at_least_20', float('nan')), 1)} % at or above 20.</p>")
     return Section("population", "The injected population", "".join(parts))
 
 

@@ -66,7 +66,13 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
                "cache": {"rows_by_split": cache.counts, "dtype": st["cache_dtype"],
                          "stamp_size": cache.stamp_size, "stamps_clipped_f16": cache.stamps_clipped},
                "splits_missing": cache.missing_splits}
-    metrics["population"] = population_summary(pd.concat([open_split(cache_dir, sp).meta for sp in cache.counts], ignore_index=True))
+    # the population a selection function is measured on: the evaluation splits (the train split
+    # may be drawn with its own overrides, simulate.physical_train), the train split beside it
+    measured = [sp for sp in cache.counts if sp != "train"] or list(cache.counts)
+    metrics["population"] = population_summary(pd.concat([open_split(cache_dir, sp).meta for sp in measured], ignore_index=True))
+    metrics["population"]["splits"] = measured
+    if "train" in cache.counts and measured != ["train"]:
+        metrics["population_train"] = population_summary(open_split(cache_dir, "train").meta)
     population_figure(metrics["population"], Path(plots_dir) / "population.png")
     atomic.write_json(metrics_path, metrics)
     dt = time.perf_counter() - t0

@@ -3,6 +3,7 @@ with identical weights, forbidden metadata and non-finite losses stop with a mes
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from dhs.models.registry import build_model
 from dhs.models.spec import ModelSpec
 from dhs.params.schema import ARCHS
 from dhs.finder.checkpoint import TrainingError, load_checkpoint
-from dhs.finder.training import TrainConfig, lr_at, train
+from dhs.finder.training import CURVE_EVERY, TrainConfig, lr_at, train
 
 HYBRID_META = ("psfsize_r", "psfdepth_r", "bad_pixel_frac")
 
@@ -59,6 +60,10 @@ def test_each_arch_runs_on_64_and_96_px_and_a_few_steps_lower_the_loss(arch, sim
     assert losses[-1] < losses[0], losses
 
 
+def tree_bytes(root) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def small_cfg(**over) -> TrainConfig:
     arch = over.pop("arch", "small_cnn")
     p = {"epochs": 2, "steps_per_epoch": 4, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2, "eval_batch_size": 64, "device": "cpu", **over}
@@ -70,12 +75,19 @@ def small_cfg(**over) -> TrainConfig:
 def test_resume_after_interruption_gives_identical_weights(sim_cache, tmp_path, arch):
     cfg = small_cfg(arch=arch)
     norm = NormConfig()
-    straight = train(cfg, sim_cache, tmp_path / "a", norm, augment=True, progress=False)
+    straight = train(cfg, sim_cache, tmp_path / "a", norm, augment=True, progress=False, live_dir=tmp_path / "live_a")
     # the same run, stopped at the first epoch boundary, then resumed by a fresh call
-    part = train(cfg, sim_cache, tmp_path / "b", norm, augment=True, progress=False, max_steps=4)
+    part = train(cfg, sim_cache, tmp_path / "b", norm, augment=True, progress=False, max_steps=4, live_dir=tmp_path / "live_b")
     assert part["completed"] is False and load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")["step"] == 4
-    resumed = train(cfg, sim_cache, tmp_path / "b", norm, augment=True, progress=False)
+    # a kill between two checkpoints leaves curve points past the last one: they must not survive
+    (tmp_path / "live_b/plots/metrics/train/loss.tsv").write_text("step\tloss\n0\t9.0\n5\t9.0\n")
+    resumed = train(cfg, sim_cache, tmp_path / "b", norm, augment=True, progress=False, live_dir=tmp_path / "live_b")
     assert resumed["completed"] and resumed["history"] == straight["history"]
+    # the curves of the resumed run are exactly those of the uninterrupted one, every point once
+    assert tree_bytes(tmp_path / "live_a") == tree_bytes(tmp_path / "live_b")
+    loss_steps = [int(line.split("\t")[0]) for line in (tmp_path / "live_a/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]
+    assert loss_steps == list(range(0, 8, CURVE_EVERY))
+    assert json.loads((tmp_path / "live_a/metrics.json").read_text())["step"] == 8
     a = load_checkpoint(tmp_path / "a" / "checkpoint_last.pt")
     b = load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")
     for k in a["model"]:
@@ -103,16 +115,28 @@ def test_changed_params_start_afresh_instead_of_resuming(sim_cache, tmp_path, ca
     assert "made with other params; starting afresh" in capsys.readouterr().out
 
 
-def test_a_finished_run_is_trained_again_to_the_same_weights(sim_cache, tmp_path, capsys):
-    """DVC reruns the stage when something it depends on changes: a finished checkpoint_last.pt is
-    not "resumed" (that would regenerate no per-step curves); the run is repeated, identically."""
-    first = train(small_cfg(epochs=1), sim_cache, tmp_path, NormConfig(), augment=False, progress=False)
-    a = load_checkpoint(tmp_path / "checkpoint_best.pt")["model"]
+def test_a_finished_run_rebuilds_its_outputs_without_training(sim_cache, tmp_path, capsys):
+    """DVC reruns the stage when a key that does not change the trajectory changes (train.archs,
+    eval_batch_size, device) and deletes the curves first: the finished checkpoint gives them back,
+    with the metrics, and nothing is trained."""
+    first = train(small_cfg(epochs=1), sim_cache, tmp_path / "m", NormConfig(), augment=False, progress=False, live_dir=tmp_path / "live")
+    curves = tree_bytes(tmp_path / "live")
+    ckpts = tree_bytes(tmp_path / "m")
+    shutil.rmtree(tmp_path / "live")
     capsys.readouterr()
-    again = train(small_cfg(epochs=1), sim_cache, tmp_path, NormConfig(), augment=False, progress=False)
-    assert "is a finished run; training again" in capsys.readouterr().out
-    b = load_checkpoint(tmp_path / "checkpoint_best.pt")["model"]
-    assert again["history"] == first["history"] and all(torch.equal(a[k], b[k]) for k in a)
+    again = train(small_cfg(epochs=1, eval_batch_size=32), sim_cache, tmp_path / "m", NormConfig(), augment=False, progress=False,
+                  live_dir=tmp_path / "live")
+    assert "is a finished run with these params; outputs rebuilt from it, no training" in capsys.readouterr().out
+    assert tree_bytes(tmp_path / "m") == ckpts                      # no step taken, nothing rewritten
+    assert tree_bytes(tmp_path / "live") == curves and len(curves) >= 3
+    for k in ("history", "best", "params_hash", "completed", "train_rows"):
+        assert again[k] == first[k], k
+    assert again["test_at_best"]["auc"] == pytest.approx(first["test_at_best"]["auc"], abs=1e-6)
+    # without its best checkpoint a finished run cannot be rebuilt: it is trained again, identically
+    (tmp_path / "m" / "checkpoint_best.pt").unlink()
+    third = train(small_cfg(epochs=1), sim_cache, tmp_path / "m", NormConfig(), augment=False, progress=False)
+    assert "best.pt is missing; training again" in capsys.readouterr().out
+    assert third["history"] == first["history"] and tree_bytes(tmp_path / "m") == ckpts
 
 
 def test_non_finite_loss_stops_with_the_batch_named(sim_cache, tmp_path):

@@ -31,7 +31,7 @@ BAD = [
     ("calibration", ["survey_prevalence"], "1e-3", "write 1.0e-3"),
     ("gates", ["n_probe"], 0, "must be an integer >= 1"),
     ("known_lenses", ["max_concurrency"], 50, "must be in [1, 8]"),
-    # the rest of the cases of issue 17 (item 7), and the deadlines added with it
+    # the remaining bad-value cases, and the deadlines
     ("train", ["lr"], "abc", "must be a number"),
     ("stamps", ["rows_per_shard"], 0, "must be an integer >= 1"),
     ("train", ["overrides", "resnet18", "batch_size"], 1.5, "must be an integer >= 1"),

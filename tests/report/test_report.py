@@ -129,7 +129,8 @@ def world(sim_cache, tmp_path_factory) -> Path:
         "auroc": 0.97, "eval_split": "test", "rows": {"controls": 16, "injections": 17},
         "thresholds": [{"name": "fpr_0.01", "target_fpr": 0.01, "score": 0.9, "n_controls": 16, "n_controls_above": 0,
                         "achieved_fpr": 0.0, "low_count": True}],
-        "headline": {"fpr_0.01": {"overall": {"all": {"k": 10, "n": 17, "completeness": 0.59, "wilson_lo": 0.36, "wilson_hi": 0.78}},
+        "headline": {"fpr_0.01": {"overall": {"all": {"k": 10, "n": 17, "completeness": 0.59, "wilson_lo": 0.36, "wilson_hi": 0.78,
+                                                      "boot_lo": 0.412, "boot_hi": 0.733}},
                                   "theta_e_over_psf_ge_1": {"all": {"k": 5, "n": 9, "completeness": 0.56}}}}})
     _write(root / "plots/roc/small_cnn.csv", "fpr,tpr\n0,0\n0,0.4\n0.0625,0.7\n0.25,0.9\n1,1\n")
     _completeness_csv(root / "plots/completeness/small_cnn/theta_e_arcsec.csv", "theta_e_arcsec")
@@ -214,9 +215,14 @@ def test_page_is_self_contained_and_every_section_says_something(rendered):
 def test_sections_show_what_each_stage_wrote_and_name_what_did_not_run(rendered):
     _, html, status = rendered
     banner = re.search(r'<div class="gatebar".*?</div></div>', html, re.S).group(0)
-    assert "small_cnn" in banner and "FAIL" in banner and "core_only_auc" in banner
+    assert "small_cnn" in banner and "FAIL" in banner and "core_only_auc: 0.930 against threshold 0.700" in banner
+    assert 'href="#gates"' in banner  # the verdict links to what the gate checks
     assert "not run: metrics/gates/resnet18.json not found" in banner
     assert html.index("gate-banner") < html.index('<section id="headline"')       # gates first, prominently
+    head = _section(html, "headline")
+    # what the numbers are measured on, and both intervals of the headline completeness
+    assert "Data: SIMULATED survey" in head and "population physical" in head
+    assert "0.590 [0.360, 0.780]" in head and "region bootstrap [0.412, 0.733]" in head
     comp = _section(html, "completeness")
     assert "redrawn from plots/completeness/small_cnn/theta_e_arcsec.csv" in comp
     assert comp.index("theta_e_arcsec.csv") < comp.index("theta_e_over_psf.csv")

@@ -128,3 +128,24 @@ def test_unknown_physical_params_are_refused():
     p["population"] = "lenspop2"
     with pytest.raises(ConfigError, match="population must be one of"):
         SimConfig.from_params(p)
+
+
+def test_the_train_split_takes_its_own_overrides_and_the_measured_splits_keep_the_population():
+    p = copy.deepcopy(PARAMS)
+    p.update(device="cpu", n_stamps=4000, n_regions=40, physical_train={"src_mag_max": 24.0})
+    pop = sample_population(SimConfig.from_params(p))
+    inj = pop[pop.is_control == 0]
+    train, measured = inj[inj.region_split == "train"], inj[inj.region_split != "train"]
+    assert len(train) > 500 and len(measured) > 300
+    assert train.src_r_mag.max() <= 24.0
+    assert (measured.src_r_mag > 24.0).mean() > 0.5  # the physical population reaches r = 27
+    # controls and injections of one split still share one host population
+    tr = pop[pop.region_split == "train"]
+    assert stats.ks_2samp(tr[tr.is_control == 1].host_r_mag, tr[tr.is_control == 0].host_r_mag).pvalue > 0.01
+    # without overrides every split is drawn alike
+    p["physical_train"] = {}
+    plain = sample_population(SimConfig.from_params(p))
+    assert (plain[(plain.is_control == 0) & (plain.region_split == "train")].src_r_mag > 24.0).mean() > 0.5
+    p["physical_train"] = {"src_mag_maxx": 24.0}
+    with pytest.raises(ConfigError, match="src_mag_maxx"):
+        SimConfig.from_params(p)
