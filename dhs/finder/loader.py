@@ -68,6 +68,8 @@ class NormConfig:
     annulus_outer_frac: float = 1.0
     radial_profile_subtract: bool = False  # subtract the azimuthal median profile (inference too)
     radial_profile_centre: str = "host"    # about the measured host centre | about the stamp centre ("stamp")
+    radial_profile_shape: str = "circle"   # circle | ellipse: annuli of the host's measured shape (centre "host" only)
+    residual_noise_scale: bool = False     # after the subtraction, divide by the noise measured on the residual
     shift_px: int = 0                      # training only: random whole-pixel shifts up to this per axis
     core_dropout_p: float = 0.0  # training only: probability per stamp of replacing the core by noise
     core_dropout_radius_px: float = 5.0  # training only: radius of that core disc, pixels
@@ -109,8 +111,28 @@ def normalize(x: torch.Tensor, cfg: NormConfig, stats: torch.Tensor | None = Non
             scale = dev.median(dim=-1).values * MAD_TO_SIGMA  # (B, C)
         x = (x - med[..., None, None]) / scale.clamp_min(1e-12)[..., None, None]
     if cfg.radial_profile_subtract:
-        x = subtract_radial_profile_about_host(x) if cfg.radial_profile_centre == "host" else subtract_radial_profile(x)
+        x = (subtract_radial_profile_about_host(x, shape=cfg.radial_profile_shape) if cfg.radial_profile_centre == "host"
+             else subtract_radial_profile(x))
+        if cfg.residual_noise_scale and cfg.mode != "none":
+            x = x / residual_noise(x, cfg)
     return x.clamp(-cfg.clip, cfg.clip)
+
+
+def residual_noise(x: torch.Tensor, cfg: NormConfig) -> torch.Tensor:
+    """(B, 1 or C, 1, 1) robust sigma (MAD) of the host-subtracted stamp in the outer annulus.
+
+    The annulus MAD of the raw stamp measures the host's own light gradient as well as the noise
+    when the host is large and bright, so a stamp of a bright host came out scaled down several
+    times and an arc of SNR 10 on it at a fraction of its SNR; measured after the subtraction,
+    the scale is the noise, and an arc's normalised amplitude is its SNR on every host."""
+    mask = annulus_mask(x.shape[-1], cfg.annulus_inner_frac, cfg.annulus_outer_frac, x.device)
+    ring = x[..., mask]  # (B, C, P)
+    dev = (ring - ring.median(dim=-1, keepdim=True).values).abs()
+    if cfg.mode == "annulus_common":
+        s = dev.flatten(1).median(dim=1).values[:, None]
+    else:
+        s = dev.median(dim=-1).values
+    return (s * MAD_TO_SIGMA).clamp_min(1e-6)[..., None, None]
 
 
 @lru_cache(maxsize=16)

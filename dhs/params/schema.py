@@ -81,6 +81,8 @@ PREPROCESS = Section(rules=(_annulus,), fields={
     "augment": Bool(default=False),
     "radial_profile_subtract": Bool(default=False),
     "radial_profile_centre": Choice("host", "stamp", default="host"),
+    "radial_profile_shape": Choice("circle", "ellipse", default="circle"),
+    "residual_noise_scale": Bool(default=False),
     "shift_px": Int(default=0, lo=0, hi=8, must="must be an integer in [0, 8] (pixels; training-only shifts)"),
     "core_dropout_p": Float(default=0.0, lo=0, hi=1, must="must be a probability in [0, 1]"),
     "core_dropout_radius_px": Float(default=5.0, lo=0, open_lo=True, unit="pixels"),

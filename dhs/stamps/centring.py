@@ -160,6 +160,130 @@ def radial_profile_about(x: torch.Tensor, centres_px: torch.Tensor) -> torch.Ten
     return (p_lo * (1 - w[:, None]) + p_hi * w[:, None]).reshape(B, C, H, W)
 
 
-def subtract_radial_profile_about_host(x: torch.Tensor, search_radius_px: float = SEARCH_RADIUS_PX) -> torch.Tensor:
-    """x minus its azimuthal median profile about the measured host centre."""
-    return x - radial_profile_about(x, measure_centres(x, search_radius_px))
+SHAPE_SIGMA_PX = (3.0, 8.0)   # sizes of the weights of the shape moments: the core, and ~2 arcsec out
+SHAPE_Q_MIN = 0.3      # flatter estimates are clamped: an LRG is rarely flatter, an arc can pull the moments
+
+
+def host_shapes(det: torch.Tensor, weight_sigma_px: float = SHAPE_SIGMA_PX[1], iterations: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, phi) of the host at the centre of each (B, N, N) detection image: axis ratio b/a and
+    major-axis angle (radians, from the +x (column) axis towards +y (row)).
+
+    Second moments under an elliptical Gaussian weight of the current shape and a fixed size
+    (``weight_sigma_px``, the geometric mean of its axes), with the weight divided out
+    (S_object = (m^-1 - S_weight^-1)^-1, exact for Gaussians), iterated. The weight's size sets
+    the isophotes measured: ~1 arcsec out, beyond the PSF-rounded core, inside the radius of most
+    arcs. Negative pixels (noise) are dropped from the moments; a stamp without a measurable
+    host keeps q = 1."""
+    B, H, W = det.shape
+    c = (H - 1) / 2.0
+    yy = (torch.arange(H, device=det.device, dtype=torch.float32) - c)[None, :, None]
+    xx = (torch.arange(W, device=det.device, dtype=torch.float32) - c)[None, None, :]
+    img = det.float().clamp_min(0.0)
+    s2 = weight_sigma_px ** 2
+    q = torch.ones(B, device=det.device)
+    phi = torch.zeros(B, device=det.device)
+    for _ in range(iterations):
+        cs, sn = torch.cos(phi)[:, None, None], torch.sin(phi)[:, None, None]
+        xp, yp = xx * cs + yy * sn, -xx * sn + yy * cs
+        qq = q[:, None, None]
+        w = torch.exp(-0.5 * (qq * xp * xp + yp * yp / qq) / s2) * img
+        tot = w.sum(dim=(1, 2)).clamp_min(1e-12)
+        mxx = (w * xx * xx).sum(dim=(1, 2)) / tot
+        myy = (w * yy * yy).sum(dim=(1, 2)) / tot
+        mxy = (w * xx * yy).sum(dim=(1, 2)) / tot
+        # the weight's covariance: s2 / q along the major axis, s2 q along the minor one
+        a2, b2 = s2 / q, s2 * q
+        c2, sn2, csn = torch.cos(phi) ** 2, torch.sin(phi) ** 2, torch.cos(phi) * torch.sin(phi)
+        wxx, wyy, wxy = a2 * c2 + b2 * sn2, a2 * sn2 + b2 * c2, (a2 - b2) * csn
+        # S = (m^-1 - Wc^-1)^-1, as 2x2 inverses
+        dm = (mxx * myy - mxy * mxy).clamp_min(1e-9)
+        dw = (wxx * wyy - wxy * wxy).clamp_min(1e-9)
+        ixx, iyy, ixy = myy / dm - wyy / dw, mxx / dm - wxx / dw, -mxy / dm + wxy / dw
+        di = ixx * iyy - ixy * ixy
+        ok = torch.isfinite(di) & (di > 1e-9) & (ixx > 0) & (iyy > 0) & (tot > 1e-9)
+        sxx, syy, sxy = iyy / di, ixx / di, -ixy / di
+        tr, dif = sxx + syy, torch.sqrt((sxx - syy) ** 2 + 4 * sxy * sxy)
+        q_new = torch.sqrt(((tr - dif) / (tr + dif)).clamp(0.0, 1.0)).clamp(SHAPE_Q_MIN, 1.0)
+        phi_new = 0.5 * torch.atan2(2 * sxy, sxx - syy)
+        q = torch.where(ok, q_new, q)
+        phi = torch.where(ok, phi_new, phi)
+    return q, phi
+
+
+def _binned_lower_median(values: torch.Tensor, bins: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lower median of ``values`` per bin, count per bin): (R, P) values, (R, P) int64 bin ids."""
+    order = values.argsort(dim=1, stable=True)
+    b = bins.gather(1, order)
+    v = values.gather(1, order)
+    order2 = b.argsort(dim=1, stable=True)  # by bin, ascending values inside each bin
+    v = v.gather(1, order2)
+    counts = torch.zeros(values.shape[0], n_bins, dtype=torch.int64, device=values.device).scatter_add_(1, bins, torch.ones_like(bins))
+    start = counts.cumsum(1) - counts
+    pick = (start + ((counts - 1).clamp_min(0) // 2)).clamp(0, values.shape[1] - 1)
+    return v.gather(1, pick), counts
+
+
+def elliptical_profile_about(x: torch.Tensor, centres_px: torch.Tensor, q: torch.Tensor, phi: torch.Tensor,
+                             q_core: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, C, N, N) each band's median profile in elliptical annuli (axis ratio ``q``, major axis at
+    ``phi``, both (B,)) about ``centres_px`` (B, 2), evaluated at every pixel.
+
+    The elliptical radius is r_e = sqrt(q x'^2 + y'^2 / q) (x' along the major axis), so an
+    annulus of unit width in r_e keeps the area of a circular one. As for circular annuli: the
+    lower median per annulus, placed at the radius of the pixel it picks from a radially
+    decreasing profile (so interpolating between annuli reproduces the profile), linear between
+    those nodes. An elliptical host then vanishes, where a circular profile leaves a four-lobed
+    residual of the amplitude of an arc."""
+    B, C, H, W = x.shape
+    if H != W:
+        raise ValueError(f"radial profiles need square stamps, got {H}x{W}")
+    c = (H - 1) / 2.0
+    yy = torch.arange(H, device=x.device, dtype=torch.float32)[None, :, None] - c - centres_px[:, 0, None, None].float()
+    xx = torch.arange(W, device=x.device, dtype=torch.float32)[None, None, :] - c - centres_px[:, 1, None, None].float()
+    cs, sn = torch.cos(phi.float())[:, None, None], torch.sin(phi.float())[:, None, None]
+    xp, yp = xx * cs + yy * sn, -xx * sn + yy * cs
+    qq = q.float()[:, None, None]
+    if q_core is not None:
+        # the PSF rounds the core: the axis ratio goes from q_core inside the weight of the core
+        # moments to q outside that of the outer ones, linearly in the circular radius
+        r0, r1 = SHAPE_SIGMA_PX
+        t = ((torch.sqrt(xx * xx + yy * yy) - r0) / (r1 - r0)).clamp(0.0, 1.0)
+        qq = q_core.float()[:, None, None] * (1 - t) + qq * t
+    r = torch.sqrt(qq * xp * xp + yp * yp / qq).reshape(B, H * W)
+    n_bins = int(r.max().floor().item()) + 2
+    k = r.floor().long()
+    # node radius of each annulus: the ((count - 1) // 2)-th largest radius in it
+    node, counts = _binned_lower_median(-r, k, n_bins)
+    node = -node
+    empty = counts == 0
+    node = torch.where(empty, torch.arange(n_bins, device=x.device, dtype=torch.float32)[None] + 0.5, node)
+    prof, _ = _binned_lower_median(x.reshape(B * C, H * W).float(), k.repeat_interleave(C, dim=0), n_bins)
+    prof = prof.reshape(B, C, n_bins)
+    # an empty annulus takes the profile of the nearest filled one inside it
+    ar = torch.arange(n_bins, device=x.device)[None].expand(B, n_bins)
+    idx = torch.where(empty, torch.full_like(ar, -1), ar).cummax(dim=1).values
+    idx = torch.where(idx < 0, (~empty).long().argmax(dim=1, keepdim=True).expand(B, n_bins), idx)  # leading empties: the first filled
+    prof = prof.gather(-1, idx[:, None, :].expand(B, C, n_bins))
+    lo = (torch.searchsorted(node.contiguous(), r.contiguous(), right=True) - 1).clamp(0, n_bins - 2)
+    n_lo, n_hi = node.gather(1, lo), node.gather(1, lo + 1)
+    w = ((r - n_lo) / (n_hi - n_lo).clamp_min(1e-6)).clamp(0.0, 1.0).to(x.dtype)
+    lo_b = lo[:, None, :].expand(B, C, H * W)
+    p_lo, p_hi = prof.gather(-1, lo_b).to(x.dtype), prof.gather(-1, lo_b + 1).to(x.dtype)
+    return (p_lo * (1 - w[:, None]) + p_hi * w[:, None]).reshape(B, C, H, W)
+
+
+def subtract_radial_profile_about_host(x: torch.Tensor, search_radius_px: float = SEARCH_RADIUS_PX, shape: str = "circle") -> torch.Tensor:
+    """x minus its median profile about the measured host centre: in circular annuli
+    (``shape="circle"``) or in elliptical annuli of the host's measured shape (``"ellipse"``)."""
+    centres = measure_centres(x, search_radius_px)
+    if shape == "circle":
+        return x - radial_profile_about(x, centres)
+    if shape != "ellipse":
+        raise ValueError(f"profile shape must be circle or ellipse, got {shape!r}")
+    det = _smooth(fourier_shift(x, -centres).sum(dim=1))
+    # the shape of the point-symmetric part only: an arc, a companion or a neighbour has no
+    # counterpart on the far side of the host and would otherwise pull the ellipse onto itself
+    det = torch.minimum(det, det.flip(-1, -2))
+    q_core, _ = host_shapes(det, SHAPE_SIGMA_PX[0])
+    q, phi = host_shapes(det, SHAPE_SIGMA_PX[1])
+    return x - elliptical_profile_about(x, centres, q, phi, q_core)

@@ -13,17 +13,18 @@ import torch
 from dhs.finder.loader import augment_shift, subtract_radial_profile
 from dhs.simulate.psf import PSFSpectra
 from dhs.simulate.render import render_profile, unlensed_sersic
-from dhs.stamps.centring import fourier_shift, measure_centres, radial_profile_about, subtract_radial_profile_about_host
+from dhs.stamps.centring import (SHAPE_SIGMA_PX, fourier_shift, host_shapes, measure_centres, radial_profile_about,
+                                 subtract_radial_profile_about_host)
 
 PIX, N = 0.262, 64
 
 
-def hosts(offsets_px: np.ndarray, reff=1.2, n=4.0, q=1.0, flux=20.0, fwhm=1.3, noise=0.0, seed=0) -> torch.Tensor:
+def hosts(offsets_px: np.ndarray, reff=1.2, n=4.0, q=1.0, flux=20.0, fwhm=1.3, noise=0.0, seed=0, phi=0.3) -> torch.Tensor:
     """(B, 3, N, N) round (or elliptical) de Vaucouleurs hosts at sub-pixel offsets (dy, dx) px,
     PSF-convolved, optionally with Gaussian noise."""
     B = len(offsets_px)
     t = lambda v: torch.full((B,), float(v), dtype=torch.float64)  # noqa: E731
-    p = {"reff_arcsec": t(reff), "n": t(n), "q": t(q), "phi_rad": t(0.3),
+    p = {"reff_arcsec": t(reff), "n": t(n), "q": t(q), "phi_rad": t(phi),
          "x_arcsec": torch.tensor(offsets_px[:, 1] * PIX), "y_arcsec": torch.tensor(offsets_px[:, 0] * PIX)}
     unit = render_profile(unlensed_sersic, p, n_pix=N, pixel_scale_arcsec=PIX, oversample=4, threshold=0.05)
     img = PSFSpectra.from_fwhm(torch.full((B, 3), fwhm, dtype=torch.float64), N, PIX).convolve(unit, torch.full((B, 3), flux, dtype=torch.float64))
@@ -86,8 +87,33 @@ def test_shift_augmentation_rolls_each_stamp_by_whole_pixels_within_the_bound():
     assert math.isclose(float(y.sum()), float(x.sum()))
 
 
-@pytest.mark.parametrize("kind", ["lensed arc"])
-def test_an_arc_survives_the_host_centred_subtraction(kind):
+def test_elliptical_annuli_remove_an_elliptical_host_that_circular_ones_leave_as_four_lobes():
+    off = np.random.default_rng(4).uniform(-0.5, 0.5, (4, 2))
+    for q, phi in ((0.7, 0.3), (0.5, -1.0), (0.35, 2.0)):
+        x = hosts(off, q=q, phi=phi, reff=1.5)
+        peak = float(x.max())
+        circ = subtract_radial_profile_about_host(x, shape="circle")
+        ell = subtract_radial_profile_about_host(x, shape="ellipse")
+        # outside the core, where arcs are: the four-lobed residual of circular annuli is gone
+        r = torch.hypot(*torch.meshgrid(torch.arange(N) - 31.5, torch.arange(N) - 31.5, indexing="ij"))
+        ring = (r > 3) & (r < 16)
+        assert float(ell[..., ring].abs().mean()) < 0.4 * float(circ[..., ring].abs().mean()), q
+        assert float(ell.abs().max()) < 0.07 * peak
+        # the shape moments find the major axis (the PSF rounds the measured axis ratio towards 1)
+        c = measure_centres(x)
+        det = fourier_shift(x, -c).sum(dim=1)
+        qm, pm = host_shapes(det, SHAPE_SIGMA_PX[1])
+        d = (pm - phi + math.pi / 2) % math.pi - math.pi / 2
+        assert float(d.abs().max()) < 0.05 and bool((qm > q - 0.02).all() and (qm < 1.0).all())
+    # a round host stays round, and noise alone keeps q = 1 from the round start
+    assert float(host_shapes(fourier_shift(hosts(off), -measure_centres(hosts(off))).sum(dim=1))[0].min()) > 0.97
+    assert host_shapes(torch.zeros(2, N, N))[0].tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="circle or ellipse"):
+        subtract_radial_profile_about_host(hosts(off), shape="square")
+
+
+@pytest.mark.parametrize("shape", ["circle", "ellipse"])
+def test_an_arc_survives_the_host_centred_subtraction(shape):
     from dhs.simulate.render import lensed_sersic
 
     off = np.array([[0.4, -0.6]])
@@ -98,6 +124,27 @@ def test_an_arc_survives_the_host_centred_subtraction(kind):
          "src_phi_rad": one(0.0), "lens_x_arcsec": one(off[0, 1] * PIX), "lens_y_arcsec": one(off[0, 0] * PIX)}
     unit = render_profile(lensed_sersic, p, n_pix=N, pixel_scale_arcsec=PIX, oversample=4)
     arc = PSFSpectra.from_fwhm(torch.full((1, 3), 1.3, dtype=torch.float64), N, PIX).convolve(unit, torch.full((1, 3), 2.0, dtype=torch.float64)).float()
-    res = subtract_radial_profile_about_host(host + arc)
+    res = subtract_radial_profile_about_host(host + arc, shape=shape)
     on_arc = arc[0, 1] > 0.3 * arc[0, 1].max()
     assert float(res[0, 1][on_arc].sum() / arc[0, 1][on_arc].sum()) > 0.8
+
+
+def test_residual_noise_scale_puts_an_arc_at_its_snr_on_faint_and_bright_hosts():
+    """The raw annulus MAD of a large bright host is mostly the host's own gradient: without the
+    residual rescaling its stamp comes out scaled down and its noise far below 1."""
+    from dhs.finder.loader import NormConfig, normalize
+
+    off = np.zeros((2, 2))
+    sigma = 0.01
+    faint = hosts(off[:1], flux=2.0, reff=0.8, noise=sigma, seed=5)
+    bright = hosts(off[:1], flux=4000.0, reff=6.0, noise=sigma, seed=5)
+    x = torch.cat([faint, bright])
+    base = dict(radial_profile_subtract=True, radial_profile_shape="ellipse")
+    plain = normalize(x, NormConfig(**base))
+    scaled = normalize(x, NormConfig(**base, residual_noise_scale=True))
+    r = torch.hypot(*torch.meshgrid(torch.arange(N) - 31.5, torch.arange(N) - 31.5, indexing="ij"))
+    outer = r > 22
+    noise = lambda im: float((im[..., outer] - im[..., outer].median()).abs().median() * 1.4826)  # noqa: E731
+    assert noise(plain[0]) == pytest.approx(1.0, rel=0.15)
+    assert noise(plain[1]) < 0.5             # the bright host's gradient inflated the scale
+    assert noise(scaled[0]) == pytest.approx(1.0, rel=0.1) and noise(scaled[1]) == pytest.approx(1.0, rel=0.1)
