@@ -215,14 +215,14 @@ def test_page_is_self_contained_and_every_section_says_something(rendered):
 def test_sections_show_what_each_stage_wrote_and_name_what_did_not_run(rendered):
     _, html, status = rendered
     banner = re.search(r'<div class="gatebar".*?</div></div>', html, re.S).group(0)
-    assert "small_cnn" in banner and "FAIL" in banner and "core_only_auc: 0.930 against threshold 0.700" in banner
+    assert "small_cnn" in banner and "FAIL" in banner and "core_only_auc: 0.93 against threshold 0.7" in banner
     assert 'href="#gates"' in banner  # the verdict links to what the gate checks
     assert "not run: metrics/gates/resnet18.json not found" in banner
     assert html.index("gate-banner") < html.index('<section id="headline"')       # gates first, prominently
     head = _section(html, "headline")
     # what the numbers are measured on, and both intervals of the headline completeness
     assert "Data: SIMULATED survey" in head and "population physical" in head
-    assert "0.590 [0.360, 0.780]" in head and "region bootstrap [0.412, 0.733]" in head
+    assert "0.59 [0.36, 0.78]" in head and "region bootstrap [0.412, 0.733]" in head
     comp = _section(html, "completeness")
     assert "redrawn from plots/completeness/small_cnn/theta_e_arcsec.csv" in comp
     assert comp.index("theta_e_arcsec.csv") < comp.index("theta_e_over_psf.csv")

@@ -153,10 +153,10 @@ def test_arc_light_wrapped_by_the_circular_convolution_is_negligible():
 
 def test_host_margin_recovers_the_light_scattered_in_from_beyond_the_stamp():
     """Hosts from the default population against the same hosts rendered on a 256 px grid (as
-    if the sky went on): with the 16 px margin every pixel is within 0.1 sky sigma (the brightest,
-    largest hosts of the physical population, r ~ 17, leave the most light beyond it), without it
-    (circular on the stamp) and with the earlier zero-padded linear convolution the edges are
-    off by a large fraction of sigma."""
+    if the sky went on): with the 16 px margin 95 % of the stamps are within 0.05 sky sigma at
+    every pixel and all within 0.5 (the brightest, largest hosts of the physical population,
+    r ~ 14-17, leave the most light beyond it); without it (circular on the stamp) and with the
+    earlier zero-padded linear convolution the edges are off by 3x more."""
     cfg, pop = _population(120)
     # the host alone, at the stamp centre (no field, morphology or centring offsets)
     cfg = dataclasses.replace(cfg, centring={"subpixel": False, "centroid_error_arcsec": 0.0}, host_kinds={"lrg": 1.0}, fields={})
@@ -174,8 +174,9 @@ def test_host_margin_recovers_the_light_scattered_in_from_beyond_the_stamp():
     truth, _ = on_grid(256)
     # the stage's own renderer, margin from params.yaml
     host = render_noise_free(pop, cfg, torch.device("cpu")).scene.numpy()
-    err = lambda img: (np.abs(img - truth).max(axis=(-1, -2)) / sigma).max()  # noqa: E731
-    assert cfg.host_pad_px == 16 and err(host) < 0.1
+    per_stamp = lambda img: (np.abs(img - truth).max(axis=(-1, -2)) / sigma).max(axis=1)  # noqa: E731
+    err = lambda img: per_stamp(img).max()  # noqa: E731
+    assert cfg.host_pad_px == 16 and np.quantile(per_stamp(host), 0.95) < 0.05 and err(host) < 0.5
     no_margin, unit = on_grid(N)
     kern = centred_kernel(psf_kernels(fwhm, N, PIX)).numpy()
     linear = np.stack([[fftconvolve(unit[i].numpy(), kern[i, b], mode="same") * flux[i, b].item() for b in range(3)]
