@@ -30,7 +30,7 @@ class RejectionRateError(RuntimeError):
 
 
 def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metrics_path: str = "metrics/stamps.json",
-        cache_dir: str = "data/cache", progress: bool = True, plots_dir: str = "plots/stamps") -> dict:
+        cache_dir: str = "data/cache", progress: bool = True, plots_dir: str | None = None) -> dict:
     p = as_params(params).require("stamps")
     st = p["stamps"]
     source, workers = st["source"], st["validate_workers"]
@@ -73,7 +73,9 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
     metrics["population"]["splits"] = measured
     if "train" in cache.counts and measured != ["train"]:
         metrics["population_train"] = population_summary(open_split(cache_dir, "train").meta)
-    population_figure(metrics["population"], Path(plots_dir) / "population.png")
+    # the stage script names plots/stamps; a caller that names no folder gets one beside its metrics,
+    # never the project's own figure
+    population_figure(metrics["population"], Path(plots_dir if plots_dir is not None else Path(metrics_path).parent / "plots") / "population.png")
     atomic.write_json(metrics_path, metrics)
     dt = time.perf_counter() - t0
     print(f"stamps: {what}; {report.rows_used} usable, rejected {dict(sorted(report.rejected.items()))}; "
