@@ -260,6 +260,12 @@ def gate_banner(ctx: Context) -> str:
     return f'<div class="gatebar" id="gate-banner">{"".join(cells)}</div>'
 
 
+def _snr_bin_order(label: str) -> float:
+    """'<0.8' < '0.8-2' < ... < '>=20': the metrics file stores the bins with their keys sorted as text."""
+    num = float(label.lstrip("<>=").split("-")[0])
+    return -1.0 if label.startswith("<") else num
+
+
 def population(ctx: Context) -> Section:
     """The injected population beside the LensPop forecast, and the arc-SNR mix (metrics/stamps.json
     ``population``, plots/stamps/population.png)."""
@@ -296,7 +302,8 @@ def population(ctx: Context) -> Section:
         ref = pop.get("arc_snr_reference_mix_of_visible", {})
         vis = pop.get("arc_snr_mix_of_visible", {})
         parts.append("<h4>Arc peak SNR</h4>" + table(
-            [[k, fmt(v, 3), fmt(vis.get(k), 3) if k in vis else "-", fmt(ref.get(k), 2) if k in ref else "-"] for k, v in mix.items()],
+            [[k, fmt(mix[k], 3), fmt(vis.get(k), 3) if k in vis else "-", fmt(ref.get(k), 2) if k in ref else "-"]
+             for k in sorted(mix, key=_snr_bin_order)],
             ["arc SNR", "share of injections", "share of visible arcs (SNR >= 0.8)", "reference mix of visible arcs"]))
         parts.append(f"<p>{fmt(100 * pop.get('arc_snr_below_8', float('nan')), 1)} % of the injections have an arc SNR below 8 and "
                      f"{fmt(100 * pop.get('arc_snr_at_least_20', float('nan')), 1)} % at or above 20.</p>")

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dhs.simulate.detectability import ARC_SNR_LABELS
 from dhs import atomic  # noqa: E402
 
 PANELS = (("theta_e_arcsec", r"$\theta_E$ [arcsec]"), ("src_r_mag", "source r, unlensed [mag]"),
@@ -60,7 +61,8 @@ def population_figure(summary: dict, path: str | Path) -> None:
     mix, ref_mix = summary.get("arc_snr_mix", {}), summary.get("arc_snr_reference_mix_of_visible", {})
     ax = axes[len(panels)]
     if mix:
-        labels = list(mix)
+        # low to high SNR (the metrics file stores the bins with its keys sorted as text)
+        labels = [k for k in ARC_SNR_LABELS if k in mix] + [k for k in mix if k not in ARC_SNR_LABELS]
         x = np.arange(len(labels))
         ax.bar(x - 0.2, [mix[k] for k in labels], 0.4, label="injected (all)", color="tab:blue")
         visible = sum(v for k, v in mix.items() if k != "<0.8")
