@@ -97,3 +97,21 @@ def spark():
     s = spark_session({"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g"})
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def project_outputs_untouched():
+    """No test may write into the project's own outputs (a stage run with default paths from the
+    repository root would): their bytes are the same after the session as before it."""
+    import hashlib
+
+    def state():
+        return {p.relative_to(REPO).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for d in ("metrics", "plots", "dvclive") if (REPO / d).is_dir() for p in sorted((REPO / d).rglob("*"))
+                if p.is_file() and "report" not in p.parts}
+
+    before = state()
+    yield
+    after = state()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"tests wrote into the project's outputs: {changed[:10]}"

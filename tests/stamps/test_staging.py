@@ -94,7 +94,7 @@ def test_s3_server_stopped_mid_copy_fails_clearly_and_rerun_resumes(sim_dataset,
     params = params_for(tmp_path, "s3://survey/big", s3_server["endpoint"], copy_workers=1)
     env = {**os.environ}
     cmd = [sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(params), "--out", str(tmp_path / "stamps"),
-           "--metrics", str(tmp_path / "m.json"), "--cache", str(tmp_path / "cache")]
+           "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"), "--cache", str(tmp_path / "cache")]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     staged = tmp_path / "staging"
     deadline = time.monotonic() + 60
@@ -171,7 +171,7 @@ def test_unusable_datasets_fail_with_a_message_naming_the_problem(sim_dataset, t
             pd.read_parquet(f).assign(cutout_ok=0).to_parquet(f, index=False)
     res = subprocess.run([sys.executable, str(REPO / "stages" / "stamps.py"), "--params",
                           str(params_for(tmp_path, str(src), max_reject_frac=0.9)),
-                          "--out", str(tmp_path / "stamps"), "--metrics", str(tmp_path / "m.json"), "--cache", str(tmp_path / "cache")],
+                          "--out", str(tmp_path / "stamps"), "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"), "--cache", str(tmp_path / "cache")],
                          cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 2
     assert message in res.stderr
@@ -247,7 +247,7 @@ def test_an_evaluation_only_dataset_is_staged_and_cached_and_train_refuses_namin
     src = tmp_path / "src"
     shutil.copytree(sim_dataset / "region_split=test", src / "region_split=test")
     res = subprocess.run([sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(params_for(tmp_path, str(src))),
-                          "--out", str(tmp_path / "stamps"), "--metrics", str(tmp_path / "m.json"), "--cache", str(tmp_path / "cache")],
+                          "--out", str(tmp_path / "stamps"), "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"), "--cache", str(tmp_path / "cache")],
                          cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "the dataset has no ['train', 'val'] split(s): cached ['test'] only" in res.stdout

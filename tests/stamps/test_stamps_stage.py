@@ -73,7 +73,7 @@ def test_killed_stage_leaves_previous_output_untouched(tmp_path):
     before = tree_digest(out)
     big = small_params(tmp_path, n=20000, name="big.yaml")
     proc = subprocess.Popen([sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(big), "--out", str(out),
-                             "--metrics", str(tmp_path / "m.json"), "--cache", str(tmp_path / "cache")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"), "--cache", str(tmp_path / "cache")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".stamps.*.tmp/region_split=*/*.parquet")):
         assert proc.poll() is None and time.monotonic() < deadline, "stage ended before writing a shard"
@@ -102,7 +102,7 @@ def test_bad_params_exit_with_a_clear_message(tmp_path, edit, message):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(p))
     res = subprocess.run([sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(path), "--out", str(tmp_path / "o"),
-                          "--metrics", str(tmp_path / "m.json"), "--cache", str(tmp_path / "c")], cwd=REPO, capture_output=True, text=True)
+                          "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"), "--cache", str(tmp_path / "c")], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 2
     assert message in res.stderr
     assert not (tmp_path / "o").exists()
@@ -160,7 +160,7 @@ def test_killed_cache_build_leaves_no_orphan_workers_and_the_next_run_clears_its
     params.write_text(yaml.safe_dump(p))
     data = tmp_path / "data"
     cmd = [sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(params), "--out", str(data / "stamps"),
-           "--metrics", str(tmp_path / "m.json"), "--cache", str(data / "cache")]
+           "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"), "--cache", str(data / "cache")]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     workers: list[int] = []
