@@ -130,13 +130,6 @@ class CutoutServer:
         self.httpd.server_close()
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch):
-    """requests honours *_PROXY variables: keep loopback traffic off any proxy of the test host."""
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-
-
 @pytest.fixture
 def server():
     s = CutoutServer()
