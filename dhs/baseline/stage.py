@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from dhs import atomic
+from dhs import headline
 from dhs.baseline.config import BaselineConfig
 from dhs.baseline.models import load_cache_meta, run_baseline, summary_lines
 from dhs.params import Params, as_params
@@ -19,7 +19,7 @@ def run(params: str | Params = "params.yaml", cache_dir: str = "data/cache", met
     t0 = time.perf_counter()
     splits = load_cache_meta(cache_dir)
     metrics = run_baseline(splits, cfg)
-    atomic.write_json(metrics_path, metrics)
+    headline.write("baseline", metrics_path, metrics)
     for line in summary_lines(metrics):
         print(f"baseline: {line}")
     print(f"baseline: wrote {metrics_path} ({time.perf_counter() - t0:.1f} s)")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhs import atomic
+from dhs import atomic, headline
 from dhs.calibration.calibrator import Calibrator, save_calibrator
 from dhs.calibration.config import CalibrationConfig
 from dhs.calibration.figures import reliability_figure
@@ -161,7 +161,7 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
     by_key = curves(probs, y, cfg)
     with atomic.atomic_dir(Path(calibration_dir) / arch) as d:
         save_calibrator(d / "calibrator.json", cal)
-    atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
+    headline.write("calibration", Path(metrics_dir) / f"{arch}.json", metrics)
     atomic.write_text(Path(plots_dir) / f"{arch}.csv", curve_table(by_key).to_csv(index=False, float_format="%.6g"))
     atomic.save_figure(Path(plots_dir) / f"{arch}.png",
                        reliability_figure(by_key, probs, cfg, f"{arch}: {cfg.method} calibration, fitted on {cfg.fit_split}, T = {cal.temperature:.3f}"),

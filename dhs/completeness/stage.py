@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dhs import atomic
+from dhs import atomic, headline
 from dhs.completeness.counts import surface_name
 from dhs.completeness.figures import LABELS, curve_figure, placeholder_figure, sensitivity_figure, surface_figure
 from dhs.completeness.measure import CompletenessConfig, fpr_name, measure, metrics_dict
@@ -70,7 +70,7 @@ def write_outputs(arch: str, cfg: CompletenessConfig, result, metrics_dir: str |
                        out / f"{var}.png", LABELS.get(bx.name, bx.name), LABELS.get(by.name, by.name))
     top = result.top_controls if result.top_controls is not None else pd.DataFrame(columns=["task_id", "control_kind", "score", "rank"])
     atomic.write_text(out / "top_controls.csv", top.to_csv(index=False))
-    atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
+    headline.write("completeness", Path(metrics_dir) / f"{arch}.json", metrics)
     return metrics
 
 
@@ -136,7 +136,7 @@ def run_sensitivity(params: str | Params = "params.yaml", scores_dir: str = "dat
         keep = (t["kind"] == "proxy") | t["curve"].str.endswith(fpr_name(cfg.plot_fpr))
         atomic.write_text(Path(plots_dir) / f"{var}.csv", t.loc[keep, cols].to_csv(index=False))
         sensitivity_figure(table, var, fpr_name(cfg.plot_fpr), Path(plots_dir) / f"{var}.png")
-    atomic.write_json(metrics_path, metrics)
+    headline.write("sensitivity", metrics_path, metrics)
     for name, m in metrics["proxy"].items():
         print(f"sensitivity: {name}: all {m['all']['completeness']:.4f} (n={m['all']['n']}), clean {m['clean']['completeness']:.4f}")
     for arch, by in metrics["model"].items():

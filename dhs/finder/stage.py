@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dhs import atomic
+from dhs import atomic, headline
 from dhs.params import Params, as_params
 
 
@@ -56,7 +56,7 @@ def run_train(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
 
             dist.destroy_process_group()
     if rank == 0:
-        atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
+        headline.write("train", Path(metrics_dir) / f"{arch}.json", metrics)
         b = metrics["best"]
         print(f"train {arch}: best val loss {b['loss']:.4f} (AUC {b['auc']:.4f}) at epoch {b['epoch']}")
     return 0
@@ -169,7 +169,7 @@ def run_infer(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
                "rows_scored": len(scores), "unique_task_ids": int(scores["task_id"].nunique()), "by_split": counts,
                "rejected_before_cache": upstream, "normalisation": tm.norm.mode,
                **({"theta_e_regression": regression} if regression is not None else {})}
-    atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
+    headline.write("infer", Path(metrics_dir) / f"{arch}.json", metrics)
     per_split = ", ".join(f"{k} {v['scored']}" for k, v in counts.items())
     print(f"infer {arch}: scored {len(scores)} stamps ({per_split}) "
           f"on {tm.device.type} in {time.perf_counter() - t0:.1f} s -> {out}")

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from dhs import atomic
+from dhs import headline
 from dhs.gates.config import GatesConfig
 from dhs.gates.plot import plot_gates
 from dhs.gates.run import run_gates, table_lines
@@ -44,7 +44,7 @@ def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/
     metrics, examples = run_gates(score, tm.norm, cache_dir, baseline_metrics, cfg, survey, completeness_metrics=comp,
                                   fprs=ev["fprs"], min_expected_controls=ev["min_expected_controls"])
     metrics = {"arch": arch, "checkpoint": tm.checkpoint.name, "checkpoint_step": tm.step, "device": tm.device.type, **metrics}
-    atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
+    headline.write("gates", Path(metrics_dir) / f"{arch}.json", metrics)
     plot_gates(Path(plots_dir) / f"{arch}.png", metrics, examples, arch)
     for line in table_lines(metrics):
         print(f"gates {arch}: {line}")

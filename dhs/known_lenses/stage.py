@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhs import atomic
+from dhs import atomic, headline
 from dhs.evaluation.scores import sigmoid
 from dhs.known_lenses.catalog import read_catalog, select_lenses
 from dhs.known_lenses.config import KnownLensConfig
@@ -54,7 +54,7 @@ def run_cutouts(params: str | Params = "params.yaml", cutout_dir: str = "data/cu
                "spec": {"layer": cfg.spec.layer, "bands": cfg.spec.bands, "pixscale_arcsec": cfg.spec.pixscale_arcsec,
                         "size_px": cfg.spec.size_px},
                "messages": res.messages}  # no timings: the file stays the same when nothing changed
-    atomic.write_json(metrics_path, metrics)
+    headline.write("cutouts", metrics_path, metrics)
     c = res.counts()
     print(f"cutouts: {res.status}: {c['usable']} of {c['rows']} lenses have a cutout ({c['by_status']}); "
           f"{c['requests']} request(s) to {source} in {res.elapsed_s:.1f} s -> {cutout_dir}")
@@ -131,7 +131,7 @@ def run_known_lenses(arch: str, params: str | Params = "params.yaml", cutout_dir
 
     if not loaded.usable.any():
         status = report_unmeasured(arch, table, metrics, offline, csv_path, gallery_path, cfg.fetch.host)
-        atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
+        headline.write("known_lenses", Path(metrics_dir) / f"{arch}.json", metrics)
         if cfg.require:
             raise RequireError(f"known_lenses.require is true but no known lens has a cutout (status {status}); "
                                f"recall cannot be measured")
@@ -165,7 +165,7 @@ def run_known_lenses(arch: str, params: str | Params = "params.yaml", cutout_dir
                   g["theta_e_arcsec"].to_numpy(np.float64), g["logit"].to_numpy(np.float64), g["probability"].to_numpy(np.float64),
                   g[f"pass_{highlight}"].to_numpy(dtype=bool, na_value=False),
                   f"known_lenses@{arch}: {len(show)} of {len(scored)} scored lenses; green frame = pass {highlight}")
-    atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
+    headline.write("known_lenses", Path(metrics_dir) / f"{arch}.json", metrics)
     head = ", ".join(f"{n} {r['all']['k']}/{r['all']['n']}" for n, r in recall.items())
     print(f"known_lenses {arch}: {status}: scored {len(scored)} of {len(lenses)} lenses in {time.perf_counter() - t0:.1f} s; "
           f"recall {head}")

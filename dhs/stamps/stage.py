@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dhs import atomic
+from dhs import atomic, headline
 from dhs.contract.validate import list_shards, validate
 from dhs.params import Params, as_params
 from dhs.simulate.config import SimConfig
@@ -76,7 +76,7 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
     # the stage script names plots/stamps; a caller that names no folder gets one beside its metrics,
     # never the project's own figure
     population_figure(metrics["population"], Path(plots_dir if plots_dir is not None else Path(metrics_path).parent / "plots") / "population.png")
-    atomic.write_json(metrics_path, metrics)
+    headline.write("stamps", metrics_path, metrics)
     dt = time.perf_counter() - t0
     print(f"stamps: {what}; {report.rows_used} usable, rejected {dict(sorted(report.rejected.items()))}; "
           f"cache {cache.counts} ({dt:.1f} s)")
