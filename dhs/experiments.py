@@ -3,7 +3,8 @@
     python -m dhs.experiments [--out plots/experiments] [--all-commits]
 
 For the workspace, the baseline commit and every experiment DVC knows, it reads
-``metrics/completeness/{arch}.json`` and ``params.yaml`` as DVC recorded them and writes one
+``params.yaml`` and the completeness headline files as DVC recorded them, and each one's detail
+file (``metrics/completeness/{arch}.json``, git-tracked, so read from the same revision), and writes one
 row per (experiment, arch, threshold): completeness overall and at theta_E/PSF >= 1, with Wilson
 and region-bootstrap intervals, AUROC, n_controls, and the params that differ from the
 baseline commit (the ablation's "change"). Output: ``ablations.csv`` and ``ablations.md``.
@@ -21,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from dhs import atomic
+from dhs import atomic, headline
 
 
 class ExperimentsError(RuntimeError):
@@ -69,17 +70,29 @@ def changed_params(params: Mapping[str, Any], base: Mapping[str, Any]) -> str:
     return "; ".join(diffs) or "(baseline)"
 
 
-def ablation_rows(shown: list[dict]) -> pd.DataFrame:
+def detail_at(repo: str | Path, rev: str | None, path: str) -> dict | None:
+    """The detail file beside a headline metric, as it is in the workspace or at ``rev``."""
+    if rev in (None, "workspace"):
+        f = Path(repo) / path
+        return json.loads(f.read_text()) if f.is_file() else None
+    r = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True)
+    return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else None
+
+
+def ablation_rows(shown: list[dict], repo: str | Path = ".") -> pd.DataFrame:
     all_runs = list(runs(shown))
     base = next((r for r in all_runs if r["label"].startswith("commit")), all_runs[0] if all_runs else None)
     if base is None:
         raise ExperimentsError("dvc exp show returned nothing: is this a DVC repository with a commit?")
     rows = []
     for r in all_runs:
-        for path, m in sorted(r["metrics"].items()):
-            if not path.startswith("metrics/completeness/") or "headline" not in m:
+        for path in sorted(r["metrics"]):
+            if not (path.startswith("metrics/completeness/") and path.endswith(headline.SUFFIX)):
                 continue
-            arch = Path(path).stem
+            arch = Path(path).name[: -len(headline.SUFFIX)]
+            m = detail_at(repo, r["rev"], path[: -len(headline.SUFFIX)] + ".json")
+            if not m or "headline" not in m:
+                continue
             for name, h in m["headline"].items():
                 t = (m.get("threshold_by_name") or {}).get(name, {})
                 row = {"experiment": r["label"], "rev": str(r["rev"])[:10], "arch": arch, "threshold": name,
@@ -118,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all-commits", action="store_true")
     args = ap.parse_args(argv)
     try:
-        df = ablation_rows(exp_show(args.repo, args.all_commits))
+        df = ablation_rows(exp_show(args.repo, args.all_commits), args.repo)
     except ExperimentsError as exc:
         print(f"experiments: FAILED: {exc}", file=sys.stderr)
         return 2

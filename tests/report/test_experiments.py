@@ -1,9 +1,12 @@
 """The whole pipeline as a DVC experiment in a fresh copy, at 96 px: `dvc exp run -S`, then
-`dvc exp show` lists it with its metrics, the ablation table is generated from it, and
-`dvc plots diff` draws the completeness curves of both revisions (64 px and 96 px)."""
+`dvc exp show` lists it with its headline metrics, the ablation table is generated from it,
+`dvc plots diff` draws the completeness curves of both revisions (64 px and 96 px), and the
+experiment is shared: pushed to a local DVC remote added after it ran, pulled into a second
+clone, applied there, and `dvc repro` in that clone recomputes nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 
@@ -39,10 +42,21 @@ def test_dvc_exp_run_whole_pipeline_and_tables(tmp_path):
     assert named, [e.get("name") for e in exps]
     data = named[0]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.0005
-    assert data["metrics"]["metrics/train/small_cnn.json"]["data"]["stamp_size"] == 96
-    comp = data["metrics"]["metrics/completeness/small_cnn.json"]["data"]
-    assert 0.0 <= comp["auroc"] <= 1.0 and comp["threshold_by_name"]["fpr_0.1"]["n_controls"] > 0
-    assert "metrics/calibration/small_cnn.json" in data["metrics"] and "metrics/gates/small_cnn.json" in data["metrics"]
+    # DVC shows the headline files only; the detail files are outputs, read at the experiment's commit
+    metrics = data["metrics"]
+    assert all(path.endswith(".headline.json") for path in metrics), sorted(metrics)
+    exp_rev = named[0]["rev"]
+    train_detail = json.loads(run("git", "show", f"{exp_rev}:metrics/train/small_cnn.json").stdout)
+    assert train_detail["stamp_size"] == 96
+    comp = metrics["metrics/completeness/small_cnn.headline.json"]["data"]
+    assert 0.0 <= comp["auroc"] <= 1.0 and comp["n_controls"] > 0
+    for fpr in ("fpr_0.1", "fpr_0.01", "fpr_0.001"):
+        h = comp[fpr]
+        assert h["all_lo"] <= h["all"] <= h["all_hi"] and h["clean_lo"] <= h["clean"] <= h["clean_hi"], h
+    assert metrics["metrics/gates/small_cnn.headline.json"]["data"]["verdict"] in ("PASS", "FAIL")
+    assert "ece_after" in metrics["metrics/calibration/small_cnn.headline.json"]["data"]
+    n_keys = sum(len(json.dumps(m["data"]).split(",")) for m in metrics.values())
+    assert n_keys < 150, n_keys   # a table a person can read, not the ~660 keys of the detail files
 
     table = run("python", "-m", "dhs.experiments", "--out", "tables")
     assert table.returncode == 0, table.stderr
@@ -53,3 +67,39 @@ def test_dvc_exp_run_whole_pipeline_and_tables(tmp_path):
     assert diff.returncode == 0, diff.stderr
     html = (work / "pd" / "index.html").read_text()
     assert "wilson_lo" in html and "px96" in html
+
+    # sharing: a git remote and a DVC remote added after the experiment ran. The DVC remote goes
+    # in config.local, which every revision sees (a remote committed now is absent from the
+    # experiment's own commit, and `dvc exp push` would upload nothing)
+    remote, store = tmp_path / "origin.git", tmp_path / "store"
+    for cmd in (["git", "init", "-q", "--bare", str(remote)], ["git", "remote", "add", "origin", str(remote)],
+                ["git", "push", "-q", "origin", "HEAD:refs/heads/main"],
+                ["dvc", "remote", "add", "--local", "-d", "shared", str(store)], ["dvc", "exp", "push", "origin", "px96"]):
+        res = run(*cmd)
+        assert res.returncode == 0, (cmd, res.stdout[-2000:], res.stderr[-2000:])
+    assert any(p.is_file() for p in store.rglob("*")), "dvc exp push uploaded no data"
+
+    clone = tmp_path / "colleague"
+    res = subprocess.run(["git", "clone", "-q", "-b", "main", str(remote), str(clone)], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    run2 = lambda *a: subprocess.run(a, cwd=clone, env=env, capture_output=True, text=True)  # noqa: E731
+    for cmd in (["dvc", "remote", "add", "--local", "-d", "shared", str(store)], ["dvc", "exp", "pull", "origin", "px96"],
+                ["dvc", "exp", "apply", "px96"]):
+        res = run2(*cmd)
+        assert res.returncode == 0, (cmd, res.stdout[-2000:], res.stderr[-2000:])
+    assert json.loads((clone / "metrics/train/small_cnn.json").read_text())["stamp_size"] == 96
+    assert (clone / "data/models/small_cnn/checkpoint_best.pt").is_file()
+    applied = snapshot(clone)
+    res = run2("dvc", "repro")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    ran = [line for line in res.stdout.splitlines() if line.startswith("Running stage")]
+    # cutouts is always_changed (it asks the service for what is missing); its output hash is
+    # unchanged, so nothing downstream reruns
+    assert ran == ["Running stage 'cutouts':"], res.stdout[-3000:]
+    assert snapshot(clone) == applied
+
+
+def snapshot(root):
+    """sha256 of dvc.lock and every metrics file: what a rerun that recomputed something would change."""
+    files = [root / "dvc.lock", *sorted((root / "metrics").rglob("*.json"))]
+    return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
