@@ -21,6 +21,7 @@ shared pieces they stand on. Imports flow downwards in this list
                                dhs.simulate         the injection engine and the simulated survey
                                dhs.contract         the stamp contract: codec, validator, shard
                                                     writer, RGB display
+                               dhs.headline         the headline metrics beside each detail file
                                dhs.atomic           atomic outputs and file digests
 
 docs/layout.md walks through the same map; docs/conventions.md holds the conventions the code
