@@ -25,12 +25,25 @@ def _save(fig, path: Path) -> None:
     atomic.save_figure(path, fig, dpi=110, bbox_inches="tight")
 
 
+def _finish(fig, axes, y_top: float, legend_title: str) -> None:
+    """The y axis up to the highest interval drawn (completeness of a few per cent is not a flat
+    line at the bottom of a 0-1 axis), and one legend below the panels, where it covers no curve."""
+    top = min(1.02, max(0.1, 1.08 * y_top)) if np.isfinite(y_top) else 1.02
+    for ax in axes:
+        ax.set_ylim(-0.02 * top, top)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 6), fontsize=8,
+                   title=legend_title, title_fontsize=8, frameon=False)
+
+
 def curve_figure(table: pd.DataFrame, var: str, title: str, path: Path, criteria: list[str] | None = None) -> None:
     """One panel per subset (all, clean); a line per threshold with Wilson error bars and the
     region-bootstrap interval as a band."""
     t = table[table["var"] == var]
     crits = criteria or list(dict.fromkeys(t["criterion"]))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    y_top = 0.0
     for ax, subset in zip(axes, ("all", "clean")):
         for i, c in enumerate(crits):
             s = t[(t["subset"] == subset) & (t["criterion"] == c) & (t["n"] > 0)].sort_values("bin_center")
@@ -43,6 +56,7 @@ def curve_figure(table: pd.DataFrame, var: str, title: str, path: Path, criteria
             err = np.clip(np.vstack([y - s["wilson_lo"].to_numpy(), s["wilson_hi"].to_numpy() - y]), 0, None)  # rounding at k=0, k=n
             line = ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label=c)
             ax.fill_between(x, s["boot_lo"], s["boot_hi"], alpha=0.15, color=line[0].get_color(), lw=0)
+            y_top = max(y_top, float(np.nanmax(s["wilson_hi"])), float(np.nanmax(s["boot_hi"].astype(float))))
             low = s["low_n"].to_numpy(bool)
             if low.any():
                 ax.scatter(x[low], y[low], facecolors="none", edgecolors="k", s=60, zorder=5)
@@ -50,10 +64,9 @@ def curve_figure(table: pd.DataFrame, var: str, title: str, path: Path, criteria
         ax.set_xlabel(LABELS.get(var, var))
         if var in LOG_AXIS:
             ax.set_xscale("log")
-        ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("completeness")
-    axes[0].legend(fontsize=8, title="threshold (bars: Wilson 95%, band: region bootstrap; ring: n<50)", title_fontsize=7)
+    _finish(fig, axes, y_top, "threshold (bars: Wilson 95%, band: region bootstrap; ring: n<50)")
     fig.suptitle(title)
     _save(fig, path)
 
@@ -90,6 +103,7 @@ def placeholder_figure(path: Path, message: str) -> None:
 def sensitivity_figure(table: pd.DataFrame, var: str, plot_threshold: str, path: Path) -> None:
     """The proxies (dashed) beside each arch's model curve at ``plot_threshold`` (solid, Wilson band)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    y_top = 0.0
     for ax, subset in zip(axes, ("all", "clean")):
         t = table[(table["var"] == var) & (table["subset"] == subset) & (table["n"] > 0)]
         for curve, s in t.groupby("curve", sort=False):
@@ -99,11 +113,11 @@ def sensitivity_figure(table: pd.DataFrame, var: str, plot_threshold: str, path:
             style = dict(ls="--", marker="s", ms=3) if s["kind"].iloc[0] == "proxy" else dict(ls="-", marker="o", ms=4, lw=2)
             line, = ax.plot(s["bin_center"], s["completeness"], label=curve, **style)
             ax.fill_between(s["bin_center"], s["wilson_lo"], s["wilson_hi"], color=line.get_color(), alpha=0.15, lw=0)
+            y_top = max(y_top, float(np.nanmax(s["wilson_hi"])))
         ax.set_title(subset)
         ax.set_xlabel(LABELS.get(var, var))
-        ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("completeness")
-    axes[0].legend(fontsize=7, title="dashed: Phase 4d proxy; solid: model (band: Wilson 95%)", title_fontsize=7)
+    _finish(fig, axes, y_top, "dashed: Phase 4d proxy; solid: model (band: Wilson 95%)")
     fig.suptitle(f"proxy vs detector completeness against {LABELS.get(var, var)}")
     _save(fig, path)

@@ -98,7 +98,8 @@ def report_unmeasured(arch: str, table: pd.DataFrame, metrics: dict, offline: bo
     acc = metrics["cutouts"]
     hint = "" if acc["manifest"] else "; no manifest: run `dvc repro cutouts` first"
     metrics.update(status=status, recall=None,
-                   message=f"no known-lens cutout ({acc['not_scored_by_reason']}){hint}; recall NOT measured")
+                   message=f"no known-lens cutout ({', '.join(f'{r}: {n}' for r, n in acc['not_scored_by_reason'].items())}){hint}; "
+                           "recall NOT measured")
     for col in ("logit", "score", "probability"):
         table[col] = np.nan
     atomic.write_text(csv_path, table.to_csv(index=False, lineterminator="\n"))

@@ -185,3 +185,54 @@ def surface_from_csv(rows: Sequence[Mapping[str, str]], names: Sequence[str] = (
         ax.set_title(f"threshold {th}", fontsize=9)
         fig.colorbar(mesh, ax=ax, label="completeness")
     return to_png(fig)
+
+
+# variables whose bins span decades: drawn on a log axis
+LOG_VARS = {"arc_snr"}
+
+
+def completeness_overlay(curves: Mapping[str, Mapping[str, Sequence[Mapping[str, str]]]], variables: Sequence[tuple[str, str]],
+                         threshold: str, subset: str = "all") -> bytes:
+    """Every arch on the same axes: one panel per binning variable, completeness at ``threshold``
+    of the ``subset`` injections with its Wilson band; bins with n = 0 are not drawn.
+
+    ``curves[arch][var]`` are the rows of ``plots/completeness/{arch}/{var}.csv``; ``variables``
+    lists (var, axis label). The y axis ends just above the highest interval drawn."""
+    ncol = min(2, len(variables))
+    nrow = -(-len(variables) // ncol)
+    fig, grid = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.6 * nrow), squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[len(variables):]:
+        ax.axis("off")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    y_top = 0.0
+    for ax, (var, label) in zip(axes, variables):
+        for i, (arch, by_var) in enumerate(curves.items()):
+            rows = [r for r in by_var.get(var, ()) if r.get("threshold") == threshold and r.get("subset", "all") == subset
+                    and _float(r.get("n")) > 0]
+            if not rows:
+                continue
+            rows.sort(key=lambda r: _float(r["bin_center"]))
+            lo, hi = np.array([_float(r["bin_lo"]) for r in rows]), np.array([_float(r["bin_hi"]) for r in rows])
+            x = np.sqrt(np.maximum(lo, hi / 4) * hi) if var in LOG_VARS else np.array([_float(r["bin_center"]) for r in rows])
+            y = np.array([_float(r["completeness"]) for r in rows])
+            wl, wh = np.array([_float(r["wilson_lo"]) for r in rows]), np.array([_float(r["wilson_hi"]) for r in rows])
+            col = colours[i % len(colours)]
+            ax.plot(x, y, marker="o", ms=4, color=col, label=arch)
+            ax.fill_between(x, wl, wh, color=col, alpha=0.18, lw=0)
+            y_top = max(y_top, float(np.nanmax(wh)))
+        if var in LOG_VARS:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    top = min(1.02, max(0.1, 1.08 * y_top))
+    for ax in axes[: len(variables)]:
+        ax.set_ylim(-0.02 * top, top)
+    for row in grid:
+        row[0].set_ylabel(f"completeness ({subset}, {threshold})")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 6), fontsize=9,
+                   title="arch (band: Wilson 95%)", title_fontsize=8, frameon=False)
+    fig.tight_layout()
+    return to_png(fig)

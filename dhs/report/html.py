@@ -6,7 +6,8 @@ refuses any external request the page might make (and the image would show as br
 the page's own self-check counts).
 
 Self-check: after ``load`` the inline script counts the images, the ones that failed to decode
-(``naturalWidth == 0``) and the sections whose body is empty, writes the result as JSON into
+(``naturalWidth == 0``), the sections whose body is empty and the sections with a table wider
+than the section at the window's width (cut off or scrolling), writes the result as JSON into
 ``<body data-selfcheck=...>`` (read by the test through ``chromium --dump-dom``) and prints it
 in the footer.
 """
@@ -106,21 +107,8 @@ def table(rows: Iterable[Sequence[Any]], headers: Sequence[str], raw_cols: Itera
     return f'<div class="tw"><table{c}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>{more}'
 
 
-def _is_record_list(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(x, Mapping) for x in v)
-
-
-def _scalar_text(v: Any) -> str:
-    if isinstance(v, list):
-        if all(not isinstance(x, (Mapping, list)) for x in v):
-            shown = ", ".join(fmt(x) for x in v[:12])
-            return f"[{shown}{', ...' if len(v) > 12 else ''}]" + (f" ({len(v)} values)" if len(v) > 12 else "")
-        return f"[{len(v)} items]"
-    return fmt(v)
-
-
 def flatten(obj: Any, prefix: str = "", max_depth: int = 4) -> list[tuple[str, Any]]:
-    """Dotted (key, value) pairs of nested mappings; lists stay whole (shown by ``data_view``)."""
+    """Dotted (key, value) pairs of nested mappings; lists stay whole."""
     out: list[tuple[str, Any]] = []
     if isinstance(obj, Mapping) and max_depth > 0:
         for k, v in obj.items():
@@ -132,71 +120,6 @@ def flatten(obj: Any, prefix: str = "", max_depth: int = 4) -> list[tuple[str, A
     else:
         out.append((prefix or "value", obj))
     return out
-
-
-def _is_record(v: Any) -> bool:
-    """A mapping of scalars (one row of a table)."""
-    return isinstance(v, Mapping) and bool(v) and all(not isinstance(x, (Mapping, list)) for x in v.values())
-
-
-def _records_under(v: Any, path: str = "") -> list[tuple[str, dict]]:
-    """(path, record) for every node under ``v``: a node's scalar (and list) values form its record,
-    its mapping values are walked in turn."""
-    if not isinstance(v, Mapping):
-        return []
-    rec = {k: (_scalar_text(x) if isinstance(x, list) else x) for k, x in v.items()
-           if not isinstance(x, Mapping) and not _is_record_list(x)}
-    out = [(path or "-", rec)] if rec else []
-    for k, x in v.items():
-        sub = f"{path} / {k}" if path else str(k)
-        if isinstance(x, Mapping):
-            out.extend(_records_under(x, sub))
-        elif _is_record_list(x):  # e.g. operating points: one row each
-            out.extend((f"{sub}[{i}]", {c: _scalar_text(y) if isinstance(y, (list, Mapping)) else y for c, y in r.items()})
-                       for i, r in enumerate(x))
-    return out
-
-
-def _records_table(recs: Sequence[tuple[str, Mapping]], first: str = "key") -> str:
-    cols: list[str] = []
-    for _, rec in recs:
-        cols.extend(c for c in rec if c not in cols)
-    return table([[p, *[rec.get(c) for c in cols]] for p, rec in recs], [first, *cols])
-
-
-def data_view(obj: Any, skip: Iterable[str] = (), first: Sequence[str] = ()) -> str:
-    """Any JSON document as HTML without assuming its key names, so a stage can add or rename
-    fields without breaking the report: top-level scalars go in one key/value table; a list of
-    records becomes a table; a nested mapping (e.g. threshold / group / subset -> {k, n,
-    completeness, ...}) becomes one table per set of fields, a row per node, its path in the first
-    column. Keys in ``first`` come first."""
-    if not isinstance(obj, Mapping):
-        obj = {"value": obj}
-    skip = set(skip)
-    keys = [k for k in first if k in obj] + [k for k in obj if k not in first]
-    scalars: list[tuple[str, str]] = []
-    tables: list[str] = []
-    for key in keys:
-        if key in skip:
-            continue
-        v = obj[key]
-        recs = _records_under(v) if isinstance(v, Mapping) and not _is_record(v) else []
-        if _is_record_list(v):
-            tables.append(f"<h4>{esc(key)}</h4>" + _records_table([(str(i), r) for i, r in enumerate(v)], "#"))
-        elif len(recs) > 1:
-            for p, r in recs:  # the node's own scalars read best as key/value rows
-                if p == "-":
-                    scalars.extend((f"{key}.{k}", _scalar_text(x)) for k, x in r.items())
-            groups: dict[tuple, list] = {}
-            for p, r in (x for x in recs if x[0] != "-"):  # one table per set of columns
-                groups.setdefault(tuple(r), []).append((p, r))
-            for i, g in enumerate(groups.values()):
-                tables.append(f"<h4>{esc(key)}{' (continued)' if i else ''}</h4>" + _records_table(g))
-        else:
-            scalars.extend((k, _scalar_text(x)) for k, x in flatten(v, str(key)))
-    parts = [table(scalars, ["key", "value"], cls="kv")] if scalars else []
-    parts.extend(tables)
-    return "".join(parts) or notice("warn", "the file holds no values")
 
 
 @dataclass
@@ -263,7 +186,18 @@ window.addEventListener('load', function () {
     var b = s.querySelector('.body');
     return !b || (b.textContent.trim() === '' && !b.querySelector('img,table'));
   }).map(function (s) { return s.id; });
-  var res = {images: imgs.length, broken: broken, sections: secs.length, empty: empty};
+  // a table wider than its section is cut off (or scrolls) at this window width
+  var wide = [];
+  secs.forEach(function (s) {
+    var b = s.querySelector('.body');
+    if (!b) { return; }
+    var right = b.getBoundingClientRect().right + 1;
+    Array.prototype.forEach.call(b.querySelectorAll('table'), function (t) {
+      if (t.getBoundingClientRect().right > right && t.offsetParent !== null) { wide.push(s.id); }
+    });
+  });
+  var res = {images: imgs.length, broken: broken, sections: secs.length, empty: empty,
+             wide_tables: wide.filter(function (v, i, a) { return a.indexOf(v) === i; })};
   document.body.setAttribute('data-selfcheck', JSON.stringify(res));
   var el = document.getElementById('selfcheck');
   if (el) { el.textContent = 'page self-check: ' + imgs.length + ' images, ' + broken.length + ' broken; ' +

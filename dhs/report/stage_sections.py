@@ -1,8 +1,9 @@
 """Sections that show what other stages wrote: completeness, the theta_E x PSF surface,
 sensitivity, calibration, gates, known-lens recovery, and the provenance of the run.
 
-Each embeds the PNGs its stage drew (``plots/<stage>/...``) and renders its JSON generically
-(``data_view``), so the report does not break when a stage adds or renames a key. Where a stage
+Each embeds the PNGs its stage drew (``plots/<stage>/...``) and shows its detail file as tables
+built for reading (``dhs.report.summaries``: one row per operating point or curve, intervals as
+``value [lo, hi]``); every other key stays in the file named beside the table. Where a stage
 wrote CSV but no PNG the figure is redrawn from the CSV; where it wrote nothing the section says
 "not run: <stage> (<path> not found)".
 """
@@ -16,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from dhs.report import figures
+from dhs.report import figures, summaries
 from dhs.report.context import Context
-from dhs.report.html import Section, badge, data_view, esc, fmt, img, not_run, notice, table
+from dhs.report.html import Section, badge, esc, fmt, img, not_run, notice, table
 from dhs.report.sources import Loaded, dvc_lock_outputs, gate_rows, gates_passed, git_state
 
 PRIORITY = ("theta_e_arcsec", "theta_e", "theta_e_over_psf")
-HEADLINE_KEYS = ("headline", "thresholds", "auroc")
+# the variables drawn with every arch on the same axes (completeness section), in this order
+OVERLAY = (("theta_e_arcsec", "\u03b8E [arcsec]"), ("theta_e_over_psf", "\u03b8E / PSF FWHM"), ("arc_snr", "arc SNR (peak pixel, log)"),
+           ("lensed_src_r_mag", "source r [mag, as lensed]"))
 
 
 def _json_or_notice(ld: Loaded, stage: str) -> str:
@@ -64,18 +67,50 @@ def _status(oks: list[bool]) -> str:
     return "ok" if oks and all(oks) else "partial" if any(oks) else "notrun"
 
 
+def _overlay(ctx: Context) -> str:
+    """Completeness of every arch on shared axes at the plot threshold (from each arch's CSVs)."""
+    curves, threshold = {}, None
+    for arch in ctx.cfg.archs:
+        ld = ctx.inputs.json(f"metrics/completeness/{arch}.json")
+        if ld.ok and threshold is None:
+            threshold = ld.value.get("plot_threshold")
+        by_var = {}
+        for var, _ in OVERLAY:
+            rows = ctx.inputs.csv(f"plots/completeness/{arch}/{var}.csv")
+            if rows.ok and rows.value:
+                by_var[var] = rows.value
+        if by_var:
+            curves[arch] = by_var
+    if not curves:
+        return ""   # each arch's part of the section says which stage has not run
+    if threshold is None:
+        return notice("warn", "no plot_threshold in any metrics/completeness file: the curves of every arch are not overlaid")
+    variables = [(v, label) for v, label in OVERLAY if any(v in c for c in curves.values())]
+    srcs = ", ".join(f"plots/completeness/{a}/" for a in curves)
+    return img(figures.completeness_overlay(curves, variables, threshold), f"completeness of every arch at {threshold}",
+               f"every arch on the same axes at {threshold} (completeness.plot_fpr), all injections, Wilson 95% band; from {srcs}")
+
+
 def completeness(ctx: Context) -> Section:
-    """Per arch: thresholds and headline numbers, completeness against every binning variable
-    (theta_E and theta_E/PSF first) with Wilson and bootstrap bands."""
-    parts, oks = [], []
+    """Every arch overlaid at the plot threshold; then per arch: completeness at each operating
+    point with both intervals, and its curves against every binning variable (theta_E and
+    theta_E/PSF first) at every threshold."""
+    parts, oks = [_overlay(ctx)], []
     for arch in ctx.cfg.archs:
         parts.append(f"<h3>{esc(arch)}</h3>")
-        ld = ctx.inputs.json(f"metrics/completeness/{arch}.json")
+        rel = f"metrics/completeness/{arch}.json"
+        ld = ctx.inputs.json(rel)
         d = f"plots/completeness/{arch}"
         pngs = _order([p for p in ctx.inputs.pngs(d) if not is_surface(p)])
-        csvs = _order([p for p in ctx.inputs.pngs(d, "*.csv") if not is_surface(p)])
+        csvs = _order([p for p in ctx.inputs.pngs(d, "*.csv") if not is_surface(p) and p.stem != "top_controls"])
         if ld.ok:
-            parts.append(data_view(ld.value, first=HEADLINE_KEYS))
+            parts.append(f"<p>AUROC {fmt(ld.value.get('auroc'), 4)} on the {esc(ld.value.get('eval_split'))} split "
+                         f"({fmt((ld.value.get('rows') or {}).get('injections'))} injections, "
+                         f"{fmt((ld.value.get('rows') or {}).get('controls'))} controls); from {esc(rel)}.</p>")
+            parts.append(summaries.completeness_table(ld.value))
+            excluded = summaries.excluded_table(ld.value)
+            if excluded:
+                parts.append(f"<details><summary>injections per binning variable (binned, missing, outside the bins)</summary>{excluded}</details>")
         else:
             parts.append(_json_or_notice(ld, f"completeness@{arch}"))
         if pngs:
@@ -121,7 +156,9 @@ def sensitivity(ctx: Context) -> Section:
     ld = ctx.inputs.json("metrics/sensitivity.json")
     pngs = ctx.inputs.pngs("plots/sensitivity")
     csvs = ctx.inputs.pngs("plots/sensitivity", "*.csv")
-    parts = [data_view(ld.value) if ld.ok else _json_or_notice(ld, "sensitivity")]
+    parts = [(f"<p>Completeness of arcs with SNR \u2265 {fmt(ld.value.get('snr_min'))} on the {esc(ld.value.get('eval_split'))} split: "
+              f"each model at each operating point beside the Phase 4d proxy (\u03b8E/PSF cuts); from metrics/sensitivity.json.</p>"
+              + summaries.sensitivity_table(ld.value)) if ld.ok else _json_or_notice(ld, "sensitivity")]
     if pngs:
         parts.append(_embed(ctx, pngs, "sensitivity"))
     elif csvs:
@@ -136,7 +173,8 @@ def calibration(ctx: Context) -> Section:
     for arch in ctx.cfg.archs:
         parts.append(f"<h3>{esc(arch)}</h3>")
         ld = ctx.inputs.json(f"metrics/calibration/{arch}.json")
-        parts.append(data_view(ld.value) if ld.ok else _json_or_notice(ld, f"calibration@{arch}"))
+        parts.append(summaries.calibration_tables(ld.value) + f"<p class=more>from metrics/calibration/{esc(arch)}.json</p>"
+                     if ld.ok else _json_or_notice(ld, f"calibration@{arch}"))
         pngs = ctx.inputs.pngs("plots/calibration", f"{arch}.png") + ctx.inputs.pngs("plots/calibration", f"{arch}_*.png") \
             + ctx.inputs.pngs(f"plots/calibration/{arch}")
         csvs = ctx.inputs.pngs("plots/calibration", f"{arch}.csv")
@@ -152,12 +190,7 @@ def _gate_table(doc) -> str:
     rows = gate_rows(doc)
     if not rows:
         return notice("warn", "no gate results found in the file (expected a list under 'gates')")
-    out = []
-    for g in rows:
-        extra = {k: v for k, v in g.items() if k not in ("name", "passed", "value", "threshold") and not isinstance(v, (dict, list))}
-        out.append([esc(g.get("name")), badge(g.get("passed") if isinstance(g.get("passed"), bool) else None, unknown="?"),
-                    esc(fmt(g.get("value"))), esc(fmt(g.get("threshold"))), esc("; ".join(f"{k}={fmt(v)}" for k, v in extra.items()))])
-    return table(out, ["gate", "result", "value", "threshold", "details"], raw_cols=range(5))
+    return summaries.gate_table(rows)
 
 
 def gates(ctx: Context) -> Section:
@@ -203,7 +236,7 @@ def known_lenses(ctx: Context) -> Section:
                                         "no known-lens recall was measured"))
         elif status == "partial":
             parts.append(notice("warn", "partial: some cutouts could not be fetched; recall covers the fetched lenses only"))
-        parts.append(data_view(doc))
+        parts.append(summaries.known_lens_tables(doc) + f"<p class=more>from metrics/known_lenses/{esc(arch)}.json</p>")
         parts.append(_embed(ctx, ctx.inputs.pngs("plots/known_lenses", f"{arch}*.png"), f"known lenses {arch}"))
         oks.append(True)
     return Section("known_lenses", "Known-lens recovery", "".join(parts), _status(oks))
@@ -260,6 +293,11 @@ def gate_banner(ctx: Context) -> str:
     return f'<div class="gatebar" id="gate-banner">{"".join(cells)}</div>'
 
 
+def _pct(frac) -> str:
+    """0.9587 -> '95.9 %' (a dash where the stage wrote no number)."""
+    return f"{100 * float(frac):.1f} %" if isinstance(frac, (int, float)) else "\u2014"
+
+
 def _snr_bin_order(label: str) -> float:
     """'<0.8' < '0.8-2' < ... < '>=20': the metrics file stores the bins with their keys sorted as text."""
     num = float(label.lstrip("<>=").split("-")[0])
@@ -305,14 +343,14 @@ def population(ctx: Context) -> Section:
             [[k, fmt(mix[k], 3), fmt(vis.get(k), 3) if k in vis else "-", fmt(ref.get(k), 2) if k in ref else "-"]
              for k in sorted(mix, key=_snr_bin_order)],
             ["arc SNR", "share of injections", "share of visible arcs (SNR >= 0.8)", "reference mix of visible arcs"]))
-        parts.append(f"<p>{fmt(100 * pop.get('arc_snr_below_8', float('nan')), 1)} % of the injections have an arc SNR below 8 and "
-                     f"{fmt(100 * pop.get('arc_snr_at_least_20', float('nan')), 1)} % at or above 20.</p>")
+        parts.append(f"<p>{_pct(pop.get('arc_snr_below_8'))} of the injections have an arc SNR below 8 and "
+                     f"{_pct(pop.get('arc_snr_at_least_20'))} at or above 20.</p>")
     train = (ld.value or {}).get("population_train") or {}
     if train.get("n_injections") and train.get("arc_snr_mix"):
         parts.append(f"<p>The train split ({train['n_injections']} injections; <code>population_train</code>) may be drawn with "
                      f"its own overrides (<code>simulate.physical_train</code>) so that a finder sees enough arcs to learn from: "
-                     f"{fmt(100 * train.get('arc_snr_below_8', float('nan')), 1)} % of its arcs have SNR below 8, "
-                     f"{fmt(100 * train.get('arc_snr_at_least_20', float('nan')), 1)} % at or above 20.</p>")
+                     f"{_pct(train.get('arc_snr_below_8'))} of its arcs have SNR below 8, "
+                     f"{_pct(train.get('arc_snr_at_least_20'))} at or above 20.</p>")
     return Section("population", "The injected population", "".join(parts))
 
 

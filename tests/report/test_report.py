@@ -35,7 +35,7 @@ from dhs.params import ParamsError  # noqa: E402
 from dhs.report import ReportConfig  # noqa: E402
 from dhs.evaluation.scores import score_table  # noqa: E402
 from dhs.report import stage as report_stage  # noqa: E402
-from dhs.report.html import Section, data_view, img, page  # noqa: E402
+from dhs.report.html import Section, img, page  # noqa: E402
 
 SECTION_IDS = ["headline", "accounting", "population", "galleries", "training", "roc", "completeness", "false_positives",
                "surface", "sensitivity", "calibration", "gates", "known_lenses", "provenance"]
@@ -126,7 +126,7 @@ def world(sim_cache, tmp_path_factory) -> Path:
     _write(lv / "val/loss.tsv", "step\tloss\n10\t0.55\n20\t0.45\n30\t0.4\n")
     _write(lv / "val/auc.tsv", "step\tauc\n10\t0.85\n20\t0.9\n30\t0.93\n")
     _write(root / "metrics/completeness/small_cnn.json", {
-        "auroc": 0.97, "eval_split": "test", "rows": {"controls": 16, "injections": 17},
+        "auroc": 0.97, "eval_split": "test", "plot_threshold": "fpr_0.01", "rows": {"controls": 16, "injections": 17},
         "thresholds": [{"name": "fpr_0.01", "target_fpr": 0.01, "score": 0.9, "n_controls": 16, "n_controls_above": 0,
                         "achieved_fpr": 0.0, "low_count": True}],
         "headline": {"fpr_0.01": {"overall": {"all": {"k": 10, "n": 17, "completeness": 0.59, "wilson_lo": 0.36, "wilson_hi": 0.78,
@@ -227,6 +227,9 @@ def test_sections_show_what_each_stage_wrote_and_name_what_did_not_run(rendered)
     assert "redrawn from plots/completeness/small_cnn/theta_e_arcsec.csv" in comp
     assert comp.index("theta_e_arcsec.csv") < comp.index("theta_e_over_psf.csv")
     assert "not run: completeness@resnet18 (metrics/completeness/resnet18.json not found)" in comp
+    # every arch on shared axes at the plot threshold, and tables for reading, not dumps of the files
+    assert "every arch on the same axes at fpr_0.01" in comp and 'alt="completeness of every arch at fpr_0.01"' in comp
+    assert "{&#x27;" not in html and "{'" not in html, "a Python dict repr on the page"
     assert "redrawn from plots/completeness/small_cnn/theta_e_arcsec__x__psf_r_arcsec.csv" in _section(html, "surface")
     assert "not run: calibration@resnet18" in _section(html, "calibration")
     assert "plots/calibration/small_cnn.png" in _section(html, "calibration")
@@ -293,11 +296,22 @@ def test_report_params_are_validated_with_messages_that_say_what_to_fix(tmp_path
             ReportConfig.from_params(p)
 
 
-def test_data_view_turns_nested_records_into_tables():
-    doc = {"auroc": 0.9, "headline": {"fpr_0.01": {"overall": {"all": {"k": 3, "n": 4}, "clean": {"k": 2, "n": 3}}}},
-           "thresholds": [{"name": "a", "score": 0.5}, {"name": "b", "score": 0.7}]}
-    out = data_view(doc)
-    assert "fpr_0.01 / overall / all" in out and out.count("<table") == 3
+def test_summaries_show_intervals_counts_and_thresholds_not_dicts():
+    from dhs.report import summaries
+
+    doc = {"auroc": 0.9, "plot_threshold": "fpr_0.01",
+           "headline": {"fpr_0.01": {"overall": {"all": {"k": 3, "n": 4, "completeness": 0.75, "wilson_lo": 0.3, "wilson_hi": 0.95,
+                                                         "boot_lo": 0.5, "boot_hi": 0.9},
+                                                 "clean": {"k": 2, "n": 3, "completeness": 2 / 3, "wilson_lo": 0.2, "wilson_hi": 0.94}}}},
+           "thresholds": [{"name": "fpr_0.01", "score": 0.91, "n_controls": 300, "n_controls_above": 3, "low_count": True,
+                           "uncertainty": {"score_loose": 0.88, "score_strict": 0.95, "completeness_range": [0.5, 0.8]}}]}
+    out = summaries.completeness_table(doc)
+    assert "0.75 [0.3, 0.95]" in out and "[0.5, 0.9]" in out and "3/4" in out and "2/3" in out
+    assert "0.91 [0.88, 0.95]" in out and "3/300" in out and "low count" in out
+    assert "{" not in out and "{&#x27;" not in out, "a dict repr leaked into the table"
+    gates_html = summaries.gate_table([{"name": "shift", "passed": False, "value": 1.7, "threshold": 1.5,
+                                        "detail": "control FPR rose 1.7x after a 1-px shift", "rule": "ratio <= 1.5", "n_controls": 10}])
+    assert "control FPR rose 1.7x" in gates_html and "rule: ratio &lt;= 1.5" in gates_html and "<details>" in gates_html
     with pytest.raises(ValueError, match="empty body"):
         Section("x", "X", "  ").render()
 
@@ -312,14 +326,14 @@ def _browse(html_path: Path, profile: Path, shot: Path | None = None) -> dict:
     """Load the page in headless Chromium; return its self-check (and take a screenshot)."""
     exe = _chromium()
     base = [exe, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--no-first-run",
-            f"--user-data-dir={profile}", "--virtual-time-budget=10000"]
+            f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--window-size=1400,4000"]
     url = html_path.resolve().as_uri()
     dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180)
     assert dom.returncode == 0, dom.stderr[-2000:]
     m = re.search(r'data-selfcheck="([^"]*)"', dom.stdout)
     assert m, "the page's self-check did not run (no data-selfcheck on <body>)"
     if shot is not None:
-        r = subprocess.run([*base, f"--screenshot={shot}", "--window-size=1400,4000", url], capture_output=True, text=True, timeout=180)
+        r = subprocess.run([*base, f"--screenshot={shot}", url], capture_output=True, text=True, timeout=180)
         assert r.returncode == 0, r.stderr[-2000:]
     import html as _html
 
@@ -337,6 +351,7 @@ def test_chromium_loads_every_image_finds_no_empty_section_and_draws_the_page(re
     assert check["images"] == html.count("<img") >= 9
     assert check["broken"] == [], f"images that did not load: {check['broken']}"
     assert check["sections"] == len(SECTION_IDS) and check["empty"] == []
+    assert check["wide_tables"] == [], f"tables wider than their section at 1400 px: {check['wide_tables']}"
     im = Image.open(shot)
     assert im.size == (1400, 4000)
     px = np.asarray(im.convert("RGB"), dtype=np.float32)
@@ -346,11 +361,14 @@ def test_chromium_loads_every_image_finds_no_empty_section_and_draws_the_page(re
 
 
 @needs_chromium
-def test_the_browser_check_itself_catches_a_broken_image_and_an_empty_section(tmp_path):
-    """Guard against a self-check that always passes: a page with one undecodable image and one
-    empty section must be reported as such."""
+def test_the_browser_check_itself_catches_a_broken_image_an_empty_section_and_a_wide_table(tmp_path):
+    """Guard against a self-check that always passes: a page with one undecodable image, one
+    empty section and one table too wide for its section must be reported as such."""
+    from dhs.report.html import table
+
     ok = Section("full", "Full", img(_tiny_png(), "fine"))
-    text = page("t", [], "", [ok, Section("hollow", "Hollow", "<p>x</p>")])
+    wide = Section("wide", "Wide", table([["x" * 40] * 60], [f"column {i}" for i in range(60)]))
+    text = page("t", [], "", [ok, wide, Section("hollow", "Hollow", "<p>x</p>")])
     text = text.replace("<p>x</p>", "")
     text = text.replace("</main>", '<section id="bad"><h2>Bad</h2><div class="body"><img alt="broken" src="data:image/png;base64,AAAA"></div></section></main>')
     p = tmp_path / "page.html"
@@ -358,6 +376,7 @@ def test_the_browser_check_itself_catches_a_broken_image_and_an_empty_section(tm
     check = _browse(p, tmp_path / "profile")
     assert check["images"] == 2 and check["broken"] == ["broken"]
     assert check["empty"] == ["hollow"]
+    assert check["wide_tables"] == ["wide"]
 
 
 def _tiny_png() -> bytes:
