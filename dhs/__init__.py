@@ -13,7 +13,9 @@ shared pieces they stand on. Imports flow downwards in this list
     completeness, sensitivity  dhs.completeness     Spark count tables, intervals, headline, proxy
     train, infer               dhs.finder           loader, training loop, checkpoints, scoring
     baseline                   dhs.baseline         metadata-only models
-    stamps                     dhs.stamps           staging, the decoded cache, stamp geometry
+    stamps                     dhs.stamps           staging, real-host injection, the decoded cache,
+                                                    stamp geometry
+                               dhs.cutouts          Legacy Survey cutouts: client, FITS, footprint
     shared                     dhs.evaluation       score table, thresholds, intervals, AUC, PSF rule
                                dhs.models           the architectures and their spec
                                dhs.runner           the stage scripts' arguments and error contract

@@ -7,7 +7,7 @@ import sys
 
 from dhs.known_lenses import stage
 from dhs.known_lenses.catalog import CatalogError
-from dhs.known_lenses.cutouts import CutoutError
+from dhs.cutouts.client import CutoutError
 from dhs.known_lenses.run_status import RequireError
 from dhs.runner import Option, Stage
 

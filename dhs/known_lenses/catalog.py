@@ -19,7 +19,7 @@ Selection (each dropped row is counted by reason, see ``CurationReport``):
 3. DESI candidates (Huang et al. 2020, 2021; Storfer et al. 2022): galaxy-scale rows with a
    grade (``confident`` or ``probable``), the grade kept per row.
 4. Bad coordinates (NaN, RA outside [0, 360), Dec outside [-90, 90]) and positions outside the
-   DR10 South footprint (``dhs.known_lenses.footprint``) are rejected.
+   DR10 South footprint (``dhs.cutouts.footprint``) are rejected.
 5. Positions within ``match_radius_arcsec`` (2 arcsec) of each other, within or across
    catalogues, are one lens: the best-documented row is kept (SLACS/BELLS before lenscat
    before DESI; then the row with more of theta_E / z_lens / z_source known; then the first),
@@ -48,7 +48,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from dhs import atomic
-from dhs.known_lenses.footprint import DEC_MAX_DEG, MIN_ABS_GALACTIC_LAT_DEG, footprint_reason
+from dhs.cutouts.footprint import DEC_MAX_DEG, MIN_ABS_GALACTIC_LAT_DEG, footprint_reason
 from dhs.params.schema import GRADES  # best first
 
 COLUMNS = ("name", "ra_deg", "dec_deg", "theta_e_arcsec", "z_lens", "z_source", "grade", "source", "reference", "also_in")
@@ -269,7 +269,7 @@ def read_catalog(path: str | Path = DEFAULT_PATH) -> pd.DataFrame:
                                                                     "also_in": str}, keep_default_na=False, na_values={
         c: ["", "nan", "NaN"] for c in ("ra_deg", "dec_deg", "theta_e_arcsec", "z_lens", "z_source")})
     _need(df, COLUMNS, f"known-lens catalogue {path}")
-    from dhs.known_lenses.footprint import valid_coordinates
+    from dhs.cutouts.footprint import valid_coordinates
 
     bad = ~valid_coordinates(df["ra_deg"], df["dec_deg"])
     if bad.any():

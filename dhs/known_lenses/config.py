@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dhs.known_lenses.cutouts import CutoutError, CutoutSpec, FetchConfig
+from dhs.cutouts.client import CutoutError, CutoutSpec, FetchConfig
 from dhs.params import ParamsError, checked
 
 

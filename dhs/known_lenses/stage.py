@@ -27,7 +27,7 @@ from dhs import atomic, headline
 from dhs.evaluation.scores import sigmoid
 from dhs.known_lenses.catalog import read_catalog, select_lenses
 from dhs.known_lenses.config import KnownLensConfig
-from dhs.known_lenses.cutouts import (LEGACYSURVEY, UNREACHABLE_REASONS, fetch_cutouts, is_transient, load_cutouts,
+from dhs.cutouts.client import (LEGACYSURVEY, UNREACHABLE_REASONS, fetch_cutouts, is_transient, load_cutouts,
                                       read_manifest, remembered_failures, write_manifest)
 from dhs.known_lenses.gallery import write_gallery, write_placeholder
 from dhs.known_lenses.operating_points import load_probability_map, load_score_thresholds, probability_points

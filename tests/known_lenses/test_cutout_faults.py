@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from dhs.known_lenses.cutout_fits import cutout_bytes
-from dhs.known_lenses.cutouts import (CutoutSpec, FetchConfig, fetch_cutouts, load_cutouts, read_manifest, remembered_failures,
+from dhs.cutouts.fits import cutout_bytes
+from dhs.cutouts.client import (CutoutSpec, FetchConfig, fetch_cutouts, load_cutouts, read_manifest, remembered_failures,
                                       write_manifest)
 from tests.conftest import REPO
 

@@ -20,9 +20,9 @@ import yaml
 from dhs.evaluation.intervals import wilson_interval
 from dhs.known_lenses.catalog import (COLUMNS, DEFAULT_PATH, GRADES, CatalogError, curate, match_groups, read_catalog,
                                       select_lenses, write_catalog)
-from dhs.known_lenses.cutout_fits import CutoutInvalid, cutout_bytes, read_cutout
-from dhs.known_lenses.cutouts import CutoutSpec, FetchConfig, cache_relpath, cutout_url, fetch_cutouts, load_cutouts
-from dhs.known_lenses.footprint import footprint_reason
+from dhs.cutouts.fits import CutoutInvalid, cutout_bytes, read_cutout
+from dhs.cutouts.client import CutoutSpec, FetchConfig, cache_relpath, cutout_url, fetch_cutouts, load_cutouts
+from dhs.cutouts.footprint import footprint_reason
 from dhs.known_lenses.operating_points import OperatingPointError, load_score_thresholds, probability_points
 from dhs.known_lenses.recall import RecallPoint, recall_by_group, recall_entry
 from dhs.params import ParamsError

@@ -8,7 +8,7 @@ from tests.pipeline.test_dvc_deps import imported_modules
 
 # top to bottom, as in the module map of dhs/__init__.py
 LAYERS = ("experiments", "report", "known_lenses", "gates", "calibration", "completeness", "finder", "baseline", "stamps",
-          "evaluation", "models", "runner", "params", "simulate", "contract", "headline", "atomic", "")
+          "cutouts", "evaluation", "models", "runner", "params", "simulate", "contract", "headline", "atomic", "")
 
 
 def layer(module: str) -> str:

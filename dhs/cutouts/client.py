@@ -61,8 +61,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from dhs import __version__, atomic
-from dhs.known_lenses.cutout_fits import BANDS, CutoutInvalid, read_cutout
-from dhs.known_lenses.footprint import valid_coordinates
+from dhs.cutouts.fits import BANDS, CutoutInvalid, read_cutout
+from dhs.cutouts.footprint import valid_coordinates
 from dhs.params.schema import CUTOUT_URL_TEMPLATE, MAX_CONCURRENCY_CAP
 
 LEGACYSURVEY = "legacysurvey"
