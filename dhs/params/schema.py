@@ -51,8 +51,32 @@ EVALUATION = Section(fields={
 
 # --------------------------------------------------------------------------- stamps
 
+def _hosts(v: dict, key: str, source: str) -> None:
+    t = v["url_template"]
+    if not t.startswith(("http://", "https://")) or "{ra}" not in t or "{dec}" not in t:
+        raise _fail(source, f"{key}.url_template", "must be an http(s) URL with {ra} and {dec} (and {layer}, {pixscale}, "
+                                                   "{size}, {bands}) placeholders", t)
+
+
+# stamps.source: hosts: arcs injected into real cutouts of the hosts of a catalogue (dhs.stamps.real_hosts)
+HOSTS = Section(rules=(_hosts,), fields={
+    "catalog": Str(default=None, nullable=True, words="a CSV or parquet host catalogue (docs/real-hosts.md)"),
+    "cutouts": Str(default="legacysurvey", words="legacysurvey or a directory of FITS cutouts"),
+    "cache_dir": Str(default="data/host_cutouts"),
+    "url_template": Str(default=CUTOUT_URL_TEMPLATE),
+    "layer": Str(default="ls-dr10", pattern=r"[^/&?= ]+", words="a viewer layer name such as ls-dr10"),
+    "max_hosts": Int(default=None, nullable=True, lo=1),
+    "region_size_deg": Float(default=2.0, lo=0.25, hi=30.0, unit="deg"),
+    "max_concurrency": Int(default=4, lo=1, hi=MAX_CONCURRENCY_CAP,
+                           must=f"must be in [1, {MAX_CONCURRENCY_CAP}] (the viewer is a shared public service)"),
+    "max_attempts": Int(default=4, lo=1),
+    "read_timeout_s": Float(default=60.0, lo=0, open_lo=True, unit="seconds"),
+    "run_deadline_s": Float(default=10800.0, lo=0, open_lo=True, unit="seconds"),
+})
+
 STAMPS = Section(fields={
-    "source": Str(default="synthetic", words="'synthetic', a local directory or an s3://bucket/prefix URL"),
+    "source": Str(default="synthetic", words="'synthetic', 'hosts', a local directory or an s3://bucket/prefix URL"),
+    "hosts": HOSTS,
     "s3_endpoint_url": Str(default=None, nullable=True, pattern=r"https?://\S+", words="an http(s) URL"),
     "staging_dir": Str(default="data/staging"),
     "copy_workers": Int(default=8, lo=1),

@@ -183,23 +183,14 @@ def _render_by_oversample(profile, params: dict, oversample: np.ndarray, device,
     return out
 
 
-def render_noise_free(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) -> NoiseFree:
-    """Scene and arc light of a batch of rows (all with cutout_ok = 1), before noise."""
+def render_arcs(rows: pd.DataFrame, lens_x_arcsec: np.ndarray, lens_y_arcsec: np.ndarray, cfg: SimConfig,
+                device: torch.device) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The noise-free, PSF-convolved arc of every injection row (zeros on controls) on the stamp
+    grid, its lens centred at (lens_x, lens_y) arcsec from the stamp centre; with the
+    magnification (lensed over unlensed source flux inside the stamp, before the PSF) and the
+    knots' share of the source flux. The PSF is each row's ``psf_fwhm_used_{g,r,z}``."""
     dtype = _dtype(cfg)
     N, s, B = cfg.stamp_size, cfg.pixel_scale_arcsec, len(rows)
-    pad = cfg.host_pad_px
-    M = N + 2 * pad
-    scene = sample_scene(rows, cfg.scene, cfg.seed, grid_half_width_arcsec=M * s / 2.0)
-
-    # --- scene light on the padded grid, one FFT pass per band for all of it
-    pre = torch.zeros((B, 3, M, M), device=device, dtype=dtype)
-    for name, parts in scene.components.items():
-        pre += render_components(parts, name, B, M, cfg, device, dtype)
-    spec = torch.fft.rfft2(pre) + star_spectra(scene.stars, B, M, s, device, dtype)
-    host_psf = _psf_spectra(rows, cfg, M, device, dtype)
-    light = torch.fft.irfft2(spec * host_psf.spectra.to(dtype), s=(M, M))[..., pad: pad + N, pad: pad + N]
-
-    # --- the arc, on the stamp grid, lens centred on the host
     arc = torch.zeros((B, 3, N, N), device=device, dtype=dtype)
     magnification = np.zeros(B)
     knot_frac = np.zeros(B)
@@ -211,7 +202,7 @@ def render_noise_free(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) 
         src_q = (1 - src_e) / (1 + src_e)
         lens = {"theta_e_arcsec": r["theta_e_arcsec"], "lens_q": r["lens_q"], "lens_phi_rad": r["lens_phi_rad"],
                 "shear_g1": r["shear_g1"], "shear_g2": r["shear_g2"], "src_x_arcsec": r["src_x_arcsec"], "src_y_arcsec": r["src_y_arcsec"],
-                "lens_x_arcsec": scene.host_x_arcsec[ii], "lens_y_arcsec": scene.host_y_arcsec[ii]}
+                "lens_x_arcsec": np.asarray(lens_x_arcsec, float)[ii], "lens_y_arcsec": np.asarray(lens_y_arcsec, float)[ii]}
         smooth_p = {**lens, "src_reff_arcsec": r["src_reff_arcsec"], "src_n": r["src_sersic_n"], "src_q": src_q, "src_phi_rad": r["src_phi_rad"]}
         kw = dict(n_pix=N, pixel_scale_arcsec=s, threshold=cfg.supersample_threshold)
         reff = r["src_reff_arcsec"].to_numpy(float)
@@ -244,6 +235,27 @@ def render_noise_free(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) 
         spec = sum(torch.fft.rfft2(u)[:, None] * _t(f, device, dtype)[:, :, None, None] for u, f in zip(units, fluxes))
         arc[torch.as_tensor(ii, device=device)] = torch.fft.irfft2(spec * arc_psf.spectra.to(dtype), s=(N, N))
         magnification[ii] = unit_sum
+    return arc, magnification, knot_frac
+
+
+def render_noise_free(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) -> NoiseFree:
+    """Scene and arc light of a batch of rows (all with cutout_ok = 1), before noise."""
+    dtype = _dtype(cfg)
+    N, s, B = cfg.stamp_size, cfg.pixel_scale_arcsec, len(rows)
+    pad = cfg.host_pad_px
+    M = N + 2 * pad
+    scene = sample_scene(rows, cfg.scene, cfg.seed, grid_half_width_arcsec=M * s / 2.0)
+
+    # --- scene light on the padded grid, one FFT pass per band for all of it
+    pre = torch.zeros((B, 3, M, M), device=device, dtype=dtype)
+    for name, parts in scene.components.items():
+        pre += render_components(parts, name, B, M, cfg, device, dtype)
+    spec = torch.fft.rfft2(pre) + star_spectra(scene.stars, B, M, s, device, dtype)
+    host_psf = _psf_spectra(rows, cfg, M, device, dtype)
+    light = torch.fft.irfft2(spec * host_psf.spectra.to(dtype), s=(M, M))[..., pad: pad + N, pad: pad + N]
+
+    # --- the arc, on the stamp grid, lens centred on the host
+    arc, magnification, knot_frac = render_arcs(rows, scene.host_x_arcsec, scene.host_y_arcsec, cfg, device)
     return NoiseFree(light, arc, magnification, knot_frac, scene.columns)
 
 
