@@ -107,6 +107,46 @@ def physical_systems(cfg: SimConfig, n: int, rng: np.random.Generator, params: d
     return pd.DataFrame(out)
 
 
+def fill_injection_columns(df: pd.DataFrame, row_sys: pd.DataFrame, inj: np.ndarray, cfg: SimConfig,
+                           rng: np.random.Generator) -> None:
+    """The lens and source columns of ``df`` (one row per stamp) from each row's system
+    ``row_sys``; controls carry 0 in every injection column, as in Phase 4c. Needs
+    ``df['host_r_mag']`` (for src_dmag)."""
+    n = len(df)
+
+    def inj_only(values) -> np.ndarray:
+        return np.where(inj, np.asarray(values, float), 0.0)
+
+    is_sis = inj & (rng.uniform(0, 1, n) < cfg.sis_fraction)
+    lens_q = np.where(is_sis, 1.0, row_sys["lens_q"].to_numpy())
+    lens_q = np.where(inj, lens_q, 1.0)
+    df["lens_model"] = np.where(~inj, "CONTROL", np.where(is_sis, "SIS", "SIE"))
+    for k in SYSTEM_COLUMNS:
+        df[k] = inj_only(row_sys[k])
+    df["lens_q"] = lens_q
+    df["lens_e"] = inj_only((1 - lens_q) / (1 + lens_q))
+    df["shear"] = np.hypot(df["shear_g1"], df["shear_g2"])
+    # src_dmag: source total (unlensed) r mag minus host total r mag
+    df["src_dmag"] = inj_only(row_sys["src_r_mag"].to_numpy() - df["host_r_mag"].to_numpy())
+    if cfg.population == "physical":
+        for k in PHYSICAL_SOURCE_EXTRAS:
+            df[k] = inj_only(row_sys[k])
+
+
+def fill_bookkeeping(df: pd.DataFrame, cfg: SimConfig, selection: str) -> None:
+    """Identity columns of the contract: experiment, selection, versions, stamp format."""
+    cid = config_id(cfg)
+    df["experiment_id"] = f"{'sim' if selection == 'synthetic' else selection}-{cid}"
+    df["selection_set_id"] = selection
+    df["ranking_mode"] = selection
+    df["selection_strategy"] = selection
+    df["pipeline_version"] = PIPELINE_VERSION
+    df["config_id"] = cid
+    df["stamp_size"] = np.int64(cfg.stamp_size)
+    df["bandset"] = "grz"
+    df["ab_zp_nmgy"] = AB_ZP_NMGY
+
+
 def sample_population(cfg: SimConfig) -> pd.DataFrame:
     """One row per stamp with every contract column except the pixels and the rendered metrics."""
     rng = np.random.default_rng([cfg.seed, 0])
@@ -191,37 +231,10 @@ def sample_population(cfg: SimConfig) -> pd.DataFrame:
         df[f"psfdepth_{b}"] = b_depth_r[brick] + cfg.depth_offset_mag[b]
     df["ebv"] = b_ebv[brick]
 
-    # --- injections (controls carry 0 in every injection column, as in Phase 4c)
-    def inj_only(values) -> np.ndarray:
-        return np.where(inj, np.asarray(values, float), 0.0)
-
-    is_sis = inj & (rng.uniform(0, 1, n) < cfg.sis_fraction)
-    lens_q = np.where(is_sis, 1.0, row_sys["lens_q"].to_numpy())
-    lens_q = np.where(inj, lens_q, 1.0)
-    df["lens_model"] = np.where(~inj, "CONTROL", np.where(is_sis, "SIS", "SIE"))
-    for k in SYSTEM_COLUMNS:
-        df[k] = inj_only(row_sys[k])
-    df["lens_q"] = lens_q
-    df["lens_e"] = inj_only((1 - lens_q) / (1 + lens_q))
-    df["shear"] = np.hypot(df["shear_g1"], df["shear_g2"])
-    # src_dmag: source total (unlensed) r mag minus host total r mag
-    df["src_dmag"] = inj_only(row_sys["src_r_mag"] - df["host_r_mag"])
-    if cfg.population == "physical":
-        for k in PHYSICAL_SOURCE_EXTRAS:
-            df[k] = inj_only(row_sys[k])
+    fill_injection_columns(df, row_sys, inj, cfg, rng)
 
     failed = rng.uniform(0, 1, n) < cfg.failed_cutout_fraction
     df["cutout_ok"] = (~failed).astype(np.int64)
 
-    # --- identity and bookkeeping
-    cid = config_id(cfg)
-    df["experiment_id"] = f"sim-{cid}"
-    df["selection_set_id"] = "synthetic"
-    df["ranking_mode"] = "synthetic"
-    df["selection_strategy"] = "synthetic"
-    df["pipeline_version"] = PIPELINE_VERSION
-    df["config_id"] = cid
-    df["stamp_size"] = np.int64(cfg.stamp_size)
-    df["bandset"] = "grz"
-    df["ab_zp_nmgy"] = AB_ZP_NMGY
+    fill_bookkeeping(df, cfg, "synthetic")
     return df
