@@ -10,9 +10,12 @@ from dhs.runner import Option, Stage
 from dhs.simulate.config import ConfigError
 from dhs.stamps import stage
 from dhs.stamps.cache import CacheError
+from dhs.cutouts.client import CutoutError
+from dhs.stamps.real_hosts import HostCatalogError
 from dhs.stamps.staging import StagingError
 
-STAGE = Stage("stamps", stage.run, stage.__doc__, errors=(ConfigError, DatasetInvalid, StagingError, stage.RejectionRateError, CacheError), options=(
+STAGE = Stage("stamps", stage.run, stage.__doc__, errors=(ConfigError, DatasetInvalid, StagingError, stage.RejectionRateError, CacheError,
+                                                           HostCatalogError, CutoutError), options=(
     Option("--out", "out_dir", "data/stamps"), Option("--metrics", "metrics_path", "metrics/stamps.json"), Option("--plots", "plots_dir", "plots/stamps"),
     Option("--cache", "cache_dir", "data/cache")))
 main = STAGE.main

@@ -115,3 +115,10 @@ def project_outputs_untouched():
     after = state()
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"tests wrote into the project's outputs: {changed[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """requests honours *_PROXY variables: keep the tests' loopback HTTP traffic off any proxy of the test host."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)

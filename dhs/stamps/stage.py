@@ -3,6 +3,7 @@ and the decoded training cache in data/cache.
 
 stamps.source:
   synthetic          simulate a DR10-like survey in the contract (the embedded default)
+  hosts              paint simulated arcs into real cutouts of a host catalogue (dhs.stamps.real_hosts)
   /a/local/dir       copy a Hive-partitioned Phase 4c dataset from disk
   s3://bucket/prefix copy it from S3 (credentials from the AWS chain; endpoint from params)
 """
@@ -22,6 +23,7 @@ from dhs.simulate.dataset import write_synthetic_dataset
 from dhs.simulate.detectability import population_summary
 from dhs.stamps.cache import build_cache, open_split
 from dhs.stamps.population_figure import population_figure
+from dhs.stamps.real_hosts import write_host_dataset
 from dhs.stamps.staging import describe_source, link_tree, stage
 
 
@@ -46,6 +48,17 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
         report.rebase(out_dir)
         what = f"simulated {report.rows_read} stamps on {summary['device']}"
         extra = {"config_id": summary["config_id"]}
+    elif source == "hosts":
+        cfg = SimConfig.from_params(p["simulate"])
+        with atomic.atomic_dir(out_dir) as tmp:
+            summary = write_host_dataset(dict(st["hosts"]), cfg, tmp, rows_per_shard=st["rows_per_shard"], progress=progress)
+            report = validate(tmp, workers=workers, progress=progress)
+            report.raise_if_errors()
+        report.rebase(out_dir)
+        what = (f"painted arcs into {summary['cutouts']['usable_loaded']} of {summary['hosts_read']} catalogue hosts' cutouts "
+                f"({summary['hosts_rejected_by_reason'] or 'no row rejected'}; cutouts {summary['cutouts']['by_status']}) "
+                f"on {summary['device']}")
+        extra = {"hosts": summary}
     else:
         staging_dir = Path(st["staging_dir"])
         res = stage(source, staging_dir, endpoint_url=st["s3_endpoint_url"], workers=st["copy_workers"],
