@@ -74,7 +74,24 @@ def read_cutout(data: bytes | str | os.PathLike, size_px: int, where: str = "cut
     return cube
 
 
-def cutout_bytes(cube_nmgy: np.ndarray, header: dict | None = None) -> bytes:
+def read_invvar(data: bytes | str | os.PathLike, size_px: int) -> np.ndarray | None:
+    """The inverse-variance planes of a cutout, where its FITS file carries them: the first image
+    HDU after the pixels with the same (3, size, size) shape; None when there is none."""
+    import warnings
+
+    from astropy.io import fits
+
+    raw = Path(data).read_bytes() if isinstance(data, (str, os.PathLike)) else bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(io.BytesIO(raw), memmap=False) as hdul:
+            images = [h.data for h in hdul if getattr(h, "data", None) is not None]
+            if len(images) < 2 or np.shape(images[1]) != (len(BANDS), size_px, size_px):
+                return None
+            return np.array(images[1], dtype=np.float32)
+
+
+def cutout_bytes(cube_nmgy: np.ndarray, header: dict | None = None, invvar: np.ndarray | None = None) -> bytes:
     """A FITS file (bytes) holding ``cube_nmgy`` as float32 in the primary HDU, as the viewer does."""
     from astropy.io import fits
 
@@ -83,6 +100,7 @@ def cutout_bytes(cube_nmgy: np.ndarray, header: dict | None = None) -> bytes:
     hdu.header["BUNIT"] = "nanomaggy"
     for k, v in (header or {}).items():
         hdu.header[k] = v
+    hdus = [hdu] + ([fits.ImageHDU(np.asarray(invvar, dtype=np.float32), name="INVVAR")] if invvar is not None else [])
     buf = io.BytesIO()
-    hdu.writeto(buf)
+    fits.HDUList(hdus).writeto(buf)
     return buf.getvalue()

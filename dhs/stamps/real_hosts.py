@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 from dhs.contract import encode_stamp
 from dhs.contract.shards import HiveShardWriter
 from dhs.cutouts.client import CutoutSpec, FetchConfig, fetch_cutouts, load_cutouts
+from dhs.cutouts.fits import read_invvar
 from dhs.simulate import keyed
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import encode_failed_cutout
@@ -279,6 +280,7 @@ def write_host_dataset(hp: dict[str, Any], cfg: SimConfig, out_dir: str | Path, 
     cube_row = np.full(len(hosts), -1)
     cube_row[loaded.usable] = np.arange(int(loaded.usable.sum()))
     cube_of = dict(zip(hosts["host_index"].to_numpy(), cube_row))
+    cube_key = dict(zip(hosts["host_index"].to_numpy(), range(len(hosts))))   # host -> its row in loaded.keys
     population = host_population(hosts, cfg, hp["region_size_deg"])
     writer = HiveShardWriter(out_dir, rows_per_shard=rows_per_shard)
     failed_blob = encode_failed_cutout(cfg.stamp_size)
@@ -296,7 +298,8 @@ def write_host_dataset(hp: dict[str, Any], cfg: SimConfig, out_dir: str | Path, 
             for k, v in metrics.items():
                 rows[k] = np.where(ok, v, 0.0)
             rows["cutout_ok"] = ok.astype(np.int64)
-            rows["bad_pixel_frac"] = [bad_pixel_fraction(c) if good else 1.0 for c, good in zip(cut, ok)]
+            rows["bad_pixel_frac"] = [bad_pixel_fraction(c, read_invvar(Path(hp["cache_dir"]) / loaded.keys[cube_key[h]], n)) if good else 1.0
+                                      for c, good, h in zip(cut, ok, rows["host_id"])]
             rows["control_kind"] = np.where(rows["is_control"].to_numpy() == 1, "real_host", "")
             for h, good in zip(rows["host_id"], ok):
                 if not good:

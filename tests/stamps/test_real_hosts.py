@@ -152,7 +152,20 @@ def _params(tmp_path, cat_path, cutouts, **hosts) -> str:
 
 
 def test_stage_from_a_local_fits_directory_writes_a_contract_dataset(real_sky, tmp_path):
-    _, cat, *_, fits_dir = real_sky
+    import shutil
+
+    cfg, cat, cubes, _, src_dir = real_sky
+    # two hosts with missing data: a blank stripe (a chip gap) and zero inverse variance (masked pixels)
+    fits_dir = tmp_path / "fits"
+    shutil.copytree(src_dir, fits_dir)
+    spec = CutoutSpec(size_px=cfg.stamp_size)
+    name = lambda i: cache_relpath(cat["ra"][i], cat["dec"][i], spec).split("/")[-1]  # noqa: E731
+    gap = cubes[1].copy()
+    gap[:, :, :8] = 0.0                                  # 8 of 64 columns: 12.5 % of the pixels
+    (fits_dir / name(1)).write_bytes(cutout_bytes(gap))
+    iv = np.ones_like(cubes[2])
+    iv[1, :16, :16] = 0.0                                # 256 of 4096 pixels in r: 6.25 %
+    (fits_dir / name(2)).write_bytes(cutout_bytes(cubes[2], invvar=iv))
     bad = cat.copy()
     bad.loc[0, "psfdepth_r"] = 0.0
     bad.to_csv(tmp_path / "hosts.csv", index=False)
@@ -173,6 +186,10 @@ def test_stage_from_a_local_fits_directory_writes_a_contract_dataset(real_sky, t
     inj = meta["is_control"].to_numpy() == 0
     assert (meta["arc_snr"][inj] > 0).all() and (meta["theta_e_arcsec"][inj] > 0).all()
     assert json.loads((tmp_path / "m" / "stamps.headline.json").read_text())["source"] == "hosts"
+    every = pd.concat([open_split(tmp_path / "cache", sp).meta for sp in ("train", "val", "test")])
+    frac = every.groupby("ra")["bad_pixel_frac"].first()
+    assert frac[cat["ra"][1]] == pytest.approx(0.125) and frac[cat["ra"][2]] == pytest.approx(0.0625)
+    assert (frac.drop([cat["ra"][1], cat["ra"][2]]) < 0.01).all()
 
 
 def test_stage_through_the_cutout_service_counts_what_it_could_not_fetch(real_sky, tmp_path):
