@@ -4,6 +4,10 @@ The stage is declared here and run by dhs.runner; its body, and the description 
 prints, are in dhs/stamps/stage.py."""
 
 import sys
+from pathlib import Path
+
+# this checkout's dhs, not the one the environment installed (dvc exp run --temp and --queue run copies)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.contract.validate import DatasetInvalid
 from dhs.runner import Option, Stage
