@@ -14,7 +14,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, copy_repo
+from tests.conftest import REPO, tiny_pipeline_copy
 
 SCRIPT = REPO / "benchmarks" / "reproducibility_check.py"
 
@@ -28,11 +28,7 @@ def _check(ref, cand, tmp_path, name):
 
 @pytest.mark.slow
 def test_same_machine_byte_for_byte_other_threads_within_intervals_and_a_real_change_caught(tmp_path):
-    work, env = copy_repo(tmp_path / "repo", n_stamps=400)
-    p = yaml.safe_load((work / "params.yaml").read_text())
-    p["simulate"].update(n_regions=8, split_fractions={"train": 0.5, "val": 0.2, "test": 0.3}, population="uniform")
-    p["train"].update(epochs=2, steps_per_epoch=8, batch_size=32, warmup_steps=1, min_arc_snr=0.0, balance_classes=False)
-    p["completeness"].update(n_bootstrap=20, spark={"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"})
+    work, env, p = tiny_pipeline_copy(tmp_path / "repo", 400, epochs=2, split_fractions={"train": 0.5, "val": 0.2, "test": 0.3})
     (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
     def repro(extra_env=None, force=True):

@@ -13,18 +13,12 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import copy_repo
+from tests.conftest import tiny_pipeline_copy
 
 
 @pytest.mark.slow
 def test_dvc_exp_run_whole_pipeline_and_tables(tmp_path):
-    work, env = copy_repo(tmp_path / "repo", n_stamps=240)
-    p = yaml.safe_load((work / "params.yaml").read_text())
-    # the uniform population's bright arcs: a few steps give scores with information in them
-    # (the calibration stage refuses to fit a temperature to uninformative ones)
-    p["simulate"].update(n_regions=8, split_fractions={"train": 0.5, "val": 0.25, "test": 0.25}, population="uniform")
-    p["train"].update(epochs=1, steps_per_epoch=8, batch_size=32, warmup_steps=1, min_arc_snr=0.0, balance_classes=False)
-    p["completeness"].update(n_bootstrap=20, spark={"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"})
+    work, env, p = tiny_pipeline_copy(tmp_path / "repo", 240)
     p["known_lenses"]["max_lenses"] = 3
     (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     run = lambda *a: subprocess.run(a, cwd=work, env=env, capture_output=True, text=True)  # noqa: E731
