@@ -9,8 +9,8 @@ Times, in one run and on one population (params.yaml's simulate section at ``--n
 - validate: the contract validator over the written shards (``--workers`` processes);
 - cache: the decoded float16 training cache;
 
-and prints stamps/s per phase, the stage's total, and the ratio of the engine's rate to the
-stage's: the cost of everything that is not rendering. Nothing is written outside a temporary
+and prints stamps/s per phase, the stage's total, the ratio of the engine's rate to the
+stage's, and the cost per stamp of what is not rendering (wall time). Nothing is written outside a temporary
 directory.
 """
 
@@ -50,10 +50,13 @@ def main() -> None:
     pop = sample_population(cfg)
     list(render_batches(pop.iloc[: cfg.batch_size], cfg, device))     # warm-up (compilation)
     t = {}
-    t0 = time.perf_counter()
-    for _ in render_batches(pop, cfg, device):
-        pass
-    t["engine"] = time.perf_counter() - t0
+    runs = []
+    for _ in range(2):   # the faster of two: the first full pass still meets shapes it has not compiled
+        t0 = time.perf_counter()
+        for _ in render_batches(pop, cfg, device):
+            pass
+        runs.append(time.perf_counter() - t0)
+    t["engine"] = min(runs)
     with tempfile.TemporaryDirectory() as d:
         out, cache = Path(d) / "stamps", Path(d) / "cache"
         t0 = time.perf_counter()
@@ -72,9 +75,10 @@ def main() -> None:
     for k, v in t.items():
         print(f"  {k:<9} {v:7.2f} s  {n / v:9.1f} stamps/s")
     print(f"  stage     {stage:7.2f} s  {n / stage:9.1f} stamps/s (simulate + validate + cache)")
-    non_render_us = (stage - t["engine"]) / n * 1e6
-    print(f"engine / stage rate: {stage / t['engine']:.2f}x; not rendering: {non_render_us:.0f} us per stamp "
-          f"({non_render_us * max(args.workers, 1):.0f} us x worker processes)")
+    encode_us = max(0.0, t["simulate"] - t["engine"]) / n * 1e6
+    after_us = (t["validate"] + t["cache"]) / n * 1e6
+    print(f"engine / stage rate: {stage / t['engine']:.2f}x; not rendering, per stamp: encode + parquet {encode_us:.0f} us, "
+          f"validate + cache {after_us:.0f} us wall on {args.workers} worker process(es)")
 
 
 if __name__ == "__main__":
