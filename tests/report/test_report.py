@@ -337,7 +337,9 @@ def _browse(html_path: Path, profile: Path, shot: Path | None = None) -> dict:
         assert r.returncode == 0, r.stderr[-2000:]
     import html as _html
 
-    return json.loads(_html.unescape(m.group(1)))
+    check = json.loads(_html.unescape(m.group(1)))
+    check["dom"] = dom.stdout
+    return check
 
 
 needs_chromium = pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium; .ci/run does it)")
@@ -352,6 +354,12 @@ def test_chromium_loads_every_image_finds_no_empty_section_and_draws_the_page(re
     assert check["broken"] == [], f"images that did not load: {check['broken']}"
     assert check["sections"] == len(SECTION_IDS) and check["empty"] == []
     assert check["wide_tables"] == [], f"tables wider than their section at 1400 px: {check['wide_tables']}"
+    # what a reader must see at a glance, as the browser built it: the data banner, both intervals
+    # of the headline, every gate's explanation, every arch's curves on shared axes, no dict dumps
+    dom = check["dom"]
+    assert "Data: SIMULATED survey" in dom and "region bootstrap" in dom
+    assert "what was measured" in dom and 'alt="completeness of every arch at fpr_0.01"' in dom
+    assert "{&#x27;" not in dom and "{'" not in dom
     im = Image.open(shot)
     assert im.size == (1400, 4000)
     px = np.asarray(im.convert("RGB"), dtype=np.float32)
