@@ -60,8 +60,16 @@ def real_sky(tmp_path_factory):
     for (ra, dec), cube in zip(zip(cat["ra"], cat["dec"]), cubes):
         f = fits_dir / cache_relpath(ra, dec, spec).split("/")[-1]
         f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_bytes(cutout_bytes(cube))
+        f.write_bytes(cutout_bytes(cube, header=_viewer_header(ra, dec, cfg.stamp_size)))
     return cfg, cat, cubes, rows, fits_dir
+
+
+def _viewer_header(ra: float, dec: float, size: int) -> dict:
+    """The WCS and provenance cards a Legacy Survey viewer cutout carries (TAN projection, north up,
+    east left, 0.262 arcsec/pixel)."""
+    return {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": float(ra), "CRVAL2": float(dec),
+            "CRPIX1": (size + 1) / 2, "CRPIX2": (size + 1) / 2, "CD1_1": -0.262 / 3600, "CD1_2": 0.0, "CD2_1": 0.0,
+            "CD2_2": 0.262 / 3600, "SURVEY": "LegacySurveys", "VERSION": "DR10", "IMAGETYP": "IMAGE"}
 
 
 def test_catalogue_units_and_regions():
@@ -198,6 +206,7 @@ def test_stage_through_the_cutout_service_counts_what_it_could_not_fetch(real_sk
     try:
         for i, (ra, dec) in enumerate(zip(cat["ra"], cat["dec"])):
             srv.add(ra, dec, cubes[i], behaviour="404" if i < 3 else "ok", fail_first=1 if i == 5 else 0)
+            srv.cubes[(f"{round(ra, 5):.5f}", f"{round(dec, 5):.5f}")] = cutout_bytes(cubes[i], header=_viewer_header(ra, dec, cfg.stamp_size))
         cat.to_csv(tmp_path / "hosts.csv", index=False)
         params = _params(tmp_path, tmp_path / "hosts.csv", "legacysurvey", url_template=srv.template, max_attempts=3)
         m = stage.run(params, out_dir=str(tmp_path / "stamps"), metrics_path=str(tmp_path / "m" / "stamps.json"),
