@@ -16,7 +16,8 @@ from dhs.stamps.cache import CacheError
 
 STAGE = Stage("train", stage.run_train, stage.__doc__, per_arch=True, errors=(TrainingError, CacheError), status=lambda code, _: code, options=(
     Option("--cache", "cache_dir", "data/cache"), Option("--models", "models_dir", "data/models"),
-    Option("--metrics", "metrics_dir", "metrics/train"), Option("--live", "live_dir", "dvclive")))
+    Option("--metrics", "metrics_dir", "metrics/train"), Option("--live", "live_dir", "dvclive"),
+    Option("--node-rank", "node_rank", "0", "this machine's rank in a multi-node run (distributed.nnodes > 1); node 0 runs dvc repro")))
 main = STAGE.main
 
 if __name__ == "__main__":

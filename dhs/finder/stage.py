@@ -1,8 +1,8 @@
 """The bodies of stages ``train@{arch}`` and ``infer@{arch}``.
 
 train: one arch on the cached train split, selected on val; single process, or re-launched
-under torchrun when train.nproc > 1 (NCCL on GPU, gloo on CPU; rank 0 writes checkpoints,
-dvclive curves and metrics).
+under torchrun when train.nproc > 1 or distributed.nnodes > 1 (NCCL on GPU, gloo on CPU; global
+rank 0, on node 0, writes checkpoints, dvclive curves and metrics).
 
 infer: every val and test stamp of the cache scored exactly once. Writes data/scores/{arch}.parquet
 (task_id, split, label, logit, score and every scalar metadata column, see
@@ -17,28 +17,46 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from dhs import atomic, headline
-from dhs.params import Params, as_params
+from dhs.params import Params, ParamsError, as_params
+
+
+def torchrun_command(nproc: int, nodes: Mapping[str, Any], node_rank: int) -> list[str]:
+    """This script again under torchrun: ``nproc`` processes here; on one machine a standalone
+    rendezvous, on ``nodes['nnodes']`` machines a static one at master_addr:master_port where
+    this machine is ``node_rank`` (global rank 0, which writes every output, is on node 0)."""
+    if nodes["nnodes"] == 1:
+        where = ["--standalone"]
+    else:
+        if not 0 <= node_rank < nodes["nnodes"]:
+            raise ParamsError(f"--node-rank {node_rank} must be in [0, {nodes['nnodes'] - 1}] (distributed.nnodes = {nodes['nnodes']})")
+        where = [f"--nnodes={nodes['nnodes']}", f"--node_rank={node_rank}", f"--master_addr={nodes['master_addr']}",
+                 f"--master_port={nodes['master_port']}"]
+    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc_per_node={nproc}", sys.argv[0], *sys.argv[1:]]
 
 
 def run_train(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/cache", models_dir: str = "data/models",
-              metrics_dir: str = "metrics/train", live_dir: str = "dvclive") -> int:
-    """Train ``arch``; the exit status (that of the torchrun job when it re-launches itself)."""
+              metrics_dir: str = "metrics/train", live_dir: str = "dvclive", node_rank: str | int = 0) -> int:
+    """Train ``arch``; the exit status (that of the torchrun job when it re-launches itself).
+    ``node_rank``: this machine's place in a multi-node run (``distributed``); 0 on one machine."""
     from dhs.finder.loader import preprocess_from_params
     from dhs.finder.training import TrainConfig, train
 
     p = as_params(params).require("train")
     cfg = TrainConfig.from_params(p["train"], arch, p.source)
     norm, augment = preprocess_from_params(p["preprocess"], p.source)
+    node_rank = int(node_rank)
     if "RANK" not in os.environ:  # once, before any rank starts
         check_before_training(cfg, arch, cache_dir, Path(models_dir) / arch)
-    if cfg.nproc > 1 and "RANK" not in os.environ:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}", sys.argv[0], *sys.argv[1:]]
-        return subprocess.call([sys.executable, "-c", _END_WITH_PARENT, *cmd])
+    nodes = p["distributed"]
+    if (cfg.nproc > 1 or nodes["nnodes"] > 1) and "RANK" not in os.environ:
+        return subprocess.call([sys.executable, "-c", _END_WITH_PARENT, *torchrun_command(cfg.nproc, nodes, node_rank)])
     distributed = "RANK" in os.environ
     if distributed:
         import torch

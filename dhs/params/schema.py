@@ -185,6 +185,24 @@ TRAIN = Section(rules=(_hybrid_metadata,), fields={
 })
 
 
+# --------------------------------------------------------------------------- distributed
+# The machines one training run spans: train.nproc processes on each of nnodes machines, joined
+# at master_addr:master_port (node 0, which also runs `dvc repro`); the other nodes run the train
+# stage's script with --node-rank (docs/production-gpu.md).
+
+def _distributed(v: dict, key: str, source: str) -> None:
+    if v["nnodes"] > 1 and not v["master_addr"]:
+        raise _fail(source, f"{key}.master_addr", "must name node 0 (a host name or IP address every node reaches) when "
+                                                  "nnodes > 1", v["master_addr"])
+
+
+DISTRIBUTED = Section(rules=(_distributed,), fields={
+    "nnodes": Int(default=1, lo=1),
+    "master_addr": Str(default=None, nullable=True, pattern=r"[A-Za-z0-9_.:\-]+", words="a host name or IP address"),
+    "master_port": Int(default=29500, lo=1, hi=65535),
+})
+
+
 # --------------------------------------------------------------------------- simulate
 # The survey the simulator draws; dhs.simulate.config.SimConfig checks the same keys again when
 # it is built (tests/params keep the two from drifting apart).
@@ -493,6 +511,7 @@ SECTIONS: dict[str, Section] = {
     "stamps": STAMPS, "preprocess": PREPROCESS, "baseline": BASELINE, "train": TRAIN, "simulate": SIMULATE,
     "infer": INFER, "evaluation": EVALUATION, "completeness": COMPLETENESS, "sensitivity": SENSITIVITY,
     "calibration": CALIBRATION, "report": REPORT, "known_lenses": KNOWN_LENSES, "gates": GATES,
+    "distributed": DISTRIBUTED,
 }
 
 

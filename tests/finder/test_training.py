@@ -199,6 +199,58 @@ def test_ddp_two_ranks_on_gloo_see_disjoint_rows_and_end_with_identical_weights(
     assert metrics["world_size"] == 2 and (out / "checkpoint_best.pt").exists()
 
 
+@pytest.mark.slow
+def test_two_nodes_on_loopback_rendezvous_by_params_and_only_node_0_writes(sim_cache, tmp_path):
+    """distributed.nnodes = 2: two launches of the stage script (node ranks 0 and 1, one process
+    each) join at distributed.master_addr:master_port as one gloo job of world size 2; the ranks
+    see disjoint rows and end with identical weights; only node 0 writes checkpoints and metrics."""
+    import socket
+
+    p = yaml.safe_load(open(REPO / "params.yaml"))
+    n_train = len(open_split(sim_cache, "train"))
+    steps = int(np.ceil(n_train / 16))
+    p["train"].update(nproc=1, device="cpu", epochs=1, steps_per_epoch=steps, batch_size=16, record_rows=True, eval_batch_size=64,
+                      min_arc_snr=0.0, balance_classes=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    p["distributed"] = {"nnodes": 2, "master_addr": "127.0.0.1", "master_port": port}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(p))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen([sys.executable, str(REPO / "stages" / "train.py"), "--arch", "small_cnn", "--params", str(params),
+                               "--cache", str(sim_cache), "--models", str(tmp_path / f"node{k}" / "models"),
+                               "--metrics", str(tmp_path / f"node{k}" / "metrics"), "--live", str(tmp_path / f"node{k}" / "live"),
+                               "--node-rank", str(k)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in (0, 1)]
+    outs = [n.communicate(timeout=600) for n in nodes]
+    for n, (o, e) in zip(nodes, outs):
+        assert n.returncode == 0, o[-2000:] + e[-4000:]
+    m0, m1 = tmp_path / "node0" / "models" / "small_cnn", tmp_path / "node1" / "models" / "small_cnn"
+    seen = [set(np.load(m / f"seen_rank{r}.npy").tolist()) for m, r in ((m0, 0), (m1, 1))]
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(n_train))
+    assert (m0 / "weights_rank0.sha256").read_text() == (m1 / "weights_rank1.sha256").read_text()
+    metrics = yaml.safe_load((tmp_path / "node0" / "metrics" / "small_cnn.json").read_text())
+    assert metrics["world_size"] == 2 and (m0 / "checkpoint_best.pt").exists()
+    assert not (tmp_path / "node1" / "metrics").exists() and not (m1 / "checkpoint_best.pt").exists()
+
+
+def test_a_multi_node_run_needs_node_0s_address_and_a_node_rank_in_range(tmp_path):
+    from dhs.finder.stage import torchrun_command
+    from dhs.params import ParamsError, load
+
+    p = yaml.safe_load(open(REPO / "params.yaml"))
+    p["distributed"] = {"nnodes": 2}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(p))
+    with pytest.raises(ParamsError, match="distributed.master_addr must name node 0"):
+        load(tmp_path / "p.yaml")
+    cmd = torchrun_command(4, {"nnodes": 3, "master_addr": "10.0.0.1", "master_port": 29600}, 2)
+    assert "--nnodes=3" in cmd and "--node_rank=2" in cmd and "--master_addr=10.0.0.1" in cmd and "--nproc_per_node=4" in cmd
+    assert "--standalone" in torchrun_command(2, {"nnodes": 1, "master_addr": None, "master_port": 29500}, 0)
+    with pytest.raises(ParamsError, match="--node-rank 3 must be in"):
+        torchrun_command(1, {"nnodes": 3, "master_addr": "h", "master_port": 1}, 3)
+
+
 def test_new_data_retrains_instead_of_resuming(sim_cache, tmp_path, capsys):
     import pandas as pd
 

@@ -37,6 +37,8 @@ BAD = [
     ("train", ["overrides", "resnet18", "batch_size"], 1.5, "must be an integer >= 1"),
     ("known_lenses", ["cutout_deadline_s"], 0, "must be > 0 seconds"),
     ("known_lenses", ["run_deadline_s"], "3h", "must be a number"),
+    ("distributed", ["master_port"], 70000, "must be an integer in [1, 65535]"),
+    ("stamps", ["hosts", "region_size_deg"], 0.1, "must lie in [0.25, 30"),
 ]
 
 
