@@ -246,7 +246,7 @@ def paint(rows: pd.DataFrame, cutouts: np.ndarray, cfg: SimConfig, device: torch
                "total_injected_flux_r": arc_r.flatten(1).sum(dim=1).double().cpu().numpy(),
                "magnification": magnification, "knot_flux_fraction": knot_frac, "lensed_src_r_mag": lensed,
                "host_dy_px": centres[:, 0].double().cpu().numpy(), "host_dx_px": centres[:, 1].double().cpu().numpy()}
-    for b, j in zip(BANDS, range(3)):
+    for j, b in enumerate(BANDS):
         metrics[f"sky_sigma_{b}_nmgy"] = sigma[:, j]
     return out.float().cpu().numpy(), metrics
 
@@ -280,7 +280,9 @@ def write_host_dataset(hp: dict[str, Any], cfg: SimConfig, out_dir: str | Path, 
     cube_row = np.full(len(hosts), -1)
     cube_row[loaded.usable] = np.arange(int(loaded.usable.sum()))
     cube_of = dict(zip(hosts["host_index"].to_numpy(), cube_row))
-    cube_key = dict(zip(hosts["host_index"].to_numpy(), range(len(hosts))))   # host -> its row in loaded.keys
+    # once per host (a paired host gives two rows): blank pixels, and masked ones where the file has invvar
+    bad_of = {h: bad_pixel_fraction(loaded.images_nmgy[cube_row[i]], read_invvar(Path(hp["cache_dir"]) / loaded.keys[i], cfg.stamp_size))
+              for i, h in enumerate(hosts["host_index"].to_numpy()) if cube_row[i] >= 0}
     population = host_population(hosts, cfg, hp["region_size_deg"])
     writer = HiveShardWriter(out_dir, rows_per_shard=rows_per_shard)
     failed_blob = encode_failed_cutout(cfg.stamp_size)
@@ -298,13 +300,12 @@ def write_host_dataset(hp: dict[str, Any], cfg: SimConfig, out_dir: str | Path, 
             for k, v in metrics.items():
                 rows[k] = np.where(ok, v, 0.0)
             rows["cutout_ok"] = ok.astype(np.int64)
-            rows["bad_pixel_frac"] = [bad_pixel_fraction(c, read_invvar(Path(hp["cache_dir"]) / loaded.keys[cube_key[h]], n)) if good else 1.0
-                                      for c, good, h in zip(cut, ok, rows["host_id"])]
+            rows["bad_pixel_frac"] = [bad_of.get(h, 1.0) for h in rows["host_id"]]
             rows["control_kind"] = np.where(rows["is_control"].to_numpy() == 1, "real_host", "")
             for h, good in zip(rows["host_id"], ok):
                 if not good:
                     not_used[reason_by_host[h] or "missing"] += 1
-            blobs = list(pool.map(lambda im: encode_stamp(im), list(images)))
+            blobs = list(pool.map(encode_stamp, list(images)))
             rows = rows.drop(columns=["noise_seed"])
             rows["stamp_npz"] = [b if good else failed_blob for b, good in zip(blobs, ok)]
             writer.add(rows)
