@@ -334,12 +334,19 @@ def iterate_batches(split: CachedSplit | NormalisedSplit, indices: np.ndarray, b
             x = torch.from_numpy(raw).to(device, non_blocking=True)
             stats = None if all_stats is None else torch.from_numpy(all_stats[rows]).to(device)
             x = normalize(x, norm, stats)
-        if augment:
-            x = augment_dihedral(x, generator)
-        if training:
-            x = augment_shift(x, norm.shift_px, generator)
-            x = core_dropout(x, norm, generator)
-        yield x, torch.from_numpy(labels[rows]).to(device), rows
+        yield augmented(x, norm, augment, generator, training), torch.from_numpy(labels[rows]).to(device), rows
+
+
+def augmented(x: torch.Tensor, norm: NormConfig, augment: bool, generator: torch.Generator | None = None,
+              training: bool = False) -> torch.Tensor:
+    """A normalised batch as the network meets it: one random rotation/flip per stamp
+    (``augment``), then with ``training`` the training-only shifts and core dropout of ``norm``."""
+    if augment:
+        x = augment_dihedral(x, generator)
+    if training:
+        x = augment_shift(x, norm.shift_px, generator)
+        x = core_dropout(x, norm, generator)
+    return x
 
 
 def preprocess_from_params(p: Mapping[str, Any], source: str = "params.yaml") -> tuple[NormConfig, bool]:

@@ -52,6 +52,7 @@ def run_train(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
     cfg = TrainConfig.from_params(p["train"], arch, p.source)
     norm, augment = preprocess_from_params(p["preprocess"], p.source)
     node_rank = int(node_rank)
+    sim = simulated_survey(p, cfg.data) if cfg.data == "simulate" else None
     if "RANK" not in os.environ:  # once, before any rank starts
         check_before_training(cfg, arch, cache_dir, Path(models_dir) / arch)
     nodes = p["distributed"]
@@ -67,7 +68,8 @@ def run_train(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     rank = int(os.environ.get("RANK", 0))
     try:
-        metrics = train(cfg, cache_dir, Path(models_dir) / arch, norm, augment, live_dir=Path(live_dir) / arch if rank == 0 else None)
+        metrics = train(cfg, cache_dir, Path(models_dir) / arch, norm, augment, live_dir=Path(live_dir) / arch if rank == 0 else None,
+                        sim=sim)
     finally:
         if distributed:
             import torch.distributed as dist
@@ -84,6 +86,18 @@ def run_train(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
 TRAIN_SPLITS = ("train", "val")
 
 
+def simulated_survey(p: Params, data: str):
+    """The survey that renders the training batches with ``train.data: simulate``: the one the
+    stamps stage simulated, so the batches and the cached val/test split come from one model."""
+    from dhs.simulate.config import SimConfig
+
+    if p["stamps"]["source"] != "synthetic":
+        raise ParamsError(f"{p.source}: train.data is {data!r}, which renders batches with the simulated survey, but "
+                          f"stamps.source is {p['stamps']['source']!r}: the val and test stamps would come from another "
+                          f"population; use train.data: cache")
+    return SimConfig.from_params(p["simulate"])
+
+
 def check_before_training(cfg, arch: str, cache_dir: str, model_dir: Path) -> None:
     """What must hold before training starts, each refused with a message naming the problem:
     the cache has the splits training reads (an evaluation-only dataset has not); with a theta_E
@@ -94,8 +108,8 @@ def check_before_training(cfg, arch: str, cache_dir: str, model_dir: Path) -> No
     from dhs.finder.checkpoint import TrainingError, set_aside_unusable
     from dhs.stamps.cache import cache_manifest, require_splits
 
-    require_splits(cache_dir, TRAIN_SPLITS, f"train@{arch}")
-    if cfg.theta_head:
+    require_splits(cache_dir, ("val",) if cfg.data == "simulate" else TRAIN_SPLITS, f"train@{arch}")
+    if cfg.theta_head and cfg.data == "cache":
         meta = pd.read_parquet(Path(cache_dir) / "train" / "meta.parquet", columns=["task_id", "is_control", "theta_e_arcsec"])
         theta = pd.to_numeric(meta["theta_e_arcsec"], errors="coerce").to_numpy(np.float64)
         bad = (meta["is_control"].to_numpy() == 0) & ~(np.isfinite(theta) & (theta > 0))

@@ -40,15 +40,17 @@ from tqdm.auto import tqdm
 from dhs.evaluation.auc import auroc
 from dhs.finder.checkpoint import (TrainingError, load_checkpoint, metadata_matrix, resolve_device, save_checkpoint,
                                    standardise)
-from dhs.finder.colours import split_host_colours
+from dhs.finder.colours import host_colours_nmgy, split_host_colours
 from dhs.finder.curves import write_curves
-from dhs.finder.loader import NormalisedSplit, NormConfig, iterate_batches, shard_indices
+from dhs.finder.fresh import BELOW_MIN_SNR, SURPLUS, USED, FreshBatches
+from dhs.finder.loader import NormalisedSplit, NormConfig, augmented, iterate_batches, normalize, shard_indices
 from dhs.models.heads import split_outputs
 from dhs.models.registry import build_model
 from dhs.models.spec import ModelSpec
 from dhs.params import ParamsError, checked
 from dhs.params.rules import check_metadata_columns
 from dhs.params.schema import ARCHS
+from dhs.simulate.config import SimConfig
 from dhs.stamps.cache import CachedSplit, open_split
 
 PRESETS = {
@@ -82,6 +84,8 @@ class TrainConfig:
     balance_classes: bool = False      # repeat the training injections to about as many as the controls
     preload: str = "auto"              # normalise the train and val rows once and keep them on the device: auto | on | off
     preload_max_gb: float = 4.0        # auto preloads when both splits take at most this much
+    data: str = "cache"                # cache: the cached train split | simulate: batches rendered on the fly (dhs.finder.fresh)
+    simulate_block_stamps: int = 4096  # data simulate: stamps rendered at once (part of the trajectory)
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], arch: str, source: str = "params.yaml") -> "TrainConfig":
@@ -260,12 +264,25 @@ def evaluate(model: torch.nn.Module, split: CachedSplit | NormalisedSplit, norm:
     return out
 
 
+def fresh_inputs(rows: pd.DataFrame, raw: torch.Tensor, spec: ModelSpec, meta_stats: Mapping | None, device) -> list[torch.Tensor]:
+    """The model's inputs after the image for a rendered batch (``train.data: simulate``): hybrid
+    metadata standardised like the cached splits', then host colours from the raw pixels."""
+    out = []
+    if spec.metadata:
+        out.append(torch.from_numpy(standardise(metadata_matrix(rows, spec.metadata, where="a rendered batch"), meta_stats)).to(device))
+    if spec.colour:
+        out.append(torch.from_numpy(host_colours_nmgy(raw.float().cpu().numpy())).to(device))
+    return out
+
+
 def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: NormConfig, augment: bool,
-          live_dir: str | Path | None = None, progress: bool = True, max_steps: int | None = None) -> dict:
+          live_dir: str | Path | None = None, progress: bool = True, max_steps: int | None = None,
+          sim: SimConfig | None = None) -> dict:
     """Train one arch; returns the metrics dict (rank 0) or {} (other ranks).
 
     ``max_steps`` ends this run after that many steps at the latest, stopping at the last
     epoch boundary (so checkpoint_last.pt is the place to resume from), for time-boxed jobs.
+    ``sim``: the simulated survey that renders every batch when ``cfg.data`` is ``simulate``.
     """
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -274,46 +291,68 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     amp = device.type == "cuda"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_split, val_split = open_split(cache_dir, "train"), open_split(cache_dir, "val")
-    if len(train_split) == 0 or len(val_split) == 0:
-        raise TrainingError("train and val splits must both hold stamps")
-    stamp_size = int(train_split.images.shape[-1])
+    simulate = cfg.data == "simulate"
+    if simulate and sim is None:
+        raise TrainingError("train.data is simulate, which renders the batches with the simulated survey, but none was given: "
+                            "it needs stamps.source: synthetic (for real stamps use train.data: cache)")
+    train_split = None if simulate else open_split(cache_dir, "train")
+    val_split = open_split(cache_dir, "val")
+    if (train_split is not None and len(train_split) == 0) or len(val_split) == 0:
+        raise TrainingError("train and val splits must both hold stamps" if train_split is not None else "the val split must hold stamps")
+    stamp_size = int(val_split.images.shape[-1])
+    if simulate and sim.stamp_size != stamp_size:
+        raise TrainingError(f"simulate.stamp_size is {sim.stamp_size} but the cached val split holds {stamp_size} px stamps: "
+                            f"rerun the stamps stage")
     spec = cfg.spec(stamp_size)
     # host colours from the raw stamps (dhs.finder.colours), independent of the normalisation
-    col_train = split_host_colours(train_split) if spec.colour else None
+    col_train = split_host_colours(train_split) if spec.colour and not simulate else None
     col_val = split_host_colours(val_split) if spec.colour else None
     theta_train = None
-    if spec.theta_head:
+    if spec.theta_head and not simulate:
         theta_train = np.nan_to_num(pd.to_numeric(train_split.meta["theta_e_arcsec"], errors="coerce").to_numpy(np.float32), nan=0.0)
-    meta_train = metadata_matrix(train_split.meta, spec.metadata, where="split train")
+    meta_train = None if simulate else metadata_matrix(train_split.meta, spec.metadata, where="split train")
     meta_val = metadata_matrix(val_split.meta, spec.metadata, where="split val")
-    if meta_train is not None:  # standardise with train statistics, stored in the checkpoint
-        mu, sd = np.nanmean(meta_train, 0), np.nanstd(meta_train, 0) + 1e-6
+    # standardise with the train statistics (rendered batches: the val split's), stored in the checkpoint
+    meta_ref = meta_val if simulate else meta_train
+    if meta_ref is not None:
+        mu, sd = np.nanmean(meta_ref, 0), np.nanstd(meta_ref, 0) + 1e-6
         meta_stats = {"mean": mu.tolist(), "std": sd.tolist()}
-        meta_train, meta_val = standardise(meta_train, meta_stats), standardise(meta_val, meta_stats)
+        meta_val = standardise(meta_val, meta_stats)
+        meta_train = None if meta_train is None else standardise(meta_train, meta_stats)
     else:
         meta_stats = None
 
-    train_rows, excluded = training_rows(train_split.meta, train_split.labels, cfg.min_arc_snr)
     val_selected = None
     if cfg.min_arc_snr > 0 or cfg.balance_classes:
         val_selected = training_rows(val_split.meta, val_split.labels, cfg.min_arc_snr)[0]
-    unique_rows = train_rows
-    if cfg.balance_classes:
-        train_rows = balanced_rows(train_rows, train_split.labels)
-    need = NormalisedSplit.nbytes(train_split, len(unique_rows)) + NormalisedSplit.nbytes(val_split, len(val_split))
+    if simulate:
+        fresh = FreshBatches(sim, max(1, cfg.batch_size // world), cfg.seed, rank, device, cfg.min_arc_snr,
+                             0.5 if cfg.balance_classes else 1.0 - sim.control_fraction, str(val_split.images.dtype),
+                             cfg.simulate_block_stamps)
+        train_rows = unique_rows = np.empty(0, np.int64)
+        excluded, need = {}, NormalisedSplit.nbytes(val_split, len(val_split))
+        train_inputs = None
+    else:
+        fresh = None
+        train_rows, excluded = training_rows(train_split.meta, train_split.labels, cfg.min_arc_snr)
+        unique_rows = train_rows
+        if cfg.balance_classes:
+            train_rows = balanced_rows(train_rows, train_split.labels)
+        need = NormalisedSplit.nbytes(train_split, len(unique_rows)) + NormalisedSplit.nbytes(val_split, len(val_split))
     if cfg.preload == "on" or (cfg.preload == "auto" and need <= cfg.preload_max_gb * 2**30):
         # normalisation is a function of the stamp alone: once, not once per epoch
-        train_inputs = NormalisedSplit(train_split, norm, device, unique_rows, cfg.eval_batch_size)
+        if not simulate:
+            train_inputs = NormalisedSplit(train_split, norm, device, unique_rows, cfg.eval_batch_size)
         val_inputs = NormalisedSplit(val_split, norm, device, None, cfg.eval_batch_size)
     else:
-        train_inputs, val_inputs = train_split, val_split
+        train_inputs = train_inputs if simulate else train_split
+        val_inputs = val_split
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # the global numpy state is saved in checkpoints: make it a function of the seed
     # channels_last: faster convolutions on GPU (bf16 tensor cores) and on CPU (oneDNN) alike
     model = build_model(spec).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    phash = cfg.params_hash(norm, augment, cache_digest(cache_dir))
+    phash = cfg.params_hash(norm, augment, cache_digest(cache_dir) + (fresh.fingerprint() if simulate else ""))
     total = cfg.epochs * cfg.steps_per_epoch
     start, best = 0, {"loss": float("inf")}
     last_path, best_path = out_dir / "checkpoint_last.pt", out_dir / "checkpoint_best.pt"
@@ -341,8 +380,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
 
     per_rank = max(1, cfg.batch_size // world)
-    stream = _StepStream(len(train_rows), per_rank, cfg.steps_per_epoch, cfg.seed, rank, world)
-    labels = train_split.labels
+    stream = None if simulate else _StepStream(len(train_rows), per_rank, cfg.steps_per_epoch, cfg.seed, rank, world)
     seen: list[np.ndarray] = []
     t0, images = time.perf_counter(), 0
     bar = tqdm(total=total, initial=start, desc=f"train {cfg.arch}", unit="step", disable=not progress or rank != 0)
@@ -355,24 +393,34 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         # dropout and stochastic depth (EfficientNet, ConvNeXt) draw from the global RNG: make it
         # a function of (seed, step, rank) so a resumed run draws what the straight run drew
         torch.manual_seed((cfg.seed * 1_000_003 + step) * 1_009 + rank)
-        rows = train_rows[stream.rows(step)]
-        if cfg.record_rows:
-            seen.append(rows)
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
         # training=True: the training-only corruptions of ``norm`` (core dropout) apply here and nowhere else
-        x, y, _ = next(iterate_batches(train_inputs, rows, len(rows), norm, device, augment=augment, generator=gen, training=True))
+        if simulate:
+            raw, y, brows = fresh.batch(step)
+            x = augmented(normalize(raw, norm), norm, augment, gen, training=True)
+            extras = fresh_inputs(brows, raw, spec, meta_stats, device)
+            rows = np.arange(len(brows))
+            theta_step = brows["theta_e_arcsec"].to_numpy(np.float32) if spec.theta_head else None
+            ids = brows["task_id"]
+        else:
+            rows = train_rows[stream.rows(step)]
+            if cfg.record_rows:
+                seen.append(rows)
+            x, y, _ = next(iterate_batches(train_inputs, rows, len(rows), norm, device, augment=augment, generator=gen, training=True))
+            extras = extra_inputs(meta_train, col_train, rows, device)
+            theta_step = theta_train[rows] if spec.theta_head else None
+            ids = train_split.meta["task_id"].iloc[rows]
         x = x.contiguous(memory_format=torch.channels_last)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = net(x, *extra_inputs(meta_train, col_train, rows, device))
+            out = net(x, *extras)
             logits, theta_pred = split_outputs(out)
-            theta_true = torch.from_numpy(theta_train[rows]).to(device) if theta_pred is not None else None
+            theta_true = torch.from_numpy(theta_step).to(device) if theta_pred is not None else None
             loss = training_loss(logits, y, theta_pred, theta_true, cfg.theta_loss_weight)
         if not torch.isfinite(loss):
-            ids = train_split.meta["task_id"].iloc[rows[:5]].tolist()
             raise TrainingError(f"non-finite loss {loss.item()} at step {step} (epoch {step // cfg.steps_per_epoch}, batch rows "
-                                f"{rows[:5].tolist()}..., task_ids {ids}...); check the inputs and lower train.lr")
+                                f"{rows[:5].tolist()}..., task_ids {ids.iloc[:5].tolist()}...); check the inputs and lower train.lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -423,11 +471,21 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         test = evaluate(model, test_split, norm, device, cfg.eval_batch_size, meta_test, amp, col_test)
     metrics = {"arch": cfg.arch, "stamp_size": stamp_size, "steps": total, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                "world_size": world, "device": device.type, "params_hash": phash, "best": best, "history": history, "test_at_best": test, "completed": stop == total,
-               "n_train": len(train_split), "n_val": len(val_split),
-               "train_rows": {"used": int(len(unique_rows)), "excluded": excluded, "min_arc_snr": cfg.min_arc_snr,
-                              "epoch_rows": int(len(train_rows)), "balance_classes": cfg.balance_classes},
-               "n_parameters": int(sum(p.numel() for p in model.parameters())),
-               "train_label_balance": float(labels[train_rows].mean())}
+               "n_val": len(val_split), "data": cfg.data,
+               "n_parameters": int(sum(p.numel() for p in model.parameters()))}
+    if simulate:
+        # what this process rendered (a resumed run counts from where it resumed), every stamp accounted for
+        metrics.update({"n_train": int(fresh.counts[USED]),
+                        "train_rows": {"rendered": int(sum(fresh.counts.values())), "used": int(fresh.counts[USED]),
+                                       "excluded": {BELOW_MIN_SNR: int(fresh.counts[BELOW_MIN_SNR]), SURPLUS: int(fresh.counts[SURPLUS])},
+                                       "min_arc_snr": cfg.min_arc_snr, "balance_classes": cfg.balance_classes,
+                                       "block_stamps": fresh.steps_per_block * per_rank, "from_step": start},
+                        "train_label_balance": fresh.positive_fraction})
+    else:
+        metrics.update({"n_train": len(train_split),
+                        "train_rows": {"used": int(len(unique_rows)), "excluded": excluded, "min_arc_snr": cfg.min_arc_snr,
+                                       "epoch_rows": int(len(train_rows)), "balance_classes": cfg.balance_classes},
+                        "train_label_balance": float(train_split.labels[train_rows].mean())})
     if start < total:  # a timing, so printed rather than put in the (deterministic) metrics
         print(f"train {cfg.arch}: {stop - start} steps, {images / elapsed:.0f} images/s on {device.type} x {world}")
     return metrics

@@ -163,6 +163,9 @@ TRAIN_HYPER = {
     "balance_classes": Bool(default=False),
     "preload": Choice("auto", "on", "off", default="auto"),
     "preload_max_gb": Float(default=4.0, lo=0),
+    # cache: the cached train split | simulate: every batch rendered on the fly (dhs.finder.fresh)
+    "data": Choice("cache", "simulate", default="cache"),
+    "simulate_block_stamps": Int(default=4096, lo=1),
 }
 
 

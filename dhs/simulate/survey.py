@@ -268,39 +268,45 @@ def noise_inputs(rows: pd.DataFrame, cfg: SimConfig) -> tuple[np.ndarray, np.nda
     return sigma, gain
 
 
-def render_batches(population: pd.DataFrame, cfg: SimConfig, device: torch.device | None = None) -> Iterator[RenderedBatch]:
-    """Yield rendered batches of ``cfg.batch_size`` rows, in population order. Failed cutouts
-    (cutout_ok = 0, a small fraction) are rendered with the rest, then written as zeros with
-    zero metrics, as a failed Phase 4c row is."""
-    device = device or resolve_device(cfg.device)
+def render_rows(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) -> tuple[pd.DataFrame, torch.Tensor]:
+    """Render population rows: (rows with the scene columns and rendered metrics added, (B, 3, N, N)
+    float32 nMgy on ``device``). Failed cutouts (cutout_ok = 0) are rendered with the rest, then
+    hold zeros and zero metrics, as a failed Phase 4c row does."""
     dtype = _dtype(cfg)
+    rows = rows.copy()
+    ok = rows["cutout_ok"].to_numpy() == 1
+    sigma, gain = noise_inputs(rows, cfg)
+    nf = render_noise_free(rows, cfg, device)
+    sig_t, gain_t = _t(sigma, device, dtype), _t(gain, device, dtype)
+    inj = torch.as_tensor(rows["is_control"].to_numpy() == 0, device=device)
+    keys = torch.as_tensor(np.array(rows["noise_seed"], dtype=np.int64), device=device)
+    images = add_noise(nf.scene, nf.arc, sig_t, gain_t, keys, cfg.seed, cfg.noise_model, has_arc=inj).float()
+    if not ok.all():
+        images[torch.as_tensor(~ok, device=device)] = 0.0
+    arc_r = nf.arc[:, 1:2]
+    var_r = pixel_variance(nf.scene[:, 1:2], arc_r, sig_t[:, 1:2], gain_t[:, 1:2], cfg.noise_model)
+    metrics = {
+        "arc_snr": (arc_r / var_r.sqrt()).flatten(1).amax(dim=1).clamp_min(0).double().cpu().numpy(),
+        "total_injected_flux_r": arc_r.flatten(1).sum(dim=1).double().cpu().numpy(),
+        "magnification": nf.magnification,
+        "knot_flux_fraction": nf.knot_flux_fraction,
+    }
+    mu = metrics["magnification"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        metrics["lensed_src_r_mag"] = np.where(mu > 0, rows["src_r_mag"].to_numpy(float) - 2.5 * np.log10(np.where(mu > 0, mu, 1.0)), 0.0)
+    for k in METRIC_COLUMNS:
+        rows[k] = np.where(ok, metrics[k], 0.0)
+    for k, v in nf.scene_columns.items():
+        rows[k] = v
+    rows["control_kind"] = np.where(rows["is_control"].to_numpy() == 1, rows["host_kind"].to_numpy(), "")
+    for j, b in enumerate(cfg.bands):
+        rows[f"sky_sigma_{b}_nmgy"] = sigma[:, j]
+    return rows, images
+
+
+def render_batches(population: pd.DataFrame, cfg: SimConfig, device: torch.device | None = None) -> Iterator[RenderedBatch]:
+    """Yield rendered batches of ``cfg.batch_size`` rows, in population order, pixels in host memory."""
+    device = device or resolve_device(cfg.device)
     for start in range(0, len(population), cfg.batch_size):
-        rows = population.iloc[start: start + cfg.batch_size].copy()
-        ok = rows["cutout_ok"].to_numpy() == 1
-        sigma, gain = noise_inputs(rows, cfg)
-        nf = render_noise_free(rows, cfg, device)
-        sig_t, gain_t = _t(sigma, device, dtype), _t(gain, device, dtype)
-        inj = torch.as_tensor(rows["is_control"].to_numpy() == 0, device=device)
-        keys = torch.as_tensor(np.array(rows["noise_seed"], dtype=np.int64), device=device)
-        noisy = add_noise(nf.scene, nf.arc, sig_t, gain_t, keys, cfg.seed, cfg.noise_model, has_arc=inj)
-        images = noisy.float().cpu().numpy()
-        images[~ok] = 0.0
-        arc_r = nf.arc[:, 1:2]
-        var_r = pixel_variance(nf.scene[:, 1:2], arc_r, sig_t[:, 1:2], gain_t[:, 1:2], cfg.noise_model)
-        metrics = {
-            "arc_snr": (arc_r / var_r.sqrt()).flatten(1).amax(dim=1).clamp_min(0).double().cpu().numpy(),
-            "total_injected_flux_r": arc_r.flatten(1).sum(dim=1).double().cpu().numpy(),
-            "magnification": nf.magnification,
-            "knot_flux_fraction": nf.knot_flux_fraction,
-        }
-        mu = metrics["magnification"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            metrics["lensed_src_r_mag"] = np.where(mu > 0, rows["src_r_mag"].to_numpy(float) - 2.5 * np.log10(np.where(mu > 0, mu, 1.0)), 0.0)
-        for k in METRIC_COLUMNS:
-            rows[k] = np.where(ok, metrics[k], 0.0)
-        for k, v in nf.scene_columns.items():
-            rows[k] = v
-        rows["control_kind"] = np.where(rows["is_control"].to_numpy() == 1, rows["host_kind"].to_numpy(), "")
-        for j, b in enumerate(cfg.bands):
-            rows[f"sky_sigma_{b}_nmgy"] = sigma[:, j]
-        yield RenderedBatch(rows=rows, images=images)
+        rows, images = render_rows(population.iloc[start: start + cfg.batch_size], cfg, device)
+        yield RenderedBatch(rows=rows, images=images.cpu().numpy())
