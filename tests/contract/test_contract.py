@@ -661,3 +661,57 @@ def test_is_control_outside_0_1_is_a_label_mismatch(tmp_path):
     report = validate(tmp_path, progress=False)
     check_accounting(report, n)
     assert report.rejected == Counter({"label_mismatch": 1})
+
+
+# --- the stored layout the simulator writes: spliced on encode, read in place on decode
+@pytest.mark.parametrize("size", [SIZE, 64, 96])
+def test_stored_encoding_is_the_zipfile_writers_bytes_and_numpy_reads_it(size):
+    from dhs.contract.codec import _zip_stamp
+
+    rng = np.random.default_rng(size)
+    for img in (rng.normal(size=(3, size, size)).astype(np.float32), np.zeros((3, size, size), np.float32),
+                np.full((3, size, size), np.float32(-3.4e38))):
+        blob = encode_stamp(img, compress=False)
+        assert blob == _zip_stamp(img, compress=False)
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            np.testing.assert_array_equal(np.stack([npz[k] for k in BAND_KEYS]), img)
+        np.testing.assert_array_equal(decode_stamp(blob, stamp_size=size), img)
+
+
+def test_stored_stamps_damaged_anywhere_read_as_numpy_reads_them():
+    """A flipped bit in any header byte, pixel or CRC of a stored stamp: the in-place reader gives
+    exactly what numpy's reader gives (the same error reason, or the same pixels), never an image
+    numpy would not. (numpy itself accepts a few header bytes: timestamps, versions, and lengths
+    that make it stop before the CRC check.)"""
+    img = pixels(3)
+    blob = encode_stamp(img, compress=False)
+    rng = np.random.default_rng(0)
+    pix0 = 41 + 128  # first band's pixels: after the zip local header (30 + 11) and the npy header
+    header_bytes = [i for i in range(len(blob)) if not (pix0 <= i < pix0 + SIZE * SIZE * 4)]
+    n_rejected = 0
+    for i in header_bytes + rng.integers(0, len(blob), 200).tolist():
+        bad = bytearray(blob)
+        bad[i] ^= 0x10
+        got, ref = [], []
+        for out, size in ((got, SIZE), (ref, None)):  # stamp_size None: numpy's reader only
+            try:
+                out.append(decode_stamp(bytes(bad), stamp_size=size))
+            except StampError as exc:
+                out.append(exc.reason)
+        if isinstance(ref[0], str):
+            assert got == ref, i
+            n_rejected += 1
+        else:
+            assert not isinstance(got[0], str) and got[0].tobytes() == ref[0].tobytes() or ref[0].shape != (3, SIZE, SIZE), i
+    assert n_rejected > len(header_bytes) // 2
+
+
+def test_stored_stamp_with_nan_is_nonfinite_and_another_size_goes_through_numpy():
+    img = pixels(4)
+    img[1, 2, 3] = np.nan
+    with pytest.raises(StampError) as e:
+        decode_stamp(encode_stamp(img, compress=False), stamp_size=SIZE)
+    assert e.value.reason == "nonfinite_pixels"
+    with pytest.raises(StampError) as e:  # a 96 px blob read as SIZE px: numpy's path names the shape
+        decode_stamp(encode_stamp(np.zeros((3, 96, 96), np.float32), compress=False), stamp_size=SIZE)
+    assert e.value.reason == "wrong_shape"
