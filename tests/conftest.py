@@ -135,3 +135,16 @@ def no_proxy(monkeypatch):
     """requests honours *_PROXY variables: keep the tests' loopback HTTP traffic off any proxy of the test host."""
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need a CUDA device: skipped here without one (CI never has one);
+    benchmarks/gpu_check.py runs them on a GPU machine."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no GPU here; benchmarks/gpu_check.py runs the gpu tests where a device is lent")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -112,3 +112,14 @@ def test_the_stage_refuses_rendered_batches_for_real_stamps(tmp_path):
     assert r.returncode != 0
     assert "train.data is 'simulate'" in r.stderr and "stamps.source" in r.stderr and "train.data: cache" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.gpu
+def test_rendered_batches_on_the_gpu_are_the_cpu_batches(sim):
+    """Keyed random numbers make a stamp independent of the device: the same rows, labels and,
+    to float32 rounding of the FFTs, the same pixels on CUDA as on the CPU."""
+    cpu, gpu = fresh(sim), FreshBatches(sim, 16, 1, 0, torch.device("cuda"), min_arc_snr=2.0, positive_fraction=0.5, block_stamps=64)
+    (xc, yc, rc), (xg, yg, rg) = cpu.batch(1), gpu.batch(1)
+    assert rc["task_id"].tolist() == rg["task_id"].tolist() and torch.equal(yc, yg.cpu())
+    peak = xc.abs().amax()
+    assert ((xg.cpu() - xc).abs().amax() / peak) < 2e-3  # float16 rounding of the cache dtype included

@@ -99,7 +99,7 @@ def test_augmentation_applies_one_of_the_eight_symmetries_per_stamp():
     assert torch.equal(out, augment_dihedral(x, torch.Generator().manual_seed(0)))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here; the GPU path is exercised where a device is lent")
+@pytest.mark.gpu
 def test_normalisation_and_augmentation_on_gpu_match_cpu():
     rng = np.random.default_rng(0)
     x = torch.cat([_stamp_with_arc(rng) for _ in range(16)])
