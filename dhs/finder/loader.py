@@ -54,10 +54,8 @@ import torch
 
 from dhs.stamps.cache import CachedSplit, annulus_mask_np
 from dhs.params import checked
-from dhs.stamps.centring import subtract_radial_profile_about_host
+from dhs.stamps.centring import MAD_TO_SIGMA, subtract_radial_profile_about_host
 from dhs.stamps.geometry import annulus_table, core_mask
-
-MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True)
@@ -70,6 +68,7 @@ class NormConfig:
     radial_profile_centre: str = "host"    # about the measured host centre | about the stamp centre ("stamp")
     radial_profile_shape: str = "circle"   # circle | ellipse: annuli of the host's measured shape (centre "host" only)
     residual_noise_scale: bool = False     # after the subtraction, divide by the noise measured on the residual
+    residual_noise_profile: bool = False   # then each annulus by its own residual scatter where it exceeds that noise
     shift_px: int = 0                      # training only: random whole-pixel shifts up to this per axis
     core_dropout_p: float = 0.0  # training only: probability per stamp of replacing the core by noise
     core_dropout_radius_px: float = 5.0  # training only: radius of that core disc, pixels
@@ -111,10 +110,20 @@ def normalize(x: torch.Tensor, cfg: NormConfig, stats: torch.Tensor | None = Non
             scale = dev.median(dim=-1).values * MAD_TO_SIGMA  # (B, C)
         x = (x - med[..., None, None]) / scale.clamp_min(1e-12)[..., None, None]
     if cfg.radial_profile_subtract:
-        x = (subtract_radial_profile_about_host(x, shape=cfg.radial_profile_shape) if cfg.radial_profile_centre == "host"
-             else subtract_radial_profile(x))
+        local = None
+        if cfg.radial_profile_centre == "host" and cfg.residual_noise_profile:
+            x, local = subtract_radial_profile_about_host(x, shape=cfg.radial_profile_shape, with_noise=True)
+        elif cfg.radial_profile_centre == "host":
+            x = subtract_radial_profile_about_host(x, shape=cfg.radial_profile_shape)
+        else:
+            x = subtract_radial_profile(x)
         if cfg.residual_noise_scale and cfg.mode != "none":
-            x = x / residual_noise(x, cfg)
+            sky = residual_noise(x, cfg)
+            x = x / sky
+            if local is not None:
+                # inside a bright host the scatter is its photon noise (and what the profile leaves),
+                # many times the sky's: there the residual is put in units of that scatter instead
+                x = x / (local / sky).clamp_min(1.0)
     return x.clamp(-cfg.clip, cfg.clip)
 
 

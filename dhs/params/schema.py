@@ -97,7 +97,14 @@ def _annulus(v: dict, key: str, source: str) -> None:
                     v["annulus_inner_frac"])
 
 
-PREPROCESS = Section(rules=(_annulus,), fields={
+def _noise_profile(v: dict, key: str, source: str) -> None:
+    if v["residual_noise_profile"] and not (v["radial_profile_subtract"] and v["radial_profile_centre"] == "host"
+                                             and v["residual_noise_scale"] and v["mode"] != "none"):
+        raise _fail(source, f"{key}.residual_noise_profile", "needs radial_profile_subtract: true, radial_profile_centre: host, "
+                    "residual_noise_scale: true and a mode other than none (it scales the host-subtracted residual)", True)
+
+
+PREPROCESS = Section(rules=(_annulus, _noise_profile), fields={
     "mode": Choice("annulus_common", "annulus_per_band", "none", default="annulus_common"),
     "clip": Float(default=20.0, lo=0, open_lo=True),
     "annulus_inner_frac": Float(default=0.65, lo=0, hi=1.5),
@@ -107,6 +114,7 @@ PREPROCESS = Section(rules=(_annulus,), fields={
     "radial_profile_centre": Choice("host", "stamp", default="host"),
     "radial_profile_shape": Choice("circle", "ellipse", default="circle"),
     "residual_noise_scale": Bool(default=False),
+    "residual_noise_profile": Bool(default=False),
     "shift_px": Int(default=0, lo=0, hi=8, must="must be an integer in [0, 8] (pixels; training-only shifts)"),
     "core_dropout_p": Float(default=0.0, lo=0, hi=1, must="must be a probability in [0, 1]"),
     "core_dropout_radius_px": Float(default=5.0, lo=0, open_lo=True, unit="pixels"),

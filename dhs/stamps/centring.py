@@ -34,6 +34,7 @@ import torch
 from dhs.stamps.geometry import annulus_table
 
 SEARCH_RADIUS_PX = 5.0
+MAD_TO_SIGMA = 1.4826  # robust sigma of a Gaussian from its median absolute deviation
 _BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
 
 
@@ -273,18 +274,33 @@ def elliptical_profile_about(x: torch.Tensor, centres_px: torch.Tensor, q: torch
     return (p_lo * (1 - w[:, None]) + p_hi * w[:, None]).reshape(B, C, H, W)
 
 
-def subtract_radial_profile_about_host(x: torch.Tensor, search_radius_px: float = SEARCH_RADIUS_PX, shape: str = "circle") -> torch.Tensor:
+def subtract_radial_profile_about_host(x: torch.Tensor, search_radius_px: float = SEARCH_RADIUS_PX, shape: str = "circle",
+                                       with_noise: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """x minus its median profile about the measured host centre: in circular annuli
-    (``shape="circle"``) or in elliptical annuli of the host's measured shape (``"ellipse"``)."""
+    (``shape="circle"``) or in elliptical annuli of the host's measured shape (``"ellipse"``).
+
+    ``with_noise``: also the residual's robust scatter in the same annuli, (B, 1, N, N) at every
+    pixel: 1.4826 x the median |residual| of each annulus (the residual has zero median there),
+    the bands' profiles averaged so that one scale keeps the colour. Inside a bright host the
+    photon noise of its light, not the sky, sets the scatter; dividing by it puts an arc in units
+    of the noise it sits on, the way its SNR is defined."""
     centres = measure_centres(x, search_radius_px)
     if shape == "circle":
-        return x - radial_profile_about(x, centres)
-    if shape != "ellipse":
+        def profile(v):
+            return radial_profile_about(v, centres)
+    elif shape == "ellipse":
+        det = _smooth(fourier_shift(x, -centres).sum(dim=1))
+        # the shape of the point-symmetric part only: an arc, a companion or a neighbour has no
+        # counterpart on the far side of the host and would otherwise pull the ellipse onto itself
+        det = torch.minimum(det, det.flip(-1, -2))
+        q_core, _ = host_shapes(det, SHAPE_SIGMA_PX[0])
+        q, phi = host_shapes(det, SHAPE_SIGMA_PX[1])
+
+        def profile(v):
+            return elliptical_profile_about(v, centres, q, phi, q_core)
+    else:
         raise ValueError(f"profile shape must be circle or ellipse, got {shape!r}")
-    det = _smooth(fourier_shift(x, -centres).sum(dim=1))
-    # the shape of the point-symmetric part only: an arc, a companion or a neighbour has no
-    # counterpart on the far side of the host and would otherwise pull the ellipse onto itself
-    det = torch.minimum(det, det.flip(-1, -2))
-    q_core, _ = host_shapes(det, SHAPE_SIGMA_PX[0])
-    q, phi = host_shapes(det, SHAPE_SIGMA_PX[1])
-    return x - elliptical_profile_about(x, centres, q, phi, q_core)
+    res = x - profile(x)
+    if not with_noise:
+        return res
+    return res, profile(res.abs()).mean(dim=1, keepdim=True) * MAD_TO_SIGMA

@@ -3,6 +3,8 @@ augmentation, the preprocess params."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
@@ -125,3 +127,47 @@ def test_params_preprocess_section_parses():
         preprocess_from_params({"augment": "yes"})
 
 
+
+
+def _host_with_photon_noise(rng, host_flux_nmgy, sky_sigma=0.004, gain=2000.0, arc_amp=0.0):
+    """(1, 3, 64, 64): a round, centrally peaked host (Moffat-like) of ``host_flux_nmgy`` in r with
+    the photon noise of its own light on top of the sky (variance sky^2 + f / gain), and an
+    optional arc segment at 10 px of amplitude ``arc_amp`` nMgy."""
+    yy, xx = np.mgrid[:64, :64] - 31.3
+    r2 = yy**2 + xx**2
+    prof = (1 + r2 / 9.0) ** -2.5
+    light = host_flux_nmgy * prof / prof.sum() * np.array([0.4, 1.0, 1.5])[:, None, None]
+    theta = np.arctan2(yy, xx)
+    light = light + arc_amp * ((np.abs(np.sqrt(r2) - 10) < 1.0) & (np.abs(theta) < 0.5))[None] * np.array([1.0, 1.0, 0.8])[:, None, None]
+    noise = rng.normal(size=light.shape) * np.sqrt(sky_sigma**2 + np.clip(light, 0, None) / gain)
+    return torch.from_numpy((light + noise)[None].astype(np.float32))
+
+
+def test_noise_profile_puts_a_bright_hosts_residual_in_units_of_its_photon_noise():
+    """Sky-scaled, the residual inside a bright host is its photon noise, many times the sky's;
+    with residual_noise_profile every annulus is in units of its own scatter, so the core of a
+    bright host looks like the sky of a faint one, and an arc on a faint host keeps its SNR."""
+    rng = np.random.default_rng(3)
+    base = NormConfig(radial_profile_subtract=True, radial_profile_shape="ellipse", residual_noise_scale=True, clip=1e9)
+    prof = dataclasses.replace(base, residual_noise_profile=True)
+    core = torch.from_numpy(np.hypot(*(np.mgrid[:64, :64] - 31.5)) < 6)
+
+    def core_scatter(x, cfg):  # robust amplitude of the residual, whatever its origin (noise or the profile's misfit)
+        return float(normalize(x, cfg)[0, 1][core].abs().median() * 1.4826)
+
+    bright, faint = _host_with_photon_noise(rng, 300.0), _host_with_photon_noise(rng, 3.0)
+    assert core_scatter(bright, base) > 3.0  # photon noise of the host, in units of the sky
+    assert 0.6 < core_scatter(bright, prof) < 1.6
+    assert 0.6 < core_scatter(faint, prof) < 1.6 and 0.6 < core_scatter(faint, base) < 1.6
+    # a faint host is sky-limited: the profile leaves it (and an arc on it) as it was
+    arc = _host_with_photon_noise(np.random.default_rng(4), 3.0, arc_amp=0.02)
+    a, b = normalize(arc, base)[0, 1], normalize(arc, prof)[0, 1]
+    on_arc = torch.from_numpy((np.abs(np.hypot(*(np.mgrid[:64, :64] - 31.3)) - 10) < 1.0) & (np.abs(np.arctan2(*(np.mgrid[:64, :64] - 31.3))) < 0.5))
+    assert float(b[on_arc].mean()) > 0.8 * float(a[on_arc].mean()) > 3.0
+
+
+def test_noise_profile_needs_the_host_subtraction_it_scales():
+    from dhs.finder.loader import preprocess_from_params
+
+    with pytest.raises(ValueError, match="residual_noise_profile"):
+        preprocess_from_params({"augment": True, "radial_profile_subtract": False, "residual_noise_profile": True})
