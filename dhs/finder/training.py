@@ -82,6 +82,7 @@ class TrainConfig:
     theta_loss_weight: float = 0.1     # weight of the Huber loss on theta_E [arcsec] beside the BCE
     min_arc_snr: float = 0.0           # train on injections with arc_snr >= this (and every control); 0 = all
     balance_classes: bool = False      # repeat the training injections to about as many as the controls
+    balance_by: tuple[str, ...] = ()   # ... within each cell of these columns' tercile bins (cache data)
     preload: str = "auto"              # normalise the train and val rows once and keep them on the device: auto | on | off
     preload_max_gb: float = 4.0        # auto preloads when both splits take at most this much
     data: str = "cache"                # cache: the cached train split | simulate: batches rendered on the fly (dhs.finder.fresh)
@@ -99,6 +100,7 @@ class TrainConfig:
         v.pop("archs")
         merged = {**v, **(overrides.get(arch) or {}), **PRESETS[preset]}
         merged["hybrid_metadata"] = tuple(merged["hybrid_metadata"] or ())
+        merged["balance_by"] = tuple(merged["balance_by"] or ())
         if arch == "hybrid":
             try:
                 check_metadata_columns(merged["hybrid_metadata"])
@@ -203,13 +205,46 @@ def training_rows(meta: pd.DataFrame, labels: np.ndarray, min_arc_snr: float) ->
     return np.flatnonzero(keep), {"injection_arc_snr_below_min": int(faint.sum()), "injection_arc_snr_missing": int(missing.sum())}
 
 
-def balanced_rows(rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``rows`` with each injection repeated k = round(controls / injections) times (at least
-    once), so that a training batch holds about as many injections as controls. With visible arcs
-    a minority of the injections, this keeps the positives from being outvoted by the controls."""
-    pos, neg = rows[labels[rows] == 1], rows[labels[rows] == 0]
-    k = max(1, int(round(len(neg) / max(len(pos), 1))))
-    return np.sort(np.concatenate([neg, np.repeat(pos, k)]), kind="stable")
+def balanced_rows(rows: np.ndarray, labels: np.ndarray, strata: np.ndarray | None = None) -> np.ndarray:
+    """``rows`` with the injections repeated to as many as the controls (k = controls /
+    injections: each floor(k) times, and the first (k - floor(k)) of them once more; at least
+    once), so that a training batch holds as many injections as controls. With visible arcs a
+    minority of the injections, this keeps the positives from being outvoted by the controls.
+
+    ``strata`` (one integer per row of the split): k is set within each stratum instead. Keeping
+    only visible arcs makes the label depend on what sets visibility (a shallow brick keeps a fifth
+    of its injections, a deep one half), which a finder learns as "shallow means no lens"; balanced
+    per stratum of depth, seeing and host brightness, the label is independent of them again.
+    A stratum without injections keeps its controls once."""
+    if strata is None:
+        strata = np.zeros(len(labels), dtype=np.int64)
+    parts = []
+    st = strata[rows]
+    for s in np.unique(st):
+        r = rows[st == s]
+        pos, neg = r[labels[r] == 1], r[labels[r] == 0]
+        k = max(1.0, len(neg) / max(len(pos), 1))
+        parts += [neg, np.repeat(pos, int(k)), pos[: int(round((k - int(k)) * len(pos)))]]
+    return np.sort(np.concatenate(parts), kind="stable")
+
+
+def balance_strata(meta: pd.DataFrame, columns: tuple[str, ...], n_bins: int = 3) -> np.ndarray | None:
+    """One integer per row: the cell of ``columns``' quantile bins (``n_bins`` each, from the rows
+    themselves; missing values in a bin of their own). None without columns."""
+    if not columns:
+        return None
+    missing = [c for c in columns if c not in meta.columns]
+    if missing:
+        raise TrainingError(f"train.balance_by names {missing}, which the train split does not have; its columns include "
+                            f"{[c for c in ('psfdepth_r', 'psfsize_r', 'host_r_mag') if c in meta.columns]}")
+    cell = np.zeros(len(meta), dtype=np.int64)
+    for c in columns:
+        v = pd.to_numeric(meta[c], errors="coerce").to_numpy(np.float64)
+        finite = np.isfinite(v)
+        edges = np.quantile(v[finite], np.linspace(0, 1, n_bins + 1)[1:-1]) if finite.any() else np.array([])
+        b = np.where(finite, np.searchsorted(edges, v, side="right"), n_bins)
+        cell = cell * (n_bins + 1) + b
+    return cell
 
 
 def training_loss(logits: torch.Tensor, y: torch.Tensor, theta_pred: torch.Tensor | None = None,
@@ -337,7 +372,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         train_rows, excluded = training_rows(train_split.meta, train_split.labels, cfg.min_arc_snr)
         unique_rows = train_rows
         if cfg.balance_classes:
-            train_rows = balanced_rows(train_rows, train_split.labels)
+            train_rows = balanced_rows(train_rows, train_split.labels, balance_strata(train_split.meta, cfg.balance_by))
         need = NormalisedSplit.nbytes(train_split, len(unique_rows)) + NormalisedSplit.nbytes(val_split, len(val_split))
     if cfg.preload == "on" or (cfg.preload == "auto" and need <= cfg.preload_max_gb * 2**30):
         # normalisation is a function of the stamp alone: once, not once per epoch
@@ -484,7 +519,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     else:
         metrics.update({"n_train": len(train_split),
                         "train_rows": {"used": int(len(unique_rows)), "excluded": excluded, "min_arc_snr": cfg.min_arc_snr,
-                                       "epoch_rows": int(len(train_rows)), "balance_classes": cfg.balance_classes},
+                                       "epoch_rows": int(len(train_rows)), "balance_classes": cfg.balance_classes,
+                                       "balance_by": list(cfg.balance_by)},
                         "train_label_balance": float(train_split.labels[train_rows].mean())})
     if start < total:  # a timing, so printed rather than put in the (deterministic) metrics
         print(f"train {cfg.arch}: {stop - start} steps, {images / elapsed:.0f} images/s on {device.type} x {world}")

@@ -169,6 +169,7 @@ TRAIN_HYPER = {
     "theta_loss_weight": Float(default=0.1, lo=0),
     "min_arc_snr": Float(default=0.0, lo=0),
     "balance_classes": Bool(default=False),
+    "balance_by": List(default=[], item=_COLUMN, distinct=True),
     "preload": Choice("auto", "on", "off", default="auto"),
     "preload_max_gb": Float(default=4.0, lo=0),
     # cache: the cached train split | simulate: every batch rendered on the fly (dhs.finder.fresh)

@@ -12,7 +12,7 @@ import torch
 
 from dhs.finder.checkpoint import TrainingError, load_checkpoint
 from dhs.finder.loader import NormalisedSplit, NormConfig, iterate_batches
-from dhs.finder.training import TrainConfig, balanced_rows, train, training_rows
+from dhs.finder.training import TrainConfig, balance_strata, balanced_rows, train, training_rows
 from dhs.stamps.cache import open_split
 
 
@@ -32,6 +32,32 @@ def test_balanced_rows_repeat_the_injections_to_match_the_controls():
     rows = balanced_rows(np.arange(100), labels)
     assert (labels[rows] == 0).sum() == 90 and (labels[rows] == 1).sum() == 90
     assert set(rows[labels[rows] == 1]) == set(range(90, 100))
+
+
+def test_balancing_per_stratum_makes_the_label_independent_of_depth_again():
+    """Keeping visible arcs only makes positives rarer in shallow bricks; balanced per depth
+    tercile, every tercile holds as many injections as controls, which global balancing misses."""
+    rng = np.random.default_rng(0)
+    n = 6000
+    depth = rng.uniform(23.6, 25.6, n)
+    labels = (rng.uniform(size=n) < 0.5).astype(np.float32)
+    # an injection is visible (kept) with a probability rising with depth, as arc SNR does
+    keep = (labels == 0) | (rng.uniform(size=n) < (depth - 23.4) / 2.5)
+    rows = np.flatnonzero(keep)
+    meta = pd.DataFrame({"psfdepth_r": depth, "host_r_mag": np.where(rng.uniform(size=n) < 0.01, np.nan, rng.uniform(17, 21, n))})
+
+    def pos_fraction_by_tercile(r):
+        t = np.digitize(depth[r], np.quantile(depth, [1 / 3, 2 / 3]))
+        return [labels[r][t == k].mean() for k in range(3)]
+
+    glob = pos_fraction_by_tercile(balanced_rows(rows, labels))
+    assert glob[2] - glob[0] > 0.15  # the leak: positives concentrate in deep bricks
+    strata = balance_strata(meta, ("psfdepth_r", "host_r_mag"))
+    assert len(np.unique(strata)) == 12  # 3 x (3 + a bin for the missing host magnitudes)
+    per = pos_fraction_by_tercile(balanced_rows(rows, labels, strata))
+    assert max(per) - min(per) < 0.05 and all(0.42 < f < 0.58 for f in per)
+    with pytest.raises(TrainingError, match="balance_by names \\['seeing'\\]"):
+        balance_strata(meta, ("seeing",))
 
 
 def test_normalised_split_gives_what_normalize_gives(sim_cache):
