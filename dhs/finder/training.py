@@ -207,8 +207,8 @@ def training_rows(meta: pd.DataFrame, labels: np.ndarray, min_arc_snr: float) ->
 
 def balanced_rows(rows: np.ndarray, labels: np.ndarray, strata: np.ndarray | None = None) -> np.ndarray:
     """``rows`` with the injections repeated to as many as the controls (k = controls /
-    injections: each floor(k) times, and the first (k - floor(k)) of them once more; at least
-    once), so that a training batch holds as many injections as controls. With visible arcs a
+    injections: each floor(k) times, and a fixed pseudo-random (k - floor(k)) of them once more;
+    at least once), so that a training batch holds as many injections as controls. With visible arcs a
     minority of the injections, this keeps the positives from being outvoted by the controls.
 
     ``strata`` (one integer per row of the split): k is set within each stratum instead. Keeping
@@ -224,7 +224,10 @@ def balanced_rows(rows: np.ndarray, labels: np.ndarray, strata: np.ndarray | Non
         r = rows[st == s]
         pos, neg = r[labels[r] == 1], r[labels[r] == 0]
         k = max(1.0, len(neg) / max(len(pos), 1))
-        parts += [neg, np.repeat(pos, int(k)), pos[: int(round((k - int(k)) * len(pos)))]]
+        # the extra copies go to a fixed pseudo-random subset: rows are ordered by brick, so the
+        # first ones would favour some regions of the sky
+        extra = np.random.default_rng([int(s) & 0xFFFFFFFF, len(pos)]).permutation(len(pos))[: int(round((k - int(k)) * len(pos)))]
+        parts += [neg, np.repeat(pos, int(k)), pos[np.sort(extra)]]
     return np.sort(np.concatenate(parts), kind="stable")
 
 
