@@ -16,7 +16,8 @@ from dhs import atomic  # noqa: E402
 
 LABELS = {"theta_e_arcsec": r"$\theta_E$ [arcsec]", "theta_e_over_psf": r"$\theta_E$ / PSF FWHM$_r$",
           "psf_r_arcsec": "PSF FWHM r [arcsec]", "psfdepth_r": r"5$\sigma$ depth r [mag]", "src_r_mag": "source r [mag, unlensed]",
-          "arc_snr": "arc SNR (peak pixel)", "lensed_src_r_mag": "source r [mag, as lensed]"}
+          "arc_snr": "arc SNR (peak pixel)", "lensed_src_r_mag": "source r [mag, as lensed]",
+          "host_r_mag": "host (lens) r [mag]"}
 # variables spread over decades are drawn on a log axis (bins at 0 drawn at the first positive edge)
 LOG_AXIS = {"arc_snr"}
 

@@ -25,7 +25,7 @@ from dhs.report.sources import Loaded, dvc_lock_outputs, gate_rows, gates_passed
 PRIORITY = ("theta_e_arcsec", "theta_e", "theta_e_over_psf")
 # the variables drawn with every arch on the same axes (completeness section), in this order
 OVERLAY = (("theta_e_arcsec", "\u03b8E [arcsec]"), ("theta_e_over_psf", "\u03b8E / PSF FWHM"), ("arc_snr", "arc SNR (peak pixel, log)"),
-           ("lensed_src_r_mag", "source r [mag, as lensed]"))
+           ("lensed_src_r_mag", "source r [mag, as lensed]"), ("host_r_mag", "host (lens) r [mag]"))
 
 
 def _json_or_notice(ld: Loaded, stage: str) -> str:
