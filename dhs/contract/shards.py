@@ -55,10 +55,14 @@ class HiveShardWriter:
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"part-{part:05d}.parquet"
         table = pa.Table.from_pandas(out, preserve_index=False)
-        # stamp_npz is already deflated: compressing it again costs time and saves nothing
+        # stamp_npz is already deflated: compressing it again costs time and saves nothing; and
+        # every stamp is unique, so a dictionary for it is built only to be dropped (it was half
+        # of the writing time: 220 against 97 us per 64 px stamp)
         compression = {name: ("NONE" if name in self.precompressed else "ZSTD") for name in table.column_names}
+        dictionary = [name for name in table.column_names if name not in self.precompressed]
         # page checksums: a flipped byte in any page (a dictionary page included, where it would
         # otherwise change values silently) fails validation, naming the file and column
-        pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, compression=compression, write_page_checksum=True)
+        pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, compression=compression, use_dictionary=dictionary,
+                       write_page_checksum=True)
         self.rows_written[split] = self.rows_written.get(split, 0) + n
         self.files.append(path)
