@@ -34,6 +34,8 @@ bench: install
 	$(PY) benchmarks/bench_injection.py
 	$(PY) benchmarks/bench_cache.py
 	$(PY) benchmarks/bench_train.py --steps 2
+	$(PY) benchmarks/bench_stamps.py
+	$(PY) benchmarks/bench_fresh_training.py
 
 lock: install
 	@{ head -2 requirements/lock.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^dhs'; } > requirements/lock.tmp && mv requirements/lock.tmp requirements/lock.txt
