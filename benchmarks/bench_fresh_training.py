@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="small_cnn", choices=ARCHS)
-    ap.add_argument("--steps", type=int, default=None, help="default: 200 on GPU, 24 on CPU")
+    ap.add_argument("--steps", type=int, default=None, help="default: 200 on GPU, 64 on CPU (one block of 4,096 stamps at batch 64)")
     ap.add_argument("--batch-size", type=int, default=None, help="default: 256 on GPU, 64 on CPU")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--n", type=int, default=4096, help="stamps simulated for the cache (train, val)")
@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     gpu = device.type == "cuda"
-    bs, steps = args.batch_size or (256 if gpu else 64), args.steps or (200 if gpu else 24)
+    bs, steps = args.batch_size or (256 if gpu else 64), args.steps or (200 if gpu else 64)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     sim_p = {**params["simulate"], "device": device.type}
     norm = NormConfig.from_params(params["preprocess"])
