@@ -77,6 +77,9 @@ def main() -> None:
     print(f"{'train stage loop, train.data: cache':<44}{rates['cache']:>14,.0f}")
     print(f"{'train stage loop, train.data: simulate':<44}{rates['simulate']:>14,.0f}")
     print(f"ratio simulate / cache: {rates['simulate'] / rates['cache']:.2f}")
+    c = fresh.counts
+    print(f"the rendered block: {rendered} stamps, {c['used']} used, {c['injection_arc_snr_below_min']} injections below "
+          f"train.min_arc_snr, {c['rendered_beyond_the_block']} visible injections beyond what the block needed")
 
 
 if __name__ == "__main__":
