@@ -38,7 +38,7 @@ import torch
 from dhs.simulate.config import SimConfig
 from dhs.simulate.fused import set_compile_mode
 from dhs.simulate.population import config_id, sample_population
-from dhs.simulate.survey import render_rows
+from dhs.simulate.survey import render_on_device
 
 BLOCK_STAMPS = 4096  # default stamps rendered at once (train.simulate_block_stamps): keeps a GPU busy, fits its memory
 
@@ -89,11 +89,7 @@ class FreshBatches:
         return sample_population(cfg), cfg  # control_fraction 1 or 0: every row a control, or none
 
     def _render(self, pop: pd.DataFrame, cfg: SimConfig) -> tuple[pd.DataFrame, torch.Tensor]:
-        parts, imgs = [], []
-        for s in range(0, len(pop), cfg.batch_size):
-            rows, x = render_rows(pop.iloc[s: s + cfg.batch_size], cfg, self.device)
-            parts.append(rows)
-            imgs.append(x)
+        parts, imgs = zip(*render_on_device(pop, cfg, self.device))
         return pd.concat(parts, ignore_index=True), torch.cat(imgs)
 
     def _draw_block(self, block: int) -> FreshBlock:

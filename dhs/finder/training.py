@@ -364,27 +364,26 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     if cfg.min_arc_snr > 0 or cfg.balance_classes:
         val_selected = training_rows(val_split.meta, val_split.labels, cfg.min_arc_snr)[0]
     if simulate:
+        if cfg.balance_by:
+            raise TrainingError(f"train.balance_by {list(cfg.balance_by)} balances the cached train split; with train.data: "
+                                f"simulate every rendered block is exactly balanced already: set train.balance_by: []")
         fresh = FreshBatches(sim, max(1, cfg.batch_size // world), cfg.seed, rank, device, cfg.min_arc_snr,
                              0.5 if cfg.balance_classes else 1.0 - sim.control_fraction, str(val_split.images.dtype),
                              cfg.simulate_block_stamps)
         train_rows = unique_rows = np.empty(0, np.int64)
-        excluded, need = {}, NormalisedSplit.nbytes(val_split, len(val_split))
-        train_inputs = None
+        excluded = {}
     else:
         fresh = None
         train_rows, excluded = training_rows(train_split.meta, train_split.labels, cfg.min_arc_snr)
         unique_rows = train_rows
         if cfg.balance_classes:
             train_rows = balanced_rows(train_rows, train_split.labels, balance_strata(train_split.meta, cfg.balance_by))
-        need = NormalisedSplit.nbytes(train_split, len(unique_rows)) + NormalisedSplit.nbytes(val_split, len(val_split))
-    if cfg.preload == "on" or (cfg.preload == "auto" and need <= cfg.preload_max_gb * 2**30):
-        # normalisation is a function of the stamp alone: once, not once per epoch
-        if not simulate:
-            train_inputs = NormalisedSplit(train_split, norm, device, unique_rows, cfg.eval_batch_size)
-        val_inputs = NormalisedSplit(val_split, norm, device, None, cfg.eval_batch_size)
-    else:
-        train_inputs = train_inputs if simulate else train_split
-        val_inputs = val_split
+    need = NormalisedSplit.nbytes(val_split, len(val_split)) + (0 if simulate else NormalisedSplit.nbytes(train_split, len(unique_rows)))
+    # normalisation is a function of the stamp alone: once, not once per epoch
+    preload = cfg.preload == "on" or (cfg.preload == "auto" and need <= cfg.preload_max_gb * 2**30)
+    val_inputs = NormalisedSplit(val_split, norm, device, None, cfg.eval_batch_size) if preload else val_split
+    train_inputs = None if simulate else (NormalisedSplit(train_split, norm, device, unique_rows, cfg.eval_batch_size)
+                                          if preload else train_split)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # the global numpy state is saved in checkpoints: make it a function of the seed
     # channels_last: faster convolutions on GPU (bf16 tensor cores) and on CPU (oneDNN) alike

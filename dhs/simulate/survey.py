@@ -304,9 +304,13 @@ def render_rows(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) -> tup
     return rows, images
 
 
+def render_on_device(population: pd.DataFrame, cfg: SimConfig, device: torch.device) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
+    """``render_rows`` over batches of ``cfg.batch_size`` rows, in population order, pixels left on ``device``."""
+    for start in range(0, len(population), cfg.batch_size):
+        yield render_rows(population.iloc[start: start + cfg.batch_size], cfg, device)
+
+
 def render_batches(population: pd.DataFrame, cfg: SimConfig, device: torch.device | None = None) -> Iterator[RenderedBatch]:
     """Yield rendered batches of ``cfg.batch_size`` rows, in population order, pixels in host memory."""
-    device = device or resolve_device(cfg.device)
-    for start in range(0, len(population), cfg.batch_size):
-        rows, images = render_rows(population.iloc[start: start + cfg.batch_size], cfg, device)
+    for rows, images in render_on_device(population, cfg, device or resolve_device(cfg.device)):
         yield RenderedBatch(rows=rows, images=images.cpu().numpy())

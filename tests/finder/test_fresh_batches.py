@@ -123,3 +123,10 @@ def test_rendered_batches_on_the_gpu_are_the_cpu_batches(sim):
     assert rc["task_id"].tolist() == rg["task_id"].tolist() and torch.equal(yc, yg.cpu())
     peak = xc.abs().amax()
     assert ((xg.cpu() - xc).abs().amax() / peak) < 2e-3  # float16 rounding of the cache dtype included
+
+
+def test_balancing_by_condition_cells_is_refused_for_rendered_batches(sim_cache, sim, tmp_path):
+    from dhs.finder.checkpoint import TrainingError
+
+    with pytest.raises(TrainingError, match="exactly balanced already: set train.balance_by: \\[\\]"):
+        train(small_cfg(balance_by=["psfdepth_r"]), sim_cache, tmp_path, NormConfig(), augment=False, progress=False, sim=sim)
