@@ -34,10 +34,12 @@ from tqdm.auto import tqdm
 
 from dhs import atomic
 from dhs.contract import decode_stamp, load_contract
+from dhs.contract.codec import decode_stamps
 from dhs.contract.validate import ValidationReport, exc_text, open_parquet, read_rows, row_groups_of
 from dhs.contract.workers import process_pool
 
 F16_MAX = float(np.finfo(np.float16).max)
+STATS_BLOCK = 32  # stamps per annulus-statistics call
 CACHE_DTYPES = ("float16", "float32")
 
 
@@ -72,21 +74,22 @@ def _lower_median(a: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.take(np.partition(a, k, axis=axis), k, axis=axis)
 
 
-def annulus_stats(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(3, H, W) -> per-band annulus median (3), pooled MAD (1), per-band MAD (3)."""
-    ring = img[:, mask].astype(np.float32)
-    med = _lower_median(ring, axis=1)
-    dev = np.abs(ring - med[:, None])
-    return np.concatenate([med, [_lower_median(dev.reshape(-1))], _lower_median(dev, axis=1)])
+def annulus_stats(imgs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(B, 3, H, W) -> (B, 7): per-band annulus median (3), pooled MAD (1), per-band MAD (3)."""
+    ring = imgs[:, :, mask].astype(np.float32)
+    med = _lower_median(ring, axis=2)
+    dev = np.abs(ring - med[..., None])
+    return np.concatenate([med, _lower_median(dev.reshape(len(dev), -1), axis=1)[:, None], _lower_median(dev, axis=2)], axis=1)
 
 
 def _fill(args) -> tuple[int, np.ndarray]:
     """Decode the usable rows of one shard into its slice of the split's image array, reading
-    only the row groups that hold them (validation has decoded those already)."""
+    only the row groups that hold them (validation has decoded those already). Stamps in the
+    stored layout are read in place a row group at a time; others one by one."""
     path, rows, images_path, offset, dtype = args
     images = np.load(images_path, mmap_mode="r+")
     stats = np.empty((len(rows), len(STATS_COLUMNS)))
-    mask = None
+    mask = annulus_mask_np(images.shape[-1], *STATS_ANNULUS)
     pf = open_parquet(path)
     starts = row_groups_of(pf)
     want = np.zeros(int(starts[-1]), dtype=bool)
@@ -95,24 +98,29 @@ def _fill(args) -> tuple[int, np.ndarray]:
     clipped = 0
     k = offset
     for g in groups:
-        row0 = int(starts[g])
+        local = np.flatnonzero(want[starts[g]:starts[g + 1]])
         table = pf.read_row_group(g, columns=["stamp_npz", "stamp_size"])
-        blobs = table.column("stamp_npz").to_pylist()
+        if len(local) < table.num_rows:
+            table = table.take(pa.array(local))
         sizes = table.column("stamp_size").to_numpy()
-        for j, blob in enumerate(blobs):
-            if want[row0 + j]:
-                img = decode_stamp(blob, stamp_size=int(sizes[j]))
-                if dtype == "float16":
-                    over = np.abs(img) > F16_MAX
-                    if over.any():
-                        clipped += 1
-                        img = np.clip(img, -F16_MAX, F16_MAX)
-                images[k] = img
-                if mask is None:
-                    mask = annulus_mask_np(img.shape[-1], *STATS_ANNULUS)
-                # from the stored (possibly float16) pixels, exactly what the loader will read
-                stats[k - offset] = annulus_stats(images[k], mask)
-                k += 1
+        if (sizes != images.shape[-1]).any():
+            raise ValueError(f"stamp_size {sorted(set(sizes.tolist()))} where the cache holds {images.shape[-1]} px stamps")
+        batch, decoded = decode_stamps(table.column("stamp_npz"), images.shape[-1])
+        for j in np.flatnonzero(~decoded):
+            batch[j] = decode_stamp(table.column("stamp_npz")[int(j)].as_py(), stamp_size=images.shape[-1])
+        if dtype == "float16":
+            over = (np.abs(batch) > F16_MAX).any(axis=(1, 2, 3))
+            if over.any():
+                clipped += int(over.sum())
+                np.clip(batch, -F16_MAX, F16_MAX, out=batch)
+        stored = batch.astype(images.dtype, copy=False)
+        images[k:k + len(batch)] = stored
+        # from the stored (possibly float16) pixels, exactly what the loader will read; in blocks
+        # that stay in the CPU's cache (a whole row group at once is 3x slower per stamp)
+        for a in range(0, len(batch), STATS_BLOCK):
+            b = min(a + STATS_BLOCK, len(batch))
+            stats[k - offset + a:k - offset + b] = annulus_stats(stored[a:b], mask)
+        k += len(batch)
     images.flush()
     return clipped, stats
 

@@ -53,13 +53,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dhs.contract import encode_stamp
+from dhs.contract.codec import stamp_column
 from dhs.contract.shards import HiveShardWriter
 from dhs.cutouts.client import CutoutSpec, FetchConfig, fetch_cutouts, load_cutouts
 from dhs.cutouts.fits import read_invvar
 from dhs.simulate import keyed
 from dhs.simulate.config import SimConfig
-from dhs.simulate.dataset import encode_failed_cutout
 from dhs.simulate.noise import pixel_variance
 from dhs.simulate.population import (AB_ZP_NMGY, PHYSICAL_HOST_EXTRAS, assign_region_splits, fill_bookkeeping, fill_injection_columns,
                                      physical_systems, uniform_systems)
@@ -285,7 +284,6 @@ def write_host_dataset(hp: dict[str, Any], cfg: SimConfig, out_dir: str | Path, 
               for i, h in enumerate(hosts["host_index"].to_numpy()) if cube_row[i] >= 0}
     population = host_population(hosts, cfg, hp["region_size_deg"])
     writer = HiveShardWriter(out_dir, rows_per_shard=rows_per_shard)
-    failed_blob = encode_failed_cutout(cfg.stamp_size)
     n = cfg.stamp_size
     not_used = Counter()
     with ThreadPoolExecutor(max_workers=2) as pool, tqdm(total=len(population), desc=f"paint host cutouts ({device.type})",
@@ -305,10 +303,8 @@ def write_host_dataset(hp: dict[str, Any], cfg: SimConfig, out_dir: str | Path, 
             for h, good in zip(rows["host_id"], ok):
                 if not good:
                     not_used[reason_by_host[h] or "missing"] += 1
-            blobs = list(pool.map(encode_stamp, list(images)))
-            rows = rows.drop(columns=["noise_seed"])
-            rows["stamp_npz"] = [b if good else failed_blob for b, good in zip(blobs, ok)]
-            writer.add(rows)
+            column = stamp_column(np.asarray(images), ok, compress=True, map_fn=pool.map)
+            writer.add(rows.drop(columns=["noise_seed"]), {"stamp_npz": column})
             bar.update(len(rows))
     writer.close()
     return {"catalog": str(hp["catalog"]), "hosts_read": table.rows_read, "hosts_rejected_by_reason": dict(sorted(table.rejected.items())),

@@ -715,3 +715,52 @@ def test_stored_stamp_with_nan_is_nonfinite_and_another_size_goes_through_numpy(
     with pytest.raises(StampError) as e:  # a 96 px blob read as SIZE px: numpy's path names the shape
         decode_stamp(encode_stamp(np.zeros((3, 96, 96), np.float32), compress=False), stamp_size=SIZE)
     assert e.value.reason == "wrong_shape"
+
+
+# --- whole columns: encoded into one Arrow buffer, decoded in place from it
+def test_stamp_column_is_the_per_stamp_encoding_byte_for_byte():
+    from dhs.contract.codec import failed_cutout_blob, stamp_column
+
+    rng = np.random.default_rng(7)
+    imgs = rng.normal(size=(9, 3, SIZE, SIZE)).astype(np.float32)
+    column = stamp_column(imgs)
+    assert column.type == pa.binary() and column.to_pylist() == [encode_stamp(i, compress=False) for i in imgs]
+    ok = np.ones(9, bool)
+    ok[[0, 4]] = False
+    with_failed = stamp_column(imgs, ok).to_pylist()
+    assert with_failed[0] == with_failed[4] == failed_cutout_blob(SIZE)
+    assert [b for b, g in zip(with_failed, ok) if g] == [encode_stamp(i, compress=False) for i, g in zip(imgs, ok) if g]
+    with pytest.raises(StampError) as e:  # what a failed Phase 4c row holds
+        decode_stamp(with_failed[4], stamp_size=SIZE)
+    assert e.value.reason == "missing_band"
+    deflated = stamp_column(imgs[:3], compress=True).to_pylist()
+    assert all(np.array_equal(decode_stamp(b, stamp_size=SIZE), i) for b, i in zip(deflated, imgs[:3]))
+
+
+def test_decode_stamps_reads_exactly_the_blobs_the_per_stamp_reader_reads_in_place():
+    """Every row decode_stamps marks decoded holds what decode_stamp reads; every other row
+    (a flipped byte in a header, a pixel or a CRC; another length; deflate; null) is marked
+    and holds zeros, for decode_stamp to decode or explain."""
+    from dhs.contract.codec import decode_stamps, encode_stamps
+
+    rng = np.random.default_rng(8)
+    imgs = rng.normal(size=(6, 3, SIZE, SIZE)).astype(np.float32)
+    blobs = encode_stamps(imgs).to_pylist()
+    damaged = []
+    for i in (0, 20, 41 + 128 + 5, len(blobs[0]) - 3, len(blobs[0]) - 30):   # zip header, npy header, a pixel, the end records
+        bad = bytearray(blobs[1])
+        bad[i] ^= 0x10
+        damaged.append(bytes(bad))
+    rows = [blobs[0], *damaged, blobs[2] + b"x", encode_stamp(imgs[3], compress=True), None, blobs[4], blobs[5]]
+    column = pa.array(rows, pa.binary())
+    out, ok = decode_stamps(column, SIZE)
+    assert ok.tolist() == [True] + [False] * 5 + [False, False, False, True, True]
+    for k in np.flatnonzero(ok):
+        np.testing.assert_array_equal(out[k], decode_stamp(rows[k], stamp_size=SIZE))
+    assert not out[~ok].any()
+    np.testing.assert_array_equal(decode_stamp(rows[7], stamp_size=SIZE), imgs[3])   # deflate: the per-stamp reader's job
+    for part in (column.slice(9), pa.chunked_array([column.slice(0, 1), column.slice(9)]), column.cast(pa.large_binary())):
+        got, good = decode_stamps(part, SIZE)
+        assert good.tolist() == ([True, True] if len(part) == 2 else [True, True, True] if len(part) == 3 else ok.tolist())
+    got, good = decode_stamps(pa.chunked_array([column.slice(0, 1), column.slice(9)]), SIZE)
+    np.testing.assert_array_equal(got, imgs[[0, 4, 5]])
