@@ -5,12 +5,15 @@
 Times, in one run and on one population (params.yaml's simulate section at ``--n`` stamps):
 
 - engine: ``render_batches`` alone (scene, arc, noise, metrics; the stamps stay in memory);
+- encode: the rendered batches' ``stamp_npz`` columns (``stamp_column``), alone;
+- write: those columns and the rows through the shard writer into parquet, alone;
 - simulate: ``write_synthetic_dataset`` (the engine, npz encoding, parquet shards);
 - validate: the contract validator over the written shards (``--workers`` processes);
 - cache: the decoded float16 training cache;
 
 and prints stamps/s per phase, the stage's total, the ratio of the engine's rate to the
-stage's, and the cost per stamp of what is not rendering (wall time). Nothing is written outside a temporary
+stage's, and the cost per stamp of each phase that is not rendering, in wall time and in core
+time (wall x the processes that run it: validate and cache run ``--workers`` processes). Nothing is written outside a temporary
 directory.
 """
 
@@ -23,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from dhs.contract.codec import stamp_column
+from dhs.contract.shards import HiveShardWriter
 from dhs.contract.validate import validate
 from dhs.params import load
 from dhs.simulate.config import SimConfig
@@ -53,12 +58,21 @@ def main() -> None:
     runs = []
     for _ in range(2):   # the faster of two: the first full pass still meets shapes it has not compiled
         t0 = time.perf_counter()
-        for _ in render_batches(pop, cfg, device):
-            pass
+        batches = list(render_batches(pop, cfg, device))
         runs.append(time.perf_counter() - t0)
     t["engine"] = min(runs)
     with tempfile.TemporaryDirectory() as d:
         out, cache = Path(d) / "stamps", Path(d) / "cache"
+        t0 = time.perf_counter()
+        columns = [stamp_column(b.images, b.rows["cutout_ok"].to_numpy() == 1) for b in batches]
+        t["encode"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        writer = HiveShardWriter(Path(d) / "write-only")
+        for b, col in zip(batches, columns):
+            writer.add(b.rows.drop(columns=["noise_seed"]), {"stamp_npz": col})
+        writer.close()
+        t["write"] = time.perf_counter() - t0
+        del batches, columns
         t0 = time.perf_counter()
         write_synthetic_dataset(cfg, out, progress=False)
         t["simulate"] = time.perf_counter() - t0
@@ -70,15 +84,18 @@ def main() -> None:
         t["cache"] = time.perf_counter() - t0
     n = len(pop)
     stage = t["simulate"] + t["validate"] + t["cache"]
+    procs = {"encode": 1, "write": 1, "validate": args.workers, "cache": args.workers}
     print(f"device {device.type}, {torch.get_num_threads()} torch thread(s), {args.workers} worker process(es), {n} stamps of "
           f"{cfg.stamp_size} px")
+    print(f"  {'phase':<9} {'s':>7}  {'stamps/s':>9}  {'us/stamp wall':>13}  {'us/stamp core':>13}")
     for k, v in t.items():
-        print(f"  {k:<9} {v:7.2f} s  {n / v:9.1f} stamps/s")
-    print(f"  stage     {stage:7.2f} s  {n / stage:9.1f} stamps/s (simulate + validate + cache)")
-    encode_us = max(0.0, t["simulate"] - t["engine"]) / n * 1e6
-    after_us = (t["validate"] + t["cache"]) / n * 1e6
-    print(f"engine / stage rate: {stage / t['engine']:.2f}x; not rendering, per stamp: encode + parquet {encode_us:.0f} us, "
-          f"validate + cache {after_us:.0f} us wall on {args.workers} worker process(es)")
+        core = f"{v / n * 1e6 * procs[k]:13.0f}" if k in procs else ""
+        print(f"  {k:<9} {v:7.2f}  {n / v:9.1f}  {v / n * 1e6:13.0f}  {core}")
+    print(f"  {'stage':<9} {stage:7.2f}  {n / stage:9.1f}  {stage / n * 1e6:13.0f}  (simulate + validate + cache)")
+    not_rendering = max(0.0, t["simulate"] - t["engine"]) / n * 1e6
+    core_us = sum(t[k] * procs[k] for k in ("encode", "write", "validate", "cache")) / n * 1e6
+    print(f"engine / stage rate: {stage / t['engine']:.2f}x; not rendering, per stamp: simulate - engine {not_rendering:.0f} us wall; "
+          f"encode + write + validate + cache {core_us:.0f} core-us")
 
 
 if __name__ == "__main__":
