@@ -39,6 +39,10 @@ from dhs.stamps.cache import build_cache
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _bytes(root: Path) -> int:
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=4096)
@@ -72,6 +76,7 @@ def main() -> None:
             writer.add(b.rows.drop(columns=["noise_seed"]), {"stamp_npz": col})
         writer.close()
         t["write"] = time.perf_counter() - t0
+        written = {"write": _bytes(Path(d) / "write-only")}
         del batches, columns
         t0 = time.perf_counter()
         write_synthetic_dataset(cfg, out, progress=False)
@@ -82,6 +87,7 @@ def main() -> None:
         t0 = time.perf_counter()
         build_cache(report, cache, dtype="float16", workers=args.workers, progress=False)
         t["cache"] = time.perf_counter() - t0
+        written["cache"] = _bytes(cache)
     n = len(pop)
     stage = t["simulate"] + t["validate"] + t["cache"]
     procs = {"encode": 1, "write": 1, "validate": args.workers, "cache": args.workers}
@@ -94,6 +100,8 @@ def main() -> None:
     print(f"  {'stage':<9} {stage:7.2f}  {n / stage:9.1f}  {stage / n * 1e6:13.0f}  (simulate + validate + cache)")
     not_rendering = max(0.0, t["simulate"] - t["engine"]) / n * 1e6
     core_us = sum(t[k] * procs[k] for k in ("encode", "write", "validate", "cache")) / n * 1e6
+    for k, b in written.items():
+        print(f"  {k} wrote {b / n / 1e3:.1f} kB per stamp at {b / t[k] / 1e6:.0f} MB/s: the disk's write rate bounds this phase")
     print(f"engine / stage rate: {stage / t['engine']:.2f}x; not rendering, per stamp: simulate - engine {not_rendering:.0f} us wall; "
           f"encode + write + validate + cache {core_us:.0f} core-us")
 

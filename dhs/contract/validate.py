@@ -366,12 +366,11 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
         flagged |= ~np.isin(sizes, list(contract.stamp_sizes))
         if check_pixels:
             for sz in np.unique(sizes[~flagged]).astype(int):
-                rows = np.flatnonzero(~flagged & (sizes == sz))
-                stamps = cols["stamp_npz"] if rows.size == n else cols["stamp_npz"].take(pa.array(rows))
-                images, decoded = decode_stamps(stamps, int(sz))
-                finite = np.isfinite(images).all(axis=(1, 2, 3))
-                lit = images.any(axis=(2, 3)).all(axis=1)
-                flagged[rows] |= ~(decoded & finite & lit)
+                # the whole column, read in place (rows of other sizes or already flagged are ignored)
+                images, decoded = decode_stamps(cols["stamp_npz"], int(sz))
+                good = decoded & np.isfinite(images).all(axis=(1, 2, 3)) & images.any(axis=(2, 3)).all(axis=1)
+                rows = ~flagged & (sizes == sz)
+                flagged[rows] |= ~good[rows]
         for j in np.flatnonzero(flagged):
             explain(j, row0 + j, cols, lab, lens_model, cutout_ok, size, ra, dec, theta, nulls)
 
