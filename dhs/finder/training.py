@@ -153,6 +153,10 @@ def _source_digest() -> str:
 
 
 CURVE_EVERY = 10  # steps between two points of the training-loss curve
+# steps between two reads of the non-finite-loss flag: each read waits for the device, so an
+# accelerator reads it every few steps (the error still names the first bad step); the CPU has
+# nothing to wait for
+NONFINITE_CHECK_EVERY = {"cpu": 1, "default": 10}
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -426,6 +430,10 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         stop = total
     else:  # end on an epoch boundary (where checkpoint_last.pt is written), at least one epoch on
         stop = min(total, max(start + cfg.steps_per_epoch, (start + max_steps) // cfg.steps_per_epoch * cfg.steps_per_epoch))
+    # a non-finite loss is caught without a host sync per step on an accelerator: the first bad step
+    # is kept on the device and read where the loop syncs anyway (curve points, epoch ends)
+    nonfinite_at = torch.full((), -1, dtype=torch.long, device=device)
+    recent: dict[int, tuple] = {}
     for step in range(start, stop):
         # dropout and stochastic depth (EfficientNet, ConvNeXt) draw from the global RNG: make it
         # a function of (seed, step, rank) so a resumed run draws what the straight run drew
@@ -455,9 +463,16 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
             logits, theta_pred = split_outputs(out)
             theta_true = torch.from_numpy(theta_step).to(device) if theta_pred is not None else None
             loss = training_loss(logits, y, theta_pred, theta_true, cfg.theta_loss_weight)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"non-finite loss {loss.item()} at step {step} (epoch {step // cfg.steps_per_epoch}, batch rows "
-                                f"{rows[:5].tolist()}..., task_ids {ids.iloc[:5].tolist()}...); check the inputs and lower train.lr")
+        nonfinite_at = torch.where(torch.isfinite(loss.detach()) | (nonfinite_at >= 0), nonfinite_at, step)
+        recent[step] = (rows, ids, loss.detach())
+        every = NONFINITE_CHECK_EVERY.get(device.type, NONFINITE_CHECK_EVERY["default"])
+        if (step + 1) % every == 0 or (step + 1) % cfg.steps_per_epoch == 0 or step + 1 == stop:
+            bad = int(nonfinite_at)
+            if bad >= 0:
+                b_rows, b_ids, b_loss = recent[bad]
+                raise TrainingError(f"non-finite loss {b_loss.item()} at step {bad} (epoch {bad // cfg.steps_per_epoch}, batch rows "
+                                    f"{b_rows[:5].tolist()}..., task_ids {b_ids.iloc[:5].tolist()}...); check the inputs and lower train.lr")
+            recent.clear()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

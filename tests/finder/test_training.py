@@ -150,6 +150,21 @@ def test_non_finite_loss_stops_with_the_batch_named(sim_cache, tmp_path):
         train(small_cfg(), cache, tmp_path / "m", NormConfig(), augment=False, progress=False)
 
 
+def test_non_finite_loss_read_every_few_steps_still_names_the_first_bad_batch(sim_cache, tmp_path, monkeypatch):
+    """On an accelerator the flag is read every few steps (no host sync per step): the error comes
+    a few steps late but names the step and the batch where the loss first went non-finite."""
+    import dhs.finder.training as training
+
+    monkeypatch.setitem(training.NONFINITE_CHECK_EVERY, "cpu", 4)
+    cache = tmp_path / "cache"
+    shutil.copytree(sim_cache, cache)
+    images = np.load(cache / "train" / "images.npy", mmap_mode="r+")
+    images[:] = np.nan
+    images.flush()
+    with pytest.raises(TrainingError, match=r"non-finite loss nan at step 0 .*batch rows .*task_ids \['sim"):
+        train(small_cfg(), cache, tmp_path / "m", NormConfig(), augment=False, progress=False)
+
+
 def test_forbidden_metadata_and_bad_train_params_are_refused():
     for col in ("theta_e_arcsec", "arc_snr", "src_r_mag", "is_control", "magnification"):
         with pytest.raises(ValueError, match="carry the injection label"):
