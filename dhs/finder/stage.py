@@ -46,7 +46,7 @@ def run_train(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
     """Train ``arch``; the exit status (that of the torchrun job when it re-launches itself).
     ``node_rank``: this machine's place in a multi-node run (``distributed``); 0 on one machine."""
     from dhs.finder.loader import preprocess_from_params
-    from dhs.finder.training import TrainConfig, train
+    from dhs.finder.training import THROUGHPUT_FILE, TrainConfig, train
 
     p = as_params(params).require("train")
     cfg = TrainConfig.from_params(p["train"], arch, p.source)
@@ -77,6 +77,10 @@ def run_train(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
             dist.destroy_process_group()
     if rank == 0:
         headline.write("train", Path(metrics_dir) / f"{arch}.json", metrics)
+        # the timing of the run that trained these weights (a rebuild without training keeps it)
+        timing = Path(models_dir) / arch / THROUGHPUT_FILE
+        atomic.write_text(Path(metrics_dir) / f"{arch}.throughput.json", timing.read_text() if timing.exists() else
+                          json.dumps({"steps_timed": 0, "note": "these weights were trained before the stage kept its timing"}) + "\n")
         b = metrics["best"]
         print(f"train {arch}: best val loss {b['loss']:.4f} (AUC {b['auc']:.4f}) at epoch {b['epoch']}")
     return 0

@@ -19,6 +19,7 @@ N/2 give identical weights on CPU.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -35,7 +36,10 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
+
+from dhs import atomic
 
 from dhs.evaluation.auc import auroc
 from dhs.finder.checkpoint import (TrainingError, load_checkpoint, metadata_matrix, resolve_device, save_checkpoint,
@@ -43,6 +47,7 @@ from dhs.finder.checkpoint import (TrainingError, load_checkpoint, metadata_matr
 from dhs.finder.colours import host_colours_nmgy, split_host_colours
 from dhs.finder.curves import write_curves
 from dhs.finder.fresh import BELOW_MIN_SNR, SURPLUS, USED, FreshBatches
+from dhs.finder.throughput import throughput_record
 from dhs.finder.loader import NormalisedSplit, NormConfig, augmented, iterate_batches, normalize, shard_indices
 from dhs.models.heads import split_outputs
 from dhs.models.registry import build_model
@@ -157,6 +162,7 @@ CURVE_EVERY = 10  # steps between two points of the training-loss curve
 # accelerator reads it every few steps (the error still names the first bad step); the CPU has
 # nothing to wait for
 NONFINITE_CHECK_EVERY = {"cpu": 1, "default": 10}
+THROUGHPUT_FILE = "throughput.json"  # in the model directory: the timing of the last run that trained
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -317,6 +323,18 @@ def fresh_inputs(rows: pd.DataFrame, raw: torch.Tensor, spec: ModelSpec, meta_st
     return out
 
 
+def training_flops(model: torch.nn.Module, x: torch.Tensor, extras: tuple, amp: bool) -> float:
+    """FLOPs of one forward and backward pass of ``model`` on the batch ``x`` (torch's FLOP
+    counter), on a copy and with the random state restored: counting dispatches differently, and
+    the run's own trajectory must not depend on whether it counted (a resumed run counts too)."""
+    twin = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), FlopCounterMode(display=False) as counter:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = split_outputs(twin(x, *extras))[0]
+        out.float().sum().backward()
+    return float(counter.get_total_flops())
+
+
 def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: NormConfig, augment: bool,
           live_dir: str | Path | None = None, progress: bool = True, max_steps: int | None = None,
           sim: SimConfig | None = None) -> dict:
@@ -423,7 +441,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     per_rank = max(1, cfg.batch_size // world)
     stream = None if simulate else _StepStream(len(train_rows), per_rank, cfg.steps_per_epoch, cfg.seed, rank, world)
     seen: list[np.ndarray] = []
-    t0, images = time.perf_counter(), 0
+    t0, images, flops_per_image = time.perf_counter(), 0, None
     bar = tqdm(total=total, initial=start, desc=f"train {cfg.arch}", unit="step", disable=not progress or rank != 0)
     model.train()
     if max_steps is None:
@@ -458,11 +476,15 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         x = x.contiguous(memory_format=torch.channels_last)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
+        if step == start:
+            flops_per_image = training_flops(model, x, extras, amp) / max(1, len(rows))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = net(x, *extras)
             logits, theta_pred = split_outputs(out)
             theta_true = torch.from_numpy(theta_step).to(device) if theta_pred is not None else None
             loss = training_loss(logits, y, theta_pred, theta_true, cfg.theta_loss_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
         nonfinite_at = torch.where(torch.isfinite(loss.detach()) | (nonfinite_at >= 0), nonfinite_at, step)
         recent[step] = (rows, ids, loss.detach())
         every = NONFINITE_CHECK_EVERY.get(device.type, NONFINITE_CHECK_EVERY["default"])
@@ -473,8 +495,6 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
                 raise TrainingError(f"non-finite loss {b_loss.item()} at step {bad} (epoch {bad // cfg.steps_per_epoch}, batch rows "
                                     f"{b_rows[:5].tolist()}..., task_ids {b_ids.iloc[:5].tolist()}...); check the inputs and lower train.lr")
             recent.clear()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
@@ -539,6 +559,11 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
                                        "epoch_rows": int(len(train_rows)), "balance_classes": cfg.balance_classes,
                                        "balance_by": list(cfg.balance_by)},
                         "train_label_balance": float(train_split.labels[train_rows].mean())})
-    if start < total:  # a timing, so printed rather than put in the (deterministic) metrics
-        print(f"train {cfg.arch}: {stop - start} steps, {images / elapsed:.0f} images/s on {device.type} x {world}")
+    if start < total:  # a timing: beside the (deterministic) metrics, kept with the checkpoints it describes
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        rate = throughput_record(images, elapsed, stop - start, world, name, flops_per_image)
+        atomic.write_json(out_dir / THROUGHPUT_FILE, rate)
+        peak = f", {rate['fraction_of_peak']:.1%} of its bf16 peak" if rate["fraction_of_peak"] is not None else ""
+        print(f"train {cfg.arch}: {stop - start} steps, {rate['images_per_s']:.0f} images/s on {name} x {world} "
+              f"({rate['train_gflop_per_image']} GFLOP per image, {rate['achieved_tflops']} TFLOP/s{peak})")
     return metrics
