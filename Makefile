@@ -34,6 +34,7 @@ bench: install
 	$(PY) benchmarks/bench_injection.py
 	$(PY) benchmarks/bench_cache.py
 	$(PY) benchmarks/bench_train.py --steps 2
+	$(PY) benchmarks/bench_codec.py
 	$(PY) benchmarks/bench_stamps.py
 	$(PY) benchmarks/bench_fresh_training.py
 
