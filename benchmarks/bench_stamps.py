@@ -20,6 +20,7 @@ directory.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +38,22 @@ from dhs.simulate.survey import render_batches, resolve_device
 from dhs.stamps.cache import build_cache
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+DISK_PROBE_MB = 256
+
+
+def disk_write_mb_s(where: Path) -> float:
+    """MB/s of one plain write of DISK_PROBE_MB MB (then fsync) in ``where``: what any phase
+    that puts bytes on this disk is bounded by."""
+    block = bytes(1 << 20)
+    with tempfile.NamedTemporaryFile(dir=where) as f:
+        t0 = time.perf_counter()
+        for _ in range(DISK_PROBE_MB):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+        return DISK_PROBE_MB * (1 << 20) / 1e6 / (time.perf_counter() - t0)
 
 
 def _bytes(root: Path) -> int:
@@ -100,8 +117,11 @@ def main() -> None:
     print(f"  {'stage':<9} {stage:7.2f}  {n / stage:9.1f}  {stage / n * 1e6:13.0f}  (simulate + validate + cache)")
     not_rendering = max(0.0, t["simulate"] - t["engine"]) / n * 1e6
     core_us = sum(t[k] * procs[k] for k in ("encode", "write", "validate", "cache")) / n * 1e6
+    disk = disk_write_mb_s(Path(tempfile.gettempdir()))
     for k, b in written.items():
-        print(f"  {k} wrote {b / n / 1e3:.1f} kB per stamp at {b / t[k] / 1e6:.0f} MB/s: the disk's write rate bounds this phase")
+        print(f"  {k} wrote {b / n / 1e3:.1f} kB per stamp at {b / t[k] / 1e6:.0f} MB/s")
+    print(f"  the disk took a plain {DISK_PROBE_MB} MB write (fsync'd) at {disk:.0f} MB/s: writing a stamp's "
+          f"{sum(written.values()) / n / 1e3:.0f} kB costs {sum(written.values()) / n / (disk * 1e6) * 1e6:.0f} us at that rate")
     print(f"engine / stage rate: {stage / t['engine']:.2f}x; not rendering, per stamp: simulate - engine {not_rendering:.0f} us wall; "
           f"encode + write + validate + cache {core_us:.0f} core-us")
 
