@@ -275,7 +275,7 @@ def _curves(ctx: Context, arch: str) -> tuple[dict, str]:
 
 
 def training(ctx: Context) -> Section:
-    curves, rows, parts, sources = {}, [], [], []
+    curves, rows, parts, sources, speed = {}, [], [], [], []
     for arch in ctx.cfg.archs:
         c, src = _curves(ctx, arch)
         if c:
@@ -288,12 +288,20 @@ def training(ctx: Context) -> Section:
         best, test = doc.get("best") or {}, doc.get("test_at_best") or {}
         rows.append([arch, best.get("epoch"), best.get("step"), best.get("auc"), best.get("loss"), test.get("auc"), test.get("n"),
                      doc.get("n_parameters"), doc.get("steps"), doc.get("device"), doc.get("world_size"), doc.get("completed")])
+        # the timing of the run that trained the weights, beside the deterministic metrics
+        rate = ctx.inputs.json(f"metrics/train/{arch}.throughput.json").value or {}
+        pct = rate.get("fraction_of_peak")
+        speed.append([arch, rate.get("images_per_s", "not recorded"), rate.get("train_gflop_per_image"), rate.get("achieved_tflops"),
+                      f"{pct:.1%}" if isinstance(pct, (int, float)) else "no peak known" if rate else None,
+                      rate.get("device_name"), rate.get("steps_timed"), f"metrics/train/{arch}.throughput.json"])
     body = ""
     if curves:
         body += img(figures.training_figure(curves), "training curves", "sources: " + "; ".join(sources))
     if rows:
         body += table(rows, ["arch", "best epoch", "best step", "val AUROC", "val loss", "test AUROC at best", "test n",
                              "parameters", "steps", "device", "processes", "completed"])
+        body += "<h4>Throughput of the run that trained the weights</h4>" + table(
+            speed, ["arch", "images/s", "GFLOP per training image", "TFLOP/s", "of the GPU's bf16 peak", "device", "steps timed", "source"])
     status = "ok" if rows and len(rows) == len(ctx.cfg.archs) else "partial" if rows else "notrun"
     return Section("training", "Training curves", body + "".join(parts), status)
 

@@ -121,6 +121,10 @@ def world(sim_cache, tmp_path_factory) -> Path:
         _write(root / f"metrics/train/{arch}.json", {"best": {"epoch": 3, "step": 30, "auc": 0.95, "loss": 0.2}, "history": hist,
                                                      "test_at_best": {"auc": 0.94, "loss": 0.21, "n": 33}, "n_parameters": 1234})
         _write(root / f"metrics/infer/{arch}.json", {"by_split": {"test": {"scored": 33, "injection": 17, "control": 16}}})
+    _write(root / "metrics/train/small_cnn.throughput.json", {"steps_timed": 30, "elapsed_s": 2.0, "images_per_s": 4321.5, "world_size": 1,
+                                                              "device_name": "NVIDIA H200", "train_gflop_per_image": 14.1,
+                                                              "achieved_tflops": 60.9, "peak_bf16_tflops_per_device": 989.4,
+                                                              "fraction_of_peak": 0.0616})
     lv = root / "dvclive/small_cnn/plots/metrics"
     _write(lv / "train/loss.tsv", "step\tloss\n0\t0.69\n10\t0.5\n20\t0.4\n30\t0.35\n")
     _write(lv / "val/loss.tsv", "step\tloss\n10\t0.55\n20\t0.45\n30\t0.4\n")
@@ -242,6 +246,8 @@ def test_sections_show_what_each_stage_wrote_and_name_what_did_not_run(rendered)
     assert "nan_pixels" in acc and ">132<" in acc and "yes" in acc
     train = _section(html, "training")
     assert "dvclive/small_cnn/plots/metrics/" in train and "resnet18: metrics/train/resnet18.json history" in train
+    assert ">4322<" in train and ">14.1<" in train and "6.2%" in train and "NVIDIA H200" in train   # the timing file, as written
+    assert train.count("not recorded") == 1 and "metrics/train/small_cnn.throughput.json" in train   # resnet18 has none
     prov = _section(html, "provenance")
     assert "abc123.dir" in prov and "oldreport" not in prov and "not a git checkout" in prov
     assert "sha256" in prov and "gallery_theta_bins" in prov
