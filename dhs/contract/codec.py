@@ -8,6 +8,11 @@ writer's, a tenth of its time), and decoding reads such a blob in place after ch
 header byte and every CRC; anything else (deflate, other writers, damage) goes through
 ``numpy.load`` and its error reporting.
 
+Whole columns: ``stamp_column`` / ``encode_stamps`` write a batch's blobs into one Arrow binary
+buffer (no Python object per stamp; what the shard writer takes), and ``decode_stamps`` reads a
+column's stored blobs in place, all at once, marking the rows it could not read for
+``decode_stamp``. CRC-32 is ISA-L's (``isal``) where installed, zlib's otherwise: same values.
+
 Decoding reports, never guesses: each failure raises ``StampError`` whose ``reason`` is the
 rejection reason counted by the stages (failed Phase 4c rows may hold only zeros in
 ``image_r``; that is a ``missing_band``, not a stamp).

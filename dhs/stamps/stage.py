@@ -37,14 +37,17 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
     st = p["stamps"]
     source, workers = st["source"], st["validate_workers"]
     t0 = time.perf_counter()
+    phases: dict[str, float] = {}   # wall seconds, printed: where the stage's time went
     for out in (out_dir, cache_dir):  # what a killed run left (temporaries no live process holds)
         atomic.sweep_stale(out)
     if source == "synthetic":
         cfg = SimConfig.from_params(p["simulate"])
         with atomic.atomic_dir(out_dir) as tmp:
             summary = write_synthetic_dataset(cfg, tmp, rows_per_shard=st["rows_per_shard"], progress=progress)
+            phases["simulate"] = time.perf_counter() - t0
             report = validate(tmp, workers=workers, progress=progress)
             report.raise_if_errors()
+            phases["validate"] = time.perf_counter() - t0 - phases["simulate"]
         report.rebase(out_dir)
         what = f"simulated {report.rows_read} stamps on {summary['device']}"
         extra = {"config_id": summary["config_id"]}
@@ -74,7 +77,9 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
     if report.rows_read and rejected / report.rows_read > max_frac:
         raise RejectionRateError(f"{rejected} of {report.rows_read} rows rejected ({rejected / report.rows_read:.2%} > "
                                  f"stamps.max_reject_frac={max_frac:.2%}):\n{report.summary()}")
+    t_cache = time.perf_counter()
     cache = build_cache(report, cache_dir, dtype=st["cache_dtype"], workers=workers, progress=progress)
+    phases["cache"] = time.perf_counter() - t_cache
     metrics = {"source": describe_source(source), **extra, **report.to_metrics(),
                "cache": {"rows_by_split": cache.counts, "dtype": st["cache_dtype"],
                          "stamp_size": cache.stamp_size, "stamps_clipped_f16": cache.stamps_clipped},
@@ -93,6 +98,8 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
     dt = time.perf_counter() - t0
     print(f"stamps: {what}; {report.rows_used} usable, rejected {dict(sorted(report.rejected.items()))}; "
           f"cache {cache.counts} ({dt:.1f} s)")
+    print("stamps: wall time by phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()) +
+          f", everything else {dt - sum(phases.values()):.1f} s")
     if cache.missing_splits:
         print(f"stamps: the dataset has no {cache.missing_splits} split(s): cached {sorted(cache.counts)} only; the stages "
               f"that need a missing split (train needs train and val) will refuse")
