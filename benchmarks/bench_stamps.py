@@ -73,8 +73,12 @@ def main() -> None:
     sim.update(n_stamps=args.n, device=args.device)
     cfg = SimConfig.from_params(sim)
     device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
     pop = sample_population(cfg)
+    t_population = time.perf_counter() - t0
+    t0 = time.perf_counter()
     list(render_batches(pop.iloc[: cfg.batch_size], cfg, device))     # warm-up (compilation)
+    t_warm = time.perf_counter() - t0
     t = {}
     runs = []
     for _ in range(2):   # the faster of two: the first full pass still meets shapes it has not compiled
@@ -110,6 +114,8 @@ def main() -> None:
     procs = {"encode": 1, "write": 1, "validate": args.workers, "cache": args.workers}
     print(f"device {device.type}, {torch.get_num_threads()} torch thread(s), {args.workers} worker process(es), {n} stamps of "
           f"{cfg.stamp_size} px")
+    print(f"  before the phases: sampling the population {t_population:.1f} s; the first batch (compiling the fused "
+          f"kernels, once per process) {t_warm:.1f} s")
     print(f"  {'phase':<9} {'s':>7}  {'stamps/s':>9}  {'us/stamp wall':>13}  {'us/stamp core':>13}")
     for k, v in t.items():
         core = f"{v / n * 1e6 * procs[k]:13.0f}" if k in procs else ""
