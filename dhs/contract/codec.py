@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
-import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -96,29 +95,12 @@ class _StoredLayout:
     shape: tuple[int, int]
 
     def encode(self, images: np.ndarray) -> bytes:
-        buf = bytearray(self.template)
-        for band, (a, b), (c1, c2), head in zip(images, self.pixels, self.crcs, self.npy_headers):
-            raw = np.ascontiguousarray(band, dtype="<f4").data.cast("B")
-            buf[a:b] = raw
-            crc = _crc32(raw, _crc32(head))
-            struct.pack_into("<I", buf, c1, crc)
-            struct.pack_into("<I", buf, c2, crc)
-        return bytes(buf)
+        return self.encode_many(np.asarray(images)[None])[0].as_py()
 
     def decode(self, blob: bytes) -> np.ndarray | None:
         """(3, H, W) float32, or None when ``blob`` is not exactly this layout with correct CRCs."""
-        if len(blob) != len(self.template):
-            return None
-        view, tmpl = memoryview(blob), self.template
-        if any(view[a:b] != tmpl[a:b] for a, b in self.fixed):
-            return None
-        out = np.empty((3, *self.shape), np.float32)
-        for i, ((a, b), (c1, c2), head) in enumerate(zip(self.pixels, self.crcs, self.npy_headers)):
-            crc = _crc32(view[a:b], _crc32(head))
-            if crc != struct.unpack_from("<I", blob, c1)[0] or crc != struct.unpack_from("<I", blob, c2)[0]:
-                return None
-            out[i] = np.frombuffer(blob, dtype="<f4", count=(b - a) // 4, offset=a).reshape(self.shape)
-        return out
+        out, ok = self.decode_many(pa.array([blob], pa.binary()))
+        return out[0] if ok[0] else None
 
     def encode_many(self, images: np.ndarray) -> pa.BinaryArray:
         """(n, 3, H, W) -> an Arrow binary array of n stored npz blobs in one buffer, each

@@ -333,7 +333,6 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
     def check(tbl: pa.Table | pa.RecordBatch, row0: int) -> None:
         n = tbl.num_rows
         cols = {name: tbl.column(name) for name in tbl.schema.names}
-        is_control = cols["is_control"].to_numpy(zero_copy_only=False)
         lens_model = cols["lens_model"].to_pylist()
         cutout_ok = cols["cutout_ok"].to_numpy(zero_copy_only=False)
         size = cols["stamp_size"].to_numpy(zero_copy_only=False)
@@ -343,8 +342,7 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
         region_ids.append(cols["region_id"].fill_null(NO_KEY).to_numpy(zero_copy_only=False).astype(np.int64))
         host_key_parts.append(host_keys(ra, dec))
         lab = _floats(cols["is_control"])
-        res.labels[row0:row0 + n] = np.where(np.isin(lab, (0.0, 1.0)) | (np.isfinite(lab) & (lab == np.round(lab))),
-                                             np.nan_to_num(lab, nan=-1.0), -1).astype(np.int64)
+        res.labels[row0:row0 + n] = np.where(np.isfinite(lab), lab, -1).astype(np.int64)   # -1: no label
         if unknown_split:
             reasons[row0:row0 + n] = "unknown_split"
             per_reason["unknown_split"] += n
