@@ -99,6 +99,8 @@ class _StoredLayout:
 
     def decode(self, blob: bytes) -> np.ndarray | None:
         """(3, H, W) float32, or None when ``blob`` is not exactly this layout with correct CRCs."""
+        if len(blob) != len(self.template):  # deflated or foreign: no copy into Arrow to find that out
+            return None
         out, ok = self.decode_many(pa.array([blob], pa.binary()))
         return out[0] if ok[0] else None
 
