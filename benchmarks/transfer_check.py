@@ -55,6 +55,7 @@ to separate the centring effect from everything else.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import io
 import json
@@ -511,6 +512,35 @@ def score_cache(cache_dir: Path, model_dir: Path, device: str) -> tuple[pd.DataF
                 "device": tm.device.type}
 
 
+def checkpoint_against_scores(root: Path, arch: str, model_dir: Path, eval_split: str, device: str, n: int = 64) -> dict:
+    """Does the checkpoint give the scores the thresholds were set on? It rescores the first ``n``
+    stamps of the project's own cached ``eval_split`` and compares them with the score table's
+    logits, by content: file times say nothing after a `dvc checkout` or an unchanged retrain."""
+    scores_path = root / "data" / "scores" / f"{arch}.parquet"
+    try:
+        split = open_split(root / "data" / "cache", eval_split)
+    except CacheError:
+        return {"checked": 0, "note": f"no cached {eval_split} split under {root / 'data' / 'cache'}: the checkpoint was not compared"}
+    if not scores_path.exists():
+        return {"checked": 0, "note": f"{scores_path} not found: the checkpoint was not compared"}
+    k = min(n, len(split))
+    part = dataclasses.replace(split, images=split.images[:k], meta=split.meta.iloc[:k].reset_index(drop=True))
+    fresh = score_split(load_trained(model_dir, device), part, progress=False)
+    table = pd.read_parquet(scores_path, columns=["task_id", "logit"]).set_index("task_id")["logit"]
+    ids = part.meta["task_id"]
+    if not ids.isin(table.index).all():
+        return {"checked": 0, "mismatch": f"{scores_path} does not hold the cached {eval_split} stamps: the score table and "
+                                          f"the cache come from different runs (let `dvc repro` finish)"}
+    diff = float(np.max(np.abs(fresh - table.loc[ids].to_numpy(np.float64))))
+    # another device or kernel moves a logit by ~1e-5 of its size; another checkpoint by far more
+    tol = 1e-3 * max(1.0, float(np.max(np.abs(fresh))))
+    out = {"checked": k, "max_abs_logit_diff": diff}
+    if diff > tol:
+        out["mismatch"] = (f"{model_dir / 'checkpoint_best.pt'} scores {k} cached {eval_split} stamps up to {diff:.3g} in logit away "
+                           f"from {scores_path}: the thresholds belong to another checkpoint (let `dvc repro` finish)")
+    return out
+
+
 # ========================================================================= the comparison
 
 def bin_label(lo: float, hi: float) -> str:
@@ -738,9 +768,9 @@ def run(args: argparse.Namespace) -> dict:
     comp_metrics = json.loads(metrics_path.read_text())
     thresholds = sorted(comp_metrics["thresholds"], key=lambda t: -t["target_fpr"] if t.get("target_fpr") else 0)
     thresholds = [t for t in thresholds if t.get("target_fpr")]
-    if (model_dir / "checkpoint_best.pt").stat().st_mtime > metrics_path.stat().st_mtime + 1:
-        say(f"WARNING: {model_dir / 'checkpoint_best.pt'} is newer than {metrics_path}: the thresholds may belong to another checkpoint "
-            f"(let `dvc repro` finish)")
+    ckpt_check = checkpoint_against_scores(root, args.arch, model_dir, comp_metrics.get("eval_split", "test"), args.device)
+    if ckpt_check.get("mismatch"):
+        say(f"WARNING: {ckpt_check['mismatch']}")
     params = yaml.safe_load(open(root / "params.yaml")) if (root / "params.yaml").exists() else {}
     st = (params or {}).get("stamps", {}) or {}
     if args.snr_bins is None:
@@ -830,7 +860,8 @@ def run(args: argparse.Namespace) -> dict:
         "completeness": comp,
         "project": {"root": str(root), "metrics": str(metrics_path), "eval_split": eval_split, "reference_source": proj["source"],
                     "by_threshold": proj["by_threshold"], "overall": proj_overall, "csv": proj.get("csv"), "csv_note": proj.get("csv_note"),
-                    "arc_snr_quantiles": proj.get("arc_snr_quantiles"), "score_table_mismatch": proj.get("stale")},
+                    "arc_snr_quantiles": proj.get("arc_snr_quantiles"), "score_table_mismatch": proj.get("stale"),
+                    "checkpoint_check": ckpt_check},
         "timing_s": {"render": written["render_s"], "stage": stage_s, "score": score_s, "total": time.perf_counter() - t_all},
     }
     return res

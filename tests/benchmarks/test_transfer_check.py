@@ -126,6 +126,7 @@ def tiny_project(sim_cache, tmp_path_factory):
                       {"arch": "small_cnn", "eval_split": "test", "thresholds": thresholds,
                        "auroc": float(roc_auc_score(test["label"], test["score"])), "headline": {}})
     (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (root / "data" / "cache").symlink_to(sim_cache, target_is_directory=True)  # the cache its scores came from
     return root
 
 
@@ -147,6 +148,8 @@ def test_end_to_end_through_the_real_data_path(tiny_project, tmp_path, capsys):
     assert sum(res["real_data_path"]["cache_rows_by_split"].values()) == 40
     assert (res["set"]["n_scored"], res["set"]["n_controls"], res["set"]["n_injections"]) == (40, 20, 20)
     assert not res["project"]["score_table_mismatch"]
+    check = res["project"]["checkpoint_check"]  # the checkpoint rescored on the project's own test stamps
+    assert check["checked"] > 0 and "mismatch" not in check and check["max_abs_logit_diff"] < 1e-4
     for t in res["fpr"]:
         assert t["n"] == 20 and t["fpr"] == t["k"] / 20
         assert t["wilson_lo"] <= t["fpr"] <= t["wilson_hi"]
@@ -184,3 +187,30 @@ def test_refuses_to_write_into_the_project(tiny_project, tmp_path):
     assert rc == 2 and not (tiny_project / "data" / "x").exists()
     assert tc.main(["--project-root", str(tiny_project), "--n", "8", "--quiet", "--out", str(tiny_project / "metrics" / "x.json")]) == 2
     assert not (tiny_project / "metrics" / "x.json").exists()
+
+
+def test_a_checkpoint_other_than_the_scored_one_is_named(tiny_project, tmp_path, sim_cache, capsys):
+    # the thresholds belong to the checkpoint that wrote the score table; a retrained checkpoint in
+    # its place (same file name, any file time) is caught by rescoring the project's test stamps
+    import shutil
+    from dhs.finder.loader import NormConfig
+    from dhs.finder.training import TrainConfig, train
+
+    root = tmp_path / "project"
+    shutil.copytree(tiny_project, root, symlinks=True)
+    ok = tc.checkpoint_against_scores(root, "small_cnn", root / "data" / "models" / "small_cnn", "test", "cpu")
+    assert ok["checked"] > 0 and "mismatch" not in ok
+    cfg = TrainConfig.from_params({"epochs": 1, "steps_per_epoch": 3, "batch_size": 16, "lr": 3e-3, "warmup_steps": 1,
+                                   "eval_batch_size": 64, "device": "cpu", "seed": 7}, "small_cnn")
+    shutil.rmtree(root / "data" / "models" / "small_cnn")
+    train(cfg, sim_cache, root / "data" / "models" / "small_cnn", NormConfig(radial_profile_subtract=True), augment=False, progress=False)
+    bad = tc.checkpoint_against_scores(root, "small_cnn", root / "data" / "models" / "small_cnn", "test", "cpu")
+    assert bad["max_abs_logit_diff"] > 1e-3 and "another checkpoint" in bad["mismatch"]
+    assert tc.main(["--project-root", str(root), "--n", "8", "--split-fractions", "test=1", "--quiet",
+                    "--out", str(tmp_path / "a.json")]) == 0
+    res = json.loads((tmp_path / "a.json").read_text())
+    assert "another checkpoint" in res["project"]["checkpoint_check"]["mismatch"]
+    # without the project's cache nothing is claimed either way
+    (root / "data" / "cache").unlink()
+    none = tc.checkpoint_against_scores(root, "small_cnn", root / "data" / "models" / "small_cnn", "test", "cpu")
+    assert none["checked"] == 0 and "not compared" in none["note"] and "mismatch" not in none
