@@ -36,6 +36,7 @@ bench: install
 	$(PY) benchmarks/bench_train.py --steps 2
 	$(PY) benchmarks/bench_codec.py
 	$(PY) benchmarks/bench_stamps.py
+	$(PY) benchmarks/bench_compile.py
 	$(PY) benchmarks/bench_fresh_training.py
 
 lock: install
