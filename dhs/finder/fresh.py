@@ -27,9 +27,11 @@ few thousand stamps) is rendered at once, in ``simulate.batch_size`` chunks, for
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,6 +46,17 @@ BLOCK_STAMPS = 4096  # default stamps rendered at once (train.simulate_block_sta
 
 # what each rendered stamp became (every one is counted)
 USED, BELOW_MIN_SNR, SURPLUS = "used", "injection_arc_snr_below_min", "rendered_beyond_the_block"
+
+
+def simulator_source_digest(package_dir: Path | None = None) -> str:
+    """sha256 of the simulator's source files (``dhs/simulate/*.py``, by name and bytes)."""
+    import dhs.simulate
+
+    root = Path(package_dir) if package_dir is not None else Path(dhs.simulate.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(root.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _seed(*parts: int) -> int:
@@ -79,9 +92,11 @@ class FreshBatches:
         set_compile_mode(sim.compile)
 
     def fingerprint(self) -> str:
-        """What defines the batches beyond the step: the simulated survey and the draw's settings."""
+        """What defines the batches beyond the step: the simulated survey, the draw's settings and
+        the simulator's code (a fix to the renderer must retrain, not rebuild a finished run's
+        outputs from a checkpoint that learnt from the old stamps)."""
         return (f"{config_id(self.sim)}:{self.steps_per_block}:{self.min_arc_snr}:{self.positive_fraction}:"
-                f"{self.round_dtype}")
+                f"{self.round_dtype}:{simulator_source_digest()}")
 
     def _population(self, n: int, control_fraction: float, *key: int) -> tuple[pd.DataFrame, SimConfig]:
         cfg = dataclasses.replace(self.sim, n_stamps=n, control_fraction=control_fraction,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,23 @@ def test_balancing_by_condition_cells_is_refused_for_rendered_batches(sim_cache,
 
     with pytest.raises(TrainingError, match="exactly balanced already: set train.balance_by: \\[\\]"):
         train(small_cfg(balance_by=["psfdepth_r"]), sim_cache, tmp_path, NormConfig(), augment=False, progress=False, sim=sim)
+
+
+def test_the_run_fingerprint_follows_the_simulator_code(sim, tmp_path):
+    # a fix to the renderer changes the batches a `train.data: simulate` run learns from, so it
+    # must change the run's hash (else `dvc repro` rebuilds a finished run from the old checkpoint)
+    import shutil
+
+    import dhs.simulate
+    from dhs.finder.fresh import simulator_source_digest
+
+    here = Path(dhs.simulate.__file__).parent
+    copy = tmp_path / "simulate"
+    shutil.copytree(here, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert simulator_source_digest(copy) == simulator_source_digest()
+    assert fresh(sim).fingerprint().endswith(":" + simulator_source_digest())
+    (copy / "render.py").write_text((copy / "render.py").read_text() + "\n# a one-line fix\n")
+    assert simulator_source_digest(copy) != simulator_source_digest()
+    shutil.copytree(here, tmp_path / "again", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "again" / "new_profile.py").write_text("")
+    assert simulator_source_digest(tmp_path / "again") != simulator_source_digest()
