@@ -769,8 +769,8 @@ def run(args: argparse.Namespace) -> dict:
     thresholds = sorted(comp_metrics["thresholds"], key=lambda t: -t["target_fpr"] if t.get("target_fpr") else 0)
     thresholds = [t for t in thresholds if t.get("target_fpr")]
     ckpt_check = checkpoint_against_scores(root, args.arch, model_dir, comp_metrics.get("eval_split", "test"), args.device)
-    if ckpt_check.get("mismatch"):
-        say(f"WARNING: {ckpt_check['mismatch']}")
+    if ckpt_check.get("mismatch"):  # on stderr, --quiet or not: every figure below depends on it
+        print(f"WARNING: {ckpt_check['mismatch']}", file=sys.stderr)
     params = yaml.safe_load(open(root / "params.yaml")) if (root / "params.yaml").exists() else {}
     st = (params or {}).get("stamps", {}) or {}
     if args.snr_bins is None:
