@@ -8,18 +8,22 @@ Times, in one run and on one population (params.yaml's simulate section at ``--n
 - encode: the rendered batches' ``stamp_npz`` columns (``stamp_column``), alone;
 - write: those columns and the rows through the shard writer into parquet, alone;
 - simulate: ``write_synthetic_dataset`` (the engine, npz encoding, parquet shards);
-- validate: the contract validator over the written shards (``--workers`` processes);
-- cache: the decoded float16 training cache;
+- validate: the contract validator over the written shards (``--workers`` processes), keeping
+  the decoded pixels for the cache, as the stage does;
+- cache: the float16 training cache, copied from those pixels;
+- and, as the peer in the same run, validation that keeps nothing and a cache that reads and
+  decodes every stamp again (``--workers`` processes), checked to write the same cache;
 
 and prints stamps/s per phase, the stage's total, the ratio of the engine's rate to the
 stage's, and the cost per stamp of each phase that is not rendering, in wall time and in core
-time (wall x the processes that run it: validate and cache run ``--workers`` processes). Nothing is written outside a temporary
+time (wall x the processes that run it: validate runs ``--workers`` processes, the cache one). Nothing is written outside a temporary
 directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import os
 import tempfile
 import time
@@ -29,7 +33,8 @@ import torch
 
 from dhs.contract.codec import stamp_column
 from dhs.contract.shards import HiveShardWriter
-from dhs.contract.validate import validate
+from dhs import atomic
+from dhs.contract.validate import DecodeInto, validate
 from dhs.params import load
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
@@ -58,6 +63,12 @@ def disk_write_mb_s(where: Path) -> float:
 
 def _bytes(root: Path) -> int:
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    return files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and all(
+        filecmp.cmp(a / f, b / f, shallow=False) for f in files)
 
 
 def main() -> None:
@@ -102,16 +113,27 @@ def main() -> None:
         t0 = time.perf_counter()
         write_synthetic_dataset(cfg, out, progress=False)
         t["simulate"] = time.perf_counter() - t0
+        # the peer: validation that keeps nothing, then a cache that reads and decodes every stamp again
         t0 = time.perf_counter()
         report = validate(out, workers=args.workers, progress=False)
-        t["validate"] = time.perf_counter() - t0
+        peer = {"validate": time.perf_counter() - t0}
         t0 = time.perf_counter()
-        build_cache(report, cache, dtype="float16", workers=args.workers, progress=False)
-        t["cache"] = time.perf_counter() - t0
+        build_cache(report, Path(d) / "cache-peer", dtype="float16", workers=args.workers, progress=False)
+        peer["cache"] = time.perf_counter() - t0
+        # the stage's path: validation keeps the decoded pixels, the cache copies the usable ones
+        with atomic.scratch_dir(cache, "decoded") as scratch:
+            t0 = time.perf_counter()
+            report = validate(out, workers=args.workers, progress=False, decode_into=DecodeInto(str(scratch), "float16"))
+            t["validate"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            build_cache(report, cache, dtype="float16", workers=args.workers, progress=False)
+            t["cache"] = time.perf_counter() - t0
         written["cache"] = _bytes(cache)
+        if not _same_tree(cache, Path(d) / "cache-peer"):
+            raise SystemExit("the two caches differ: the benchmark would compare unequal outputs")
     n = len(pop)
     stage = t["simulate"] + t["validate"] + t["cache"]
-    procs = {"encode": 1, "write": 1, "validate": args.workers, "cache": args.workers}
+    procs = {"encode": 1, "write": 1, "validate": args.workers, "cache": 1}
     print(f"device {device.type}, {torch.get_num_threads()} torch thread(s), {args.workers} worker process(es), {n} stamps of "
           f"{cfg.stamp_size} px")
     print(f"  before the phases: sampling the population {t_population:.1f} s; the first batch (compiling the fused "
@@ -130,6 +152,10 @@ def main() -> None:
           f"{sum(written.values()) / n / 1e3:.0f} kB costs {sum(written.values()) / n / (disk * 1e6) * 1e6:.0f} us at that rate")
     print(f"engine / stage rate: {stage / t['engine']:.2f}x; not rendering, per stamp: simulate - engine {not_rendering:.0f} us wall; "
           f"encode + write + validate + cache {core_us:.0f} core-us")
+    both, both_peer = t["validate"] + t["cache"], peer["validate"] + peer["cache"]
+    print(f"validate + cache, one decode (the stage's path) {both:.2f} s against decoding twice {both_peer:.2f} s "
+          f"(validate {peer['validate']:.2f} s, cache {peer['cache']:.2f} s in {args.workers} processes): "
+          f"{both_peer / both:.2f}x; {both / n * 1e6:.0f} against {both_peer / n * 1e6:.0f} us per stamp, wall")
 
 
 if __name__ == "__main__":

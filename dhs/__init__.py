@@ -22,7 +22,7 @@ shared pieces they stand on. Imports flow downwards in this list
                                dhs.params           params.yaml: schema, rules, checked values
                                dhs.simulate         the injection engine and the simulated survey
                                dhs.contract         the stamp contract: codec, validator, shard
-                                                    writer, RGB display
+                                                    writer, RGB display, the cache's pixel stats
                                dhs.headline         the headline metrics beside each detail file
                                dhs.atomic           atomic outputs and file digests
 

@@ -149,6 +149,23 @@ def sweep_stale(path: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
+def scratch_dir(beside: str | os.PathLike, tag: str = "scratch") -> Iterator[Path]:
+    """Yield a temporary working directory beside ``beside`` (``.<name>.<tag>-*.tmp``), removed
+    when the block ends, however it ends. Locked like ``atomic_dir``'s temporary, so one a
+    SIGKILL left behind is removed by the next ``sweep_stale(beside)``."""
+    beside = Path(beside)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.{tag}-", suffix=".tmp", dir=beside.parent))
+    lock = os.open(tmp, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.close(lock)
+
+
+@contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces ``path`` whole, on error it is removed.
 

@@ -1,5 +1,6 @@
 """The Phase 4c stamp contract: schema, stamp codec, dataset validation, the Hive shard writer
-(``shards``) and the RGB display of a stamp (``rgb``)."""
+(``shards``), the RGB display of a stamp (``rgb``) and the normalisation statistics stored with
+each decoded stamp (``norm_stats``: the validator measures them as it decodes)."""
 
 from dhs.contract.codec import BAND_KEYS, StampError, decode_stamp, encode_stamp
 from dhs.contract.schema import Contract, load_contract

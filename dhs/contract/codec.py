@@ -234,6 +234,25 @@ def stamp_column(images: np.ndarray, ok: np.ndarray | None = None, compress: boo
     return column
 
 
+F16_MAX = float(np.finfo(np.float16).max)
+
+
+def to_storage_dtype(images: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3, H, W) float32 pixels as the training cache stores them, and which stamps were
+    clipped: float16 keeps 11 significant bits, far below the sky noise, and values beyond its
+    range (|x| > 65504 nMgy, a saturated star) are clipped to it; float32 is kept as it is."""
+    if dtype == "float32":
+        return np.asarray(images, np.float32), np.zeros(len(images), bool)
+    if dtype != "float16":
+        raise ValueError(f"storage dtype must be float16 or float32, got {dtype!r}")
+    if len(images) and (images.max() > F16_MAX or images.min() < -F16_MAX):   # two reductions, no temporary
+        over = (np.abs(images) > F16_MAX).any(axis=(1, 2, 3))
+        images = np.clip(images, -F16_MAX, F16_MAX)
+    else:
+        over = np.zeros(len(images), bool)
+    return images.astype(np.float16), over
+
+
 def decode_stamps(column: pa.Array | pa.ChunkedArray, stamp_size: int) -> tuple[np.ndarray, np.ndarray]:
     """A ``stamp_npz`` column of stamps of ``stamp_size`` -> ((n, 3, H, W) float32, (n,) bool
     decoded). Rows in the stored layout with correct CRCs are read in place, all at once;

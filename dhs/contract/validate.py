@@ -20,10 +20,15 @@ now, named (file, row group, column) and its rows rejected, and never crashes th
 later or changes a value silently. Every row read is either used or rejected for exactly one
 reason (the first that applies in the order above), so ``rows_read == rows_used +
 sum(rejected)`` always holds.
+
+With ``decode_into`` the pixels decoded for the checks are also kept, in the training cache's
+dtype, one array per file (``FileResult.decoded_path``): the cache then copies the usable rows
+from there instead of reading and decoding every stamp a second time (dhs.stamps.cache).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -35,9 +40,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from dhs.contract.codec import StampError, decode_stamp, decode_stamps
+from dhs.contract.codec import StampError, decode_stamp, decode_stamps, to_storage_dtype
 from dhs.contract.schema import Contract, load_contract
 from dhs.contract.workers import process_pool
+from dhs.contract.norm_stats import STATS_COLUMNS, annulus_stats
 
 ROW_REASONS = (
     "unknown_split", "corrupt_parquet", "null_required", "cutout_not_ok", "label_mismatch", "bad_position", "bad_theta_e",
@@ -133,6 +139,22 @@ class FileResult:
     region_ids: np.ndarray | None = None
     host_keys: np.ndarray | None = None
     examples: list[Problem] = field(default_factory=list)
+    # with ``decode_into``: the file's decoded pixels, (n_rows, 3, N, N) in ``decoded_dtype``;
+    # ``held`` marks the rows whose pixels are there, ``clipped`` those float16 clipped
+    decoded_path: str | None = None
+    decoded_dtype: str | None = None
+    held: np.ndarray | None = None
+    clipped: np.ndarray | None = None
+    stats: np.ndarray | None = None       # (n_rows, 7) the cache's normalisation stats of the kept pixels
+
+
+@dataclass(frozen=True)
+class DecodeInto:
+    """Where validation keeps the pixels it decodes (a directory that outlives the report's use,
+    e.g. ``dhs.atomic.scratch_dir``) and the dtype the cache stores."""
+
+    directory: str
+    dtype: str = "float16"
 
 
 @dataclass
@@ -279,7 +301,8 @@ def list_shards(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix == ".parquet" and not p.name.startswith((".", "_")))
 
 
-def validate_file(path: str, root: str, check_pixels: bool = True, contract: Contract | None = None) -> FileResult:
+def validate_file(path: str, root: str, check_pixels: bool = True, contract: Contract | None = None,
+                  decode_into: DecodeInto | None = None) -> FileResult:
     contract = contract or load_contract()
     p, root_p = Path(path), Path(root)
     split = partition_split(p, root_p, contract.partition_key)
@@ -323,6 +346,31 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
     non_nullable = [c.name for c in contract.required if not c.nullable and c.name in names]
     task_ids, region_ids, host_key_parts = [], [], []
     per_reason: Counter = Counter()
+    store: list[np.ndarray] = []   # the memmap of the kept pixels, made at the first stamp kept
+    if decode_into is not None and check_pixels:
+        res.held = np.zeros(res.n_rows, bool)
+        res.clipped = np.zeros(res.n_rows, bool)
+        res.stats = np.zeros((res.n_rows, len(STATS_COLUMNS)))
+
+    def keep(rows: np.ndarray, images: np.ndarray) -> None:
+        """Keep the decoded pixels of (absolute) ``rows`` for the cache."""
+        if res.held is None or not rows.size:
+            return
+        if not store:
+            name = hashlib.sha256(rel.encode()).hexdigest()[:24] + ".npy"
+            res.decoded_path, res.decoded_dtype = str(Path(decode_into.directory) / name), decode_into.dtype
+            store.append(np.lib.format.open_memmap(res.decoded_path, mode="w+", dtype=np.dtype(decode_into.dtype),
+                                                   shape=(res.n_rows, *images.shape[1:])))
+        if store[0].shape[1:] != images.shape[1:]:
+            return  # a second stamp size in one file: the cache refuses mixed sizes, nothing to keep
+        stored, over = to_storage_dtype(images, decode_into.dtype)
+        if rows[-1] - rows[0] + 1 == rows.size:   # the usual case: a run of rows, a plain copy
+            store[0][rows[0]:rows[-1] + 1] = stored
+        else:
+            store[0][rows] = stored
+        res.held[rows] = True
+        res.clipped[rows] = over
+        res.stats[rows] = annulus_stats(stored)
 
     def note(i: int, reason: str, column: str | None, msg: str) -> None:
         reasons[i] = reason
@@ -369,10 +417,13 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
                 # slower: two workers streaming 100 MB arrays share one memory bus); rows of other
                 # sizes or already flagged are ignored
                 good = np.zeros(n, bool)
+                rows = ~flagged & (sizes == sz)
                 for a in range(0, n, DECODE_BLOCK):
                     images, decoded = decode_stamps(cols["stamp_npz"].slice(a, DECODE_BLOCK), int(sz))
-                    good[a:a + len(images)] = decoded & np.isfinite(images).all(axis=(1, 2, 3)) & images.any(axis=(2, 3)).all(axis=1)
-                rows = ~flagged & (sizes == sz)
+                    g = decoded & np.isfinite(images).all(axis=(1, 2, 3)) & images.any(axis=(2, 3)).all(axis=1)
+                    good[a:a + len(images)] = g
+                    j = np.flatnonzero(g & rows[a:a + len(images)])
+                    keep(row0 + a + j, images[j])
                 flagged[rows] |= ~good[rows]
         for j in np.flatnonzero(flagged):
             explain(j, row0 + j, cols, lab, lens_model, cutout_ok, size, ra, dec, theta, nulls)
@@ -418,6 +469,8 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
             blank = [b for b, band in zip(contract.bands, img) if not band.any()]
             if blank:
                 note(i, "blank_stamp", "stamp_npz", f"band(s) {blank} are all zeros (no data), though cutout_ok is 1")
+                return
+            keep(np.array([i]), img[None])   # a stamp outside the stored layout (deflate, other writers), usable
 
     for g in range(len(starts) - 1):
         row0, row1 = int(starts[g]), int(starts[g + 1])
@@ -442,6 +495,9 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
         for batch in tbl.to_batches(max_chunksize=2048):
             check(batch, row0)
             row0 += batch.num_rows
+    if store:
+        store[0].flush()
+        store.clear()
     res.reasons = reasons
     res.task_ids = np.concatenate(task_ids) if task_ids else np.array([], dtype=object)
     res.region_ids = np.concatenate(region_ids) if region_ids else np.array([], dtype=np.int64)
@@ -465,11 +521,12 @@ def _validate_file_star(args):
 
 
 def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int = 1, progress: bool = True,
-             origin: str | None = None) -> ValidationReport:
+             origin: str | None = None, decode_into: DecodeInto | None = None) -> ValidationReport:
     """Validate every shard under ``dataset`` (a Hive-partitioned directory) and cross-check splits.
 
     ``origin``: where the dataset was staged from (the user's ``stamps.source``), named in the
-    report's messages instead of the local copy."""
+    report's messages instead of the local copy. ``decode_into``: keep the decoded pixels there
+    for ``build_cache`` (module docstring)."""
     root = Path(dataset)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset directory {origin or root} does not exist")
@@ -482,7 +539,7 @@ def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int
     ]
     if not shards:
         errors.append(Problem(origin or str(root), None, None, "empty_dataset", "no parquet shards found"))
-    jobs = [(str(p), str(root), check_pixels) for p in shards]
+    jobs = [(str(p), str(root), check_pixels, None, decode_into) for p in shards]
     bar = dict(total=len(jobs), desc="validate shards", unit="file", disable=not progress)
     if workers > 1 and len(jobs) > 1:
         with process_pool(workers) as ex:

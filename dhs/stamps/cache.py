@@ -12,6 +12,11 @@ never meet a failed cutout, a NaN pixel, an implausible position or theta_E, or 
 Every split of the dataset is cached; a split the dataset lacks (an evaluation-only set with
 only ``test``) is listed in ``missing_splits``, and a stage that needs it refuses naming it.
 
+How it is filled: when validation kept the pixels it decoded (``validate(..., decode_into=...)``,
+what the stamps stage does), the usable rows are copied from there, so every stamp is read and
+decoded once; otherwise the usable rows are read and decoded again, in worker processes. The
+normalisation statistics (``dhs.contract.norm_stats``) come with the pixels from either.
+
 Why float16 by default: the pixels are sky-noise dominated (sigma 0.002-0.02 nMgy); float16
 keeps 11 significant bits, a relative rounding error of 2.4e-4, far below the noise, and halves
 the size (the 10.6M-stamp production set is 260 GB in float16 against 520 GB in float32), so
@@ -34,11 +39,10 @@ from tqdm.auto import tqdm
 
 from dhs import atomic
 from dhs.contract import decode_stamp, load_contract
-from dhs.contract.codec import decode_stamps
-from dhs.contract.validate import DECODE_BLOCK, ValidationReport, exc_text, open_parquet, read_rows, row_groups_of
+from dhs.contract.codec import decode_stamps, to_storage_dtype
+from dhs.contract.validate import DECODE_BLOCK, FileResult, ValidationReport, exc_text, open_parquet, read_rows, row_groups_of
 from dhs.contract.workers import process_pool
-
-F16_MAX = float(np.finfo(np.float16).max)
+from dhs.contract.norm_stats import STATS_ANNULUS, STATS_COLUMNS, annulus_mask_np, annulus_stats
 
 CACHE_DTYPES = ("float16", "float32")
 
@@ -47,45 +51,16 @@ class CacheError(ValueError):
     pass
 
 
-# Normalisation statistics are measured once here, in the annulus of the default preprocess
-# params, so the loader only subtracts and scales (see dhs.finder.loader.normalize).
-STATS_COLUMNS = ("norm_med_g", "norm_med_r", "norm_med_z", "norm_mad_pooled", "norm_mad_g", "norm_mad_r", "norm_mad_z")
-STATS_ANNULUS = (0.65, 1.0)
 # the cache's own bookkeeping in meta.parquet, meaningless outside the cache
 BOOKKEEPING_COLUMNS = ("cache_index", *STATS_COLUMNS)
-
-
-def annulus_mask_np(size: int, inner_frac: float, outer_frac: float) -> np.ndarray:
-    """Pixels with inner_frac <= r / (size/2) < outer_frac, r from the stamp centre (size-1)/2.
-
-    numpy on purpose: the cache workers are forked processes, where torch's thread pool
-    (inherited mid-state from the parent) can deadlock.
-    """
-    c = (size - 1) / 2.0
-    yy, xx = np.indices((size, size))
-    r = np.sqrt((yy - c) ** 2 + (xx - c) ** 2)
-    half = size / 2.0
-    return (r >= inner_frac * half) & (r < outer_frac * half)
-
-
-def _lower_median(a: np.ndarray, axis: int = -1) -> np.ndarray:
-    """The lower middle value, as torch.median returns, so stored and computed stats agree."""
-    k = (a.shape[axis] - 1) // 2
-    return np.take(np.partition(a, k, axis=axis), k, axis=axis)
-
-
-def annulus_stats(imgs: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(B, 3, H, W) -> (B, 7): per-band annulus median (3), pooled MAD (1), per-band MAD (3)."""
-    ring = imgs[:, :, mask].astype(np.float32)
-    med = _lower_median(ring, axis=2)
-    dev = np.abs(ring - med[..., None])
-    return np.concatenate([med, _lower_median(dev.reshape(len(dev), -1), axis=1)[:, None], _lower_median(dev, axis=2)], axis=1)
+COPY_CHUNK = 2048  # stamps copied at once from validation's kept pixels (~50 MB of float16)
 
 
 def _fill(args) -> tuple[int, np.ndarray]:
     """Decode the usable rows of one shard into its slice of the split's image array, reading
-    only the row groups that hold them (validation has decoded those already). Stamps in the
-    stored layout are read in place a row group at a time; others one by one."""
+    only the row groups that hold them: (stamps float16 clipped, their stats). Stamps in the
+    stored layout are read in place a row group at a time; others one by one. (The path when
+    validation kept no pixels: ``_copy_kept`` otherwise.)"""
     path, rows, images_path, offset, dtype = args
     images = np.load(images_path, mmap_mode="r+")
     stats = np.empty((len(rows), len(STATS_COLUMNS)))
@@ -111,18 +86,30 @@ def _fill(args) -> tuple[int, np.ndarray]:
             batch, decoded = decode_stamps(column.slice(a, DECODE_BLOCK), images.shape[-1])
             for j in np.flatnonzero(~decoded):
                 batch[j] = decode_stamp(column[a + int(j)].as_py(), stamp_size=images.shape[-1])
-            if dtype == "float16":
-                over = (np.abs(batch) > F16_MAX).any(axis=(1, 2, 3))
-                if over.any():
-                    clipped += int(over.sum())
-                    np.clip(batch, -F16_MAX, F16_MAX, out=batch)
-            stored = batch.astype(images.dtype, copy=False)
+            stored, over = to_storage_dtype(batch, dtype)
+            clipped += int(over.sum())
             images[k:k + len(batch)] = stored
-            # from the stored (possibly float16) pixels, exactly what the loader will read
             stats[k - offset:k - offset + len(batch)] = annulus_stats(stored, mask)
             k += len(batch)
     images.flush()
     return clipped, stats
+
+
+def _kept(f: FileResult, rows: np.ndarray, dtype: str, size: int) -> bool:
+    """Whether validation kept the pixels of ``rows`` of file ``f`` in the cache's dtype and size."""
+    if f.decoded_path is None or f.decoded_dtype != dtype or f.held is None or f.stats is None or not f.held[rows].all():
+        return False
+    return np.load(f.decoded_path, mmap_mode="r").shape[1:] == (3, size, size)
+
+
+def _copy_kept(f: FileResult, rows: np.ndarray, images: np.ndarray, offset: int) -> tuple[int, np.ndarray]:
+    """Copy the kept pixels of ``rows`` into ``images`` at ``offset``: (stamps float16 clipped,
+    their stats, which validation measured from the same stored pixels)."""
+    src = np.load(f.decoded_path, mmap_mode="r")
+    for a in range(0, len(rows), COPY_CHUNK):
+        r = rows[a:a + COPY_CHUNK]
+        images[offset + a:offset + a + len(r)] = src[r]
+    return int(f.clipped[rows].sum()), f.stats[rows]
 
 
 @dataclass
@@ -190,6 +177,7 @@ def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "flo
     if not splits:
         raise CacheError(f"{report.where}: no file under any of {[f'{contract.partition_key}={s}' for s in contract.splits]}")
 
+    by_path = {f.path: f for f in report.files}
     counts, clipped, size = {}, 0, None
     with atomic.atomic_dir(out_dir) as tmp:
         for split, items in splits.items():
@@ -215,24 +203,32 @@ def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "flo
             d = tmp / split
             d.mkdir()
             images_path = d / "images.npy"
-            np.lib.format.open_memmap(images_path, mode="w+", dtype=np.dtype(dtype), shape=(n, 3, size, size)).flush()
+            images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.dtype(dtype), shape=(n, 3, size, size))
             offsets = np.cumsum([0] + [len(r) for _, r in items])[:-1]
-            jobs = [(p, r, str(images_path), int(o), dtype) for (p, r), o in zip(items, offsets)]
-            bar = dict(total=len(jobs), desc=f"cache {split}", unit="shard", disable=not progress)
+            jobs, parts = [], {}
+            for i, ((p, r), o) in enumerate(zip(items, offsets)):
+                f = by_path[p]
+                if _kept(f, r, dtype, size):
+                    parts[i] = _copy_kept(f, r, images, int(o))   # validation decoded them already
+                else:
+                    jobs.append((i, (p, r, str(images_path), int(o), dtype)))
+            images.flush()
+            del images
+            bar = dict(total=len(jobs), desc=f"cache {split}", unit="shard", disable=not progress or not jobs)
             try:
                 if workers > 1 and len(jobs) > 1:
                     with process_pool(workers) as ex:
-                        results = list(tqdm(ex.map(_fill, jobs), **bar))
+                        parts.update(zip([i for i, _ in jobs], tqdm(ex.map(_fill, [j for _, j in jobs]), **bar)))
                 else:
-                    results = [_fill(j) for j in tqdm(jobs, **bar)]
+                    parts.update((i, _fill(j)) for i, j in tqdm(jobs, **bar))
             except BrokenProcessPool as exc:
                 raise CacheError(f"{report.where}: split {split}: a cache worker died ({exc}); out of memory? lower "
                                  f"stamps.validate_workers and run the stage again") from None
             except (OSError, ValueError) as exc:  # pyarrow decode errors are OSErrors; a stamp that no longer decodes
                 raise CacheError(f"{report.where}: split {split}: a shard no longer reads as validated ({exc_text(exc)}); "
                                  f"the files changed after validation: run the stage again") from None
-            clipped += sum(c for c, _ in results)
-            stats = np.concatenate([st for _, st in results]) if results else np.empty((0, len(STATS_COLUMNS)))
+            clipped += sum(parts[i][0] for i in range(len(items)))
+            stats = np.concatenate([parts[i][1] for i in range(len(items))])
             for j, col in enumerate(STATS_COLUMNS):
                 meta[col] = stats[:, j]
             meta.insert(0, "cache_index", np.arange(n, dtype=np.int64))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from dhs import atomic, headline
-from dhs.contract.validate import list_shards, validate
+from dhs.contract.validate import DecodeInto, list_shards, validate
 from dhs.params import Params, as_params
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
@@ -40,46 +40,50 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
     phases: dict[str, float] = {}   # wall seconds, printed: where the stage's time went
     for out in (out_dir, cache_dir):  # what a killed run left (temporaries no live process holds)
         atomic.sweep_stale(out)
-    if source == "synthetic":
-        cfg = SimConfig.from_params(p["simulate"])
-        with atomic.atomic_dir(out_dir) as tmp:
-            summary = write_synthetic_dataset(cfg, tmp, rows_per_shard=st["rows_per_shard"], progress=progress)
-            phases["simulate"] = time.perf_counter() - t0
-            report = validate(tmp, workers=workers, progress=progress)
+    # validation keeps the pixels it decodes here, in the cache's dtype, and the cache copies the
+    # usable ones: every stamp is read and decoded once
+    with atomic.scratch_dir(cache_dir, "decoded") as scratch:
+        keep = DecodeInto(str(scratch), st["cache_dtype"])
+        if source == "synthetic":
+            cfg = SimConfig.from_params(p["simulate"])
+            with atomic.atomic_dir(out_dir) as tmp:
+                summary = write_synthetic_dataset(cfg, tmp, rows_per_shard=st["rows_per_shard"], progress=progress)
+                phases["simulate"] = time.perf_counter() - t0
+                report = validate(tmp, workers=workers, progress=progress, decode_into=keep)
+                report.raise_if_errors()
+                phases["validate"] = time.perf_counter() - t0 - phases["simulate"]
+            report.rebase(out_dir)
+            what = f"simulated {report.rows_read} stamps on {summary['device']}"
+            extra = {"config_id": summary["config_id"]}
+        elif source == "hosts":
+            cfg = SimConfig.from_params(p["simulate"])
+            with atomic.atomic_dir(out_dir) as tmp:
+                summary = write_host_dataset(dict(st["hosts"]), cfg, tmp, rows_per_shard=st["rows_per_shard"], progress=progress)
+                report = validate(tmp, workers=workers, progress=progress, decode_into=keep)
+                report.raise_if_errors()
+            report.rebase(out_dir)
+            what = (f"painted arcs into {summary['cutouts']['usable_loaded']} of {summary['hosts_read']} catalogue hosts' cutouts "
+                    f"({summary['hosts_rejected_by_reason'] or 'no row rejected'}; cutouts {summary['cutouts']['by_status']}) "
+                    f"on {summary['device']}")
+            extra = {"hosts": summary}
+        else:
+            staging_dir = Path(st["staging_dir"])
+            res = stage(source, staging_dir, endpoint_url=st["s3_endpoint_url"], workers=st["copy_workers"],
+                        max_attempts=st["max_attempts"], timeout_s=st["s3_timeout_s"], progress=progress)
+            report = validate(staging_dir, workers=workers, progress=progress, origin=describe_source(source), decode_into=keep)
             report.raise_if_errors()
-            phases["validate"] = time.perf_counter() - t0 - phases["simulate"]
-        report.rebase(out_dir)
-        what = f"simulated {report.rows_read} stamps on {summary['device']}"
-        extra = {"config_id": summary["config_id"]}
-    elif source == "hosts":
-        cfg = SimConfig.from_params(p["simulate"])
-        with atomic.atomic_dir(out_dir) as tmp:
-            summary = write_host_dataset(dict(st["hosts"]), cfg, tmp, rows_per_shard=st["rows_per_shard"], progress=progress)
-            report = validate(tmp, workers=workers, progress=progress)
-            report.raise_if_errors()
-        report.rebase(out_dir)
-        what = (f"painted arcs into {summary['cutouts']['usable_loaded']} of {summary['hosts_read']} catalogue hosts' cutouts "
-                f"({summary['hosts_rejected_by_reason'] or 'no row rejected'}; cutouts {summary['cutouts']['by_status']}) "
-                f"on {summary['device']}")
-        extra = {"hosts": summary}
-    else:
-        staging_dir = Path(st["staging_dir"])
-        res = stage(source, staging_dir, endpoint_url=st["s3_endpoint_url"], workers=st["copy_workers"],
-                    max_attempts=st["max_attempts"], timeout_s=st["s3_timeout_s"], progress=progress)
-        report = validate(staging_dir, workers=workers, progress=progress, origin=describe_source(source))
-        report.raise_if_errors()
-        with atomic.atomic_dir(out_dir) as tmp:
-            link_tree(staging_dir, tmp, [str(f.relative_to(staging_dir)) for f in list_shards(staging_dir)])
-        what = f"staged {len(res.files)} files from {describe_source(source)} ({res.copied} copied, {res.skipped} already staged)"
-        extra = {}
-    rejected = sum(report.rejected.values())
-    max_frac = st["max_reject_frac"]
-    if report.rows_read and rejected / report.rows_read > max_frac:
-        raise RejectionRateError(f"{rejected} of {report.rows_read} rows rejected ({rejected / report.rows_read:.2%} > "
-                                 f"stamps.max_reject_frac={max_frac:.2%}):\n{report.summary()}")
-    t_cache = time.perf_counter()
-    cache = build_cache(report, cache_dir, dtype=st["cache_dtype"], workers=workers, progress=progress)
-    phases["cache"] = time.perf_counter() - t_cache
+            with atomic.atomic_dir(out_dir) as tmp:
+                link_tree(staging_dir, tmp, [str(f.relative_to(staging_dir)) for f in list_shards(staging_dir)])
+            what = f"staged {len(res.files)} files from {describe_source(source)} ({res.copied} copied, {res.skipped} already staged)"
+            extra = {}
+        rejected = sum(report.rejected.values())
+        max_frac = st["max_reject_frac"]
+        if report.rows_read and rejected / report.rows_read > max_frac:
+            raise RejectionRateError(f"{rejected} of {report.rows_read} rows rejected ({rejected / report.rows_read:.2%} > "
+                                     f"stamps.max_reject_frac={max_frac:.2%}):\n{report.summary()}")
+        t_cache = time.perf_counter()
+        cache = build_cache(report, cache_dir, dtype=st["cache_dtype"], workers=workers, progress=progress)
+        phases["cache"] = time.perf_counter() - t_cache
     metrics = {"source": describe_source(source), **extra, **report.to_metrics(),
                "cache": {"rows_by_split": cache.counts, "dtype": st["cache_dtype"],
                          "stamp_size": cache.stamp_size, "stamps_clipped_f16": cache.stamps_clipped},

@@ -1,9 +1,11 @@
 """The decoded cache: every usable row aligned with its metadata, rejected rows excluded, an
-empty split refused, and the stored normalisation statistics equal to computing them."""
+empty split refused, the stored normalisation statistics equal to computing them, and a cache
+filled from the pixels validation kept equal, byte for byte, to one that decodes again."""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,9 +13,12 @@ import pyarrow.dataset as ds
 import pytest
 import torch
 
-from dhs.contract import decode_stamp, validate
+from dhs import atomic
+from dhs.contract import decode_stamp, encode_stamp, validate
+from dhs.contract.validate import DecodeInto
 from dhs.finder.loader import NormConfig, iterate_batches, normalize
 from dhs.stamps.cache import CacheError, build_cache, open_split
+from dhs.contract.norm_stats import STATS_ANNULUS, STATS_COLUMNS, annulus_mask_np
 
 
 def read_all(root):
@@ -100,3 +105,77 @@ def test_stored_normalisation_stats_give_the_same_tensors_as_computing_them(sim_
     assert split.norm_stats(0.5, 1.0) is None
     got = torch.cat([x for x, _, _ in iterate_batches(split, rows, 32, other)])
     np.testing.assert_allclose(got.numpy(), normalize(torch.from_numpy(np.asarray(split.images, dtype=np.float32)), other).numpy(), atol=1e-5)
+
+
+def _damaged_copy(sim_dataset, tmp_path):
+    """sim_dataset with, in one train shard: a corrupt stamp, a failed cutout, a deflated stamp
+    (outside the stored layout, decoded one by one), a saturated pixel (float16 clipped) and a
+    task_id that another shard holds too."""
+    root = tmp_path / "ds"
+    shutil.copytree(sim_dataset, root)
+    shards = sorted((root / "region_split=train").glob("*.parquet"))
+    df = pd.read_parquet(shards[0])
+    df.loc[0, "stamp_npz"] = b"not an npz"
+    df.loc[1, "cutout_ok"] = 0
+    img = decode_stamp(df.loc[2, "stamp_npz"])
+    df.loc[2, "stamp_npz"] = encode_stamp(img, compress=True)
+    img = decode_stamp(df.loc[3, "stamp_npz"])
+    img[1, 5, 5] = 1.0e6
+    df.loc[3, "stamp_npz"] = encode_stamp(img, compress=False)
+    df.loc[4, "task_id"] = pd.read_parquet(shards[1]).task_id.iloc[0]
+    df.to_parquet(shards[0], index=False)
+    return root
+
+
+def _tree_bytes(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_a_cache_from_the_pixels_validation_kept_is_byte_identical_to_decoding_again(sim_dataset, tmp_path, dtype):
+    root = _damaged_copy(sim_dataset, tmp_path)
+    plain_report = validate(root, progress=False)
+    assert plain_report.rejected == {"corrupt_npz": 1, "cutout_not_ok": 1, "duplicate_task_id": 1}
+    build_cache(plain_report, tmp_path / "plain", dtype=dtype, progress=False)
+    with atomic.scratch_dir(tmp_path / "kept", "decoded") as scratch:
+        report = validate(root, workers=2, progress=False, decode_into=DecodeInto(str(scratch), dtype))
+        assert report.rejected == plain_report.rejected
+        held = {Path(f.path).name: f for f in report.files if f.split == "train"}
+        # every usable row's pixels were kept (the deflated one too), the rejected rows' were not
+        for f in report.files:
+            assert (f.held[f.reasons == ""]).all()
+        first = held[sorted(held)[0]]
+        assert not first.held[0] and not first.held[1] and first.held[2]
+        assert first.clipped[3] == (dtype == "float16")
+        summary = build_cache(report, tmp_path / "kept", dtype=dtype, progress=False)
+    assert not scratch.exists()
+    assert summary.stamps_clipped == (1 if dtype == "float16" else 0)
+    assert _tree_bytes(tmp_path / "kept") == _tree_bytes(tmp_path / "plain")
+
+
+def test_the_cache_copies_the_kept_pixels_and_decodes_again_only_without_them(sim_dataset, tmp_path):
+    with atomic.scratch_dir(tmp_path / "c", "decoded") as scratch:
+        report = validate(sim_dataset, progress=False, decode_into=DecodeInto(str(scratch), "float16"))
+        # the kept pixels, not the parquet, fill the cache: a stamp changed there shows in the cache
+        f = next(f for f in report.files if f.split == "test")
+        kept = np.load(f.decoded_path, mmap_mode="r+")
+        kept[0] = 7.0
+        kept.flush()
+        build_cache(report, tmp_path / "c", progress=False)
+        test = open_split(tmp_path / "c", "test")
+        row = int(np.flatnonzero(test.meta.source_file.str.endswith(Path(f.path).name) & (test.meta.source_row == 0))[0])
+        assert (np.asarray(test.images[row]) == 7.0).all() and test.meta.norm_mad_pooled.iloc[row] > 0
+        # kept in another dtype than the cache's: the cache decodes the parquet again, same bytes as without keeping
+        build_cache(report, tmp_path / "f32", dtype="float32", progress=False)
+    build_cache(validate(sim_dataset, progress=False), tmp_path / "plain32", dtype="float32", progress=False)
+    assert _tree_bytes(tmp_path / "f32") == _tree_bytes(tmp_path / "plain32")
+
+
+def test_stored_stats_are_the_lower_medians_of_the_stored_pixels(sim_cache):
+    split = open_split(sim_cache, "val")
+    x = torch.from_numpy(np.asarray(split.images[:16], dtype=np.float32))
+    ring = x[:, :, torch.from_numpy(annulus_mask_np(x.shape[-1], *STATS_ANNULUS))]
+    med = ring.median(dim=2).values
+    dev = (ring - med[..., None]).abs()
+    want = torch.cat([med, dev.flatten(1).median(dim=1).values[:, None], dev.median(dim=2).values], dim=1)
+    np.testing.assert_array_equal(split.meta[list(STATS_COLUMNS)].to_numpy()[:16], want.double().numpy())

@@ -153,7 +153,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_killed_cache_build_leaves_no_orphan_workers_and_the_next_run_clears_its_temporaries(tmp_path):
+def test_killed_validation_leaves_no_orphan_workers_and_the_next_run_clears_its_temporaries(tmp_path):
+    """Killed while its workers validate (and keep the decoded pixels for the cache): the workers
+    end, and the next run removes the dataset's and the kept pixels' temporaries."""
     params = small_params(tmp_path, n=3000, name="big.yaml")
     p = yaml.safe_load(params.read_text())
     p["stamps"].update(validate_workers=2, rows_per_shard=100)
@@ -165,8 +167,8 @@ def test_killed_cache_build_leaves_no_orphan_workers_and_the_next_run_clears_its
     deadline = time.monotonic() + 300
     workers: list[int] = []
     while not workers:
-        assert proc.poll() is None and time.monotonic() < deadline, "stage ended before its cache build was seen"
-        if list(data.glob(".cache.*.tmp/*/images.npy")):
+        assert proc.poll() is None and time.monotonic() < deadline, "stage ended before its validation was seen"
+        if list(data.glob(".cache.decoded-*.tmp/*.npy")):
             workers = _children(proc.pid)
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
@@ -175,8 +177,8 @@ def test_killed_cache_build_leaves_no_orphan_workers_and_the_next_run_clears_its
     end = time.monotonic() + 60
     while any(_alive(w) for w in workers) and time.monotonic() < end:
         time.sleep(0.1)
-    assert not [w for w in workers if _alive(w)], "cache workers outlived the killed stage"
-    assert list(data.glob(".cache.*.tmp"))  # what the kill left ...
+    assert not [w for w in workers if _alive(w)], "validation workers outlived the killed stage"
+    assert list(data.glob(".cache.decoded-*.tmp")) and list(data.glob(".stamps.*.tmp"))  # what the kill left ...
     small = small_params(tmp_path, n=120)
     stamps_stage.run(str(small), str(data / "stamps"), str(tmp_path / "m.json"), str(data / "cache"), progress=False)
     assert not list(data.glob(".cache.*.tmp")) and not list(data.glob(".stamps.*.tmp"))  # ... the next run clears
