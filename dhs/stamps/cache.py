@@ -99,16 +99,23 @@ def _kept(f: FileResult, rows: np.ndarray, dtype: str, size: int) -> bool:
     """Whether validation kept the pixels of ``rows`` of file ``f`` in the cache's dtype and size."""
     if f.decoded_path is None or f.decoded_dtype != dtype or f.held is None or f.stats is None or not f.held[rows].all():
         return False
+    if not Path(f.decoded_path).is_file():
+        return False
     return np.load(f.decoded_path, mmap_mode="r").shape[1:] == (3, size, size)
 
 
-def _copy_kept(f: FileResult, rows: np.ndarray, images: np.ndarray, offset: int) -> tuple[int, np.ndarray]:
+def _copy_kept(f: FileResult, rows: np.ndarray, images: np.ndarray, offset: int, release: bool) -> tuple[int, np.ndarray]:
     """Copy the kept pixels of ``rows`` into ``images`` at ``offset``: (stamps float16 clipped,
-    their stats, which validation measured from the same stored pixels)."""
+    their stats, which validation measured from the same stored pixels). ``release``: delete
+    the kept file once copied, so the kept copy and the cache never both take the full disk."""
     src = np.load(f.decoded_path, mmap_mode="r")
     for a in range(0, len(rows), COPY_CHUNK):
         r = rows[a:a + COPY_CHUNK]
         images[offset + a:offset + a + len(r)] = src[r]
+    del src
+    if release:
+        Path(f.decoded_path).unlink()
+        f.decoded_path = None
     return int(f.clipped[rows].sum()), f.stats[rows]
 
 
@@ -149,8 +156,13 @@ def _meta_table(path: str, rows: np.ndarray, contract) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "float16", workers: int = 1, progress: bool = True) -> CacheSummary:
+def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "float16", workers: int = 1, progress: bool = True,
+                release_kept: bool = False) -> CacheSummary:
     """Write the cache for the usable rows of a validated dataset, atomically.
+
+    Rows whose pixels validation kept (``validate(..., decode_into=...)``) are copied from there;
+    with ``release_kept`` each kept file is deleted once copied (the stage's scratch copy: the
+    disk then holds about one cache's worth at any time, not two). Other rows are decoded again.
 
     Every contract split with usable rows is cached; a split the dataset has no file for is
     left out and listed (``missing_splits``, in the manifest and the summary), so an
@@ -209,7 +221,7 @@ def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "flo
             for i, ((p, r), o) in enumerate(zip(items, offsets)):
                 f = by_path[p]
                 if _kept(f, r, dtype, size):
-                    parts[i] = _copy_kept(f, r, images, int(o))   # validation decoded them already
+                    parts[i] = _copy_kept(f, r, images, int(o), release_kept)   # validation decoded them already
                 else:
                     jobs.append((i, (p, r, str(images_path), int(o), dtype)))
             images.flush()

@@ -82,7 +82,7 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
             raise RejectionRateError(f"{rejected} of {report.rows_read} rows rejected ({rejected / report.rows_read:.2%} > "
                                      f"stamps.max_reject_frac={max_frac:.2%}):\n{report.summary()}")
         t_cache = time.perf_counter()
-        cache = build_cache(report, cache_dir, dtype=st["cache_dtype"], workers=workers, progress=progress)
+        cache = build_cache(report, cache_dir, dtype=st["cache_dtype"], workers=workers, progress=progress, release_kept=True)
         phases["cache"] = time.perf_counter() - t_cache
     metrics = {"source": describe_source(source), **extra, **report.to_metrics(),
                "cache": {"rows_by_split": cache.counts, "dtype": st["cache_dtype"],

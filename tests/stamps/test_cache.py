@@ -147,10 +147,14 @@ def test_a_cache_from_the_pixels_validation_kept_is_byte_identical_to_decoding_a
         first = held[sorted(held)[0]]
         assert not first.held[0] and not first.held[1] and first.held[2]
         assert first.clipped[3] == (dtype == "float16")
-        summary = build_cache(report, tmp_path / "kept", dtype=dtype, progress=False)
+        summary = build_cache(report, tmp_path / "kept", dtype=dtype, progress=False, release_kept=True)
+        # each kept file went once copied (the disk never holds the kept copy and the cache in full) ...
+        assert not list(scratch.iterdir())
+        # ... and the same report then builds the cache by decoding again
+        build_cache(report, tmp_path / "again", dtype=dtype, progress=False)
     assert not scratch.exists()
     assert summary.stamps_clipped == (1 if dtype == "float16" else 0)
-    assert _tree_bytes(tmp_path / "kept") == _tree_bytes(tmp_path / "plain")
+    assert _tree_bytes(tmp_path / "kept") == _tree_bytes(tmp_path / "plain") == _tree_bytes(tmp_path / "again")
 
 
 def test_the_cache_copies_the_kept_pixels_and_decodes_again_only_without_them(sim_dataset, tmp_path):
