@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,7 +351,7 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
     if decode_into is not None and check_pixels:
         res.held = np.zeros(res.n_rows, bool)
         res.clipped = np.zeros(res.n_rows, bool)
-        res.stats = np.zeros((res.n_rows, len(STATS_COLUMNS)))
+        res.stats = np.zeros((res.n_rows, len(STATS_COLUMNS)), np.float32)   # what annulus_stats computes
 
     def keep(rows: np.ndarray, images: np.ndarray) -> None:
         """Keep the decoded pixels of (absolute) ``rows`` for the cache."""
@@ -539,6 +540,12 @@ def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int
     ]
     if not shards:
         errors.append(Problem(origin or str(root), None, None, "empty_dataset", "no parquet shards found"))
+    if decode_into is not None:
+        # a directory of this call's own: a second validation into the same place (another copy of
+        # the dataset, or the same files changed) never overwrites the pixels an earlier report points to
+        run = Path(decode_into.directory) / f"run-{uuid.uuid4().hex[:12]}"
+        run.mkdir(parents=True)
+        decode_into = DecodeInto(str(run), decode_into.dtype)
     jobs = [(str(p), str(root), check_pixels, None, decode_into) for p in shards]
     bar = dict(total=len(jobs), desc="validate shards", unit="file", disable=not progress)
     if workers > 1 and len(jobs) > 1:

@@ -218,12 +218,16 @@ def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "flo
             images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.dtype(dtype), shape=(n, 3, size, size))
             offsets = np.cumsum([0] + [len(r) for _, r in items])[:-1]
             jobs, parts = [], {}
-            for i, ((p, r), o) in enumerate(zip(items, offsets)):
-                f = by_path[p]
-                if _kept(f, r, dtype, size):
-                    parts[i] = _copy_kept(f, r, images, int(o), release_kept)   # validation decoded them already
-                else:
-                    jobs.append((i, (p, r, str(images_path), int(o), dtype)))
+            try:
+                for i, ((p, r), o) in enumerate(zip(items, offsets)):
+                    f = by_path[p]
+                    if _kept(f, r, dtype, size):
+                        parts[i] = _copy_kept(f, r, images, int(o), release_kept)   # validation decoded them already
+                    else:
+                        jobs.append((i, (p, r, str(images_path), int(o), dtype)))
+            except OSError as exc:
+                raise CacheError(f"{report.where}: split {split}: the pixels validation kept no longer read ({exc_text(exc)}); "
+                                 f"run the stage again") from None
             images.flush()
             del images
             bar = dict(total=len(jobs), desc=f"cache {split}", unit="shard", disable=not progress or not jobs)
@@ -240,7 +244,7 @@ def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "flo
                 raise CacheError(f"{report.where}: split {split}: a shard no longer reads as validated ({exc_text(exc)}); "
                                  f"the files changed after validation: run the stage again") from None
             clipped += sum(parts[i][0] for i in range(len(items)))
-            stats = np.concatenate([parts[i][1] for i in range(len(items))])
+            stats = np.concatenate([parts[i][1] for i in range(len(items))]).astype(np.float64)   # float32 values, stored as double
             for j, col in enumerate(STATS_COLUMNS):
                 meta[col] = stats[:, j]
             meta.insert(0, "cache_index", np.arange(n, dtype=np.int64))
@@ -251,6 +255,11 @@ def build_cache(report: ValidationReport, out_dir: str | Path, dtype: str = "flo
                     "stamps_clipped_f16": clipped, "unit": "nMgy",
                     "norm_stats": {"columns": list(STATS_COLUMNS), "annulus_frac": list(STATS_ANNULUS)}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if release_kept:   # kept files no usable row was copied from (all rejected later, or decoded again instead)
+        for f in report.files:
+            if f.decoded_path is not None:
+                Path(f.decoded_path).unlink(missing_ok=True)
+                f.decoded_path = None
     return CacheSummary(counts=counts, stamps_clipped=clipped, stamp_size=size, missing_splits=missing)
 
 

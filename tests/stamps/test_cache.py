@@ -149,7 +149,7 @@ def test_a_cache_from_the_pixels_validation_kept_is_byte_identical_to_decoding_a
         assert first.clipped[3] == (dtype == "float16")
         summary = build_cache(report, tmp_path / "kept", dtype=dtype, progress=False, release_kept=True)
         # each kept file went once copied (the disk never holds the kept copy and the cache in full) ...
-        assert not list(scratch.iterdir())
+        assert not list(scratch.rglob("*.npy"))
         # ... and the same report then builds the cache by decoding again
         build_cache(report, tmp_path / "again", dtype=dtype, progress=False)
     assert not scratch.exists()
@@ -173,6 +173,24 @@ def test_the_cache_copies_the_kept_pixels_and_decodes_again_only_without_them(si
         build_cache(report, tmp_path / "f32", dtype="float32", progress=False)
     build_cache(validate(sim_dataset, progress=False), tmp_path / "plain32", dtype="float32", progress=False)
     assert _tree_bytes(tmp_path / "f32") == _tree_bytes(tmp_path / "plain32")
+
+
+def test_a_second_validation_into_the_same_place_leaves_the_first_reports_pixels_alone(sim_dataset, tmp_path):
+    changed = tmp_path / "changed"
+    shutil.copytree(sim_dataset, changed)
+    for shard in (changed / "region_split=test").glob("*.parquet"):
+        df = pd.read_parquet(shard)
+        df["stamp_npz"] = [encode_stamp(decode_stamp(b) * 2.0, compress=False) for b in df.stamp_npz]
+        df.to_parquet(shard, index=False)
+    with atomic.scratch_dir(tmp_path / "c", "decoded") as scratch:
+        first = validate(sim_dataset, progress=False, decode_into=DecodeInto(str(scratch)))
+        second = validate(changed, progress=False, decode_into=DecodeInto(str(scratch)))   # same relative paths, other pixels
+        build_cache(first, tmp_path / "c", progress=False, release_kept=True)
+        # the first report's kept files are released, the second's are its own and stay
+        assert all(f.decoded_path is None for f in first.files)
+        assert all(Path(f.decoded_path).is_file() for f in second.files)
+    build_cache(validate(sim_dataset, progress=False), tmp_path / "plain", progress=False)
+    assert _tree_bytes(tmp_path / "c") == _tree_bytes(tmp_path / "plain")
 
 
 def test_stored_stats_are_the_lower_medians_of_the_stored_pixels(sim_cache):
