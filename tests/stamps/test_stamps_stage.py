@@ -168,7 +168,7 @@ def test_killed_validation_leaves_no_orphan_workers_and_the_next_run_clears_its_
     workers: list[int] = []
     while not workers:
         assert proc.poll() is None and time.monotonic() < deadline, "stage ended before its validation was seen"
-        if list(data.glob(".cache.decoded-*.tmp/*.npy")):
+        if list(data.glob(".cache.decoded-*.tmp/run-*/*.npy")):
             workers = _children(proc.pid)
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
