@@ -140,6 +140,7 @@ def cache_digest(cache_dir: str | Path) -> str:
 
 
 def _source_digest() -> str:
+    import dhs.contract.norm_stats   # the cache's stored stats and the loader's annulus mask
     import dhs.finder.checkpoint
     import dhs.finder.colours
     import dhs.finder.loader
@@ -150,7 +151,7 @@ def _source_digest() -> str:
 
     files = sorted(Path(dhs.models.__file__).parent.glob("*.py")) + [Path(f) for f in (
         __file__, dhs.finder.loader.__file__, dhs.stamps.geometry.__file__, dhs.stamps.centring.__file__, dhs.stamps.cache.__file__,
-        dhs.finder.colours.__file__, dhs.finder.checkpoint.__file__)]
+        dhs.finder.colours.__file__, dhs.finder.checkpoint.__file__, dhs.contract.norm_stats.__file__)]
     h = hashlib.sha256()
     for f in files:
         h.update(f.read_bytes())
