@@ -1,0 +1,135 @@
+"""How much of an injected arc the finder's host removal leaves for the finder to see.
+
+    python benchmarks/arc_survival.py [--n 3000] [--min-snr 8] [--params params.yaml]
+        [--scores data/scores/small_cnn.parquet --metrics metrics/completeness/small_cnn.json [--fpr 0.01]]
+
+The preprocessing subtracts each band's median profile in elliptical annuli about the measured
+host centre (``preprocess.radial_profile_*``). An annulus's median is the host only while the arc
+covers less than half of it; a long arc, a ring or an arc blended with the core by the PSF
+raises the median and is partly subtracted with the host. This renders injections of the
+simulated survey through the stamps stage's own path (``dhs.simulate.survey.render_rows``: host,
+field, arc, noise), takes the same stamp without the arc's light (image minus the noise-free arc:
+same host, field and noise), normalises both with the arc-free stamp's annulus statistics and
+removes the host from each, so that their difference is the arc as the finder receives it
+(before the clip, which bounds the values only). Per
+bin of theta_E / PSF FWHM (r band) and of host r it prints the fraction of the arc kept
+(projection of what is received onto the arc: 1 = untouched, 0 = removed with the host; median
+and quartiles) and at the arc's brightest pixel. Deterministic (the survey's seed).
+
+With ``--scores`` (a score table of the infer stage) and ``--metrics`` (that arch's completeness
+metrics, whose threshold at ``--fpr`` it reads), it also prints the finder's completeness in the
+same bins for the scored injections of the completeness stage's split with arc SNR >= --min-snr
+and >= 20: what the finder finds beside what it receives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dhs.finder.loader import NormConfig, annulus_mask
+from dhs.params import load
+from dhs.simulate.config import SimConfig
+from dhs.simulate.fused import set_compile_mode
+from dhs.simulate.population import sample_population
+from dhs.simulate.survey import render_noise_free, render_rows
+from dhs.stamps.centring import MAD_TO_SIGMA, subtract_radial_profile_about_host
+
+REPO = Path(__file__).resolve().parents[1]
+THETA_PSF_BINS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, np.inf)
+HOST_R_BINS = (-np.inf, 18.0, 19.0, 20.0, np.inf)
+
+
+def arc_as_received(images: torch.Tensor, arcs: torch.Tensor, norm: NormConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(fraction of each arc kept, fraction kept at its brightest pixel), r band."""
+    without = images - arcs
+    ring = without[..., annulus_mask(images.shape[-1], norm.annulus_inner_frac, norm.annulus_outer_frac)]
+    med = ring.median(dim=-1).values
+    scale = (ring - med[..., None]).abs().flatten(1).median(dim=1).values * MAD_TO_SIGMA
+    unit = lambda v: (v - med[..., None, None]) / scale[:, None, None, None]  # noqa: E731  same units for both
+    shape = norm.radial_profile_shape
+    seen = (subtract_radial_profile_about_host(unit(images), shape=shape) - subtract_radial_profile_about_host(unit(without), shape=shape))[:, 1].flatten(1)
+    true = (arcs / scale[:, None, None, None])[:, 1].flatten(1)
+    kept = (seen * true).sum(1) / (true * true).sum(1).clamp_min(1e-12)
+    peak = seen.gather(1, true.argmax(1, keepdim=True))[:, 0] / true.amax(1).clamp_min(1e-12)
+    return kept.numpy(), peak.numpy()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=3000, help="injections rendered (before the --min-snr cut)")
+    ap.add_argument("--min-snr", type=float, default=8.0, help="keep arcs with peak SNR at least this (visible ones)")
+    ap.add_argument("--params", default=str(REPO / "params.yaml"))
+    ap.add_argument("--batch", type=int, default=200)
+    ap.add_argument("--scores", help="a score table (data/scores/ARCH.parquet) to print the finder's completeness beside")
+    ap.add_argument("--metrics", help="that arch's completeness metrics (metrics/completeness/ARCH.json): the threshold")
+    ap.add_argument("--fpr", type=float, default=0.01, help="the operating point, one of evaluation.fprs")
+    a = ap.parse_args()
+    if bool(a.scores) != bool(a.metrics):
+        raise SystemExit("--scores and --metrics go together (the threshold comes from the completeness metrics)")
+    p = load(a.params)
+    sim = dict(p["simulate"])
+    sim.update(n_stamps=max(int(sim["n_stamps"]), 4 * a.n), device="cpu")
+    cfg = SimConfig.from_params(sim)
+    norm = NormConfig.from_params(p["preprocess"])
+    if not norm.radial_profile_subtract or norm.radial_profile_centre != "host":
+        raise SystemExit(f"{a.params}: preprocess.radial_profile_subtract must be true with radial_profile_centre: host")
+    set_compile_mode("off")   # a few thousand stamps: compiling would cost more than it saves
+    pop = sample_population(cfg)
+    inj = pop[(pop.is_control == 0) & (pop.cutout_ok == 1)].iloc[: a.n]
+    device = torch.device("cpu")
+    parts = []
+    for b in range(0, len(inj), a.batch):
+        rows = inj.iloc[b: b + a.batch]
+        rendered, images = render_rows(rows, cfg, device)
+        arcs = render_noise_free(rows, cfg, device).arc.float()
+        kept, peak = arc_as_received(images, arcs, norm)
+        parts.append(rendered[["arc_snr", "theta_e_arcsec", "psf_fwhm_used_r", "host_r_mag"]].assign(kept=kept, peak=peak))
+        print(f"  rendered {min(b + a.batch, len(inj))}/{len(inj)}", flush=True)
+    d = pd.concat(parts)
+    d = d[d.arc_snr >= a.min_snr]
+    d["theta_e/psf"] = pd.cut(d.theta_e_arcsec / d.psf_fwhm_used_r, THETA_PSF_BINS, right=False)
+    d["host r"] = pd.cut(d.host_r_mag, HOST_R_BINS, right=False)
+    print(f"{len(d)} injections with arc SNR >= {a.min_snr:g}: fraction of the arc the finder receives (r band; "
+          f"profile in {norm.radial_profile_shape} annuli about the host)")
+    for col in ("theta_e/psf", "host r"):
+        g = d.groupby(col, observed=True)
+        t = pd.DataFrame({"n": g.size(), "kept q25": g.kept.quantile(0.25), "kept median": g.kept.median(),
+                          "kept q75": g.kept.quantile(0.75), "at peak": g.peak.median()})
+        print(t.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"all: kept median {d.kept.median():.3f}, at peak {d.peak.median():.3f}")
+    if a.scores:
+        found_by_bin(a.scores, a.metrics, a.fpr, a.min_snr)
+
+
+def found_by_bin(scores_path: str, metrics_path: str, fpr: float, min_snr: float) -> None:
+    """The finder's completeness per theta_E / PSF bin at the completeness stage's own threshold."""
+    metrics = json.loads(Path(metrics_path).read_text())
+    name = f"fpr_{fpr:g}"
+    t = next((t for t in metrics["thresholds"] if t["name"] == name), None)
+    if t is None:
+        raise SystemExit(f"{metrics_path}: no threshold named {name!r} (have {[t['name'] for t in metrics['thresholds']]})")
+    s = pd.read_parquet(scores_path, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf"])
+    inj = s[(s.split == metrics["eval_split"]) & (s.is_control == 0)]
+    found = inj.logit.to_numpy() > t["logit"]          # pass: score above the threshold, as the stage counts
+    bins = pd.cut(inj.theta_e_over_psf, THETA_PSF_BINS, right=False)
+    out = {}
+    for snr in (min_snr, 20.0):
+        sel = (inj.arc_snr >= snr).to_numpy()
+        g = pd.Series(found[sel]).groupby(bins[sel].to_numpy(), observed=True)
+        out[f"n (SNR >= {snr:g})"], out[f"found (SNR >= {snr:g})"] = g.size(), g.mean()
+    print(f"finder's completeness at FPR {fpr:g} (threshold logit {t['logit']:.3f}, {t['n_controls']} controls; "
+          f"{metrics['eval_split']} split of {scores_path})")
+    table = pd.DataFrame(out).rename_axis("theta_e/psf")
+    for col in [c for c in table if c.startswith("n ")]:
+        table[col] = table[col].fillna(0).astype(int)
+    print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
+
+
+if __name__ == "__main__":
+    main()
