@@ -93,10 +93,13 @@ def tiny_pipeline_copy(dest: Path, n_stamps: int, epochs: int = 1, split_fractio
     """``copy_repo`` set up for a whole pipeline in a few minutes: the uniform population's bright
     arcs (a few training steps give scores with information in them; the calibration stage
     refuses to fit a temperature to uninformative ones), eight training steps an epoch, a small
-    bootstrap, Spark on two cores. Returns the copy, its env and its params (to adjust, then write)."""
+    bootstrap, Spark on two cores, eager rendering (compiling the fused kernels costs ~35 s a run
+    here; compiled against eager rendering is tests/simulate/test_fused.py's, and the stamps
+    stage's own tests keep the default). Returns the copy, its env and its params (to adjust, then write)."""
     work, env = copy_repo(dest, n_stamps=n_stamps)
     p = yaml.safe_load((work / "params.yaml").read_text())
-    p["simulate"].update(n_regions=8, split_fractions=split_fractions or {"train": 0.5, "val": 0.25, "test": 0.25}, population="uniform")
+    p["simulate"].update(n_regions=8, split_fractions=split_fractions or {"train": 0.5, "val": 0.25, "test": 0.25}, population="uniform",
+                         compile="off")
     p["train"].update(epochs=epochs, steps_per_epoch=8, batch_size=32, warmup_steps=1, min_arc_snr=0.0, balance_classes=False)
     p["completeness"].update(n_bootstrap=20, spark={"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"})
     return work, env, p

@@ -157,6 +157,10 @@ class Str(Field):
         return f"one of {list(self.choices)}" if self.choices else self.words
 
     def _check(self, v, key, source):
+        if isinstance(v, bool) and {"on", "off"} <= set(self.choices):
+            # YAML 1.1 (PyYAML, and DVC when `dvc exp run -S` rewrites params.yaml) reads a bare
+            # on / off as true / false: for an on/off choice that is what was written
+            v = "on" if v else "off"
         if not isinstance(v, str) or not v:
             raise self.fail(v, key, source)
         if self.choices and v not in self.choices:

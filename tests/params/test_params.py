@@ -211,3 +211,21 @@ def test_a_bad_cache_dtype_is_refused_before_the_stamps_stage_simulates_or_repla
     after = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted((tmp_path / "data").rglob("*")) if f.is_file()}
     assert after == before and not (tmp_path / "m.json").exists()
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["cache", "stamps"]  # no temporaries either
+
+
+def test_on_and_off_as_dvc_exp_run_writes_them_bare_are_the_choices_not_booleans(tmp_path):
+    """`dvc exp run -S simulate.compile=off` rewrites params.yaml with a bare `off`, which YAML 1.1
+    (PyYAML) reads as false: for an on/off choice that is the choice; elsewhere a boolean is still
+    refused."""
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    apply_overrides(str(path), ["simulate.compile=off", "train.preload=on"])
+    text = path.read_text()
+    assert re.search(r"^\s+compile: off\b", text, re.M) and re.search(r"^\s+preload: on\b", text, re.M)
+    assert yaml.safe_load(text)["simulate"]["compile"] is False          # what a YAML 1.1 reader sees
+    loaded = load(path)
+    assert loaded["simulate"]["compile"] == "off" and loaded["train"]["preload"] == "on"
+    with pytest.raises(ParamsError, match="stamps.cache_dtype.*one of \\['float16', 'float32'\\]"):
+        load(write(tmp_path, with_value("stamps", ["cache_dtype"], True)))
