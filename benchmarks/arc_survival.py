@@ -25,6 +25,7 @@ and >= 20: what the finder finds beside what it receives.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -32,13 +33,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dhs.finder.loader import NormConfig, annulus_mask
+from dhs.contract.norm_stats import annulus_mask_np, annulus_stats
+from dhs.finder.loader import NormConfig, normalize
 from dhs.params import load
 from dhs.simulate.config import SimConfig
 from dhs.simulate.fused import set_compile_mode
 from dhs.simulate.population import sample_population
 from dhs.simulate.survey import render_noise_free, render_rows
-from dhs.stamps.centring import MAD_TO_SIGMA, subtract_radial_profile_about_host
+from dhs.stamps.centring import subtract_radial_profile_about_host
 
 REPO = Path(__file__).resolve().parents[1]
 THETA_PSF_BINS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, np.inf)
@@ -48,13 +50,15 @@ HOST_R_BINS = (-np.inf, 18.0, 19.0, 20.0, np.inf)
 def arc_as_received(images: torch.Tensor, arcs: torch.Tensor, norm: NormConfig) -> tuple[np.ndarray, np.ndarray]:
     """(fraction of each arc kept, fraction kept at its brightest pixel), r band."""
     without = images - arcs
-    ring = without[..., annulus_mask(images.shape[-1], norm.annulus_inner_frac, norm.annulus_outer_frac)]
-    med = ring.median(dim=-1).values
-    scale = (ring - med[..., None]).abs().flatten(1).median(dim=1).values * MAD_TO_SIGMA
-    unit = lambda v: (v - med[..., None, None]) / scale[:, None, None, None]  # noqa: E731  same units for both
+    # both stamps in the arc-free stamp's units (its stored-style annulus statistics), so that
+    # their difference before the host's removal is the arc itself
+    mask = annulus_mask_np(images.shape[-1], norm.annulus_inner_frac, norm.annulus_outer_frac)
+    stats = torch.from_numpy(annulus_stats(without.numpy(), mask))
+    unit = dataclasses.replace(norm, radial_profile_subtract=False, clip=float("inf"))
+    x_with, x_without = normalize(images, unit, stats), normalize(without, unit, stats)
     shape = norm.radial_profile_shape
-    seen = (subtract_radial_profile_about_host(unit(images), shape=shape) - subtract_radial_profile_about_host(unit(without), shape=shape))[:, 1].flatten(1)
-    true = (arcs / scale[:, None, None, None])[:, 1].flatten(1)
+    seen = (subtract_radial_profile_about_host(x_with, shape=shape) - subtract_radial_profile_about_host(x_without, shape=shape))[:, 1].flatten(1)
+    true = (x_with - x_without)[:, 1].flatten(1)
     kept = (seen * true).sum(1) / (true * true).sum(1).clamp_min(1e-12)
     peak = seen.gather(1, true.argmax(1, keepdim=True))[:, 0] / true.amax(1).clamp_min(1e-12)
     return kept.numpy(), peak.numpy()
