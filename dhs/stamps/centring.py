@@ -161,11 +161,17 @@ def radial_profile_about(x: torch.Tensor, centres_px: torch.Tensor) -> torch.Ten
     return (p_lo * (1 - w[:, None]) + p_hi * w[:, None]).reshape(B, C, H, W)
 
 
-SHAPE_SIGMA_PX = (3.0, 8.0)   # sizes of the weights of the shape moments: the core, and ~2 arcsec out
+# The axis ratio is measured at several radii: the PSF rounds a host's inner isophotes (on a bright
+# compact host q runs from ~0.9 in the core to its own ~0.7 at 3 arcsec), and one axis ratio, or a
+# blend of two, left a misfit of several noise units at the radii of arcs (docs/results.md).
+SHAPE_SIGMAS_PX = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0)   # sizes of the weights of the shape moments
+SHAPE_RADIUS_PER_SIGMA = math.sqrt(2.0)   # r^2 exp(-r^2 / 2 sigma^2) peaks at sqrt(2) sigma: the isophote a weight measures
+SHAPE_PHI_SIGMA_PX = 8.0      # the major axis from one weight, ~2 arcsec out: a twist is rare, noise in it is not
 SHAPE_Q_MIN = 0.3      # flatter estimates are clamped: an LRG is rarely flatter, an arc can pull the moments
+PROFILE_SOFTENING = 1.0   # asinh softening of the profile's interpolation, in the units of x (normalised: ~the sky sigma)
 
 
-def host_shapes(det: torch.Tensor, weight_sigma_px: float = SHAPE_SIGMA_PX[1], iterations: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+def host_shapes(det: torch.Tensor, weight_sigma_px: float = SHAPE_PHI_SIGMA_PX, iterations: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
     """(q, phi) of the host at the centre of each (B, N, N) detection image: axis ratio b/a and
     major-axis angle (radians, from the +x (column) axis towards +y (row)).
 
@@ -211,6 +217,32 @@ def host_shapes(det: torch.Tensor, weight_sigma_px: float = SHAPE_SIGMA_PX[1], i
     return q, phi
 
 
+def host_shape_profile(det: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, phi) of the host at the centre of each (B, N, N) detection image: q (B, S) at the radii
+    ``shape_node_radii_px()`` (one per weight of ``SHAPE_SIGMAS_PX``), phi (B,) from the weight of
+    ``SHAPE_PHI_SIGMA_PX``. Between the nodes ``elliptical_profile_about`` takes q linear in the
+    circular radius, constant beyond them."""
+    q = torch.stack([host_shapes(det, s)[0] for s in SHAPE_SIGMAS_PX], dim=1)
+    return q, host_shapes(det, SHAPE_PHI_SIGMA_PX)[1]
+
+
+def shape_node_radii_px() -> tuple[float, ...]:
+    return tuple(s * SHAPE_RADIUS_PER_SIGMA for s in SHAPE_SIGMAS_PX)
+
+
+def _axis_ratio_map(q: torch.Tensor, r_circ: torch.Tensor) -> torch.Tensor:
+    """q (B,) or (B, S) at ``shape_node_radii_px()`` -> (B, H, W) at each pixel's circular radius."""
+    if q.dim() == 1:
+        return q.float()[:, None, None].expand_as(r_circ)
+    B, H, W = r_circ.shape
+    nodes = torch.tensor(shape_node_radii_px(), device=q.device, dtype=torch.float32)
+    t = r_circ.reshape(B, H * W).contiguous()
+    lo = (torch.searchsorted(nodes, t, right=True) - 1).clamp(0, nodes.numel() - 2)
+    w = ((t - nodes[lo]) / (nodes[lo + 1] - nodes[lo])).clamp(0.0, 1.0)
+    qf = q.float()
+    return (qf.gather(1, lo) * (1 - w) + qf.gather(1, lo + 1) * w).reshape(B, H, W)
+
+
 def _binned_lower_median(values: torch.Tensor, bins: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(lower median of ``values`` per bin, count per bin): (R, P) values, (R, P) int64 bin ids."""
     order = values.argsort(dim=1, stable=True)
@@ -225,16 +257,21 @@ def _binned_lower_median(values: torch.Tensor, bins: torch.Tensor, n_bins: int) 
 
 
 def elliptical_profile_about(x: torch.Tensor, centres_px: torch.Tensor, q: torch.Tensor, phi: torch.Tensor,
-                             q_core: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, C, N, N) each band's median profile in elliptical annuli (axis ratio ``q``, major axis at
-    ``phi``, both (B,)) about ``centres_px`` (B, 2), evaluated at every pixel.
+                             softening: float = PROFILE_SOFTENING) -> torch.Tensor:
+    """(B, C, N, N) each band's median profile in elliptical annuli about ``centres_px`` (B, 2),
+    evaluated at every pixel: major axis at ``phi`` (B,), axis ratio ``q`` either (B,) or (B, S) at
+    the radii ``shape_node_radii_px()`` (``host_shape_profile``; linear in the circular radius
+    between them).
 
     The elliptical radius is r_e = sqrt(q x'^2 + y'^2 / q) (x' along the major axis), so an
     annulus of unit width in r_e keeps the area of a circular one. As for circular annuli: the
     lower median per annulus, placed at the radius of the pixel it picks from a radially
-    decreasing profile (so interpolating between annuli reproduces the profile), linear between
-    those nodes. An elliptical host then vanishes, where a circular profile leaves a four-lobed
-    residual of the amplitude of an arc."""
+    decreasing profile, so that interpolating between annuli reproduces the profile. Between those
+    nodes the profile is interpolated linearly in asinh(profile / softening): a galaxy's profile
+    falls roughly exponentially, and a straight line between two nodes of a convex profile lies
+    above it (a negative ring of ~1 noise unit at 1-2 arcsec on bright hosts, where arcs are);
+    near and below the softening (the sky) asinh is linear. An elliptical host then vanishes,
+    where a circular profile leaves a four-lobed residual of the amplitude of an arc."""
     B, C, H, W = x.shape
     if H != W:
         raise ValueError(f"radial profiles need square stamps, got {H}x{W}")
@@ -243,13 +280,7 @@ def elliptical_profile_about(x: torch.Tensor, centres_px: torch.Tensor, q: torch
     xx = torch.arange(W, device=x.device, dtype=torch.float32)[None, None, :] - c - centres_px[:, 1, None, None].float()
     cs, sn = torch.cos(phi.float())[:, None, None], torch.sin(phi.float())[:, None, None]
     xp, yp = xx * cs + yy * sn, -xx * sn + yy * cs
-    qq = q.float()[:, None, None]
-    if q_core is not None:
-        # the PSF rounds the core: the axis ratio goes from q_core inside the weight of the core
-        # moments to q outside that of the outer ones, linearly in the circular radius
-        r0, r1 = SHAPE_SIGMA_PX
-        t = ((torch.sqrt(xx * xx + yy * yy) - r0) / (r1 - r0)).clamp(0.0, 1.0)
-        qq = q_core.float()[:, None, None] * (1 - t) + qq * t
+    qq = _axis_ratio_map(q, torch.sqrt(xx * xx + yy * yy))
     r = torch.sqrt(qq * xp * xp + yp * yp / qq).reshape(B, H * W)
     # a bound, not r.max(): no device-to-host sync per batch (empty outer annuli cost nothing)
     n_bins = int(math.ceil((math.hypot(H, W) / 2 + float(SEARCH_RADIUS_PX) + 1) / math.sqrt(SHAPE_Q_MIN))) + 2
@@ -270,8 +301,9 @@ def elliptical_profile_about(x: torch.Tensor, centres_px: torch.Tensor, q: torch
     n_lo, n_hi = node.gather(1, lo), node.gather(1, lo + 1)
     w = ((r - n_lo) / (n_hi - n_lo).clamp_min(1e-6)).clamp(0.0, 1.0).to(x.dtype)
     lo_b = lo[:, None, :].expand(B, C, H * W)
-    p_lo, p_hi = prof.gather(-1, lo_b).to(x.dtype), prof.gather(-1, lo_b + 1).to(x.dtype)
-    return (p_lo * (1 - w[:, None]) + p_hi * w[:, None]).reshape(B, C, H, W)
+    a_lo = torch.asinh(prof.gather(-1, lo_b).to(x.dtype) / softening)
+    a_hi = torch.asinh(prof.gather(-1, lo_b + 1).to(x.dtype) / softening)
+    return (torch.sinh(a_lo * (1 - w[:, None]) + a_hi * w[:, None]) * softening).reshape(B, C, H, W)
 
 
 def subtract_radial_profile_about_host(x: torch.Tensor, search_radius_px: float = SEARCH_RADIUS_PX, shape: str = "circle",
@@ -293,11 +325,10 @@ def subtract_radial_profile_about_host(x: torch.Tensor, search_radius_px: float 
         # the shape of the point-symmetric part only: an arc, a companion or a neighbour has no
         # counterpart on the far side of the host and would otherwise pull the ellipse onto itself
         det = torch.minimum(det, det.flip(-1, -2))
-        q_core, _ = host_shapes(det, SHAPE_SIGMA_PX[0])
-        q, phi = host_shapes(det, SHAPE_SIGMA_PX[1])
+        q, phi = host_shape_profile(det)
 
         def profile(v):
-            return elliptical_profile_about(v, centres, q, phi, q_core)
+            return elliptical_profile_about(v, centres, q, phi)
     else:
         raise ValueError(f"profile shape must be circle or ellipse, got {shape!r}")
     res = x - profile(x)
