@@ -112,27 +112,28 @@ def main() -> None:
 
 
 def found_by_bin(scores_path: str, metrics_path: str, fpr: float, min_snr: float) -> None:
-    """The finder's completeness per theta_E / PSF bin at the completeness stage's own threshold."""
+    """The finder's completeness per theta_E / PSF bin and per host r bin at the completeness stage's own threshold."""
     metrics = json.loads(Path(metrics_path).read_text())
     name = f"fpr_{fpr:g}"
     t = next((t for t in metrics["thresholds"] if t["name"] == name), None)
     if t is None:
         raise SystemExit(f"{metrics_path}: no threshold named {name!r} (have {[t['name'] for t in metrics['thresholds']]})")
-    s = pd.read_parquet(scores_path, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf"])
+    s = pd.read_parquet(scores_path, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag"])
     inj = s[(s.split == metrics["eval_split"]) & (s.is_control == 0)]
     found = inj.logit.to_numpy() > t["logit"]          # pass: score above the threshold, as the stage counts
-    bins = pd.cut(inj.theta_e_over_psf, THETA_PSF_BINS, right=False)
-    out = {}
-    for snr in (min_snr, 20.0):
-        sel = (inj.arc_snr >= snr).to_numpy()
-        g = pd.Series(found[sel]).groupby(bins[sel].to_numpy(), observed=True)
-        out[f"n (SNR >= {snr:g})"], out[f"found (SNR >= {snr:g})"] = g.size(), g.mean()
     print(f"finder's completeness at FPR {fpr:g} (threshold logit {t['logit']:.3f}, {t['n_controls']} controls; "
           f"{metrics['eval_split']} split of {scores_path})")
-    table = pd.DataFrame(out).rename_axis("theta_e/psf")
-    for col in [c for c in table if c.startswith("n ")]:
-        table[col] = table[col].fillna(0).astype(int)
-    print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    for name, bins in (("theta_e/psf", pd.cut(inj.theta_e_over_psf, THETA_PSF_BINS, right=False)),
+                       ("host r", pd.cut(inj.host_r_mag, HOST_R_BINS, right=False))):
+        out = {}
+        for snr in (min_snr, 20.0):
+            sel = (inj.arc_snr >= snr).to_numpy()
+            g = pd.Series(found[sel]).groupby(bins[sel].to_numpy(), observed=True)
+            out[f"n (SNR >= {snr:g})"], out[f"found (SNR >= {snr:g})"] = g.size(), g.mean()
+        table = pd.DataFrame(out).rename_axis(name)
+        for col in [c for c in table if c.startswith("n ")]:
+            table[col] = table[col].fillna(0).astype(int)
+        print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
 
 
 if __name__ == "__main__":

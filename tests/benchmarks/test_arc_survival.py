@@ -68,18 +68,20 @@ def test_on_the_default_survey_unresolved_arcs_go_with_the_host_and_resolved_one
 
 
 def test_found_by_bin_counts_the_completeness_stage_split_at_its_threshold(tmp_path, capsys):
-    rows = [  # split, is_control, logit, arc_snr, theta_e_over_psf
-        ("test", 0, 3.0, 25.0, 0.3), ("test", 0, 1.0, 25.0, 0.3), ("test", 0, 2.5, 10.0, 0.3),   # bin [0, 0.5): 2 of 3 found at SNR >= 8
-        ("test", 0, 2.0, 30.0, 1.1), ("test", 0, 5.0, 3.0, 1.1),                                  # [1, 1.25): 0 of 1 (the SNR 3 one is out)
-        ("val", 0, 9.0, 30.0, 1.1), ("test", 1, 9.0, 0.0, 0.0),                                   # other split, a control: not counted
+    rows = [  # split, is_control, logit, arc_snr, theta_e_over_psf, host_r_mag
+        ("test", 0, 3.0, 25.0, 0.3, 20.5), ("test", 0, 1.0, 25.0, 0.3, 20.5), ("test", 0, 2.5, 10.0, 0.3, 17.0),   # [0, 0.5): 2 of 3 at SNR >= 8
+        ("test", 0, 2.0, 30.0, 1.1, 17.0), ("test", 0, 5.0, 3.0, 1.1, 17.0),          # [1, 1.25): 0 of 1 (the SNR 3 one is out)
+        ("val", 0, 9.0, 30.0, 1.1, 17.0), ("test", 1, 9.0, 0.0, 0.0, 17.0),           # other split, a control: not counted
     ]
     scores = tmp_path / "s.parquet"
-    pd.DataFrame(rows, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf"]).to_parquet(scores)
+    pd.DataFrame(rows, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag"]).to_parquet(scores)
     metrics = tmp_path / "m.json"
     metrics.write_text(json.dumps({"eval_split": "test", "thresholds": [{"name": "fpr_0.01", "logit": 2.0, "n_controls": 1}]}))
     arc_survival.found_by_bin(str(scores), str(metrics), 0.01, 8.0)
     lines = {line.split(")")[0] + ")": line.split(")")[1].split() for line in capsys.readouterr().out.splitlines() if line.startswith("[")}
     assert lines["[0.0, 0.5)"] == ["3", "0.667", "2", "0.500"]
     assert lines["[1.0, 1.25)"] == ["1", "0.000", "1", "0.000"]   # logit 2.0 is not above the threshold 2.0
+    assert lines["[-inf, 18.0)"] == ["2", "0.500", "1", "0.000"]   # by host r: SNR 10 found, SNR 30 not
+    assert lines["[20.0, inf)"] == ["2", "0.500", "2", "0.500"]
     with pytest.raises(SystemExit, match="no threshold named 'fpr_0.001'"):
         arc_survival.found_by_bin(str(scores), str(metrics), 0.001, 8.0)
