@@ -6,7 +6,9 @@ annulus normalisation alone, host-centred circular profile subtraction, and the 
 
 Stamps are 64x64 grz of Gaussian noise plus an elliptical host, which is all the cost depends on.
 Prints stamps/s for each variant and its ratio to the circular subtraction measured in the same
-run (the peer the elliptical one replaces).
+run (the peer the elliptical one replaces), then where the elliptical removal's time goes: the
+host centre, the shape moments (one weight, and the six of the axis ratio by radius) and the
+profile in elliptical annuli, as fractions of the whole removal.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from dhs.finder.loader import NormConfig, normalize
+from dhs.stamps import centring
 
 
 def stamps(n: int, seed: int = 0) -> torch.Tensor:
@@ -29,6 +32,34 @@ def stamps(n: int, seed: int = 0) -> torch.Tensor:
     host = np.exp(-np.sqrt(q[:, None, None] * xp ** 2 + yp ** 2 / q[:, None, None]) / 3.0)
     img = host[:, None] * np.array([0.5, 1.0, 1.6])[None, :, None, None] + 0.01 * rng.standard_normal((n, 3, 64, 64))
     return torch.from_numpy(img.astype(np.float32))
+
+
+def _best(f, repeats: int, device: str) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        f()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def removal_parts(x: torch.Tensor, repeats: int, device: str) -> dict[str, float]:
+    """Seconds of each part of the elliptical removal on the batch ``x`` (best of ``repeats``)."""
+    centres = centring.measure_centres(x)
+    det = centring._smooth(centring.fourier_shift(x, -centres).sum(dim=1))
+    det = torch.minimum(det, det.flip(-1, -2))
+    q, phi = centring.host_shape_profile(det)
+    return {
+        "host centre": _best(lambda: centring.measure_centres(x), repeats, device),
+        "shape moments, one weight": _best(lambda: centring.host_shapes(det), repeats, device),
+        "shape moments, all weights": _best(lambda: centring.host_shape_profile(det), repeats, device),
+        "profile in elliptical annuli": _best(lambda: centring.elliptical_profile_about(x, centres, q, phi), repeats, device),
+        "whole removal": _best(lambda: centring.subtract_radial_profile_about_host(x, shape="ellipse"), repeats, device),
+    }
 
 
 def main() -> None:
@@ -50,20 +81,16 @@ def main() -> None:
     rates = {}
     for name, cfg in variants.items():
         normalize(x[:32], cfg)  # warm-up
-        best = float("inf")
-        for _ in range(a.repeats):
-            if a.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            normalize(x, cfg)
-            if a.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t)
-        rates[name] = a.batch / best
+        rates[name] = a.batch / _best(lambda: normalize(x, cfg), a.repeats, a.device)
     peer = rates["circle about host (peer)"]
     print(f"preprocessing 64x64 grz stamps, batch {a.batch}, {a.device}, {a.threads} thread(s), best of {a.repeats}")
     for name, r in rates.items():
         print(f"  {name:<38} {r:>9.0f} stamps/s   {r / peer:5.2f}x the circular subtraction")
+    parts = removal_parts(x, a.repeats, a.device)
+    whole = parts["whole removal"]
+    print("the elliptical removal by part (the parts overlap: all weights include the one)")
+    for name, sec in parts.items():
+        print(f"  {name:<38} {sec * 1e6 / a.batch:>9.0f} us/stamp   {sec / whole:5.2f} of the whole removal")
 
 
 if __name__ == "__main__":
