@@ -50,8 +50,7 @@ def _best(f, repeats: int, device: str) -> float:
 def removal_parts(x: torch.Tensor, repeats: int, device: str) -> dict[str, float]:
     """Seconds of each part of the elliptical removal on the batch ``x`` (best of ``repeats``)."""
     centres = centring.measure_centres(x)
-    det = centring._smooth(centring.fourier_shift(x, -centres).sum(dim=1))
-    det = torch.minimum(det, det.flip(-1, -2))
+    det = centring.shape_detection_image(x, centres)
     q, phi = centring.host_shape_profile(det)
     return {
         "host centre": _best(lambda: centring.measure_centres(x), repeats, device),

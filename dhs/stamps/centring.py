@@ -217,13 +217,21 @@ def host_shapes(det: torch.Tensor, weight_sigma_px: float = SHAPE_PHI_SIGMA_PX, 
     return q, phi
 
 
+def shape_detection_image(x: torch.Tensor, centres_px: torch.Tensor) -> torch.Tensor:
+    """(B, N, N) what the host's shape is measured on: the bands' sum about the host centre, smoothed,
+    and its point-symmetric part only: an arc, a companion or a neighbour has no counterpart on the
+    far side of the host and would otherwise pull the ellipse onto itself."""
+    det = _smooth(fourier_shift(x, -centres_px).sum(dim=1))
+    return torch.minimum(det, det.flip(-1, -2))
+
+
 def host_shape_profile(det: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(q, phi) of the host at the centre of each (B, N, N) detection image: q (B, S) at the radii
     ``shape_node_radii_px()`` (one per weight of ``SHAPE_SIGMAS_PX``), phi (B,) from the weight of
     ``SHAPE_PHI_SIGMA_PX``. Between the nodes ``elliptical_profile_about`` takes q linear in the
     circular radius, constant beyond them."""
-    q = torch.stack([host_shapes(det, s)[0] for s in SHAPE_SIGMAS_PX], dim=1)
-    return q, host_shapes(det, SHAPE_PHI_SIGMA_PX)[1]
+    shapes = [host_shapes(det, s) for s in SHAPE_SIGMAS_PX]
+    return torch.stack([q for q, _ in shapes], dim=1), shapes[SHAPE_SIGMAS_PX.index(SHAPE_PHI_SIGMA_PX)][1]
 
 
 def shape_node_radii_px() -> tuple[float, ...]:
@@ -301,8 +309,8 @@ def elliptical_profile_about(x: torch.Tensor, centres_px: torch.Tensor, q: torch
     n_lo, n_hi = node.gather(1, lo), node.gather(1, lo + 1)
     w = ((r - n_lo) / (n_hi - n_lo).clamp_min(1e-6)).clamp(0.0, 1.0).to(x.dtype)
     lo_b = lo[:, None, :].expand(B, C, H * W)
-    a_lo = torch.asinh(prof.gather(-1, lo_b).to(x.dtype) / softening)
-    a_hi = torch.asinh(prof.gather(-1, lo_b + 1).to(x.dtype) / softening)
+    nodes_asinh = torch.asinh(prof.to(x.dtype) / softening)   # on the K nodes, not on every pixel
+    a_lo, a_hi = nodes_asinh.gather(-1, lo_b), nodes_asinh.gather(-1, lo_b + 1)
     return (torch.sinh(a_lo * (1 - w[:, None]) + a_hi * w[:, None]) * softening).reshape(B, C, H, W)
 
 
@@ -321,11 +329,7 @@ def subtract_radial_profile_about_host(x: torch.Tensor, search_radius_px: float 
         def profile(v):
             return radial_profile_about(v, centres)
     elif shape == "ellipse":
-        det = _smooth(fourier_shift(x, -centres).sum(dim=1))
-        # the shape of the point-symmetric part only: an arc, a companion or a neighbour has no
-        # counterpart on the far side of the host and would otherwise pull the ellipse onto itself
-        det = torch.minimum(det, det.flip(-1, -2))
-        q, phi = host_shape_profile(det)
+        q, phi = host_shape_profile(shape_detection_image(x, centres))
 
         def profile(v):
             return elliptical_profile_about(v, centres, q, phi)
