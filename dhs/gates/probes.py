@@ -44,6 +44,7 @@ from dhs.gates.config import GatesConfig
 from dhs.gates.pixels import ScoreFn, chunks, sky_level_and_sigma
 from dhs.gates.result import gate_result, skipped
 from dhs.simulate.config import SimConfig
+from dhs.simulate.fused import compile_mode_set_to, mode_for_run
 from dhs.simulate.priors import sample_prior
 from dhs.simulate.psf import PSFSpectra
 from dhs.stamps.centring import fourier_shift, measure_centres
@@ -115,7 +116,13 @@ def render_ring_and_arc(fwhm_grz: np.ndarray, sky_sigma_r: np.ndarray, size: int
 
     ``N_ARC_TEMPLATES`` lensed sources are ray-traced (the survey's sub-pixels and adaptive
     threshold, as the simulator does) and reused cyclically; each stamp convolves its template
-    with its own PSF."""
+    with its own PSF. A few hundred probes do not earn back compiling the rendering kernels:
+    ``simulate.compile: auto`` renders them eagerly (``mode_for_run``)."""
+    with compile_mode_set_to(mode_for_run(survey.compile, len(fwhm_grz), "cpu")):
+        return _render_ring_and_arc(fwhm_grz, sky_sigma_r, size, cfg, rng, survey)
+
+
+def _render_ring_and_arc(fwhm_grz, sky_sigma_r, size, cfg, rng, survey):
     n = len(fwhm_grz)
     m = min(n, N_ARC_TEMPLATES)
     arcs = sample_arc_params(m, cfg.ring_radius_arcsec, rng, survey)

@@ -11,7 +11,7 @@ from dhs.contract.codec import stamp_column
 from dhs.contract.shards import HiveShardWriter
 from dhs.simulate.config import SimConfig
 from dhs.simulate.population import config_id, sample_population
-from dhs.simulate.fused import is_compiled_on, set_compile_mode
+from dhs.simulate.fused import is_compiled_on, mode_for_run, set_compile_mode
 from dhs.simulate.survey import render_batches, resolve_device
 
 # columns used only to render; everything else is written
@@ -25,7 +25,7 @@ def write_synthetic_dataset(cfg: SimConfig, out_dir: str | Path, rows_per_shard:
     the same config gives byte-identical shards.
     """
     device = resolve_device(cfg.device)
-    set_compile_mode(cfg.compile)
+    set_compile_mode(mode_for_run(cfg.compile, cfg.n_stamps, device))
     population = sample_population(cfg)
     writer = HiveShardWriter(out_dir, rows_per_shard=rows_per_shard)
     compress = cfg.npz_compression == "deflate"

@@ -8,8 +8,9 @@ The formulas stay ordinary torch code: ``off`` runs exactly the same functions e
 tests check that both give the same images.
 
 Modes (``simulate.compile`` in params.yaml, or ``set_compile_mode``):
-- ``auto`` (default): compile; if compiling fails on a device (no C++ compiler, no Triton),
-  warn once and run that device eagerly from then on.
+- ``auto`` (default): compile where it pays (``mode_for_run``: always on a GPU; on a CPU when
+  the process renders at least ``AUTO_COMPILE_MIN_STAMPS_CPU`` stamps); if compiling fails on a
+  device (no C++ compiler, no Triton), warn once and run that device eagerly from then on.
 - ``on``: compile, and let a failure raise.
 - ``off``: eager only.
 
@@ -17,15 +18,17 @@ What compiling costs (``python benchmarks/bench_compile.py``, 2-core CPU): the f
 process on an empty inductor cache ~175 s; with the cache that run left, ~28 s, because dynamo
 traces the kernels again in every process (the cache spares code generation and the C++
 compiler only); eager, ~1 s. The fused kernels then render ~2.5x faster, so compiling pays
-above ~12,000 stamps a process on a warm cache and ~80,000 on a cold one.
+above ~12,000 stamps a process on a warm cache and ~80,000 on a cold one. ``auto`` takes the
+warm figure: a run of a few hundred or thousand stamps (a test, a quick sweep) renders eagerly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -52,6 +55,33 @@ def set_compile_mode(mode: str | bool) -> None:
 
 def compile_mode() -> str:
     return _mode
+
+
+@contextlib.contextmanager
+def compile_mode_set_to(mode: str | bool) -> Iterator[None]:
+    """``set_compile_mode(mode)`` for the block, the previous mode back after it."""
+    previous = _mode
+    set_compile_mode(mode)
+    try:
+        yield
+    finally:
+        set_compile_mode(previous)
+
+
+# where compiling pays on a CPU once the inductor cache is warm (benchmarks/bench_compile.py: ~28 s
+# of tracing per process against a 2.5x faster render at ~270 stamps/s eager)
+AUTO_COMPILE_MIN_STAMPS_CPU = 12_000
+
+
+def mode_for_run(mode: str | bool, n_stamps: int, device: torch.device | str) -> str:
+    """The mode a run of ``n_stamps`` on ``device`` should render with: ``auto`` becomes ``off``
+    for a CPU run too small to earn back the compilation, and stays ``auto`` otherwise (GPU runs
+    always compile: the break-even there is not measured, and production runs are millions)."""
+    if isinstance(mode, bool):
+        mode = "on" if mode else "off"
+    if mode == "auto" and torch.device(device).type == "cpu" and n_stamps < AUTO_COMPILE_MIN_STAMPS_CPU:
+        return "off"
+    return mode
 
 
 def is_compiled_on(device: torch.device | str) -> bool:

@@ -193,11 +193,15 @@ def host_shapes(det: torch.Tensor, weight_sigma_px: float = SHAPE_PHI_SIGMA_PX, 
         cs, sn = torch.cos(phi)[:, None, None], torch.sin(phi)[:, None, None]
         xp, yp = xx * cs + yy * sn, -xx * sn + yy * cs
         qq = q[:, None, None]
-        w = torch.exp(-0.5 * (qq * xp * xp + yp * yp / qq) / s2) * img
+        # the full-size passes in place and w * xx shared: the same operations in the same order
+        # as exp(-0.5 * (qq xp^2 + yp^2 / qq) / s2) * img and (w xx xx, w yy yy, w xx yy), so the
+        # same bits, ~15 % sooner (it is most of the removal's time)
+        w = (qq * xp).mul_(xp).add_((yp * yp).div_(qq)).mul_(-0.5).div_(s2).exp_().mul_(img)
         tot = w.sum(dim=(1, 2)).clamp_min(1e-12)
-        mxx = (w * xx * xx).sum(dim=(1, 2)) / tot
-        myy = (w * yy * yy).sum(dim=(1, 2)) / tot
-        mxy = (w * xx * yy).sum(dim=(1, 2)) / tot
+        wx = w * xx
+        mxx = (wx * xx).sum(dim=(1, 2)) / tot
+        myy = (w * yy).mul_(yy).sum(dim=(1, 2)) / tot
+        mxy = wx.mul_(yy).sum(dim=(1, 2)) / tot
         # the weight's covariance: s2 / q along the major axis, s2 q along the minor one
         a2, b2 = s2 / q, s2 * q
         c2, sn2, csn = torch.cos(phi) ** 2, torch.sin(phi) ** 2, torch.cos(phi) * torch.sin(phi)

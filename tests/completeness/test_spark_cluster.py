@@ -19,7 +19,9 @@ import pytest
 import yaml
 
 from tests.completeness.test_completeness import random_scores
-from tests.conftest import REPO
+from tests.conftest import REPO, SHORT_JVM
+
+SHORT_JVM_OPTS = SHORT_JVM["spark.driver.extraJavaOptions"]
 
 
 def _free_port() -> int:
@@ -55,7 +57,8 @@ def _wait_for_worker(ui_port: int, timeout_s: float = 90.0) -> dict:
 def _run_stage(tmp_path: Path, name: str, master: str) -> dict:
     p = yaml.safe_load(open(REPO / "params.yaml"))
     p["completeness"].update(n_bootstrap=50, spark={"master": master, "shuffle_partitions": 4, "driver_memory": "1g",
-                                                    "conf": {"spark.executor.memory": "1g", "spark.cores.max": "1"}})
+                                                    "conf": {"spark.executor.memory": "1g", "spark.cores.max": "1", **SHORT_JVM,
+                                                             "spark.executor.extraJavaOptions": SHORT_JVM_OPTS}})
     p["completeness"]["bins"] = {"theta_e_arcsec": [0.5, 1.0, 1.5, 2.0, 2.5], "psf_r_arcsec": [0.8, 1.2, 1.6],
                                  "arc_snr": [0, 10, 40, float("inf")]}
     p["sensitivity"]["variables"] = ["theta_e_arcsec"]
@@ -75,7 +78,7 @@ def test_completeness_on_a_standalone_cluster_equals_local(tmp_path):
     port, ui, worker_ui = _free_port(), _free_port(), _free_port()
     work_dir = tmp_path / "worker-work"
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1", "PYSPARK_PYTHON": sys.executable,
-           "SPARK_LOG_DIR": str(tmp_path / "logs"), "SPARK_WORKER_DIR": str(work_dir)}
+           "SPARK_LOG_DIR": str(tmp_path / "logs"), "SPARK_WORKER_DIR": str(work_dir), "SPARK_DAEMON_JAVA_OPTS": SHORT_JVM_OPTS}
     master = _start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)],
                     tmp_path / "master.log", env)
     worker = _start(["org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host", "127.0.0.1", "--cores", "1",

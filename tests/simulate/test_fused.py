@@ -136,3 +136,29 @@ def test_without_a_compiler_auto_falls_back_to_eager_and_on_raises(tmp_path, mod
     else:
         assert res.returncode != 0
         assert "C++ compiler" in res.stderr or "InvalidCxxCompiler" in res.stderr, res.stderr[-2000:]
+
+
+def test_auto_renders_a_small_cpu_run_eagerly_and_leaves_a_large_one_to_compile(tmp_path):
+    """Compiling costs ~28 s of tracing per process and pays above ~12,000 stamps on a CPU: `auto`
+    renders a smaller CPU run (a test, a quick sweep) eagerly; `on`, `off` and GPU runs are as asked."""
+    from dhs.simulate.dataset import write_synthetic_dataset
+    from tests.conftest import small_sim_params
+
+    n_min = fused.AUTO_COMPILE_MIN_STAMPS_CPU
+    assert fused.mode_for_run("auto", n_min - 1, "cpu") == "off"
+    assert fused.mode_for_run("auto", n_min, "cpu") == "auto"
+    assert fused.mode_for_run("auto", 10, "cuda") == "auto"
+    assert fused.mode_for_run("on", 10, "cpu") == "on" and fused.mode_for_run(True, 10, "cpu") == "on"
+    assert fused.mode_for_run("off", 10 * n_min, "cpu") == "off"
+    fused.set_compile_mode("auto")
+    with fused.compile_mode_set_to(fused.mode_for_run("auto", 400, "cpu")):   # what the gates' probes do
+        assert fused.compile_mode() == "off" and not fused.is_compiled_on("cpu")
+    assert fused.compile_mode() == "auto"
+    try:
+        fused.set_compile_mode("auto")
+        summary = write_synthetic_dataset(SimConfig.from_params(small_sim_params(n_stamps=16, compile="auto")), tmp_path / "s",
+                                          progress=False)
+        assert summary["compiled"] is False and fused.compile_mode() == "off"
+        assert sum(summary["rows_written_by_split"].values()) == 16
+    finally:
+        fused.set_compile_mode("auto")
