@@ -25,7 +25,10 @@ from tests.conftest import copy_repo, small_sim_params
 
 @pytest.fixture(scope="module")
 def sim() -> SimConfig:
-    return SimConfig.from_params(small_sim_params())
+    # eager: a training run renders without end, so `auto` compiles it whatever the size, and these
+    # few blocks would spend ~30 s a test process tracing kernels (compiled against eager rendering
+    # is tests/simulate/test_fused.py's)
+    return SimConfig.from_params(small_sim_params(compile="off"))
 
 
 def fresh(sim, rank=0, seed=1, **kw) -> FreshBatches:
