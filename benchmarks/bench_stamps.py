@@ -38,6 +38,7 @@ from dhs.contract.validate import DecodeInto, validate
 from dhs.params import load
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
+from dhs.simulate.fused import mode_for_run, set_compile_mode
 from dhs.simulate.population import sample_population
 from dhs.simulate.survey import render_batches, resolve_device
 from dhs.stamps.cache import build_cache
@@ -77,13 +78,17 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--compile", default="on", choices=("on", "off", "auto"),
+                    help="rendering kernels: on (default) measures the compiled engine of a production-size run; "
+                         "auto would render a sample this small eagerly on a CPU")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     sim = dict(load(REPO / "params.yaml")["simulate"])
-    sim.update(n_stamps=args.n, device=args.device)
+    sim.update(n_stamps=args.n, device=args.device, compile=args.compile)
     cfg = SimConfig.from_params(sim)
     device = resolve_device(cfg.device)
+    set_compile_mode(mode_for_run(cfg.compile, cfg.n_stamps, device))
     t0 = time.perf_counter()
     pop = sample_population(cfg)
     t_population = time.perf_counter() - t0
