@@ -18,7 +18,7 @@ from dhs.contract import decode_stamp, encode_stamp, validate
 from dhs.contract.validate import DecodeInto
 from dhs.finder.loader import NormConfig, iterate_batches, normalize
 from dhs.stamps.cache import CacheError, build_cache, open_split
-from dhs.contract.norm_stats import STATS_ANNULUS, STATS_COLUMNS, annulus_mask_np
+from dhs.contract.norm_stats import STATS_ANNULUS, STATS_COLUMNS, annulus_mask_np, annulus_stats
 
 
 def read_all(root):
@@ -201,3 +201,21 @@ def test_stored_stats_are_the_lower_medians_of_the_stored_pixels(sim_cache):
     dev = (ring - med[..., None]).abs()
     want = torch.cat([med, dev.flatten(1).median(dim=1).values[:, None], dev.median(dim=2).values], dim=1)
     np.testing.assert_array_equal(split.meta[list(STATS_COLUMNS)].to_numpy()[:16], want.double().numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("annulus", [STATS_ANNULUS, (0.3, 0.6)])
+def test_annulus_stats_are_torch_lower_medians_for_any_annulus_dtype_and_layout(dtype, annulus):
+    rng = np.random.default_rng(3)
+    imgs = (rng.normal(0.0, 0.01, (12, 3, 48, 48)) + rng.normal(0.0, 1.0, (12, 3, 1, 1))).astype(dtype)
+    mask = annulus_mask_np(48, *annulus)
+    x = torch.from_numpy(imgs.astype(np.float32))
+    ring = x[:, :, torch.from_numpy(mask)]
+    med = ring.median(dim=2).values
+    dev = (ring - med[..., None]).abs()
+    want = torch.cat([med, dev.flatten(1).median(dim=1).values[:, None], dev.median(dim=2).values], dim=1).numpy()
+    np.testing.assert_array_equal(annulus_stats(imgs, mask), want)
+    # a strided view (every other stamp) gives the rows of a contiguous copy, and the input is left as it was
+    before = imgs.copy()
+    np.testing.assert_array_equal(annulus_stats(imgs[::2], mask), want[::2])
+    np.testing.assert_array_equal(imgs, before)
