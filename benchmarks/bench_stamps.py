@@ -1,13 +1,18 @@
 """The stamps stage end to end, by phase, against its injection engine alone.
 
-    python benchmarks/bench_stamps.py [--n 4096] [--device cpu] [--workers 2] [--threads N]
+    python benchmarks/bench_stamps.py [--n 4096] [--device cpu] [--workers 2] [--write-workers 2] [--threads N]
 
 Times, in one run and on one population (params.yaml's simulate section at ``--n`` stamps):
 
 - engine: ``render_batches`` alone (scene, arc, noise, metrics; the stamps stay in memory);
 - encode: the rendered batches' ``stamp_npz`` columns (``stamp_column``), alone;
 - write: those columns and the rows through the shard writer into parquet, alone;
-- simulate: ``write_synthetic_dataset`` (the engine, npz encoding, parquet shards);
+- encode + write from the rendered pixels (the writer's raw columns), in this process and in
+  ``--write-workers`` writer processes (each checked to write the write phase's files byte for
+  byte): how the path that bounds a GPU run scales with processes;
+- simulate: ``write_synthetic_dataset`` (the engine, npz encoding, parquet shards), written in
+  the rendering process, and again with ``--write-workers`` writer processes (checked to write
+  the same files byte for byte; the ratio is printed);
 - validate: the contract validator over the written shards (``--workers`` processes), keeping
   the decoded pixels for the cache, as the stage does;
 - cache: the float16 training cache, copied from those pixels;
@@ -27,6 +32,7 @@ import filecmp
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -37,7 +43,7 @@ from dhs import atomic
 from dhs.contract.validate import DecodeInto, validate
 from dhs.params import load
 from dhs.simulate.config import SimConfig
-from dhs.simulate.dataset import write_synthetic_dataset
+from dhs.simulate.dataset import encode_stamp_rows, write_synthetic_dataset
 from dhs.simulate.fused import mode_for_run, set_compile_mode
 from dhs.simulate.population import sample_population
 from dhs.simulate.survey import render_batches, resolve_device
@@ -78,6 +84,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--write-workers", type=int, default=2, help="writer processes of the second simulate run (stamps.write_workers)")
     ap.add_argument("--compile", default="on", choices=("on", "off", "auto"),
                     help="rendering kernels: on (default) measures the compiled engine of a production-size run; "
                          "auto would render a sample this small eagerly on a CPU")
@@ -114,10 +121,33 @@ def main() -> None:
         writer.close()
         t["write"] = time.perf_counter() - t0
         written = {"write": _bytes(Path(d) / "write-only")}
+        # the same encoding and writing from the rendered pixels (raw columns), here and in writer processes
+        encode = partial(encode_stamp_rows, compress=cfg.npz_compression == "deflate")
+        t_ew = {}
+        # shards small enough that every writer gets several (a sample this size makes only 4 of the stage's 2,000 rows)
+        ew_rows = max(64, len(pop) // (8 * max(1, args.write_workers)))
+        ref = HiveShardWriter(Path(d) / "write-only-small", rows_per_shard=ew_rows)
+        for b, col in zip(batches, columns):
+            ref.add(b.rows.drop(columns=["noise_seed"]), {"stamp_npz": col})
+        ref.close()
+        for workers in (0, args.write_workers):
+            t0 = time.perf_counter()
+            w = HiveShardWriter(Path(d) / f"raw-{workers}", rows_per_shard=ew_rows, encoders={"stamp_npz": encode}, workers=workers)
+            for b in batches:
+                w.add(b.rows.drop(columns=["noise_seed"]), raw_columns={"stamp_npz": b.images})
+            w.close()
+            t_ew[workers] = time.perf_counter() - t0
+            if not _same_tree(Path(d) / "write-only-small", Path(d) / f"raw-{workers}"):
+                raise SystemExit(f"encoding and writing with {workers} writer processes gave other bytes: the comparison would be void")
         del batches, columns
         t0 = time.perf_counter()
         write_synthetic_dataset(cfg, out, progress=False)
         t["simulate"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        write_synthetic_dataset(cfg, Path(d) / "stamps-writers", progress=False, write_workers=args.write_workers)
+        t_writers = time.perf_counter() - t0
+        if not _same_tree(out, Path(d) / "stamps-writers"):
+            raise SystemExit("writer processes wrote other bytes than the rendering process: the comparison would be void")
         # the peer: validation that keeps nothing, then a cache that reads and decodes every stamp again
         t0 = time.perf_counter()
         report = validate(out, workers=args.workers, progress=False)
@@ -157,6 +187,11 @@ def main() -> None:
           f"{sum(written.values()) / n / 1e3:.0f} kB costs {sum(written.values()) / n / (disk * 1e6) * 1e6:.0f} us at that rate")
     print(f"engine / stage rate: {stage / t['engine']:.2f}x; not rendering, per stamp: simulate - engine {not_rendering:.0f} us wall; "
           f"encode + write + validate + cache {core_us:.0f} core-us")
+    ew0, ewn = t_ew[0], t_ew[args.write_workers]
+    print(f"encode + write of the rendered batches in shards of {ew_rows} rows: in this process {ew0:.2f} s ({ew0 / n * 1e6:.0f} us/stamp), in "
+          f"{args.write_workers} writer processes {ewn:.2f} s ({ewn / n * 1e6:.0f} us/stamp, wall): {ew0 / ewn:.2f}x, the same files")
+    print(f"simulate with {args.write_workers} writer processes {t_writers:.2f} s ({n / t_writers:.1f} stamps/s) against "
+          f"{t['simulate']:.2f} s written in the rendering process: {t['simulate'] / t_writers:.2f}x, the same files")
     both, both_peer = t["validate"] + t["cache"], peer["validate"] + peer["cache"]
     print(f"validate + cache, one decode (the stage's path) {both:.2f} s against decoding twice {both_peer:.2f} s "
           f"(validate {peer['validate']:.2f} s, cache {peer['cache']:.2f} s in {args.workers} processes): "

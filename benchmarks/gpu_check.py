@@ -7,7 +7,8 @@ on a CPU with ``--device cpu --quick``, which is how its own test runs it). Step
 own time limit, their full output kept in ``--out``/<step>.log:
 
 - injection: the engine against lenstronomy (benchmarks/bench_injection.py);
-- stamps: the stamps stage end to end by phase against its engine (bench_stamps.py);
+- stamps: the stamps stage end to end by phase against its engine, and encoding and writing in
+  writer processes (as `stamps.write_workers: auto` starts them on a GPU) against one (bench_stamps.py);
 - train: the training loop per arch (bench_train.py);
 - fresh: the train stage's loop on cached against freshly rendered batches (bench_fresh_training.py);
 - tests: the tests marked ``gpu`` (``pytest -m gpu``).
@@ -19,6 +20,7 @@ figures are copied from it. Exit status 1 when a step failed or a test did not p
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -32,17 +34,20 @@ def steps(device: str, quick: bool) -> list[tuple[str, list[str], float, list[tu
     """(name, command, share of the budget, [(figure, regex with one group)])."""
     py = [sys.executable]
     b = "benchmarks/"
+    writers = max(1, min(16, (os.cpu_count() or 1) - 2))   # what stamps.write_workers: auto takes on a GPU
     return [
         ("injection", py + [b + "bench_injection.py", "--device", device, "--n-stamps", "512" if quick else "65536",
-                            "--n-ref", "2" if quick else "24", "--repeats", "1" if quick else "3"], 0.25,
+                            "--n-ref", "2" if quick else "24", "--repeats", "1" if quick else "3"], 0.22,
          [("engine, adaptive, stamps/s", r"^ours adaptive\S*\s+\S+\s+\S+\s+\S+\s+([\d,.]+)"),
           ("engine vs lenstronomy per core", r"vs lenstronomy per CPU core: ([\d.]+x)")]),
-        ("stamps", py + [b + "bench_stamps.py", "--device", device, "--n", "512" if quick else "80000",
-                         "--workers", "2" if quick else "16"], 0.3,
+        ("stamps", py + [b + "bench_stamps.py", "--device", device, "--n", "512" if quick else "40000",
+                         "--workers", "2" if quick else "16", "--write-workers", "1" if quick else str(writers)], 0.33,
          [("engine, stamps/s", r"^\s+engine\s+[\d.]+\s+([\d.]+)\s"),
           ("stamps stage end to end, stamps/s", r"^\s+stage\s+[\d.]+\s+([\d.]+)\s"),
           ("engine / stage", r"engine / stage rate: ([\d.]+x)"),
-          ("encode, write, validate, cache: core-us per stamp", r"encode \+ write \+ validate \+ cache (\d+) core-us")]),
+          ("encode, write, validate, cache: core-us per stamp", r"encode \+ write \+ validate \+ cache (\d+) core-us"),
+          ("encode + write: writer processes against one", r"in \d+ writer processes [\d.]+ s \(\d+ us/stamp, wall\): ([\d.]+x)"),
+          ("simulate with writer processes, stamps/s", r"^simulate with \d+ writer processes [\d.]+ s \(([\d.]+) stamps/s\)")]),
         ("train", py + [b + "bench_train.py", "--device", device, "--steps", "2" if quick else "20", "--n", "256" if quick else "4096",
                         "--archs", *(["small_cnn"] if quick else ["small_cnn", "resnet18", "efficientnet_b0", "convnext_tiny", "hybrid"])], 0.2,
          [(f"loop {a}, images/s", rf"^{a}\s+[\d,]+\s+([\d,]+)") for a in ("small_cnn", "resnet18", "efficientnet_b0", "convnext_tiny", "hybrid")]),

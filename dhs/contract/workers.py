@@ -35,7 +35,8 @@ def _start_watch(ppid: int, interval_s: float, initializer: Callable[..., Any] |
 
 
 def process_pool(max_workers: int, interval_s: float = PARENT_CHECK_S, initializer: Callable[..., Any] | None = None,
-                 initargs: tuple = ()) -> ProcessPoolExecutor:
-    """A ``ProcessPoolExecutor`` whose workers exit within ``interval_s`` of their parent's death."""
-    return ProcessPoolExecutor(max_workers=max_workers, initializer=_start_watch,
+                 initargs: tuple = (), mp_context=None) -> ProcessPoolExecutor:
+    """A ``ProcessPoolExecutor`` whose workers exit within ``interval_s`` of their parent's death
+    (``mp_context``: e.g. fork, for workers that must inherit memory mapped before they start)."""
+    return ProcessPoolExecutor(max_workers=max_workers, initializer=_start_watch, mp_context=mp_context,
                                initargs=(os.getpid(), interval_s, initializer, initargs))

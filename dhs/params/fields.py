@@ -105,6 +105,17 @@ class Int(Field):
 
 
 @dataclass(frozen=True)
+class AutoInt(Int):
+    """``auto`` (the stage decides, and says so) or an integer in the bounds."""
+
+    def what(self) -> str:
+        return f"'auto' or {super().what()}"
+
+    def _check(self, v, key, source):
+        return "auto" if v == "auto" else super()._check(v, key, source)
+
+
+@dataclass(frozen=True)
 class Float(Field):
     """A number; ``lo``/``hi`` bound it (``open_lo``/``open_hi`` exclude the bound); ``finite``
     refuses NaN and infinities. A string that reads as a number is refused with the YAML hint."""

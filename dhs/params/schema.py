@@ -13,7 +13,7 @@ the low-count rule that the completeness, calibration, known-lens and report sta
 
 from __future__ import annotations
 
-from dhs.params.fields import Bool, Choice, Device, Field, Float, Int, List, Map, ParamsError, Section, Str, refuse
+from dhs.params.fields import AutoInt, Bool, Choice, Device, Field, Float, Int, List, Map, ParamsError, Section, Str, refuse
 from dhs.params.rules import (DEFAULT_CONDITIONS, DEFAULT_PROXY_FEATURES, check_condition_features, check_metadata_columns,
                               check_proxy_features)
 
@@ -85,6 +85,7 @@ STAMPS = Section(fields={
     "max_reject_frac": Float(default=0.05, lo=0, hi=1),
     "rows_per_shard": Int(default=2000, lo=1),
     "validate_workers": Int(default=1, lo=1),
+    "write_workers": AutoInt(default="auto", lo=0),
     "cache_dtype": Choice("float16", "float32", default="float16"),
 })
 

@@ -10,6 +10,7 @@ stamps.source:
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from dhs.contract.validate import DecodeInto, list_shards, validate
 from dhs.params import Params, as_params
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
+from dhs.simulate.survey import resolve_device
 from dhs.simulate.detectability import population_summary
 from dhs.stamps.cache import build_cache, open_split
 from dhs.stamps.population_figure import population_figure
@@ -29,6 +31,21 @@ from dhs.stamps.staging import describe_source, link_tree, stage
 
 class RejectionRateError(RuntimeError):
     pass
+
+
+MAX_AUTO_WRITE_WORKERS = 16
+
+
+def write_workers_for(setting: int | str, device: str) -> int:
+    """Processes that encode and write the simulated shards: ``stamps.write_workers``, or for
+    ``auto`` none where the stamps render on the CPU (torch's threads already use every core and
+    a writer would only take turns with them) and all cores but two (the renderer's process and
+    its transfers), at most MAX_AUTO_WRITE_WORKERS, where they render on a GPU."""
+    if setting != "auto":
+        return int(setting)
+    if resolve_device(device).type == "cpu":
+        return 0
+    return max(1, min(MAX_AUTO_WRITE_WORKERS, (os.cpu_count() or 1) - 2))
 
 
 def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metrics_path: str = "metrics/stamps.json",
@@ -47,13 +64,16 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
         if source == "synthetic":
             cfg = SimConfig.from_params(p["simulate"])
             with atomic.atomic_dir(out_dir) as tmp:
-                summary = write_synthetic_dataset(cfg, tmp, rows_per_shard=st["rows_per_shard"], progress=progress)
+                writers = write_workers_for(st["write_workers"], cfg.device)
+                summary = write_synthetic_dataset(cfg, tmp, rows_per_shard=st["rows_per_shard"], progress=progress,
+                                                  write_workers=writers)
                 phases["simulate"] = time.perf_counter() - t0
                 report = validate(tmp, workers=workers, progress=progress, decode_into=keep)
                 report.raise_if_errors()
                 phases["validate"] = time.perf_counter() - t0 - phases["simulate"]
             report.rebase(out_dir)
-            what = f"simulated {report.rows_read} stamps on {summary['device']}"
+            what = (f"simulated {report.rows_read} stamps on {summary['device']}, "
+                    f"{f'{writers} writer processes' if writers else 'written in this process'}")
             extra = {"config_id": summary["config_id"]}
         elif source == "hosts":
             cfg = SimConfig.from_params(p["simulate"])

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
@@ -28,7 +29,7 @@ from dhs.contract import (
     validate,
 )
 from dhs.contract.validate import DatasetInvalid
-from dhs.contract.shards import HiveShardWriter
+from dhs.contract.shards import HiveShardWriter, ShardWriteError
 
 CONTRACT = load_contract()
 SIZE = 64
@@ -848,3 +849,88 @@ def test_stored_stamps_are_validated_as_deflated_ones_are(tmp_path):
     assert [m[:3] for m in msgs[0]] == [m[:3] for m in msgs[1]]
     assert [m[3] for m in msgs[0] if m[2] not in ("corrupt_npz", "wrong_shape")] == \
         [m[3] for m in msgs[1] if m[2] not in ("corrupt_npz", "wrong_shape")]
+
+
+def _tree_bytes(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+
+
+def _stamp_frames(n_frames=5, size=8, seed=4):
+    """Frames of several sizes with rows of every split mixed, some failed cutouts, and their pixels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in range(n_frames):
+        n = 6 + 3 * b
+        df = pd.DataFrame({"task_id": [f"t{b}-{i}" for i in range(n)], KEY: rng.choice(["train", "val", "test"], n),
+                           "cutout_ok": (rng.uniform(size=n) > 0.2).astype(np.int64)})
+        out.append((df, rng.normal(size=(n, 3, size, size)).astype(np.float32)))
+    return out
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_shards_encoded_and_written_in_worker_processes_are_the_bytes_written_here(tmp_path, compress):
+    """Raw pixel columns encoded where the shard is written, here or in 2 writer processes, give
+    the same files, byte for byte, as columns encoded before they are added: the rows of each
+    shard and the chunks of each column are decided in the calling process whatever writes them."""
+    from functools import partial
+
+    from dhs.contract.codec import stamp_column
+    from dhs.simulate.dataset import encode_stamp_rows
+
+    frames = _stamp_frames()
+    encode = partial(encode_stamp_rows, compress=compress)
+    before = HiveShardWriter(tmp_path / "before", rows_per_shard=5)
+    for df, images in frames:
+        before.add(df, {"stamp_npz": stamp_column(images, df["cutout_ok"].to_numpy() == 1, compress=compress)})
+    before.close()
+    trees = {}
+    for workers in (0, 2):
+        w = HiveShardWriter(tmp_path / f"w{workers}", rows_per_shard=5, encoders={"stamp_npz": encode}, workers=workers)
+        for df, images in frames:
+            w.add(df, raw_columns={"stamp_npz": images})
+        w.close()
+        assert w.files == [tmp_path / f"w{workers}" / f.relative_to(tmp_path / "before") for f in before.files]
+        assert w.rows_written == before.rows_written
+        assert sorted(p.name for p in (tmp_path / f"w{workers}").iterdir()) == sorted(f"{KEY}={s}" for s in w.rows_written)  # no scratch left
+        trees[workers] = _tree_bytes(tmp_path / f"w{workers}")
+    reference = _tree_bytes(tmp_path / "before")
+    assert len(reference) > 6 and trees[0] == reference and trees[2] == reference
+    # and the stamps decode to the pixels that were added (failed cutouts hold the failed-cutout blob)
+    pixels = {t: img for df, images in frames for t, img, ok in zip(df["task_id"], images, df["cutout_ok"]) if ok == 1}
+    got = pads.dataset(tmp_path / "w2", partitioning="hive").to_table().to_pandas()
+    checked = 0
+    for t, blob in zip(got["task_id"], got["stamp_npz"]):
+        if t in pixels:
+            np.testing.assert_array_equal(decode_stamp(blob, stamp_size=8), pixels[t])
+            checked += 1
+    assert checked == len(pixels) > 0
+
+
+def _failing_encoder(images, rows):
+    if (rows["task_id"] == "t2-3").any():
+        raise ValueError("this chunk cannot be encoded")
+    from dhs.simulate.dataset import encode_stamp_rows
+    return encode_stamp_rows(images, rows)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_shard_that_fails_in_a_writer_names_its_file_and_stops_the_writers(tmp_path, workers):
+    w = HiveShardWriter(tmp_path / "w", rows_per_shard=5, encoders={"stamp_npz": _failing_encoder}, workers=workers)
+    with pytest.raises((ShardWriteError, ValueError), match="this chunk cannot be encoded") as err:
+        for df, images in _stamp_frames():
+            w.add(df, raw_columns={"stamp_npz": images})
+        w.close()
+    if workers:
+        assert err.type is ShardWriteError and "part-" in str(err.value) and ".parquet" in str(err.value)
+    w.abort()
+    assert w._pool is None
+
+
+def test_raw_columns_are_checked_when_added(tmp_path):
+    df, images = _stamp_frames(1)[0]
+    with pytest.raises(ValueError, match="raw column\\(s\\) \\['stamp_npz'\\] have no encoder"):
+        HiveShardWriter(tmp_path / "a").add(df, raw_columns={"stamp_npz": images})
+    with pytest.raises(ValueError, match="raw column 'stamp_npz' has 5 values for 6 rows"):
+        HiveShardWriter(tmp_path / "b", encoders={"stamp_npz": _failing_encoder}).add(df, raw_columns={"stamp_npz": images[:5]})
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        HiveShardWriter(tmp_path / "c", workers=-1)

@@ -185,6 +185,34 @@ def test_killed_validation_leaves_no_orphan_workers_and_the_next_run_clears_its_
     assert json.loads((tmp_path / "m.json").read_text())["rows_read"] == 120
 
 
+@pytest.mark.slow
+def test_killed_while_writer_processes_write_shards_leaves_no_orphan_writers(tmp_path):
+    """Killed while its writer processes (stamps.write_workers) encode and write shards: they
+    notice their parent is gone and end; nothing reaches the output."""
+    params = small_params(tmp_path, n=2000, name="w.yaml")
+    p = yaml.safe_load(params.read_text())
+    p["stamps"].update(write_workers=2, rows_per_shard=40)
+    params.write_text(yaml.safe_dump(p))
+    data = tmp_path / "data"
+    cmd = [sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(params), "--out", str(data / "stamps"),
+           "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"), "--cache", str(data / "cache")]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    writers: list[int] = []
+    while len(writers) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "stage ended before its writers were seen"
+        if list(data.glob(".stamps.*.tmp/region_split=*/*.parquet")):
+            writers = _children(proc.pid)
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    end = time.monotonic() + 60
+    while any(_alive(w) for w in writers) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not [w for w in writers if _alive(w)], "writer processes outlived the killed stage"
+    assert not (data / "stamps").exists()
+
+
 def test_a_temporary_is_swept_only_once_its_writer_is_dead(tmp_path):
     """A live writer's temporary survives a sweep; after SIGKILL of the writer it is removed."""
     from dhs import atomic
