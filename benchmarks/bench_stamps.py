@@ -11,8 +11,9 @@ Times, in one run and on one population (params.yaml's simulate section at ``--n
   ``--write-workers`` writer processes (each checked to write the write phase's files byte for
   byte): how the path that bounds a GPU run scales with processes;
 - simulate: ``write_synthetic_dataset`` (the engine, npz encoding, parquet shards), written in
-  the rendering process, and again with ``--write-workers`` writer processes (checked to write
-  the same files byte for byte; the ratio is printed);
+  the rendering process; and the stage's path with ``--write-workers`` writer processes, each
+  validating the shard it wrote, then the validator's cross-file checks and the cache (checked
+  to write the same files and cache byte for byte; the ratios are printed);
 - validate: the contract validator over the written shards (``--workers`` processes), keeping
   the decoded pixels for the cache, as the stage does;
 - cache: the float16 training cache, copied from those pixels;
@@ -48,6 +49,7 @@ from dhs.simulate.fused import mode_for_run, set_compile_mode
 from dhs.simulate.population import sample_population
 from dhs.simulate.survey import render_batches, resolve_device
 from dhs.stamps.cache import build_cache
+from dhs.stamps.stage import writer_validation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,9 +145,18 @@ def main() -> None:
         t0 = time.perf_counter()
         write_synthetic_dataset(cfg, out, progress=False)
         t["simulate"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        write_synthetic_dataset(cfg, Path(d) / "stamps-writers", progress=False, write_workers=args.write_workers)
-        t_writers = time.perf_counter() - t0
+        # the stage's path with writer processes: each validates the shard it wrote (overlapping the
+        # rendering), the validator only cross-checks, the cache copies what the writers kept
+        with atomic.scratch_dir(Path(d) / "cache-writers", "decoded") as scratch:
+            keep = DecodeInto(str(scratch), "float16")
+            t0 = time.perf_counter()
+            summary = write_synthetic_dataset(cfg, Path(d) / "stamps-writers", progress=False, write_workers=args.write_workers,
+                                              after_write=writer_validation(Path(d) / "stamps-writers", keep))
+            t_writers = time.perf_counter() - t0
+            report = validate(Path(d) / "stamps-writers", workers=args.workers, progress=False, decode_into=keep,
+                              done=summary["after_write"])
+            build_cache(report, Path(d) / "cache-writers", dtype="float16", workers=args.workers, progress=False)
+            t_writers_stage = time.perf_counter() - t0
         if not _same_tree(out, Path(d) / "stamps-writers"):
             raise SystemExit("writer processes wrote other bytes than the rendering process: the comparison would be void")
         # the peer: validation that keeps nothing, then a cache that reads and decodes every stamp again
@@ -164,8 +175,8 @@ def main() -> None:
             build_cache(report, cache, dtype="float16", workers=args.workers, progress=False)
             t["cache"] = time.perf_counter() - t0
         written["cache"] = _bytes(cache)
-        if not _same_tree(cache, Path(d) / "cache-peer"):
-            raise SystemExit("the two caches differ: the benchmark would compare unequal outputs")
+        if not _same_tree(cache, Path(d) / "cache-peer") or not _same_tree(cache, Path(d) / "cache-writers"):
+            raise SystemExit("the caches differ: the benchmark would compare unequal outputs")
     n = len(pop)
     stage = t["simulate"] + t["validate"] + t["cache"]
     procs = {"encode": 1, "write": 1, "validate": args.workers, "cache": 1}
@@ -190,8 +201,11 @@ def main() -> None:
     ew0, ewn = t_ew[0], t_ew[args.write_workers]
     print(f"encode + write of the rendered batches in shards of {ew_rows} rows: in this process {ew0:.2f} s ({ew0 / n * 1e6:.0f} us/stamp), in "
           f"{args.write_workers} writer processes {ewn:.2f} s ({ewn / n * 1e6:.0f} us/stamp, wall): {ew0 / ewn:.2f}x, the same files")
-    print(f"simulate with {args.write_workers} writer processes {t_writers:.2f} s ({n / t_writers:.1f} stamps/s) against "
-          f"{t['simulate']:.2f} s written in the rendering process: {t['simulate'] / t_writers:.2f}x, the same files")
+    print(f"simulate with {args.write_workers} writer processes (each validating the shard it wrote) {t_writers:.2f} s "
+          f"({n / t_writers:.1f} stamps/s) against {t['simulate']:.2f} s written in the rendering process: "
+          f"{t['simulate'] / t_writers:.2f}x, the same files")
+    print(f"stage with {args.write_workers} writer processes {t_writers_stage:.2f} s ({n / t_writers_stage:.1f} stamps/s) against "
+          f"{stage:.2f} s: {stage / t_writers_stage:.2f}x, the same files and cache")
     both, both_peer = t["validate"] + t["cache"], peer["validate"] + peer["cache"]
     print(f"validate + cache, one decode (the stage's path) {both:.2f} s against decoding twice {both_peer:.2f} s "
           f"(validate {peer['validate']:.2f} s, cache {peer['cache']:.2f} s in {args.workers} processes): "

@@ -25,6 +25,7 @@ import mmap
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import Any
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -117,21 +118,22 @@ def _pack(slot: mmap.mmap, raw: Mapping[str, list[tuple[np.ndarray, np.ndarray |
     return where
 
 
-def _write_packed_shard(args) -> str:
-    """In a writer process: the shard's raw pieces are read in place from the inherited slot."""
-    path, rows, arrow, raw, slot, where, encoders, precompressed = args
+def _write_packed_shard(args) -> Any:
+    """In a writer process: the shard's raw pieces are read in place from the inherited slot;
+    returns what ``after_write`` returns for the written file (None without one)."""
+    path, rows, arrow, raw, slot, where, encoders, precompressed, after_write = args
     if where is not None:
         buf = np.frombuffer(_SLOTS[slot], dtype=np.uint8)
         raw = {name: [np.ndarray(shape, np.dtype(dt), buffer=buf, offset=off) for off, shape, dt in pieces]
                for name, pieces in where.items()}
     write_shard(path, rows, arrow, raw, encoders, precompressed)
-    return path
+    return after_write(path) if after_write is not None else None
 
 
 class HiveShardWriter:
     def __init__(self, root: str | Path, partition_key: str = "region_split", rows_per_shard: int = 2000,
                  precompressed: tuple[str, ...] = ("stamp_npz",), encoders: Mapping[str, Encoder] | None = None,
-                 workers: int = 0):
+                 workers: int = 0, after_write: Callable[[str], Any] | None = None):
         if rows_per_shard < 1:
             raise ValueError("rows_per_shard must be >= 1")
         if workers < 0:
@@ -151,6 +153,10 @@ class HiveShardWriter:
         self.rows_written: dict[str, int] = {}
         self.files: list[Path] = []
         self._workers = workers
+        # run on each shard where it was written, in the writer process (e.g. its validation, which
+        # then overlaps the rendering); results by path in ``after_write_results``
+        self.after_write = after_write
+        self.after_write_results: dict[str, Any] = {}
         self._pool = None   # forked at the first shard, once the slots it inherits are mapped
         self._free_slots: list[int] = []
         self._in_flight: deque[tuple[Future, Path, int]] = deque()
@@ -221,7 +227,9 @@ class HiveShardWriter:
         fut, path, slot = self._in_flight.popleft()
         self._free_slots.append(slot)
         try:
-            fut.result()
+            result = fut.result()
+            if self.after_write is not None:
+                self.after_write_results[str(path)] = result
         except Exception as exc:  # noqa: BLE001 - reported with the shard it was writing
             self.abort()
             raise ShardWriteError(f"writing shard {path} failed: {type(exc).__name__}: {exc}") from exc
@@ -248,6 +256,8 @@ class HiveShardWriter:
         arrow_cols = {k: a.slice(0, n) for k, a in arrow.items()}
         if not self._workers:
             write_shard(str(path), out, arrow_cols, _gathered(raw), self.encoders, self.precompressed)
+            if self.after_write is not None:
+                self.after_write_results[str(path)] = self.after_write(str(path))
         else:
             if self._pool is None:
                 self._start_pool(raw)
@@ -255,7 +265,8 @@ class HiveShardWriter:
                 self._wait_oldest()
             slot = self._free_slots.pop()
             where = _pack(_SLOTS[slot], raw)
-            job = (str(path), out, arrow_cols, _gathered(raw) if where is None else {}, slot, where, self.encoders, self.precompressed)
+            job = (str(path), out, arrow_cols, _gathered(raw) if where is None else {}, slot, where, self.encoders, self.precompressed,
+                   self.after_write)
             self._in_flight.append((self._pool.submit(_write_packed_shard, job), path, slot))
         self.rows_written[split] = self.rows_written.get(split, 0) + n
         self.files.append(path)

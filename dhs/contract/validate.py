@@ -32,6 +32,7 @@ import hashlib
 import os
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -523,12 +524,16 @@ def _validate_file_star(args):
 
 
 def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int = 1, progress: bool = True,
-             origin: str | None = None, decode_into: DecodeInto | None = None) -> ValidationReport:
+             origin: str | None = None, decode_into: DecodeInto | None = None,
+             done: Mapping[str, FileResult] | None = None) -> ValidationReport:
     """Validate every shard under ``dataset`` (a Hive-partitioned directory) and cross-check splits.
 
     ``origin``: where the dataset was staged from (the user's ``stamps.source``), named in the
     report's messages instead of the local copy. ``decode_into``: keep the decoded pixels there
-    for ``build_cache`` (module docstring)."""
+    for ``build_cache`` (module docstring). ``done``: ``validate_file`` results already made for
+    some shards (by path; the stamps stage's writer processes validate each shard they write, with
+    the same ``check_pixels`` and ``decode_into`` dtype), taken as they are; the cross-file checks
+    always see every shard."""
     root = Path(dataset)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset directory {origin or root} does not exist")
@@ -547,13 +552,18 @@ def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int
         run = Path(decode_into.directory) / f"run-{uuid.uuid4().hex[:12]}"
         run.mkdir(parents=True)
         decode_into = DecodeInto(str(run), decode_into.dtype)
-    jobs = [(str(p), str(root), check_pixels, None, decode_into) for p in shards]
-    bar = dict(total=len(jobs), desc="validate shards", unit="file", disable=not progress)
+    done = dict(done or {})
+    if unknown := sorted(set(done) - {str(p) for p in shards}):
+        raise ValueError(f"results given for files that are not shards of {root}: {unknown[:3]}")
+    jobs = [(str(p), str(root), check_pixels, None, decode_into) for p in shards if str(p) not in done]
+    bar = dict(total=len(jobs), desc="validate shards", unit="file", disable=not progress or not jobs)
     if workers > 1 and len(jobs) > 1:
         with process_pool(workers) as ex:
-            results = list(tqdm(ex.map(_validate_file_star, jobs), **bar))
+            fresh = list(tqdm(ex.map(_validate_file_star, jobs), **bar))
     else:
-        results = [validate_file(*j) for j in tqdm(jobs, **bar)]
+        fresh = [validate_file(*j) for j in tqdm(jobs, **bar)]
+    made = iter(fresh)
+    results = [done[str(p)] if str(p) in done else next(made) for p in shards]
     examples: list[Problem] = []
     for r in results:
         errors.extend(r.errors)

@@ -28,13 +28,14 @@ def encode_stamp_rows(images: np.ndarray, rows: pd.DataFrame, compress: bool = F
 
 
 def write_synthetic_dataset(cfg: SimConfig, out_dir: str | Path, rows_per_shard: int = 2000, progress: bool = True,
-                            write_workers: int = 0) -> dict:
+                            write_workers: int = 0, after_write=None) -> dict:
     """Render ``cfg.n_stamps`` stamps into ``out_dir`` as Hive-partitioned parquet.
 
     ``write_workers`` > 0 encodes and writes the shards in that many processes while this one
-    renders (0: here, after each batch). Returns a summary (rows written per split, device used).
-    Deterministic given ``cfg``: the same config gives byte-identical shards, whatever the
-    number of writer processes.
+    renders (0: here, after each batch); ``after_write(path)`` runs on each shard where it was
+    written (its results by path in the summary's ``after_write``). Returns a summary (rows
+    written per split, device used). Deterministic given ``cfg``: the same config gives
+    byte-identical shards, whatever the number of writer processes.
     """
     device = resolve_device(cfg.device)
     set_compile_mode(mode_for_run(cfg.compile, cfg.n_stamps, device))
@@ -42,7 +43,8 @@ def write_synthetic_dataset(cfg: SimConfig, out_dir: str | Path, rows_per_shard:
     # deflate (the non-default npz_compression) runs in the writer, per stamp; stored stamps are
     # spliced into one Arrow buffer, never a Python object per stamp
     encode = partial(encode_stamp_rows, compress=cfg.npz_compression == "deflate")
-    writer = HiveShardWriter(out_dir, rows_per_shard=rows_per_shard, encoders={"stamp_npz": encode}, workers=write_workers)
+    writer = HiveShardWriter(out_dir, rows_per_shard=rows_per_shard, encoders={"stamp_npz": encode}, workers=write_workers,
+                             after_write=after_write)
     try:
         with tqdm(total=len(population), desc=f"simulate stamps ({device.type})", unit="stamp", disable=not progress) as bar:
             for batch in render_batches(population, cfg, device):
@@ -57,4 +59,5 @@ def write_synthetic_dataset(cfg: SimConfig, out_dir: str | Path, rows_per_shard:
         "device": device.type,
         "compiled": is_compiled_on(device),
         "config_id": config_id(cfg),
+        "after_write": writer.after_write_results,
     }

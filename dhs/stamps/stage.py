@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from dhs import atomic, headline
-from dhs.contract.validate import DecodeInto, list_shards, validate
+from dhs.contract.validate import DecodeInto, list_shards, validate, validate_file
 from dhs.params import Params, as_params
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
@@ -34,6 +36,14 @@ class RejectionRateError(RuntimeError):
 
 
 MAX_AUTO_WRITE_WORKERS = 16
+
+
+def writer_validation(root: Path, keep: DecodeInto):
+    """What each writer process runs on the shard it wrote: ``validate_file`` keeping the decoded
+    pixels in a directory of this run's own under ``keep`` (as ``validate`` makes one)."""
+    run = Path(keep.directory) / f"run-{uuid.uuid4().hex[:12]}"
+    run.mkdir(parents=True)
+    return partial(validate_file, root=str(root), decode_into=DecodeInto(str(run), keep.dtype))
 
 
 def write_workers_for(setting: int | str, device: str) -> int:
@@ -65,10 +75,13 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
             cfg = SimConfig.from_params(p["simulate"])
             with atomic.atomic_dir(out_dir) as tmp:
                 writers = write_workers_for(st["write_workers"], cfg.device)
+                # writer processes validate each shard they write, so validation overlaps the rendering
+                # (in one process it would only be serial: the validator's own workers do it after)
+                check = writer_validation(tmp, keep) if writers else None
                 summary = write_synthetic_dataset(cfg, tmp, rows_per_shard=st["rows_per_shard"], progress=progress,
-                                                  write_workers=writers)
+                                                  write_workers=writers, after_write=check)
                 phases["simulate"] = time.perf_counter() - t0
-                report = validate(tmp, workers=workers, progress=progress, decode_into=keep)
+                report = validate(tmp, workers=workers, progress=progress, decode_into=keep, done=summary["after_write"])
                 report.raise_if_errors()
                 phases["validate"] = time.perf_counter() - t0 - phases["simulate"]
             report.rebase(out_dir)

@@ -934,3 +934,19 @@ def test_raw_columns_are_checked_when_added(tmp_path):
         HiveShardWriter(tmp_path / "b", encoders={"stamp_npz": _failing_encoder}).add(df, raw_columns={"stamp_npz": images[:5]})
     with pytest.raises(ValueError, match="workers must be >= 0"):
         HiveShardWriter(tmp_path / "c", workers=-1)
+
+
+def test_results_made_where_shards_were_written_are_taken_and_checked_to_be_shards(sim_dataset, tmp_path):
+    """``validate(done=...)``: a shard's result made elsewhere (a writer process) stands for that
+    shard, the cross-file checks still see every shard, and a result for a file that is not a
+    shard of the dataset is refused."""
+    from dhs.contract.validate import list_shards, validate_file
+
+    shards = list_shards(sim_dataset)
+    first = validate_file(str(shards[0]), str(sim_dataset))
+    first.reasons[:] = "made_elsewhere"   # marks the result given (a real writer's result equals the validator's)
+    report = validate(sim_dataset, progress=False, done={str(shards[0]): first})
+    assert report.files[0] is first and report.rejected.get("made_elsewhere") == first.n_rows
+    assert report.rows_read == validate(sim_dataset, progress=False).rows_read
+    with pytest.raises(ValueError, match="not shards of"):
+        validate(sim_dataset, progress=False, done={str(tmp_path / "other.parquet"): first})

@@ -88,6 +88,26 @@ def test_killed_stage_leaves_previous_output_untouched(tmp_path):
     assert tree_digest(out) == before
 
 
+def test_writer_processes_write_and_validate_what_one_process_does(tmp_path):
+    """stamps.write_workers: 2 writes the same shards and cache, and its writers' validation of
+    each shard (overlapping the rendering) accounts for every row as the validator run afterwards
+    does: the same rejections by reason, the same metrics."""
+    runs = {}
+    for workers in (0, 2):
+        params = small_params(tmp_path, n=300, name=f"w{workers}.yaml", failed_cutout_fraction=0.03)
+        p = yaml.safe_load(params.read_text())
+        p["stamps"].update(write_workers=workers, rows_per_shard=40)
+        params.write_text(yaml.safe_dump(p))
+        m = stamps_stage.run(str(params), str(tmp_path / f"s{workers}"), str(tmp_path / f"m{workers}.json"), str(tmp_path / f"c{workers}"),
+                             progress=False)
+        runs[workers] = (m, tree_digest(tmp_path / f"s{workers}"), tree_digest(tmp_path / f"c{workers}"))
+    (m0, s0, c0), (m2, s2, c2) = runs[0], runs[2]
+    assert len(s0) >= 8 and s2 == s0 and c2 == c0
+    assert m0["rows_read"] == 300 and m0["rejected_by_reason"].get("cutout_not_ok", 0) > 0
+    assert (tmp_path / "m2.json").read_text() == (tmp_path / "m0.json").read_text()
+    assert not list(tmp_path.glob(".c*"))   # the kept pixels' scratch directories are gone
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
