@@ -28,6 +28,14 @@ def small_params(tmp: Path, n: int = 240, name: str = "params.yaml", **sim) -> P
     return path
 
 
+def _with_stamps(params: Path, **stamps) -> Path:
+    """``params`` with these ``stamps`` settings, rewritten in place."""
+    p = yaml.safe_load(params.read_text())
+    p["stamps"].update(stamps)
+    params.write_text(yaml.safe_dump(p))
+    return params
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(root.rglob("*")) if f.is_file()}
 
@@ -94,10 +102,8 @@ def test_writer_processes_write_and_validate_what_one_process_does(tmp_path):
     does: the same rejections by reason, the same metrics."""
     runs = {}
     for workers in (0, 2):
-        params = small_params(tmp_path, n=300, name=f"w{workers}.yaml", failed_cutout_fraction=0.03)
-        p = yaml.safe_load(params.read_text())
-        p["stamps"].update(write_workers=workers, rows_per_shard=40)
-        params.write_text(yaml.safe_dump(p))
+        params = _with_stamps(small_params(tmp_path, n=300, name=f"w{workers}.yaml", failed_cutout_fraction=0.03),
+                              write_workers=workers, rows_per_shard=40)
         m = stamps_stage.run(str(params), str(tmp_path / f"s{workers}"), str(tmp_path / f"m{workers}.json"), str(tmp_path / f"c{workers}"),
                              progress=False)
         runs[workers] = (m, tree_digest(tmp_path / f"s{workers}"), tree_digest(tmp_path / f"c{workers}"))
@@ -172,31 +178,35 @@ def _alive(pid: int) -> bool:
     return info is not None and info[1] != "Z"
 
 
-@pytest.mark.slow
-def test_killed_validation_leaves_no_orphan_workers_and_the_next_run_clears_its_temporaries(tmp_path):
-    """Killed while its workers validate (and keep the decoded pixels for the cache): the workers
-    end, and the next run removes the dataset's and the kept pixels' temporaries."""
-    params = small_params(tmp_path, n=3000, name="big.yaml")
-    p = yaml.safe_load(params.read_text())
-    p["stamps"].update(validate_workers=2, rows_per_shard=100)
-    params.write_text(yaml.safe_dump(p))
+def _kill_stage_once(tmp_path: Path, params: Path, seen: str, min_children: int) -> tuple[Path, list[int]]:
+    """Run the stamps stage script until a file matching ``seen`` (a glob under its data folder)
+    exists and it has ``min_children`` child processes, then SIGKILL it: (data folder, children)."""
     data = tmp_path / "data"
     cmd = [sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(params), "--out", str(data / "stamps"),
            "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"), "--cache", str(data / "cache")]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    workers: list[int] = []
-    while not workers:
-        assert proc.poll() is None and time.monotonic() < deadline, "stage ended before its validation was seen"
-        if list(data.glob(".cache.decoded-*.tmp/run-*/*.npy")):
-            workers = _children(proc.pid)
+    children: list[int] = []
+    while len(children) < min_children:
+        assert proc.poll() is None and time.monotonic() < deadline, f"stage ended before {seen} and its workers were seen"
+        if list(data.glob(seen)):
+            children = _children(proc.pid)
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # the workers notice their parent is gone and end (no PPID-1 process blocked on a pipe forever)
     end = time.monotonic() + 60
-    while any(_alive(w) for w in workers) and time.monotonic() < end:
+    while any(_alive(w) for w in children) and time.monotonic() < end:
         time.sleep(0.1)
+    return data, children
+
+
+@pytest.mark.slow
+def test_killed_validation_leaves_no_orphan_workers_and_the_next_run_clears_its_temporaries(tmp_path):
+    """Killed while its workers validate (and keep the decoded pixels for the cache): the workers
+    end, and the next run removes the dataset's and the kept pixels' temporaries."""
+    params = _with_stamps(small_params(tmp_path, n=3000, name="big.yaml"), validate_workers=2, rows_per_shard=100)
+    data, workers = _kill_stage_once(tmp_path, params, ".cache.decoded-*.tmp/run-*/*.npy", 1)
     assert not [w for w in workers if _alive(w)], "validation workers outlived the killed stage"
     assert list(data.glob(".cache.decoded-*.tmp")) and list(data.glob(".stamps.*.tmp"))  # what the kill left ...
     small = small_params(tmp_path, n=120)
@@ -207,28 +217,10 @@ def test_killed_validation_leaves_no_orphan_workers_and_the_next_run_clears_its_
 
 @pytest.mark.slow
 def test_killed_while_writer_processes_write_shards_leaves_no_orphan_writers(tmp_path):
-    """Killed while its writer processes (stamps.write_workers) encode and write shards: they
-    notice their parent is gone and end; nothing reaches the output."""
-    params = small_params(tmp_path, n=2000, name="w.yaml")
-    p = yaml.safe_load(params.read_text())
-    p["stamps"].update(write_workers=2, rows_per_shard=40)
-    params.write_text(yaml.safe_dump(p))
-    data = tmp_path / "data"
-    cmd = [sys.executable, str(REPO / "stages" / "stamps.py"), "--params", str(params), "--out", str(data / "stamps"),
-           "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"), "--cache", str(data / "cache")]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    writers: list[int] = []
-    while len(writers) < 2:
-        assert proc.poll() is None and time.monotonic() < deadline, "stage ended before its writers were seen"
-        if list(data.glob(".stamps.*.tmp/region_split=*/*.parquet")):
-            writers = _children(proc.pid)
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    end = time.monotonic() + 60
-    while any(_alive(w) for w in writers) and time.monotonic() < end:
-        time.sleep(0.1)
+    """Killed while its writer processes (stamps.write_workers) encode, write and validate
+    shards: they notice their parent is gone and end; nothing reaches the output."""
+    params = _with_stamps(small_params(tmp_path, n=2000, name="w.yaml"), write_workers=2, rows_per_shard=40)
+    data, writers = _kill_stage_once(tmp_path, params, ".stamps.*.tmp/region_split=*/*.parquet", 2)
     assert not [w for w in writers if _alive(w)], "writer processes outlived the killed stage"
     assert not (data / "stamps").exists()
 
