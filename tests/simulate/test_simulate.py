@@ -171,20 +171,3 @@ def test_bad_simulate_params_are_refused_with_a_message(over, match):
     with pytest.raises(ConfigError, match=match):
         SimConfig.from_params(p)
 
-
-@pytest.mark.parametrize("compression", ["stored", "deflate"])
-def test_writer_processes_write_the_simulated_survey_byte_for_byte(tmp_path, compression):
-    """The stamps stage's writer processes (stamps.write_workers) change where shards are encoded
-    and written, never what: the same files, byte for byte, as writing in the rendering process."""
-    from dhs.simulate.dataset import write_synthetic_dataset
-    from tests.conftest import small_sim_params
-
-    cfg = SimConfig.from_params(small_sim_params(n_stamps=150, failed_cutout_fraction=0.05, npz_compression=compression,
-                                                 batch_size=64, compile="off"))
-    trees = {}
-    for workers in (0, 2):
-        summary = write_synthetic_dataset(cfg, tmp_path / str(workers), rows_per_shard=17, progress=False, write_workers=workers)
-        trees[workers] = {p.relative_to(tmp_path / str(workers)).as_posix(): p.read_bytes()
-                          for p in sorted((tmp_path / str(workers)).rglob("*.parquet"))}
-        assert sum(summary["rows_written_by_split"].values()) == 150
-    assert len(trees[0]) >= 9 and trees[2] == trees[0]
