@@ -38,6 +38,7 @@ from dhs.contract.workers import process_pool
 
 ROW_GROUP_ROWS = 512
 IN_FLIGHT_PER_WORKER = 2   # shards handed to each writer process at most at once (~100 MB each at 64 px)
+SLOT_MEMORY_BYTES = 8 << 30   # at most this much shared memory for shards in flight (large rows_per_shard: fewer at once)
 
 # encodes one chunk of a raw column: (values of the chunk's rows, those rows) -> an Arrow array
 Encoder = Callable[[np.ndarray, pd.DataFrame], pa.Array]
@@ -219,7 +220,8 @@ class HiveShardWriter:
             raise RuntimeError("another HiveShardWriter with writer processes is open in this process; close it first")
         per_row = sum(math.prod(pieces[0][0].shape[1:]) * pieces[0][0].itemsize for pieces in raw.values() if pieces)
         size = max(per_row * self.rows_per_shard, mmap.PAGESIZE)
-        _SLOTS.extend(mmap.mmap(-1, size) for _ in range(IN_FLIGHT_PER_WORKER * self._workers))
+        n_slots = max(1, min(IN_FLIGHT_PER_WORKER * self._workers, SLOT_MEMORY_BYTES // size))
+        _SLOTS.extend(mmap.mmap(-1, size) for _ in range(n_slots))
         self._free_slots = list(range(len(_SLOTS)))
         self._pool = process_pool(self._workers, mp_context=multiprocessing.get_context("fork"))
 

@@ -950,3 +950,26 @@ def test_results_made_where_shards_were_written_are_taken_and_checked_to_be_shar
     assert report.rows_read == validate(sim_dataset, progress=False).rows_read
     with pytest.raises(ValueError, match="not shards of"):
         validate(sim_dataset, progress=False, done={str(tmp_path / "other.parquet"): first})
+
+
+def test_writer_processes_hold_at_most_the_shared_memory_budget_and_write_the_same_files(tmp_path, monkeypatch):
+    """Shards in flight are bounded by SLOT_MEMORY_BYTES as well as by the writers: with room for
+    one shard only, two writers take turns and the files are still those one process writes."""
+    from functools import partial
+
+    import dhs.contract.shards as shards
+    from dhs.simulate.dataset import encode_stamp_rows
+
+    frames = _stamp_frames()
+    monkeypatch.setattr(shards, "SLOT_MEMORY_BYTES", 5 * 3 * 8 * 8 * 4)   # one 5-row shard of 8 px float32 stamps
+    trees = {}
+    for workers in (0, 2):
+        w = HiveShardWriter(tmp_path / f"w{workers}", rows_per_shard=5, encoders={"stamp_npz": partial(encode_stamp_rows)},
+                            workers=workers)
+        for df, images in frames:
+            w.add(df, raw_columns={"stamp_npz": images})
+            if workers:
+                assert len(shards._SLOTS) <= 1
+        w.close()
+        trees[workers] = _tree_bytes(tmp_path / f"w{workers}")
+    assert len(trees[0]) > 6 and trees[2] == trees[0]
