@@ -13,9 +13,9 @@ many processes (``dhs.contract.workers.process_pool``: numpy and pyarrow only, n
 the process that renders never waits on encoding or parquet; a shard's raw pieces reach its
 writer through a buffer of anonymous shared memory the writers inherit when they are forked (one
 copy into memory already mapped, read in place; freed when the last process holding it ends, a
-SIGKILLed run included). Which rows go into which shard, and
-the chunks each column is written in, are decided in the calling process exactly as without
-workers, so the files are byte for byte the same whatever the number of workers.
+SIGKILLed run included). Which rows go into which shard, and the chunks each column is written
+in, are decided in the calling process exactly as without workers, so the files are byte for
+byte the same whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import mmap
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -213,7 +213,7 @@ class HiveShardWriter:
             _SLOTS.clear()
         self._in_flight.clear()
 
-    def _start_pool(self, raw: Mapping[str, list[np.ndarray]]) -> None:
+    def _start_pool(self, raw: Mapping[str, list[tuple[np.ndarray, np.ndarray | slice]]]) -> None:
         """Map the shared slots (sized for a full shard of these raw columns), then fork the
         writers, which inherit them. One writer with processes at a time per interpreter."""
         if _SLOTS:
@@ -227,14 +227,14 @@ class HiveShardWriter:
 
     def _wait_oldest(self) -> None:
         fut, path, slot = self._in_flight.popleft()
-        self._free_slots.append(slot)
         try:
             result = fut.result()
-            if self.after_write is not None:
-                self.after_write_results[str(path)] = result
         except Exception as exc:  # noqa: BLE001 - reported with the shard it was writing
             self.abort()
             raise ShardWriteError(f"writing shard {path} failed: {type(exc).__name__}: {exc}") from exc
+        self._free_slots.append(slot)   # its writer is done with it
+        if self.after_write is not None:
+            self.after_write_results[str(path)] = result
 
     def _flush(self, split: str, n: int) -> None:
         df = pd.concat(self._buffers[split], ignore_index=True)
