@@ -20,12 +20,13 @@ figures are copied from it. Exit status 1 when a step failed or a test did not p
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from dhs.stamps.stage import gpu_write_workers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,7 @@ def steps(device: str, quick: bool) -> list[tuple[str, list[str], float, list[tu
     """(name, command, share of the budget, [(figure, regex with one group)])."""
     py = [sys.executable]
     b = "benchmarks/"
-    writers = max(1, min(16, (os.cpu_count() or 1) - 2))   # what stamps.write_workers: auto takes on a GPU
+    writers = gpu_write_workers()   # what stamps.write_workers: auto takes on a GPU
     return [
         ("injection", py + [b + "bench_injection.py", "--device", device, "--n-stamps", "512" if quick else "65536",
                             "--n-ref", "2" if quick else "24", "--repeats", "1" if quick else "3"], 0.22,

@@ -159,6 +159,15 @@ class DecodeInto:
     dtype: str = "float16"
 
 
+def run_directory(decode_into: DecodeInto) -> DecodeInto:
+    """``decode_into`` in a new directory of one validation's own under it: a second validation
+    into the same place (another copy of the dataset, or the same files changed) never overwrites
+    the pixels an earlier report points to."""
+    run = Path(decode_into.directory) / f"run-{uuid.uuid4().hex[:12]}"
+    run.mkdir(parents=True)
+    return DecodeInto(str(run), decode_into.dtype)
+
+
 @dataclass
 class ValidationReport:
     root: str
@@ -547,11 +556,7 @@ def validate(dataset: str | os.PathLike, check_pixels: bool = True, workers: int
     if not shards:
         errors.append(Problem(origin or str(root), None, None, "empty_dataset", "no parquet shards found"))
     if decode_into is not None:
-        # a directory of this call's own: a second validation into the same place (another copy of
-        # the dataset, or the same files changed) never overwrites the pixels an earlier report points to
-        run = Path(decode_into.directory) / f"run-{uuid.uuid4().hex[:12]}"
-        run.mkdir(parents=True)
-        decode_into = DecodeInto(str(run), decode_into.dtype)
+        decode_into = run_directory(decode_into)
     done = dict(done or {})
     if unknown := sorted(set(done) - {str(p) for p in shards}):
         raise ValueError(f"results given for files that are not shards of {root}: {unknown[:3]}")

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from dhs import atomic, headline
-from dhs.contract.validate import DecodeInto, list_shards, validate, validate_file
+from dhs.contract.validate import DecodeInto, list_shards, run_directory, validate, validate_file
 from dhs.params import Params, as_params
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
@@ -40,22 +39,23 @@ MAX_AUTO_WRITE_WORKERS = 16
 
 def writer_validation(root: Path, keep: DecodeInto):
     """What each writer process runs on the shard it wrote: ``validate_file`` keeping the decoded
-    pixels in a directory of this run's own under ``keep`` (as ``validate`` makes one)."""
-    run = Path(keep.directory) / f"run-{uuid.uuid4().hex[:12]}"
-    run.mkdir(parents=True)
-    return partial(validate_file, root=str(root), decode_into=DecodeInto(str(run), keep.dtype))
+    pixels in a directory of this run's own under ``keep``."""
+    return partial(validate_file, root=str(root), decode_into=run_directory(keep))
+
+
+def gpu_write_workers() -> int:
+    """``stamps.write_workers: auto`` where the stamps render on a GPU: all cores but two (the
+    renderer's process and its transfers), at most MAX_AUTO_WRITE_WORKERS."""
+    return max(1, min(MAX_AUTO_WRITE_WORKERS, (os.cpu_count() or 1) - 2))
 
 
 def write_workers_for(setting: int | str, device: str) -> int:
     """Processes that encode and write the simulated shards: ``stamps.write_workers``, or for
     ``auto`` none where the stamps render on the CPU (torch's threads already use every core and
-    a writer would only take turns with them) and all cores but two (the renderer's process and
-    its transfers), at most MAX_AUTO_WRITE_WORKERS, where they render on a GPU."""
+    a writer would only take turns with them) and ``gpu_write_workers()`` on a GPU."""
     if setting != "auto":
         return int(setting)
-    if resolve_device(device).type == "cpu":
-        return 0
-    return max(1, min(MAX_AUTO_WRITE_WORKERS, (os.cpu_count() or 1) - 2))
+    return 0 if resolve_device(device).type == "cpu" else gpu_write_workers()
 
 
 def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metrics_path: str = "metrics/stamps.json",

@@ -973,3 +973,25 @@ def test_writer_processes_hold_at_most_the_shared_memory_budget_and_write_the_sa
         w.close()
         trees[workers] = _tree_bytes(tmp_path / f"w{workers}")
     assert len(trees[0]) > 6 and trees[2] == trees[0]
+
+
+def test_a_shard_larger_than_its_shared_buffer_travels_through_the_pipe_and_is_the_same(tmp_path):
+    """The shared buffers are sized from the first shard's rows; stamps of another size later
+    (more bytes a row) are handed over through the pool's pipe instead, and written the same."""
+    from functools import partial
+
+    from dhs.simulate.dataset import encode_stamp_rows
+
+    small, large = _stamp_frames(2, size=8, seed=5), _stamp_frames(2, size=16, seed=6)
+    trees = {}
+    for workers in (0, 2):
+        w = HiveShardWriter(tmp_path / f"w{workers}", rows_per_shard=5, encoders={"stamp_npz": partial(encode_stamp_rows)},
+                            workers=workers)
+        for df, images in (*small, *[(d.assign(task_id="L" + d["task_id"]), im) for d, im in large]):
+            w.add(df, raw_columns={"stamp_npz": images})
+        w.close()
+        trees[workers] = _tree_bytes(tmp_path / f"w{workers}")
+    assert len(trees[0]) > 4 and trees[2] == trees[0]
+    sizes = {len(decode_stamp(b)[0]) for f in (tmp_path / "w2").rglob("*.parquet") for b in pq.read_table(f).column("stamp_npz").to_pylist()
+             if len(b) > 1000}
+    assert sizes == {8, 16}
