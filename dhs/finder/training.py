@@ -88,6 +88,7 @@ class TrainConfig:
     min_arc_snr: float = 0.0           # train on injections with arc_snr >= this (and every control); 0 = all
     balance_classes: bool = False      # repeat the training injections to about as many as the controls
     balance_by: tuple[str, ...] = ()   # ... within each cell of these columns' tercile bins (cache data)
+    host_kind_repeat: Mapping[str, int] = dataclasses.field(default_factory=dict)  # rows on hosts of a kind taken k times
     preload: str = "auto"              # normalise the train and val rows once and keep them on the device: auto | on | off
     preload_max_gb: float = 4.0        # auto preloads when both splits take at most this much
     data: str = "cache"                # cache: the cached train split | simulate: batches rendered on the fly (dhs.finder.fresh)
@@ -106,6 +107,7 @@ class TrainConfig:
         merged = {**v, **(overrides.get(arch) or {}), **PRESETS[preset]}
         merged["hybrid_metadata"] = tuple(merged["hybrid_metadata"] or ())
         merged["balance_by"] = tuple(merged["balance_by"] or ())
+        merged["host_kind_repeat"] = dict(merged["host_kind_repeat"] or {})
         if arch == "hybrid":
             try:
                 check_metadata_columns(merged["hybrid_metadata"])
@@ -121,6 +123,8 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         for k in ("eval_batch_size", "device", "record_rows", "preload", "preload_max_gb"):  # none changes the trajectory
             d.pop(k)
+        if not d["host_kind_repeat"]:  # the default: runs made before the knob existed keep their hash
+            d.pop("host_kind_repeat")
         d["norm"] = dataclasses.asdict(norm)
         d["augment"] = augment
         # the code that defines the trajectory: a fix to it must retrain, not "resume" a finished run
@@ -214,6 +218,31 @@ def training_rows(meta: pd.DataFrame, labels: np.ndarray, min_arc_snr: float) ->
     faint = inj & np.isfinite(snr) & (snr < min_arc_snr)
     keep = ~(missing | faint)
     return np.flatnonzero(keep), {"injection_arc_snr_below_min": int(faint.sum()), "injection_arc_snr_missing": int(missing.sum())}
+
+
+def host_kind_rows(rows: np.ndarray, meta: pd.DataFrame, repeat: Mapping[str, int]) -> np.ndarray:
+    """``rows`` with each row whose ``host_kind`` is in ``repeat`` taken that many times, controls
+    and injections alike. The FPR-0.01 threshold is set by the few controls a finder scores
+    highest, and those are mostly look-alike hosts (blue companions, chance alignments, spirals,
+    rings: a few percent of the hosts); repeating them makes the finder meet them more often. Both
+    labels are repeated so that the label stays independent of the host's kind, as it is in the
+    survey (injections and controls share one host population)."""
+    if not repeat:
+        return rows
+    if "host_kind" not in meta.columns:
+        raise TrainingError(f"train.host_kind_repeat {dict(repeat)} needs a host_kind column, which the train split does not have "
+                            f"(only the simulated survey records it): set train.host_kind_repeat: {{}}")
+    kinds = meta["host_kind"].astype(str).to_numpy()[rows]
+    times = np.ones(len(rows), dtype=np.int64)
+    for kind, k in repeat.items():
+        times[kinds == kind] = int(k)
+    return np.repeat(rows, times)
+
+
+def host_kind_mix(host_kinds: Mapping[str, float], repeat: Mapping[str, int]) -> dict[str, float]:
+    """The relative frequencies of host kinds with ``repeat`` applied: what rendered training
+    batches draw, the same mix that repeating the cached rows gives."""
+    return {kind: float(f) * int(repeat.get(kind, 1)) for kind, f in host_kinds.items()}
 
 
 def balanced_rows(rows: np.ndarray, labels: np.ndarray, strata: np.ndarray | None = None) -> np.ndarray:
@@ -390,6 +419,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         if cfg.balance_by:
             raise TrainingError(f"train.balance_by {list(cfg.balance_by)} balances the cached train split; with train.data: "
                                 f"simulate every rendered block is exactly balanced already: set train.balance_by: []")
+        if cfg.host_kind_repeat:
+            sim = dataclasses.replace(sim, host_kinds=host_kind_mix(sim.host_kinds, cfg.host_kind_repeat))
         fresh = FreshBatches(sim, max(1, cfg.batch_size // world), cfg.seed, rank, device, cfg.min_arc_snr,
                              0.5 if cfg.balance_classes else 1.0 - sim.control_fraction, str(val_split.images.dtype),
                              cfg.simulate_block_stamps)
@@ -399,6 +430,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         fresh = None
         train_rows, excluded = training_rows(train_split.meta, train_split.labels, cfg.min_arc_snr)
         unique_rows = train_rows
+        train_rows = host_kind_rows(train_rows, train_split.meta, cfg.host_kind_repeat)
         if cfg.balance_classes:
             train_rows = balanced_rows(train_rows, train_split.labels, balance_strata(train_split.meta, cfg.balance_by))
     need = NormalisedSplit.nbytes(val_split, len(val_split)) + (0 if simulate else NormalisedSplit.nbytes(train_split, len(unique_rows)))
@@ -552,13 +584,13 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
                         "train_rows": {"rendered": int(sum(fresh.counts.values())), "used": int(fresh.counts[USED]),
                                        "excluded": {BELOW_MIN_SNR: int(fresh.counts[BELOW_MIN_SNR]), SURPLUS: int(fresh.counts[SURPLUS])},
                                        "min_arc_snr": cfg.min_arc_snr, "balance_classes": cfg.balance_classes,
-                                       "block_stamps": fresh.steps_per_block * per_rank, "from_step": start},
+                                       "host_kind_repeat": dict(cfg.host_kind_repeat), "block_stamps": fresh.steps_per_block * per_rank, "from_step": start},
                         "train_label_balance": fresh.positive_fraction})
     else:
         metrics.update({"n_train": len(train_split),
                         "train_rows": {"used": int(len(unique_rows)), "excluded": excluded, "min_arc_snr": cfg.min_arc_snr,
                                        "epoch_rows": int(len(train_rows)), "balance_classes": cfg.balance_classes,
-                                       "balance_by": list(cfg.balance_by)},
+                                       "balance_by": list(cfg.balance_by), "host_kind_repeat": dict(cfg.host_kind_repeat)},
                         "train_label_balance": float(train_split.labels[train_rows].mean())})
     if start < total:  # a timing: beside the (deterministic) metrics, kept with the checkpoints it describes
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

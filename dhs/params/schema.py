@@ -149,6 +149,9 @@ BASELINE = Section(rules=(_baseline_features,), fields={
 
 PRESETS = ("demo", "production")
 
+# the simulated survey's host morphologies (simulate.host_kinds; train.host_kind_repeat)
+HOST_KINDS = ("lrg", "lrg_tangential_companion", "lrg_alignment", "spiral", "ring", "merger", "edge_on")
+
 # the hyperparameters an arch may override (train.overrides.<arch>)
 TRAIN_HYPER = {
     "epochs": Int(default=3, lo=1),
@@ -171,6 +174,8 @@ TRAIN_HYPER = {
     "min_arc_snr": Float(default=0.0, lo=0),
     "balance_classes": Bool(default=False),
     "balance_by": List(default=[], item=_COLUMN, distinct=True),
+    # rows on hosts of these kinds taken this many times in training, controls and injections alike
+    "host_kind_repeat": Map(default={}, key=Str(choices=HOST_KINDS), closed=True, value=Int(lo=1)),
     "preload": Choice("auto", "on", "off", default="auto"),
     "preload_max_gb": Float(default=4.0, lo=0),
     # cache: the cached train split | simulate: every batch rendered on the fly (dhs.finder.fresh)
@@ -245,7 +250,6 @@ BANDS = ("g", "r", "z")
 
 
 POPULATIONS = ("physical", "uniform")
-HOST_KINDS = ("lrg", "lrg_tangential_companion", "lrg_alignment", "spiral", "ring", "merger", "edge_on")
 
 
 class PhysicalParams(Field):

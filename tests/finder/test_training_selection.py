@@ -3,6 +3,7 @@ train and val stamps normalised once; the best checkpoint picked on the same sel
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 
 from dhs.finder.checkpoint import TrainingError, load_checkpoint
 from dhs.finder.loader import NormalisedSplit, NormConfig, iterate_batches
-from dhs.finder.training import TrainConfig, balance_strata, balanced_rows, train, training_rows
+from dhs.finder.training import (TrainConfig, balance_strata, balanced_rows, host_kind_mix, host_kind_rows, train,
+                                 training_rows)
 from dhs.stamps.cache import open_split
 
 
@@ -73,6 +75,22 @@ def test_normalised_split_gives_what_normalize_gives(sim_cache):
         pre.take(rows, NormConfig())
 
 
+def test_host_kind_repeat_takes_both_labels_of_a_kind_k_times_so_the_label_stays_independent_of_it():
+    kinds = np.array(["lrg", "spiral", "lrg", "ring", "spiral", "lrg", "ring", "lrg"])
+    labels = np.array([0, 0, 1, 1, 1, 0, 0, 1], dtype=np.float32)
+    meta = pd.DataFrame({"host_kind": kinds})
+    rows = np.array([0, 1, 2, 3, 4, 6, 7])  # row 5 left out by an earlier selection stays out
+    out = host_kind_rows(rows, meta, {"spiral": 3, "ring": 2})
+    assert sorted(out.tolist()) == [0, 1, 1, 1, 2, 3, 3, 4, 4, 4, 6, 6, 7]
+    for kind in ("lrg", "spiral", "ring"):  # the label mix within each kind is that of the split
+        assert labels[out][kinds[out] == kind].mean() == labels[rows][kinds[rows] == kind].mean()
+    assert host_kind_rows(rows, meta, {}) is rows
+    with pytest.raises(TrainingError, match="host_kind_repeat .* needs a host_kind column"):
+        host_kind_rows(rows, meta.drop(columns="host_kind"), {"ring": 2})
+    # rendered batches draw the same mix: each kind's frequency times its repeat
+    assert host_kind_mix({"lrg": 0.85, "spiral": 0.1, "ring": 0.05}, {"spiral": 4}) == {"lrg": 0.85, "spiral": 0.4, "ring": 0.05}
+
+
 def test_training_on_visible_arcs_records_the_selection_and_picks_on_it(sim_cache, tmp_path):
     cfg = TrainConfig.from_params({"epochs": 2, "steps_per_epoch": 2, "batch_size": 16, "warmup_steps": 1, "device": "cpu",
                                    "min_arc_snr": 1.0, "balance_classes": True, "preload": "on"}, "small_cnn")
@@ -93,3 +111,12 @@ def test_training_on_visible_arcs_records_the_selection_and_picks_on_it(sim_cach
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     assert json.loads(load_checkpoint(tmp_path / "m" / "checkpoint_last.pt")["norm"])["radial_profile_subtract"] is True
+    # look-alike hosts repeated: the epoch holds them that many times, and the run says so
+    repeat = {"spiral": 3, "ring": 3}
+    cfg_k = TrainConfig.from_params({"epochs": 1, "steps_per_epoch": 1, "batch_size": 16, "warmup_steps": 1, "device": "cpu",
+                                     "min_arc_snr": 1.0, "balance_classes": True, "host_kind_repeat": repeat}, "small_cnn")
+    assert cfg_k.params_hash(NormConfig(), True) != dataclasses.replace(cfg_k, host_kind_repeat={}).params_hash(NormConfig(), True)
+    mk = train(cfg_k, sim_cache, tmp_path / "k", NormConfig(radial_profile_subtract=True), augment=True, progress=False)
+    assert mk["train_rows"]["host_kind_repeat"] == repeat and mk["train_rows"]["used"] == len(rows)
+    assert mk["train_rows"]["epoch_rows"] == len(balanced_rows(host_kind_rows(rows, split.meta, repeat), split.labels))
+    assert set(split.meta["host_kind"]) & set(repeat)  # the fixture's survey has such hosts
