@@ -19,7 +19,10 @@ and quartiles) and at the arc's brightest pixel. Deterministic (the survey's see
 With ``--scores`` (a score table of the infer stage) and ``--metrics`` (that arch's completeness
 metrics, whose threshold at ``--fpr`` it reads), it also prints the finder's completeness in the
 same bins for the scored injections of the completeness stage's split with arc SNR >= --min-snr
-and >= 20: what the finder finds beside what it receives.
+and >= 20: what the finder finds beside what it receives; and a least-squares fit of the finder's
+logit on those arcs against theta_E / PSF, host r, host half-light radius and ln(arc SNR) together
+(each in its own standard deviations): theta_E grows with the lens's luminosity and size, so only a
+joint fit tells the effect of one with the others held fixed.
 """
 
 from __future__ import annotations
@@ -118,7 +121,8 @@ def found_by_bin(scores_path: str, metrics_path: str, fpr: float, min_snr: float
     t = next((t for t in metrics["thresholds"] if t["name"] == name), None)
     if t is None:
         raise SystemExit(f"{metrics_path}: no threshold named {name!r} (have {[t['name'] for t in metrics['thresholds']]})")
-    s = pd.read_parquet(scores_path, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag"])
+    s = pd.read_parquet(scores_path, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag",
+                                              "host_reff_arcsec"])
     inj = s[(s.split == metrics["eval_split"]) & (s.is_control == 0)]
     found = inj.logit.to_numpy() > t["logit"]          # pass: score above the threshold, as the stage counts
     print(f"finder's completeness at FPR {fpr:g} (threshold logit {t['logit']:.3f}, {t['n_controls']} controls; "
@@ -134,6 +138,27 @@ def found_by_bin(scores_path: str, metrics_path: str, fpr: float, min_snr: float
         for col in [c for c in table if c.startswith("n ")]:
             table[col] = table[col].fillna(0).astype(int)
         print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    joint_effects(inj[inj.arc_snr >= min_snr], min_snr)
+
+
+JOINT_TERMS = {"theta_e/psf": "theta_e_over_psf", "host r": "host_r_mag", "host r_eff": "host_reff_arcsec", "ln arc SNR": "arc_snr"}
+
+
+def joint_effects(inj: pd.DataFrame, min_snr: float) -> dict[str, float]:
+    """Least squares of the finder's logit on the JOINT_TERMS (each standardised), printed and returned
+    as the change of logit per standard deviation of each with the others held fixed."""
+    x = np.column_stack([np.log(inj[c].to_numpy(float)) if name.startswith("ln ") else inj[c].to_numpy(float)
+                         for name, c in JOINT_TERMS.items()])
+    if len(x) <= x.shape[1] + 1:
+        print(f"joint fit: {len(x)} arcs with SNR >= {min_snr:g}, too few for {x.shape[1]} terms")
+        return {}
+    sd = x.std(axis=0)
+    z = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    coef, *_ = np.linalg.lstsq(np.column_stack([np.ones(len(z)), z]), inj.logit.to_numpy(float), rcond=None)
+    effects = dict(zip(JOINT_TERMS, coef[1:].tolist()))
+    print(f"joint fit of the logit on {len(x)} arcs with SNR >= {min_snr:g} (change per standard deviation, the others "
+          "held fixed): " + ", ".join(f"{k} {v:+.2f} (sd {s:.3g})" for (k, v), s in zip(effects.items(), sd)))
+    return effects
 
 
 if __name__ == "__main__":

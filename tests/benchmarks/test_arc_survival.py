@@ -74,7 +74,8 @@ def test_found_by_bin_counts_the_completeness_stage_split_at_its_threshold(tmp_p
         ("val", 0, 9.0, 30.0, 1.1, 17.0), ("test", 1, 9.0, 0.0, 0.0, 17.0),           # other split, a control: not counted
     ]
     scores = tmp_path / "s.parquet"
-    pd.DataFrame(rows, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag"]).to_parquet(scores)
+    pd.DataFrame(rows, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag"]).assign(
+        host_reff_arcsec=1.0).to_parquet(scores)
     metrics = tmp_path / "m.json"
     metrics.write_text(json.dumps({"eval_split": "test", "thresholds": [{"name": "fpr_0.01", "logit": 2.0, "n_controls": 1}]}))
     arc_survival.found_by_bin(str(scores), str(metrics), 0.01, 8.0)
@@ -85,3 +86,21 @@ def test_found_by_bin_counts_the_completeness_stage_split_at_its_threshold(tmp_p
     assert lines["[20.0, inf)"] == ["2", "0.500", "2", "0.500"]
     with pytest.raises(SystemExit, match="no threshold named 'fpr_0.001'"):
         arc_survival.found_by_bin(str(scores), str(metrics), 0.001, 8.0)
+
+
+def test_the_joint_fit_separates_theta_e_from_the_host_it_grows_with(capsys):
+    """theta_E and host brightness correlated, as in the physical population: binned alone, both seem
+    to lower the logit; the joint fit gives each its own effect and none to a term without one."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    host_r = rng.normal(19.5, 1.0, n)
+    theta = 1.0 - 0.3 * (host_r - 19.5) + rng.normal(0, 0.2, n)       # brighter hosts, larger theta_E
+    inj = pd.DataFrame({"theta_e_over_psf": theta, "host_r_mag": host_r, "host_reff_arcsec": rng.uniform(0.5, 2.0, n),
+                        "arc_snr": rng.uniform(8, 60, n)})
+    inj["logit"] = 1.0 + 0.8 * (host_r - 19.5) + rng.normal(0, 0.3, n)  # only the host matters
+    assert np.corrcoef(inj.theta_e_over_psf, inj.logit)[0, 1] < -0.5     # binned alone, theta_E seems to
+    eff = arc_survival.joint_effects(inj, 8.0)
+    assert abs(eff["theta_e/psf"]) < 0.05 and abs(eff["host r_eff"]) < 0.05 and abs(eff["ln arc SNR"]) < 0.05
+    assert eff["host r"] == pytest.approx(0.8 * host_r.std(), rel=0.05)
+    assert "joint fit of the logit on 4000 arcs" in capsys.readouterr().out
+    assert arc_survival.joint_effects(inj.head(4), 8.0) == {}
