@@ -147,8 +147,13 @@ JOINT_TERMS = {"theta_e/psf": "theta_e_over_psf", "host r": "host_r_mag", "host 
 def joint_effects(inj: pd.DataFrame, min_snr: float) -> dict[str, float]:
     """Least squares of the finder's logit on the JOINT_TERMS (each standardised), printed and returned
     as the change of logit per standard deviation of each with the others held fixed."""
-    x = np.column_stack([np.log(inj[c].to_numpy(float)) if name.startswith("ln ") else inj[c].to_numpy(float)
-                         for name, c in JOINT_TERMS.items()])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.column_stack([np.log(inj[c].to_numpy(float)) if name.startswith("ln ") else inj[c].to_numpy(float)
+                             for name, c in JOINT_TERMS.items()])
+    finite = np.isfinite(x).all(axis=1) & np.isfinite(inj.logit.to_numpy(float))
+    if not finite.all():   # an arc SNR of 0 (--min-snr 0) has no logarithm
+        print(f"joint fit: {int((~finite).sum())} arcs left out (a term not finite)")
+        x, inj = x[finite], inj[finite]
     if len(x) <= x.shape[1] + 1:
         print(f"joint fit: {len(x)} arcs with SNR >= {min_snr:g}, too few for {x.shape[1]} terms")
         return {}

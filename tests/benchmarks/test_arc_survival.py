@@ -104,3 +104,6 @@ def test_the_joint_fit_separates_theta_e_from_the_host_it_grows_with(capsys):
     assert eff["host r"] == pytest.approx(0.8 * host_r.std(), rel=0.05)
     assert "joint fit of the logit on 4000 arcs" in capsys.readouterr().out
     assert arc_survival.joint_effects(inj.head(4), 8.0) == {}
+    with_zero = pd.concat([inj, inj.head(1).assign(arc_snr=0.0)])   # no logarithm: left out and counted
+    assert arc_survival.joint_effects(with_zero, 0.0) == pytest.approx(eff)
+    assert "1 arcs left out" in capsys.readouterr().out
