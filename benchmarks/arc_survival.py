@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import torch
 
 from dhs.contract.norm_stats import annulus_mask_np, annulus_stats
@@ -121,8 +122,11 @@ def found_by_bin(scores_path: str, metrics_path: str, fpr: float, min_snr: float
     t = next((t for t in metrics["thresholds"] if t["name"] == name), None)
     if t is None:
         raise SystemExit(f"{metrics_path}: no threshold named {name!r} (have {[t['name'] for t in metrics['thresholds']]})")
-    s = pd.read_parquet(scores_path, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag",
-                                              "host_reff_arcsec"])
+    needed = ["split", "is_control", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag"]
+    have = set(pq.read_schema(scores_path).names)
+    if missing := [c for c in needed if c not in have]:
+        raise SystemExit(f"{scores_path}: no column(s) {missing}; a score table of the infer stage has them")
+    s = pd.read_parquet(scores_path, columns=needed + [c for c in JOINT_TERMS.values() if c in have and c not in needed])
     inj = s[(s.split == metrics["eval_split"]) & (s.is_control == 0)]
     found = inj.logit.to_numpy() > t["logit"]          # pass: score above the threshold, as the stage counts
     print(f"finder's completeness at FPR {fpr:g} (threshold logit {t['logit']:.3f}, {t['n_controls']} controls; "
@@ -147,9 +151,12 @@ JOINT_TERMS = {"theta_e/psf": "theta_e_over_psf", "host r": "host_r_mag", "host 
 def joint_effects(inj: pd.DataFrame, min_snr: float) -> dict[str, float]:
     """Least squares of the finder's logit on the JOINT_TERMS (each standardised), printed and returned
     as the change of logit per standard deviation of each with the others held fixed."""
+    terms = {name: c for name, c in JOINT_TERMS.items() if c in inj.columns}
+    if absent := sorted(set(JOINT_TERMS) - set(terms)):
+        print(f"joint fit: without {absent} (no such column in the score table)")
     with np.errstate(divide="ignore", invalid="ignore"):
         x = np.column_stack([np.log(inj[c].to_numpy(float)) if name.startswith("ln ") else inj[c].to_numpy(float)
-                             for name, c in JOINT_TERMS.items()])
+                             for name, c in terms.items()])
     finite = np.isfinite(x).all(axis=1) & np.isfinite(inj.logit.to_numpy(float))
     if not finite.all():   # an arc SNR of 0 (--min-snr 0) has no logarithm
         print(f"joint fit: {int((~finite).sum())} arcs left out (a term not finite)")
@@ -160,7 +167,7 @@ def joint_effects(inj: pd.DataFrame, min_snr: float) -> dict[str, float]:
     sd = x.std(axis=0)
     z = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
     coef, *_ = np.linalg.lstsq(np.column_stack([np.ones(len(z)), z]), inj.logit.to_numpy(float), rcond=None)
-    effects = dict(zip(JOINT_TERMS, coef[1:].tolist()))
+    effects = dict(zip(terms, coef[1:].tolist()))
     print(f"joint fit of the logit on {len(x)} arcs with SNR >= {min_snr:g} (change per standard deviation, the others "
           "held fixed): " + ", ".join(f"{k} {v:+.2f} (sd {s:.3g})" for (k, v), s in zip(effects.items(), sd)))
     return effects

@@ -86,6 +86,14 @@ def test_found_by_bin_counts_the_completeness_stage_split_at_its_threshold(tmp_p
     assert lines["[20.0, inf)"] == ["2", "0.500", "2", "0.500"]
     with pytest.raises(SystemExit, match="no threshold named 'fpr_0.001'"):
         arc_survival.found_by_bin(str(scores), str(metrics), 0.001, 8.0)
+    # a table without the host's size (not a contract column: real Phase 4c data may lack it) fits
+    # the other terms and says so; one without a binning column is refused, naming it
+    pd.read_parquet(scores).drop(columns=["host_reff_arcsec"]).to_parquet(scores)
+    arc_survival.found_by_bin(str(scores), str(metrics), 0.01, 8.0)
+    assert "joint fit: without ['host r_eff']" in capsys.readouterr().out
+    pd.read_parquet(scores).drop(columns=["host_r_mag"]).to_parquet(scores)
+    with pytest.raises(SystemExit, match=r"no column\(s\) \['host_r_mag'\]"):
+        arc_survival.found_by_bin(str(scores), str(metrics), 0.01, 8.0)
 
 
 def test_the_joint_fit_separates_theta_e_from_the_host_it_grows_with(capsys):
