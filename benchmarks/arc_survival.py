@@ -122,14 +122,14 @@ def found_by_bin(scores_path: str, metrics_path: str, fpr: float, min_snr: float
     t = next((t for t in metrics["thresholds"] if t["name"] == name), None)
     if t is None:
         raise SystemExit(f"{metrics_path}: no threshold named {name!r} (have {[t['name'] for t in metrics['thresholds']]})")
-    needed = ["split", "is_control", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag"]
+    needed = ["split", "is_control", "score", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag"]
     have = set(pq.read_schema(scores_path).names)
     if missing := [c for c in needed if c not in have]:
         raise SystemExit(f"{scores_path}: no column(s) {missing}; a score table of the infer stage has them")
     s = pd.read_parquet(scores_path, columns=needed + [c for c in JOINT_TERMS.values() if c in have and c not in needed])
     inj = s[(s.split == metrics["eval_split"]) & (s.is_control == 0)]
-    found = inj.logit.to_numpy() > t["logit"]          # pass: score above the threshold, as the stage counts
-    print(f"finder's completeness at FPR {fpr:g} (threshold logit {t['logit']:.3f}, {t['n_controls']} controls; "
+    found = inj.score.to_numpy() > t["score"]          # the completeness stage's own rule: score > threshold score
+    print(f"finder's completeness at FPR {fpr:g} (threshold score {t['score']:.6f}, logit {t['logit']:.3f}, {t['n_controls']} controls; "
           f"{metrics['eval_split']} split of {scores_path})")
     for name, bins in (("theta_e/psf", pd.cut(inj.theta_e_over_psf, THETA_PSF_BINS, right=False)),
                        ("host r", pd.cut(inj.host_r_mag, HOST_R_BINS, right=False))):

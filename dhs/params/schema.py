@@ -444,6 +444,7 @@ REPORT = Section(fields={
     "title": Str(default="Dark Halo Scope: selection function report"),
     "gallery_n": Int(default=6, lo=1, hi=20),
     "gallery_theta_bins": Int(default=4, lo=1, hi=10),
+    "gallery_min_arc_snr": Float(default=8.0, lo=0.0),
     "seed": Int(default=0, lo=0, hi=2**32 - 1),
 })
 

@@ -21,7 +21,7 @@ from dhs.evaluation.scores import ScoresError, check_scores
 from dhs.params import Params
 from dhs.report.sources import Inputs
 
-GALLERY_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id", "theta_e_arcsec", "theta_e_over_psf")
+GALLERY_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id", "theta_e_arcsec", "theta_e_over_psf", "arc_snr")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class ReportConfig:
     split: str = "test"
     gallery_n: int = 6
     gallery_theta_bins: int = 4
+    gallery_min_arc_snr: float = 8.0
     seed: int = 0
 
     @classmethod
@@ -42,7 +43,7 @@ class ReportConfig:
         rep = p["report"]
         archs = rep["archs"] if rep["archs"] is not None else p["train"]["archs"]
         return cls(archs=tuple(archs), title=rep["title"], split=p["completeness"]["eval_split"], gallery_n=rep["gallery_n"],
-                   gallery_theta_bins=rep["gallery_theta_bins"], seed=rep["seed"])
+                   gallery_theta_bins=rep["gallery_theta_bins"], gallery_min_arc_snr=rep["gallery_min_arc_snr"], seed=rep["seed"])
 
 
 @dataclass

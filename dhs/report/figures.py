@@ -30,21 +30,40 @@ def to_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def gallery(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]], cell_in: float = 1.35) -> bytes:
-    """A grid of grz composites: one row per (label, [(stamp, caption), ...])."""
+# the finder's input in noise units (sky sigma after the host's removal): sky near black, a
+# 2-sigma excess visible, 10 sigma and above saturated
+FINDER_VIEW_RANGE = (-2.0, 10.0)
+
+
+def finder_view_rgb(cube_norm: np.ndarray) -> np.ndarray:
+    """(S, S, 3) RGB in [0, 1] of a normalised (3, S, S) g, r, z cube as the finder receives it
+    (``dhs.finder.loader.normalize``): R, G, B = z, r, g, linear over ``FINDER_VIEW_RANGE``,
+    so the colours of the residual (a blue arc, a red companion) stay visible."""
+    cube = np.asarray(cube_norm, dtype=np.float64)
+    if cube.ndim != 3 or cube.shape[0] != 3:
+        raise ValueError(f"expected a (3, S, S) grz cube, got shape {cube.shape}")
+    lo, hi = FINDER_VIEW_RANGE
+    return np.clip((cube[::-1] - lo) / (hi - lo), 0.0, 1.0).transpose(1, 2, 0)
+
+
+def gallery(rows: Sequence[tuple], cell_in: float = 1.35) -> bytes:
+    """A grid of composites: one row per (label, [(stamp, caption), ...]) or (label, cells,
+    to_rgb), ``to_rgb`` turning a (3, S, S) cube into RGB (default ``grz_rgb``: nMgy)."""
     rows = [r for r in rows if r[1]]
     if not rows:
         raise ValueError("a gallery needs at least one stamp")
     ncol = max(len(r[1]) for r in rows)
     fig, axes = plt.subplots(len(rows), ncol, figsize=(cell_in * ncol + 1.2, (cell_in + 0.45) * len(rows)), squeeze=False)
-    for i, (label, cells) in enumerate(rows):
+    for i, row in enumerate(rows):
+        label, cells = row[0], row[1]
+        to_rgb = row[2] if len(row) > 2 else grz_rgb
         for j in range(ncol):
             ax = axes[i][j]
             ax.set_xticks([])
             ax.set_yticks([])
             if j < len(cells):
                 stamp, caption = cells[j]
-                ax.imshow(grz_rgb(stamp), origin="lower", interpolation="nearest")
+                ax.imshow(to_rgb(stamp), origin="lower", interpolation="nearest")
                 ax.set_title(caption, fontsize=7, pad=2)
             else:
                 ax.axis("off")

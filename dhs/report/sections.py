@@ -252,7 +252,69 @@ def galleries(ctx: Context) -> Section:
                                                "random controls, and the controls that score highest (the false positives that set the thresholds)"))
     else:
         parts.append(notice("warn", f"no controls in the {ctx.cfg.split} scores of {primary_arch}"))
+    parts.append(_visible_arcs(ctx, primary_arch, inj, split, row_of, stamps, pick))
     return Section("galleries", "Example galleries", "".join(parts))
+
+
+def _plot_threshold(ctx: Context, arch: str) -> tuple[str, float] | str:
+    """(name, score) of the threshold the completeness curves are drawn at, or why there is none."""
+    rel = f"metrics/completeness/{arch}.json"
+    ld = ctx.inputs.json(rel)
+    if not ld.ok:
+        return ld.error or f"not run: completeness@{arch} ({rel} not found)"
+    name = ld.value.get("plot_threshold")
+    for t in ld.value.get("thresholds") or []:
+        if isinstance(t, dict) and t.get("name") == name and isinstance(t.get("score"), (int, float)):
+            return str(name), float(t["score"])
+    return f"{rel} names no plot threshold with a score (plot_threshold: {name!r})"
+
+
+def _visible_arcs(ctx: Context, arch: str, inj: pd.DataFrame, split, row_of: pd.Series, stamps, pick) -> str:
+    """Arcs bright enough to see (arc SNR >= report.gallery_min_arc_snr) that the primary arch
+    misses and finds at the plot threshold, each also as the finder receives it: the stamp after
+    the ``preprocess`` normalisation and host removal, in noise units. What separates the two rows
+    is what the finder has learned a lens to be."""
+    from dhs.finder.loader import NormConfig, normalize   # torch: only where this gallery is drawn
+    from dhs.params import ParamsError
+    import torch
+
+    head = "<h3>Visible arcs: missed and found</h3>"
+    snr_min = ctx.cfg.gallery_min_arc_snr
+    thr = _plot_threshold(ctx, arch)
+    if isinstance(thr, str):
+        return head + notice("notrun", f"not drawn: {thr}")
+    if "arc_snr" not in inj.columns:
+        return head + notice("info", f"not drawn: {ctx.scores_rel(arch)} has no arc_snr column (real injections may not carry one)")
+    try:
+        norm = NormConfig.from_params(ctx.params.get("preprocess"), source=ctx.params_path)
+    except ParamsError as exc:
+        return head + notice("error", f"not drawn: {exc}")
+    name, score = thr
+    vis = inj[pd.to_numeric(inj["arc_snr"], errors="coerce") >= snr_min]
+    if vis.empty:
+        return head + notice("info", f"no {ctx.cfg.split} injection of {arch} has arc SNR >= {snr_min:g}")
+    stats = split.norm_stats(norm.annulus_inner_frac, norm.annulus_outer_frac)
+
+    def view(ids: list[str], cubes: list[np.ndarray]) -> list[np.ndarray]:
+        idx = row_of.loc[ids].to_numpy()
+        st = torch.from_numpy(stats[idx]) if stats is not None else None
+        return list(normalize(torch.from_numpy(np.stack(cubes)), norm, st).numpy())
+
+    rows, found = [], vis["score"] > score
+    for what, sel in (("missed", vis[~found]), ("found", vis[found])):
+        b = pick(sel, ctx.cfg.gallery_n).sort_values("arc_snr")
+        ids = b["task_id"].tolist()
+        if not ids:
+            continue
+        caps = [f"SNR {r.arc_snr:.0f}  \u03b8E/PSF {r.theta_e_over_psf:.2f}\ns {r.score:.3f}" for r in b.itertuples()]
+        cubes = stamps(ids)
+        rows.append((f"{what}\n{len(sel)} of {len(vis)}", list(zip(cubes, caps))))
+        rows.append(("as the finder\nsees them", [(v, "") for v in view(ids, cubes)], figures.finder_view_rgb))
+    caption = (f"{ctx.cfg.split} injections with arc SNR >= {snr_min:g} at {name} (score > {score:.4f}): {arch} misses "
+               f"{int((~found).sum())} and finds {int(found.sum())} of {len(vis)}; {ctx.cfg.gallery_n} at random per row; under each, the same stamp as the finder receives it "
+               f"(preprocess: {norm.mode}, host removal {'on' if norm.radial_profile_subtract else 'off'}; z, r, g as R, G, B "
+               f"from {figures.FINDER_VIEW_RANGE[0]:g} to {figures.FINDER_VIEW_RANGE[1]:g} noise units)")
+    return head + img(figures.gallery(rows), f"visible arcs {arch} misses and finds at {name}", caption)
 
 
 def _curves(ctx: Context, arch: str) -> tuple[dict, str]:

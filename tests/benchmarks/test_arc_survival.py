@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+from dhs.evaluation.scores import sigmoid
 from tests.conftest import REPO
 
 _spec = importlib.util.spec_from_file_location("arc_survival", REPO / "benchmarks" / "arc_survival.py")
@@ -67,6 +68,22 @@ def test_on_the_default_survey_unresolved_arcs_go_with_the_host_and_resolved_one
         assert q25 <= median <= q75
 
 
+def test_found_by_bin_counts_saturated_scores_as_the_completeness_stage_does(tmp_path, capsys):
+    """Far out in the tail the stored (float64) scores saturate: logits 38, 40 and 45 all store score
+    1.0. The completeness stage counts score > threshold, so a tie is not found, whatever the logits say."""
+    rows = [("test", 0, 40.0, 30.0, 1.1, 19.0), ("test", 0, 45.0, 30.0, 1.1, 19.0), ("test", 1, 38.0, 0.0, 0.0, 19.0)]
+    table = pd.DataFrame(rows, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag"])
+    assert (sigmoid(table.logit) == 1.0).all()
+    scores = tmp_path / "s.parquet"
+    table.assign(host_reff_arcsec=1.0, score=sigmoid(table.logit)).to_parquet(scores)
+    metrics = tmp_path / "m.json"
+    metrics.write_text(json.dumps({"eval_split": "test", "thresholds": [
+        {"name": "fpr_0.001", "logit": 38.0, "score": 1.0, "n_controls": 1}]}))
+    arc_survival.found_by_bin(str(scores), str(metrics), 0.001, 8.0)
+    lines = {line.split(")")[0] + ")": line.split(")")[1].split() for line in capsys.readouterr().out.splitlines() if line.startswith("[")}
+    assert lines["[1.0, 1.25)"] == ["2", "0.000", "2", "0.000"]
+
+
 def test_found_by_bin_counts_the_completeness_stage_split_at_its_threshold(tmp_path, capsys):
     rows = [  # split, is_control, logit, arc_snr, theta_e_over_psf, host_r_mag
         ("test", 0, 3.0, 25.0, 0.3, 20.5), ("test", 0, 1.0, 25.0, 0.3, 20.5), ("test", 0, 2.5, 10.0, 0.3, 17.0),   # [0, 0.5): 2 of 3 at SNR >= 8
@@ -74,10 +91,11 @@ def test_found_by_bin_counts_the_completeness_stage_split_at_its_threshold(tmp_p
         ("val", 0, 9.0, 30.0, 1.1, 17.0), ("test", 1, 9.0, 0.0, 0.0, 17.0),           # other split, a control: not counted
     ]
     scores = tmp_path / "s.parquet"
-    pd.DataFrame(rows, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag"]).assign(
-        host_reff_arcsec=1.0).to_parquet(scores)
+    table = pd.DataFrame(rows, columns=["split", "is_control", "logit", "arc_snr", "theta_e_over_psf", "host_r_mag"])
+    table.assign(host_reff_arcsec=1.0, score=sigmoid(table.logit)).to_parquet(scores)
     metrics = tmp_path / "m.json"
-    metrics.write_text(json.dumps({"eval_split": "test", "thresholds": [{"name": "fpr_0.01", "logit": 2.0, "n_controls": 1}]}))
+    metrics.write_text(json.dumps({"eval_split": "test", "thresholds": [
+        {"name": "fpr_0.01", "logit": 2.0, "score": float(sigmoid([2.0])[0]), "n_controls": 1}]}))
     arc_survival.found_by_bin(str(scores), str(metrics), 0.01, 8.0)
     lines = {line.split(")")[0] + ")": line.split(")")[1].split() for line in capsys.readouterr().out.splitlines() if line.startswith("[")}
     assert lines["[0.0, 0.5)"] == ["3", "0.667", "2", "0.500"]

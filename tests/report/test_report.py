@@ -252,8 +252,54 @@ def test_sections_show_what_each_stage_wrote_and_name_what_did_not_run(rendered)
     assert "abc123.dir" in prov and "oldreport" not in prov and "not a git checkout" in prov
     assert "sha256" in prov and "gallery_theta_bins" in prov
     gal = _section(html, "galleries")
-    assert gal.count("<img") == 2 and "small_cnn, resnet18, in that order" in gal
+    assert gal.count("<img") == 3 and "small_cnn, resnet18, in that order" in gal
     assert status["completeness"] == "partial" and status["galleries"] == "ok"
+
+
+def test_visible_arcs_gallery_splits_bright_injections_at_the_plot_threshold(rendered):
+    """The counts under the "visible arcs" gallery are the test injections with arc SNR >= 8 on
+    either side of the plot threshold of metrics/completeness (score 0.9 in this world)."""
+    root, html, _ = rendered
+    sc = pd.read_parquet(root / "data/scores/small_cnn.parquet")
+    vis = sc[(sc["split"] == "test") & (sc["label"] == 1) & (sc["arc_snr"] >= 8.0)]
+    found = int((vis["score"] > 0.9).sum())
+    assert 0 < found < len(vis), "the fixture should have bright injections on both sides of the threshold"
+    gal = _section(html, "galleries")
+    assert (f"arc SNR &gt;= 8 at fpr_0.01 (score &gt; 0.9000): small_cnn misses {len(vis) - found} and finds {found} "
+            f"of {len(vis)}") in gal
+    assert "preprocess: annulus_common, host removal on" in gal
+    assert 'alt="visible arcs small_cnn misses and finds at fpr_0.01"' in gal
+
+
+def test_visible_arcs_gallery_says_why_it_is_not_drawn(world, sim_cache, tmp_path):
+    root = tmp_path / "w"
+    shutil.copytree(world, root)
+    comp = json.loads((root / "metrics/completeness/small_cnn.json").read_text())
+    comp["plot_threshold"] = "fpr_0.05"          # a name with no threshold in the file
+    (root / "metrics/completeness/small_cnn.json").write_text(json.dumps(comp))
+    gal = _section(_render(root, sim_cache)[0], "galleries")
+    assert gal.count("<img") == 2
+    assert "not drawn: metrics/completeness/small_cnn.json names no plot threshold with a score (plot_threshold: &#x27;fpr_0.05&#x27;)" in gal
+    (root / "metrics/completeness/small_cnn.json").unlink()
+    gal = _section(_render(root, sim_cache)[0], "galleries")
+    assert "not drawn: not run: completeness@small_cnn (metrics/completeness/small_cnn.json not found)" in gal
+
+
+def test_finder_view_keeps_the_residual_colours_and_refuses_other_shapes():
+    from dhs.report.figures import FINDER_VIEW_RANGE, finder_view_rgb
+
+    cube = np.zeros((3, 8, 8))
+    cube[0, 2, 3] = 6.0        # g excess only: blue
+    cube[2, 5, 5] = 50.0       # z far above the range: saturated red
+    cube[:, 0, 0] = -5.0       # below the range: black
+    rgb = finder_view_rgb(cube)
+    lo, hi = FINDER_VIEW_RANGE
+    sky = -lo / (hi - lo)
+    assert rgb.shape == (8, 8, 3)
+    assert np.allclose(rgb[2, 3], [sky, sky, (6.0 - lo) / (hi - lo)])
+    assert np.allclose(rgb[5, 5], [1.0, sky, sky]) and np.allclose(rgb[0, 0], 0.0)
+    with pytest.raises(ValueError, match=r"expected a \(3, S, S\) grz cube"):
+        finder_view_rgb(np.zeros((8, 8, 3)))
 
 
 def test_missing_inputs_give_not_run_sections_not_a_crash(tmp_path):
