@@ -84,11 +84,21 @@ def completeness(d: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"auroc": _r(d.get("auroc")), "eval_split": d.get("eval_split"),
                            "n_injections": rows.get("injections"), "n_controls": rows.get("controls")}
     thresholds = d.get("threshold_by_name") or {}
+    sky = d.get("sky") or {}
+    if sky.get("discoverable_fraction"):
+        f = sky["discoverable_fraction"]
+        out |= {"discoverable_fraction": _r(f.get("completeness")), "discoverable_fraction_boot_lo": _r(f.get("boot_lo")),
+                "discoverable_fraction_boot_hi": _r(f.get("boot_hi"))}
     for name, h in (d.get("headline") or {}).items():
         overall = (h or {}).get("overall") or {}
         t = thresholds.get(name) or {}
-        out[name] = {"threshold": _r(t.get("score"), 6), "low_count": t.get("low_count"),
+        out[name] = {"threshold": _r(t.get("score"), 6), "n_controls_above": t.get("n_controls_above"), "low_count": t.get("low_count"),
                      **_completeness(overall.get("all"), "all"), **_completeness(overall.get("clean"), "clean", boot=False)}
+        # completeness of lenses as they occur on the sky (sky-weighted): all and LensPop-discoverable, with n_eff
+        for group, key in (("all", "sky"), ("discoverable", "discoverable")):
+            c = (sky.get(name) or {}).get(group)
+            if c:
+                out[name] |= {**_completeness(c, key), f"{key}_n": c.get("n"), f"{key}_n_eff": _r(c.get("n_eff"), 1)}
     return out
 
 

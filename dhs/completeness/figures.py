@@ -17,9 +17,15 @@ from dhs import atomic  # noqa: E402
 LABELS = {"theta_e_arcsec": r"$\theta_E$ [arcsec]", "theta_e_over_psf": r"$\theta_E$ / PSF FWHM$_r$",
           "psf_r_arcsec": "PSF FWHM r [arcsec]", "psfdepth_r": r"5$\sigma$ depth r [mag]", "src_r_mag": "source r [mag, unlensed]",
           "arc_snr": "arc SNR (peak pixel)", "lensed_src_r_mag": "source r [mag, as lensed]",
-          "host_r_mag": "host (lens) r [mag]"}
+          "host_r_mag": "host (lens) r [mag]", "arc_snr_int": "arc S/N (matched filter, best band)",
+          "magnification": r"total magnification $\mu$", "mu_reff_over_psf": r"$\mu\,r_s$ / PSF FWHM$_r$"}
 # variables spread over decades are drawn on a log axis (bins at 0 drawn at the first positive edge)
-LOG_AXIS = {"arc_snr"}
+LOG_AXIS = {"arc_snr", "arc_snr_int", "magnification", "mu_reff_over_psf"}
+
+
+def base_variable(var: str) -> str:
+    """The binned column of a curve: ``discoverable__theta_e_over_psf`` -> ``theta_e_over_psf``."""
+    return var.split("__", 1)[1] if var.startswith("discoverable__") else var
 
 
 def _save(fig, path: Path) -> None:
@@ -42,6 +48,7 @@ def curve_figure(table: pd.DataFrame, var: str, title: str, path: Path, criteria
     """One panel per subset (all, clean); a line per threshold with Wilson error bars and the
     region-bootstrap interval as a band."""
     t = table[table["var"] == var]
+    var = base_variable(var)
     crits = criteria or list(dict.fromkeys(t["criterion"]))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     y_top = 0.0

@@ -16,13 +16,15 @@ import pandas as pd
 from dhs.completeness.counts import (OVERALL, THETA_PSF_GE_1, BinSpec, CompletenessError, Criterion, excluded_counts, headline_bins,
                               region_bin_counts_spark, summarise, surface_name)
 from dhs.evaluation.auc import auroc, roc_curve
-from dhs.evaluation.intervals import wilson_interval
+from dhs.completeness.weighted import DISCOVERABLE, lookalike_sensitivity, sky_headline
+from dhs.evaluation.intervals import bootstrap_multiplicities, wilson_interval
 from dhs.evaluation.scores import REQUIRED_COLUMNS
 from dhs.evaluation.thresholds import Threshold, threshold_from_top, top_needed
 from dhs.params import checked
 from dhs.params.schema import plot_fpr_rule
 
 CLEAN_COLUMNS = ("bad_pixel_frac", "wise_brightmask_frac")
+DEFAULT_DISCOVERABLE_BINS = ("theta_e_over_psf", "arc_snr_int")   # completeness.discoverable_bins: null
 
 
 def fpr_name(fpr: float) -> str:
@@ -47,6 +49,9 @@ class CompletenessConfig:
     bins: tuple[BinSpec, ...] = ()
     surface: tuple[str, str] | None = None
     spark: Mapping[str, Any] = field(default_factory=dict)
+    discoverable_bins: tuple[str, ...] = ()
+    lookalike_kinds: tuple[str, ...] = ()
+    lookalike_factors: tuple[float, ...] = ()
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml",
@@ -62,7 +67,15 @@ class CompletenessConfig:
                    clean_max=(v["clean_max_bad_pixel_frac"], v["clean_max_wise_brightmask_frac"]),
                    n_bootstrap=v["n_bootstrap"], seed=v["seed"], confidence=v["confidence"],
                    bins=tuple(BinSpec(str(k), str(k), tuple(e)) for k, e in v["bins"].items()),
-                   surface=None if surface is None else (surface["x"], surface["y"]), spark=dict(v["spark"]))
+                   surface=None if surface is None else (surface["x"], surface["y"]), spark=dict(v["spark"]),
+                   discoverable_bins=tuple(v["discoverable_bins"] if v["discoverable_bins"] is not None else
+                                           (b for b in DEFAULT_DISCOVERABLE_BINS if b in v["bins"])),
+                   lookalike_kinds=tuple(v["lookalike_kinds"]),
+                   lookalike_factors=tuple(v["lookalike_factors"]))
+
+    def discoverable_specs(self) -> list[BinSpec]:
+        """The curves over the discoverable injections alone: ``discoverable__<var>``."""
+        return [BinSpec(f"{DISCOVERABLE}__{b.name}", b.column, b.edges) for b in self.bins if b.name in self.discoverable_bins]
 
     def surfaces(self) -> list[tuple[BinSpec, BinSpec]]:
         if self.surface is None:
@@ -88,6 +101,8 @@ class SelectionResult:
     roc: tuple[np.ndarray, np.ndarray] = ()   # (fpr, tpr) on the evaluation split, for drawing
     control_groups: dict[str, Any] = field(default_factory=dict)   # false-positive rates by kind of control
     top_controls: pd.DataFrame | None = None  # the highest-scoring controls of each kind (report gallery)
+    sky: dict[str, Any] = field(default_factory=dict)               # sky-weighted headline (dhs.completeness.weighted)
+    lookalike: dict[str, Any] = field(default_factory=dict)         # thresholds with the look-alike rate scaled
 
 
 # Kinds of control the simulated survey labels (``control_kind``) and field features it records;
@@ -213,7 +228,7 @@ def measure(spark, scores_path: str, cfg: CompletenessConfig, extra_criteria: tu
     asked = cfg
     cfg = check_columns(sdf, cfg, src, tuple(extra_criteria))
     skipped = [b.name for b in asked.bins if b not in cfg.bins]
-    optional = ("arc_snr", "control_kind", "has_companion", "n_stars", "brightest_neighbour_r_mag")
+    optional = ("arc_snr", "control_kind", "has_companion", "n_stars", "brightest_neighbour_r_mag", "sky_weight", DISCOVERABLE)
     sdf = sdf.select(*cfg.needed_columns(), *(c for c in optional if c in sdf.columns and c not in cfg.needed_columns()))
     rows = check_scores_spark(sdf, src)
     ev = sdf.where(F.col("split") == cfg.eval_split).cache()
@@ -255,18 +270,36 @@ def measure(spark, scores_path: str, cfg: CompletenessConfig, extra_criteria: tu
             v["completeness_range"] = [int(row[f"s{i}"]) / n_inj, int(row[f"l{i}"]) / n_inj]
     bins = (*headline_bins(), *cfg.bins)
     counts = region_bin_counts_spark(inj, bins, criteria, cfg.clean_max, cfg.surfaces())
-    regions = [int(r["region_id"]) for r in inj.select("region_id").distinct().collect()]
+    regions = sorted(int(r["region_id"]) for r in inj.select("region_id").distinct().collect())
     specs: dict[str, Any] = {b.name: b.edges for b in bins}
     for bx, by in cfg.surfaces():
         specs[surface_name(bx, by)] = bx.n_bins * by.n_bins
+    if DISCOVERABLE in sdf.columns:
+        # the same curves over the LensPop-discoverable injections alone (a variable per curve)
+        dbins = [BinSpec(DISCOVERABLE, "__one__", (0.0, 2.0)), *cfg.discoverable_specs()]
+        dcounts = region_bin_counts_spark(inj.where(F.col(DISCOVERABLE) == 1), dbins, criteria, cfg.clean_max)
+        counts = pd.concat([counts, dcounts], ignore_index=True)
+        specs.update({b.name: b.edges for b in dbins})
     table = summarise(counts, specs, criteria, cfg.n_bootstrap, cfg.seed, cfg.confidence, regions)
+    mult = bootstrap_multiplicities(len(regions), cfg.n_bootstrap, cfg.seed) if cfg.n_bootstrap > 0 else np.zeros((0, len(regions)))
+    icols = ["region_id", "score", *(c for c in ("sky_weight", DISCOVERABLE) if c in sdf.columns)]
+    ipdf = inj.select(*icols).toPandas()
+    ipdf["score"] = ipdf["score"].astype(float)
+    named = {name: t.score for name, t in thresholds.items()}
+    sky = sky_headline(ipdf, named, regions, mult, cfg.confidence)
+    lookalike = {}
+    if "control_kind" in sdf.columns and cfg.lookalike_factors:
+        cpdf = controls.select(F.col("score").cast("double").alias("score"), "control_kind").toPandas()
+        lookalike = lookalike_sensitivity(cpdf, ipdf, cfg.fprs, cfg.lookalike_kinds, cfg.lookalike_factors,
+                                          {f: fpr_name(f) for f in cfg.fprs})
     pdf = ev.select(F.col("label").cast("int").alias("label"), F.col("score").cast("double").alias("score")).toPandas()
     auc = auroc(pdf["label"], pdf["score"])
     roc = roc_curve(pdf["score"].to_numpy(), pdf["label"].to_numpy() == 1)
     groups = control_groups_spark(controls, {k: t for k, t in thresholds.items()}, cfg.confidence)
     top = top_controls_spark(controls, TOP_CONTROLS_PER_KIND)
     ev.unpersist()
-    return SelectionResult(thresholds, table, counts, excluded_counts(counts), rows, auc, warnings, spread, skipped, roc, groups, top)
+    return SelectionResult(thresholds, table, counts, excluded_counts(counts), rows, auc, warnings, spread, skipped, roc, groups, top,
+                           sky, lookalike)
 
 
 def _cell(table: pd.DataFrame, var: str, subset: str, criterion: str, bin_: int = 0) -> dict[str, Any]:
@@ -279,11 +312,14 @@ def _cell(table: pd.DataFrame, var: str, subset: str, criterion: str, bin_: int 
 
 
 def headline(result: SelectionResult) -> dict[str, Any]:
-    """Per threshold: completeness overall and at theta_E/PSF >= 1, for all and clean."""
+    """Per threshold: completeness overall, at theta_E/PSF >= 1 and of the discoverable injections
+    (where the table has them), for all and clean; counts of the measurement population, unweighted
+    (the sky-weighted figures are ``result.sky``)."""
+    groups = (OVERALL, THETA_PSF_GE_1) + ((DISCOVERABLE,) if (result.table["var"] == DISCOVERABLE).any() else ())
     out = {}
     for name in result.thresholds:
         out[name] = {group: {subset: _cell(result.table, group, subset, name) for subset in ("all", "clean")}
-                     for group in (OVERALL, THETA_PSF_GE_1)}
+                     for group in groups}
     return out
 
 
@@ -302,4 +338,6 @@ def metrics_dict(arch: str, cfg: CompletenessConfig, result: SelectionResult) ->
             "skipped_variables": result.skipped_variables,
             "n_regions": int(result.counts.loc[result.counts["var"] == OVERALL, "region_id"].nunique()),
             "bootstrap": {"n": cfg.n_bootstrap, "unit": "region", "confidence": cfg.confidence}, "plot_threshold": fpr_name(cfg.plot_fpr),
-            "false_positives_by_control": result.control_groups}
+            "false_positives_by_control": result.control_groups,
+            # completeness of lenses as they occur on the sky (sky_weight), all and discoverable, with n_eff
+            "sky": result.sky, "lookalike_sensitivity": result.lookalike}

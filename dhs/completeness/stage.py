@@ -27,6 +27,7 @@ from dhs import atomic, headline
 from dhs.completeness.counts import surface_name
 from dhs.completeness.figures import LABELS, curve_figure, placeholder_figure, sensitivity_figure, surface_figure
 from dhs.completeness.measure import CompletenessConfig, fpr_name, measure, metrics_dict
+from dhs.completeness.weighted import DISCOVERABLE
 from dhs.completeness.sensitivity import SensitivityConfig, sweep
 from dhs.completeness.spark import spark_session
 from dhs.evaluation.auc import thin_curve
@@ -45,12 +46,19 @@ def write_outputs(arch: str, cfg: CompletenessConfig, result, metrics_dir: str |
         atomic.write_text(out / f"{name}.csv", ",".join(CSV_COLUMNS) + "\n")
         placeholder_figure(out / f"{name}.png", f"{arch}: {name} is not a column of the score table; not binned")
     measured = {b.name for b in cfg.bins} - set(result.skipped_variables)
-    for b in cfg.bins:
-        if b.name not in measured:
+    in_table = set(result.table["var"])
+    for b in (*cfg.bins, *cfg.discoverable_specs()):
+        base = b.name.removeprefix(f"{DISCOVERABLE}__")
+        if base not in measured:
+            continue
+        if b.name not in in_table:   # a discoverable curve of a table without the discoverable column
+            atomic.write_text(out / f"{b.name}.csv", ",".join(CSV_COLUMNS) + "\n")
+            placeholder_figure(out / f"{b.name}.png", f"{arch}: the score table has no discoverable column; not binned")
             continue
         t = table[table["var"] == b.name][CSV_COLUMNS]
         atomic.write_text(out / f"{b.name}.csv", t.to_csv(index=False))
-        curve_figure(result.table, b.name, f"{arch}: completeness vs {LABELS.get(b.name, b.name)} ({cfg.eval_split} split)",
+        who = "discoverable injections" if b.name != base else "injections"
+        curve_figure(result.table, b.name, f"{arch}: completeness of {who} vs {LABELS.get(base, base)} ({cfg.eval_split} split)",
                      out / f"{b.name}.png", [c for c in dict.fromkeys(result.table["criterion"])])
     for bx, by in cfg.surfaces():
         var = surface_name(bx, by)
@@ -107,6 +115,23 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
         if u:
             print(f"  {'':>12}  threshold's own 95% range: {u['controls_above_interval'][0]}-{u['controls_above_interval'][1]} controls "
                   f"above, completeness {u['completeness_range'][0]:.3f}-{u['completeness_range'][1]:.3f}")
+    sky = metrics.get("sky") or {}
+    if sky:
+        def fmt(c):
+            if not c or c.get("completeness") is None:
+                return "n/a"
+            return f"{c['completeness']:.3f} [{c['boot_lo'] if c['boot_lo'] is not None else float('nan'):.3f}, " \
+                   f"{c['boot_hi'] if c['boot_hi'] is not None else float('nan'):.3f}] (n {c['n']}, n_eff {c['n_eff']:.0f})"
+        print(f"  sky-weighted ({'sky_weight' if sky.get('weighted') else 'unit weights'}): discoverable fraction "
+              f"{fmt(sky.get('discoverable_fraction'))}")
+        for t in metrics["thresholds"]:
+            c = sky.get(t["name"], {})
+            print(f"  {t['name']:>12}: all lenses {fmt(c.get('all'))}; discoverable {fmt(c.get(DISCOVERABLE))}")
+    look = metrics.get("lookalike_sensitivity") or {}
+    for name, shift in (look.get("max_discoverable_shift") or {}).items():
+        if shift is not None:
+            print(f"  look-alike rate x{' / x'.join(f'{f:g}' for f in cfg.lookalike_factors)}: discoverable completeness at {name} "
+                  f"moves by at most {shift:.3f}")
     groups = metrics.get("false_positives_by_control") or {}
     plot_t = fpr_name(cfg.plot_fpr)
     for group, by in groups.items():

@@ -77,3 +77,21 @@ def fixed_threshold(control_scores, score: float, min_expected: float = 10.0) ->
     s = _controls(control_scores)
     above = int((s > score).sum())
     return Threshold(None, float(score), s.size, above, above / s.size, above < min_expected)
+
+
+def weighted_threshold_at_fpr(control_scores, weights, fpr: float) -> float:
+    """The score threshold at which the controls passing (score > threshold) carry at most
+    ``fpr`` of the controls' total weight: the score of the first control, in descending order,
+    whose cumulative weight exceeds fpr x total. With unit weights this is ``threshold_at_fpr``'s
+    threshold. Used to ask how a threshold moves when some kinds of control are made rarer or
+    commoner on the sky (``weights``: each control's relative frequency)."""
+    s = _controls(control_scores)
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if w.shape != s.shape or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ThresholdError("control weights must be finite, >= 0, one per control score, not all 0")
+    if not 0.0 < fpr < 1.0:
+        raise ThresholdError(f"FPR must be in (0, 1), got {fpr}")
+    order = np.argsort(-s, kind="stable")
+    cum = np.cumsum(w[order]) / w.sum()
+    k = int(np.searchsorted(cum, fpr + 1e-12, side="right"))
+    return float(s[order][min(k, s.size - 1)])

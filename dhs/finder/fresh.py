@@ -11,7 +11,7 @@ What a batch holds:
 - the train split's population: ``simulate.physical`` with the ``simulate.physical_train``
   overrides (the lenses a finder learns from), controls and injections in the hosts, fields and
   observing conditions of the simulated survey, each block of steps in sky regions of its own;
-- injections with ``arc_snr >= train.min_arc_snr`` only (an invisible arc is label noise as a
+- injections with ``train.min_arc_snr_column >= train.min_arc_snr`` only (an invisible arc is label noise as a
   training positive, as in cache training); the ones below are rendered, counted and dropped;
 - a fraction ``positive_fraction`` of injections (0.5 with ``train.balance_classes``, else
   1 - ``simulate.control_fraction``), exact per block of steps;
@@ -76,7 +76,7 @@ class FreshBatches:
 
     def __init__(self, sim: SimConfig, per_rank_batch: int, train_seed: int, rank: int, device: torch.device,
                  min_arc_snr: float = 0.0, positive_fraction: float = 0.5, cache_dtype: str = "float16",
-                 block_stamps: int = BLOCK_STAMPS):
+                 block_stamps: int = BLOCK_STAMPS, snr_column: str = "arc_snr"):
         if not 0.0 < positive_fraction < 1.0:
             raise ValueError(f"positive_fraction must be in (0, 1), got {positive_fraction}")
         merged = {**(sim.physical or {}), **(sim.physical_train or {})}
@@ -84,7 +84,7 @@ class FreshBatches:
         # failed cutouts (which the cache never holds) are not drawn
         self.sim = dataclasses.replace(sim, physical=merged, physical_train={}, failed_cutout_fraction=0.0, paired=False)
         self.b, self.train_seed, self.rank, self.device = per_rank_batch, train_seed, rank, device
-        self.min_arc_snr, self.positive_fraction = float(min_arc_snr), float(positive_fraction)
+        self.min_arc_snr, self.positive_fraction, self.snr_column = float(min_arc_snr), float(positive_fraction), snr_column
         self.round_dtype = {"float16": torch.float16, "float32": None}[cache_dtype]
         self.steps_per_block = max(1, block_stamps // per_rank_batch)
         self.counts: Counter = Counter()  # rendered stamps by what became of them
@@ -95,13 +95,13 @@ class FreshBatches:
         """What defines the batches beyond the step: the simulated survey, the draw's settings and
         the simulator's code (a fix to the renderer must retrain, not rebuild a finished run's
         outputs from a checkpoint that learnt from the old stamps)."""
-        return (f"{config_id(self.sim)}:{self.steps_per_block}:{self.min_arc_snr}:{self.positive_fraction}:"
+        return (f"{config_id(self.sim)}:{self.steps_per_block}:{self.min_arc_snr}:{self.snr_column}:{self.positive_fraction}:"
                 f"{self.round_dtype}:{simulator_source_digest()}")
 
     def _population(self, n: int, control_fraction: float, *key: int) -> tuple[pd.DataFrame, SimConfig]:
         cfg = dataclasses.replace(self.sim, n_stamps=n, control_fraction=control_fraction,
                                   seed=_seed(self.sim.seed, self.train_seed, self.rank, *key))
-        return sample_population(cfg), cfg  # control_fraction 1 or 0: every row a control, or none
+        return sample_population(cfg, all_train=True), cfg  # control_fraction 1 or 0: every row a control, or none
 
     def _render(self, pop: pd.DataFrame, cfg: SimConfig) -> tuple[pd.DataFrame, torch.Tensor]:
         parts, imgs = zip(*render_on_device(pop, cfg, self.device))
@@ -122,7 +122,7 @@ class FreshBatches:
             want = max(self.b, int(math.ceil((n_pos - have) / frac * 1.1)))
             rows, x = self._render(*self._population(want, 0.0, block, attempt))
             rendered += len(rows)
-            keep = rows["arc_snr"].to_numpy(float) >= self.min_arc_snr
+            keep = rows[self.snr_column].to_numpy(float) >= self.min_arc_snr
             idx = np.flatnonzero(keep)[: n_pos - have]
             self.counts[BELOW_MIN_SNR] += int((~keep).sum())
             self.counts[SURPLUS] += int(keep.sum()) - len(idx)

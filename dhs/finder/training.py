@@ -85,7 +85,8 @@ class TrainConfig:
     colour_conditioning: bool = False  # host g-r, r-z from the stamp as extra inputs (dhs.models.heads)
     theta_head: bool = False           # second output regressing theta_E on injections (masked on controls)
     theta_loss_weight: float = 0.1     # weight of the Huber loss on theta_E [arcsec] beside the BCE
-    min_arc_snr: float = 0.0           # train on injections with arc_snr >= this (and every control); 0 = all
+    min_arc_snr: float = 0.0           # train on injections with <min_arc_snr_column> >= this (and every control); 0 = all
+    min_arc_snr_column: str = "arc_snr"  # arc_snr (peak pixel) | arc_snr_int (matched filter: what a person sees)
     balance_classes: bool = False      # repeat the training injections to about as many as the controls
     balance_by: tuple[str, ...] = ()   # ... within each cell of these columns' tercile bins (cache data)
     host_kind_repeat: Mapping[str, int] = dataclasses.field(default_factory=dict)  # rows on hosts of a kind taken k times
@@ -200,24 +201,26 @@ class _StepStream:
         return self._cache[1][k * self.b : (k + 1) * self.b]
 
 
-def training_rows(meta: pd.DataFrame, labels: np.ndarray, min_arc_snr: float) -> tuple[np.ndarray, dict[str, int]]:
+def training_rows(meta: pd.DataFrame, labels: np.ndarray, min_arc_snr: float,
+                  column: str = "arc_snr") -> tuple[np.ndarray, dict[str, int]]:
     """Rows of the train split the finder learns from: every control, and the injections whose
-    arc is visible enough (``arc_snr >= min_arc_snr``; all with 0). A simulated population that
-    reaches below detectability (sources to r ~ 27) has many injections with no visible arc; as
-    training positives they are label noise, while they stay in validation, test and every
-    completeness measurement. Returns the rows and the excluded counts by reason."""
+    arc is visible enough (``column >= min_arc_snr``, column ``arc_snr`` or ``arc_snr_int``; all
+    with 0). A simulated population that reaches below detectability (sources to r ~ 27) has many
+    injections with no visible arc; as training positives they are label noise, while they stay in
+    validation, test and every completeness measurement. Returns the rows and the excluded counts
+    by reason."""
     n = len(labels)
     if min_arc_snr <= 0:
         return np.arange(n), {}
-    if "arc_snr" not in meta.columns:
-        raise TrainingError(f"train.min_arc_snr is {min_arc_snr:g} but the train split has no arc_snr column (real data "
+    if column not in meta.columns:
+        raise TrainingError(f"train.min_arc_snr is {min_arc_snr:g} but the train split has no {column} column (real data "
                             f"rarely has one): set train.min_arc_snr: 0")
-    snr = pd.to_numeric(meta["arc_snr"], errors="coerce").to_numpy(np.float64)
+    snr = pd.to_numeric(meta[column], errors="coerce").to_numpy(np.float64)
     inj = labels == 1
     missing = inj & ~np.isfinite(snr)
     faint = inj & np.isfinite(snr) & (snr < min_arc_snr)
     keep = ~(missing | faint)
-    return np.flatnonzero(keep), {"injection_arc_snr_below_min": int(faint.sum()), "injection_arc_snr_missing": int(missing.sum())}
+    return np.flatnonzero(keep), {f"injection_{column}_below_min": int(faint.sum()), f"injection_{column}_missing": int(missing.sum())}
 
 
 def host_kind_rows(rows: np.ndarray, meta: pd.DataFrame, repeat: Mapping[str, int]) -> np.ndarray:
@@ -414,7 +417,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
 
     val_selected = None
     if cfg.min_arc_snr > 0 or cfg.balance_classes:
-        val_selected = training_rows(val_split.meta, val_split.labels, cfg.min_arc_snr)[0]
+        val_selected = training_rows(val_split.meta, val_split.labels, cfg.min_arc_snr, cfg.min_arc_snr_column)[0]
     if simulate:
         if cfg.balance_by:
             raise TrainingError(f"train.balance_by {list(cfg.balance_by)} balances the cached train split; with train.data: "
@@ -423,12 +426,12 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
             sim = dataclasses.replace(sim, host_kinds=host_kind_mix(sim.host_kinds, cfg.host_kind_repeat))
         fresh = FreshBatches(sim, max(1, cfg.batch_size // world), cfg.seed, rank, device, cfg.min_arc_snr,
                              0.5 if cfg.balance_classes else 1.0 - sim.control_fraction, str(val_split.images.dtype),
-                             cfg.simulate_block_stamps)
+                             cfg.simulate_block_stamps, snr_column=cfg.min_arc_snr_column)
         train_rows = unique_rows = np.empty(0, np.int64)
         excluded = {}
     else:
         fresh = None
-        train_rows, excluded = training_rows(train_split.meta, train_split.labels, cfg.min_arc_snr)
+        train_rows, excluded = training_rows(train_split.meta, train_split.labels, cfg.min_arc_snr, cfg.min_arc_snr_column)
         unique_rows = train_rows
         train_rows = host_kind_rows(train_rows, train_split.meta, cfg.host_kind_repeat)
         if cfg.balance_classes:
@@ -583,12 +586,14 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         metrics.update({"n_train": int(fresh.counts[USED]),
                         "train_rows": {"rendered": int(sum(fresh.counts.values())), "used": int(fresh.counts[USED]),
                                        "excluded": {BELOW_MIN_SNR: int(fresh.counts[BELOW_MIN_SNR]), SURPLUS: int(fresh.counts[SURPLUS])},
-                                       "min_arc_snr": cfg.min_arc_snr, "balance_classes": cfg.balance_classes,
+                                       "min_arc_snr": cfg.min_arc_snr, "min_arc_snr_column": cfg.min_arc_snr_column,
+                                       "balance_classes": cfg.balance_classes,
                                        "host_kind_repeat": dict(cfg.host_kind_repeat), "block_stamps": fresh.steps_per_block * per_rank, "from_step": start},
                         "train_label_balance": fresh.positive_fraction})
     else:
         metrics.update({"n_train": len(train_split),
                         "train_rows": {"used": int(len(unique_rows)), "excluded": excluded, "min_arc_snr": cfg.min_arc_snr,
+                                       "min_arc_snr_column": cfg.min_arc_snr_column,
                                        "epoch_rows": int(len(train_rows)), "balance_classes": cfg.balance_classes,
                                        "balance_by": list(cfg.balance_by), "host_kind_repeat": dict(cfg.host_kind_repeat)},
                         "train_label_balance": float(train_split.labels[train_rows].mean())})

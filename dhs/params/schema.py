@@ -172,6 +172,7 @@ TRAIN_HYPER = {
     "theta_head": Bool(default=False),
     "theta_loss_weight": Float(default=0.1, lo=0),
     "min_arc_snr": Float(default=0.0, lo=0),
+    "min_arc_snr_column": Choice("arc_snr", "arc_snr_int", default="arc_snr"),
     "balance_classes": Bool(default=False),
     "balance_by": List(default=[], item=_COLUMN, distinct=True),
     # rows on hosts of these kinds taken this many times in training, controls and injections alike
@@ -289,6 +290,15 @@ def _simulate(v: dict, key: str, source: str) -> None:
         raise _fail(source, f"{key}.split_fractions", "must sum to 1", v["split_fractions"])
 
 
+def _lessons(v: dict, key: str, source: str) -> None:
+    lo, hi = v["theta_e_arcsec"]
+    if not 0 < lo < hi:
+        raise _fail(source, f"{key}.theta_e_arcsec", "must be [lo, hi] arcsec with 0 < lo < hi", v["theta_e_arcsec"])
+
+
+# the variables the measurement population can be tilted in (dhs.simulate.designs.TILT_EDGES)
+TILT_VARIABLES = ("theta_e_arcsec", "src_r_mag", "mu_ext_sis", "src_reff_arcsec")
+
 _PER_BAND = dict(key=Str(choices=BANDS), closed=True, required=BANDS)
 
 SIMULATE = Section(rules=(_simulate,), fields={
@@ -327,6 +337,22 @@ SIMULATE = Section(rules=(_simulate,), fields={
     "priors": Map(key=Str(choices=PRIORS), closed=True, required=PRIORS, value=Prior()),
     "centring": Section(fields={"subpixel": Bool(default=True), "centroid_error_arcsec": Float(default=0.1, lo=0, unit="arcsec")}),
     "host_kinds": Map(default={"lrg": 1.0}, key=Str(choices=HOST_KINDS), closed=True, value=Float(lo=0), min_len=1),
+    "host_kinds_train": Map(default=None, nullable=True, key=Str(choices=HOST_KINDS), closed=True, value=Float(lo=0), min_len=1),
+    # the three populations (dhs.simulate.designs, docs/population.md)
+    "lessons": Section(default=None, nullable=True, rules=(_lessons,), fields={
+        "mu_min": Float(default=5.0, lo=1),
+        "theta_e_arcsec": List(default=[0.6, 2.4], item=Float(lo=0, open_lo=True, unit="arcsec"), min_len=2, max_len=2, increasing=True),
+        "flat_theta_e": Bool(default=True),
+        "theta_e_bins": Int(default=9, lo=1, hi=100),
+    }),
+    "measurement": Section(default=None, nullable=True, fields={
+        "flatten": List(default=["theta_e_arcsec", "src_r_mag"], item=Str(choices=TILT_VARIABLES), distinct=True),
+        "strength": Float(default=0.75, lo=0, hi=1),
+        "floor": Float(default=0.02, lo=0, hi=1, open_lo=True),
+    }),
+    "control_hosts": Choice("lens", "parent", default="lens"),
+    # control-only stamps added to a split, as a multiple of the stamps the split holds otherwise
+    "extra_controls": Map(default={}, key=Str(choices=SPLITS), closed=True, value=Float(lo=0, hi=100)),
     "fields": Section(fields={
         "neighbours": Section(default=None, nullable=True, fields={
             "density_r24_per_deg2_per_mag": Float(default=30000.0, lo=0), "slope_per_mag": Float(default=0.33, lo=0, open_lo=True),
@@ -367,6 +393,13 @@ INFER = Section(fields={
 
 # --------------------------------------------------------------------------- completeness
 
+def _discoverable_bins(v: dict, key: str, source: str) -> None:
+    missing = [b for b in v["discoverable_bins"] or () if b not in v["bins"]]
+    if missing:
+        raise _fail(source, f"{key}.discoverable_bins", f"must name keys of {key}.bins {sorted(v['bins'])}; {missing} have no bins",
+                    v["discoverable_bins"])
+
+
 def _surface(v: dict, key: str, source: str) -> None:
     s = v["surface"]
     if s is not None and not {s["x"], s["y"]} <= set(v["bins"]):
@@ -394,7 +427,7 @@ SPARK = Section(fields={
     "log_level": Choice("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", default="ERROR"),
 })
 
-COMPLETENESS = Section(rules=(_finite_edges, _surface), fields={
+COMPLETENESS = Section(rules=(_finite_edges, _surface, _discoverable_bins), fields={
     "eval_split": Choice(*SCORE_SPLITS, default="test"),
     "plot_fpr": Float(default=0.01, lo=0, hi=1, open_lo=True, open_hi=True),     # must be one of evaluation.fprs
     "fixed_scores": List(default=[], item=Float(lo=0, hi=1)),
@@ -407,6 +440,13 @@ COMPLETENESS = Section(rules=(_finite_edges, _surface), fields={
                 must="must map score-table columns to bin edges, e.g. theta_e_arcsec: [0.5, 1.0, 1.5]"),
     "surface": Section(default=None, nullable=True, fields={"x": Str(), "y": Str()},
                        must="must be {x: <binned column>, y: <binned column>} naming two keys of bins"),
+    # the curves also drawn over the LensPop-discoverable injections alone (score-table column `discoverable`)
+    # null: theta_e_over_psf and arc_snr_int, those of them that are binned
+    "discoverable_bins": List(default=None, nullable=True, item=Str(), distinct=True),
+    # look-alike controls (these control kinds) reweighted by each factor: thresholds and completeness again (a sensitivity)
+    "lookalike_kinds": List(default=["lrg_tangential_companion", "lrg_alignment", "spiral", "ring", "merger", "edge_on"],
+                            item=Str(choices=HOST_KINDS), distinct=True),
+    "lookalike_factors": List(default=[0.5, 2.0], item=Float(lo=0, open_lo=True), distinct=True),
     "spark": SPARK,
 })
 

@@ -7,6 +7,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+from dhs.simulate.designs import TILT_EDGES, LessonsConfig, MeasurementConfig
 from dhs.simulate.knots import KnotConfig, knot_config_from_params
 from dhs.simulate.noise import CORRELATIONS, NoiseModel
 from dhs.simulate.physical_params import make_params
@@ -67,10 +68,17 @@ class SimConfig:
     population: str = "physical"  # physical (dhs.simulate.physical) | uniform (the priors below, for grid studies)
     physical: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # overrides of dhs.simulate.physical.DEFAULT_PARAMS
     physical_train: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # further overrides for the train split's systems
+    # the three populations (dhs.simulate.designs): lessons for the train split, the measurement
+    # population (with sky weights) for val and test injections; None: the sky for both
+    lessons: Mapping[str, Any] | None = None
+    measurement: Mapping[str, Any] | None = None
+    control_hosts: str = "lens"    # val/test controls: lens (the hosts of lenses) | parent (the search sample, volume-weighted)
+    extra_controls: Mapping[str, float] = dataclasses.field(default_factory=dict)   # control-only stamps per split, x its stamps
     priors: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     # where the host sits in its cutout, what kind of galaxy it is, and what else is in the field
     centring: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"subpixel": True, "centroid_error_arcsec": 0.1})
     host_kinds: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"lrg": 1.0})
+    host_kinds_train: Mapping[str, float] | None = None   # the train split's kinds (hard negatives oversampled); None: host_kinds
     fields: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"neighbours": None, "stars": None, "companion_probability": 0.0})
     knots: Mapping[str, Any] | None = None        # None: smooth Sersic sources only
     noise: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {
@@ -82,7 +90,15 @@ class SimConfig:
 
     @functools.cached_property
     def scene(self) -> SceneConfig:
-        return SceneConfig.from_params(self.centring, self.host_kinds, self.fields)
+        return SceneConfig.from_params(self.centring, self.host_kinds, self.fields, self.host_kinds_train)
+
+    @functools.cached_property
+    def lessons_config(self) -> LessonsConfig | None:
+        return LessonsConfig.from_params(self.lessons)
+
+    @functools.cached_property
+    def measurement_config(self) -> MeasurementConfig | None:
+        return MeasurementConfig.from_params(self.measurement)
 
     @functools.cached_property
     def physical_params(self) -> dict[str, Any]:
@@ -149,10 +165,25 @@ class SimConfig:
         need(self.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {self.compile!r}")
         need(self.batch_size >= 1, "batch_size must be >= 1")
         need(self.npz_compression in ("stored", "deflate"), f"npz_compression must be stored or deflate, got {self.npz_compression!r}")
-        unknown_kinds = sorted(set(self.host_kinds) - set(HOST_KINDS))
-        need(not unknown_kinds, f"host_kinds names unknown kinds {unknown_kinds}; known kinds are {list(HOST_KINDS)}")
-        need(all(float(v) >= 0 for v in self.host_kinds.values()) and sum(float(v) for v in self.host_kinds.values()) > 0,
-             "host_kinds are relative frequencies: each >= 0, at least one > 0")
+        for name, kinds in (("host_kinds", self.host_kinds), ("host_kinds_train", self.host_kinds_train or {"lrg": 1.0})):
+            unknown_kinds = sorted(set(kinds) - set(HOST_KINDS))
+            need(not unknown_kinds, f"{name} names unknown kinds {unknown_kinds}; known kinds are {list(HOST_KINDS)}")
+            need(all(float(v) >= 0 for v in kinds.values()) and sum(float(v) for v in kinds.values()) > 0,
+                 f"{name} are relative frequencies: each >= 0, at least one > 0")
+        need(self.control_hosts in ("lens", "parent"), f"control_hosts must be lens or parent, got {self.control_hosts!r}")
+        need(set(self.extra_controls) <= {"train", "val", "test"} and all(0 <= float(v) <= 100 for v in self.extra_controls.values()),
+             f"extra_controls maps splits (train, val, test) to multiples of their stamps in [0, 100], got {dict(self.extra_controls)}")
+        try:
+            lc, mc = self.lessons_config, self.measurement_config
+        except TypeError as exc:
+            raise ConfigError(f"simulate params: lessons or measurement: {exc}") from None
+        if lc is not None:
+            need(lc.mu_min >= 1 and 0 < lc.theta_e_arcsec[0] < lc.theta_e_arcsec[1] and lc.theta_e_bins >= 1,
+                 "lessons needs mu_min >= 1, theta_e_arcsec [lo, hi] with 0 < lo < hi, theta_e_bins >= 1")
+        if mc is not None:
+            unknown = sorted(set(mc.flatten) - set(TILT_EDGES))
+            need(not unknown, f"measurement.flatten names {unknown}; it can flatten {sorted(TILT_EDGES)}")
+            need(0 <= mc.strength <= 1 and 0 < mc.floor <= 1, "measurement needs strength in [0, 1] and floor in (0, 1]")
         need(set(self.centring) <= {"subpixel", "centroid_error_arcsec"}, f"centring takes subpixel and centroid_error_arcsec, got {sorted(self.centring)}")
         need(float(self.centring.get("centroid_error_arcsec", 0.0)) >= 0, "centring.centroid_error_arcsec must be >= 0")
         unknown_fields = sorted(set(self.fields) - {"neighbours", "stars", "companion_probability"})

@@ -15,6 +15,7 @@ import pandas as pd
 from dhs.simulate.noise import sky_sigma_nmgy
 from dhs.simulate.physical import GAUSS_SIGMA_PER_REFF
 from dhs.simulate.population import mag_to_nmgy
+from dhs.simulate.visibility import lenspop_criteria
 
 # --------------------------------------------------------------------------------------------
 # Magnification and LensPop detectability
@@ -102,14 +103,11 @@ def detectable_lenspop(df: pd.DataFrame, seeing_arcsec=None, m5: Mapping[str, fl
     sn = np.stack([np.asarray(snr[b], float) for b in bands], axis=1)
     best = sn.max(axis=1)
     multiple = df["src_beta_arcsec"].to_numpy() < th
-    resolved = th**2 > rs**2 + (see / 2.0) ** 2
-    magnified = mu > mu_min
-    arc = mu * rs > (see / 2.0 if criteria == "paper" else see)
-    bright = best > snr_min
+    c = lenspop_criteria(th, rs, see, mu, best, snr_min=snr_min, mu_min=mu_min, arc_rule=criteria)
     return pd.DataFrame({
-        "multiple": multiple, "resolved": resolved, "magnified": magnified, "arc": arc,
-        "snr_best": best, "best_band": np.asarray(bands)[sn.argmax(axis=1)], "bright": bright,
-        "detectable": multiple & resolved & magnified & arc & bright,
+        "multiple": multiple, "resolved": c["resolved"], "magnified": c["magnified"], "arc": c["arc"],
+        "snr_best": best, "best_band": np.asarray(bands)[sn.argmax(axis=1)], "bright": c["bright"],
+        "detectable": multiple & c["discoverable"],
     }, index=df.index)
 
 

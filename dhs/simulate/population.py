@@ -22,6 +22,7 @@ import pandas as pd
 from dhs import PIPELINE_VERSION
 from dhs.simulate import physical
 from dhs.simulate.config import SimConfig
+from dhs.simulate.designs import lessons, measurement
 from dhs.simulate.priors import sample_prior
 
 BRICK_SIZE_DEG = 0.25
@@ -147,8 +148,53 @@ def fill_bookkeeping(df: pd.DataFrame, cfg: SimConfig, selection: str) -> None:
     df["ab_zp_nmgy"] = AB_ZP_NMGY
 
 
-def sample_population(cfg: SimConfig) -> pd.DataFrame:
-    """One row per stamp with every contract column except the pixels and the rendered metrics."""
+def host_systems(cfg: SimConfig, host_split: np.ndarray, host_control: np.ndarray,
+                 rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+    """(one system per host, the sky weight of each) from the population each host's split and
+    label call for (``dhs.simulate.designs``): the train split's hosts get lessons
+    (``simulate.lessons``; else the sky with ``physical_train``), the val and test injections the
+    measurement population with its weights (``simulate.measurement``; else the sky, weight 1),
+    and with ``control_hosts: parent`` the val and test controls hosts of the search sample
+    (volume-weighted, the same host cut) instead of the hosts of lenses. The uniform population
+    draws every host from its priors (weight 1)."""
+    n = len(host_split)
+    weight = np.ones(n)
+    if cfg.population != "physical":
+        return uniform_systems(cfg, n, rng), weight
+    groups = {
+        "train": host_split == "train",
+        "measure": (host_split != "train") & ~(host_control & (cfg.control_hosts == "parent")),
+        "parent": (host_split != "train") & host_control & (cfg.control_hosts == "parent"),
+    }
+    parts = {}
+    if groups["train"].any():
+        k = int(groups["train"].sum())
+        if cfg.lessons_config is not None:
+            parts["train"] = lessons(k, rng, cfg.physical_train_params, cfg.lessons_config)
+        else:
+            parts["train"] = physical.sample(k, rng, cfg.physical_train_params if cfg.physical_train else cfg.physical_params)
+    if groups["measure"].any():
+        k = int(groups["measure"].sum())
+        if cfg.measurement_config is not None:
+            parts["measure"], w = measurement(k, rng, cfg.physical_params, cfg.measurement_config, cfg.seed)
+            weight[groups["measure"]] = w
+        else:
+            parts["measure"] = physical.sample(k, rng, cfg.physical_params)
+    if groups["parent"].any():
+        parts["parent"] = physical.sample(int(groups["parent"].sum()), rng, {**cfg.physical_params, "weighting": "volume"})
+    cols = HOST_COLUMNS + PHYSICAL_HOST_EXTRAS + PHYSICAL_SOURCE_EXTRAS
+    out = pd.DataFrame(index=np.arange(n), columns=list(cols + SYSTEM_COLUMNS), dtype=float)
+    for name, s in parts.items():
+        block = {k: s[k].to_numpy() for k in cols}
+        block.update({k: s["lens_phi_abs_rad" if k == "lens_phi_rad" else k].to_numpy() for k in SYSTEM_COLUMNS})
+        out.loc[groups[name], list(block)] = np.column_stack(list(block.values()))
+    return out, weight
+
+
+def sample_population(cfg: SimConfig, all_train: bool = False) -> pd.DataFrame:
+    """One row per stamp with every contract column except the pixels and the rendered metrics.
+    ``all_train``: every row drawn as the train split's (lessons, training host kinds, no
+    control-only rows): the batches a finder trains on when rendered on the fly."""
     rng = np.random.default_rng([cfg.seed, 0])
     P = cfg.priors
 
@@ -170,39 +216,48 @@ def sample_population(cfg: SimConfig) -> pd.DataFrame:
     b_ebv = sample_prior(P["ebv"], nb, rng)
     split_of = assign_region_splits(region_ids, dict(cfg.split_fractions), cfg.split_salt)
 
-    # --- hosts, each with the lens system an injection into it gets (label-independent)
+    # --- hosts, each with the lens system an injection into it gets; then control-only hosts
     n_rows = cfg.n_stamps
     n_hosts = (n_rows + 1) // 2 if cfg.paired else n_rows
+    brick_split = np.array([split_of[int(r)] for r in b_region])
     h_brick = rng.integers(0, nb, n_hosts)
-    h_dec = b_dec[h_brick] + rng.uniform(-0.5, 0.5, n_hosts) * BRICK_SIZE_DEG
-    h_ra = (b_ra[h_brick] + rng.uniform(-0.5, 0.5, n_hosts) * BRICK_SIZE_DEG / np.cos(np.radians(h_dec))) % 360
-    if cfg.population == "physical":
-        systems = physical_systems(cfg, n_hosts, rng)
-        if cfg.physical_train:
-            # the train split's hosts get systems drawn with the training overrides (a finder learns
-            # from lenses it can see); val and test keep the physical population
-            in_train = np.array([split_of[int(r)] == "train" for r in b_region[h_brick]])
-            if in_train.any():
-                trained = physical_systems(cfg, int(in_train.sum()), rng, cfg.physical_train_params)
-                systems.iloc[np.flatnonzero(in_train)] = trained[systems.columns].to_numpy()
+    if all_train:
+        brick_split[:] = "train"
+    # control-only hosts: per split, extra_controls[split] x the split's own hosts, on its bricks
+    extra = [rng.choice(np.flatnonzero(brick_split == sp), int(round(m * (brick_split[h_brick] == sp).sum())))
+             for sp, m in sorted(cfg.extra_controls.items()) if m > 0 and (brick_split == sp).any()]
+    n_extra = int(sum(len(e) for e in extra))
+    h_brick = np.concatenate([h_brick, *extra]).astype(np.int64)
+    n_all = n_hosts + n_extra
+    h_dec = b_dec[h_brick] + rng.uniform(-0.5, 0.5, n_all) * BRICK_SIZE_DEG
+    h_ra = (b_ra[h_brick] + rng.uniform(-0.5, 0.5, n_all) * BRICK_SIZE_DEG / np.cos(np.radians(h_dec))) % 360
+    # labels are drawn independently of everything but the kind of host row: a control-only host
+    # is a control; in paired mode a host yields both
+    if cfg.paired:
+        host_control = np.zeros(n_all, dtype=bool)
     else:
-        systems = uniform_systems(cfg, n_hosts, rng)
-    systems["bad_pixel_frac"] = np.clip(sample_prior(P["bad_pixel_frac"], n_hosts, rng), 0, 1)
-    systems["wise_brightmask_frac"] = np.clip(sample_prior(P["wise_brightmask_frac"], n_hosts, rng), 0, 1)
+        host_control = rng.uniform(0, 1, n_all) < cfg.control_fraction
+    host_control[n_hosts:] = True
+    host_split = brick_split[h_brick]
+    systems, sky_weight = host_systems(cfg, host_split, host_control, rng)
+    systems["bad_pixel_frac"] = np.clip(sample_prior(P["bad_pixel_frac"], n_all, rng), 0, 1)
+    systems["wise_brightmask_frac"] = np.clip(sample_prior(P["wise_brightmask_frac"], n_all, rng), 0, 1)
 
     # --- rows: hosts -> stamps with labels. Hosts are ordered by brick (as survey cutouts are),
-    # so a render batch meets few distinct PSFs; labels stay independent of everything.
+    # so a render batch meets few distinct PSFs.
     order = np.argsort(h_brick, kind="stable")
-    h_brick, h_ra, h_dec = h_brick[order], h_ra[order], h_dec[order]
+    h_brick, h_ra, h_dec, host_control, sky_weight = h_brick[order], h_ra[order], h_dec[order], host_control[order], sky_weight[order]
     systems = systems.iloc[order].reset_index(drop=True)
     if cfg.paired:
-        row_host = np.repeat(np.arange(n_hosts), 2)[:n_rows]
-        is_control = np.tile([1, 0], n_hosts)[:n_rows]
+        paired_hosts = np.flatnonzero(np.isin(order, np.arange(n_hosts)))
+        solo = np.flatnonzero(~np.isin(order, np.arange(n_hosts)))
+        row_host = np.concatenate([np.repeat(paired_hosts, 2)[:n_rows], solo])
+        is_control = np.concatenate([np.tile([1, 0], len(paired_hosts))[:n_rows], np.ones(len(solo), dtype=np.int64)])
     else:
-        row_host = np.arange(n_rows)
-        is_control = (rng.uniform(0, 1, n_rows) < cfg.control_fraction).astype(np.int64)
+        row_host = np.arange(n_all)
+        is_control = host_control.astype(np.int64)
     inj = is_control == 0
-    n = n_rows
+    n = len(row_host)
     brick = h_brick[row_host]
     df = pd.DataFrame(
         {
@@ -216,13 +271,14 @@ def sample_population(cfg: SimConfig) -> pd.DataFrame:
             "is_control": is_control.astype(np.int64),
         }
     )
-    df["region_split"] = df["region_id"].map(split_of)
+    df["region_split"] = "train" if all_train else df["region_id"].map(split_of)
     row_sys = systems.iloc[row_host].reset_index(drop=True)
     for k in HOST_COLUMNS + ("bad_pixel_frac", "wise_brightmask_frac"):
         df[k] = row_sys[k].to_numpy()
     if cfg.population == "physical":
         for k in PHYSICAL_HOST_EXTRAS:
             df[k] = row_sys[k].to_numpy()
+    df["sky_weight"] = np.where(inj, sky_weight[row_host], 1.0)
 
     psf_r = b_psf_r[brick]
     df["psfsize_r"] = psf_r

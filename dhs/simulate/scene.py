@@ -16,9 +16,10 @@ scatter by ~0.05-0.2 arcsec).
 morphologies lens finders confuse with lensed arcs, as *hosts* so that they occur among controls
 and injections alike:
 
-- ``lrg_tangential_companion``: a small blue elongated galaxy 1.2-3.5 arcsec from the LRG with its
-  major axis tangential (an arc look-alike);
-- ``lrg_alignment``: two or three small blue galaxies 1-4 arcsec around the LRG (chance alignment);
+- ``lrg_tangential_companion``: a small blue elongated galaxy 0.5-3.5 arcsec from the LRG with its
+  major axis tangential (an arc look-alike), r 20.5-24.5 from the field's number counts;
+- ``lrg_alignment``: two or three small blue galaxies 1-4 arcsec around the LRG (chance alignment;
+  the field's neighbours already make alignments at sky rates, so it belongs to training only);
 - ``spiral``: red bulge + exponential disc + blue logarithmic arms;
 - ``ring``: a bulge with a blue, lumpy ring of radius 1.2-3.5 arcsec (a collisional or resonance ring);
 - ``merger``: the host and a partner 1-3.5 arcsec away with one or two tidal tails;
@@ -52,6 +53,10 @@ from scipy import special, stats
 from dhs.simulate import keyed
 
 HOST_KINDS = ("lrg", "lrg_tangential_companion", "lrg_alignment", "spiral", "ring", "merger", "edge_on")
+# the look-alike companions' r magnitudes follow the field's blue number counts (slope 0.33 / mag),
+# not the host's brightness: a bright host does not bring a bright companion
+COMPANION_R_MAG = (20.5, 24.5)
+COMPANION_SEP_ARCSEC = (0.5, 3.5)
 DEG2_PER_ARCSEC2 = 1.0 / 3600.0**2
 MAX_NEIGHBOURS = 24
 MAX_STARS = 6
@@ -90,24 +95,37 @@ class SceneConfig:
     subpixel: bool = True
     centroid_error_arcsec: float = 0.1
     host_kinds: Mapping[str, float] = field(default_factory=lambda: {"lrg": 1.0})
+    host_kinds_train: Mapping[str, float] | None = None   # the train split's frequencies (None: host_kinds)
     neighbours: NeighbourCounts | None = field(default_factory=NeighbourCounts)
     stars: StarCounts | None = field(default_factory=StarCounts)
     companion_probability: float = 0.15
 
     @classmethod
-    def from_params(cls, centring: Mapping | None, host_kinds: Mapping | None, fields: Mapping | None) -> "SceneConfig":
+    def from_params(cls, centring: Mapping | None, host_kinds: Mapping | None, fields: Mapping | None,
+                    host_kinds_train: Mapping | None = None) -> "SceneConfig":
         centring, fields = dict(centring or {}), dict(fields or {})
         kw = {"subpixel": centring.get("subpixel", True), "centroid_error_arcsec": float(centring.get("centroid_error_arcsec", 0.0)),
-              "host_kinds": dict(host_kinds or {"lrg": 1.0}),
+              "host_kinds": dict(host_kinds or {"lrg": 1.0}), "host_kinds_train": dict(host_kinds_train) if host_kinds_train else None,
               "companion_probability": float(fields.get("companion_probability", 0.0))}
         kw["neighbours"] = NeighbourCounts(**fields["neighbours"]) if fields.get("neighbours") else None
         kw["stars"] = StarCounts(**fields["stars"]) if fields.get("stars") else None
         return cls(**kw)
 
-    def kind_cdf(self) -> tuple[list[str], np.ndarray]:
-        names = [k for k in HOST_KINDS if self.host_kinds.get(k, 0.0) > 0]
-        p = np.array([self.host_kinds[k] for k in names], float)
+    def kind_cdf(self, train: bool = False) -> tuple[list[str], np.ndarray]:
+        kinds = self.host_kinds_train if train and self.host_kinds_train else self.host_kinds
+        names = [k for k in HOST_KINDS if kinds.get(k, 0.0) > 0]
+        p = np.array([kinds[k] for k in names], float)
         return names, np.cumsum(p / p.sum())
+
+    def kinds_of(self, u: np.ndarray, train: np.ndarray) -> np.ndarray:
+        """Host kind of each stamp from its uniform ``u``: the train split's rows (``train``) from
+        ``host_kinds_train``, the others from ``host_kinds``."""
+        out = np.empty(len(u), dtype=object)
+        for is_train in (False, True):
+            sel = train == is_train
+            names, cdf = self.kind_cdf(is_train)
+            out[sel] = np.array(names, dtype=object)[np.minimum(np.searchsorted(cdf, u[sel], side="right"), len(names) - 1)]
+        return out
 
 
 @dataclass
@@ -195,9 +213,8 @@ def sample_scene(rows: pd.DataFrame, cfg: SceneConfig, seed: int, grid_half_widt
         hy += rad * np.sin(ang)
 
     # --- host kind
-    names, cdf = cfg.kind_cdf()
-    kind_idx = np.minimum(np.searchsorted(cdf, u_m[:, 0], side="right"), len(names) - 1)
-    kinds = np.array(names, dtype=object)[kind_idx]
+    train = (rows["region_split"].to_numpy() == "train") if "region_split" in rows.columns else np.zeros(B, dtype=bool)
+    kinds = cfg.kinds_of(u_m[:, 0], train)
     um = u_m[:, 1:]
 
     host_r = rows["host_r_mag"].to_numpy(float)
@@ -225,9 +242,9 @@ def sample_scene(rows: pd.DataFrame, cfg: SceneConfig, seed: int, grid_half_widt
     i = sel("lrg_tangential_companion")
     if len(i):
         u = um[i]
-        sep, ang = _u(u[:, 0], 1.2, 3.5), 2 * np.pi * u[:, 1]
-        dmag = _u(u[:, 2], 2.0, 4.5)
-        pieces.add("sersic", i, band_fluxes(host_r[i] + dmag, blue_gr(u[:, 3]), blue_rz(u[:, 4])), reff_arcsec=_u(u[:, 5], 0.2, 0.5),
+        sep, ang = _u(u[:, 0], *COMPANION_SEP_ARCSEC), 2 * np.pi * u[:, 1]
+        mag = _power_law_mags(u[:, 2], NeighbourCounts.slope_per_mag, *COMPANION_R_MAG)
+        pieces.add("sersic", i, band_fluxes(mag, blue_gr(u[:, 3]), blue_rz(u[:, 4])), reff_arcsec=_u(u[:, 5], 0.2, 0.5),
                    n=_u(u[:, 6], 0.5, 1.5), q=_u(u[:, 7], 0.2, 0.5), phi_rad=ang + np.pi / 2,
                    x_arcsec=hx[i] + sep * np.cos(ang), y_arcsec=hy[i] + sep * np.sin(ang))
 
@@ -240,7 +257,8 @@ def sample_scene(rows: pd.DataFrame, cfg: SceneConfig, seed: int, grid_half_widt
             k = i[n_gal > j]
             uj = u[n_gal > j, 1 + 9 * j: 10 + 9 * j]
             sep, ang = _u(uj[:, 0], 1.0, 4.0), 2 * np.pi * uj[:, 1]
-            pieces.add("sersic", k, band_fluxes(host_r[k] + _u(uj[:, 2], 2.5, 5.0), blue_gr(uj[:, 3]), blue_rz(uj[:, 4])),
+            mag = _power_law_mags(uj[:, 2], NeighbourCounts.slope_per_mag, *COMPANION_R_MAG)
+            pieces.add("sersic", k, band_fluxes(mag, blue_gr(uj[:, 3]), blue_rz(uj[:, 4])),
                        reff_arcsec=_u(uj[:, 5], 0.15, 0.45), n=_u(uj[:, 6], 0.5, 1.5), q=_u(uj[:, 7], 0.3, 1.0),
                        phi_rad=np.pi * uj[:, 8], x_arcsec=hx[k] + sep * np.cos(ang), y_arcsec=hy[k] + sep * np.sin(ang))
 

@@ -22,6 +22,10 @@ Rendered metrics (controls carry 0):
 - ``arc_snr``: peak-pixel SNR of the noise-free r-band arc after the PSF,
   max_pix arc_r / sqrt(var_r), var_r the pixel's noise variance: sky plus the photon noise of
   everything in the pixel (host, field and arc). The Phase 4d proxy uses the peak definition.
+- ``arc_snr_int``: the arc's matched-filter S/N in the best band, sqrt(sum arc_b^2 / var_b): the
+  S/N of the whole arc in a perfectly lens-subtracted image (``dhs.simulate.visibility``).
+- ``mu_reff_over_psf``: magnification x source half-light radius / r PSF FWHM (arc-like above ~0.5).
+- ``discoverable``: 1 where LensPop's criteria hold at the stamp's own seeing and ``arc_snr_int``.
 """
 
 from __future__ import annotations
@@ -43,9 +47,27 @@ from dhs.simulate.population import mag_to_nmgy
 from dhs.simulate.psf import PSFSpectra
 from dhs.simulate.render import lensed_knots, lensed_sersic, oversample_for, render_profile, unlensed_sersic
 from dhs.simulate.scene import Components, band_fluxes, sample_scene
+from dhs.simulate.visibility import lenspop_criteria, matched_filter_snr, mu_reff_over_psf
 
 PROFILES = {"sersic": unlensed_sersic, **MORPHOLOGY_PROFILES}
-METRIC_COLUMNS = ("arc_snr", "total_injected_flux_r", "magnification", "lensed_src_r_mag", "knot_flux_fraction")
+METRIC_COLUMNS = ("arc_snr", "arc_snr_int", "mu_reff_over_psf", "discoverable", "total_injected_flux_r", "magnification",
+                  "lensed_src_r_mag", "knot_flux_fraction")
+
+
+def visibility_metrics(rows: pd.DataFrame, arc: torch.Tensor, variance: torch.Tensor, magnification: np.ndarray) -> dict[str, np.ndarray]:
+    """Per row, from the noise-free arc (B, 3, N, N) and the pixel noise variance it is drawn
+    against (``dhs.simulate.visibility``): ``arc_snr_int`` (matched-filter S/N in the best band),
+    ``mu_reff_over_psf`` (magnification x source half-light radius / r PSF FWHM) and
+    ``discoverable`` (1 where LensPop's criteria hold at the row's own seeing and S/N; 0 for
+    controls, whose arc is empty)."""
+    snr = matched_filter_snr(arc, variance).amax(dim=1).cpu().numpy()
+    psf = rows["psf_fwhm_used_r"].to_numpy(float)
+    reff = rows["src_reff_arcsec"].to_numpy(float)
+    mu = np.asarray(magnification, float)
+    inj = rows["is_control"].to_numpy() == 0
+    disc = lenspop_criteria(rows["theta_e_arcsec"].to_numpy(float), reff, psf, mu, snr)["discoverable"] & inj
+    return {"arc_snr_int": np.where(inj, snr, 0.0), "mu_reff_over_psf": np.where(inj, mu_reff_over_psf(mu, reff, psf), 0.0),
+            "discoverable": disc.astype(np.int64)}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -284,18 +306,21 @@ def render_rows(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) -> tup
     if not ok.all():
         images[torch.as_tensor(~ok, device=device)] = 0.0
     arc_r = nf.arc[:, 1:2]
-    var_r = pixel_variance(nf.scene[:, 1:2], arc_r, sig_t[:, 1:2], gain_t[:, 1:2], cfg.noise_model)
+    var = pixel_variance(nf.scene, nf.arc, sig_t, gain_t, cfg.noise_model)
+    var_r = var[:, 1:2]
     metrics = {
         "arc_snr": (arc_r / var_r.sqrt()).flatten(1).amax(dim=1).clamp_min(0).double().cpu().numpy(),
         "total_injected_flux_r": arc_r.flatten(1).sum(dim=1).double().cpu().numpy(),
         "magnification": nf.magnification,
         "knot_flux_fraction": nf.knot_flux_fraction,
+        **visibility_metrics(rows, nf.arc, var, nf.magnification),
     }
     mu = metrics["magnification"]
     with np.errstate(divide="ignore", invalid="ignore"):
         metrics["lensed_src_r_mag"] = np.where(mu > 0, rows["src_r_mag"].to_numpy(float) - 2.5 * np.log10(np.where(mu > 0, mu, 1.0)), 0.0)
     for k in METRIC_COLUMNS:
         rows[k] = np.where(ok, metrics[k], 0.0)
+    rows["discoverable"] = rows["discoverable"].astype(np.int64)
     for k, v in nf.scene_columns.items():
         rows[k] = v
     rows["control_kind"] = np.where(rows["is_control"].to_numpy() == 1, rows["host_kind"].to_numpy(), "")

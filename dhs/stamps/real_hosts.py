@@ -62,7 +62,7 @@ from dhs.simulate.config import SimConfig
 from dhs.simulate.noise import pixel_variance
 from dhs.simulate.population import (AB_ZP_NMGY, PHYSICAL_HOST_EXTRAS, assign_region_splits, fill_bookkeeping, fill_injection_columns,
                                      physical_systems, uniform_systems)
-from dhs.simulate.survey import noise_inputs, render_arcs, resolve_device
+from dhs.simulate.survey import noise_inputs, render_arcs, resolve_device, visibility_metrics
 from dhs.stamps.centring import measure_centres
 
 REQUIRED = ("ra", "dec", "brickname", "psfsize_g", "psfsize_r", "psfsize_z", "psfdepth_g", "psfdepth_r", "psfdepth_z", "ebv", "flux_r")
@@ -237,13 +237,15 @@ def paint(rows: pd.DataFrame, cutouts: np.ndarray, cfg: SimConfig, device: torch
         out[idx] += z * (arc[idx].clamp_min(0) / gain_t[idx][..., None, None]).sqrt()
     arc_r = arc[:, 1:2]
     # the cutout holds sky + host + its noise: its positive part stands in for the host light
-    var_r = pixel_variance(x[:, 1:2].clamp_min(0), arc_r, sig_t[:, 1:2], gain_t[:, 1:2], cfg.noise_model)
+    var = pixel_variance(x.clamp_min(0), arc, sig_t, gain_t, cfg.noise_model)
+    var_r = var[:, 1:2]
     mu = magnification
     with np.errstate(divide="ignore", invalid="ignore"):
         lensed = np.where(mu > 0, rows["src_r_mag"].to_numpy(float) - 2.5 * np.log10(np.where(mu > 0, mu, 1.0)), 0.0)
     metrics = {"arc_snr": (arc_r / var_r.sqrt()).flatten(1).amax(dim=1).clamp_min(0).double().cpu().numpy(),
                "total_injected_flux_r": arc_r.flatten(1).sum(dim=1).double().cpu().numpy(),
                "magnification": magnification, "knot_flux_fraction": knot_frac, "lensed_src_r_mag": lensed,
+               **visibility_metrics(rows, arc, var, magnification),
                "host_dy_px": centres[:, 0].double().cpu().numpy(), "host_dx_px": centres[:, 1].double().cpu().numpy()}
     for j, b in enumerate(BANDS):
         metrics[f"sky_sigma_{b}_nmgy"] = sigma[:, j]
@@ -297,6 +299,7 @@ def write_host_dataset(hp: dict[str, Any], cfg: SimConfig, out_dir: str | Path, 
             images, metrics = paint(rows, cut, cfg, device)
             for k, v in metrics.items():
                 rows[k] = np.where(ok, v, 0.0)
+            rows["discoverable"] = rows["discoverable"].astype(np.int64)
             rows["cutout_ok"] = ok.astype(np.int64)
             rows["bad_pixel_frac"] = [bad_of.get(h, 1.0) for h in rows["host_id"]]
             rows["control_kind"] = np.where(rows["is_control"].to_numpy() == 1, "real_host", "")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from dhs.params import load_params, section
 from dhs.simulate import fused
 from dhs.simulate.config import ConfigError, SimConfig
+from dhs.simulate.population import sample_population
 from dhs.simulate.render import _grow_by_one_pixel, lensed_sersic, render_profile, unlensed_sersic
 from tests.conftest import REPO
 
@@ -157,9 +158,10 @@ def test_auto_renders_a_small_cpu_run_eagerly_and_leaves_a_large_one_to_compile(
     assert fused.compile_mode() == "auto"
     try:
         fused.set_compile_mode("auto")
-        summary = write_synthetic_dataset(SimConfig.from_params(small_sim_params(n_stamps=16, compile="auto")), tmp_path / "s",
-                                          progress=False)
+        cfg = SimConfig.from_params(small_sim_params(n_stamps=16, compile="auto"))
+        summary = write_synthetic_dataset(cfg, tmp_path / "s", progress=False)
         assert summary["compiled"] is False and fused.compile_mode() == "off"
-        assert sum(summary["rows_written_by_split"].values()) == 16
+        # 16 stamps and the test split's control-only stamps (simulate.extra_controls)
+        assert sum(summary["rows_written_by_split"].values()) == len(sample_population(cfg)) > 16
     finally:
         fused.set_compile_mode("auto")

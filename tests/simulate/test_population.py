@@ -103,13 +103,22 @@ def test_detectable_subset_matches_the_lenspop_forecast(systems):
 
 
 def test_survey_hosts_are_label_independent_and_controls_carry_no_source():
+    """Training shares one host population between the classes (pitfall 9); val and test controls
+    come from the search sample (volume-weighted), whose hosts are less massive than lenses'."""
     p = copy.deepcopy(PARAMS)
     p.update(device="cpu", n_stamps=6000)
     cfg = SimConfig.from_params(p)
+    assert cfg.control_hosts == "parent"
     pop = sample_population(cfg)
     ctl, inj = pop[pop.is_control == 1], pop[pop.is_control == 0]
+    train = pop[pop.region_split == "train"]
     for col in ("host_r_mag", "host_reff_arcsec", "host_g_minus_r", "z_l", "sigma_v_kms"):
-        assert stats.ks_2samp(ctl[col], inj[col]).pvalue > 0.01, col
+        assert stats.ks_2samp(train.loc[train.is_control == 1, col], train.loc[train.is_control == 0, col]).pvalue > 0.01, col
+    measure = pop[pop.region_split != "train"]
+    mc, mi = measure[measure.is_control == 1], measure[measure.is_control == 0]
+    assert mc.sigma_v_kms.median() < mi.sigma_v_kms.median() - 20
+    for col in ("psfsize_r", "psfdepth_r", "ebv", "bad_pixel_frac"):   # conditions stay label-independent everywhere
+        assert stats.ks_2samp(mc[col], mi[col]).pvalue > 0.01, col
     for col in ("theta_e_arcsec", "src_r_mag", "z_s", "src_x_arcsec"):
         assert (ctl[col] == 0).all(), col
     assert (inj.theta_e_arcsec > 0).all() and (inj.z_s > inj.z_l).all()

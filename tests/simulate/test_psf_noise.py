@@ -127,8 +127,9 @@ def _population(n: int):
 
 
 def test_arc_light_wrapped_by_the_circular_convolution_is_negligible():
-    """Arcs drawn from the default population, convolved circularly on the stamp and linearly (zero
-    padding, scipy): the wrapped light is ~4e-5 of the flux (median), below 1e-3 for 99 % of the
+    """Arcs drawn from the default population (lessons up to theta_E 2.4 arcsec, the measurement
+    population tilted towards large theta_E), convolved circularly on the stamp and linearly (zero
+    padding, scipy): the wrapped light is ~4e-5 of the flux (median), below 2e-3 for 99 % of the
     arcs, and below 1e-2 even for the largest Einstein radii (~3.5 arcsec) reaching the edges."""
     cfg, pop = _population(400)
     inj = pop[pop["is_control"] == 0]
@@ -147,8 +148,8 @@ def test_arc_light_wrapped_by_the_circular_convolution_is_negligible():
             lin = fftconvolve(unit[i].numpy(), kern[i, b], mode="same")
             flux_err.append(abs(circ[i, b].sum() - lin.sum()) / circ[i, b].sum())
             pix_err.append(np.abs(circ[i, b] - lin).max() / circ[i, b].max())
-    assert max(flux_err) < 1e-2 and np.quantile(flux_err, 0.99) < 1e-3 and np.median(flux_err) < 2e-4
-    assert max(pix_err) < 1e-2 and np.quantile(pix_err, 0.99) < 1e-3
+    assert max(flux_err) < 1e-2 and np.quantile(flux_err, 0.99) < 2e-3 and np.median(flux_err) < 2e-4
+    assert max(pix_err) < 1e-2 and np.quantile(pix_err, 0.99) < 2e-3
 
 
 def test_host_margin_recovers_the_light_scattered_in_from_beyond_the_stamp():

@@ -201,14 +201,21 @@ def _rows(n, seed=3):
 
 
 def test_host_kinds_follow_the_mix_and_not_the_label():
+    """The train split's kinds follow host_kinds_train (look-alikes oversampled), val and test
+    follow host_kinds (sky rates); within each, the kind is independent of the label."""
     cfg, pop = _rows(6000)
+    assert cfg.host_kinds_train and dict(cfg.host_kinds_train) != dict(cfg.host_kinds)
     sc = sample_scene(pop, cfg.scene, cfg.seed, grid_half_width_arcsec=12.6)
     kinds = pd.Series(sc.columns["host_kind"])
-    want = pd.Series(cfg.host_kinds) / sum(cfg.host_kinds.values())
-    got = kinds.value_counts(normalize=True).reindex(want.index, fill_value=0)
-    assert stats.chisquare(got * len(kinds), want * len(kinds)).pvalue > 1e-3
-    table = pd.crosstab(kinds, pop["is_control"].to_numpy())
-    assert stats.chi2_contingency(table).pvalue > 0.01  # pitfall 9: kind independent of the label
+    train = pop["region_split"].to_numpy() == "train"
+    for sel, mix in ((train, cfg.host_kinds_train), (~train, cfg.host_kinds)):
+        want = pd.Series(mix) / sum(mix.values())
+        k = kinds[sel]
+        got = k.value_counts().reindex(want.index, fill_value=0)
+        assert set(k) <= set(want.index)
+        assert stats.chisquare(got, want * len(k)).pvalue > 1e-3
+        table = pd.crosstab(k, pop["is_control"].to_numpy()[sel])
+        assert stats.chi2_contingency(table).pvalue > 0.01  # pitfall 9: the kind is independent of the label
     for col in ("n_neighbours", "n_stars", "has_companion", "host_x_arcsec"):
         v = pd.Series(sc.columns[col])
         assert stats.ks_2samp(v[pop.is_control.to_numpy() == 1], v[pop.is_control.to_numpy() == 0]).pvalue > 0.01, col
@@ -225,7 +232,7 @@ def test_host_centres_are_sub_pixel_phase_plus_centroid_error():
     frac = (sc.host_x_arcsec / PIX) % 1.0
     assert stats.kstest(frac, "uniform").pvalue > 1e-3  # no preferred sub-pixel phase
     # paired stamps share the scene (keyed by host)
-    cfg2 = config(n_stamps=200, paired=True)
+    cfg2 = config(n_stamps=200, paired=True, extra_controls={})
     pop2 = sample_population(cfg2)
     sc2 = sample_scene(pop2, cfg2.scene, cfg2.seed, grid_half_width_arcsec=12.6)
     g = pd.DataFrame({"h": pop2.host_id, "x": sc2.host_x_arcsec, "n": sc2.columns["n_neighbours"]}).groupby("h").nunique()
@@ -264,7 +271,7 @@ def test_a_star_lands_on_its_position_with_its_flux():
 def test_injection_lens_sits_on_the_host_not_the_stamp_centre():
     """The survey's arc equals the same lens and source rendered at the stamp centre and moved by
     the host's offset (a Fourier shift of the PSF-convolved image)."""
-    cfg = config(n_stamps=48, paired=True, failed_cutout_fraction=0.0, knots=None, noise={"photon_noise": False, "correlation": "none"},
+    cfg = config(n_stamps=48, paired=True, extra_controls={}, failed_cutout_fraction=0.0, knots=None, noise={"photon_noise": False, "correlation": "none"},
                  dtype="float64", population="uniform")
     pop = sample_population(cfg)
     nf = render_noise_free(pop, cfg, torch.device("cpu"))
@@ -294,7 +301,7 @@ def test_injection_lens_sits_on_the_host_not_the_stamp_centre():
 
 
 def test_paired_difference_is_the_arc_plus_its_own_photon_noise():
-    cfg = config(n_stamps=64, paired=True, failed_cutout_fraction=0.0)
+    cfg = config(n_stamps=64, paired=True, extra_controls={}, failed_cutout_fraction=0.0)
     pop = sample_population(cfg)
     batches = list(render_batches(pop, cfg))
     rows = pd.concat([b.rows for b in batches], ignore_index=True)

@@ -40,15 +40,19 @@ def test_splits_are_region_disjoint_and_non_empty():
     assert splits_per_region.max() == 1
     n_regions = pop.groupby("region_split")["region_id"].nunique()
     assert set(n_regions.index) == {"train", "val", "test"}
-    assert n_regions["train"] == 28 and n_regions["val"] == 4 and n_regions["test"] == 8
+    frac = cfg.split_fractions
+    assert n_regions["val"] == round(frac["val"] * 40) and n_regions["test"] == round(frac["test"] * 40)
+    assert n_regions["train"] == 40 - n_regions["val"] - n_regions["test"]
     # bricks belong to one region; host positions to one split
     assert pop.groupby("brickname")["region_id"].nunique().max() == 1
     assert pop.groupby(["ra", "dec"])["region_split"].nunique().max() == 1
 
 
 def test_controls_and_injections_share_hosts_and_conditions():
-    """Pitfall 9: the label is independent of host and conditions (two-sample KS tests)."""
-    pop = sample_population(config(n_stamps=6000))
+    """Pitfall 9: the label is independent of host and conditions (two-sample KS tests), with the
+    val and test controls on the hosts of lenses (``control_hosts: lens``) and no control-only
+    stamps; with the defaults it holds in the train split (tests/simulate/test_population.py)."""
+    pop = sample_population(config(n_stamps=6000, control_hosts="lens", extra_controls={}))
     ctl, inj = pop[pop.is_control == 1], pop[pop.is_control == 0]
     for col in ("psfsize_r", "psfdepth_r", "host_r_mag", "host_reff_arcsec", "bad_pixel_frac", "wise_brightmask_frac", "ebv"):
         assert stats.ks_2samp(ctl[col], inj[col]).pvalue > 0.01, col
@@ -90,7 +94,7 @@ def test_blank_stamp_noise_matches_depth_formula():
     """A stamp with no host and no arc holds sky noise only; its per-pixel sigma per band is
     the depth formula's (within 5%)."""
     cfg = config(n_stamps=200, control_fraction=1.0, failed_cutout_fraction=0.0, priors={"host_r_mag": {"dist": "const", "value": 60.0}},
-                 fields={}, population="uniform")
+                 fields={}, population="uniform", host_kinds={"lrg": 1.0}, host_kinds_train=None)
     rows, img = render_all(cfg)
     for j, b in enumerate("grz"):
         expected = sky_sigma_nmgy(rows[f"psfdepth_{b}"], rows[f"psf_fwhm_used_{b}"])
@@ -102,7 +106,7 @@ def test_blank_stamp_noise_matches_depth_formula():
 def test_paired_mode_differs_only_by_the_arc():
     """Without photon noise the difference is exactly the arc (with it, the arc plus its own
     photon noise: tests/test_scene.py)."""
-    cfg = config(n_stamps=64, paired=True, failed_cutout_fraction=0.0, noise={"photon_noise": False, "correlation": "none"})
+    cfg = config(n_stamps=64, paired=True, extra_controls={}, failed_cutout_fraction=0.0, noise={"photon_noise": False, "correlation": "none"})
     rows, img = render_all(cfg)
     assert (rows.groupby("host_id").is_control.agg(sorted).map(tuple) == (0, 1)).all()
     ctl = img[rows.is_control.to_numpy() == 1]
