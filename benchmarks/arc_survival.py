@@ -49,6 +49,7 @@ from dhs.stamps.centring import subtract_radial_profile_about_host
 REPO = Path(__file__).resolve().parents[1]
 THETA_PSF_BINS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, np.inf)
 HOST_R_BINS = (-np.inf, 18.0, 19.0, 20.0, np.inf)
+MU_BINS = (0.0, 3.0, 5.0, 10.0, np.inf)
 
 
 def arc_as_received(images: torch.Tensor, arcs: torch.Tensor, norm: NormConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -60,8 +61,9 @@ def arc_as_received(images: torch.Tensor, arcs: torch.Tensor, norm: NormConfig) 
     stats = torch.from_numpy(annulus_stats(without.numpy(), mask))
     unit = dataclasses.replace(norm, radial_profile_subtract=False, clip=float("inf"))
     x_with, x_without = normalize(images, unit, stats), normalize(without, unit, stats)
-    shape = norm.radial_profile_shape
-    seen = (subtract_radial_profile_about_host(x_with, shape=shape) - subtract_radial_profile_about_host(x_without, shape=shape))[:, 1].flatten(1)
+    shape, stat = norm.radial_profile_shape, norm.radial_profile_statistic
+    seen = (subtract_radial_profile_about_host(x_with, shape=shape, statistic=stat)
+            - subtract_radial_profile_about_host(x_without, shape=shape, statistic=stat))[:, 1].flatten(1)
     true = (x_with - x_without)[:, 1].flatten(1)
     kept = (seen * true).sum(1) / (true * true).sum(1).clamp_min(1e-12)
     peak = seen.gather(1, true.argmax(1, keepdim=True))[:, 0] / true.amax(1).clamp_min(1e-12)
@@ -77,6 +79,8 @@ def main() -> None:
     ap.add_argument("--scores", help="a score table (data/scores/ARCH.parquet) to print the finder's completeness beside")
     ap.add_argument("--metrics", help="that arch's completeness metrics (metrics/completeness/ARCH.json): the threshold")
     ap.add_argument("--fpr", type=float, default=0.01, help="the operating point, one of evaluation.fprs")
+    ap.add_argument("--statistic", choices=("median", "low_quantile"), help="the host profile's statistic (default: params)")
+    ap.add_argument("--split", default="test", help="the split whose injections are rendered (test: the measurement population)")
     a = ap.parse_args()
     if bool(a.scores) != bool(a.metrics):
         raise SystemExit("--scores and --metrics go together (the threshold comes from the completeness metrics)")
@@ -85,11 +89,13 @@ def main() -> None:
     sim.update(n_stamps=max(int(sim["n_stamps"]), 4 * a.n), device="cpu")
     cfg = SimConfig.from_params(sim)
     norm = NormConfig.from_params(p["preprocess"])
+    if a.statistic:
+        norm = dataclasses.replace(norm, radial_profile_statistic=a.statistic)
     if not norm.radial_profile_subtract or norm.radial_profile_centre != "host":
         raise SystemExit(f"{a.params}: preprocess.radial_profile_subtract must be true with radial_profile_centre: host")
     set_compile_mode("off")   # a few thousand stamps: compiling would cost more than it saves
     pop = sample_population(cfg)
-    inj = pop[(pop.is_control == 0) & (pop.cutout_ok == 1)].iloc[: a.n]
+    inj = pop[(pop.is_control == 0) & (pop.cutout_ok == 1) & (pop.region_split == a.split)].iloc[: a.n]
     device = torch.device("cpu")
     parts = []
     for b in range(0, len(inj), a.batch):
@@ -97,20 +103,24 @@ def main() -> None:
         rendered, images = render_rows(rows, cfg, device)
         arcs = render_noise_free(rows, cfg, device).arc.float()
         kept, peak = arc_as_received(images, arcs, norm)
-        parts.append(rendered[["arc_snr", "theta_e_arcsec", "psf_fwhm_used_r", "host_r_mag"]].assign(kept=kept, peak=peak))
+        parts.append(rendered[["arc_snr", "theta_e_arcsec", "psf_fwhm_used_r", "host_r_mag", "magnification"]].assign(kept=kept, peak=peak))
         print(f"  rendered {min(b + a.batch, len(inj))}/{len(inj)}", flush=True)
     d = pd.concat(parts)
     d = d[d.arc_snr >= a.min_snr]
     d["theta_e/psf"] = pd.cut(d.theta_e_arcsec / d.psf_fwhm_used_r, THETA_PSF_BINS, right=False)
     d["host r"] = pd.cut(d.host_r_mag, HOST_R_BINS, right=False)
-    print(f"{len(d)} injections with arc SNR >= {a.min_snr:g}: fraction of the arc the finder receives (r band; "
-          f"profile in {norm.radial_profile_shape} annuli about the host)")
-    for col in ("theta_e/psf", "host r"):
+    d["mu"] = pd.cut(d.magnification, MU_BINS, right=False)
+    print(f"{len(d)} {a.split} injections with arc SNR >= {a.min_snr:g}: fraction of the arc the finder receives (r band; "
+          f"profile: {norm.radial_profile_statistic} in {norm.radial_profile_shape} annuli about the host)")
+    for col in ("theta_e/psf", "host r", "mu"):
         g = d.groupby(col, observed=True)
         t = pd.DataFrame({"n": g.size(), "kept q25": g.kept.quantile(0.25), "kept median": g.kept.median(),
                           "kept q75": g.kept.quantile(0.75), "at peak": g.peak.median()})
         print(t.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"all: kept median {d.kept.median():.3f}, at peak {d.peak.median():.3f}")
+    lens_like = d[(d.magnification >= 5) & (d.theta_e_arcsec / d.psf_fwhm_used_r >= 1)]
+    print(f"mu >= 5 and theta_E / PSF >= 1: kept median {lens_like.kept.median():.3f} "
+          f"[q25 {lens_like.kept.quantile(0.25):.3f}, q75 {lens_like.kept.quantile(0.75):.3f}] of {len(lens_like)} arcs")
     if a.scores:
         found_by_bin(a.scores, a.metrics, a.fpr, a.min_snr)
 

@@ -24,7 +24,8 @@ if os.environ.get("PYTEST_XDIST_WORKER") is not None:
 def small_sim_params(**over) -> dict:
     p = yaml.safe_load(open(REPO / "params.yaml"))["simulate"]
     p = copy.deepcopy(p)
-    p.update({"n_stamps": 240, "n_regions": 10, "failed_cutout_fraction": 0.0, "device": "cpu"})
+    # no control-only stamps: exactly n_stamps rows (the stamps stage's tests and the pipeline copies keep them)
+    p.update({"n_stamps": 240, "n_regions": 10, "failed_cutout_fraction": 0.0, "device": "cpu", "extra_controls": {}})
     p.update(over)
     return p
 

@@ -22,6 +22,13 @@ leaves a dipole in the core that a finder reads as a lens; catalogue cutouts put
 arbitrary sub-pixel positions, so the measured centre is the default.
 Then values are clipped to +-``clip`` (20: a clip at 10 flattened bright arcs).
 
+Input (``input``): ``residual`` gives the network that one (3, H, W) view. ``raw_and_residual``
+gives (6, H, W): first the annulus-normalised stamp before the host's removal, asinh-stretched,
+asinh(x / ``raw_softening``) (sky noise near-linear, a host core of 1000 noise units ~6.5), then
+the host-subtracted view above. A removal that takes part of an arc or ring with the host (an
+arc covering most of its annulus moves the annulus' median) leaves the raw view intact; raw and
+subtracted images together do better than either (Ishida et al. 2024, arXiv 2411.07492).
+
 Core dropout (``core_dropout_p``, ``core_dropout_radius_px``; training only): with
 probability p per stamp, the central disc r_px <= radius of the normalised image is replaced by
 Gaussian noise with each band's sky median and robust sigma measured in the normalisation
@@ -67,11 +74,19 @@ class NormConfig:
     radial_profile_subtract: bool = False  # subtract the azimuthal median profile (inference too)
     radial_profile_centre: str = "host"    # about the measured host centre | about the stamp centre ("stamp")
     radial_profile_shape: str = "circle"   # circle | ellipse: annuli of the host's measured shape (centre "host" only)
+    radial_profile_statistic: str = "median"  # median | low_quantile: the host level of an annulus from its lower tail (ellipse only)
     residual_noise_scale: bool = False     # after the subtraction, divide by the noise measured on the residual
     residual_noise_profile: bool = False   # then each annulus by its own residual scatter where it exceeds that noise
+    input: str = "residual"                # residual: the stamp after the host's removal | raw_and_residual: also the raw stamp
+    raw_softening: float = 3.0             # raw view: asinh(x / this), x the annulus-normalised stamp (noise units)
     shift_px: int = 0                      # training only: random whole-pixel shifts up to this per axis
     core_dropout_p: float = 0.0  # training only: probability per stamp of replacing the core by noise
     core_dropout_radius_px: float = 5.0  # training only: radius of that core disc, pixels
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the network: 3 (one g, r, z view) or 6 (raw and host-subtracted)."""
+        return 6 if self.input == "raw_and_residual" else 3
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml") -> "NormConfig":
@@ -109,12 +124,14 @@ def normalize(x: torch.Tensor, cfg: NormConfig, stats: torch.Tensor | None = Non
         else:
             scale = dev.median(dim=-1).values * MAD_TO_SIGMA  # (B, C)
         x = (x - med[..., None, None]) / scale.clamp_min(1e-12)[..., None, None]
+    raw = torch.asinh(x / cfg.raw_softening) if cfg.input == "raw_and_residual" else None
     if cfg.radial_profile_subtract:
         local = None
         if cfg.radial_profile_centre == "host" and cfg.residual_noise_profile:
-            x, local = subtract_radial_profile_about_host(x, shape=cfg.radial_profile_shape, with_noise=True)
+            x, local = subtract_radial_profile_about_host(x, shape=cfg.radial_profile_shape, with_noise=True,
+                                                          statistic=cfg.radial_profile_statistic)
         elif cfg.radial_profile_centre == "host":
-            x = subtract_radial_profile_about_host(x, shape=cfg.radial_profile_shape)
+            x = subtract_radial_profile_about_host(x, shape=cfg.radial_profile_shape, statistic=cfg.radial_profile_statistic)
         else:
             x = subtract_radial_profile(x)
         if cfg.residual_noise_scale and cfg.mode != "none":
@@ -124,7 +141,8 @@ def normalize(x: torch.Tensor, cfg: NormConfig, stats: torch.Tensor | None = Non
                 # inside a bright host the scatter is its photon noise (and what the profile leaves),
                 # many times the sky's: there the residual is put in units of that scatter instead
                 x = x / (local / sky).clamp_min(1.0)
-    return x.clamp(-cfg.clip, cfg.clip)
+    x = x.clamp(-cfg.clip, cfg.clip)
+    return x if raw is None else torch.cat([raw, x], dim=1)
 
 
 def residual_noise(x: torch.Tensor, cfg: NormConfig) -> torch.Tensor:

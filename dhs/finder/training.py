@@ -116,9 +116,10 @@ class TrainConfig:
                 raise ParamsError(f"{source}: train.hybrid_metadata: {exc}") from None
         return cls(arch=arch, **merged)
 
-    def spec(self, stamp_size: int) -> ModelSpec:
+    def spec(self, stamp_size: int, channels: int = 3) -> ModelSpec:
         meta = self.hybrid_metadata if self.arch == "hybrid" else ()
-        return ModelSpec(self.arch, stamp_size, self.stem, tuple(meta), colour=bool(self.colour_conditioning), theta_head=bool(self.theta_head))
+        return ModelSpec(self.arch, stamp_size, self.stem, tuple(meta), colour=bool(self.colour_conditioning), theta_head=bool(self.theta_head),
+                         channels=channels)
 
     def params_hash(self, norm: NormConfig, augment: bool, data_digest: str = "") -> str:
         d = dataclasses.asdict(self)
@@ -396,7 +397,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     if simulate and sim.stamp_size != stamp_size:
         raise TrainingError(f"simulate.stamp_size is {sim.stamp_size} but the cached val split holds {stamp_size} px stamps: "
                             f"rerun the stamps stage")
-    spec = cfg.spec(stamp_size)
+    spec = cfg.spec(stamp_size, norm.channels)
     # host colours from the raw stamps (dhs.finder.colours), independent of the normalisation
     col_train = split_host_colours(train_split) if spec.colour and not simulate else None
     col_val = split_host_colours(val_split) if spec.colour else None

@@ -15,11 +15,11 @@ from dhs.models.torchvision_nets import resnet18_trunk
 
 
 class Hybrid(nn.Module):
-    def __init__(self, n_meta: int, stem: str = "cifar", meta_hidden: int = 64):
+    def __init__(self, n_meta: int, stem: str = "cifar", meta_hidden: int = 64, in_channels: int = 3):
         super().__init__()
         if n_meta < 1:
             raise ValueError("the hybrid model needs at least one metadata column (train.hybrid_metadata)")
-        self.trunk = resnet18_trunk(stem)
+        self.trunk = resnet18_trunk(stem, in_channels)
         self.meta = nn.Sequential(nn.Linear(n_meta, meta_hidden), nn.ReLU(inplace=True), nn.Linear(meta_hidden, meta_hidden), nn.ReLU(inplace=True))
         self.head = nn.Linear(512 + meta_hidden, 1)
 

@@ -28,13 +28,16 @@ def _build_base(spec: ModelSpec) -> nn.Module:
         raise ValueError(f"stamp_size must be 64 or 96, got {spec.stamp_size}")
     if spec.arch != "hybrid" and spec.metadata:
         raise ValueError(f"{spec.arch} takes no metadata; only the hybrid does")
+    if spec.channels not in (3, 6):
+        raise ValueError(f"channels must be 3 or 6, got {spec.channels}")
+    c = spec.channels
     if spec.arch == "small_cnn":
-        return SmallCNN()
+        return SmallCNN(in_channels=c)
     if spec.arch == "resnet18":
-        return resnet18(spec.stem)
+        return resnet18(spec.stem, c)
     if spec.arch == "efficientnet_b0":
-        return efficientnet_b0()
+        return efficientnet_b0(c)
     if spec.arch == "convnext_tiny":
-        return convnext_tiny()
+        return convnext_tiny(c)
     check_metadata_columns(spec.metadata)
-    return Hybrid(len(spec.metadata), spec.stem)
+    return Hybrid(len(spec.metadata), spec.stem, in_channels=c)

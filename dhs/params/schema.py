@@ -105,7 +105,13 @@ def _noise_profile(v: dict, key: str, source: str) -> None:
                     "residual_noise_scale: true and a mode other than none (it scales the host-subtracted residual)", True)
 
 
-PREPROCESS = Section(rules=(_annulus, _noise_profile), fields={
+def _profile_statistic(v: dict, key: str, source: str) -> None:
+    if v["radial_profile_statistic"] != "median" and not (v["radial_profile_centre"] == "host" and v["radial_profile_shape"] == "ellipse"):
+        raise _fail(source, f"{key}.radial_profile_statistic", "low_quantile needs radial_profile_centre: host and "
+                    "radial_profile_shape: ellipse", v["radial_profile_statistic"])
+
+
+PREPROCESS = Section(rules=(_annulus, _noise_profile, _profile_statistic), fields={
     "mode": Choice("annulus_common", "annulus_per_band", "none", default="annulus_common"),
     "clip": Float(default=20.0, lo=0, open_lo=True),
     "annulus_inner_frac": Float(default=0.65, lo=0, hi=1.5),
@@ -114,8 +120,11 @@ PREPROCESS = Section(rules=(_annulus, _noise_profile), fields={
     "radial_profile_subtract": Bool(default=False),
     "radial_profile_centre": Choice("host", "stamp", default="host"),
     "radial_profile_shape": Choice("circle", "ellipse", default="circle"),
+    "radial_profile_statistic": Choice("median", "low_quantile", default="median"),
     "residual_noise_scale": Bool(default=False),
     "residual_noise_profile": Bool(default=False),
+    "input": Choice("residual", "raw_and_residual", default="residual"),
+    "raw_softening": Float(default=3.0, lo=0, open_lo=True),
     "shift_px": Int(default=0, lo=0, hi=8, must="must be an integer in [0, 8] (pixels; training-only shifts)"),
     "core_dropout_p": Float(default=0.0, lo=0, hi=1, must="must be a probability in [0, 1]"),
     "core_dropout_radius_px": Float(default=5.0, lo=0, open_lo=True, unit="pixels"),

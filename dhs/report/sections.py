@@ -298,7 +298,7 @@ def _visible_arcs(ctx: Context, arch: str, inj: pd.DataFrame, split, row_of: pd.
     def view(ids: list[str], cubes: list[np.ndarray]) -> list[np.ndarray]:
         idx = row_of.loc[ids].to_numpy()
         st = torch.from_numpy(stats[idx]) if stats is not None else None
-        return list(normalize(torch.from_numpy(np.stack(cubes)), norm, st).numpy())
+        return list(normalize(torch.from_numpy(np.stack(cubes)), norm, st)[:, -3:].numpy())   # the host-subtracted view
 
     rows, found = [], vis["score"] > score
     for what, sel in (("missed", vis[~found]), ("found", vis[found])):

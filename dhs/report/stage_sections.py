@@ -107,6 +107,7 @@ def completeness(ctx: Context) -> Section:
             parts.append(f"<p>AUROC {fmt(ld.value.get('auroc'), 4)} on the {esc(ld.value.get('eval_split'))} split "
                          f"({fmt((ld.value.get('rows') or {}).get('injections'))} injections, "
                          f"{fmt((ld.value.get('rows') or {}).get('controls'))} controls); from {esc(rel)}.</p>")
+            parts.append(summaries.sky_table(ld.value))
             parts.append(summaries.completeness_table(ld.value))
             excluded = summaries.excluded_table(ld.value)
             if excluded:

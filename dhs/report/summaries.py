@@ -33,7 +33,43 @@ def _boot(c: Mapping[str, Any] | None) -> str:
     return "\u2014" if c.get("boot_lo") is None else f"[{fmt(c['boot_lo'], 3)}, {fmt(c['boot_hi'], 3)}]"
 
 
-GROUP_LABELS = {"overall": "every injection", "theta_e_over_psf_ge_1": "\u03b8E/PSF \u2265 1"}
+GROUP_LABELS = {"overall": "every injection", "theta_e_over_psf_ge_1": "\u03b8E/PSF \u2265 1", "discoverable": "LensPop-discoverable"}
+
+
+def _neff(c: Mapping[str, Any] | None) -> str:
+    c = c or {}
+    n_eff = c.get("n_eff")
+    if c.get("n") is None:
+        return "\u2014"
+    return f"{fmt(c['n'])} (n_eff {round(float(n_eff)) if isinstance(n_eff, (int, float)) else fmt(n_eff)})"
+
+
+def sky_table(doc: Mapping[str, Any]) -> str:
+    """The sky-weighted headline: per operating point, completeness of all lenses and of the
+    LensPop-discoverable ones as they occur on the sky, with Wilson (at n_eff) and region-bootstrap
+    intervals; the discoverable fraction; how far the look-alike rate moves it."""
+    sky = doc.get("sky") or {}
+    if not isinstance(sky, Mapping) or not sky:
+        return ""
+    look = (doc.get("lookalike_sensitivity") or {}).get("max_discoverable_shift") or {}
+    rows = []
+    for t in doc.get("thresholds") or []:
+        name = t.get("name") if isinstance(t, Mapping) else None
+        cell = sky.get(name) if name else None
+        if not isinstance(cell, Mapping):
+            continue
+        for group in ("all", "discoverable"):
+            c = cell.get(group)
+            if isinstance(c, Mapping):
+                rows.append([name, "every lens" if group == "all" else "LensPop-discoverable", interval(c), _boot(c), _neff(c),
+                             fmt(look.get(name), 3) if group == "discoverable" and look.get(name) is not None else "\u2014"])
+    frac = sky.get("discoverable_fraction") if isinstance(sky.get("discoverable_fraction"), Mapping) else None
+    head = (f"<p>Completeness of lenses as they occur on the sky: each injection weighted back to the physical population "
+            f"({'sky_weight' if sky.get('weighted') else 'unit weights: the score table has no sky_weight'}); "
+            f"n_eff is Kish's effective sample size."
+            + (f" Discoverable fraction of all lenses: {interval(frac)} (region bootstrap {_boot(frac)})." if frac else "") + "</p>")
+    return head + table(rows, ["threshold", "lenses", "completeness [Wilson 95% at n_eff]", "region bootstrap 95%", "injections",
+                               "look-alike rate x0.5 / x2 moves it by"]) if rows else ""
 
 
 def completeness_table(doc: Mapping[str, Any]) -> str:

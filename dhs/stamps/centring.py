@@ -257,6 +257,15 @@ def _axis_ratio_map(q: torch.Tensor, r_circ: torch.Tensor) -> torch.Tensor:
 
 def _binned_lower_median(values: torch.Tensor, bins: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(lower median of ``values`` per bin, count per bin): (R, P) values, (R, P) int64 bin ids."""
+    (med,), counts = _binned_quantiles(values, bins, n_bins, (None,))
+    return med, counts
+
+
+def _binned_quantiles(values: torch.Tensor, bins: torch.Tensor, n_bins: int,
+                      qs: tuple[float | None, ...]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """([order statistic at each q of ``qs`` per bin], count per bin): (R, P) values, (R, P) int64
+    bin ids; q None is the lower median (index (count - 1) // 2), a number the index
+    floor(q x (count - 1))."""
     order = values.argsort(dim=1, stable=True)
     b = bins.gather(1, order)
     v = values.gather(1, order)
@@ -264,12 +273,28 @@ def _binned_lower_median(values: torch.Tensor, bins: torch.Tensor, n_bins: int) 
     v = v.gather(1, order2)
     counts = torch.zeros(values.shape[0], n_bins, dtype=torch.int64, device=values.device).scatter_add_(1, bins, torch.ones_like(bins))
     start = counts.cumsum(1) - counts
-    pick = (start + ((counts - 1).clamp_min(0) // 2)).clamp(0, values.shape[1] - 1)
-    return v.gather(1, pick), counts
+    out = []
+    for q in qs:
+        off = (counts - 1).clamp_min(0) // 2 if q is None else ((counts - 1).clamp_min(0).double() * q).floor().long()
+        out.append(v.gather(1, (start + off).clamp(0, values.shape[1] - 1)))
+    return out, counts
+
+
+# The host level of an annulus from its lower tail: an arc raises the pixels it covers, so the
+# 10th and 30th percentiles stay the host's (plus noise) while the arc covers less than ~70 % of the
+# annulus, where the median holds only below 50 %. For Gaussian scatter about a level h,
+# q30 = h - 0.5244 s and q10 = h - 1.2816 s, so h = q30 + 0.5244 (q30 - q10) / 0.7572.
+LOW_QUANTILES = (0.10, 0.30)
+_Z10, _Z30 = 1.2816, 0.5244
+
+
+def low_quantile_level(q10: torch.Tensor, q30: torch.Tensor) -> torch.Tensor:
+    """The level of Gaussian scatter from its 10th and 30th percentiles (see LOW_QUANTILES)."""
+    return q30 + _Z30 * (q30 - q10) / (_Z10 - _Z30)
 
 
 def elliptical_profile_about(x: torch.Tensor, centres_px: torch.Tensor, q: torch.Tensor, phi: torch.Tensor,
-                             softening: float = PROFILE_SOFTENING) -> torch.Tensor:
+                             softening: float = PROFILE_SOFTENING, statistic: str = "median") -> torch.Tensor:
     """(B, C, N, N) each band's median profile in elliptical annuli about ``centres_px`` (B, 2),
     evaluated at every pixel: major axis at ``phi`` (B,), axis ratio ``q`` either (B,) or (B, S) at
     the radii ``shape_node_radii_px()`` (``host_shape_profile``; linear in the circular radius
@@ -302,7 +327,13 @@ def elliptical_profile_about(x: torch.Tensor, centres_px: torch.Tensor, q: torch
     node = -node
     empty = counts == 0
     node = torch.where(empty, torch.arange(n_bins, device=x.device, dtype=torch.float32)[None] + 0.5, node)
-    prof, _ = _binned_lower_median(x.reshape(B * C, H * W).float(), k.repeat_interleave(C, dim=0), n_bins)
+    if statistic == "median":
+        prof, _ = _binned_lower_median(x.reshape(B * C, H * W).float(), k.repeat_interleave(C, dim=0), n_bins)
+    elif statistic == "low_quantile":
+        (q10, q30), _ = _binned_quantiles(x.reshape(B * C, H * W).float(), k.repeat_interleave(C, dim=0), n_bins, LOW_QUANTILES)
+        prof = low_quantile_level(q10, q30)
+    else:
+        raise ValueError(f"profile statistic must be median or low_quantile, got {statistic!r}")
     prof = prof.reshape(B, C, n_bins)
     # an empty annulus takes the profile of the nearest filled one inside it
     ar = torch.arange(n_bins, device=x.device)[None].expand(B, n_bins)
@@ -319,7 +350,7 @@ def elliptical_profile_about(x: torch.Tensor, centres_px: torch.Tensor, q: torch
 
 
 def subtract_radial_profile_about_host(x: torch.Tensor, search_radius_px: float = SEARCH_RADIUS_PX, shape: str = "circle",
-                                       with_noise: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                                       with_noise: bool = False, statistic: str = "median") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """x minus its median profile about the measured host centre: in circular annuli
     (``shape="circle"``) or in elliptical annuli of the host's measured shape (``"ellipse"``).
 
@@ -329,17 +360,19 @@ def subtract_radial_profile_about_host(x: torch.Tensor, search_radius_px: float 
     photon noise of its light, not the sky, sets the scatter; dividing by it puts an arc in units
     of the noise it sits on, the way its SNR is defined."""
     centres = measure_centres(x, search_radius_px)
+    if statistic != "median" and shape != "ellipse":
+        raise ValueError(f"the {statistic} profile statistic is for elliptical annuli (shape ellipse), got shape {shape!r}")
     if shape == "circle":
-        def profile(v):
+        def profile(v, stat="median"):
             return radial_profile_about(v, centres)
     elif shape == "ellipse":
         q, phi = host_shape_profile(shape_detection_image(x, centres))
 
-        def profile(v):
-            return elliptical_profile_about(v, centres, q, phi)
+        def profile(v, stat="median"):
+            return elliptical_profile_about(v, centres, q, phi, statistic=stat)
     else:
         raise ValueError(f"profile shape must be circle or ellipse, got {shape!r}")
-    res = x - profile(x)
+    res = x - profile(x, statistic)
     if not with_noise:
         return res
     return res, profile(res.abs()).mean(dim=1, keepdim=True) * MAD_TO_SIGMA

@@ -171,3 +171,33 @@ def test_noise_profile_needs_the_host_subtraction_it_scales():
 
     with pytest.raises(ValueError, match="residual_noise_profile"):
         preprocess_from_params({"augment": True, "radial_profile_subtract": False, "residual_noise_profile": True})
+
+
+def test_raw_and_residual_input_gives_six_channels_the_models_take():
+    """``preprocess.input: raw_and_residual``: the asinh-stretched annulus-normalised stamp, then
+    the host-subtracted view (the same as ``input: residual`` gives alone); every arch builds with
+    six input channels and scores such a batch."""
+    import dataclasses
+
+    from dhs.models.registry import build_model
+    from dhs.models.spec import ModelSpec
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.indices((64, 64)) - 31.5
+    host = 400.0 * np.exp(-np.hypot(xx, yy) / 3.0)
+    x = torch.tensor(host[None, None] + rng.normal(0, 1, (4, 3, 64, 64)), dtype=torch.float32)
+    base = NormConfig(mode="annulus_common", radial_profile_subtract=True, radial_profile_shape="ellipse", residual_noise_scale=True)
+    both = dataclasses.replace(base, input="raw_and_residual", raw_softening=3.0)
+    assert base.channels == 3 and both.channels == 6
+    one, two = normalize(x, base), normalize(x, both)
+    assert one.shape == (4, 3, 64, 64) and two.shape == (4, 6, 64, 64)
+    torch.testing.assert_close(two[:, 3:], one)
+    scaled = normalize(x, NormConfig(mode="annulus_common", clip=1e9))
+    torch.testing.assert_close(two[:, :3], torch.asinh(scaled / 3.0))
+    assert two[:, :3, 30:34, 30:34].mean() > 4.0 and one[:, :, 30:34, 30:34].abs().mean() < 3.0  # the core is kept in the raw view only
+    for arch in ("small_cnn", "resnet18", "efficientnet_b0"):
+        model = build_model(ModelSpec(arch, 64, channels=6)).eval()
+        with torch.no_grad():
+            assert model(two).shape == (4,)
+    with pytest.raises(ValueError, match="channels"):
+        build_model(ModelSpec("small_cnn", 64, channels=4))

@@ -158,7 +158,7 @@ def test_auto_renders_a_small_cpu_run_eagerly_and_leaves_a_large_one_to_compile(
     assert fused.compile_mode() == "auto"
     try:
         fused.set_compile_mode("auto")
-        cfg = SimConfig.from_params(small_sim_params(n_stamps=16, compile="auto"))
+        cfg = SimConfig.from_params(small_sim_params(n_stamps=16, compile="auto", extra_controls={"test": 2.0}))
         summary = write_synthetic_dataset(cfg, tmp_path / "s", progress=False)
         assert summary["compiled"] is False and fused.compile_mode() == "off"
         # 16 stamps and the test split's control-only stamps (simulate.extra_controls)

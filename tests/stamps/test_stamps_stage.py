@@ -28,6 +28,14 @@ def small_params(tmp: Path, n: int = 240, name: str = "params.yaml", **sim) -> P
     return path
 
 
+def n_rows(params: Path) -> int:
+    """The rows the simulated survey of ``params`` holds: n_stamps and the control-only stamps."""
+    from dhs.simulate.config import SimConfig
+    from dhs.simulate.population import sample_population
+
+    return len(sample_population(SimConfig.from_params(yaml.safe_load(params.read_text())["simulate"])))
+
+
 def _with_stamps(params: Path, **stamps) -> Path:
     """``params`` with these ``stamps`` settings, rewritten in place."""
     p = yaml.safe_load(params.read_text())
@@ -49,14 +57,16 @@ def test_stage_is_deterministic_and_accounts_for_every_row(tmp_path):
     assert tree_digest(tmp_path / "ca") == tree_digest(tmp_path / "cb")  # and cache
     assert all(k.startswith("region_split=") and k.endswith(".parquet") for k in d1)
     assert m1 == m2
-    assert m1["rows_read"] == 240 == m1["rows_used"] + m1["rows_rejected"]
+    n = n_rows(params)
+    assert n > 240   # the test split's control-only stamps (simulate.extra_controls)
+    assert m1["rows_read"] == n == m1["rows_used"] + m1["rows_rejected"]
     assert m1["rejected_by_reason"] == {"cutout_not_ok": m1["rows_rejected"]} and m1["rows_rejected"] > 0
     per_split = sum(v["used"] + sum(v["rejected"].values()) for s in m1["by_split_label"].values() for v in s.values())
-    assert per_split == 240
+    assert per_split == n
     assert m1["region_disjoint"] and m1["host_disjoint"]
     assert set(m1["n_regions_by_split"]) == {"train", "val", "test"}
     metrics_file = json.loads((tmp_path / "m1.json").read_text())
-    assert metrics_file["rows_read"] == 240
+    assert metrics_file["rows_read"] == n
 
 
 def test_stage_output_reads_as_hive_parquet_with_decodable_stamps(tmp_path):
@@ -66,7 +76,7 @@ def test_stage_output_reads_as_hive_parquet_with_decodable_stamps(tmp_path):
     stamps_stage.run(str(params), str(tmp_path / "out"), str(tmp_path / "m.json"), str(tmp_path / "cache"), progress=False)
     table = ds.dataset(tmp_path / "out", format="parquet", partitioning="hive").to_table()
     df = table.to_pandas()
-    assert len(df) == 120 and set(df.region_split) == {"train", "val", "test"}
+    assert len(df) == n_rows(params) and set(df.region_split) == {"train", "val", "test"}
     ok = df[df.cutout_ok == 1]
     img = decode_stamp(ok.stamp_npz.iloc[0], stamp_size=64)
     assert img.shape == (3, 64, 64) and img.dtype.name == "float32"
@@ -89,7 +99,7 @@ def test_killed_stage_leaves_previous_output_untouched(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert tree_digest(out) == before
-    assert json.loads((tmp_path / "m.json").read_text())["rows_read"] == 120
+    assert json.loads((tmp_path / "m.json").read_text())["rows_read"] == n_rows(params)
     # the next run clears the dead run's temporary directory
     stamps_stage.run(str(params), str(out), str(tmp_path / "m.json"), str(tmp_path / "cache"), progress=False)
     assert not list(tmp_path.glob(".stamps.*.tmp"))
@@ -109,7 +119,7 @@ def test_writer_processes_write_and_validate_what_one_process_does(tmp_path):
         runs[workers] = (m, tree_digest(tmp_path / f"s{workers}"), tree_digest(tmp_path / f"c{workers}"))
     (m0, s0, c0), (m2, s2, c2) = runs[0], runs[2]
     assert len(s0) >= 8 and s2 == s0 and c2 == c0
-    assert m0["rows_read"] == 300 and m0["rejected_by_reason"].get("cutout_not_ok", 0) > 0
+    assert m0["rows_read"] == n_rows(params) and m0["rejected_by_reason"].get("cutout_not_ok", 0) > 0
     assert (tmp_path / "m2.json").read_text() == (tmp_path / "m0.json").read_text()
     assert not list(tmp_path.glob(".c*"))   # the kept pixels' scratch directories are gone
 
@@ -212,7 +222,7 @@ def test_killed_validation_leaves_no_orphan_workers_and_the_next_run_clears_its_
     small = small_params(tmp_path, n=120)
     stamps_stage.run(str(small), str(data / "stamps"), str(tmp_path / "m.json"), str(data / "cache"), progress=False)
     assert not list(data.glob(".cache.*.tmp")) and not list(data.glob(".stamps.*.tmp"))  # ... the next run clears
-    assert json.loads((tmp_path / "m.json").read_text())["rows_read"] == 120
+    assert json.loads((tmp_path / "m.json").read_text())["rows_read"] == n_rows(small)
 
 
 @pytest.mark.slow
