@@ -1,6 +1,6 @@
 """Every GPU measurement and the GPU-only tests in one run, one table at the end.
 
-    python benchmarks/gpu_check.py [--out gpu_check] [--budget-s 450] [--quick]
+    python benchmarks/gpu_check.py [--out gpu_check] [--budget-s 900] [--quick]
 
 Meant for one GPU machine with the project installed (CI has no GPU; everything here also runs
 on a CPU with ``--device cpu --quick``, which is how its own test runs it). Steps, each under its
@@ -11,6 +11,8 @@ own time limit, their full output kept in ``--out``/<step>.log:
   writer processes (as `stamps.write_workers: auto` starts them on a GPU) against one (bench_stamps.py);
 - train: the training loop per arch (bench_train.py);
 - fresh: the train stage's loop on cached against freshly rendered batches (bench_fresh_training.py);
+- learning: discoverable completeness against the training budget (learning_curve.py), on the
+  default stamps (built first with the stamps stage when data/cache is missing);
 - tests: the tests marked ``gpu`` (``pytest -m gpu``).
 
 The table names the card and every figure with the step it came from; the README's GPU
@@ -59,6 +61,11 @@ def steps(device: str, quick: bool) -> list[tuple[str, list[str], float, list[tu
           ("train stage loop, cache, images/s", r"^train stage loop, train.data: cache\s+([\d,]+)"),
           ("train stage loop, simulate, images/s", r"^train stage loop, train.data: simulate\s+([\d,]+)"),
           ("simulate / cache", r"^ratio simulate / cache: ([\d.]+)")]),
+        # the learning curve of issue "train on lessons": discoverable completeness by training budget, continued on a GPU
+        ("learning", py + [b + "learning_curve.py", "--device", device, "--build-cache", "--work", "gpu_check/learning_curve",
+                           "--steps", *(["2"] if quick else ["3000", "15000"])], 0.5,
+         [(f"discoverable completeness at FPR 0.01 after {s} steps", rf"^{s} steps\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+([\d.]+)")
+          for s in (["2"] if quick else ["3000", "15000"])]),
         ("tests", py + ["-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"], 0.05,
          [("gpu tests", r"^(\d+ passed.*|.*failed.*|.*no tests ran.*|\d+ skipped.*|\d+ deselected.*)$")]),
     ]
@@ -67,7 +74,7 @@ def steps(device: str, quick: bool) -> list[tuple[str, list[str], float, list[tu
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="gpu_check")
-    ap.add_argument("--budget-s", type=float, default=450.0, help="wall-clock budget shared by the steps (default 450 s)")
+    ap.add_argument("--budget-s", type=float, default=900.0, help="wall-clock budget shared by the steps (default 900 s)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script itself, measures nothing")
     ap.add_argument("--only", nargs="+", default=None, help="run these steps only")

@@ -122,16 +122,17 @@ def control_groups_spark(controls, thresholds: Mapping[str, Threshold], confiden
 
     cols = set(controls.columns)
     groups: list[tuple[str, str, Any]] = []
-    if "control_kind" in cols:
-        for r in controls.select("control_kind").distinct().collect():
-            kind = r["control_kind"]
-            if kind is not None and kind != "":
-                groups.append(("control_kind", kind, F.col("control_kind") == kind))
+    for col in ("control_kind", "core_kind"):   # the host's kind; the structure of an early type's core
+        if col in cols:
+            for r in controls.select(col).distinct().collect():
+                kind = r[col]
+                if kind is not None and kind not in ("", "none"):
+                    groups.append((col, kind, F.col(col) == kind))
     feature_col = {"with_companion": "has_companion", "with_star": "n_stars", "bright_neighbour_r_lt_21": "brightest_neighbour_r_mag"}
     for name, cond in CONTROL_FEATURES.items():
         if feature_col[name] in cols:
             groups.append(("feature", name, F.expr(cond)))
-    out: dict[str, Any] = {"control_kind": {}, "feature": {}}
+    out: dict[str, Any] = {"control_kind": {}, "core_kind": {}, "feature": {}}
     if not groups:
         return {}
     aggs = []
@@ -228,7 +229,7 @@ def measure(spark, scores_path: str, cfg: CompletenessConfig, extra_criteria: tu
     asked = cfg
     cfg = check_columns(sdf, cfg, src, tuple(extra_criteria))
     skipped = [b.name for b in asked.bins if b not in cfg.bins]
-    optional = ("arc_snr", "control_kind", "has_companion", "n_stars", "brightest_neighbour_r_mag", "sky_weight", DISCOVERABLE)
+    optional = ("arc_snr", "control_kind", "core_kind", "has_companion", "n_stars", "brightest_neighbour_r_mag", "sky_weight", DISCOVERABLE)
     sdf = sdf.select(*cfg.needed_columns(), *(c for c in optional if c in sdf.columns and c not in cfg.needed_columns()))
     rows = check_scores_spark(sdf, src)
     ev = sdf.where(F.col("split") == cfg.eval_split).cache()

@@ -160,6 +160,7 @@ PRESETS = ("demo", "production")
 
 # the simulated survey's host morphologies (simulate.host_kinds; train.host_kind_repeat)
 HOST_KINDS = ("lrg", "lrg_tangential_companion", "lrg_alignment", "spiral", "ring", "merger", "edge_on")
+CORE_KINDS = ("colour_gradient", "blue_nucleus", "off_centre_nucleus", "double_nucleus", "core_companion", "psf_mismatch")
 
 # the hyperparameters an arch may override (train.overrides.<arch>)
 TRAIN_HYPER = {
@@ -347,6 +348,8 @@ SIMULATE = Section(rules=(_simulate,), fields={
     "centring": Section(fields={"subpixel": Bool(default=True), "centroid_error_arcsec": Float(default=0.1, lo=0, unit="arcsec")}),
     "host_kinds": Map(default={"lrg": 1.0}, key=Str(choices=HOST_KINDS), closed=True, value=Float(lo=0), min_len=1),
     "host_kinds_train": Map(default=None, nullable=True, key=Str(choices=HOST_KINDS), closed=True, value=Float(lo=0), min_len=1),
+    # structure in early-type cores (fractions of those hosts; the rest smooth): dhs.simulate.scene.core_structures
+    "core_structures": Map(default={}, key=Str(choices=CORE_KINDS), closed=True, value=Float(lo=0, hi=1)),
     # the three populations (dhs.simulate.designs, docs/population.md)
     "lessons": Section(default=None, nullable=True, rules=(_lessons,), fields={
         "mu_min": Float(default=5.0, lo=1),

@@ -385,7 +385,8 @@ def false_positives(ctx: Context) -> Section:
                     c = g.get(t["name"], {})
                     cells.append("-" if c.get("fpr") is None else
                                  f"{fmt(c['fpr'], 4)} [{fmt(c['wilson_lo'], 4)}, {fmt(c['wilson_hi'], 4)}] ({c['k']})")
-                rows.append([f"{'kind' if group == 'control_kind' else 'feature'}: {name}", g.get("n_controls")] + cells)
+                label = {"control_kind": "kind", "core_kind": "core"}.get(group, "feature")
+                rows.append([f"{label}: {name}", g.get("n_controls")] + cells)
         parts.append(f"<p>From {esc(rel)}: how often each kind of control passes each threshold (k in brackets). The thresholds "
                      f"are set on all controls; a kind far above the overall rate is where the finder's false positives come "
                      f"from.</p>" + table(rows, heads))

@@ -13,7 +13,7 @@ from dhs.simulate.noise import CORRELATIONS, NoiseModel
 from dhs.simulate.physical_params import make_params
 from dhs.simulate.priors import PriorError, validate_prior
 from dhs.simulate.psf import PSF_MODELS
-from dhs.simulate.scene import HOST_KINDS, SceneConfig
+from dhs.simulate.scene import CORE_KINDS, HOST_KINDS, SceneConfig
 
 BANDS = ("g", "r", "z")
 
@@ -79,6 +79,7 @@ class SimConfig:
     centring: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"subpixel": True, "centroid_error_arcsec": 0.1})
     host_kinds: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"lrg": 1.0})
     host_kinds_train: Mapping[str, float] | None = None   # the train split's kinds (hard negatives oversampled); None: host_kinds
+    core_structures: Mapping[str, float] = dataclasses.field(default_factory=dict)  # early-type cores: fraction with each structure
     fields: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"neighbours": None, "stars": None, "companion_probability": 0.0})
     knots: Mapping[str, Any] | None = None        # None: smooth Sersic sources only
     noise: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {
@@ -90,7 +91,7 @@ class SimConfig:
 
     @functools.cached_property
     def scene(self) -> SceneConfig:
-        return SceneConfig.from_params(self.centring, self.host_kinds, self.fields, self.host_kinds_train)
+        return SceneConfig.from_params(self.centring, self.host_kinds, self.fields, self.host_kinds_train, self.core_structures)
 
     @functools.cached_property
     def lessons_config(self) -> LessonsConfig | None:
@@ -170,6 +171,10 @@ class SimConfig:
             need(not unknown_kinds, f"{name} names unknown kinds {unknown_kinds}; known kinds are {list(HOST_KINDS)}")
             need(all(float(v) >= 0 for v in kinds.values()) and sum(float(v) for v in kinds.values()) > 0,
                  f"{name} are relative frequencies: each >= 0, at least one > 0")
+        unknown_cores = sorted(set(self.core_structures) - set(CORE_KINDS))
+        need(not unknown_cores, f"core_structures names unknown kinds {unknown_cores}; known are {list(CORE_KINDS)}")
+        need(all(float(v) >= 0 for v in self.core_structures.values()) and sum(float(v) for v in self.core_structures.values()) <= 1.0,
+             f"core_structures are fractions of early-type hosts: each >= 0, together at most 1, got {dict(self.core_structures)}")
         need(self.control_hosts in ("lens", "parent"), f"control_hosts must be lens or parent, got {self.control_hosts!r}")
         need(set(self.extra_controls) <= {"train", "val", "test"} and all(0 <= float(v) <= 100 for v in self.extra_controls.values()),
              f"extra_controls maps splits (train, val, test) to multiples of their stamps in [0, 100], got {dict(self.extra_controls)}")

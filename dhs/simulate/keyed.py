@@ -32,6 +32,7 @@ STREAM_CENTRE = 10
 STREAM_FIELD = 11
 STREAM_MORPHOLOGY = 12
 STREAM_KNOTS = 13
+STREAM_CORE = 14
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:

@@ -63,6 +63,12 @@ MAX_STARS = 6
 
 # uniforms per stamp, by use (fixed layouts: a change in one use never shifts another's draws)
 _N_CENTRE = 4
+_N_CORE = 8
+# structure in an early-type host's core (simulate.core_structures): what separates a real core
+# from a smooth de Vaucouleurs profile, each a kind of host drawn independently of the label
+CORE_KINDS = ("colour_gradient", "blue_nucleus", "off_centre_nucleus", "double_nucleus", "core_companion", "psf_mismatch")
+# the host kinds whose core is an early type's (the others carry their own structure)
+EARLY_TYPE_KINDS = ("lrg", "lrg_tangential_companion", "lrg_alignment")
 _N_KIND = 1
 _N_MORPH = 40
 _N_COMPANION = 8
@@ -96,16 +102,18 @@ class SceneConfig:
     centroid_error_arcsec: float = 0.1
     host_kinds: Mapping[str, float] = field(default_factory=lambda: {"lrg": 1.0})
     host_kinds_train: Mapping[str, float] | None = None   # the train split's frequencies (None: host_kinds)
+    core_structures: Mapping[str, float] = field(default_factory=dict)   # fraction of early-type hosts with each; the rest smooth
     neighbours: NeighbourCounts | None = field(default_factory=NeighbourCounts)
     stars: StarCounts | None = field(default_factory=StarCounts)
     companion_probability: float = 0.15
 
     @classmethod
     def from_params(cls, centring: Mapping | None, host_kinds: Mapping | None, fields: Mapping | None,
-                    host_kinds_train: Mapping | None = None) -> "SceneConfig":
+                    host_kinds_train: Mapping | None = None, core_structures: Mapping | None = None) -> "SceneConfig":
         centring, fields = dict(centring or {}), dict(fields or {})
         kw = {"subpixel": centring.get("subpixel", True), "centroid_error_arcsec": float(centring.get("centroid_error_arcsec", 0.0)),
               "host_kinds": dict(host_kinds or {"lrg": 1.0}), "host_kinds_train": dict(host_kinds_train) if host_kinds_train else None,
+              "core_structures": dict(core_structures or {}),
               "companion_probability": float(fields.get("companion_probability", 0.0))}
         kw["neighbours"] = NeighbourCounts(**fields["neighbours"]) if fields.get("neighbours") else None
         kw["stars"] = StarCounts(**fields["stars"]) if fields.get("stars") else None
@@ -197,6 +205,7 @@ def sample_scene(rows: pd.DataFrame, cfg: SceneConfig, seed: int, grid_half_widt
     u_c = keyed.uniforms_np(seed, keyed.STREAM_CENTRE, key, _N_CENTRE)
     u_m = keyed.uniforms_np(seed, keyed.STREAM_MORPHOLOGY, key, _N_KIND + _N_MORPH)
     u_f = keyed.uniforms_np(seed, keyed.STREAM_FIELD, key, _N_FIELD)
+    u_k = keyed.uniforms_np(seed, keyed.STREAM_CORE, key, _N_CORE)
     pix = 0.262
 
     # --- centre: sub-pixel phase + catalogue centroid error
@@ -232,11 +241,13 @@ def sample_scene(rows: pd.DataFrame, cfg: SceneConfig, seed: int, grid_half_widt
     def sel(name):
         return np.flatnonzero(kinds == name)
 
-    # plain early types: the host alone
-    for name in ("lrg", "lrg_tangential_companion", "lrg_alignment"):
+    # plain early types: the host, with its core structure (which may take a share of its light)
+    core, host_share, nuclei, psf_factor = core_structures(cfg, kinds, u_k, pieces, host_flux_r, host_gr, host_rz, host_re, host_q,
+                                                           host_phi, hx, hy)
+    for name in EARLY_TYPE_KINDS:
         i = sel(name)
-        pieces.add("sersic", i, band_fluxes(host_r[i], host_gr[i], host_rz[i]), reff_arcsec=host_re[i], n=host_n[i], q=host_q[i],
-                   phi_rad=host_phi[i], x_arcsec=hx[i], y_arcsec=hy[i])
+        pieces.add("sersic", i, band_fluxes(host_r[i], host_gr[i], host_rz[i]) * host_share[i, None], reff_arcsec=host_re[i], n=host_n[i],
+                   q=host_q[i], phi_rad=host_phi[i], x_arcsec=hx[i], y_arcsec=hy[i])
 
     # a blue, elongated companion with its major axis tangential to the LRG
     i = sel("lrg_tangential_companion")
@@ -372,6 +383,10 @@ def sample_scene(rows: pd.DataFrame, cfg: SceneConfig, seed: int, grid_half_widt
         star_flux = band_fluxes(mag, gr, rz)
         if len(star_stamp):
             brightest_star = pd.Series(mag).groupby(star_stamp).min().reindex(range(B)).to_numpy()
+    # nuclei are point sources too: exact sub-pixel positions and fluxes with the stamp's PSF
+    star_stamp = np.concatenate([star_stamp, nuclei.stamp]).astype(int)
+    star_par = {k: np.concatenate([star_par[k], nuclei.params[k]]) for k in star_par}
+    star_flux = np.concatenate([star_flux, nuclei.flux])
     has_comp = np.zeros(B, bool)
     if cfg.companion_probability > 0:
         base = 3 + MAX_NEIGHBOURS * _N_PER_NEIGHBOUR + MAX_STARS * _N_PER_STAR
@@ -387,5 +402,81 @@ def sample_scene(rows: pd.DataFrame, cfg: SceneConfig, seed: int, grid_half_widt
 
     columns = {"host_kind": kinds.astype(str), "host_x_arcsec": hx, "host_y_arcsec": hy, "n_neighbours": n_nb.astype(np.int64),
                "n_stars": n_st.astype(np.int64), "has_companion": has_comp.astype(np.int64),
-               "brightest_neighbour_r_mag": brightest_nb, "brightest_star_r_mag": brightest_star}
+               "brightest_neighbour_r_mag": brightest_nb, "brightest_star_r_mag": brightest_star,
+               "core_kind": core.astype(str), "psf_mismatch": psf_factor}
     return Scene(hx, hy, pieces.by_profile, Components(star_stamp, star_par, star_flux), columns)
+
+
+def core_structures(cfg: SceneConfig, kinds: np.ndarray, u: np.ndarray, pieces: "_Pieces", host_flux_r, host_gr, host_rz, host_re,
+                    host_q, host_phi, hx, hy) -> tuple[np.ndarray, np.ndarray, Components, np.ndarray]:
+    """The core structure of each early-type host (``cfg.core_structures``: fractions, the rest
+    ``smooth``; other host kinds ``none``), from its own keyed uniforms ``u`` (B, _N_CORE). Adds
+    the extended parts to ``pieces``; returns (core kind per stamp, the share of the host's light
+    its main profile keeps, the nuclei as point sources, the factor on the true PSF FWHM).
+
+    - colour_gradient: an inner de Vaucouleurs of 0.15-0.35 R_e carrying 15-35 % of the light,
+      0-0.25 mag bluer or redder in g - r (early types' colour gradients);
+    - blue_nucleus: a point source of 0.5-3 % of the light, g - r 0.2-0.6, within 0.05 arcsec;
+    - off_centre_nucleus: the same 0.2-0.6 arcsec from the centre;
+    - double_nucleus: a second compact de Vaucouleurs (0.1-0.25 R_e, 10-30 % of the light) 0.4-1.2
+      arcsec away;
+    - core_companion: a compact blue galaxy (r 21-24.5 from the field's counts, 0.1-0.3 arcsec) 0.3-1.2
+      arcsec from the centre, overlapping the core;
+    - psf_mismatch: the stamp's true PSF 3-8 % broader or narrower than the one its metadata states
+      (``psf_fwhm_used_*``), for host, field and arc alike (PSF models are not exact)."""
+    B = len(kinds)
+    early = np.isin(kinds, EARLY_TYPE_KINDS)
+    core = np.where(early, "smooth", "none").astype(object)
+    names = [k for k in CORE_KINDS if cfg.core_structures.get(k, 0.0) > 0]
+    if names:
+        cum = np.cumsum([cfg.core_structures[k] for k in names])
+        pick = np.searchsorted(cum, u[:, 0], side="right")
+        has = early & (pick < len(names))
+        core[has] = np.array(names, dtype=object)[pick[has]]
+    share = np.ones(B)
+    ns, nx, ny, nf = [], [], [], []
+
+    def sel(name):
+        return np.flatnonzero(core == name)
+
+    i = sel("colour_gradient")
+    if len(i):
+        f = _u(u[i, 1], 0.15, 0.35)
+        d = _u(u[i, 2], -0.25, 0.25)
+        share[i] -= f
+        pieces.add("sersic", i, band_fluxes(22.5 - 2.5 * np.log10(host_flux_r[i] * f), host_gr[i] + d, host_rz[i] + d / 2),
+                   reff_arcsec=host_re[i] * _u(u[i, 3], 0.15, 0.35), n=4.0, q=host_q[i], phi_rad=host_phi[i], x_arcsec=hx[i], y_arcsec=hy[i])
+    for name, (lo, hi) in (("blue_nucleus", (0.0, 0.05)), ("off_centre_nucleus", (0.2, 0.6))):
+        i = sel(name)
+        if len(i):
+            f = _u(u[i, 1], 0.005, 0.03)
+            share[i] -= f
+            r, a = _u(u[i, 2], lo, hi), 2 * np.pi * u[i, 3]
+            ns.append(i)
+            nx.append(hx[i] + r * np.cos(a))
+            ny.append(hy[i] + r * np.sin(a))
+            nf.append(band_fluxes(22.5 - 2.5 * np.log10(host_flux_r[i] * f), _u(u[i, 4], 0.2, 0.6), _u(u[i, 5], 0.0, 0.4)))
+    i = sel("double_nucleus")
+    if len(i):
+        f = _u(u[i, 1], 0.10, 0.30)
+        share[i] -= f
+        r, a = _u(u[i, 2], 0.4, 1.2), 2 * np.pi * u[i, 3]
+        pieces.add("sersic", i, band_fluxes(22.5 - 2.5 * np.log10(host_flux_r[i] * f), host_gr[i] + _u(u[i, 4], -0.05, 0.05),
+                                            host_rz[i] + _u(u[i, 5], -0.05, 0.05)),
+                   reff_arcsec=np.clip(host_re[i] * _u(u[i, 6], 0.10, 0.25), 0.08, None), n=4.0, q=_u(u[i, 7], 0.6, 1.0),
+                   phi_rad=host_phi[i], x_arcsec=hx[i] + r * np.cos(a), y_arcsec=hy[i] + r * np.sin(a))
+    i = sel("core_companion")
+    if len(i):
+        r, a = _u(u[i, 1], 0.3, 1.2), 2 * np.pi * u[i, 2]
+        mag = _power_law_mags(u[i, 3], NeighbourCounts.slope_per_mag, 21.0, 24.5)
+        pieces.add("sersic", i, band_fluxes(mag, _u(u[i, 4], 0.2, 0.6), _u(u[i, 5], 0.1, 0.5)), reff_arcsec=_u(u[i, 6], 0.1, 0.3),
+                   n=1.0, q=_u(u[i, 7], 0.4, 1.0), phi_rad=np.pi * u[i, 1], x_arcsec=hx[i] + r * np.cos(a), y_arcsec=hy[i] + r * np.sin(a))
+    psf = np.ones(B)
+    i = sel("psf_mismatch")
+    if len(i):
+        psf[i] = 1.0 + np.where(u[i, 1] < 0.5, -1.0, 1.0) * _u(u[i, 2], 0.03, 0.08)
+    if ns:
+        nuclei = Components(np.concatenate(ns), {"x_arcsec": np.concatenate(nx), "y_arcsec": np.concatenate(ny)}, np.concatenate(nf))
+    else:
+        nuclei = Components(np.zeros(0, int), {"x_arcsec": np.zeros(0), "y_arcsec": np.zeros(0)}, np.zeros((0, 3)))
+    return core, share, nuclei, psf

@@ -267,6 +267,12 @@ def render_noise_free(rows: pd.DataFrame, cfg: SimConfig, device: torch.device) 
     pad = cfg.host_pad_px
     M = N + 2 * pad
     scene = sample_scene(rows, cfg.scene, cfg.seed, grid_half_width_arcsec=M * s / 2.0)
+    # the true PSF: the stated one (psf_fwhm_used_*) unless the host's core kind is psf_mismatch
+    mismatch = scene.columns["psf_mismatch"]
+    if not np.all(mismatch == 1.0):
+        rows = rows.copy()
+        for b in cfg.bands:
+            rows[f"psf_fwhm_used_{b}"] = rows[f"psf_fwhm_used_{b}"].to_numpy(float) * mismatch
 
     # --- scene light on the padded grid, one FFT pass per band for all of it
     pre = torch.zeros((B, 3, M, M), device=device, dtype=dtype)

@@ -4,6 +4,7 @@ and the noise model: each piece against an independent computation."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -271,7 +272,7 @@ def test_a_star_lands_on_its_position_with_its_flux():
 def test_injection_lens_sits_on_the_host_not_the_stamp_centre():
     """The survey's arc equals the same lens and source rendered at the stamp centre and moved by
     the host's offset (a Fourier shift of the PSF-convolved image)."""
-    cfg = config(n_stamps=48, paired=True, extra_controls={}, failed_cutout_fraction=0.0, knots=None, noise={"photon_noise": False, "correlation": "none"},
+    cfg = config(n_stamps=48, paired=True, extra_controls={}, core_structures={}, failed_cutout_fraction=0.0, knots=None, noise={"photon_noise": False, "correlation": "none"},
                  dtype="float64", population="uniform")
     pop = sample_population(cfg)
     nf = render_noise_free(pop, cfg, torch.device("cpu"))
@@ -375,3 +376,45 @@ def test_scene_config_rejects_unknown_kinds_and_keys():
         config(knots={**PARAMS["knots"], "sigma_arcsec": [0.01, 0.05]})
     assert set(HOST_KINDS) >= set(PARAMS["host_kinds"])
     assert isinstance(SceneConfig.from_params(None, None, None).host_kinds, dict)
+
+
+def test_core_structures_keep_the_hosts_light_follow_their_fractions_and_not_the_label():
+    """Each early-type host's core structure (simulate.core_structures) is drawn from its own keyed
+    uniforms, independently of the label, at the configured fractions; the host's own light keeps
+    its total (the structure takes its share, except an overlapping companion, which adds its own);
+    a PSF mismatch broadens or narrows host and arc alike while the stated PSF stays."""
+    cfg = config(n_stamps=4000, extra_controls={})
+    frac = dict(cfg.core_structures)
+    assert frac and sum(frac.values()) < 1
+    pop = sample_population(cfg)
+    sc = sample_scene(pop, cfg.scene, cfg.seed, grid_half_width_arcsec=12.6)
+    core = pd.Series(sc.columns["core_kind"])
+    early = np.isin(sc.columns["host_kind"], ("lrg", "lrg_tangential_companion", "lrg_alignment"))
+    assert (core[~early] == "none").all() and (core[early] != "none").all()
+    want = pd.Series({**frac, "smooth": 1 - sum(frac.values())})
+    got = core[early].value_counts().reindex(want.index, fill_value=0)
+    assert stats.chisquare(got, want / want.sum() * early.sum()).pvalue > 1e-3
+    assert stats.chi2_contingency(pd.crosstab(core[early], pop["is_control"].to_numpy()[early])).pvalue > 0.01
+    mism = sc.columns["psf_mismatch"]
+    assert (mism[core != "psf_mismatch"] == 1).all()
+    dev = np.abs(mism[core == "psf_mismatch"] - 1)
+    assert ((dev >= 0.03 - 1e-12) & (dev <= 0.08 + 1e-12)).all()
+    # light: every component of a host without a companion, before the PSF, adds up to the host's flux
+    host_flux = band_fluxes(pop["host_r_mag"], pop["host_g_minus_r"], pop["host_r_minus_z"])[:, 1]
+    bare = sample_scene(pop, dataclasses.replace(cfg.scene, neighbours=None, stars=None, companion_probability=0.0), cfg.seed,
+                        grid_half_width_arcsec=12.6)   # the same hosts and cores without a field
+    assert (bare.columns["core_kind"] == sc.columns["core_kind"]).all()
+    r_flux = np.zeros(len(pop))
+    for parts in bare.components.values():
+        for p in parts:
+            np.add.at(r_flux, p.stamp, p.flux[:, 1])
+    np.add.at(r_flux, bare.stars.stamp, bare.stars.flux[:, 1])
+    quiet = np.isin(sc.columns["host_kind"], ("lrg",)) & (core != "core_companion").to_numpy()
+    assert quiet.sum() > 1000 and (core[quiet] != "smooth").sum() > 500
+    np.testing.assert_allclose(r_flux[quiet], host_flux[quiet], rtol=1e-10)
+    # the rendered stamp: a mismatched PSF moves the light, the stated FWHM stays in the table
+    rows = pop.iloc[np.flatnonzero((core == "psf_mismatch").to_numpy())[:4]]
+    nf = render_noise_free(rows, cfg, torch.device("cpu"))
+    same = render_noise_free(rows, dataclasses.replace(cfg, core_structures={}), torch.device("cpu"))
+    assert not np.allclose(nf.scene.numpy(), same.scene.numpy(), rtol=1e-3)
+    np.testing.assert_allclose(nf.scene.numpy().sum(axis=(2, 3)), same.scene.numpy().sum(axis=(2, 3)), rtol=2e-2)

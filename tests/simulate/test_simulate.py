@@ -94,7 +94,7 @@ def test_blank_stamp_noise_matches_depth_formula():
     """A stamp with no host and no arc holds sky noise only; its per-pixel sigma per band is
     the depth formula's (within 5%)."""
     cfg = config(n_stamps=200, control_fraction=1.0, failed_cutout_fraction=0.0, priors={"host_r_mag": {"dist": "const", "value": 60.0}},
-                 fields={}, population="uniform", host_kinds={"lrg": 1.0}, host_kinds_train=None)
+                 fields={}, population="uniform", host_kinds={"lrg": 1.0}, host_kinds_train=None, core_structures={})
     rows, img = render_all(cfg)
     for j, b in enumerate("grz"):
         expected = sky_sigma_nmgy(rows[f"psfdepth_{b}"], rows[f"psf_fwhm_used_{b}"])
