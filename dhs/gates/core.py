@@ -40,9 +40,10 @@ MASK_RULE = "AUROC(before) - AUROC(core masked) < core_mask_max_auc_drop, on con
 
 def core_features(images_nmgy: np.ndarray, norm: NormConfig, radius_px: float, batch_size: int = 512,
                   stats: np.ndarray | None = None) -> np.ndarray:
-    """(N, 3 * n_core) the normalised pixels of the central disc r_px <= radius_px."""
+    """(N, C * n_core) the normalised pixels of the central disc r_px <= radius_px, C the channels
+    the finder receives (3, or 6 with ``preprocess.input: raw_and_residual``)."""
     mask = core_mask(images_nmgy.shape[-1], radius_px)
-    out = np.empty((len(images_nmgy), 3 * int(mask.sum())), dtype=np.float32)
+    out = np.empty((len(images_nmgy), norm.channels * int(mask.sum())), dtype=np.float32)
     for sl, x in normalised(images_nmgy, norm, batch_size, stats):
         out[sl] = x[..., mask].reshape(len(x), -1)
     return out
