@@ -54,12 +54,7 @@ class LessonsConfig:
 
     @classmethod
     def from_params(cls, v: Mapping[str, Any] | None) -> "LessonsConfig | None":
-        if v is None:
-            return None
-        v = dict(v)
-        if "theta_e_arcsec" in v:
-            v["theta_e_arcsec"] = tuple(float(x) for x in v["theta_e_arcsec"])
-        return cls(**v)
+        return _config(cls, v, "theta_e_arcsec")
 
 
 @dataclass(frozen=True)
@@ -70,12 +65,17 @@ class MeasurementConfig:
 
     @classmethod
     def from_params(cls, v: Mapping[str, Any] | None) -> "MeasurementConfig | None":
-        if v is None:
-            return None
-        v = dict(v)
-        if "flatten" in v:
-            v["flatten"] = tuple(v["flatten"])
-        return cls(**v)
+        return _config(cls, v, "flatten")
+
+
+def _config(cls, v: Mapping[str, Any] | None, list_key: str):
+    """``cls`` from a params mapping (None stays None), its list-valued key as a tuple."""
+    if v is None:
+        return None
+    v = dict(v)
+    if list_key in v:
+        v[list_key] = tuple(v[list_key])
+    return cls(**v)
 
 
 def _bin(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
