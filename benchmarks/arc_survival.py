@@ -88,7 +88,8 @@ def main() -> None:
     sim = dict(p["simulate"])
     sim.update(n_stamps=max(int(sim["n_stamps"]), 4 * a.n), device="cpu")
     cfg = SimConfig.from_params(sim)
-    norm = NormConfig.from_params(p["preprocess"])
+    # the host-subtracted view alone (with input raw_and_residual the finder also receives the raw stamp beside it)
+    norm = dataclasses.replace(NormConfig.from_params(p["preprocess"]), input="residual")
     if a.statistic:
         norm = dataclasses.replace(norm, radial_profile_statistic=a.statistic)
     if not norm.radial_profile_subtract or norm.radial_profile_centre != "host":

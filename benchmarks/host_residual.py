@@ -75,7 +75,8 @@ def main() -> None:
     sim = dict(p["simulate"])
     sim.update(n_stamps=max(int(sim["n_stamps"]), 40 * a.per_bin), device="cpu")
     cfg = SimConfig.from_params(sim)
-    norm = NormConfig.from_params(p["preprocess"])
+    # the host-subtracted view alone (with input raw_and_residual the finder also receives the raw stamp beside it)
+    norm = dataclasses.replace(NormConfig.from_params(p["preprocess"]), input="residual")
     set_compile_mode("off")   # a few hundred stamps: compiling would cost more than it saves
     pop = sample_population(cfg)
     pool = pop[(pop.is_control == 1) & (pop.cutout_ok == 1)]

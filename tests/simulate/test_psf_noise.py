@@ -160,7 +160,8 @@ def test_host_margin_recovers_the_light_scattered_in_from_beyond_the_stamp():
     earlier zero-padded linear convolution the edges are off by 3x more."""
     cfg, pop = _population(120)
     # the host alone, at the stamp centre (no field, morphology or centring offsets)
-    cfg = dataclasses.replace(cfg, centring={"subpixel": False, "centroid_error_arcsec": 0.0}, host_kinds={"lrg": 1.0}, fields={})
+    cfg = dataclasses.replace(cfg, centring={"subpixel": False, "centroid_error_arcsec": 0.0}, host_kinds={"lrg": 1.0}, fields={},
+                              host_kinds_train=None, core_structures={})
     N = cfg.stamp_size
     fwhm = t(np.stack([pop[f"psf_fwhm_used_{b}"] for b in "grz"], axis=1))
     hp = {"reff_arcsec": t(pop["host_reff_arcsec"]), "n": t(pop["host_sersic_n"]), "q": t(pop["host_q"]), "phi_rad": t(pop["host_phi_rad"])}

@@ -66,8 +66,10 @@ def test_controls_and_injections_share_hosts_and_conditions():
 def test_rendered_controls_and_injections_differ_only_by_the_arc():
     """With its own noise-free arc subtracted, an injection is statistically a control: the same
     host light and sky in the outer annulus. (Without the subtraction they can differ there:
-    a bright arc's Moffat wings reach 20-30 px, as a real PSF's do.)"""
-    cfg = config(n_stamps=600)
+    a bright arc's Moffat wings reach 20-30 px, as a real PSF's do.) Controls on the hosts of
+    lenses (``control_hosts: lens``), as in the train split: the measurement's controls come from
+    the search sample on purpose (tests/simulate/test_population.py)."""
+    cfg = config(n_stamps=600, control_hosts="lens", extra_controls={})
     rows, img = render_all(cfg)
     arc = render_noise_free(rows, cfg, torch.device("cpu")).arc.numpy()
     ok = rows.cutout_ok.to_numpy() == 1

@@ -154,12 +154,12 @@ def test_dvc_repro_stamps_in_a_fresh_copy(tmp_path):
     lock = yaml.safe_load((work / "dvc.lock").read_text())
     assert "stamps" in lock["stages"]
     metrics = json.loads((work / "metrics" / "stamps.json").read_text())
-    assert metrics["rows_read"] == 200
+    assert metrics["rows_read"] == n_rows(work / "params.yaml") > 200   # with the test split's control-only stamps
     assert len(list((work / "data" / "stamps").rglob("*.parquet"))) >= 3
     status = run("dvc", "status", "stamps")
     assert status.returncode == 0 and "up to date" in status.stdout.lower()
     shown = run("dvc", "metrics", "show", "--json")
-    assert shown.returncode == 0 and '"rows_read": 200' in shown.stdout.replace("\n", " ").replace("  ", " ")
+    assert shown.returncode == 0 and f'"rows_read": {n_rows(work / "params.yaml")}' in shown.stdout.replace("\n", " ").replace("  ", " ")
 
 
 # --------------------------------------------------------------------------- killed runs
