@@ -101,7 +101,12 @@ def uniform_systems(cfg: SimConfig, n: int, rng: np.random.Generator) -> pd.Data
 def physical_systems(cfg: SimConfig, n: int, rng: np.random.Generator, params: dict | None = None) -> pd.DataFrame:
     """n hosts with their lens systems from the physical population (``dhs.simulate.physical``):
     controls keep the host, injections the whole system, so both share one host distribution."""
-    s = physical.sample(n, rng, cfg.physical_params if params is None else params)
+    return system_frame(physical.sample(n, rng, cfg.physical_params if params is None else params))
+
+
+def system_frame(s: pd.DataFrame) -> pd.DataFrame:
+    """The host and system columns of a draw of ``dhs.simulate.physical`` (its absolute mass
+    position angle as ``lens_phi_rad``)."""
     out = {k: s[k].to_numpy() for k in HOST_COLUMNS + PHYSICAL_HOST_EXTRAS + PHYSICAL_SOURCE_EXTRAS}
     for k in SYSTEM_COLUMNS:
         out[k] = s["lens_phi_abs_rad" if k == "lens_phi_rad" else k].to_numpy()
@@ -182,12 +187,10 @@ def host_systems(cfg: SimConfig, host_split: np.ndarray, host_control: np.ndarra
             parts["measure"] = physical.sample(k, rng, cfg.physical_params)
     if groups["parent"].any():
         parts["parent"] = physical.sample(int(groups["parent"].sum()), rng, {**cfg.physical_params, "weighting": "volume"})
-    cols = HOST_COLUMNS + PHYSICAL_HOST_EXTRAS + PHYSICAL_SOURCE_EXTRAS
-    out = pd.DataFrame(index=np.arange(n), columns=list(cols + SYSTEM_COLUMNS), dtype=float)
+    cols = list(HOST_COLUMNS + PHYSICAL_HOST_EXTRAS + PHYSICAL_SOURCE_EXTRAS + SYSTEM_COLUMNS)
+    out = pd.DataFrame(index=np.arange(n), columns=cols, dtype=float)
     for name, s in parts.items():
-        block = {k: s[k].to_numpy() for k in cols}
-        block.update({k: s["lens_phi_abs_rad" if k == "lens_phi_rad" else k].to_numpy() for k in SYSTEM_COLUMNS})
-        out.loc[groups[name], list(block)] = np.column_stack(list(block.values()))
+        out.loc[groups[name], cols] = system_frame(s)[cols].to_numpy()
     return out, weight
 
 
