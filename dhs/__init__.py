@@ -10,6 +10,8 @@ shared pieces they stand on. Imports flow downwards in this list
     cutouts, known_lenses      dhs.known_lenses     catalogue, cutout client, recall, gallery
     gates                      dhs.gates            the shortcut and leakage gates
     calibration                dhs.calibration      reliability, temperature/isotonic, prevalence
+    selection, closure         dhs.selection        the selection-function model, its file (numpy
+                                                    only) and catalogue CLI, validation, closure test
     completeness, sensitivity  dhs.completeness     Spark count tables, intervals, headline, proxy
     train, infer               dhs.finder           loader, training loop, checkpoints, scoring
     baseline                   dhs.baseline         metadata-only models

@@ -140,10 +140,33 @@ def cutouts(d: Mapping[str, Any]) -> dict[str, Any]:
     return {"status": d.get("status"), "rows": d.get("rows"), "usable": d.get("usable"), "requests": d.get("requests")}
 
 
+def selection(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Per operating point: held-out validation (fraction of bins inside the predictive band, the
+    calibration p-value) and the sky-weighted completeness the model gives beside the binned one;
+    the closure coverage where the closure stage wrote it."""
+    rows = d.get("rows") or {}
+    out: dict[str, Any] = {"n_fit": rows.get("fit"), "n_held_out": rows.get("held_out")}
+    for name, v in (d.get("validation") or {}).items():
+        s = (d.get("sky") or {}).get(name) or {}
+        out[name] = {"heldout_bins": v.get("n_bins_counted"), "heldout_inside_band": _r(v.get("fraction_inside_predictive")),
+                     "calibration_p": _r((v.get("calibration") or {}).get("p_value")),
+                     "sky_model": _r(s.get("model")), "sky_model_lo": _r(s.get("model_lo")), "sky_model_hi": _r(s.get("model_hi")),
+                     "sky_binned": _r((s.get("binned") or {}).get("completeness"))}
+    return out
+
+
+def closure(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Coverage of the 95 % intervals of the truth over seeds and bins: Wilson, region bootstrap, model band."""
+    out: dict[str, Any] = {"seeds": d.get("n_seeds")}
+    for k, v in (d.get("coverage") or {}).items():
+        out[k] = {"coverage": _r(v.get("coverage")), "n_bins": v.get("n")}
+    return out
+
+
 STAGES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "stamps": stamps, "baseline": baseline, "train": train, "infer": infer, "completeness": completeness,
     "sensitivity": sensitivity, "calibration": calibration, "gates": gates, "known_lenses": known_lenses,
-    "cutouts": cutouts}
+    "cutouts": cutouts, "selection": selection, "closure": closure}
 
 
 def write(stage: str, detail_path: str | Path, detail: Mapping[str, Any]) -> Path:

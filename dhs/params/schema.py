@@ -471,6 +471,25 @@ SENSITIVITY = Section(fields={
 
 # --------------------------------------------------------------------------- calibration
 
+# --------------------------------------------------------------------------- selection (dhs.selection)
+
+SELECTION = Section(fields={
+    # the evaluation split's sky regions held out from the fit to validate it (a seeded random choice)
+    "holdout_fraction": Float(default=0.3, lo=0, hi=1, open_lo=True, open_hi=True),
+    "n_knots": Int(default=8, lo=2, hi=40),              # knots per term, at quantiles of the fit data
+    "smoothing": Float(default=3.0, lo=0),               # second-difference penalty on each term's slopes
+    "ridge": Float(default=1e-3, lo=0),
+    "n_replicates": Int(default=40, lo=2),               # region-bootstrap refits: the model's band
+    "max_components": Int(default=24, lo=1),             # principal components of the band kept in the file
+    "n_validation_bins": Int(default=6, lo=2),           # equal-count bins per variable of the held-out injections
+    "min_bin_n": Int(default=25, lo=1),                  # a held-out bin with fewer injections is shown, not counted
+    "n_draws": Int(default=400, lo=50),                  # coefficient draws for bin bands
+    "seed": Int(default=0, lo=0),
+    # the closure test (stage closure): seeds of the analytic finder run through completeness and selection
+    "closure_seeds": Int(default=2, lo=2),
+})
+
+
 def _calibration_splits(v: dict, key: str, source: str) -> None:
     if v["fit_split"] == v["eval_split"]:
         raise ParamsError(f"{source}: {key}.fit_split and eval_split are both {v['fit_split']!r}; a calibration judged on "
@@ -580,6 +599,7 @@ GATES = Section(fields={
 SECTIONS: dict[str, Section] = {
     "stamps": STAMPS, "preprocess": PREPROCESS, "baseline": BASELINE, "train": TRAIN, "simulate": SIMULATE,
     "infer": INFER, "evaluation": EVALUATION, "completeness": COMPLETENESS, "sensitivity": SENSITIVITY,
+    "selection": SELECTION,
     "calibration": CALIBRATION, "report": REPORT, "known_lenses": KNOWN_LENSES, "gates": GATES,
     "distributed": DISTRIBUTED,
 }

@@ -7,7 +7,7 @@ from tests.conftest import REPO
 from tests.pipeline.test_dvc_deps import imported_modules
 
 # top to bottom, as in the module map of dhs/__init__.py
-LAYERS = ("experiments", "report", "known_lenses", "gates", "calibration", "completeness", "finder", "baseline", "stamps",
+LAYERS = ("experiments", "report", "known_lenses", "gates", "calibration", "selection", "completeness", "finder", "baseline", "stamps",
           "cutouts", "evaluation", "models", "runner", "params", "simulate", "contract", "headline", "atomic", "")
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from dhs.selection.cli import main
+
+sys.exit(main())

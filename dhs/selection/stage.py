@@ -1,0 +1,255 @@
+"""The body of stage ``selection@{arch}``: the finder's selection function as a model and a file.
+
+For each operating point of ``evaluation.fprs`` (the thresholds the completeness stage set on the
+evaluation split's controls), a monotone additive logistic model of P(score > threshold | x)
+(``dhs.selection.fit``) is fitted on the measurement injections of a random ``1 -
+holdout_fraction`` of the evaluation split's sky regions, with a band from refits over region-
+bootstrap replicates; the other regions' injections validate it (``dhs.selection.validate``).
+Writes data/selection/{arch}.json (the selection-function file, ``dhs.selection.function``),
+metrics/selection/{arch}.json (validation, accounting; headline beside it), plots/selection/
+{arch}/{var}.csv (the model's bin means with their band beside the binned observed completeness,
+declared as DVC plots) and their figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dhs import atomic, headline
+from dhs.evaluation.intervals import bootstrap_multiplicities, wilson_interval
+from dhs.params import Params, as_params, checked
+from dhs.selection import function as sf
+from dhs.selection.inputs import selection_inputs
+from dhs.selection.fit import Design, FitConfig, design_for, fit_operating_point, in_range, operating_point_doc, sigmoid, term_ranges
+from dhs.selection.validate import bin_predictions, validate
+
+
+class SelectionError(ValueError):
+    pass
+
+
+# completeness bins the model can be drawn against: score-table column -> (input or term) it is
+VALIDATION_SURFACE = ("theta_e_arcsec", "psf_fwhm_r_arcsec")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    holdout_fraction: float = 0.3
+    fit: FitConfig = FitConfig()
+    n_validation_bins: int = 6
+    min_bin_n: int = 25
+    n_draws: int = 400
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any] | None, source: str = "params.yaml", confidence: float = 0.95) -> "SelectionConfig":
+        v = checked("selection", p, source)
+        return cls(holdout_fraction=v["holdout_fraction"], n_validation_bins=v["n_validation_bins"], min_bin_n=v["min_bin_n"],
+                   n_draws=v["n_draws"], seed=v["seed"],
+                   fit=FitConfig(n_knots=v["n_knots"], smoothing=v["smoothing"], ridge=v["ridge"], n_replicates=v["n_replicates"],
+                                 max_components=v["max_components"], confidence=confidence, seed=v["seed"]))
+
+
+def split_regions(regions: np.ndarray, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit regions, held-out regions): a seeded random ``holdout_fraction`` of the regions held
+    out, at least one region on each side."""
+    regions = np.sort(np.unique(regions))
+    if regions.size < 2:
+        raise SelectionError(f"{regions.size} sky region(s) in the evaluation split; the selection model needs >= 2 "
+                             "(one to fit, one to validate)")
+    perm = np.random.default_rng([seed, 0x5E1]).permutation(regions)
+    n_hold = int(np.clip(round(holdout_fraction * regions.size), 1, regions.size - 1))
+    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
+
+
+def file_sha256(path: Path) -> str | None:
+    return atomic.file_sha256(path) if Path(path).exists() else None
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit of the checkout (None outside a git work tree) and a digest of the code
+    that fits and evaluates the model."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    h = hashlib.sha256()
+    for p in sorted((root / "dhs" / "selection").glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return {"git_commit": commit, "dhs_selection_sha256": h.hexdigest()}
+
+
+def load_thresholds(path: Path, eval_split: str) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise SelectionError(f"{path}: no completeness metrics; run the completeness stage first (dvc repro completeness)")
+    m = json.loads(path.read_text())
+    if m.get("eval_split") != eval_split:
+        raise SelectionError(f"{path}: thresholds were set on split {m.get('eval_split')!r}, completeness.eval_split is {eval_split!r}")
+    out = [t for t in m.get("thresholds", []) if t.get("target_fpr") is not None]
+    if not out:
+        raise SelectionError(f"{path}: no FPR thresholds under 'thresholds'")
+    return out
+
+
+def _injection_frame(scores: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, int]]:
+    """The evaluation split's injections with finite inputs, their inputs, and the rejected counts."""
+    inputs = selection_inputs(scores)
+    finite = np.ones(len(scores), bool)
+    rejected = {}
+    for k, v in inputs.items():
+        bad = ~np.isfinite(v)
+        n = int((bad & finite).sum())
+        if n:
+            rejected[f"{k}_not_finite"] = n
+        finite &= ~bad
+    return scores[finite].reset_index(drop=True), {k: v[finite] for k, v in inputs.items()}, rejected
+
+
+def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data/scores", completeness_dir: str = "metrics/completeness",
+        models_dir: str = "data/models", out_dir: str = "data/selection", metrics_dir: str = "metrics/selection",
+        plots_dir: str = "plots/selection", figures: bool = True) -> dict[str, Any]:
+    """``figures``: draw the PNGs (the closure test leaves them out)."""
+    from dhs.completeness.measure import CompletenessConfig, fpr_name
+    from dhs.evaluation.scores import check_scores
+    from dhs.selection.figures import model_curve_figure
+
+    p = as_params(params).require("selection", "completeness")
+    ccfg = CompletenessConfig.from_params(p["completeness"], p.source, p["evaluation"])
+    cfg = SelectionConfig.from_params(p.get("selection"), p.source, ccfg.confidence)
+    t0 = time.perf_counter()
+    scores_path = Path(scores_dir) / f"{arch}.parquet"
+    if not scores_path.exists():
+        raise SelectionError(f"{scores_path}: no score table; run the infer stage first (dvc repro infer@{arch})")
+    scores = check_scores(pd.read_parquet(scores_path), need=("src_r_mag",), source=str(scores_path))
+    rows = {"read": int(len(scores))}
+    ev = scores[scores["split"] == ccfg.eval_split]
+    rows["other_split"] = int(len(scores) - len(ev))
+    ctl = ev[ev["label"] == 0]
+    inj_all = ev[ev["label"] == 1]
+    rows["controls"] = int(len(ctl))
+    rows["injections"] = int(len(inj_all))
+    inj, x, rejected = _injection_frame(inj_all, str(scores_path))
+    rows["injections_rejected"] = rejected
+    regions = np.sort(ev["region_id"].dropna().astype(np.int64).unique())
+    fit_regions, hold_regions = split_regions(regions, cfg.holdout_fraction, cfg.seed)
+    rindex = {int(r): i for i, r in enumerate(regions)}
+    inj_region = inj["region_id"].astype(np.int64).to_numpy()
+    is_fit = np.isin(inj_region, fit_regions)
+    t_all = sf.terms(x)
+    t_fit = {k: v[is_fit] for k, v in t_all.items()}
+    x_fit = {k: v[is_fit] for k, v in x.items()}
+    if is_fit.sum() < 50:
+        raise SelectionError(f"{int(is_fit.sum())} injections in the fit regions of split {ccfg.eval_split}; the model needs >= 50")
+    design = design_for(t_fit, cfg.fit.n_knots)
+    input_range = term_ranges(x_fit)
+    trange = term_ranges(t_fit)
+    inside = in_range(t_all, x, trange, input_range)
+    hold = ~is_fit & inside
+    rows.update({"fit": int(is_fit.sum()), "held_out": int((~is_fit).sum()), "held_out_outside_range": int((~is_fit & ~inside).sum()),
+                 "fit_regions": int(fit_regions.size), "held_out_regions": int(hold_regions.size)})
+    B_fit = design.basis(t_fit)
+    B_hold = design.basis({k: v[hold] for k, v in t_all.items()})
+    B_in = design.basis({k: v[inside] for k, v in t_all.items()})
+    mult = bootstrap_multiplicities(len(regions), cfg.fit.n_replicates, seed=cfg.seed)
+    c_scores = ctl["score"].to_numpy(float)
+    c_region = ctl["region_id"].astype(np.int64).map(rindex).to_numpy()
+    scores_inj = inj["score"].to_numpy(float)
+    primary = fpr_name(ccfg.plot_fpr)
+    ops, fits, validation, curves = [], {}, {}, []
+    thresholds = load_thresholds(Path(completeness_dir) / f"{arch}.json", ccfg.eval_split)
+    sky_binned = {}
+    cmet = json.loads((Path(completeness_dir) / f"{arch}.json").read_text())
+    for t in thresholds:
+        name, fpr, thr = t["name"], float(t["target_fpr"]), float(t["score"])
+        tf = time.perf_counter()
+        fit = fit_operating_point(design, B_fit, scores_inj[is_fit], np.array([rindex[int(r)] for r in inj_region[is_fit]]),
+                                  c_scores, c_region, len(regions), name, fpr, thr, cfg.fit, mult)
+        fits[name] = fit
+        ops.append(operating_point_doc(design, fit, cfg.fit.confidence))
+        passed_h = (scores_inj[hold] > thr).astype(float)
+        vx = {**{k: v[hold] for k, v in x.items()}, "log10_snr_implied": t_all["log10_snr_implied"][hold],
+              "theta_e_over_psf": t_all["theta_e_over_psf"][hold]}
+        validation[name] = validate(B_hold, passed_h, vx, VALIDATION_SURFACE, fit, cfg.fit.confidence, cfg.n_validation_bins,
+                                    cfg.min_bin_n, cfg.n_draws, cfg.seed)
+        # the model beside the binned completeness, on the completeness stage's bins (in-range injections)
+        inj_in = inj[inside]
+        passed_in = scores_inj[inside] > thr
+        for b in ccfg.bins:
+            if b.column not in inj_in.columns:
+                continue
+            v = pd.to_numeric(inj_in[b.column], errors="coerce").to_numpy(float)
+            e = np.asarray(b.edges, float)
+            lab = np.where((v >= e[0]) & (v <= e[-1]), np.clip(np.searchsorted(e, v, side="right") - 1, 0, e.size - 2), -1)
+            for c in bin_predictions(B_in, passed_in.astype(float), lab, fit, cfg.fit.confidence, cfg.n_draws, cfg.seed):
+                wlo, whi = wilson_interval(c["k"], c["n"], cfg.fit.confidence)
+                hi_edge = e[c["group"] + 1]
+                curves.append({"var": b.name, "threshold": name, "primary": int(name == primary), "bin": c["group"],
+                               "bin_lo": e[c["group"]], "bin_hi": hi_edge,
+                               "bin_center": 0.5 * (e[c["group"]] + (hi_edge if np.isfinite(hi_edge) else e[c["group"]])),
+                               "n": c["n"], "k": c["k"], "observed": c["observed"], "observed_lo": float(wlo), "observed_hi": float(whi),
+                               "model": c["model"], "model_lo": c["model_lo"], "model_hi": c["model_hi"]})
+        # sky-weighted completeness from the model against the binned estimate
+        w = inj_in["sky_weight"].to_numpy(float) if "sky_weight" in inj_in.columns else np.ones(len(inj_in))
+        p_in = sigmoid(B_in @ fit.values)
+        rng = np.random.default_rng(cfg.seed)
+        d = sigmoid(fit.draws(cfg.n_draws, rng) @ B_in.T) @ w / w.sum() if w.sum() > 0 else np.full(cfg.n_draws, np.nan)
+        a = (1 - cfg.fit.confidence) / 2
+        sky_binned[name] = {"model": float(p_in @ w / w.sum()), "model_lo": float(np.quantile(d, a)), "model_hi": float(np.quantile(d, 1 - a)),
+                            "binned": ((cmet.get("sky") or {}).get(name) or {}).get("all"), "n": int(len(w))}
+        print(f"selection {arch}: {name}: fitted on {fit.n_fit} injections ({fit.n_pass} pass) with {fit.replicates.shape[0]} "
+              f"replicates in {time.perf_counter() - tf:.1f} s; held-out bins inside the predictive band "
+              f"{validation[name]['fraction_inside_predictive']:.2f} of {validation[name]['n_bins_counted']}", flush=True)
+    doc = {
+        "format": sf.FORMAT, "format_version": sf.FORMAT_VERSION, "primary": primary,
+        "inputs": {k: {"unit": u, "description": d, "range": list(input_range[k])} for k, (u, d) in sf.INPUTS.items()},
+        "terms": {k: {"definition": d, "monotone": m, "range": list(trange[k])} for k, (d, m) in sf.TERMS.items()},
+        "operating_points": ops,
+        "finder": {"arch": arch, "checkpoint": str(Path(models_dir) / arch / "checkpoint_best.pt"),
+                   "checkpoint_sha256": file_sha256(Path(models_dir) / arch / "checkpoint_best.pt")},
+        "measured_on": {"split": ccfg.eval_split, "score_table_sha256": file_sha256(scores_path),
+                        "config_id": sorted(map(str, ev["config_id"].dropna().unique())) if "config_id" in ev.columns else None,
+                        "fit_regions": fit_regions.tolist(), "held_out_regions": hold_regions.tolist(), "n_fit": rows["fit"]},
+        "params": {"selection": dict(p.get("selection") or {}), "evaluation_fprs": list(ccfg.fprs)},
+        "code": code_version(),
+        "validation": {n: {k: v[k] for k in ("n", "n_bins_counted", "fraction_inside_predictive", "fraction_inside_model_band")}
+                       | {"calibration_p_value": v["calibration"]["p_value"]} for n, v in validation.items()},
+    }
+    out_path = Path(out_dir) / f"{arch}.json"
+    sf.write(doc, out_path)
+    table = pd.DataFrame(curves)
+    out = Path(plots_dir) / arch
+    for b in ccfg.bins:
+        t = table[table["var"] == b.name] if len(table) else table
+        cols = ["threshold", "primary", "bin", "bin_lo", "bin_hi", "bin_center", "n", "k", "observed", "observed_lo", "observed_hi",
+                "model", "model_lo", "model_hi"]
+        atomic.write_text(out / f"{b.name}.csv", (t[cols] if len(t) else pd.DataFrame(columns=cols)).to_csv(index=False))
+        if figures:
+            model_curve_figure(t, b.name, primary, f"{arch}: selection model vs binned completeness ({ccfg.eval_split}, {primary})",
+                               out / f"{b.name}.png")
+    metrics = {"arch": arch, "file": str(out_path), "primary": primary, "rows": rows, "eval_split": ccfg.eval_split,
+               "terms": list(design.names), "knots": {t: design.knots[t].tolist() for t in design.names},
+               "validation": validation, "sky": sky_binned,
+               "operating_points": [{k: o[k] for k in ("name", "fpr", "threshold", "n_fit", "n_pass", "n_replicates")}
+                                    | {"band_components": len(o["band"]["scale"])} for o in ops],
+               "seconds": round(time.perf_counter() - t0, 1)}
+    headline.write("selection", Path(metrics_dir) / f"{arch}.json", metrics)
+    print(f"selection {arch}: {rows['injections']} injections of split {ccfg.eval_split} ({rows['fit']} fit, {rows['held_out']} held out, "
+          f"{rows['held_out_outside_range']} of them outside the fit's range; rejected: {rejected or 'none'}); wrote {out_path} "
+          f"in {metrics['seconds']} s", flush=True)
+    for name, s in sky_binned.items():
+        b = s["binned"] or {}
+        print(f"  {name}: sky-weighted completeness, model {s['model']:.3f} [{s['model_lo']:.3f}, {s['model_hi']:.3f}], "
+              f"binned {b.get('completeness', float('nan')):.3f}", file=sys.stderr if False else sys.stdout)
+    return metrics

@@ -1,0 +1,125 @@
+"""Checking a fitted selection function against injections: binned predictions with bands,
+held-out validation and a calibration statistic. numpy + scipy.
+
+For a set of injections (a bin) with observed passes k of n, the model predicts the mean of P over
+the bin's injections. Two bands per bin, both from Gaussian draws of the model's coefficients (the
+band's own description, ``OperatingPointFit.draws``):
+
+- the model band: the central ``confidence`` interval of the predicted bin mean (what the model
+  says about the bin's true completeness; the closure test checks it against the truth);
+- the predictive band: the same draws with the bin's n injections each drawn pass/fail from its
+  predicted P, i.e. where an observed fraction k/n of these n injections should fall if the model
+  is right (the held-out validation checks the observed fraction against it; an observed value
+  carries its own binomial scatter, which the model band alone does not).
+
+The calibration statistic is a Hosmer-Lemeshow chi^2 over groups of equal predicted P: sum over
+groups of (k - sum p)^2 / (sum p (1 - p) + var_model(sum p)), with its p-value for ``groups``
+degrees of freedom (held-out data: no parameters were fitted to them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.stats import chi2
+
+from dhs.selection.fit import OperatingPointFit, sigmoid
+
+
+def draws_p(B: np.ndarray, fit: OperatingPointFit, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_draws, n) P at the rows of B under coefficient draws."""
+    return sigmoid(fit.draws(n_draws, rng) @ B.T)
+
+
+def bin_predictions(B: np.ndarray, passed: np.ndarray, groups: np.ndarray, fit: OperatingPointFit, confidence: float,
+                    n_draws: int, seed: int) -> list[dict[str, Any]]:
+    """Per group label (>= 0; negative labels skipped): n, observed k and fraction, the model's
+    mean P with its model band and predictive band."""
+    rng = np.random.default_rng(seed)
+    p_hat = sigmoid(B @ fit.values)
+    P = draws_p(B, fit, n_draws, rng)                                   # (D, n)
+    sim = rng.random(P.shape) < P                                       # predictive: each injection drawn from its P
+    a = (1 - confidence) / 2
+    out = []
+    for g in np.unique(groups[groups >= 0]):
+        m = groups == g
+        n = int(m.sum())
+        mean_d = P[:, m].mean(axis=1)
+        frac_d = sim[:, m].mean(axis=1)
+        k = int(passed[m].sum())
+        out.append({"group": int(g), "n": n, "k": k, "observed": k / n, "model": float(p_hat[m].mean()),
+                    "model_lo": float(np.quantile(mean_d, a)), "model_hi": float(np.quantile(mean_d, 1 - a)),
+                    "predictive_lo": float(np.quantile(frac_d, a)), "predictive_hi": float(np.quantile(frac_d, 1 - a)),
+                    "sum_p": float(p_hat[m].sum()), "var_sum_p": float(np.var(P[:, m].sum(axis=1))),
+                    "sum_pq": float((p_hat[m] * (1 - p_hat[m])).sum())})
+    return out
+
+
+def quantile_groups(x: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, edges): equal-count bins of the finite values (labels -1 where not finite)."""
+    x = np.asarray(x, float)
+    fin = np.isfinite(x)
+    edges = np.unique(np.quantile(x[fin], np.linspace(0, 1, n_bins + 1))) if fin.any() else np.array([0.0, 1.0])
+    lab = np.full(x.shape, -1)
+    if edges.size >= 2:
+        lab[fin] = np.clip(np.searchsorted(edges, x[fin], side="right") - 1, 0, edges.size - 2)
+    return lab, edges
+
+
+def hosmer_lemeshow(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    stat = 0.0
+    for c in cells:
+        den = c["sum_pq"] + c["var_sum_p"]
+        if den > 0:
+            stat += (c["k"] - c["sum_p"]) ** 2 / den
+    dof = len(cells)
+    return {"statistic": float(stat), "dof": dof, "p_value": float(chi2.sf(stat, dof)) if dof else None}
+
+
+def validate(B: np.ndarray, passed: np.ndarray, variables: Mapping[str, np.ndarray], surface: tuple[str, str] | None,
+             fit: OperatingPointFit, confidence: float, n_bins: int, min_bin_n: int, n_draws: int, seed: int,
+             calibration_groups: int = 10) -> dict[str, Any]:
+    """Held-out validation of one operating point: per variable, equal-count bins of the held-out
+    injections (and the 2-D surface of ``surface``, n_bins/2 per axis), observed against predicted;
+    the fraction of bins (n >= min_bin_n) whose observed fraction lies in the predictive band and in
+    the model band; the calibration statistic over groups of predicted P."""
+    bins = []
+    for name, x in variables.items():
+        lab, edges = quantile_groups(x, n_bins)
+        for c in bin_predictions(B, passed, lab, fit, confidence, n_draws, seed):
+            c.update({"var": name, "lo": float(edges[c["group"]]), "hi": float(edges[c["group"] + 1])})
+            bins.append(c)
+    if surface is not None and all(s in variables for s in surface):
+        nb = max(2, n_bins // 2)
+        lx, ex = quantile_groups(variables[surface[0]], nb)
+        ly, ey = quantile_groups(variables[surface[1]], nb)
+        lab = np.where((lx >= 0) & (ly >= 0), lx * (ey.size - 1) + ly, -1)
+        for c in bin_predictions(B, passed, lab, fit, confidence, n_draws, seed):
+            ix, iy = divmod(c["group"], ey.size - 1)
+            c.update({"var": f"{surface[0]}__{surface[1]}", "lo": float(ex[ix]), "hi": float(ex[ix + 1]),
+                      "y_lo": float(ey[iy]), "y_hi": float(ey[iy + 1])})
+            bins.append(c)
+    for c in bins:
+        c["counted"] = c["n"] >= min_bin_n
+        c["inside_predictive"] = c["predictive_lo"] <= c["observed"] <= c["predictive_hi"]
+        c["inside_model_band"] = c["model_lo"] <= c["observed"] <= c["model_hi"]
+    counted = [c for c in bins if c["counted"]]
+    p_hat = sigmoid(B @ fit.values)
+    lab, _ = quantile_groups(p_hat, calibration_groups)
+    cal = bin_predictions(B, passed, lab, fit, confidence, n_draws, seed)
+    eps = 1e-12
+    ll = float(np.mean(passed * np.log(p_hat + eps) + (1 - passed) * np.log(1 - p_hat + eps))) if len(passed) else None
+    base = float(np.mean(passed)) if len(passed) else None
+    ll0 = (float(np.mean(passed * np.log(base + eps) + (1 - passed) * np.log(1 - base + eps))) if base is not None else None)
+    return {
+        "n": int(len(passed)), "k": int(np.sum(passed)),
+        "n_bins": len(bins), "n_bins_counted": len(counted), "min_bin_n": min_bin_n,
+        "fraction_inside_predictive": (float(np.mean([c["inside_predictive"] for c in counted])) if counted else None),
+        "fraction_inside_model_band": (float(np.mean([c["inside_model_band"] for c in counted])) if counted else None),
+        "calibration": hosmer_lemeshow(cal), "calibration_groups": cal,
+        "brier": float(np.mean((p_hat - passed) ** 2)) if len(passed) else None,
+        "log_likelihood_per_injection": ll, "log_likelihood_constant": ll0,
+        "bins": bins,
+    }
