@@ -253,11 +253,38 @@ class SelectionFunction:
             p[rows], lo[rows], hi[rows] = _sigmoid(eta), _sigmoid(eta - self.z * sd), _sigmoid(eta + self.z * sd)
         return p.reshape(shape), lo.reshape(shape), hi.reshape(shape)
 
-    def _eta_sd(self, t: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """The logit and its sd at points inside the range. Each term's piecewise-linear function is
-        a hat basis on its knots (two non-zero weights per point: 1 - w and w at the ends of its
-        knot interval), so with the basis rows H (n, 1 + sum K) the logit is H @ values and the
-        scaled band deviations are H @ components, two matrix products."""
+    def mean(self, weights=None, n_draws: int = 400, seed: int = 0, chunk: int = 65_536, **inputs) -> dict[str, Any]:
+        """The (weighted) mean of P over a population's in-range points with its band: the mean
+        under ``n_draws`` Gaussian draws of the model's coefficients (the band's own description),
+        so the band is that of the mean (its points share one set of coefficients), not an average
+        of pointwise bands. Returns mean, lo, hi (the file's confidence), the number of points in
+        range and outside, and the weight outside (a population study reports it: those points are
+        unmeasured, not zero)."""
+        t = terms(inputs)
+        ok = self._inside(inputs, t).reshape(-1)
+        w = np.ones(ok.size) if weights is None else np.broadcast_to(np.asarray(weights, float), ok.shape).reshape(-1)
+        if not (np.isfinite(w).all() and (w >= 0).all()):
+            raise SelectionFunctionError("weights must be finite and >= 0")
+        flat = {k: v.reshape(-1) for k, v in t.items()}
+        z = np.random.default_rng(seed).standard_normal((self.scale.size, n_draws))
+        idx = np.flatnonzero(ok)
+        num, num_d = 0.0, np.zeros(n_draws)
+        for s in range(0, idx.size, chunk):
+            rows = idx[s:s + chunk]
+            H = self._basis({k: v[rows] for k, v in flat.items()})
+            eta = H @ self._values
+            num += float(w[rows] @ _sigmoid(eta))
+            num_d += w[rows] @ _sigmoid(eta[:, None] + (H @ self._components) @ z)
+        w_in = float(w[ok].sum())
+        a = (1 - self.confidence) / 2
+        m = num / w_in if w_in > 0 else float("nan")
+        md = num_d / w_in if w_in > 0 else np.full(n_draws, np.nan)
+        return {"mean": m, "lo": float(np.quantile(md, a)), "hi": float(np.quantile(md, 1 - a)), "n_in_range": int(ok.sum()),
+                "n_outside": int((~ok).sum()), "weight_outside_fraction": float(w[~ok].sum() / w.sum()) if w.sum() > 0 else float("nan")}
+
+    def _basis(self, t: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Hat-basis rows H (n, 1 + sum K): each term's piecewise-linear function puts weights
+        1 - w and w on the two knots around the point (clamped to the knot range)."""
         n = len(next(iter(t.values())))
         H = np.zeros((n, self._n_values))
         H[:, 0] = 1.0
@@ -269,9 +296,14 @@ class SelectionFunction:
             o = self._offsets[name]
             flat[base + o + j] = 1.0 - w
             flat[base + o + j + 1] = w                                  # j + 1 > j: never the same cell
-        eta = H @ self._values
+        return H
+
+    def _eta_sd(self, t: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The logit H @ values and its sd |H @ components| at points inside the range: two matrix
+        products on the hat basis."""
+        H = self._basis(t)
         dev = H @ self._components
-        return eta, np.sqrt(np.einsum("ij,ij->i", dev, dev))
+        return H @ self._values, np.sqrt(np.einsum("ij,ij->i", dev, dev))
 
     def describe_outside(self, inputs: Mapping[str, Any], t: Mapping[str, np.ndarray] | None = None) -> list[str]:
         """One line per input or term with points outside its range: name, count, range."""

@@ -149,3 +149,35 @@ def test_terms_are_nan_where_undefined():
                   "src_r_mag": [24.0, 24.0], "src_reff_arcsec": [0.3, 0.3], "magnification": [0.0, 5.0], "lens_r_mag": [19.0, 19.0]})
     assert np.isnan(t["log10_snr_implied"][0]) and np.isnan(t["log10_mu_reff_over_psf"][0])   # mu = 0
     assert np.isnan(t["theta_e_over_psf"][1])                                                    # PSF = 0
+
+
+def test_population_mean_and_its_band(analytic_file, small_population):
+    path, _ = analytic_file
+    f = sf.SelectionFunction.load(path)
+    x = _inputs(small_population)
+    x["theta_e_arcsec"] = x["theta_e_arcsec"].copy()
+    x["theta_e_arcsec"][:10] = 99.0                               # outside: counted, not zero
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(x["theta_e_arcsec"]))
+    m = f.mean(weights=w, **x)
+    p, lo, hi = f(**x)
+    ok = np.isfinite(p)
+    assert m["mean"] == pytest.approx(float((w[ok] * p[ok]).sum() / w[ok].sum()), rel=1e-12)
+    assert m["lo"] < m["mean"] < m["hi"]
+    assert m["n_outside"] == int((~ok).sum()) >= 10
+    assert m["weight_outside_fraction"] == pytest.approx(w[~ok].sum() / w.sum())
+    # the band of a mean over many points is narrower than the mean pointwise band
+    assert m["hi"] - m["lo"] < float((w[ok] * (hi[ok] - lo[ok])).sum() / w[ok].sum())
+
+
+def test_worked_example_runs_on_a_catalogue(analytic_file, small_population, tmp_path):
+    path, _ = analytic_file
+    pd = pytest.importorskip("pandas")
+    cat = pd.DataFrame(_inputs(small_population))
+    cat["w"] = 1.0
+    cat.to_parquet(tmp_path / "pop.parquet")
+    out = subprocess.run([sys.executable, str(REPO / "examples/expected_lenses.py"), "--model", str(path), "--catalogue",
+                          str(tmp_path / "pop.parquet"), "--weight", "w", "--density", "0.1", "--area", "1000"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    m = sf.SelectionFunction.load(path).mean(weights=cat["w"].to_numpy(), **{k: cat[k].to_numpy() for k in sf.INPUTS})
+    assert f"N_found = {100 * m['mean']:.0f}" in out.stdout
