@@ -11,7 +11,7 @@ from dhs.report.html import page
 from dhs.report.sources import Inputs
 
 SECTIONS = (S.headline, S.accounting, T.population, S.galleries, S.training, S.roc, T.completeness, T.false_positives, T.surface,
-            T.sensitivity, T.calibration, T.gates, T.known_lenses, T.provenance)
+            T.selection, T.sensitivity, T.calibration, T.gates, T.known_lenses, T.provenance)
 
 
 def build_report(cfg: ReportConfig, root: str | Path = ".", params_path: str = "params.yaml",

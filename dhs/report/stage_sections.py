@@ -153,6 +153,70 @@ def surface(ctx: Context) -> Section:
     return Section("surface", "Completeness surface \u03b8E x PSF", "".join(parts), _status(oks))
 
 
+SELECTION_FIGURES = ("theta_e_over_psf", "theta_e_arcsec", "arc_snr_int", "src_r_mag", "psf_r_arcsec", "magnification")
+
+
+def selection(ctx: Context) -> Section:
+    """The selection-function model per arch: its curves with their band beside the binned points,
+    the held-out validation, the sky-weighted completeness it gives; then the closure test."""
+    parts, oks = [], []
+    for arch in ctx.cfg.archs:
+        parts.append(f"<h3>{esc(arch)}</h3>")
+        rel = f"metrics/selection/{arch}.json"
+        ld = ctx.inputs.json(rel)
+        if not ld.ok:
+            parts.append(_json_or_notice(ld, f"selection@{arch}"))
+            oks.append(False)
+            continue
+        m = ld.value
+        r = m.get("rows") or {}
+        parts.append(f"<p>P(found | θE, PSF, depth, source magnitude and size, magnification, lens magnitude) per operating "
+                     f"point, fitted on {esc(r.get('fit'))} injections of {esc(r.get('fit_regions'))} sky regions of the "
+                     f"{esc(m.get('eval_split'))} split and validated on {esc(r.get('held_out'))} injections of the other "
+                     f"{esc(r.get('held_out_regions'))} regions ({esc(r.get('held_out_outside_range'))} of them outside the fit's "
+                     f"range, left out). File: <code>{esc(m.get('file'))}</code> (docs/selection.md: load it with numpy, or "
+                     f"<code>python -m dhs.selection annotate</code>).</p>")
+        rows = []
+        for name, v in (m.get("validation") or {}).items():
+            cal = v.get("calibration") or {}
+            sky = (m.get("sky") or {}).get(name) or {}
+            b = sky.get("binned") or {}
+            rows.append([name, f"{fmt(v.get('fraction_inside_predictive'), 3)} of {v.get('n_bins_counted')} bins",
+                         fmt(v.get("fraction_inside_model_band"), 3), f"{fmt(cal.get('statistic'), 1)} / {cal.get('dof')}, p = {fmt(cal.get('p_value'), 3)}",
+                         f"{fmt(sky.get('model'), 3)} [{fmt(sky.get('model_lo'), 3)}, {fmt(sky.get('model_hi'), 3)}]",
+                         f"{fmt(b.get('completeness'), 3)} [{fmt(b.get('boot_lo'), 3)}, {fmt(b.get('boot_hi'), 3)}]"])
+        min_n = next(iter((m.get("validation") or {}).values()), {}).get("min_bin_n")
+        parts.append(table(rows, ["operating point", f"held-out bins inside the predictive band (n \u2265 {esc(min_n)})",
+                                  "inside the bare model band", "calibration χ² / dof (held out)",
+                                  "sky-weighted completeness, model [95 %]", "sky-weighted, binned [bootstrap 95 %]"]))
+        parts.append(f"<p class=more>from {esc(rel)}; the predictive band is the model's band widened by each bin's own binomial "
+                     f"scatter (an observed fraction of n injections is not the mean P)</p>")
+        d = f"plots/selection/{arch}"
+        pngs = [p for name in SELECTION_FIGURES for p in ctx.inputs.pngs(d) if p.stem == name]
+        parts.append(_embed(ctx, pngs, f"selection model {arch}") if pngs else not_run(f"selection@{arch} figures", f"{d}/*.png"))
+        oks.append(bool(pngs))
+    ld = ctx.inputs.json("metrics/closure.json")
+    parts.append("<h3>Closure test of the measuring chain</h3>")
+    if ld.ok:
+        c = ld.value
+        parts.append(f"<p>An analytic finder whose selection function is known in closed form, run through completeness and "
+                     f"selection like a trained one, {esc(c.get('n_seeds'))} seeds; coverage of the truth by each 95 % interval "
+                     f"over (seed, bin) cells with n ≥ {esc(c.get('min_bin_n'))}, with the Wilson interval of the coverage "
+                     f"itself. A handful of seeds gives an indicative figure; <code>python benchmarks/closure.py --seeds 20</code> "
+                     f"gives the one docs/results.md quotes.</p>")
+        rows = [[k.replace("@", " at "), fmt(v.get("coverage"), 3), f"[{fmt(v.get('lo'), 3)}, {fmt(v.get('hi'), 3)}]", v.get("n")]
+                for k, v in (c.get("coverage") or {}).items()]
+        parts.append(table(rows, ["interval", "coverage", "95 % interval of the coverage", "cells"]))
+        pngs = [p for p in ctx.inputs.pngs("plots/closure") if p.stem == "coverage"]
+        if pngs:
+            parts.append(_embed(ctx, pngs, "closure coverage"))
+        parts.append("<p class=more>from metrics/closure.json and plots/closure/</p>")
+    else:
+        parts.append(_json_or_notice(ld, "closure"))
+    oks.append(ld.ok)
+    return Section("selection", "The selection function as a model, and the closure test", "".join(parts), _status(oks))
+
+
 def sensitivity(ctx: Context) -> Section:
     ld = ctx.inputs.json("metrics/sensitivity.json")
     pngs = ctx.inputs.pngs("plots/sensitivity")

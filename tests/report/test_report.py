@@ -38,7 +38,7 @@ from dhs.report import stage as report_stage  # noqa: E402
 from dhs.report.html import Section, img, page  # noqa: E402
 
 SECTION_IDS = ["headline", "accounting", "population", "galleries", "training", "roc", "completeness", "false_positives",
-               "surface", "sensitivity", "calibration", "gates", "known_lenses", "provenance"]
+               "surface", "selection", "sensitivity", "calibration", "gates", "known_lenses", "provenance"]
 ARCHS = ["small_cnn", "resnet18"]
 
 
@@ -148,6 +148,13 @@ def world(sim_cache, tmp_path_factory) -> Path:
         {"name": "region_disjoint", "passed": True, "value": 1, "threshold": 1}]})
     _png(root / "plots/gates/small_cnn.png", "gates")
     _write(root / "metrics/known_lenses/small_cnn.json", {"status": "offline", "reason": "no network", "n_lenses": 60})
+    _write(root / "metrics/selection/small_cnn.json", {
+        "file": "data/selection/small_cnn.json", "eval_split": "test",
+        "rows": {"fit": 3038, "fit_regions": 42, "held_out": 1392, "held_out_regions": 18, "held_out_outside_range": 12},
+        "validation": {"fpr_0.01": {"fraction_inside_predictive": 0.9365, "n_bins_counted": 63, "fraction_inside_model_band": 0.61,
+                                    "min_bin_n": 25, "calibration": {"statistic": 11.2, "dof": 10, "p_value": 0.342}}},
+        "sky": {"fpr_0.01": {"model": 0.1003, "model_lo": 0.09, "model_hi": 0.111, "binned": {"completeness": 0.0941, "boot_lo": 0.08, "boot_hi": 0.11}}}})
+    _png(root / "plots/selection/small_cnn/theta_e_over_psf.png", "selection model")
     _write(root / "metrics/sensitivity.json", {"thresholds": {"0.6": {"proxy": 0.2}, "0.8": {"proxy": 0.1}}, "rows": 99})
     _png(root / "plots/sensitivity/proxy_vs_model.png", "sensitivity")
     _write(root / "dvc.lock", yaml.safe_dump({"schema": "2.0", "stages": {
@@ -193,6 +200,15 @@ def test_headline_numbers_are_the_stages_own_with_their_source(rendered):
     roc = _section(html, "roc")
     assert "plots/roc/small_cnn.csv" in roc and "metrics/completeness/small_cnn.json" in roc and "10/17" in roc
     assert "not run: completeness@resnet18" in roc
+
+
+def test_selection_section_shows_the_stage_numbers_and_what_has_not_run(rendered):
+    _, html, status = rendered
+    sel = _section(html, "selection")
+    assert "0.936 of 63 bins" in sel and "p = 0.342" in sel and "0.1 [0.09, 0.111]" in sel and "0.0941 [0.08, 0.11]" in sel
+    assert "metrics/selection/small_cnn.json" in sel and "plots/selection/small_cnn/theta_e_over_psf.png" in sel
+    assert "not run: selection@resnet18" in sel and "not run: closure (metrics/closure.json" in sel
+    assert status["selection"] == "partial"
 
 
 # ----------------------------------------------------------------------------- page content
