@@ -41,24 +41,16 @@ def _read(path: Path):
 
 
 def _write(df, path: Path) -> None:
-    import os
-    import tempfile
+    from dhs import atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv", ".txt"):
         raise CatalogueError(f"{path}: unknown output format {suffix!r}; use .csv or .parquet")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic.writing(path) as tmp:
         if suffix in (".parquet", ".pq"):
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def parse_columns(spec: list[str]) -> dict[str, str]:
