@@ -32,7 +32,7 @@ from dhs.params import Params, as_params, checked
 from dhs.selection import function as sf
 from dhs.selection.inputs import selection_inputs
 from dhs.selection.fit import Design, FitConfig, design_for, fit_operating_point, in_range, operating_point_doc, sigmoid, term_ranges
-from dhs.selection.validate import bin_predictions, validate
+from dhs.selection.validate import bin_predictions, region_dispersion, validate
 
 
 class SelectionError(ValueError):
@@ -181,8 +181,9 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
         passed_h = (scores_inj[hold] > thr).astype(float)
         vx = {**{k: v[hold] for k, v in x.items()}, "log10_snr_implied": t_all["log10_snr_implied"][hold],
               "theta_e_over_psf": t_all["theta_e_over_psf"][hold]}
+        disp = region_dispersion(sigmoid(B_fit @ fit.values), (scores_inj[is_fit] > thr).astype(float), inj_region[is_fit])
         validation[name] = validate(B_hold, passed_h, vx, VALIDATION_SURFACE, fit, cfg.fit.confidence, cfg.n_validation_bins,
-                                    cfg.min_bin_n, cfg.n_draws, cfg.seed)
+                                    cfg.min_bin_n, cfg.n_draws, cfg.seed, dispersion=disp)
         # the model beside the binned completeness, on the completeness stage's bins (in-range injections)
         inj_in = inj[inside]
         passed_in = scores_inj[inside] > thr
@@ -210,7 +211,8 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
                             "binned": ((cmet.get("sky") or {}).get(name) or {}).get("all"), "n": int(len(w))}
         print(f"selection {arch}: {name}: fitted on {fit.n_fit} injections ({fit.n_pass} pass) with {fit.replicates.shape[0]} "
               f"replicates in {time.perf_counter() - tf:.1f} s; held-out bins inside the predictive band "
-              f"{validation[name]['fraction_inside_predictive']:.2f} of {validation[name]['n_bins_counted']}", flush=True)
+              f"{validation[name]['fraction_inside_predictive']:.2f} of {validation[name]['n_bins_counted']} (regions' dispersion "
+              f"{disp['phi']:.2f})", flush=True)
     doc = {
         "format": sf.FORMAT, "format_version": sf.FORMAT_VERSION, "primary": primary,
         "inputs": {k: {"unit": u, "description": d, "range": list(input_range[k])} for k, (u, d) in sf.INPUTS.items()},

@@ -13,8 +13,13 @@ band's own description, ``OperatingPointFit.draws``):
   carries its own binomial scatter, which the model band alone does not).
 
 The calibration statistic is a Hosmer-Lemeshow chi^2 over groups of equal predicted P: sum over
-groups of (k - sum p)^2 / (sum p (1 - p) + var_model(sum p)), with its p-value for ``groups``
+groups of (k - sum p)^2 / (phi sum p (1 - p) + var_model(sum p)), with its p-value for ``groups``
 degrees of freedom (held-out data: no parameters were fitted to them).
+
+Injections of one sky region share its conditions and its draw of hosts, so regions scatter by
+more than independent draws would: phi (``region_dispersion``, the regions' Pearson chi^2 per
+degree of freedom on the fit data, at least 1) widens the binomial part of the predictive band and
+of the calibration statistic, the quasi-binomial treatment of clustered counts.
 """
 
 from __future__ import annotations
@@ -33,10 +38,35 @@ def draws_p(B: np.ndarray, fit: OperatingPointFit, n_draws: int, rng: np.random.
     return sigmoid(fit.draws(n_draws, rng) @ B.T)
 
 
+def region_dispersion(p_hat: np.ndarray, passed: np.ndarray, region: np.ndarray) -> dict[str, Any]:
+    """Extra-binomial scatter between sky regions: the Pearson chi^2 of the regions' pass counts
+    about the model, per degree of freedom (G - 1 for G regions),
+
+        phi = sum_r (k_r - sum_r p)^2 / sum_r p (1 - p) / (G - 1),
+
+    on the data the model was fitted to. phi ~ 1 when injections are independent given the model;
+    above 1, regions differ by more than the model's variables explain (conditions and hosts shared
+    within a region), and an observed fraction over a few regions scatters that much more."""
+    regions = np.unique(region)
+    num = den = 0.0
+    terms_ = []
+    for r in regions:
+        m = region == r
+        v = float((p_hat[m] * (1 - p_hat[m])).sum())
+        if v > 0:
+            terms_.append((float(passed[m].sum() - p_hat[m].sum()) ** 2, v))
+    g = len(terms_)
+    if g < 2:
+        return {"phi": 1.0, "regions": g}
+    chi2_ = sum(a / v for a, v in terms_)
+    return {"phi": float(chi2_ / (g - 1)), "chi2": float(chi2_), "regions": g}
+
+
 def bin_predictions(B: np.ndarray, passed: np.ndarray, groups: np.ndarray, fit: OperatingPointFit, confidence: float,
-                    n_draws: int, seed: int) -> list[dict[str, Any]]:
+                    n_draws: int, seed: int, dispersion: float = 1.0) -> list[dict[str, Any]]:
     """Per group label (>= 0; negative labels skipped): n, observed k and fraction, the model's
-    mean P with its model band and predictive band."""
+    mean P with its model band and predictive band (its binomial part widened by
+    sqrt(``dispersion``), the regions' extra-binomial scatter, where above 1)."""
     rng = np.random.default_rng(seed)
     p_hat = sigmoid(B @ fit.values)
     P = draws_p(B, fit, n_draws, rng)                                   # (D, n)
@@ -47,7 +77,7 @@ def bin_predictions(B: np.ndarray, passed: np.ndarray, groups: np.ndarray, fit: 
         m = groups == g
         n = int(m.sum())
         mean_d = P[:, m].mean(axis=1)
-        frac_d = sim[:, m].mean(axis=1)
+        frac_d = mean_d + np.sqrt(max(dispersion, 1.0)) * (sim[:, m].mean(axis=1) - mean_d)
         k = int(passed[m].sum())
         out.append({"group": int(g), "n": n, "k": k, "observed": k / n, "model": float(p_hat[m].mean()),
                     "model_lo": float(np.quantile(mean_d, a)), "model_hi": float(np.quantile(mean_d, 1 - a)),
@@ -68,10 +98,10 @@ def quantile_groups(x: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]
     return lab, edges
 
 
-def hosmer_lemeshow(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def hosmer_lemeshow(cells: Sequence[Mapping[str, Any]], phi: float = 1.0) -> dict[str, Any]:
     stat = 0.0
     for c in cells:
-        den = c["sum_pq"] + c["var_sum_p"]
+        den = max(phi, 1.0) * c["sum_pq"] + c["var_sum_p"]
         if den > 0:
             stat += (c["k"] - c["sum_p"]) ** 2 / den
     dof = len(cells)
@@ -80,15 +110,18 @@ def hosmer_lemeshow(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def validate(B: np.ndarray, passed: np.ndarray, variables: Mapping[str, np.ndarray], surface: tuple[str, str] | None,
              fit: OperatingPointFit, confidence: float, n_bins: int, min_bin_n: int, n_draws: int, seed: int,
-             calibration_groups: int = 10) -> dict[str, Any]:
+             calibration_groups: int = 10, dispersion: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Held-out validation of one operating point: per variable, equal-count bins of the held-out
     injections (and the 2-D surface of ``surface``, n_bins/2 per axis), observed against predicted;
     the fraction of bins (n >= min_bin_n) whose observed fraction lies in the predictive band and in
-    the model band; the calibration statistic over groups of predicted P."""
+    the model band; the calibration statistic over groups of predicted P. ``dispersion``
+    (``region_dispersion`` on the fit data) widens the predictive band's binomial part: the held-out
+    injections come from a few sky regions, and their fraction carries the regions' scatter."""
+    phi = float((dispersion or {}).get("phi", 1.0))
     bins = []
     for name, x in variables.items():
         lab, edges = quantile_groups(x, n_bins)
-        for c in bin_predictions(B, passed, lab, fit, confidence, n_draws, seed):
+        for c in bin_predictions(B, passed, lab, fit, confidence, n_draws, seed, phi):
             c.update({"var": name, "lo": float(edges[c["group"]]), "hi": float(edges[c["group"] + 1])})
             bins.append(c)
     if surface is not None and all(s in variables for s in surface):
@@ -96,7 +129,7 @@ def validate(B: np.ndarray, passed: np.ndarray, variables: Mapping[str, np.ndarr
         lx, ex = quantile_groups(variables[surface[0]], nb)
         ly, ey = quantile_groups(variables[surface[1]], nb)
         lab = np.where((lx >= 0) & (ly >= 0), lx * (ey.size - 1) + ly, -1)
-        for c in bin_predictions(B, passed, lab, fit, confidence, n_draws, seed):
+        for c in bin_predictions(B, passed, lab, fit, confidence, n_draws, seed, phi):
             ix, iy = divmod(c["group"], ey.size - 1)
             c.update({"var": f"{surface[0]}__{surface[1]}", "lo": float(ex[ix]), "hi": float(ex[ix + 1]),
                       "y_lo": float(ey[iy]), "y_hi": float(ey[iy + 1])})
@@ -114,11 +147,11 @@ def validate(B: np.ndarray, passed: np.ndarray, variables: Mapping[str, np.ndarr
     base = float(np.mean(passed)) if len(passed) else None
     ll0 = (float(np.mean(passed * np.log(base + eps) + (1 - passed) * np.log(1 - base + eps))) if base is not None else None)
     return {
-        "n": int(len(passed)), "k": int(np.sum(passed)),
+        "n": int(len(passed)), "k": int(np.sum(passed)), "dispersion": dict(dispersion or {"phi": 1.0}),
         "n_bins": len(bins), "n_bins_counted": len(counted), "min_bin_n": min_bin_n,
         "fraction_inside_predictive": (float(np.mean([c["inside_predictive"] for c in counted])) if counted else None),
         "fraction_inside_model_band": (float(np.mean([c["inside_model_band"] for c in counted])) if counted else None),
-        "calibration": hosmer_lemeshow(cal), "calibration_groups": cal,
+        "calibration": hosmer_lemeshow(cal, phi), "calibration_groups": cal,
         "brier": float(np.mean((p_hat - passed) ** 2)) if len(passed) else None,
         "log_likelihood_per_injection": ll, "log_likelihood_constant": ll0,
         "bins": bins,
