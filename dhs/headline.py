@@ -157,7 +157,7 @@ def selection(d: Mapping[str, Any]) -> dict[str, Any]:
 
 def closure(d: Mapping[str, Any]) -> dict[str, Any]:
     """Coverage of the 95 % intervals of the truth over seeds and bins: Wilson, region bootstrap, model band."""
-    out: dict[str, Any] = {"seeds": d.get("n_seeds")}
+    out: dict[str, Any] = {"seeds": d.get("n_seeds"), "expected_binned_coverage": _r(d.get("expected_binned_coverage"))}
     for k, v in (d.get("coverage") or {}).items():
         out[k] = {"coverage": _r(v.get("coverage")), "n_bins": v.get("n")}
     return out
