@@ -34,7 +34,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     m = run(a.params, metrics_path=str(Path(a.out) / "closure.json"), plots_dir=str(Path(a.out) / "plots"), work=a.work, seeds=a.seeds)
-    print(f"\nclosure over {m["n_seeds"]} seeds ({m['n_bins']} (seed, bin, estimator) cells with n >= {m['min_bin_n']}), "
+    print(f"\nclosure over {m['n_seeds']} seeds ({m['n_bins']} (seed, bin, estimator) cells with n >= {m['min_bin_n']}), "
           f"nominal {m['confidence']:.0%}; with the truth of each seed's bins over the other {m['n_seeds'] - 1} draws a calibrated "
           f"interval reads {m['expected_binned_coverage']:.3f}:")
     print(f"{'estimator@operating point':>28}  coverage  95% interval     cells  in 0.90-0.99")
