@@ -141,26 +141,18 @@ def cutouts(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def selection(d: Mapping[str, Any]) -> dict[str, Any]:
-    """Per operating point: held-out validation (fraction of bins inside the predictive band, the
-    calibration p-value) and the sky-weighted completeness the model gives beside the binned one;
-    the closure coverage where the closure stage wrote it."""
-    rows = d.get("rows") or {}
-    out: dict[str, Any] = {"n_fit": rows.get("fit"), "n_held_out": rows.get("held_out")}
+    """Per operating point: the fraction of held-out bins inside the model's predictive band and the
+    sky-weighted completeness the model gives (the detail file has the rest)."""
+    out: dict[str, Any] = {}
     for name, v in (d.get("validation") or {}).items():
-        s = (d.get("sky") or {}).get(name) or {}
-        out[name] = {"heldout_bins": v.get("n_bins_counted"), "heldout_inside_band": _r(v.get("fraction_inside_predictive")),
-                     "calibration_p": _r((v.get("calibration") or {}).get("p_value")),
-                     "sky_model": _r(s.get("model")), "sky_model_lo": _r(s.get("model_lo")), "sky_model_hi": _r(s.get("model_hi")),
-                     "sky_binned": _r((s.get("binned") or {}).get("completeness"))}
+        out[name] = {"heldout_inside_band": _r(v.get("fraction_inside_predictive")),
+                     "sky_model": _r(((d.get("sky") or {}).get(name) or {}).get("model"))}
     return out
 
 
 def closure(d: Mapping[str, Any]) -> dict[str, Any]:
-    """Coverage of the 95 % intervals of the truth over seeds and bins: Wilson, region bootstrap, model band."""
-    out: dict[str, Any] = {"seeds": d.get("n_seeds"), "expected_binned_coverage": _r(d.get("expected_binned_coverage"))}
-    for k, v in (d.get("coverage") or {}).items():
-        out[k] = {"coverage": _r(v.get("coverage")), "n_bins": v.get("n")}
-    return out
+    """Coverage of the truth by the 95 % intervals over seeds and bins: Wilson, region bootstrap, model band."""
+    return {k: _r(v.get("coverage")) for k, v in (d.get("coverage") or {}).items() if "@" not in k}
 
 
 STAGES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {

@@ -124,6 +124,7 @@ def bin_truth(table: pd.DataFrame, inj: pd.DataFrame, p_true: np.ndarray, var_co
     return out
 
 
+CLOSURE_MIN_STAMPS = 4000   # each seed draws at least this many stamps (a tiny pipeline's survey leaves no bin to judge)
 MIN_BIN_N = 50   # bins with fewer injections are not counted in the coverage (the completeness tables' low_n)
 
 
@@ -271,7 +272,8 @@ def coverage_table(bins: pd.DataFrame, confidence: float = 0.95) -> dict[str, di
 def run(params="params.yaml", metrics_path: str = "metrics/closure.json", plots_dir: str = "plots/closure",
         work: str | None = None, seeds: int | None = None) -> dict[str, Any]:
     """Stage ``closure``: ``selection.closure_seeds`` seeds (or ``seeds``) of the analytic finder,
-    each on its own draw of the simulated survey's population (``simulate.seed`` + seed), through
+    each on its own draw of the simulated survey's population (``simulate.seed`` + seed;
+    ``simulate.n_stamps`` stamps, at least ``CLOSURE_MIN_STAMPS``), through
     completeness and selection; writes the coverage table and per-seed validation to
     ``metrics_path`` (headline beside it) and the per-bin table and coverage figure to ``plots_dir``."""
     import shutil
@@ -289,9 +291,10 @@ def run(params="params.yaml", metrics_path: str = "metrics/closure.json", plots_
     n = int(p["selection"]["closure_seeds"] if seeds is None else seeds)
     t0 = time.perf_counter()
     base = int(p["simulate"]["seed"])
+    n_stamps = max(int(p["simulate"]["n_stamps"]), CLOSURE_MIN_STAMPS)
     metas = {}
     for s in range(1, n + 1):
-        metas[s] = population_metadata(p["simulate"], seed=base + s)
+        metas[s] = population_metadata(p["simulate"], seed=base + s, n_stamps=n_stamps)
         print(f"closure: drew the population of seed {s}/{n} ({time.perf_counter() - t0:.0f} s)", flush=True)
     ccfg = CompletenessConfig.from_params(p["completeness"], p.source, p["evaluation"])
     spark = spark_session(ccfg.spark)

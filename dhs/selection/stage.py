@@ -39,7 +39,8 @@ class SelectionError(ValueError):
     pass
 
 
-# completeness bins the model can be drawn against: score-table column -> (input or term) it is
+MIN_FIT = 10     # fewer fit injections: no model
+FEW_FIT = 200    # fewer: a model, marked indicative
 VALIDATION_SURFACE = ("theta_e_arcsec", "psf_fwhm_r_arcsec")
 
 
@@ -59,6 +60,10 @@ class SelectionConfig:
                    n_draws=v["n_draws"], seed=v["seed"],
                    fit=FitConfig(n_knots=v["n_knots"], smoothing=v["smoothing"], ridge=v["ridge"], n_replicates=v["n_replicates"],
                                  max_components=v["max_components"], confidence=confidence, seed=v["seed"]))
+
+
+def _frac(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def split_regions(regions: np.ndarray, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,9 +155,15 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
     t_all = sf.terms(x)
     t_fit = {k: v[is_fit] for k, v in t_all.items()}
     x_fit = {k: v[is_fit] for k, v in x.items()}
-    if is_fit.sum() < 50:
-        raise SelectionError(f"{int(is_fit.sum())} injections in the fit regions of split {ccfg.eval_split}; the model needs >= 50")
-    design = design_for(t_fit, cfg.fit.n_knots)
+    warnings = []
+    if is_fit.sum() < MIN_FIT:
+        raise SelectionError(f"{int(is_fit.sum())} injections in the fit regions of split {ccfg.eval_split}; the model needs >= {MIN_FIT}")
+    if is_fit.sum() < FEW_FIT:
+        warnings.append(f"{int(is_fit.sum())} injections in the fit regions (< {FEW_FIT}): the model and its validation are indicative")
+    try:
+        design = design_for(t_fit, cfg.fit.n_knots)
+    except ValueError as exc:
+        raise SelectionError(f"{scores_path}: the fit injections cannot place a term's knots: {exc}") from exc
     input_range = term_ranges(x_fit)
     trange = term_ranges(t_fit)
     inside = in_range(t_all, x, trange, input_range)
@@ -211,7 +222,7 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
                             "binned": ((cmet.get("sky") or {}).get(name) or {}).get("all"), "n": int(len(w))}
         print(f"selection {arch}: {name}: fitted on {fit.n_fit} injections ({fit.n_pass} pass) with {fit.replicates.shape[0]} "
               f"replicates in {time.perf_counter() - tf:.1f} s; held-out bins inside the predictive band "
-              f"{validation[name]['fraction_inside_predictive']:.2f} of {validation[name]['n_bins_counted']} (regions' dispersion "
+              f"{_frac(validation[name]['fraction_inside_predictive'])} of {validation[name]['n_bins_counted']} (regions' dispersion "
               f"{disp['phi']:.2f})", flush=True)
     doc = {
         "format": sf.FORMAT, "format_version": sf.FORMAT_VERSION, "primary": primary,
@@ -240,7 +251,9 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
         if figures:
             model_curve_figure(t, b.name, primary, f"{arch}: selection model vs binned completeness ({ccfg.eval_split}, {primary})",
                                out / f"{b.name}.png")
-    metrics = {"arch": arch, "file": str(out_path), "primary": primary, "rows": rows, "eval_split": ccfg.eval_split,
+    for w in warnings:
+        print(f"selection {arch}: WARNING: {w}", file=sys.stderr)
+    metrics = {"arch": arch, "file": str(out_path), "primary": primary, "rows": rows, "eval_split": ccfg.eval_split, "warnings": warnings,
                "terms": list(design.names), "knots": {t: design.knots[t].tolist() for t in design.names},
                "validation": validation, "sky": sky_binned,
                "operating_points": [{k: o[k] for k in ("name", "fpr", "threshold", "n_fit", "n_pass", "n_replicates")}

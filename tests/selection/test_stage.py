@@ -74,10 +74,11 @@ def test_stage_writes_a_validated_file_and_accounts_for_every_row(small_populati
         assert ((csv["model_lo"] <= csv["model"] + 1e-12) & (csv["model"] <= csv["model_hi"] + 1e-12)).all()
         assert (tmp_path / "sp" / "m" / f"{var}.png").stat().st_size > 1000
     h = json.loads((tmp_path / "sm" / "m.headline.json").read_text())
-    assert set(h) >= {"n_fit", "n_held_out", "fpr_0.1", "fpr_0.01", "fpr_0.001"}
-    s = h["fpr_0.01"]
-    assert s["sky_model_lo"] <= s["sky_model"] <= s["sky_model_hi"]
-    assert abs(s["sky_model"] - s["sky_binned"]) < 0.05
+    assert set(h) == {"fpr_0.1", "fpr_0.01", "fpr_0.001"}
+    assert h["fpr_0.01"]["heldout_inside_band"] == round(m["validation"]["fpr_0.01"]["fraction_inside_predictive"], 4)
+    s = m["sky"]["fpr_0.01"]
+    assert s["model_lo"] <= s["model"] <= s["model_hi"] and h["fpr_0.01"]["sky_model"] == round(s["model"], 4)
+    assert abs(s["model"] - s["binned"]["completeness"]) < 0.05
 
 
 @pytest.mark.slow
