@@ -177,12 +177,13 @@ def selection(ctx: Context) -> Section:
                      f"range, left out). File: <code>{esc(m.get('file'))}</code> (docs/selection.md: load it with numpy, or "
                      f"<code>python -m dhs.selection annotate</code>).</p>")
         rows = []
-        for name, v in (m.get("validation") or {}).items():
+        order = [o.get("name") for o in m.get("operating_points") or []]
+        for name, v in sorted((m.get("validation") or {}).items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
             cal = v.get("calibration") or {}
             sky = (m.get("sky") or {}).get(name) or {}
             b = sky.get("binned") or {}
             rows.append([name, f"{fmt(v.get('fraction_inside_predictive'), 3)} of {v.get('n_bins_counted')} bins",
-                         fmt(v.get("fraction_inside_model_band"), 3), f"{fmt(cal.get('statistic'), 1)} / {cal.get('dof')}, p = {fmt(cal.get('p_value'), 3)}",
+                         fmt(v.get("fraction_inside_model_band"), 3), f"{fmt(cal.get('statistic'), 3)} / {cal.get('dof')}, p = {fmt(cal.get('p_value'), 3)}",
                          f"{fmt(sky.get('model'), 3)} [{fmt(sky.get('model_lo'), 3)}, {fmt(sky.get('model_hi'), 3)}]",
                          f"{fmt(b.get('completeness'), 3)} [{fmt(b.get('boot_lo'), 3)}, {fmt(b.get('boot_hi'), 3)}]"])
         min_n = next(iter((m.get("validation") or {}).values()), {}).get("min_bin_n")
@@ -206,8 +207,11 @@ def selection(ctx: Context) -> Section:
                      f"scatters itself: with {esc(c.get('n_seeds'))} seeds a calibrated 95 % interval reads "
                      f"{fmt(c.get('expected_binned_coverage'), 3)} here (the model's truth is exact). "
                      f"<code>python benchmarks/closure.py --seeds 20</code> gives the figure docs/results.md quotes.</p>")
+        est_order = ("wilson", "bootstrap", "model")
+        cov = sorted((c.get("coverage") or {}).items(),
+                     key=lambda kv: (est_order.index(kv[0].split("@")[0]) if kv[0].split("@")[0] in est_order else 9, "@" in kv[0]))
         rows = [[k.replace("@", " at "), fmt(v.get("coverage"), 3), f"[{fmt(v.get('lo'), 3)}, {fmt(v.get('hi'), 3)}]", v.get("n")]
-                for k, v in (c.get("coverage") or {}).items()]
+                for k, v in cov]
         parts.append(table(rows, ["interval", "coverage", "95 % interval of the coverage", "cells"]))
         pngs = [p for p in ctx.inputs.pngs("plots/closure") if p.stem == "coverage"]
         if pngs:

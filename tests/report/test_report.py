@@ -155,6 +155,9 @@ def world(sim_cache, tmp_path_factory) -> Path:
                                     "min_bin_n": 25, "calibration": {"statistic": 11.2, "dof": 10, "p_value": 0.342}}},
         "sky": {"fpr_0.01": {"model": 0.1003, "model_lo": 0.09, "model_hi": 0.111, "binned": {"completeness": 0.0941, "boot_lo": 0.08, "boot_hi": 0.11}}}})
     _png(root / "plots/selection/small_cnn/theta_e_over_psf.png", "selection model")
+    _write(root / "metrics/closure.json", {"n_seeds": 2, "min_bin_n": 50, "expected_binned_coverage": 0.834, "coverage": {
+        "model@fpr_0.01": {"coverage": 0.969, "lo": 0.914, "hi": 0.99, "n": 98}, "wilson": {"coverage": 0.735, "lo": 0.681, "hi": 0.782, "n": 294},
+        "model": {"coverage": 0.986, "lo": 0.966, "hi": 0.995, "n": 294}}})
     _write(root / "metrics/sensitivity.json", {"thresholds": {"0.6": {"proxy": 0.2}, "0.8": {"proxy": 0.1}}, "rows": 99})
     _png(root / "plots/sensitivity/proxy_vs_model.png", "sensitivity")
     _write(root / "dvc.lock", yaml.safe_dump({"schema": "2.0", "stages": {
@@ -207,7 +210,9 @@ def test_selection_section_shows_the_stage_numbers_and_what_has_not_run(rendered
     sel = _section(html, "selection")
     assert "0.936 of 63 bins" in sel and "p = 0.342" in sel and "0.1 [0.09, 0.111]" in sel and "0.0941 [0.08, 0.11]" in sel
     assert "metrics/selection/small_cnn.json" in sel and "plots/selection/small_cnn/theta_e_over_psf.png" in sel
-    assert "not run: selection@resnet18" in sel and "not run: closure (metrics/closure.json" in sel
+    assert "not run: selection@resnet18" in sel and "reads 0.834 here" in sel
+    # the closure table: Wilson first, then the model overall before its operating points
+    assert sel.index("wilson") < sel.index(">model<") < sel.index("model at fpr_0.01") and "0.735" in sel and "[0.914, 0.99]" in sel
     assert status["selection"] == "partial"
 
 
