@@ -79,6 +79,14 @@ def test_stage_writes_a_validated_file_and_accounts_for_every_row(small_populati
     s = m["sky"]["fpr_0.01"]
     assert s["model_lo"] <= s["model"] <= s["model_hi"] and h["fpr_0.01"]["sky_model"] == round(s["model"], 4)
     assert abs(s["model"] - s["binned"]["completeness"]) < 0.05
+    # deterministic given its seed: a second run writes the same bytes
+    from stages import selection
+
+    first = {f: (tmp_path / f).read_bytes() for f in ("sel/m.json", "sm/m.json", "sp/m/theta_e_arcsec.csv")}
+    assert selection.main(["--arch", "m", "--params", str(tmp_path / "params.yaml"), "--scores", str(tmp_path / "scores"),
+                           "--completeness", str(tmp_path / "cm"), "--models", str(tmp_path / "models"), "--out", str(tmp_path / "sel"),
+                           "--metrics", str(tmp_path / "sm"), "--plots", str(tmp_path / "sp")]) == 0
+    assert all((tmp_path / f).read_bytes() == b for f, b in first.items())
 
 
 @pytest.mark.slow
