@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dhs.evaluation.scores import sigmoid
 from dhs.selection.function import terms
 from dhs.selection.inputs import selection_inputs
 
@@ -58,7 +59,7 @@ class AnalyticFinder:
 
     def p_pass(self, inputs: Mapping[str, np.ndarray], logit_threshold: float) -> np.ndarray:
         """P(logit > threshold | x) for injections."""
-        return 1.0 / (1.0 + np.exp(-(self.eta(inputs) - logit_threshold) / self.noise_scale))
+        return sigmoid((self.eta(inputs) - logit_threshold) / self.noise_scale)
 
     def logits(self, inputs: Mapping[str, np.ndarray], label: np.ndarray, seed: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
@@ -75,7 +76,7 @@ def analytic_score_table(meta: pd.DataFrame, seed: int, finder: AnalyticFinder =
     out = meta.copy()
     inputs = selection_inputs(out)
     out["logit"] = finder.logits(inputs, out["label"].to_numpy(), seed)
-    out["score"] = 1.0 / (1.0 + np.exp(-out["logit"].to_numpy()))
+    out["score"] = sigmoid(out["logit"].to_numpy())
     return out
 
 

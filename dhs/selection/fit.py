@@ -291,10 +291,6 @@ def eta_sd(B: np.ndarray, fit: OperatingPointFit) -> tuple[np.ndarray, np.ndarra
     return eta, sd
 
 
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, float)))
-
-
 def in_range(term_values: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray],
              term_range: Mapping[str, tuple[float, float]], input_range: Mapping[str, tuple[float, float]]) -> np.ndarray:
     ok = None

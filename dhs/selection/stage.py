@@ -28,11 +28,12 @@ import pandas as pd
 
 from dhs import atomic, headline
 from dhs.evaluation.intervals import bootstrap_multiplicities, wilson_interval
+from dhs.evaluation.scores import check_scores, sigmoid
 from dhs.params import Params, as_params, checked
 from dhs.selection import function as sf
 from dhs.selection.inputs import selection_inputs
-from dhs.selection.fit import Design, FitConfig, design_for, fit_operating_point, in_range, operating_point_doc, sigmoid, term_ranges
-from dhs.selection.validate import bin_predictions, region_dispersion, validate
+from dhs.selection.fit import FitConfig, design_for, fit_operating_point, in_range, operating_point_doc, term_ranges
+from dhs.selection.validate import bin_predictions, predictive_draws, region_dispersion, validate
 
 
 class SelectionError(ValueError):
@@ -96,7 +97,8 @@ def code_version() -> dict[str, Any]:
     return {"git_commit": commit, "dhs_selection_sha256": h.hexdigest()}
 
 
-def load_thresholds(path: Path, eval_split: str) -> list[dict[str, Any]]:
+def load_completeness(path: Path, eval_split: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(the FPR thresholds, the whole metrics document) of the completeness stage."""
     if not path.exists():
         raise SelectionError(f"{path}: no completeness metrics; run the completeness stage first (dvc repro completeness)")
     m = json.loads(path.read_text())
@@ -105,10 +107,10 @@ def load_thresholds(path: Path, eval_split: str) -> list[dict[str, Any]]:
     out = [t for t in m.get("thresholds", []) if t.get("target_fpr") is not None]
     if not out:
         raise SelectionError(f"{path}: no FPR thresholds under 'thresholds'")
-    return out
+    return out, m
 
 
-def _injection_frame(scores: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, int]]:
+def _injection_frame(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, int]]:
     """The evaluation split's injections with finite inputs, their inputs, and the rejected counts."""
     inputs = selection_inputs(scores)
     finite = np.ones(len(scores), bool)
@@ -127,7 +129,6 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
         plots_dir: str = "plots/selection", figures: bool = True) -> dict[str, Any]:
     """``figures``: draw the PNGs (the closure test leaves them out)."""
     from dhs.completeness.measure import CompletenessConfig, fpr_name
-    from dhs.evaluation.scores import check_scores
     from dhs.selection.figures import model_curve_figure
 
     p = as_params(params).require("selection", "completeness")
@@ -145,12 +146,15 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
     inj_all = ev[ev["label"] == 1]
     rows["controls"] = int(len(ctl))
     rows["injections"] = int(len(inj_all))
-    inj, x, rejected = _injection_frame(inj_all, str(scores_path))
+    if ev["region_id"].isna().any():
+        raise SelectionError(f"{scores_path}: {int(ev['region_id'].isna().sum())} row(s) of split {ccfg.eval_split} without a "
+                             f"region_id; the fit/held-out split and the region bootstrap need one per stamp")
+    inj, x, rejected = _injection_frame(inj_all)
     rows["injections_rejected"] = rejected
-    regions = np.sort(ev["region_id"].dropna().astype(np.int64).unique())
+    regions = np.sort(ev["region_id"].astype(np.int64).unique())
     fit_regions, hold_regions = split_regions(regions, cfg.holdout_fraction, cfg.seed)
-    rindex = {int(r): i for i, r in enumerate(regions)}
     inj_region = inj["region_id"].astype(np.int64).to_numpy()
+    inj_rindex = np.searchsorted(regions, inj_region)          # each injection's index among the split's regions
     is_fit = np.isin(inj_region, fit_regions)
     t_all = sf.terms(x)
     t_fit = {k: v[is_fit] for k, v in t_all.items()}
@@ -175,19 +179,16 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
     B_in = design.basis({k: v[inside] for k, v in t_all.items()})
     mult = bootstrap_multiplicities(len(regions), cfg.fit.n_replicates, seed=cfg.seed)
     c_scores = ctl["score"].to_numpy(float)
-    c_region = ctl["region_id"].astype(np.int64).map(rindex).to_numpy()
+    c_region = np.searchsorted(regions, ctl["region_id"].astype(np.int64).to_numpy())
     scores_inj = inj["score"].to_numpy(float)
     primary = fpr_name(ccfg.plot_fpr)
-    ops, fits, validation, curves = [], {}, {}, []
-    thresholds = load_thresholds(Path(completeness_dir) / f"{arch}.json", ccfg.eval_split)
-    sky_binned = {}
-    cmet = json.loads((Path(completeness_dir) / f"{arch}.json").read_text())
+    ops, validation, curves, sky_binned = [], {}, [], {}
+    thresholds, cmet = load_completeness(Path(completeness_dir) / f"{arch}.json", ccfg.eval_split)
     for t in thresholds:
         name, fpr, thr = t["name"], float(t["target_fpr"]), float(t["score"])
         tf = time.perf_counter()
-        fit = fit_operating_point(design, B_fit, scores_inj[is_fit], np.array([rindex[int(r)] for r in inj_region[is_fit]]),
-                                  c_scores, c_region, len(regions), name, fpr, thr, cfg.fit, mult)
-        fits[name] = fit
+        fit = fit_operating_point(design, B_fit, scores_inj[is_fit], inj_rindex[is_fit], c_scores, c_region, len(regions), name, fpr, thr,
+                                  cfg.fit, mult)
         ops.append(operating_point_doc(design, fit, cfg.fit.confidence))
         passed_h = (scores_inj[hold] > thr).astype(float)
         vx = {**{k: v[hold] for k, v in x.items()}, "log10_snr_implied": t_all["log10_snr_implied"][hold],
@@ -198,13 +199,14 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
         # the model beside the binned completeness, on the completeness stage's bins (in-range injections)
         inj_in = inj[inside]
         passed_in = scores_inj[inside] > thr
+        draws_in = predictive_draws(B_in, fit, cfg.n_draws, cfg.seed)
         for b in ccfg.bins:
             if b.column not in inj_in.columns:
                 continue
             v = pd.to_numeric(inj_in[b.column], errors="coerce").to_numpy(float)
             e = np.asarray(b.edges, float)
             lab = np.where((v >= e[0]) & (v <= e[-1]), np.clip(np.searchsorted(e, v, side="right") - 1, 0, e.size - 2), -1)
-            for c in bin_predictions(B_in, passed_in.astype(float), lab, fit, cfg.fit.confidence, cfg.n_draws, cfg.seed):
+            for c in bin_predictions(draws_in, passed_in.astype(float), lab, cfg.fit.confidence):
                 wlo, whi = wilson_interval(c["k"], c["n"], cfg.fit.confidence)
                 hi_edge = e[c["group"] + 1]
                 curves.append({"var": b.name, "threshold": name, "primary": int(name == primary), "bin": c["group"],
@@ -214,11 +216,9 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
                                "model": c["model"], "model_lo": c["model_lo"], "model_hi": c["model_hi"]})
         # sky-weighted completeness from the model against the binned estimate
         w = inj_in["sky_weight"].to_numpy(float) if "sky_weight" in inj_in.columns else np.ones(len(inj_in))
-        p_in = sigmoid(B_in @ fit.values)
-        rng = np.random.default_rng(cfg.seed)
-        d = sigmoid(fit.draws(cfg.n_draws, rng) @ B_in.T) @ w / w.sum() if w.sum() > 0 else np.full(cfg.n_draws, np.nan)
+        d = draws_in.P @ w / w.sum() if w.sum() > 0 else np.full(cfg.n_draws, np.nan)
         a = (1 - cfg.fit.confidence) / 2
-        sky_binned[name] = {"model": float(p_in @ w / w.sum()), "model_lo": float(np.quantile(d, a)), "model_hi": float(np.quantile(d, 1 - a)),
+        sky_binned[name] = {"model": float(draws_in.p_hat @ w / w.sum()), "model_lo": float(np.quantile(d, a)), "model_hi": float(np.quantile(d, 1 - a)),
                             "binned": ((cmet.get("sky") or {}).get(name) or {}).get("all"), "n": int(len(w))}
         print(f"selection {arch}: {name}: fitted on {fit.n_fit} injections ({fit.n_pass} pass) with {fit.replicates.shape[0]} "
               f"replicates in {time.perf_counter() - tf:.1f} s; held-out bins inside the predictive band "
@@ -265,5 +265,5 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
     for name, s in sky_binned.items():
         b = s["binned"] or {}
         print(f"  {name}: sky-weighted completeness, model {s['model']:.3f} [{s['model_lo']:.3f}, {s['model_hi']:.3f}], "
-              f"binned {b.get('completeness', float('nan')):.3f}", file=sys.stderr if False else sys.stdout)
+              f"binned {b.get('completeness', float('nan')):.3f}")
     return metrics

@@ -25,17 +25,29 @@ of the calibration statistic, the quasi-binomial treatment of clustered counts.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.stats import chi2
 
-from dhs.selection.fit import OperatingPointFit, sigmoid
+from dhs.evaluation.scores import sigmoid
+from dhs.selection.fit import OperatingPointFit
 
 
-def draws_p(B: np.ndarray, fit: OperatingPointFit, n_draws: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_draws, n) P at the rows of B under coefficient draws."""
-    return sigmoid(fit.draws(n_draws, rng) @ B.T)
+@dataclass(frozen=True)
+class Draws:
+    """The model at a set of injections: its P (``p_hat``), P under ``n_draws`` coefficient draws
+    (``P``, (D, n)) and one pass/fail outcome per draw and injection drawn from those (``sim``)."""
+    p_hat: np.ndarray
+    P: np.ndarray
+    sim: np.ndarray
+
+
+def predictive_draws(B: np.ndarray, fit: OperatingPointFit, n_draws: int, seed: int) -> Draws:
+    rng = np.random.default_rng(seed)
+    P = sigmoid(fit.draws(n_draws, rng) @ B.T)
+    return Draws(sigmoid(B @ fit.values), P, rng.random(P.shape) < P)
 
 
 def region_dispersion(p_hat: np.ndarray, passed: np.ndarray, region: np.ndarray) -> dict[str, Any]:
@@ -47,43 +59,36 @@ def region_dispersion(p_hat: np.ndarray, passed: np.ndarray, region: np.ndarray)
     on the data the model was fitted to. phi ~ 1 when injections are independent given the model;
     above 1, regions differ by more than the model's variables explain (conditions and hosts shared
     within a region), and an observed fraction over a few regions scatters that much more."""
-    regions = np.unique(region)
-    num = den = 0.0
-    terms_ = []
-    for r in regions:
-        m = region == r
-        v = float((p_hat[m] * (1 - p_hat[m])).sum())
-        if v > 0:
-            terms_.append((float(passed[m].sum() - p_hat[m].sum()) ** 2, v))
-    g = len(terms_)
+    _, r = np.unique(region, return_inverse=True)
+    k = np.bincount(r, weights=passed)
+    e = np.bincount(r, weights=p_hat)
+    v = np.bincount(r, weights=p_hat * (1 - p_hat))
+    use = v > 0
+    g = int(use.sum())
     if g < 2:
         return {"phi": 1.0, "regions": g}
-    chi2_ = sum(a / v for a, v in terms_)
-    return {"phi": float(chi2_ / (g - 1)), "chi2": float(chi2_), "regions": g}
+    chi2_ = float(((k[use] - e[use]) ** 2 / v[use]).sum())
+    return {"phi": chi2_ / (g - 1), "chi2": chi2_, "regions": g}
 
 
-def bin_predictions(B: np.ndarray, passed: np.ndarray, groups: np.ndarray, fit: OperatingPointFit, confidence: float,
-                    n_draws: int, seed: int, dispersion: float = 1.0) -> list[dict[str, Any]]:
+def bin_predictions(d: Draws, passed: np.ndarray, groups: np.ndarray, confidence: float,
+                    dispersion: float = 1.0) -> list[dict[str, Any]]:
     """Per group label (>= 0; negative labels skipped): n, observed k and fraction, the model's
     mean P with its model band and predictive band (its binomial part widened by
     sqrt(``dispersion``), the regions' extra-binomial scatter, where above 1)."""
-    rng = np.random.default_rng(seed)
-    p_hat = sigmoid(B @ fit.values)
-    P = draws_p(B, fit, n_draws, rng)                                   # (D, n)
-    sim = rng.random(P.shape) < P                                       # predictive: each injection drawn from its P
     a = (1 - confidence) / 2
     out = []
     for g in np.unique(groups[groups >= 0]):
         m = groups == g
         n = int(m.sum())
-        mean_d = P[:, m].mean(axis=1)
-        frac_d = mean_d + np.sqrt(max(dispersion, 1.0)) * (sim[:, m].mean(axis=1) - mean_d)
+        mean_d = d.P[:, m].mean(axis=1)
+        frac_d = mean_d + np.sqrt(max(dispersion, 1.0)) * (d.sim[:, m].mean(axis=1) - mean_d)
         k = int(passed[m].sum())
-        out.append({"group": int(g), "n": n, "k": k, "observed": k / n, "model": float(p_hat[m].mean()),
+        out.append({"group": int(g), "n": n, "k": k, "observed": k / n, "model": float(d.p_hat[m].mean()),
                     "model_lo": float(np.quantile(mean_d, a)), "model_hi": float(np.quantile(mean_d, 1 - a)),
                     "predictive_lo": float(np.quantile(frac_d, a)), "predictive_hi": float(np.quantile(frac_d, 1 - a)),
-                    "sum_p": float(p_hat[m].sum()), "var_sum_p": float(np.var(P[:, m].sum(axis=1))),
-                    "sum_pq": float((p_hat[m] * (1 - p_hat[m])).sum())})
+                    "sum_p": float(d.p_hat[m].sum()), "var_sum_p": float(np.var(d.P[:, m].sum(axis=1))),
+                    "sum_pq": float((d.p_hat[m] * (1 - d.p_hat[m])).sum())})
     return out
 
 
@@ -118,10 +123,11 @@ def validate(B: np.ndarray, passed: np.ndarray, variables: Mapping[str, np.ndarr
     (``region_dispersion`` on the fit data) widens the predictive band's binomial part: the held-out
     injections come from a few sky regions, and their fraction carries the regions' scatter."""
     phi = float((dispersion or {}).get("phi", 1.0))
+    d = predictive_draws(B, fit, n_draws, seed)
     bins = []
     for name, x in variables.items():
         lab, edges = quantile_groups(x, n_bins)
-        for c in bin_predictions(B, passed, lab, fit, confidence, n_draws, seed, phi):
+        for c in bin_predictions(d, passed, lab, confidence, phi):
             c.update({"var": name, "lo": float(edges[c["group"]]), "hi": float(edges[c["group"] + 1])})
             bins.append(c)
     if surface is not None and all(s in variables for s in surface):
@@ -129,7 +135,7 @@ def validate(B: np.ndarray, passed: np.ndarray, variables: Mapping[str, np.ndarr
         lx, ex = quantile_groups(variables[surface[0]], nb)
         ly, ey = quantile_groups(variables[surface[1]], nb)
         lab = np.where((lx >= 0) & (ly >= 0), lx * (ey.size - 1) + ly, -1)
-        for c in bin_predictions(B, passed, lab, fit, confidence, n_draws, seed, phi):
+        for c in bin_predictions(d, passed, lab, confidence, phi):
             ix, iy = divmod(c["group"], ey.size - 1)
             c.update({"var": f"{surface[0]}__{surface[1]}", "lo": float(ex[ix]), "hi": float(ex[ix + 1]),
                       "y_lo": float(ey[iy]), "y_hi": float(ey[iy + 1])})
@@ -139,9 +145,9 @@ def validate(B: np.ndarray, passed: np.ndarray, variables: Mapping[str, np.ndarr
         c["inside_predictive"] = c["predictive_lo"] <= c["observed"] <= c["predictive_hi"]
         c["inside_model_band"] = c["model_lo"] <= c["observed"] <= c["model_hi"]
     counted = [c for c in bins if c["counted"]]
-    p_hat = sigmoid(B @ fit.values)
+    p_hat = d.p_hat
     lab, _ = quantile_groups(p_hat, calibration_groups)
-    cal = bin_predictions(B, passed, lab, fit, confidence, n_draws, seed)
+    cal = bin_predictions(d, passed, lab, confidence)
     eps = 1e-12
     ll = float(np.mean(passed * np.log(p_hat + eps) + (1 - passed) * np.log(1 - p_hat + eps))) if len(passed) else None
     base = float(np.mean(passed)) if len(passed) else None

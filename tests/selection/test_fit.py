@@ -9,6 +9,7 @@ import pytest
 from scipy.optimize import minimize
 
 from dhs.evaluation.intervals import bootstrap_multiplicities
+from dhs.evaluation.scores import sigmoid
 from dhs.selection import fit as F
 
 
@@ -71,8 +72,8 @@ def test_band_draws_reproduce_the_replicates_spread_of_predictions():
     B = d.basis(t)
     fit = F.fit_operating_point(d, B, s, region, np.zeros(1), np.zeros(1, int), 40, "x", None, 0.5, F.FitConfig(n_replicates=60),
                                 bootstrap_multiplicities(40, 60, 0))
-    rep_sd = F.sigmoid(fit.replicates @ B.T).mean(axis=1).std()
-    draw_sd = F.sigmoid(fit.draws(2000, np.random.default_rng(0)) @ B.T).mean(axis=1).std()
+    rep_sd = sigmoid(fit.replicates @ B.T).mean(axis=1).std()
+    draw_sd = sigmoid(fit.draws(2000, np.random.default_rng(0)) @ B.T).mean(axis=1).std()
     assert draw_sd == pytest.approx(rep_sd, rel=0.2)
     # pointwise too: the file's sd against the replicates' sd of the logit at each point
     _, sd = F.eta_sd(B, fit)

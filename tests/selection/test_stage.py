@@ -95,3 +95,20 @@ def test_missing_input_column_is_named(small_population, tmp_path, capsys):
     rc, _ = _run(tmp_path, scores)
     assert rc == 2
     assert "magnification" in capsys.readouterr().err
+
+
+def test_rows_without_a_region_are_refused_by_name(small_population, tmp_path, capsys):
+    from stages import selection
+
+    params, _ = _params(tmp_path)
+    scores = analytic_score_table(small_population, seed=7)
+    scores["region_id"] = scores["region_id"].astype("Int64")
+    scores.loc[scores.index[scores["split"] == "test"][:3], "region_id"] = pd.NA
+    (tmp_path / "scores").mkdir()
+    scores.to_parquet(tmp_path / "scores" / "m.parquet", index=False)
+    rc = selection.main(["--arch", "m", "--params", str(params), "--scores", str(tmp_path / "scores"), "--completeness", str(tmp_path / "cm"),
+                         "--out", str(tmp_path / "sel"), "--metrics", str(tmp_path / "sm"), "--plots", str(tmp_path / "sp")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "m.parquet: 3 row(s) of split test without a region_id" in err
+    assert not (tmp_path / "sel" / "m.json").exists()
