@@ -54,7 +54,7 @@ def sweep(spark, score_paths: Mapping[str, str], cfg: CompletenessConfig, sens: 
     The proxy is measured on the first arch's table (every arch scores the same rows); each
     arch's model curve at every FPR of the completeness config."""
     if not score_paths:
-        raise CompletenessError("sensitivity needs at least one score table (train.archs is empty?)")
+        raise CompletenessError("sensitivity needs at least one score table (finders.measure is empty?)")
     ccfg = sens.restrict(cfg)
     frames, metrics = [], {"snr_min": sens.snr_min, "proxy": {}, "model": {}, "eval_split": cfg.eval_split}
     first = True

@@ -150,7 +150,7 @@ def run_sensitivity(params: str | Params = "params.yaml", scores_dir: str = "dat
     p = as_params(params).require("sensitivity", "completeness")
     cfg = CompletenessConfig.from_params(p["completeness"], p.source, p["evaluation"])
     sens = SensitivityConfig.from_params(p["sensitivity"], p.source)
-    archs = list(p["train"]["archs"])
+    archs = list(p["finders"]["measure"])
     t0 = time.perf_counter()
     paths = {a: str(Path(scores_dir) / f"{a}.parquet") for a in archs}
     table, metrics = sweep(spark_session(cfg.spark), paths, cfg, sens)

@@ -5,16 +5,23 @@ hybrid's metadata statistics stored in its checkpoint, so every consumer (the in
 gates, the known-lens stage) feeds it what training fed it. ``score_split`` scores every row of a
 cached split once, in row order, without a padding sampler (docs/conventions.md, evaluation
 rules); ``score_images`` scores arbitrary nMgy arrays (cutouts, probed stamps).
+
+``load_finder`` restores either kind of finder from ``data/models/{name}/checkpoint_best.pt``: a
+model trained here (``TrainedModel``) or one made elsewhere and packed by the import stage
+(``dhs.finder.external.ExternalFinder``); ``score_split`` and ``score_images`` take both.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dhs.finder.checkpoint import TrainedModel, TrainingError
+from dhs.finder.checkpoint import TrainedModel, TrainingError, load_checkpoint, load_trained
+from dhs.finder.external import ExternalFinder, is_external, load_external
 from dhs.finder.colours import host_colours_nmgy, split_host_colours
 from dhs.finder.loader import iterate_batches, normalize
 from dhs.stamps.cache import CachedSplit
@@ -26,10 +33,35 @@ def _check_size(tm: TrainedModel, size: int, what: str) -> None:
                             f"{tm.spec.stamp_size}x{tm.spec.stamp_size}; score with a model of the same stamp size")
 
 
-def score_split(tm: TrainedModel, split: CachedSplit, batch_size: int = 512, progress: bool = True,
+Finder = TrainedModel | ExternalFinder
+
+
+def load_finder(model_dir: str | Path, device: str = "auto", arch: str | None = None) -> Finder:
+    """The finder of ``model_dir/checkpoint_best.pt``, trained here or external, ready to score;
+    with ``arch``, a trained checkpoint of another arch, or an external one packed under another
+    name, is refused."""
+    path = Path(model_dir) / "checkpoint_best.pt"
+    if path.exists():
+        ckpt = load_checkpoint(path)
+        if is_external(ckpt):
+            finder = load_external(path, device, ckpt)
+            if arch is not None and finder.name != arch:
+                raise TrainingError(f"{path} holds the external finder {finder.name}, not {arch}; rerun `dvc repro external@{arch}`")
+            return finder
+    return load_trained(model_dir, device, arch=arch)
+
+
+def stamp_size(finder: Finder) -> int:
+    return finder.stamp_size if isinstance(finder, ExternalFinder) else finder.spec.stamp_size
+
+
+def score_split(tm: Finder, split: CachedSplit, batch_size: int = 512, progress: bool = True,
                 return_theta: bool = False):
     """float64 logits of every row of ``split``, in row order, each row scored exactly once;
     with ``return_theta``, (logits, theta_E predictions in arcsec or None)."""
+    if isinstance(tm, ExternalFinder):
+        logits = tm.score_split(split, batch_size, progress)
+        return (logits, None) if return_theta else logits
     n = len(split)
     logits = np.full(n, np.nan, dtype=np.float64)
     theta = np.full(n, np.nan, dtype=np.float64) if tm.spec.theta_head else None
@@ -53,9 +85,11 @@ def score_split(tm: TrainedModel, split: CachedSplit, batch_size: int = 512, pro
     return (logits, theta) if return_theta else logits
 
 
-def score_images(tm: TrainedModel, images_nmgy: np.ndarray, meta: pd.DataFrame | None = None, batch_size: int = 512) -> np.ndarray:
+def score_images(tm: Finder, images_nmgy: np.ndarray, meta: pd.DataFrame | None = None, batch_size: int = 512) -> np.ndarray:
     """float64 logits of (N, 3, S, S) nMgy images; normalisation statistics measured on the fly
     in the training annulus (the cache stores them precomputed; the values are the same)."""
+    if isinstance(tm, ExternalFinder):
+        return tm.score_images(images_nmgy, meta, batch_size)
     images_nmgy = np.asarray(images_nmgy)
     if images_nmgy.ndim != 4 or images_nmgy.shape[1] != 3:
         raise TrainingError(f"expected (N, 3, S, S) grz images, got shape {images_nmgy.shape}")

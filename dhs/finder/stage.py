@@ -165,21 +165,30 @@ def run_infer(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
               progress: bool = True, plots_dir: str = "plots/regression") -> dict:
     from dhs.evaluation.regression import theta_e_regression_table
     from dhs.evaluation.scores import ScoresError, check_scores, score_table
-    from dhs.finder.checkpoint import load_trained
-    from dhs.finder.inference import score_split
+    from dhs.finder.external import ExternalFinder, check_table_ids
+    from dhs.finder.inference import load_finder, score_split
     from dhs.stamps.cache import open_split
 
     p = as_params(params).require("infer")
     inf = p["infer"]
     splits = inf["splits"]
     t0 = time.perf_counter()
-    tm = load_trained(Path(models_dir) / arch, inf["device"], arch=arch)
+    tm = load_finder(Path(models_dir) / arch, inf["device"], arch=arch)
+    external = isinstance(tm, ExternalFinder)
+    table_ids = None
+    if external and tm.table is not None:  # a score table: every stamp of the scored splits, nothing foreign
+        present = [s for s in ("train", "val", "test") if (Path(cache_dir) / s / "meta.parquet").exists()]
+        table_ids = check_table_ids(tm.table, {s: pd.read_parquet(Path(cache_dir) / s / "meta.parquet", columns=["task_id"])
+                                               ["task_id"].astype(str).to_numpy() for s in present}, tuple(splits), arch)
+        print(f"infer {arch}: score table of {table_ids['rows']} rows: {table_ids['scored']} scored"
+              + (f", {table_ids['ignored']} ids of other splits ignored" if table_ids["ignored"] else ""))
+    batch = external and tm.spec["batch_size"] or inf["batch_size"]
     tables, counts = [], {}
     for name in splits:
         split = open_split(cache_dir, name)
         if len(split) == 0:
             raise ScoresError(f"split {name} of {cache_dir} is empty; nothing to score (check the stamps stage's metrics)")
-        logits, theta = score_split(tm, split, inf["batch_size"], progress, return_theta=True)
+        logits, theta = score_split(tm, split, batch, progress, return_theta=True)
         table = score_table(name, split.stamp_meta(), logits)
         if theta is not None:
             table["theta_e_pred_arcsec"] = theta
@@ -194,19 +203,44 @@ def run_infer(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
     with atomic.writing(out) as tmp:
         scores.to_parquet(tmp, index=False)
     regression = None
-    if tm.spec.theta_head:  # the multi-head model: theta_E bias and scatter against the truth
+    if not external and tm.spec.theta_head:  # the multi-head model: theta_E bias and scatter against the truth
         reg = theta_e_regression_table(scores, inf["theta_psf_bins"], "test" if "test" in splits else splits[0])
         regression = {r["theta_e_over_psf_bin"]: {k: v for k, v in r.items() if k != "theta_e_over_psf_bin"} for r in reg.to_dict("records")}
         atomic.write_text(Path(plots_dir) / arch / "theta_e.csv", reg.to_csv(index=False))
         theta_figure(scores, Path(plots_dir) / arch / "theta_e.png", arch)
     else:  # the directory is a DVC output either way
-        atomic.write_text(Path(plots_dir) / arch / "theta_e.csv", "theta_e_over_psf_bin,n\n# no theta_E head: train.theta_head is false\n")
+        why = "an external finder" if external else "train.theta_head is false"
+        atomic.write_text(Path(plots_dir) / arch / "theta_e.csv", f"theta_e_over_psf_bin,n\n# no theta_E head: {why}\n")
     metrics = {"arch": arch, "checkpoint": tm.checkpoint.name, "checkpoint_step": tm.step, "device": tm.device.type,
                "rows_scored": len(scores), "unique_task_ids": int(scores["task_id"].nunique()), "by_split": counts,
-               "rejected_before_cache": upstream, "normalisation": tm.norm.mode,
+               "rejected_before_cache": upstream, "normalisation": tm.preprocess_label if external else tm.norm.mode,
+               **({"external": {"format": tm.format, "model": tm.spec["model"], "model_sha256": tm.model_sha256}} if external else {}),
+               **({"score_table": table_ids} if table_ids is not None else {}),
                **({"theta_e_regression": regression} if regression is not None else {})}
     headline.write("infer", Path(metrics_dir) / f"{arch}.json", metrics)
     per_split = ", ".join(f"{k} {v['scored']}" for k, v in counts.items())
     print(f"infer {arch}: scored {len(scores)} stamps ({per_split}) "
           f"on {tm.device.type} in {time.perf_counter() - t0:.1f} s -> {out}")
+    return metrics
+
+
+def run_external(arch: str, params: str | Params = "params.yaml", models_dir: str = "data/models",
+                 metrics_dir: str = "metrics/external") -> dict:
+    """Stage ``external@{name}``: check the external finder ``name`` (finders.external) against its
+    spec and pack it into ``data/models/{name}/checkpoint_best.pt`` (dhs.finder.external); writes
+    ``metrics/external/{name}.json`` (format, SHA-256, the shapes checked, the probe logits)."""
+    from dhs.finder.external import pack
+
+    p = as_params(params).require("finders")
+    spec = p["finders"]["external"].get(arch)
+    if spec is None:
+        raise ParamsError(f"{p.source}: finders.external has no finder {arch!r}; declared: {sorted(p['finders']['external'])}")
+    t0 = time.perf_counter()
+    metrics = pack(arch, spec, Path(p.source).resolve().parent, Path(models_dir) / arch / "checkpoint_best.pt",
+                   "cpu" if spec["device"] == "auto" else spec["device"])
+    atomic.write_json(Path(metrics_dir) / f"{arch}.json", metrics)
+    shapes = f"input {metrics['input_shape']} -> output {metrics['output_shape']}" if "input_shape" in metrics else \
+        f"a score table of {metrics['rows']} rows"
+    print(f"external {arch}: {spec['format']} {spec['model']} (sha256 {metrics['model_sha256'][:12]}), {shapes}; packed into "
+          f"{Path(models_dir) / arch / 'checkpoint_best.pt'} ({time.perf_counter() - t0:.1f} s)")
     return metrics

@@ -27,7 +27,7 @@ from dhs.gates.core import core_masked_gate, core_only_gate
 from dhs.gates.metadata import metadata_gate
 from dhs.gates.pixels import ScoreFn, read_rows
 from dhs.gates.probes import ring_probe_gate
-from dhs.gates.result import summarise
+from dhs.gates.result import skipped, summarise
 from dhs.evaluation.thresholds import threshold_at_fpr
 from dhs.gates.shift import operating_thresholds, shift_gate
 from dhs.gates.shuffle import shuffle_gate
@@ -46,7 +46,7 @@ def subset_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, k, replace=False))
 
 
-def run_gates(score: ScoreFn, norm: NormConfig, cache_dir: str | Path, baseline_metrics: str | Path, cfg: GatesConfig,
+def run_gates(score: ScoreFn | None, norm: NormConfig, cache_dir: str | Path, baseline_metrics: str | Path, cfg: GatesConfig,
               survey: SimConfig, log=print, completeness_metrics: dict | None = None, fprs=(0.1, 0.01, 0.001),
               min_expected_controls: float = 10.0) -> tuple[dict, dict]:
     """All gates; ``score`` maps nMgy images (+ metadata) to the model's logits, ``norm`` is the
@@ -78,6 +78,19 @@ def run_gates(score: ScoreFn, norm: NormConfig, cache_dir: str | Path, baseline_
     timed("core_only", lambda: core_only_gate(read_rows(train.images, tr_rows, dtype=None), train.labels[tr_rows].astype(int),
                                               imgs, y, norm, cfg, None if st_tr is None else st_tr[tr_rows],
                                               None if st_te is None else st_te[rows], meta, survey.pixel_scale_arcsec))
+
+    if score is None:   # a finder given as a score table scores no probed stamps
+        why = ("the finder is a score table, which scores only the stamps it lists; this gate scores probed stamps "
+               "(declare the finder's model file to run it)")
+        for name in ("core_masked", "ring_probe", "annulus_shuffle", "shift"):
+            results[name] = skipped(name, None, "needs a finder that scores new stamps", why)
+        ordered = [results[k] for k in GATE_ORDER]
+        metrics = {**summarise(ordered), "enforce": cfg.enforce, "gates": {r["name"]: r for r in ordered},
+                   "n_eval": int(len(rows)), "n_eval_injections": int(y.sum()), "n_eval_controls": int((y == 0).sum()),
+                   "threshold_logit_fpr1pct": None, "auc_test_subset": None, "normalisation": dataclasses.asdict(norm),
+                   "params": dataclasses.asdict(cfg)}
+        log(f"gates: timings (s): {dict(timings, total=round(time.perf_counter() - t0, 2))}")
+        return metrics, {"labels": y}
 
     t = time.perf_counter()
     logits = score(imgs, meta)

@@ -27,23 +27,34 @@ def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/
     p = as_params(params).require("gates")
     cfg = GatesConfig.from_params(p["gates"], p.source)
     survey = SimConfig.from_params(p["simulate"])   # the survey the ring probe renders its arcs and PSFs with
-    from dhs.finder.checkpoint import load_trained  # torch-heavy: after the params are known to be good
-    from dhs.finder.inference import score_images
+    from dhs.finder.external import ExternalFinder   # torch-heavy: after the params are known to be good
+    from dhs.finder.inference import load_finder, score_images
+    from dhs.finder.loader import NormConfig
 
     t0 = time.perf_counter()
-    tm = load_trained(Path(models_dir) / arch, cfg.device, arch=arch)
+    tm = load_finder(Path(models_dir) / arch, cfg.device, arch=arch)
+    external = isinstance(tm, ExternalFinder)
+    # the core-only classifier normalises cores as the finder does; a foreign finder without this
+    # pipeline's normalisation: as the default normalisation does
+    norm = (tm.norm or NormConfig()) if external else tm.norm
 
     def score(images, meta):
         return score_images(tm, images, meta, cfg.batch_size)
+
+    if external and tm.table is not None:
+        score = None   # a score table scores only its own stamps: the probe gates cannot run
+        print(f"gates {arch}: a score table scores no probed stamps; core_masked, ring_probe, annulus_shuffle and shift are SKIP")
 
     comp_path = Path(completeness_dir) / f"{arch}.json"
     comp = json.loads(comp_path.read_text()) if comp_path.exists() else None
     if comp is None:
         print(f"gates {arch}: {comp_path} not found; the shift gate sets its thresholds on the controls it scores")
     ev = p["evaluation"]
-    metrics, examples = run_gates(score, tm.norm, cache_dir, baseline_metrics, cfg, survey, completeness_metrics=comp,
+    metrics, examples = run_gates(score, norm, cache_dir, baseline_metrics, cfg, survey, completeness_metrics=comp,
                                   fprs=ev["fprs"], min_expected_controls=ev["min_expected_controls"])
-    metrics = {"arch": arch, "checkpoint": tm.checkpoint.name, "checkpoint_step": tm.step, "device": tm.device.type, **metrics}
+    metrics = {"arch": arch, "checkpoint": tm.checkpoint.name, "checkpoint_step": tm.step, "device": tm.device.type,
+               **({"external": {"format": tm.format, "model": tm.spec["model"], "model_sha256": tm.model_sha256}} if external else {}),
+               **metrics}
     headline.write("gates", Path(metrics_dir) / f"{arch}.json", metrics)
     plot_gates(Path(plots_dir) / f"{arch}.png", metrics, examples, arch)
     for line in table_lines(metrics):

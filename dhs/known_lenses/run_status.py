@@ -6,7 +6,8 @@ Run statuses (metrics key ``status``):
 - ``partial``: some lenses lack a cutout for a transient reason (offline, timeouts, 5xx);
   recall covers the scored lenses only;
 - ``offline``: the cutout service was unreachable and nothing is on disk; no recall;
-- ``no_cutouts`` (scoring stage): reachable, but no lens has a usable cutout; no recall.
+- ``no_cutouts`` (scoring stage): reachable, but no lens has a usable cutout; no recall;
+- ``not_scorable`` (scoring stage): the finder is a score table, which scores no cutouts; no recall.
 
 Anything but ``ok`` is printed in a banner on stderr. ``known_lenses.require: true`` turns
 "no cutout at all" into a ``RequireError`` (non-zero exit).

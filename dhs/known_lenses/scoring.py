@@ -23,6 +23,10 @@ class ScoringError(ValueError):
     pass
 
 
+class NotScorable(ScoringError):
+    """The finder cannot score cutouts (a score table)."""
+
+
 @dataclass
 class Scored:
     logits: np.ndarray           # float64, one per cutout
@@ -48,16 +52,22 @@ def centre_crop(images: np.ndarray, size_px: int) -> np.ndarray:
 def score_cutouts(model_dir: str | Path, arch: str, images_nmgy: np.ndarray, device: str = "auto",
                   batch_size: int = 256) -> tuple[Scored, np.ndarray]:
     """(model logits and provenance, the images as scored) for (N, 3, S, S) nMgy cutouts."""
-    from dhs.finder.checkpoint import TrainingError, load_trained
-    from dhs.finder.inference import score_images
+    from dhs.finder.checkpoint import TrainingError
+    from dhs.finder.external import ExternalFinder
+    from dhs.finder.inference import load_finder, score_images, stamp_size
 
     try:
-        tm = load_trained(model_dir, device, arch=arch)
-        images = centre_crop(images_nmgy, tm.spec.stamp_size)
+        tm = load_finder(model_dir, device, arch=arch)
+        if isinstance(tm, ExternalFinder) and tm.table is not None:
+            raise NotScorable(f"finder {arch} is a score table: it scores only the stamps it lists, not known-lens cutouts; "
+                              f"declare its model file to measure its recall on known lenses")
+        size = stamp_size(tm)
+        images = centre_crop(images_nmgy, size)
         logits = score_images(tm, images, batch_size=batch_size)
     except TrainingError as exc:
         raise ScoringError(str(exc)) from None
-    return Scored(logits, tm.checkpoint, tm.step, tm.norm.mode, tm.spec.stamp_size, tm.device.type), images
+    label = tm.preprocess_label if isinstance(tm, ExternalFinder) else tm.norm.mode
+    return Scored(logits, tm.checkpoint, tm.step, label, size, tm.device.type), images
 
 
 def checkpoint_mismatch(calibrator, checkpoint: Path) -> str | None:

@@ -33,7 +33,7 @@ from dhs.known_lenses.gallery import write_gallery, write_placeholder
 from dhs.known_lenses.operating_points import load_probability_map, load_score_thresholds, probability_points
 from dhs.known_lenses.recall import recall_by_group, recovered
 from dhs.known_lenses.run_status import RequireError, banner
-from dhs.known_lenses.scoring import checkpoint_mismatch, score_cutouts
+from dhs.known_lenses.scoring import NotScorable, checkpoint_mismatch, score_cutouts
 from dhs.params import Params, as_params
 
 
@@ -138,7 +138,19 @@ def run_known_lenses(arch: str, params: str | Params = "params.yaml", cutout_dir
                                f"recall cannot be measured")
         return metrics
 
-    scored_by, images = score_cutouts(Path(models_dir) / arch, arch, loaded.images_nmgy, cfg.device, cfg.batch_size)
+    try:
+        scored_by, images = score_cutouts(Path(models_dir) / arch, arch, loaded.images_nmgy, cfg.device, cfg.batch_size)
+    except NotScorable as exc:
+        metrics.update(status="not_scorable", recall=None, message=f"{exc}; recall NOT measured")
+        for col in ("logit", "score", "probability"):
+            table[col] = np.nan
+        atomic.write_text(csv_path, table.to_csv(index=False, lineterminator="\n"))
+        write_placeholder(gallery_path, f"known_lenses@{arch}: not_scorable\n{exc}")
+        headline.write("known_lenses", Path(metrics_dir) / f"{arch}.json", metrics)
+        print(banner([f"KNOWN-LENS RECALL NOT MEASURED for {arch}: {exc}"]), file=sys.stderr)
+        if cfg.require:
+            raise RequireError(f"known_lenses.require is true but {exc}") from None
+        return metrics
     logits = scored_by.logits
     warnings = [w for w in [checkpoint_mismatch(calibrator, scored_by.checkpoint)] if w]
     for col, values in (("logit", logits), ("score", sigmoid(logits)), ("probability", calibrator.probabilities(logits))):

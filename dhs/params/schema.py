@@ -207,7 +207,7 @@ def _hybrid_metadata(v: dict, key: str, source: str) -> None:
 
 
 TRAIN = Section(rules=(_hybrid_metadata,), fields={
-    "archs": List(default=["small_cnn"], item=Choice(*ARCHS), min_len=1, distinct=True),
+    "archs": List(default=["small_cnn"], item=Choice(*ARCHS), distinct=True),   # may be empty: only external finders
     "preset": Choice(*PRESETS, default="demo"),
     **TRAIN_HYPER,
     "overrides": Map(default={}, key=Str(choices=ARCHS), closed=True, value=Section(fields=TRAIN_HYPER, partial=True)),
@@ -511,7 +511,7 @@ CALIBRATION = Section(rules=(_calibration_splits,), fields={
 REPORT = Section(fields={
     "archs": List(default=None, nullable=True, item=Str(pattern=r"[A-Za-z0-9_.-]+",
                                                         words="a name that may hold only letters, digits, '_', '.', '-'"),
-                  min_len=1, distinct=True),          # null = train.archs
+                  min_len=1, distinct=True),          # null = finders.measure
     "title": Str(default="Dark Halo Scope: selection function report"),
     "gallery_n": Int(default=6, lo=1, hi=20),
     "gallery_theta_bins": Int(default=4, lo=1, hi=10),
@@ -594,6 +594,83 @@ GATES = Section(fields={
 })
 
 
+# --------------------------------------------------------------------------- finders
+# The finders measured: every stage from infer on runs once per name of finders.measure. A name
+# is an arch trained here (train.archs) or a finder made elsewhere, declared under
+# finders.external by its model file or score table and its input spec (docs/external-finders.md;
+# the spec's meaning is in dhs.models.external).
+
+EXTERNAL_FORMATS = ("onnx", "torchscript", "scores")
+FORMAT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript",
+                   ".parquet": "scores", ".csv": "scores"}
+EXTERNAL_PREPROCESS = ("none", "project", "asinh", "standardise")
+FINDER_NAME = r"[a-z][a-z0-9_]{0,39}"
+# a path inside the repository: relative, no '..' component, no leading '/' or '~'
+REPO_PATH = r"(?!/)(?!~)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_./-]+"
+
+
+def _external_preprocess(v: dict, key: str, source: str) -> None:
+    if v["kind"] == "asinh" and v["softening_nmgy"] is None:
+        raise _fail(source, f"{key}.softening_nmgy", "must be given for kind asinh (one softening per band of 'bands', nMgy)", None)
+    if v["kind"] != "asinh" and v["softening_nmgy"] is not None:
+        raise _fail(source, f"{key}.softening_nmgy", "is read only with kind asinh; remove it", v["softening_nmgy"])
+    if v["kind"] != "project" and v["project"] is not None:
+        raise _fail(source, f"{key}.project", "is read only with kind project (the project's preprocess keys); remove it",
+                    v["project"])
+    if v["kind"] == "project":
+        v["project"] = PREPROCESS.check(v["project"] or {}, f"{key}.project", source)
+
+
+def _external(v: dict, key: str, source: str) -> None:
+    suffix = "." + v["model"].rsplit(".", 1)[-1].lower() if "." in v["model"].rsplit("/", 1)[-1] else ""
+    if v["format"] is None:
+        if suffix not in FORMAT_SUFFIXES:
+            raise _fail(source, f"{key}.format", f"must be given when the model file's suffix is not one of "
+                                                 f"{sorted(FORMAT_SUFFIXES)} (then one of {list(EXTERNAL_FORMATS)})", None)
+        v["format"] = FORMAT_SUFFIXES[suffix]
+    if v["format"] == "scores":
+        return
+    bands = v["bands"]
+    pre = v["preprocess"]
+    if pre["kind"] == "asinh" and len(pre["softening_nmgy"]) != len(bands):
+        raise _fail(source, f"{key}.preprocess.softening_nmgy", f"must hold one value per band of bands {bands}",
+                    pre["softening_nmgy"])
+    if pre["kind"] == "project" and bands != list(BANDS):
+        raise _fail(source, f"{key}.bands", f"must be {list(BANDS)} with preprocess kind project (the project's "
+                                            f"normalisation pools g, r and z)", bands)
+
+
+EXTERNAL = Section(rules=(_external,), fields={
+    "model": Str(pattern=REPO_PATH, words="a path inside the repository (relative, no '..'): the model file or score table"),
+    "format": Choice(*EXTERNAL_FORMATS, default=None, nullable=True),   # null: from the file's suffix
+    "bands": List(default=list(BANDS), item=Choice(*BANDS), min_len=1, max_len=3, distinct=True),
+    "stamp_size": Int(default=64, lo=8, hi=96),       # the centred crop it takes
+    "layout": Choice("NCHW", "NHWC", default="NCHW"),
+    "dtype": Choice("float32", "float16", "float64", default="float32"),
+    "preprocess": Section(rules=(_external_preprocess,), fields={
+        "kind": Choice(*EXTERNAL_PREPROCESS, default="none"),
+        "softening_nmgy": List(default=None, nullable=True, item=Float(lo=0, open_lo=True), min_len=1, max_len=3),
+        "project": Field(default=None, nullable=True),   # kind project: the keys of the preprocess section
+    }),
+    "output": Section(fields={
+        "kind": Choice("logit", "probability", default="logit"),
+        "index": Int(default=0, lo=0),                # the lens column of an (N, K) output; (N,) and (N, 1) take 0
+    }),
+    "columns": Section(fields={                      # a score table's columns
+        "id": Str(default="task_id"),
+        "score": Str(default="score"),
+    }),
+    "device": Device(),
+    "batch_size": Int(default=256, lo=1),
+})
+
+FINDERS = Section(fields={
+    "measure": List(default=["small_cnn"], item=Str(pattern=FINDER_NAME, words="a finder name (lower case, digits, '_')"),
+                    min_len=1, distinct=True),
+    "external": Map(default={}, key=Str(pattern=FINDER_NAME, words="a finder name (lower case letter, then lower case, "
+                                                                   "digits or '_', at most 40)"), value=EXTERNAL),
+})
+
 # --------------------------------------------------------------------------- the file
 
 SECTIONS: dict[str, Section] = {
@@ -601,7 +678,7 @@ SECTIONS: dict[str, Section] = {
     "infer": INFER, "evaluation": EVALUATION, "completeness": COMPLETENESS, "sensitivity": SENSITIVITY,
     "selection": SELECTION,
     "calibration": CALIBRATION, "report": REPORT, "known_lenses": KNOWN_LENSES, "gates": GATES,
-    "distributed": DISTRIBUTED,
+    "distributed": DISTRIBUTED, "finders": FINDERS,
 }
 
 
@@ -619,5 +696,27 @@ def sensitivity_bins_rule(p, source: str) -> None:
                     p["sensitivity"]["variables"])
 
 
+def finders_rule(p, source: str) -> None:
+    """Every measured finder is trained here or declared external, never both; nothing is trained
+    for nothing."""
+    trained, external = p["train"]["archs"], p["finders"]["external"]
+    if "finders" not in p.raw:   # a file without the section measures what it trains
+        p["finders"]["measure"] = list(trained)
+    measure = p["finders"]["measure"]
+    both = sorted(set(external) & set(ARCHS))
+    if both:
+        raise _fail(source, "finders.external", f"must not declare names of the archs trained here {list(ARCHS)}; "
+                                                f"rename {both}", sorted(external))
+    unknown = [m for m in measure if m not in trained and m not in external]
+    if unknown:
+        raise _fail(source, "finders.measure", f"must name archs of train.archs {trained} or finders declared under "
+                                               f"finders.external {sorted(external)}; {unknown} are neither", measure)
+    idle = [a for a in trained if a not in measure]
+    if idle:
+        raise _fail(source, "train.archs", f"must each be measured: {idle} would be trained and never scored; add them "
+                                           f"to finders.measure {measure} or drop them from train.archs", trained)
+
+
 # rules across sections: (the sections they read, the rule)
-RULES = ((("evaluation", "completeness"), plot_fpr_rule), (("completeness", "sensitivity"), sensitivity_bins_rule))
+RULES = ((("evaluation", "completeness"), plot_fpr_rule), (("completeness", "sensitivity"), sensitivity_bins_rule),
+         (("train", "finders"), finders_rule))

@@ -26,7 +26,7 @@ GALLERY_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id", "
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """``report`` params. ``archs: null`` takes ``train.archs``; ``split`` (the galleries' stamps)
+    """``report`` params. ``archs: null`` takes ``finders.measure``; ``split`` (the galleries' stamps)
     is ``completeness.eval_split``, the split every number on the page was measured on."""
 
     archs: tuple[str, ...]
@@ -41,7 +41,7 @@ class ReportConfig:
     def from_params(cls, params: Mapping[str, Any], source: str = "params.yaml") -> ReportConfig:
         p = params if isinstance(params, Params) else Params(params, source)
         rep = p["report"]
-        archs = rep["archs"] if rep["archs"] is not None else p["train"]["archs"]
+        archs = rep["archs"] if rep["archs"] is not None else p["finders"]["measure"]
         return cls(archs=tuple(archs), title=rep["title"], split=p["completeness"]["eval_split"], gallery_n=rep["gallery_n"],
                    gallery_theta_bins=rep["gallery_theta_bins"], gallery_min_arc_snr=rep["gallery_min_arc_snr"], seed=rep["seed"])
 
