@@ -200,8 +200,12 @@ class _Onnx:
 
 class _TorchScript:
     def __init__(self, data: bytes, device: torch.device, spec: Mapping[str, Any]):
+        import warnings
+
         try:
-            self.module = torch.jit.load(io.BytesIO(data), map_location=device).eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)   # TorchScript's deprecation notice
+                self.module = torch.jit.load(io.BytesIO(data), map_location=device).eval()
         except Exception as exc:  # noqa: BLE001 - torch.jit raises RuntimeError and others for a non-TorchScript file
             raise ExternalError(f"torch.jit.load cannot load the model: {' '.join(str(exc).split())[:300]}") from None
         self.device = device
