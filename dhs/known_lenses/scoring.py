@@ -13,6 +13,7 @@ torch is imported only when scoring, so a run without cutouts stays fast.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,19 @@ class ScoringError(ValueError):
     pass
 
 
-class NotScorable(ScoringError):
-    """The finder cannot score cutouts (a score table)."""
+def score_table_finder(model_dir: str | Path) -> str | None:
+    """Why the finder of ``model_dir`` cannot score cutouts (it is a score table), or None."""
+    from dhs.finder.checkpoint import load_checkpoint
+    from dhs.finder.external import is_external
+
+    path = Path(model_dir) / "checkpoint_best.pt"
+    if not path.exists():
+        return None
+    ckpt = load_checkpoint(path)
+    if is_external(ckpt) and json.loads(ckpt["external"]).get("format") == "scores":
+        return (f"finder {Path(model_dir).name} is a score table: it scores only the stamps it lists, not known-lens cutouts; "
+                f"declare its model file to measure its recall on known lenses")
+    return None
 
 
 @dataclass
@@ -58,9 +70,6 @@ def score_cutouts(model_dir: str | Path, arch: str, images_nmgy: np.ndarray, dev
 
     try:
         tm = load_finder(model_dir, device, arch=arch)
-        if isinstance(tm, ExternalFinder) and tm.table is not None:
-            raise NotScorable(f"finder {arch} is a score table: it scores only the stamps it lists, not known-lens cutouts; "
-                              f"declare its model file to measure its recall on known lenses")
         size = stamp_size(tm)
         images = centre_crop(images_nmgy, size)
         logits = score_images(tm, images, batch_size=batch_size)

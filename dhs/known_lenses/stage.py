@@ -33,7 +33,7 @@ from dhs.known_lenses.gallery import write_gallery, write_placeholder
 from dhs.known_lenses.operating_points import load_probability_map, load_score_thresholds, probability_points
 from dhs.known_lenses.recall import recall_by_group, recovered
 from dhs.known_lenses.run_status import RequireError, banner
-from dhs.known_lenses.scoring import NotScorable, checkpoint_mismatch, score_cutouts
+from dhs.known_lenses.scoring import checkpoint_mismatch, score_cutouts, score_table_finder
 from dhs.params import Params, as_params
 
 
@@ -130,6 +130,19 @@ def run_known_lenses(arch: str, params: str | Params = "params.yaml", cutout_dir
                "thresholds": {**threshold_info, **prob_info}, "thresholds_source": str(thresholds_path)}
     csv_path, gallery_path = Path(plots_dir) / f"{arch}.csv", Path(plots_dir) / f"{arch}_gallery.png"
 
+    table_finder = score_table_finder(Path(models_dir) / arch)
+    if table_finder:   # said before anything about cutouts: fetching them would not help
+        metrics.update(status="not_scorable", recall=None, message=f"{table_finder}; recall NOT measured")
+        for col in ("logit", "score", "probability"):
+            table[col] = np.nan
+        atomic.write_text(csv_path, table.to_csv(index=False, lineterminator="\n"))
+        write_placeholder(gallery_path, f"known_lenses@{arch}: not_scorable\n{table_finder}")
+        headline.write("known_lenses", Path(metrics_dir) / f"{arch}.json", metrics)
+        print(banner([f"KNOWN-LENS RECALL NOT MEASURED for {arch}: {table_finder}"]), file=sys.stderr)
+        if cfg.require:
+            raise RequireError(f"known_lenses.require is true but {table_finder}")
+        return metrics
+
     if not loaded.usable.any():
         status = report_unmeasured(arch, table, metrics, offline, csv_path, gallery_path, cfg.fetch.host)
         headline.write("known_lenses", Path(metrics_dir) / f"{arch}.json", metrics)
@@ -138,19 +151,7 @@ def run_known_lenses(arch: str, params: str | Params = "params.yaml", cutout_dir
                                f"recall cannot be measured")
         return metrics
 
-    try:
-        scored_by, images = score_cutouts(Path(models_dir) / arch, arch, loaded.images_nmgy, cfg.device, cfg.batch_size)
-    except NotScorable as exc:
-        metrics.update(status="not_scorable", recall=None, message=f"{exc}; recall NOT measured")
-        for col in ("logit", "score", "probability"):
-            table[col] = np.nan
-        atomic.write_text(csv_path, table.to_csv(index=False, lineterminator="\n"))
-        write_placeholder(gallery_path, f"known_lenses@{arch}: not_scorable\n{exc}")
-        headline.write("known_lenses", Path(metrics_dir) / f"{arch}.json", metrics)
-        print(banner([f"KNOWN-LENS RECALL NOT MEASURED for {arch}: {exc}"]), file=sys.stderr)
-        if cfg.require:
-            raise RequireError(f"known_lenses.require is true but {exc}") from None
-        return metrics
+    scored_by, images = score_cutouts(Path(models_dir) / arch, arch, loaded.images_nmgy, cfg.device, cfg.batch_size)
     logits = scored_by.logits
     warnings = [w for w in [checkpoint_mismatch(calibrator, scored_by.checkpoint)] if w]
     for col, values in (("logit", logits), ("score", sigmoid(logits)), ("probability", calibrator.probabilities(logits))):

@@ -271,6 +271,13 @@ def gates(ctx: Context) -> Section:
         state = gates_passed(ld.value) if ld.ok else None
         parts.append(f"<h3>{esc(arch)} {badge(state)}</h3>")
         if ld.ok:
+            ext = ld.value.get("external") if isinstance(ld.value, dict) else None
+            if isinstance(ext, dict):
+                parts.append(notice("info", f"{arch} is an external finder ({ext.get('format')}, {ext.get('model')}). The "
+                                            "data gates (core_only, metadata_only, split_integrity) test the stamps, not the "
+                                            "finder; the finder gates test it on stamps like these, which a finder trained on "
+                                            "other data meets for the first time: a failure says how it behaves here, and "
+                                            "a score table cannot be probed (SKIP)."))
             parts.append(_gate_table(ld.value))
         else:
             parts.append(_json_or_notice(ld, f"gates@{arch}"))
@@ -307,6 +314,9 @@ def known_lenses(ctx: Context) -> Section:
                                         "no known-lens recall was measured"))
         elif status == "partial":
             parts.append(notice("warn", "partial: some cutouts could not be fetched; recall covers the fetched lenses only"))
+        elif status == "not_scorable":
+            parts.append(notice("warn", "not measured: this finder is a score table, which scores the pipeline's stamps "
+                                        "only; its model file would be needed to score known-lens cutouts"))
         parts.append(summaries.known_lens_tables(doc) + f"<p class=more>from metrics/known_lenses/{esc(arch)}.json</p>")
         parts.append(_embed(ctx, ctx.inputs.pngs("plots/known_lenses", f"{arch}*.png"), f"known lenses {arch}"))
         oks.append(True)

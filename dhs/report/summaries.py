@@ -138,6 +138,20 @@ def calibration_tables(doc: Mapping[str, Any]) -> str:
     return out
 
 
+# what each gate tests, in a sentence (dhs.gates; docs/conventions.md, shortcuts)
+GATE_TESTS = {
+    "core_only": "the data, not the finder: a classifier on the central pixels alone must not separate injections from "
+                 "controls (else a finder can win on the host's core)",
+    "metadata_only": "the data: observing conditions alone must not separate injections from controls",
+    "core_masked": "the finder: replacing the core by sky noise must not cost it much AUROC (it must look at the arc)",
+    "ring_probe": "the finder: a faint ring added to a control must not move the score more than a real arc of the same flux",
+    "annulus_shuffle": "the finder: injections must beat their own annulus-shuffled versions (the arc's shape matters, not "
+                       "only its flux)",
+    "shift": "the finder: moving the stamp by a few pixels must not change which stamps pass the operating thresholds",
+    "split_integrity": "the data: no region, host or stamp shared between train, val and test",
+}
+
+
 def gate_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """One row per gate: verdict, value against threshold, and the stage's own sentence saying
     what was measured (``detail``) with its rule; every other number of the gate is in a
@@ -146,7 +160,9 @@ def gate_table(rows: Sequence[Mapping[str, Any]]) -> str:
     for g in rows:
         sentence = str(g.get("detail") or "")
         rule = g.get("rule")
-        text = esc(sentence) + (f"<br><span class=more>rule: {esc(rule)}</span>" if rule else "")
+        tests = GATE_TESTS.get(str(g.get("name")))
+        text = (f"<span class=more>tests {esc(tests)}</span><br>" if tests else "") + esc(sentence) \
+            + (f"<br><span class=more>rule: {esc(rule)}</span>" if rule else "")
         body.append([esc(g.get("name")), badge(g.get("passed") if isinstance(g.get("passed"), bool) else None, unknown="?"),
                      esc(fmt(g.get("value"))), esc(fmt(g.get("threshold"))), text])
         extra = [[k, fmt(v)] for k, v in g.items()

@@ -58,7 +58,7 @@ def test_stage_draws_proxies_beside_every_arch(tmp_path):
     other["score"] = np.clip(other["score"] + 0.1 * other["label"], 0, 1)
     other.to_parquet(tmp_path / "scores" / "resnet18.parquet", index=False)
     p = yaml.safe_load(open(REPO / "params.yaml"))
-    p["train"]["archs"] = ["small_cnn", "resnet18"]   # train.archs names real archs
+    p["train"]["archs"] = p["finders"]["measure"] = ["small_cnn", "resnet18"]   # the finders measured
     p["completeness"].update(n_bootstrap=20, spark={"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     rc = stage.main(["--params", str(tmp_path / "params.yaml"), "--scores", str(tmp_path / "scores"),

@@ -35,7 +35,8 @@ def test_dvc_reruns_of_a_finished_training_stage_rebuild_its_outputs(tmp_path):
     # forced; a key outside the trajectory; another arch added (train.archs is a dependency too)
     for cmd in (["dvc", "repro", "-f", "-s", "train@small_cnn"],
                 ["dvc", "exp", "run", "-S", "train.eval_batch_size=256", "train@small_cnn"],
-                ["dvc", "exp", "run", "-S", "train.archs=[small_cnn,resnet18]", "train@small_cnn"]):
+                ["dvc", "exp", "run", "-S", "train.archs=[small_cnn,resnet18]", "-S", "finders.measure=[small_cnn,resnet18]",
+                 "train@small_cnn"]):
         res = run(*cmd)
         assert res.returncode == 0, (cmd, res.stdout[-3000:] + res.stderr[-3000:])
         assert "outputs rebuilt from it, no training" in res.stdout + res.stderr, cmd

@@ -109,6 +109,7 @@ def test_rules_across_keys_and_sections(tmp_path):
     with pytest.raises(ParamsError, match="fit on val, evaluate on test"):
         load(write(tmp_path, p))
     p = with_value("train", ["archs"], ["small_cnn", "hybrid"])
+    p["finders"]["measure"] = ["small_cnn", "hybrid"]
     p["train"]["hybrid_metadata"] = ["psfsize_r", "arc_snr"]
     with pytest.raises(ParamsError, match="carry the injection label"):
         load(write(tmp_path, p))

@@ -93,7 +93,7 @@ def _surface_csv(path: Path) -> None:
 
 def _params(root: Path, **report) -> Path:
     p = yaml.safe_load((REPO / "params.yaml").read_text())
-    p["train"]["archs"] = list(ARCHS)
+    p["train"]["archs"] = p["finders"]["measure"] = list(ARCHS)
     p["report"] = {"gallery_n": 3, "gallery_theta_bins": 2, "seed": 1, "title": "Fixture <report> & co", **report}
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(p, sort_keys=False))
@@ -357,7 +357,7 @@ def test_broken_inputs_are_reported_in_their_section(tmp_path, sim_cache):
 
 def test_report_params_are_validated_with_messages_that_say_what_to_fix(tmp_path):
     base = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert ReportConfig.from_params(base).archs == tuple(base["train"]["archs"])
+    assert ReportConfig.from_params(base).archs == tuple(base["finders"]["measure"])
     assert ReportConfig.from_params(base).split == base["completeness"]["eval_split"]
     for name, bad, msg in [("evaluation", {"fprs": [0.01, 2]}, "evaluation.fprs"), ("report", {"gallery_n": 0}, "report.gallery_n"),
                            ("completeness", {**base["completeness"], "eval_split": "train"}, "completeness.eval_split"),
