@@ -13,7 +13,8 @@ shared pieces they stand on. Imports flow downwards in this list
     selection, closure         dhs.selection        the selection-function model, its file (numpy
                                                     only) and catalogue CLI, validation, closure test
     completeness, sensitivity  dhs.completeness     Spark count tables, intervals, headline, proxy
-    train, infer               dhs.finder           loader, training loop, checkpoints, scoring
+    train, external, infer     dhs.finder           loader, training loop, checkpoints, scoring,
+                                                    finders made elsewhere (ONNX, TorchScript, tables)
     baseline                   dhs.baseline         metadata-only models
     stamps                     dhs.stamps           staging, real-host injection, the decoded cache,
                                                     stamp geometry

@@ -1,5 +1,6 @@
 """benchmarks/bench_selection.py and benchmarks/closure.py run and print what they promise: the
-numpy-only evaluation timing of a real selection-function file, and the closure coverage table."""
+numpy-only evaluation timing of a real selection-function file, the closure coverage table, and
+benchmarks/bench_external.py's throughput of exported finders beside the native one."""
 
 from __future__ import annotations
 
@@ -46,3 +47,15 @@ def test_closure_benchmark_prints_the_coverage_table(tmp_path, capsys):
         c = m["coverage"][est]
         assert c["n"] > 0 and f"{c['coverage']:8.3f}" in out
     assert "held-out validation" in out and "wall time" in out
+
+
+def test_bench_external_scores_both_exports_beside_the_native_finder(sim_cache, tmp_path, capsys):
+    """benchmarks/bench_external.py: throughput of ONNX and TorchScript against the native path, and
+    their largest logit difference (fresh weights here: no trained model under --models)."""
+    assert _load("bench_external").main(["--models", str(tmp_path / "none"), "--cache", str(sim_cache), "--n", "48",
+                                         "--batch", "16"]) == 0
+    out = capsys.readouterr().out
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ")}
+    assert {"native", "onnx", "torchscript"} <= set(lines), out
+    for fmt in ("onnx", "torchscript"):
+        assert "ratio to native" in lines[fmt] and float(lines[fmt].split("|")[-1].split()[-1]) < 1e-5, lines[fmt]

@@ -128,6 +128,13 @@ def test_external_finders_through_the_whole_pipeline(tmp_path):
 
     status = run("dvc", "status").stdout   # nothing to rerun (the cutouts stage always runs: it retries the service)
     assert [ln for ln in status.splitlines() if ln.strip() and not ln.startswith("\t")] == ["cutouts:"], status
+    # `dvc exp run -S` switches finders: the external ones alone, nothing trained
+    res = run("dvc", "exp", "run", "-n", "external-only", "-S", "finders.measure=[tiny,tiny_table]", "-S", "train.archs=[]")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "Running stage 'train" not in res.stdout and "Running stage 'infer@tiny'" not in res.stdout, res.stdout[-3000:]
+    assert "architectures: tiny, tiny_table" in (work / "plots" / "report" / "index.html").read_text()
+    assert json.loads((work / "metrics" / "sensitivity.json").read_text())["model"].keys() == {"tiny", "tiny_table"}
+
     # the model file is a dependency by content: new weights rerun its import and what follows
     with torch.no_grad():
         net.head.bias += 1.0
