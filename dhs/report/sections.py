@@ -337,12 +337,17 @@ def _curves(ctx: Context, arch: str) -> tuple[dict, str]:
 
 
 def training(ctx: Context) -> Section:
-    curves, rows, parts, sources, speed = {}, [], [], [], []
+    curves, rows, parts, sources, speed, external = {}, [], [], [], [], []
     for arch in ctx.cfg.archs:
         c, src = _curves(ctx, arch)
         if c:
             curves[arch] = c
             sources.append(f"{arch}: {src}")
+        ext = ctx.inputs.json(f"metrics/external/{arch}.json").value
+        if isinstance(ext, dict):   # trained elsewhere: what was checked when it was imported
+            external.append([arch, ext.get("format"), ext.get("model"), str(ext.get("model_sha256", ""))[:16],
+                             ext.get("input_shape"), ext.get("output_shape"), ext.get("rows"), f"metrics/external/{arch}.json"])
+            continue
         doc = ctx.inputs.json(f"metrics/train/{arch}.json").value
         if doc is None:
             parts.append(not_run(f"train@{arch}", f"metrics/train/{arch}.json"))
@@ -364,7 +369,12 @@ def training(ctx: Context) -> Section:
                              "parameters", "steps", "device", "processes", "completed"])
         body += "<h4>Throughput of the run that trained the weights</h4>" + table(
             speed, ["arch", "images/s", "GFLOP per training image", "TFLOP/s", "of the GPU's bf16 peak", "device", "steps timed", "source"])
-    status = "ok" if rows and len(rows) == len(ctx.cfg.archs) else "partial" if rows else "notrun"
+    if external:
+        body += "<h4>Finders trained elsewhere (stage external: checked against their input spec)</h4>" + table(
+            external, ["finder", "format", "model file", "sha256 (first 16)", "input shape checked", "output shape", "table rows",
+                       "source"])
+    done = len(rows) + len(external)
+    status = "ok" if done and done == len(ctx.cfg.archs) else "partial" if done else "notrun"
     return Section("training", "Training curves", body + "".join(parts), status)
 
 

@@ -464,3 +464,31 @@ def _tiny_png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_an_external_finder_shows_what_was_checked_and_what_its_gates_mean(world, sim_cache, tmp_path):
+    """A finder made elsewhere has no training curves: the training section shows its import
+    (format, file, hash, shapes) instead of 'not run', the gates section says which gates test the
+    data and which the finder, and a score table's known-lens recall says why it is not measured;
+    everything read from the files is escaped."""
+    root = tmp_path / "w"
+    shutil.copytree(world, root)
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["finders"] = {"measure": [*p["finders"]["measure"], "their_net"],
+                    "external": {"their_net": {"model": "finders/their_net.csv"}}}
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    _write(root / "metrics/external/their_net.json", {"name": "their_net", "format": "scores", "model": "finders/their<net>.csv",
+                                                      "model_sha256": "ab" * 32, "rows": 1234})
+    _write(root / "metrics/gates/their_net.json", {"external": {"format": "scores", "model": "finders/their<net>.csv"}, "gates": {
+        "metadata_only": {"status": "PASS", "passed": True, "value": 0.51, "threshold": 0.6, "detail": "conditions alone"},
+        "core_masked": {"status": "SKIP", "passed": False, "value": None, "threshold": None,
+                        "detail": "not evaluated: the finder is a score table"}}})
+    _write(root / "metrics/known_lenses/their_net.json", {"status": "not_scorable", "recall": None, "cutouts": {"selected": 3}})
+    html = _render(root, sim_cache)[0]
+    train = _section(html, "training")
+    assert "Finders trained elsewhere" in train and "finders/their&lt;net&gt;.csv" in train and "abababababababab" in train
+    assert "not run: train@their_net" not in train
+    gsec = _section(html, "gates")
+    assert "their_net is an external finder (scores, finders/their&lt;net&gt;.csv)" in gsec
+    assert "tests the finder: replacing the core by sky noise" in gsec and "tests the data: observing conditions alone" in gsec
+    assert "this finder is a score table" in _section(html, "known_lenses")
