@@ -12,12 +12,14 @@ a bad value anywhere is refused before any work.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dhs.params import ParamsError
+from dhs.params.schema import FINDER_NAME as NAME
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ class Stage:
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         args = self.parse(argv)
+        if self.per_arch and not re.fullmatch(NAME, args.arch):
+            # a name becomes paths (data/models/<arch>, metrics/*/<arch>.json): a safe character set only
+            print(f"{self.name}: FAILED: --arch {args.arch!r} is not a finder name (a lower case letter, then lower case "
+                  f"letters, digits or '_', at most 40); the names are those of finders.measure", file=sys.stderr)
+            return 2
         kwargs = {o.name: getattr(args, o.name) for o in self.options}
         label = self.label(args)
         try:

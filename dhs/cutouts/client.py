@@ -499,7 +499,19 @@ class _Client:
 
 
 def _local_candidates(local_dir: Path, key: str, name: str) -> list[Path]:
-    return [local_dir / key, local_dir / Path(key).name, local_dir / f"{name}.fits"]
+    """Where a cutout may lie in a local directory: its cache key, the key's file name, or
+    ``<name>.fits``; a candidate that resolves outside ``local_dir`` (a name such as
+    ``../../x``, a link out of it) is never read."""
+    root = local_dir.resolve()
+    out = []
+    for c in (local_dir / key, local_dir / Path(key).name, local_dir / f"{name}.fits"):
+        try:
+            inside = root in c.resolve().parents
+        except (OSError, RuntimeError):   # a link loop
+            inside = False
+        if inside:
+            out.append(c)
+    return out
 
 
 def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSpec, source: str = LEGACYSURVEY,

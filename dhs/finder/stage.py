@@ -54,6 +54,7 @@ def run_train(arch: str, params: str | Params = "params.yaml", cache_dir: str = 
     node_rank = int(node_rank)
     sim = simulated_survey(p, cfg.data) if cfg.data == "simulate" else None
     if "RANK" not in os.environ:  # once, before any rank starts
+        check_nproc(cfg.nproc, cfg.device, p.source)
         check_before_training(cfg, arch, cache_dir, Path(models_dir) / arch)
     nodes = p["distributed"]
     if (cfg.nproc > 1 or nodes["nnodes"] > 1) and "RANK" not in os.environ:
@@ -100,6 +101,20 @@ def simulated_survey(p: Params, data: str):
                           f"stamps.source is {p['stamps']['source']!r}: the val and test stamps would come from another "
                           f"population; use train.data: cache")
     return SimConfig.from_params(p["simulate"])
+
+
+def check_nproc(nproc: int, device: str, source: str = "params.yaml") -> None:
+    """train.nproc ranks on this machine: at most one per GPU on a GPU, one per core on the CPU
+    (more only share the same devices, each with its own copy of model and data)."""
+    import torch
+
+    gpu = device != "cpu" and torch.cuda.is_available()
+    have = torch.cuda.device_count() if gpu else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    if nproc > have:
+        what = f"{have} GPU(s)" if gpu else f"{have} CPU core(s) available to this process"
+        raise ParamsError(f"{source}: train.nproc is {nproc} but this machine has {what}: each rank holds its own model and "
+                          f"batches, so more ranks than {'GPUs' if gpu else 'cores'} only run it out of memory; set train.nproc "
+                          f"<= {have} (or distributed.nnodes for more machines)")
 
 
 def check_before_training(cfg, arch: str, cache_dir: str, model_dir: Path) -> None:

@@ -24,13 +24,36 @@ from dhs.params.fields import ParamsError, Values
 __all__ = ["Params", "ParamsError", "as_params", "checked", "load", "load_params", "section"]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last,
+    so a second ``train:`` block would silently replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); keep one",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     """The raw mapping in ``path`` (unchecked)."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found; run from the repository root")
     with open(path) as f:
-        params = yaml.safe_load(f) or {}
+        try:
+            params = yaml.load(f, Loader=_UniqueKeyLoader) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ParamsError(f"{path}:{where}: not valid YAML ({what}); fix the file (`git diff {path.name}` shows what "
+                              f"changed)") from None
     if not isinstance(params, Mapping):
         raise ParamsError(f"{path} must hold a mapping at the top level")
     return dict(params)

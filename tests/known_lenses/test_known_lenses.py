@@ -347,6 +347,21 @@ def test_local_directory_of_fits_cutouts_is_accepted(lens_cubes, tmp_path):
     np.testing.assert_array_equal(load_cutouts(positions(2), tmp_path / "cache", SPEC).images_nmgy, lens_cubes[:2])
 
 
+def test_a_lens_name_never_reads_a_file_outside_the_local_directory(lens_cubes, tmp_path):
+    """A catalogue name is part of a path (``<name>.fits``): a name climbing out of the directory,
+    or a link out of it, is not read; the lens is counted as not_in_local_dir."""
+    src = tmp_path / "mine"
+    (tmp_path / "outside").mkdir()
+    src.mkdir()
+    (tmp_path / "outside" / "evil.fits").write_bytes(cutout_bytes(lens_cubes[0]))
+    (src / "LENS-1.fits").symlink_to(tmp_path / "outside" / "evil.fits")
+    pos = positions(2)
+    pos.loc[0, "name"] = "../outside/evil"
+    res = fetch_cutouts(pos, tmp_path / "cache", SPEC, source=str(src), progress=False)
+    assert list(res.rows["status"]) == ["failed", "failed"]
+    assert list(res.rows["reason"]) == ["not_in_local_dir", "not_in_local_dir"] and res.requests == 0
+
+
 # --------------------------------------------------------------------------- recall arithmetic
 
 def test_recall_at_thresholds_with_wilson_by_grade_and_theta_e():

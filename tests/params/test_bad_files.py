@@ -1,0 +1,60 @@
+"""Bad input at the boundary of every stage ends in one line naming the file and what to fix:
+a params file that is not valid YAML or gives a key twice, a finder name that would become a path
+outside the project, more training ranks than the machine has devices."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from dhs.params import ParamsError, load
+from tests.conftest import REPO
+
+BASE = (REPO / "params.yaml").read_text()
+
+
+def stage(script: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "stages" / script), *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_a_params_file_that_is_not_yaml_is_one_line_with_its_line(tmp_path):
+    (tmp_path / "params.yaml").write_text(BASE.replace("  lr: 2.0e-3", "  lr: [2.0e-3", 1))
+    res = stage("report.py", "--params", str(tmp_path / "params.yaml"), cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    line = [ln for ln in res.stderr.splitlines() if "FAILED" in ln]
+    assert len(line) == 1 and "params.yaml: line" in line[0] and "not valid YAML" in line[0], res.stderr
+
+
+def test_a_key_given_twice_is_refused_not_silently_replaced(tmp_path):
+    # a second train block at the end: plain YAML would train with its lr
+    (tmp_path / "params.yaml").write_text(BASE + "\ntrain:\n  lr: 5.0\n")
+    with pytest.raises(ParamsError, match=r"key 'train' given twice \(lines \d+ and \d+\); keep one"):
+        load(tmp_path / "params.yaml")
+    nested = BASE.replace("  epochs: 5\n", "  epochs: 5\n  epochs: 50\n", 1)
+    assert nested != BASE
+    (tmp_path / "params.yaml").write_text(nested)
+    with pytest.raises(ParamsError, match="key 'epochs' given twice"):
+        load(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("script", ["infer.py", "gates.py", "external.py"])
+@pytest.mark.parametrize("name", ["../..", "small_cnn/../../x", "A B", ""])
+def test_a_finder_name_that_would_leave_the_project_is_refused(tmp_path, script, name):
+    (tmp_path / "params.yaml").write_text(BASE)
+    res = stage(script, "--arch", name, "--params", str(tmp_path / "params.yaml"), cwd=tmp_path)
+    assert res.returncode == 2 and f"--arch {name!r} is not a finder name" in res.stderr, res.stderr[-1500:]
+    assert not any(tmp_path.parent.glob("*.json")) and sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_more_training_ranks_than_the_machine_has_are_refused_before_anything_starts(tmp_path):
+    p = yaml.safe_load(BASE)
+    p["train"].update(nproc=64, device="cpu")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    res = stage("train.py", "--arch", "small_cnn", "--params", str(tmp_path / "params.yaml"), "--cache", str(tmp_path / "none"),
+                cwd=tmp_path)
+    assert res.returncode == 2, res.stderr[-1500:]
+    assert "train.nproc is 64 but this machine has" in res.stderr and "set train.nproc <=" in res.stderr
+    assert "torch.distributed" not in res.stdout + res.stderr
