@@ -51,11 +51,27 @@ EVALUATION = Section(fields={
 
 # --------------------------------------------------------------------------- stamps
 
+URL_FIELDS = ("ra", "dec", "layer", "pixscale", "size", "bands")   # what dhs.cutouts.client fills in
+
+
+def url_template_rule(t: str, key: str, source: str) -> None:
+    """An http(s) URL with {ra} and {dec}, only the placeholders the client fills, no format specs."""
+    import string
+
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(t) if f is not None]
+    except ValueError as exc:   # an unbalanced brace
+        raise _fail(source, f"{key}.url_template", f"must be a URL template with balanced braces ({exc})", t) from None
+    unknown = sorted({f for f, _, _ in fields if f not in URL_FIELDS})
+    specs = [f for f, spec, conv in fields if spec or conv]
+    if not t.startswith(("http://", "https://")) or "{ra}" not in t or "{dec}" not in t or unknown or specs:
+        why = (f"; unknown placeholders {unknown}" if unknown else "") + (f"; no format spec or conversion ({specs})" if specs else "")
+        raise _fail(source, f"{key}.url_template", f"must be an http(s) URL with {{ra}} and {{dec}} (and {{layer}}, {{pixscale}}, "
+                                                   f"{{size}}, {{bands}}) placeholders only{why}", t)
+
+
 def _hosts(v: dict, key: str, source: str) -> None:
-    t = v["url_template"]
-    if not t.startswith(("http://", "https://")) or "{ra}" not in t or "{dec}" not in t:
-        raise _fail(source, f"{key}.url_template", "must be an http(s) URL with {ra} and {dec} (and {layer}, {pixscale}, "
-                                                   "{size}, {bands}) placeholders", t)
+    url_template_rule(v["url_template"], key, source)
 
 
 # stamps.source: hosts: arcs injected into real cutouts of the hosts of a catalogue (dhs.stamps.real_hosts)
@@ -166,7 +182,7 @@ CORE_KINDS = ("colour_gradient", "blue_nucleus", "off_centre_nucleus", "double_n
 TRAIN_HYPER = {
     "epochs": Int(default=3, lo=1),
     "steps_per_epoch": Int(default=100, lo=1),
-    "batch_size": Int(default=128, lo=1),
+    "batch_size": Int(default=128, lo=1, hi=16384),
     "lr": Float(default=2e-3, lo=0, open_lo=True),
     "weight_decay": Float(default=1e-4, lo=0),
     "warmup_steps": Int(default=20, lo=0),
@@ -174,7 +190,7 @@ TRAIN_HYPER = {
     "seed": Int(default=1, lo=0),
     "stem": Choice(*STEMS, default="cifar"),
     "hybrid_metadata": List(default=[], item=_COLUMN, distinct=True),
-    "eval_batch_size": Int(default=512, lo=1),
+    "eval_batch_size": Int(default=512, lo=1, hi=16384),
     "nproc": Int(default=1, lo=1),
     "device": Device(),
     "record_rows": Bool(default=False),
@@ -191,7 +207,7 @@ TRAIN_HYPER = {
     "preload_max_gb": Float(default=4.0, lo=0),
     # cache: the cached train split | simulate: every batch rendered on the fly (dhs.finder.fresh)
     "data": Choice("cache", "simulate", default="cache"),
-    "simulate_block_stamps": Int(default=4096, lo=1),
+    "simulate_block_stamps": Int(default=4096, lo=1, hi=65536),
 }
 
 
@@ -298,6 +314,8 @@ def _simulate(v: dict, key: str, source: str) -> None:
         raise _fail(source, f"{key}.bricks_per_region", "must be [min, max] with 1 <= min <= max", v["bricks_per_region"])
     if abs(sum(v["split_fractions"].values()) - 1.0) > 1e-9:
         raise _fail(source, f"{key}.split_fractions", "must sum to 1", v["split_fractions"])
+    if not v["dec_min_deg"] < v["dec_max_deg"]:
+        raise _fail(source, f"{key}.dec_min_deg", f"must be below simulate.dec_max_deg ({v['dec_max_deg']})", v["dec_min_deg"])
 
 
 def _lessons(v: dict, key: str, source: str) -> None:
@@ -527,10 +545,7 @@ def _known_lenses(v: dict, key: str, source: str) -> None:
         raise _fail(source, f"{key}.pixscale_arcsec", "must be 0.262 (the DR10 pixel scale the models are trained at; "
                                                       "cutouts at another scale would be scored at the wrong angular size)",
                     v["pixscale_arcsec"])
-    t = v["url_template"]
-    if not t.startswith(("http://", "https://")) or "{ra}" not in t or "{dec}" not in t:
-        raise _fail(source, f"{key}.url_template", "must be an http(s) URL with {ra} and {dec} (and {layer}, {pixscale}, "
-                                                   "{size}, {bands}) placeholders", t)
+    url_template_rule(v["url_template"], key, source)
 
 
 KNOWN_LENSES = Section(rules=(_known_lenses,), fields={

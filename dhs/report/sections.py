@@ -24,10 +24,10 @@ def _rate_cell(c: dict) -> str:
     """A headline cell of metrics/completeness: completeness [Wilson 95%] and k/n."""
     if not c or not c.get("n"):
         return "no injections"
-    boot = (f"<br><span class=more>region bootstrap [{fmt(c.get('boot_lo'), 3)}, {fmt(c.get('boot_hi'), 3)}]</span>"
+    boot = (f"<br><span class=more>region bootstrap [{esc(fmt(c.get('boot_lo'), 3))}, {esc(fmt(c.get('boot_hi'), 3))}]</span>"
             if c.get("boot_lo") is not None else "")
-    return (f"{fmt(c.get('completeness'), 3)} [{fmt(c.get('wilson_lo'), 3)}, {fmt(c.get('wilson_hi'), 3)}]"
-            f"<br><span class=more>{c.get('k')}/{c.get('n')}</span>{boot}")
+    return (f"{esc(fmt(c.get('completeness'), 3))} [{esc(fmt(c.get('wilson_lo'), 3))}, {esc(fmt(c.get('wilson_hi'), 3))}]"
+            f"<br><span class=more>{esc(c.get('k'))}/{esc(c.get('n'))}</span>{boot}")
 
 
 def data_banner(ctx: Context) -> str:
@@ -49,7 +49,7 @@ def data_banner(ctx: Context) -> str:
 
 def _threshold_note(t: dict) -> str:
     warn = " \u26a0 low count" if t.get("low_count") else ""
-    return (f"<span class=more>score &gt; {esc(fmt(t.get('score'), 4))}; {t.get('n_controls_above')}/{t.get('n_controls')} "
+    return (f"<span class=more>score &gt; {esc(fmt(t.get('score'), 4))}; {esc(t.get('n_controls_above'))}/{esc(t.get('n_controls'))} "
             f"controls above{warn}</span>")
 
 
@@ -111,7 +111,7 @@ def headline(ctx: Context) -> Section:
             tpr.append(_rate_cell((h.get("overall") or {}).get("all") or {}) + "<br>" + _threshold_note(t) if t else "\u2014")
             res.append(_rate_cell((h.get("theta_e_over_psf_ge_1") or {}).get("all") or {}) if t else "\u2014")
         rows_info = d.get("rows") or {}
-        rows.append([esc(arch), f"{rows_info.get('controls', '?')} / {rows_info.get('injections', '?')}", esc(fmt(d.get("auroc"), 4)),
+        rows.append([esc(arch), f"{esc(rows_info.get('controls', '?'))} / {esc(rows_info.get('injections', '?'))}", esc(fmt(d.get("auroc"), 4)),
                      *tpr, *res, ece_cell, gate])
     body = data_banner(ctx) + table(rows, heads, raw_cols=range(len(heads)))
     srcs = ", ".join(f"metrics/completeness/{a}.json" for a in docs) or "no metrics/completeness file yet"

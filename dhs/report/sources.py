@@ -51,9 +51,12 @@ class Inputs:
         if not p.is_file():
             return Loaded(rel, missing=True)
         try:
-            return Loaded(rel, json.loads(p.read_text()))
+            value = json.loads(p.read_text())
         except (OSError, ValueError) as exc:
             return Loaded(rel, error=f"{rel} is not readable JSON: {exc}")
+        if not isinstance(value, dict):   # every stage writes an object: anything else is not its file
+            return Loaded(rel, error=f"{rel} holds a JSON {type(value).__name__}, not the object its stage writes")
+        return Loaded(rel, value)
 
     def csv(self, rel: str | Path) -> Loaded:
         p = self.path(str(rel))

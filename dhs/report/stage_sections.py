@@ -104,9 +104,9 @@ def completeness(ctx: Context) -> Section:
         pngs = _order([p for p in ctx.inputs.pngs(d) if not is_surface(p)])
         csvs = _order([p for p in ctx.inputs.pngs(d, "*.csv") if not is_surface(p) and p.stem != "top_controls"])
         if ld.ok:
-            parts.append(f"<p>AUROC {fmt(ld.value.get('auroc'), 4)} on the {esc(ld.value.get('eval_split'))} split "
-                         f"({fmt((ld.value.get('rows') or {}).get('injections'))} injections, "
-                         f"{fmt((ld.value.get('rows') or {}).get('controls'))} controls); from {esc(rel)}.</p>")
+            parts.append(f"<p>AUROC {esc(fmt(ld.value.get('auroc'), 4))} on the {esc(ld.value.get('eval_split'))} split "
+                         f"({esc(fmt((ld.value.get('rows') or {}).get('injections')))} injections, "
+                         f"{esc(fmt((ld.value.get('rows') or {}).get('controls')))} controls); from {esc(rel)}.</p>")
             parts.append(summaries.sky_table(ld.value))
             parts.append(summaries.completeness_table(ld.value))
             excluded = summaries.excluded_table(ld.value)
@@ -205,7 +205,7 @@ def selection(ctx: Context) -> Section:
                      f"over (seed, bin) cells with n ≥ {esc(c.get('min_bin_n'))}, with the Wilson interval of the coverage "
                      f"itself. A binned estimate is judged against the population truth over the other seeds' draws, which "
                      f"scatters itself: with {esc(c.get('n_seeds'))} seeds a calibrated 95 % interval reads "
-                     f"{fmt(c.get('expected_binned_coverage'), 3)} here (the model's truth is exact). "
+                     f"{esc(fmt(c.get('expected_binned_coverage'), 3))} here (the model's truth is exact). "
                      f"<code>python benchmarks/closure.py --seeds 20</code> gives the figure docs/results.md quotes.</p>")
         est_order = ("wilson", "bootstrap", "model")
         cov = sorted((c.get("coverage") or {}).items(),
@@ -227,7 +227,7 @@ def sensitivity(ctx: Context) -> Section:
     ld = ctx.inputs.json("metrics/sensitivity.json")
     pngs = ctx.inputs.pngs("plots/sensitivity")
     csvs = ctx.inputs.pngs("plots/sensitivity", "*.csv")
-    parts = [(f"<p>Completeness of arcs with SNR \u2265 {fmt(ld.value.get('snr_min'))} on the {esc(ld.value.get('eval_split'))} split: "
+    parts = [(f"<p>Completeness of arcs with SNR \u2265 {esc(fmt(ld.value.get('snr_min')))} on the {esc(ld.value.get('eval_split'))} split: "
               f"each model at each operating point beside the Phase 4d proxy (\u03b8E/PSF cuts); from metrics/sensitivity.json.</p>"
               + summaries.sensitivity_table(ld.value)) if ld.ok else _json_or_notice(ld, "sensitivity")]
     if pngs:
@@ -398,8 +398,8 @@ def population(ctx: Context) -> Section:
                        notice("info", f"{rel} describes no injected population (a real dataset without injection columns)"), "notrun")
     splits = pop.get("splits")
     where = f" of the {' and '.join(map(esc, splits))} split{'s' if len(splits) > 1 else ''}, where completeness is measured" if splits else ""
-    parts = [f"<p>{pop['n_injections']} injections{where} (from {esc(rel)}, <code>population</code>). Percentiles "
-             f"{'/'.join(map(str, pop.get('percentiles', [])))} % of every injection, of those LensPop's cuts call discoverable "
+    parts = [f"<p>{esc(pop['n_injections'])} injections{where} (from {esc(rel)}, <code>population</code>). Percentiles "
+             f"{esc('/'.join(map(str, pop.get('percentiles') or [])))} % of every injection, of those LensPop's cuts call discoverable "
              f"(its DES full-coadd conditions, the rendered magnification), and of the LensPop forecast of discoverable lenses "
              f"(Collett 2015); docs/population.md says how the population is drawn.</p>"]
     png = ctx.inputs.root / "plots/stamps/population.png"
@@ -428,7 +428,7 @@ def population(ctx: Context) -> Section:
                      f"{_pct(pop.get('arc_snr_at_least_20'))} at or above 20.</p>")
     train = (ld.value or {}).get("population_train") or {}
     if train.get("n_injections") and train.get("arc_snr_mix"):
-        parts.append(f"<p>The train split ({train['n_injections']} injections; <code>population_train</code>) may be drawn with "
+        parts.append(f"<p>The train split ({esc(train['n_injections'])} injections; <code>population_train</code>) may be drawn with "
                      f"its own overrides (<code>simulate.physical_train</code>) so that a finder sees enough arcs to learn from: "
                      f"{_pct(train.get('arc_snr_below_8'))} of its arcs have SNR below 8, "
                      f"{_pct(train.get('arc_snr_at_least_20'))} at or above 20.</p>")

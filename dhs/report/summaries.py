@@ -67,7 +67,8 @@ def sky_table(doc: Mapping[str, Any]) -> str:
     head = (f"<p>Completeness of lenses as they occur on the sky: each injection weighted back to the physical population "
             f"({'sky_weight' if sky.get('weighted') else 'unit weights: the score table has no sky_weight'}); "
             f"n_eff is Kish's effective sample size."
-            + (f" Discoverable fraction of all lenses: {interval(frac)} (region bootstrap {_boot(frac)})." if frac else "") + "</p>")
+            + (f" Discoverable fraction of all lenses: {esc(interval(frac))} (region bootstrap {esc(_boot(frac))})." if frac else "")
+            + "</p>")
     return head + table(rows, ["threshold", "lenses", "completeness [Wilson 95% at n_eff]", "region bootstrap 95%", "injections",
                                "look-alike rate x0.5 / x2 moves it by"]) if rows else ""
 
@@ -132,7 +133,7 @@ def calibration_tables(doc: Mapping[str, Any]) -> str:
                  fmt(p.get("tpr"), 3), fmt(p.get("posterior_at_threshold"), 3),
                  fmt(p.get("purity"), 3) + (f" (\u2265 {fmt(p.get('purity_lower_bound'), 3)})" if p.get("purity_bounded") else "")
                  + (" \u26a0 low count" if p.get("low_count") else "")] for p in ops]
-        out += (f"<h4>At survey prevalence {fmt(prev.get('pi_survey'))} (training prevalence {fmt(prev.get('pi_train'), 3)})</h4>"
+        out += (f"<h4>At survey prevalence {esc(fmt(prev.get('pi_survey')))} (training prevalence {esc(fmt(prev.get('pi_train'), 3))})</h4>"
                 + table(rows, ["target FPR", "threshold (score >)", "controls above", "completeness", "P(lens) at the threshold",
                                "purity"]))
     return out

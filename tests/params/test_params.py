@@ -21,7 +21,7 @@ BASE = yaml.safe_load((REPO / "params.yaml").read_text())
 BAD = [
     ("stamps", ["cache_dtype"], "float8", "must be one of ['float16', 'float32']"),
     ("stamps", ["max_reject_frac"], 2.0, "must lie in [0, 1]"),
-    ("train", ["batch_size"], 1.5, "must be an integer >= 1"),
+    ("train", ["batch_size"], 1.5, "must be an integer in [1, 16384]"),
     ("train", ["archs"], ["nope"], "values from ['small_cnn', 'resnet18'"),
     ("train", ["device"], "gpu", "must be auto, cpu, cuda or cuda:N"),
     ("evaluation", ["fprs"], "0.1", "must be a non-empty list of distinct numbers that must lie in (0, 1)"),
@@ -34,11 +34,18 @@ BAD = [
     # the remaining bad-value cases, and the deadlines
     ("train", ["lr"], "abc", "must be a number"),
     ("stamps", ["rows_per_shard"], 0, "must be an integer >= 1"),
-    ("train", ["overrides", "resnet18", "batch_size"], 1.5, "must be an integer >= 1"),
+    ("train", ["overrides", "resnet18", "batch_size"], 1.5, "must be an integer in [1, 16384]"),
     ("known_lenses", ["cutout_deadline_s"], 0, "must be > 0 seconds"),
     ("known_lenses", ["run_deadline_s"], "3h", "must be a number"),
     ("distributed", ["master_port"], 70000, "must be an integer in [1, 65535]"),
     ("stamps", ["hosts", "region_size_deg"], 0.1, "must lie in [0.25, 30"),
+    # values that used to reach the code: a sky band upside down, URL templates the client cannot fill, sizes that exhaust memory
+    ("simulate", ["dec_min_deg"], 40.0, "simulate.dec_min_deg must be below simulate.dec_max_deg (32.0)"),
+    ("stamps", ["hosts", "url_template"], "https://x/c.fits?ra={ra}&dec={dec}&q={quality}", "unknown placeholders ['quality']"),
+    ("stamps", ["hosts", "url_template"], "https://x/c.fits?ra={ra:>999999999}&dec={dec}", "no format spec or conversion (['ra'])"),
+    ("known_lenses", ["url_template"], "https://x/c.fits?ra={ra}&dec={dec", "balanced braces"),
+    ("train", ["batch_size"], 10**9, "must be an integer in [1, 16384]"),
+    ("train", ["simulate_block_stamps"], 10**8, "must be an integer in [1, 65536]"),
 ]
 
 

@@ -492,3 +492,37 @@ def test_an_external_finder_shows_what_was_checked_and_what_its_gates_mean(world
     assert "their_net is an external finder (scores, finders/their&lt;net&gt;.csv)" in gsec
     assert "tests the finder: replacing the core by sky noise" in gsec and "tests the data: observing conditions alone" in gsec
     assert "this finder is a score table" in _section(html, "known_lenses")
+
+
+EVIL = "<img src=x onerror=\"document.body.setAttribute('data-pwned','1')\">"
+
+
+@needs_chromium
+def test_values_read_from_metrics_never_become_markup_and_a_wrong_type_is_said_not_a_crash(world, sim_cache, tmp_path):
+    """Every value a stage file gives is text on the page: markup planted in numeric fields of the
+    completeness, closure, sensitivity, stamps and calibration files stays text (and the page's
+    policy runs its own script, by hash, and nothing else); a value of another type (a string for
+    a number, a list for an object) leaves its section saying so, and the rest of the page drawn."""
+    root = tmp_path / "w"
+    shutil.copytree(world, root)
+    comp = json.loads((root / "metrics/completeness/small_cnn.json").read_text())
+    comp["auroc"] = EVIL
+    comp["rows"] = {"controls": EVIL, "injections": EVIL}
+    for t in comp.get("thresholds", []):
+        t["n_controls_above"] = EVIL
+    (root / "metrics/completeness/small_cnn.json").write_text(json.dumps(comp))
+    _write(root / "metrics/sensitivity.json", {"snr_min": EVIL, "eval_split": "test", "rows": 1})
+    _write(root / "metrics/calibration/resnet18.json", ["not", "an", "object"])
+    stamps = json.loads((root / "metrics/stamps.json").read_text())
+    stamps["rows_by_split"] = {"train": "many", "test": [1]}
+    (root / "metrics/stamps.json").write_text(json.dumps(stamps))
+    html, status = _render(root, sim_cache)
+    assert "<img src=x" not in html and "&lt;img src=x onerror=" in html
+    assert "metrics/calibration/resnet18.json holds a JSON list, not the object its stage writes" in html
+    assert any(v == "error" for v in status.values()) and status["provenance"] == "ok"
+    assert "this section could not be drawn: ValueError: could not convert string to float" in html
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
+    assert "script-src 'sha256-" in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+    check = _browse(root / "plots/report/index.html", tmp_path / "profile")   # the page's own script still runs
+    body_tag = re.search(r"<body[^>]*>", check["dom"]).group(0)
+    assert "data-selfcheck" in body_tag and "data-pwned" not in body_tag and check["sections"] == len(SECTION_IDS)
