@@ -70,7 +70,8 @@ POSITION_DECIMALS = 5
 USER_AGENT = f"dark-halo-scope/{__version__} (known-lens recovery; python-requests)"
 USABLE = ("cached", "fetched", "local")
 # the same request gives the same answer: remembered (with its URL) and not asked again
-PERMANENT_REASONS = ("http_400", "http_404", "http_410", "http_414", "bad_shape", "nonfinite_pixels", "no_coverage")
+PERMANENT_REASONS = ("http_400", "http_404", "http_410", "http_414", "bad_shape", "nonfinite_pixels", "no_coverage", "bad_bands",
+                     "too_large")
 # a local directory's verdicts: counted, final for this run, looked at again by the next
 LOCAL_REASONS = ("not_in_local_dir", "not_fits")
 # reasons a later run may not repeat: the row is missing for now, not for good (any HTTP reason

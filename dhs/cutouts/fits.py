@@ -5,6 +5,11 @@ of shape (3, size, size): bands g, r, z in that order, pixels in nanomaggies (AB
 22.5), north up, east left. Outside the survey (or where a band has no exposure) it returns
 zeros rather than an error, so a band whose pixels are mostly exactly zero means "no data".
 
+Where the file says its band order (header ``BANDS``, or ``BAND0``..``BAND2``) it must be grz: a
+cube in another order is refused, never used as grz. Every HDU of the file is read (a valid
+image followed by a truncated HDU is a damaged file), and a local file larger than
+``MAX_FILE_BYTES`` is refused before it is read (the HTTP client caps bodies the same way).
+
 ``read_cutout`` raises ``CutoutInvalid`` with one of the ``REASONS`` so callers count
 rejections per reason instead of crashing or silently dropping rows (docs/conventions.md,
 evaluation rules: every row accounted for).
@@ -22,7 +27,8 @@ BANDS = "grz"
 # a band with more exactly-zero pixels than this fraction has no data there
 MAX_ZERO_PIXEL_FRAC = 0.5
 FITS_BLOCK = 2880
-REASONS = ("not_fits", "bad_shape", "nonfinite_pixels", "no_coverage")
+REASONS = ("not_fits", "bad_shape", "nonfinite_pixels", "no_coverage", "bad_bands", "too_large")
+MAX_FILE_BYTES = 64 << 20   # a (3, 96, 96) cube with its inverse variances is ~0.2 MiB
 
 
 class CutoutInvalid(ValueError):
@@ -42,14 +48,21 @@ def read_cutout(data: bytes | str | os.PathLike, size_px: int, where: str = "cut
     from astropy.io import fits
 
     try:
+        if isinstance(data, (str, os.PathLike)) and Path(data).stat().st_size > MAX_FILE_BYTES:
+            raise CutoutInvalid("too_large", f"{where}: {Path(data).stat().st_size / 2**20:.0f} MiB, above the "
+                                             f"{MAX_FILE_BYTES >> 20} MiB a cutout may have; not read")
         raw = Path(data).read_bytes() if isinstance(data, (str, os.PathLike)) else bytes(data)
+        if len(raw) > MAX_FILE_BYTES:
+            raise CutoutInvalid("too_large", f"{where}: {len(raw) / 2**20:.0f} MiB, above the {MAX_FILE_BYTES >> 20} MiB a "
+                                             f"cutout may have")
         if len(raw) % FITS_BLOCK:  # FITS is written in whole 2880-byte blocks: a shorter file was cut off
             raise CutoutInvalid("not_fits", f"{where}: not a whole FITS file ({len(raw)} bytes, not a multiple of "
                                             f"{FITS_BLOCK}: truncated or not FITS)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # astropy warns, then fails or reads on; we say which
             with fits.open(io.BytesIO(raw), memmap=False) as hdul:
-                cube = next((h.data for h in hdul if getattr(h, "data", None) is not None), None)
+                datas = [(h.header, h.data) for h in hdul]   # every HDU: a truncated one fails here, not later
+                header, cube = next(((hd, d) for hd, d in datas if d is not None), (None, None))
                 if cube is not None:
                     cube = np.array(cube)  # detach from the HDU list before it closes
     except CutoutInvalid:
@@ -58,6 +71,10 @@ def read_cutout(data: bytes | str | os.PathLike, size_px: int, where: str = "cut
         raise CutoutInvalid("not_fits", f"{where}: not a readable FITS file ({type(exc).__name__}: {exc})") from None
     if cube is None:
         raise CutoutInvalid("not_fits", f"{where}: the FITS file holds no image data")
+    said = _band_order(header)
+    if said is not None and said != BANDS:
+        raise CutoutInvalid("bad_bands", f"{where}: the file says its bands are {said!r}, not {BANDS!r}; request bands=grz "
+                                         f"(a cube in another order would be used with its bands swapped)")
     expected = (len(BANDS), size_px, size_px)
     if cube.shape != expected:
         raise CutoutInvalid("bad_shape", f"{where}: expected a {BANDS} cube of shape {expected}, got {cube.shape} "
@@ -72,6 +89,16 @@ def read_cutout(data: bytes | str | os.PathLike, size_px: int, where: str = "cut
         raise CutoutInvalid("no_coverage", f"{where}: no data in band(s) {', '.join(empty)}: outside the DR10 South "
                                            f"footprint or in a gap")
     return cube
+
+
+def _band_order(header) -> str | None:
+    """The band order a cutout's header states (``BANDS``, else ``BAND0``, ``BAND1``, ...), or None."""
+    if header is None:
+        return None
+    if "BANDS" in header:
+        return str(header["BANDS"]).strip().lower()
+    bands = [str(header[f"BAND{i}"]).strip().lower() for i in range(3) if f"BAND{i}" in header]
+    return "".join(bands) if bands else None
 
 
 def read_invvar(data: bytes | str | os.PathLike, size_px: int) -> np.ndarray | None:

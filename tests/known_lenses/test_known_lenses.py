@@ -347,6 +347,31 @@ def test_local_directory_of_fits_cutouts_is_accepted(lens_cubes, tmp_path):
     np.testing.assert_array_equal(load_cutouts(positions(2), tmp_path / "cache", SPEC).images_nmgy, lens_cubes[:2])
 
 
+def test_damaged_misordered_and_oversized_cutout_files_are_counted_rejections(lens_cubes, tmp_path, monkeypatch):
+    """A local directory of FITS cutouts: a valid image followed by a truncated HDU, a cube whose
+    header says zrg, and a file above the size cap are each one named, counted rejection; the
+    other lenses are used."""
+    import dhs.cutouts.fits as fits_mod
+
+    src = tmp_path / "mine"
+    src.mkdir()
+    full = cutout_bytes(lens_cubes[0], invvar=np.ones_like(lens_cubes[0]))
+    (src / "LENS-0.fits").write_bytes(full[: len(full) - 2880 * 10])          # the invvar HDU cut short
+    (src / "LENS-1.fits").write_bytes(cutout_bytes(lens_cubes[1], header={"BANDS": "zrg"}))
+    (src / "LENS-2.fits").write_bytes(cutout_bytes(lens_cubes[2]) + b"\0" * (2880 * 40))   # padded past a small cap
+    (src / "LENS-3.fits").write_bytes(cutout_bytes(lens_cubes[3]))
+    monkeypatch.setattr(fits_mod, "MAX_FILE_BYTES", len(cutout_bytes(lens_cubes[3])) + 2880 * 20)
+    with pytest.raises(CutoutInvalid, match="not a readable FITS file") as e:
+        read_cutout(src / "LENS-0.fits", 64)
+    assert e.value.reason == "not_fits"
+    with pytest.raises(CutoutInvalid, match="the file says its bands are 'zrg', not 'grz'") as e:
+        read_cutout(src / "LENS-1.fits", 64)
+    assert e.value.reason == "bad_bands"
+    res = fetch_cutouts(positions(4), tmp_path / "cache", SPEC, source=str(src), progress=False)
+    assert list(res.rows["reason"]) == ["not_fits", "bad_bands", "too_large", ""]
+    assert list(res.rows["status"]) == ["failed", "failed", "failed", "local"]
+
+
 def test_a_lens_name_never_reads_a_file_outside_the_local_directory(lens_cubes, tmp_path):
     """A catalogue name is part of a path (``<name>.fits``): a name climbing out of the directory,
     or a link out of it, is not read; the lens is counted as not_in_local_dir."""
