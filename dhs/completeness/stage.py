@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from dhs import atomic, headline
-from dhs.completeness.counts import surface_name
+from dhs.completeness.counts import CompletenessError, surface_name
 from dhs.completeness.figures import LABELS, curve_figure, placeholder_figure, sensitivity_figure, surface_figure
 from dhs.completeness.measure import CompletenessConfig, fpr_name, measure, metrics_dict
 from dhs.completeness.weighted import DISCOVERABLE
@@ -94,8 +94,11 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
     p = as_params(params).require("completeness")
     cfg = CompletenessConfig.from_params(p["completeness"], p.source, p["evaluation"])
     t0 = time.perf_counter()
+    scores = Path(scores_dir) / f"{arch}.parquet"
+    if not scores.is_file():   # before Spark starts: a stage run out of order says what to run
+        raise CompletenessError(f"{scores} not found: the score table of {arch} comes from `dvc repro infer@{arch}`")
     spark = spark_session(cfg.spark)
-    result = measure(spark, str(Path(scores_dir) / f"{arch}.parquet"), cfg)
+    result = measure(spark, str(scores), cfg)
     metrics = write_outputs(arch, cfg, result, metrics_dir, plots_dir)
     roc_dir = Path(plots_dir).parent / "roc" if roc_dir is None else Path(roc_dir)
     write_roc(arch, result, roc_dir / f"{arch}.csv")
@@ -153,6 +156,9 @@ def run_sensitivity(params: str | Params = "params.yaml", scores_dir: str = "dat
     archs = list(p["finders"]["measure"])
     t0 = time.perf_counter()
     paths = {a: str(Path(scores_dir) / f"{a}.parquet") for a in archs}
+    missing = [p for p in paths.values() if not Path(p).is_file()]
+    if missing:
+        raise CompletenessError(f"{missing} not found: the score tables come from `dvc repro infer` (one per finders.measure)")
     table, metrics = sweep(spark_session(cfg.spark), paths, cfg, sens)
     for var in sens.variables:
         t = table[table["var"] == var]

@@ -265,15 +265,24 @@ def read_catalog(path: str | Path = DEFAULT_PATH) -> pd.DataFrame:
     text = path.read_text()
     lines = text.splitlines(keepends=True)
     n_header = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
-    df = pd.read_csv(io.StringIO("".join(lines[n_header:])), dtype={"name": str, "grade": str, "source": str, "reference": str,
-                                                                    "also_in": str}, keep_default_na=False, na_values={
-        c: ["", "nan", "NaN"] for c in ("ra_deg", "dec_deg", "theta_e_arcsec", "z_lens", "z_source")})
+    try:
+        df = pd.read_csv(io.StringIO("".join(lines[n_header:])), dtype={"name": str, "grade": str, "source": str, "reference": str,
+                                                                        "also_in": str}, keep_default_na=False, na_values={
+            c: ["", "nan", "NaN"] for c in ("ra_deg", "dec_deg", "theta_e_arcsec", "z_lens", "z_source")})
+    except (pd.errors.ParserError, ValueError) as exc:   # an unbalanced quote, a row with too many fields, a bad number
+        raise CatalogError(f"{path}: not a readable catalogue ({' '.join(str(exc).split())[:200]}; the data start at line "
+                           f"{n_header + 1}); fix the row or rebuild it with `python -m dhs.known_lenses.catalog`") from None
     _need(df, COLUMNS, f"known-lens catalogue {path}")
+    runaway = [c for c in ("name", "grade", "source", "reference") if df[c].astype(str).str.contains("\n").any()]
+    if runaway:   # a quote that never closes swallows the rows after it into one field
+        row = int(np.flatnonzero(df[runaway[0]].astype(str).str.contains("\n").to_numpy())[0])
+        raise CatalogError(f"{path}: an unbalanced quote: column {runaway[0]!r} of the row at line {n_header + 2 + row} runs "
+                           f"over the lines after it ({df[runaway[0]].iloc[row][:60]!r}...); close the quote or remove it")
     from dhs.cutouts.footprint import valid_coordinates
 
     bad = ~valid_coordinates(df["ra_deg"], df["dec_deg"])
     if bad.any():
-        raise CatalogError(f"{path}: {int(bad.sum())} row(s) with bad coordinates, e.g. {df.loc[bad, 'name'].head(3).tolist()}; rebuild it")
+        raise CatalogError(f"{path}: {int(bad.sum())} row(s) with bad coordinates, e.g. {[str(n)[:60] for n in df.loc[bad, 'name'].head(3)]}; rebuild it")
     unknown = sorted(set(df["grade"]) - set(GRADES))
     if unknown:
         raise CatalogError(f"{path}: unknown grade(s) {unknown}; grades are {list(GRADES)}")

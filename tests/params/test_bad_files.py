@@ -58,3 +58,22 @@ def test_more_training_ranks_than_the_machine_has_are_refused_before_anything_st
     assert res.returncode == 2, res.stderr[-1500:]
     assert "train.nproc is 64 but this machine has" in res.stderr and "set train.nproc <=" in res.stderr
     assert "torch.distributed" not in res.stdout + res.stderr
+
+
+def test_completeness_run_before_infer_says_which_stage_to_run(tmp_path):
+    (tmp_path / "params.yaml").write_text(BASE)
+    res = stage("completeness.py", "--arch", "small_cnn", "--params", str(tmp_path / "params.yaml"), "--scores",
+                str(tmp_path / "scores"), "--metrics", str(tmp_path / "m"), "--plots", str(tmp_path / "p"), cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "small_cnn.parquet not found: the score table of small_cnn comes from `dvc repro infer@small_cnn`" in res.stderr
+
+
+def test_a_known_lens_catalogue_with_an_unbalanced_quote_is_one_line(tmp_path):
+    from dhs.known_lenses.catalog import DEFAULT_PATH, CatalogError, read_catalog
+
+    lines = DEFAULT_PATH.read_text().splitlines(keepends=True)
+    first = next(i for i, ln in enumerate(lines) if not ln.startswith("#")) + 1   # the first data row
+    lines[first] = '"' + lines[first]                                              # a quote that never closes
+    (tmp_path / "cat.csv").write_text("".join(lines))
+    with pytest.raises(CatalogError, match=r"cat.csv: an unbalanced quote: column .name. of the row at line \d+ runs over"):
+        read_catalog(tmp_path / "cat.csv")
