@@ -68,14 +68,18 @@ def _md5(path: Path) -> str:
 
 
 class _Local:
-    def __init__(self, root: str):
+    def __init__(self, root: str, exclude: Path | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise StagingError(f"stamps.source {root!r} is neither 'synthetic', an s3:// URL nor an existing directory")
+        # a staging directory inside the source is not part of it (it would copy itself on the next run)
+        self.exclude = exclude.resolve() if exclude is not None else None
 
     def list(self) -> list[RemoteFile]:
         out = []
         for p in sorted(self.root.rglob("*")):
+            if self.exclude is not None and (p.resolve() == self.exclude or self.exclude in p.resolve().parents):
+                continue
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(self.root).parts):
                 st = p.stat()
                 out.append(RemoteFile(p.relative_to(self.root).as_posix(), st.st_size, f"{st.st_mtime_ns}:{st.st_size}"))
@@ -160,19 +164,21 @@ class StagingResult:
 def stage(source: str, dest: str | Path, *, endpoint_url: str | None = None, workers: int = 8, max_attempts: int = 5,
           timeout_s: float = 60.0, progress: bool = True) -> StagingResult:
     """Copy every file of ``source`` (s3://bucket/prefix or a directory) into ``dest``, resuming."""
-    backend = _S3(source, endpoint_url, max_attempts, timeout_s) if is_s3(source) else _Local(source)
     dest = Path(dest)
+    backend = _S3(source, endpoint_url, max_attempts, timeout_s) if is_s3(source) else _Local(source, exclude=dest)
     dest.mkdir(parents=True, exist_ok=True)
     origin = describe_source(source).rstrip("/")
     manifest_path = dest / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    # a copy killed mid-file leaves its .part (the cleanup in copy() never ran): never complete
-    for part in dest.rglob("*.part"):
-        if part.is_file() and part.relative_to(dest).as_posix() not in manifest:
-            part.unlink(missing_ok=True)
     files = backend.list()
     if not files:
         raise StagingError(f"{describe_source(source)} holds no files")
+    # a copy killed mid-file leaves its <key>.part (the cleanup in copy() never ran): never complete.
+    # Only those names are removed: any other *.part under the staging directory is not this stage's
+    for f in files:
+        part = dest / f"{f.key}.part"
+        if part.is_file() and part.resolve().is_relative_to(dest.resolve()):
+            part.unlink(missing_ok=True)
     lock = threading.Lock()
 
     def done(f: RemoteFile) -> bool:

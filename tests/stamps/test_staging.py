@@ -16,6 +16,8 @@ import boto3
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+
+from dhs.contract.validate import DatasetInvalid
 import yaml
 
 from tests.conftest import REPO, SECRET, copy_repo
@@ -232,6 +234,26 @@ def test_a_part_file_left_by_a_killed_copy_is_removed_and_the_file_copied_again(
     assert m["rows_used"] == sum(pq.ParquetFile(f).metadata.num_rows for f in src.rglob("*.parquet"))
     assert not list(staged.rglob("*.part"))
     assert digests(tmp_path / "stamps") == digests(src)
+
+
+def test_only_the_stages_own_part_files_are_removed_and_a_staging_dir_inside_the_source_is_not_copied(sim_dataset, tmp_path):
+    """A staging directory inside the source directory is not part of the source (it would copy
+    itself into itself on the next run); a `.part` under the staging directory that is not
+    `<key>.part` of a source file is someone else's: it is never deleted, and validation names it."""
+    src = tmp_path / "src"
+    shutil.copytree(sim_dataset, src)
+    params = params_for(tmp_path, str(src), staging_dir=str(src / "staging"))   # inside the source
+    run_stage(tmp_path, params)
+    m = run_stage(tmp_path, params)
+    staged = src / "staging"
+    assert not (staged / "staging").exists()   # the staging directory did not copy itself
+    assert m["rows_used"] == sum(pq.ParquetFile(f).metadata.num_rows for f in sim_dataset.rglob("*.parquet"))
+    theirs = staged / "downloads" / "movie.mkv.part"
+    theirs.parent.mkdir()
+    theirs.write_bytes(b"half a film")
+    with pytest.raises(DatasetInvalid, match=r"downloads/movie.mkv.part: \[not_parquet\]"):
+        run_stage(tmp_path, params)
+    assert theirs.read_bytes() == b"half a film"
 
 
 def test_s3_errors_keep_the_slash_between_prefix_and_key(sim_dataset, tmp_path, s3_server):
