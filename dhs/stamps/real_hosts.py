@@ -70,6 +70,18 @@ NUMERIC = tuple(c for c in REQUIRED if c != "brickname")
 BANDS = "grz"
 
 
+# what a DR10 catalogue row can hold; a value outside is a typo, a sentinel or a unit error, never a
+# host to paint (a 1e6" PSF would give an invisible arc labelled with SNR 11855): rejected as
+# implausible_<column>, counted. Depths as 5-sigma AB mag, fluxes as the host's r mag.
+PLAUSIBLE = {
+    "psfsize": (0.3, 5.0),          # FWHM, arcsec (DR10 South: ~0.7-2.5)
+    "psfdepth_mag": (19.0, 28.0),   # 5-sigma point-source depth, AB mag (DR10 South: ~22-25.5)
+    "host_r_mag": (10.0, 26.0),     # 22.5 - 2.5 log10(flux_r)
+    "ebv": (0.0, 1.0),              # mag (the DR10 South footprint: < ~0.3)
+}
+DUPLICATE_ARCSEC = 0.1              # rows closer than this are one host given twice
+
+
 class HostCatalogError(ValueError):
     """The host catalogue cannot be used as a whole (unreadable, a column missing, no usable row)."""
 
@@ -109,7 +121,8 @@ class HostTable:
 def read_hosts(path: str | Path, max_hosts: int | None = None) -> HostTable:
     """The host catalogue, validated: whole-file problems raise ``HostCatalogError`` naming the
     file and column; bad rows are rejected with a reason (``nonfinite_<col>``, ``bad_coordinates``,
-    ``nonpositive_<col>``, ``bad_brickname``) and counted."""
+    ``nonpositive_<col>``, ``implausible_<col>`` outside ``PLAUSIBLE``, ``duplicate_host`` within
+    ``DUPLICATE_ARCSEC`` of an earlier row, ``bad_brickname``) and counted."""
     path = Path(path)
     if not path.is_file():
         raise HostCatalogError(f"stamps.hosts.catalog: {path} not found (a CSV or parquet host catalogue; docs/real-hosts.md)")
@@ -140,6 +153,26 @@ def read_hosts(path: str | Path, max_hosts: int | None = None) -> HostTable:
     reject(~((ra >= 0) & (ra < 360) & (dec >= -90) & (dec <= 90)), "bad_coordinates")
     for c in ("psfsize_g", "psfsize_r", "psfsize_z", "psfdepth_g", "psfdepth_r", "psfdepth_z", "flux_r"):
         reject(~(values[c] > 0), f"nonpositive_{c}")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for b in "grz":
+            lo, hi = PLAUSIBLE["psfsize"]
+            reject(~((values[f"psfsize_{b}"] >= lo) & (values[f"psfsize_{b}"] <= hi)), f"implausible_psfsize_{b}")
+            lo, hi = PLAUSIBLE["psfdepth_mag"]
+            depth = psfdepth_ivar_to_mag(values[f"psfdepth_{b}"])
+            reject(~((depth >= lo) & (depth <= hi)), f"implausible_psfdepth_{b}")
+        lo, hi = PLAUSIBLE["host_r_mag"]
+        mag = 22.5 - 2.5 * np.log10(values["flux_r"])
+        reject(~((mag >= lo) & (mag <= hi)), "implausible_flux_r")
+        lo, hi = PLAUSIBLE["ebv"]
+        reject(~((values["ebv"] >= lo) & (values["ebv"] <= hi)), "implausible_ebv")
+    # one host given twice would be painted twice and counted as two: the first row stays
+    key = np.stack([np.round(ra * 3600 / DUPLICATE_ARCSEC), np.round(dec * 3600 / DUPLICATE_ARCSEC)], axis=1)
+    live = np.flatnonzero(reason == "")
+    if len(live):
+        _, first = np.unique(key[live], axis=0, return_index=True)
+        dup = np.ones(len(live), bool)
+        dup[first] = False
+        reject(np.isin(np.arange(n), live[dup]), "duplicate_host")
     b_ra, b_dec = brick_centre(df["brickname"].to_numpy())
     reject(~np.isfinite(b_ra), "bad_brickname")
     ok = reason == ""

@@ -100,6 +100,31 @@ def test_bad_catalogues_are_refused_or_their_rows_counted(real_sky, tmp_path):
     assert {e["row"] for e in t.examples} == {0, 1, 2, 3} and all(e["file"].endswith("b.parquet") for e in t.examples)
 
 
+def test_impossible_catalogue_values_and_repeated_hosts_are_counted_never_painted(real_sky, tmp_path):
+    """Values no DR10 row can hold (a 1e6" or 1e-9" PSF, an infinite depth, a flux brighter than
+    any galaxy, a negative E(B-V)) would become labels (an invisible arc with SNR 11855, host
+    r = -727) or crash deep inside: each is a counted implausible_<column> rejection; a host given
+    twice is painted once."""
+    _, cat, *_ = real_sky
+    bad = cat.copy()
+    bad.loc[0, "psfsize_r"] = 1e6
+    bad.loc[1, "psfsize_g"] = 1e-9
+    bad.loc[2, "psfdepth_r"] = 1e300
+    bad.loc[3, "flux_r"] = 1e300
+    bad.loc[4, "ebv"] = -0.2
+    bad.loc[5, "psfdepth_z"] = 1e-12          # 5-sigma depth ~ 8 mag
+    dup = bad.iloc[[6, 7]].copy()
+    dup["ra"] += 0.01 / 3600                 # 0.01": the same host
+    bad = pd.concat([bad, dup], ignore_index=True)
+    bad.to_csv(tmp_path / "c.csv", index=False)
+    t = read_hosts(tmp_path / "c.csv")
+    assert dict(t.rejected) == {"implausible_psfsize_r": 1, "implausible_psfsize_g": 1, "implausible_psfdepth_r": 1,
+                                "implausible_flux_r": 1, "implausible_ebv": 1, "implausible_psfdepth_z": 1, "duplicate_host": 2}
+    assert t.rows_read == len(cat) + 2 and len(t.hosts) == len(cat) - 6
+    assert sorted(e["row"] for e in t.examples) == [0, 1, 2, 3, 4, 5, len(cat), len(cat) + 1]
+    assert (t.hosts["psfsize_r"].between(0.3, 5.0)).all()
+
+
 def test_the_painted_arc_is_the_engines_arc_at_the_measured_host_centre(real_sky):
     """With the arc's photon noise off, painted - cutout is exactly the arc the engine renders alone
     at the host centre measured on the cutout; an Einstein ring (source on the axis) is centred on
