@@ -55,7 +55,8 @@ from tqdm.auto import tqdm
 
 from dhs.contract.codec import stamp_column
 from dhs.contract.shards import HiveShardWriter
-from dhs.cutouts.client import CutoutSpec, FetchConfig, fetch_cutouts, load_cutouts
+from dhs.cutouts.client import (LEGACYSURVEY, CutoutSpec, FetchConfig, fetch_cutouts, load_cutouts, read_manifest,
+                               remembered_failures, write_manifest)
 from dhs.cutouts.fits import read_invvar
 from dhs.simulate import keyed
 from dhs.simulate.config import SimConfig
@@ -292,7 +293,12 @@ def fetch_host_cutouts(hosts: pd.DataFrame, hp: dict[str, Any], stamp_size: int,
                               "name": [f"host{int(i)}" for i in hosts["host_index"]]})
     cfg = FetchConfig(url_template=hp["url_template"], max_concurrency=hp["max_concurrency"], max_attempts=hp["max_attempts"],
                       read_timeout_s=hp["read_timeout_s"], run_deadline_s=hp["run_deadline_s"])
-    res = fetch_cutouts(positions, hp["cache_dir"], spec, source=hp["cutouts"], cfg=cfg, progress=progress)
+    legacy = hp["cutouts"] == LEGACYSURVEY
+    # permanent failures of an earlier run (404, no data, NaN pixels) are not asked again
+    known = remembered_failures(read_manifest(hp["cache_dir"])) if legacy else {}
+    res = fetch_cutouts(positions, hp["cache_dir"], spec, source=hp["cutouts"], cfg=cfg, progress=progress, remembered=known)
+    if legacy:
+        write_manifest(res, ["host"] * len(positions), hp["cache_dir"])
     return res, load_cutouts(positions, hp["cache_dir"], spec), spec
 
 

@@ -11,6 +11,7 @@ stamps.source:
 from __future__ import annotations
 
 import os
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -58,6 +59,30 @@ def write_workers_for(setting: int | str, device: str) -> int:
     return 0 if resolve_device(device).type == "cpu" else gpu_write_workers()
 
 
+def hosts_shortfall(summary: dict) -> None:
+    """Say loudly, with the cause of each missing cutout, when hosts lack a cutout; for a shortfall
+    a later run may not repeat (offline, timeouts, 5xx), say how to retry it: DVC sees a finished
+    stage and would not rerun it by itself."""
+    c = summary["cutouts"]
+    why = c.get("not_usable_by_reason") or {}
+    if not why:
+        return
+    from dhs.cutouts.client import is_transient
+
+    transient = {r: n for r, n in why.items() if is_transient(r) or r == "missing"}
+    lines = [f"HOST CUTOUTS {str(c.get('status', '')).upper()}: {c['usable_loaded']} of {summary['hosts_usable']} usable catalogue "
+             f"hosts have a cutout; missing, by cause: {dict(sorted(why.items()))}"]
+    if transient:
+        lines.append(f"{sum(transient.values())} of them failed for a reason a later run may not repeat ({sorted(transient)}): "
+                     f"once the service answers, retry them with `dvc repro -f stamps` (cutouts already fetched are reused; "
+                     f"permanent failures such as 404s are not asked again)")
+    width = 100
+    import textwrap
+
+    wrapped = [w for ln in lines for w in (textwrap.wrap(ln, width - 4, subsequent_indent="  ") or [""])]
+    print("\n".join(["!" * width, *(f"! {x}" for x in wrapped), "!" * width]), file=sys.stderr)
+
+
 def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metrics_path: str = "metrics/stamps.json",
         cache_dir: str = "data/cache", progress: bool = True, plots_dir: str | None = None) -> dict:
     p = as_params(params).require("stamps")
@@ -99,6 +124,7 @@ def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metr
                     f"({summary['hosts_rejected_by_reason'] or 'no row rejected'}; cutouts {summary['cutouts']['by_status']}) "
                     f"on {summary['device']}")
             extra = {"hosts": summary}
+            hosts_shortfall(summary)
         else:
             staging_dir = Path(st["staging_dir"])
             res = stage(source, staging_dir, endpoint_url=st["s3_endpoint_url"], workers=st["copy_workers"],
