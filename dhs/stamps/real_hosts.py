@@ -192,16 +192,23 @@ def read_hosts(path: str | Path, max_hosts: int | None = None) -> HostTable:
     return table
 
 
-def host_population(hosts: pd.DataFrame, cfg: SimConfig, region_size_deg: float) -> pd.DataFrame:
-    """One row per stamp (every contract column but the pixels and the rendered metrics) for the
-    usable hosts: labels, lens systems from ``cfg``'s population, conditions from the catalogue."""
-    rng = np.random.default_rng([cfg.seed, 1])
-    n_hosts = len(hosts)
+def check_regions(hosts: pd.DataFrame, region_size_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """The hosts' sky regions; fewer than 3 (train, val and test each need one) is an error, said
+    before any cutout is fetched."""
     regions = sky_regions(hosts["brick_ra"].to_numpy(), hosts["brick_dec"].to_numpy(), region_size_deg)
     unique_regions = np.unique(regions)
     if unique_regions.size < 3:
         raise HostCatalogError(f"the hosts fall in {unique_regions.size} sky region(s) of {region_size_deg} deg: train, val and "
                                f"test need at least 3 (lower stamps.hosts.region_size_deg, or widen the catalogue)")
+    return regions, unique_regions
+
+
+def host_population(hosts: pd.DataFrame, cfg: SimConfig, region_size_deg: float) -> pd.DataFrame:
+    """One row per stamp (every contract column but the pixels and the rendered metrics) for the
+    usable hosts: labels, lens systems from ``cfg``'s population, conditions from the catalogue."""
+    rng = np.random.default_rng([cfg.seed, 1])
+    n_hosts = len(hosts)
+    regions, unique_regions = check_regions(hosts, region_size_deg)
     split_of = assign_region_splits(unique_regions, dict(cfg.split_fractions), cfg.split_salt)
     systems = physical_systems(cfg, n_hosts, rng) if cfg.population == "physical" else uniform_systems(cfg, n_hosts, rng)
     if cfg.paired:
@@ -312,6 +319,7 @@ def write_host_dataset(hp: dict[str, Any], cfg: SimConfig, out_dir: str | Path, 
     device = resolve_device(cfg.device)
     table = read_hosts(hp["catalog"], hp.get("max_hosts"))
     hosts = table.hosts
+    check_regions(hosts, hp["region_size_deg"])   # what can be checked before any cutout is fetched
     fetched, loaded, spec = fetch_host_cutouts(hosts, hp, cfg.stamp_size, progress)
     # why a host has no cutout: the fetch's reason (http_404, no_coverage, offline, ...), else the re-read's
     fetch_reason = fetched.rows["reason"].astype(str).to_numpy()

@@ -254,6 +254,23 @@ def test_a_partial_fetch_is_loud_with_its_causes_and_a_forced_rerun_fetches_the_
         srv.close()
 
 
+def test_too_few_sky_regions_is_said_before_any_cutout_is_fetched(real_sky, tmp_path):
+    cfg, cat, cubes, *_ = real_sky
+    srv = CutoutServer()
+    try:
+        for i, (ra, dec) in enumerate(zip(cat["ra"], cat["dec"])):
+            srv.add(ra, dec, cubes[i])
+        one_brick = cat.assign(brickname=cat["brickname"].iloc[0])   # every host in one brick: one sky region
+        one_brick.to_csv(tmp_path / "hosts.csv", index=False)
+        params = _params(tmp_path, tmp_path / "hosts.csv", "legacysurvey", url_template=srv.template)
+        with pytest.raises(HostCatalogError, match=r"fall in 1 sky region\(s\) of 2.0 deg: train, val and test need at least 3"):
+            stage.run(params, out_dir=str(tmp_path / "stamps"), metrics_path=str(tmp_path / "m" / "stamps.json"),
+                      cache_dir=str(tmp_path / "cache"), progress=False, plots_dir=str(tmp_path / "plots"))
+        assert srv.requests == []
+    finally:
+        srv.close()
+
+
 def test_stage_through_the_cutout_service_counts_what_it_could_not_fetch(real_sky, tmp_path):
     cfg, cat, cubes, *_ = real_sky
     srv = CutoutServer()
