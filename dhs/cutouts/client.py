@@ -55,6 +55,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -71,7 +72,10 @@ USER_AGENT = f"dark-halo-scope/{__version__} (known-lens recovery; python-reques
 USABLE = ("cached", "fetched", "local")
 # the same request gives the same answer: remembered (with its URL) and not asked again
 PERMANENT_REASONS = ("http_400", "http_404", "http_410", "http_414", "bad_shape", "nonfinite_pixels", "no_coverage", "bad_bands",
-                     "too_large")
+                     "too_large", "redirect_offsite", "redirect_loop")
+# the cutout service may redirect on its own host (http -> https, a moved path); never elsewhere
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 3
 # a local directory's verdicts: counted, final for this run, looked at again by the next
 LOCAL_REASONS = ("not_in_local_dir", "not_fits")
 # reasons a later run may not repeat: the row is missing for now, not for good (any HTTP reason
@@ -420,7 +424,24 @@ class _Client:
         _current.watch = watch
         timer.start()
         try:
-            resp = self._session().get(url, timeout=(self.cfg.connect_timeout_s, self.cfg.read_timeout_s), stream=True)
+            # redirects followed by hand: on the same host only, at most MAX_REDIRECTS, each one counted
+            target, session = url, self._session()
+            for hop in range(MAX_REDIRECTS + 1):
+                resp = session.get(target, timeout=(self.cfg.connect_timeout_s, self.cfg.read_timeout_s), stream=True,
+                                   allow_redirects=False)
+                if resp.status_code not in REDIRECT_CODES:
+                    break
+                nxt = urljoin(target, resp.headers.get("Location", ""))
+                resp.close()
+                if urlsplit(nxt).netloc != urlsplit(url).netloc or urlsplit(nxt).scheme not in ("http", "https"):
+                    return _Attempt(Outcome("failed", "redirect_offsite", message=f"HTTP {resp.status_code} for {target} "
+                                                                                  f"points to {urlsplit(nxt).netloc or nxt!r}, another "
+                                                                                  f"host: not followed"))
+                if hop == MAX_REDIRECTS:
+                    return _Attempt(Outcome("failed", "redirect_loop", message=f"more than {MAX_REDIRECTS} redirects from {url}"))
+                with self._lock:
+                    self.requests += 1
+                target = nxt
             try:
                 code, retry_after = resp.status_code, resp.headers.get("Retry-After", "")
                 ctype = resp.headers.get("Content-Type", "")

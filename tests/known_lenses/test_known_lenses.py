@@ -21,7 +21,8 @@ from dhs.evaluation.intervals import wilson_interval
 from dhs.known_lenses.catalog import (COLUMNS, DEFAULT_PATH, GRADES, CatalogError, curate, match_groups, read_catalog,
                                       select_lenses, write_catalog)
 from dhs.cutouts.fits import CutoutInvalid, cutout_bytes, read_cutout
-from dhs.cutouts.client import CutoutSpec, FetchConfig, cache_relpath, cutout_url, fetch_cutouts, load_cutouts
+from dhs.cutouts.client import (CutoutSpec, FetchConfig, cache_relpath, cutout_url, fetch_cutouts, load_cutouts, remembered_failures,
+                               write_manifest)
 from dhs.cutouts.footprint import footprint_reason
 from dhs.known_lenses.operating_points import OperatingPointError, load_score_thresholds, probability_points
 from dhs.known_lenses.recall import RecallPoint, recall_by_group, recall_entry
@@ -86,6 +87,12 @@ class CutoutServer:
                 try:
                     time.sleep(server.delay_s)
                     what = server.behaviour.get(key, "ok")
+                    if what == "redirect_loop":
+                        return self._redirect(self.path)
+                    if what == "redirect_offsite":
+                        return self._redirect(f"http://127.0.0.2:9{self.path}")
+                    if what == "redirect_once" and "hop" not in q:
+                        return self._redirect(self.path + "&hop=1")
                     if key not in server.cubes or what == "404":
                         return self._send(404, b"not found", "text/plain")
                     if n_seen <= server.fail_first.get(key, 0):
@@ -97,6 +104,12 @@ class CutoutServer:
                 finally:
                     with server.lock:
                         server.in_flight -= 1
+
+            def _redirect(self, location):
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def _send(self, code, body, ctype):
                 self.send_response(code)
@@ -385,6 +398,22 @@ def test_a_lens_name_never_reads_a_file_outside_the_local_directory(lens_cubes, 
     res = fetch_cutouts(pos, tmp_path / "cache", SPEC, source=str(src), progress=False)
     assert list(res.rows["status"]) == ["failed", "failed"]
     assert list(res.rows["reason"]) == ["not_in_local_dir", "not_in_local_dir"] and res.requests == 0
+
+
+def test_redirects_are_followed_on_the_same_host_only_bounded_and_counted(server, lens_cubes, tmp_path):
+    """A redirect on the service's own host is followed (and counted); one to another host is not
+    followed; a loop stops after a few hops instead of hundreds of requests."""
+    pos = positions(3)
+    for i, what in enumerate(("redirect_once", "redirect_offsite", "redirect_loop")):
+        server.add(150.0 + 0.01 * i, 2.0 + 0.01 * i, lens_cubes[i], behaviour=what)
+    res = fetch_cutouts(pos, tmp_path, SPEC, cfg=config(server), progress=False)
+    assert list(res.rows["status"]) == ["fetched", "failed", "failed"]
+    assert list(res.rows["reason"]) == ["", "redirect_offsite", "redirect_loop"]
+    assert "127.0.0.2" in res.rows["message"].iloc[1]
+    assert res.requests == len(server.requests) == 2 + 1 + 4   # every request sent is counted; the loop stops at 3 hops
+    again = fetch_cutouts(pos, tmp_path, SPEC, cfg=config(server), progress=False,
+                          remembered=remembered_failures(write_manifest(res, ["confirmed"] * 3, tmp_path)))
+    assert again.requests == 0   # cached, and the redirect failures are remembered
 
 
 # --------------------------------------------------------------------------- recall arithmetic
