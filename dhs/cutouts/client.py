@@ -104,6 +104,7 @@ class CutoutSpec:
     pixscale_arcsec: float = 0.262
     layer: str = "ls-dr10"
     bands: str = BANDS
+    max_nonfinite_frac: float = 0.0   # NaN/Inf pixels a cutout may hold (as no data); known lenses: none
 
     def __post_init__(self):
         if not isinstance(self.size_px, int) or not 8 <= self.size_px <= 512:
@@ -115,6 +116,8 @@ class CutoutSpec:
             raise CutoutError(f"cutout layer must be a viewer layer name such as ls-dr10, got {self.layer!r}")
         if self.bands != BANDS:
             raise CutoutError(f"cutout bands must be {BANDS!r} (the model's channels), got {self.bands!r}")
+        if not 0.0 <= float(self.max_nonfinite_frac) <= 0.5:
+            raise CutoutError(f"cutout max_nonfinite_frac must be in [0, 0.5], got {self.max_nonfinite_frac!r}")
 
     @property
     def cache_subdir(self) -> str:
@@ -478,7 +481,7 @@ class _Client:
             return _Attempt(Outcome("failed", "bad_response", message=f"HTTP 200 for {url} is {ctype!r} ({len(body)} bytes), "
                                                                      f"not a FITS cutout: an error page?"), True)
         try:
-            read_cutout(body, self.spec.size_px, where=url)
+            read_cutout(body, self.spec.size_px, where=url, max_nonfinite_frac=self.spec.max_nonfinite_frac)
         except CutoutInvalid as exc:
             if exc.reason == "not_fits":  # garbage, a truncated file: the next answer may be whole
                 return _Attempt(Outcome("failed", "bad_response", message=f"HTTP 200 but {exc}"), True)
@@ -575,7 +578,7 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
         path = cache_dir / k
         if path.is_file():
             try:
-                read_cutout(path, spec.size_px, str(path))
+                read_cutout(path, spec.size_px, str(path), spec.max_nonfinite_frac)
                 outcomes[k] = Outcome("cached")
             except CutoutInvalid:
                 cache_invalid += 1
@@ -599,7 +602,7 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
                 outcomes[k] = Outcome("failed", "not_in_local_dir", message=f"no {Path(k).name} or {names[first_row[k]]}.fits in {local_dir}")
                 continue
             try:
-                read_cutout(found, spec.size_px, str(found))
+                read_cutout(found, spec.size_px, str(found), spec.max_nonfinite_frac)
             except CutoutInvalid as exc:
                 outcomes[k] = Outcome("failed", exc.reason, message=str(exc))
                 continue
@@ -681,7 +684,7 @@ def load_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSpe
             reason[i] = "missing"
             continue
         try:
-            images.append(read_cutout(path, spec.size_px, str(path)))
+            images.append(read_cutout(path, spec.size_px, str(path), spec.max_nonfinite_frac))
             usable[i] = True
         except CutoutInvalid as exc:
             reason[i] = exc.reason

@@ -39,8 +39,12 @@ class CutoutInvalid(ValueError):
         self.reason = reason
 
 
-def read_cutout(data: bytes | str | os.PathLike, size_px: int, where: str = "cutout") -> np.ndarray:
+def read_cutout(data: bytes | str | os.PathLike, size_px: int, where: str = "cutout", max_nonfinite_frac: float = 0.0) -> np.ndarray:
     """The (3, size_px, size_px) float32 nMgy cube in ``data`` (FITS bytes or a file path).
+
+    ``max_nonfinite_frac``: the fraction of pixels (any band) that may be NaN or Inf; those become
+    0, "no data", which counts toward a host's ``bad_pixel_frac``. Above it (and by default, for
+    known lenses, at any) the cutout is rejected as ``nonfinite_pixels``.
 
     Raises ``CutoutInvalid`` naming ``where``, the reason and what was found."""
     import warnings
@@ -82,7 +86,12 @@ def read_cutout(data: bytes | str | os.PathLike, size_px: int, where: str = "cut
     cube = cube.astype(np.float32)  # native byte order
     bad = ~np.isfinite(cube)
     if bad.any():
-        raise CutoutInvalid("nonfinite_pixels", f"{where}: {int(bad.sum())} NaN/Inf pixel(s)")
+        frac = float(bad.any(axis=0).mean())
+        if frac > max_nonfinite_frac:
+            allowed = f" (at most {max_nonfinite_frac:.0%} of the pixels may be)" if max_nonfinite_frac else ""
+            raise CutoutInvalid("nonfinite_pixels", f"{where}: {int(bad.sum())} NaN/Inf pixel value(s), {frac:.1%} of the "
+                                                    f"pixels{allowed}")
+        cube[bad] = 0.0   # no data there: counted as a bad pixel, never painted over as sky
     zero_frac = (cube == 0).reshape(len(BANDS), -1).mean(axis=1)
     empty = [f"{b} ({f:.0%} zeros)" for b, f in zip(BANDS, zero_frac) if f > MAX_ZERO_PIXEL_FRAC]
     if empty:

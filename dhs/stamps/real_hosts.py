@@ -81,6 +81,9 @@ PLAUSIBLE = {
     "ebv": (0.0, 1.0),              # mag (the DR10 South footprint: < ~0.3)
 }
 DUPLICATE_ARCSEC = 0.1              # rows closer than this are one host given twice
+# a host cutout may have this fraction of NaN pixels (a bad column, a masked star): they become no
+# data and count toward bad_pixel_frac; more rejects the cutout (nonfinite_pixels)
+MAX_NONFINITE_FRAC = 0.05
 
 
 class HostCatalogError(ValueError):
@@ -295,7 +298,7 @@ def paint(rows: pd.DataFrame, cutouts: np.ndarray, cfg: SimConfig, device: torch
 
 def fetch_host_cutouts(hosts: pd.DataFrame, hp: dict[str, Any], stamp_size: int, progress: bool = True):
     """Bring every host's cutout into ``stamps.hosts.cache_dir``; (fetch result, loaded cutouts)."""
-    spec = CutoutSpec(size_px=int(stamp_size), pixscale_arcsec=0.262, layer=hp["layer"])
+    spec = CutoutSpec(size_px=int(stamp_size), pixscale_arcsec=0.262, layer=hp["layer"], max_nonfinite_frac=MAX_NONFINITE_FRAC)
     positions = pd.DataFrame({"ra_deg": hosts["ra"].to_numpy(float), "dec_deg": hosts["dec"].to_numpy(float),
                               "name": [f"host{int(i)}" for i in hosts["host_index"]]})
     cfg = FetchConfig(url_template=hp["url_template"], max_concurrency=hp["max_concurrency"], max_attempts=hp["max_attempts"],

@@ -199,6 +199,12 @@ def test_stage_from_a_local_fits_directory_writes_a_contract_dataset(real_sky, t
     iv = np.ones_like(cubes[2])
     iv[1, :16, :16] = 0.0                                # 256 of 4096 pixels in r: 6.25 %
     (fits_dir / name(2)).write_bytes(cutout_bytes(cubes[2], invvar=iv))
+    few_nan = cubes[3].copy()
+    few_nan[0, 10:14, 20:30] = np.nan                     # 40 NaN pixels in g, ~1 %: no data there, counted
+    (fits_dir / name(3)).write_bytes(cutout_bytes(few_nan))
+    many_nan = cubes[4].copy()
+    many_nan[2, :, :16] = np.nan                          # a quarter of the pixels: not a usable cutout
+    (fits_dir / name(4)).write_bytes(cutout_bytes(many_nan))
     bad = cat.copy()
     bad.loc[0, "psfdepth_r"] = 0.0
     bad.to_csv(tmp_path / "hosts.csv", index=False)
@@ -207,9 +213,10 @@ def test_stage_from_a_local_fits_directory_writes_a_contract_dataset(real_sky, t
                   plots_dir=str(tmp_path / "plots"))
     h = m["hosts"]
     assert h["hosts_read"] == len(cat) and h["hosts_rejected_by_reason"] == {"nonpositive_psfdepth_r": 1}
-    assert h["hosts_usable"] == len(cat) - 1 == h["cutouts"]["usable_loaded"]
+    assert h["hosts_usable"] == len(cat) - 1 == h["cutouts"]["usable_loaded"] + 1
+    assert h["cutouts"]["not_usable_by_reason"] == {"nonfinite_pixels": 1}
     # paired: a control and an injection per usable host, every row accounted for
-    assert m["rows_read"] == 2 * (len(cat) - 1) == m["rows_used"] + m["rows_rejected"] and m["rows_rejected"] == 0
+    assert m["rows_read"] == 2 * (len(cat) - 1) == m["rows_used"] + m["rows_rejected"] and m["rows_rejected"] == 2
     assert m["region_disjoint"] and m["host_disjoint"] and set(m["cache"]["rows_by_split"]) == {"train", "val", "test"}
     from dhs.stamps.cache import open_split
 
@@ -222,7 +229,8 @@ def test_stage_from_a_local_fits_directory_writes_a_contract_dataset(real_sky, t
     every = pd.concat([open_split(tmp_path / "cache", sp).meta for sp in ("train", "val", "test")])
     frac = every.groupby("ra")["bad_pixel_frac"].first()
     assert frac[cat["ra"][1]] == pytest.approx(0.125) and frac[cat["ra"][2]] == pytest.approx(0.0625)
-    assert (frac.drop([cat["ra"][1], cat["ra"][2]]) < 0.01).all()
+    assert frac[cat["ra"][3]] == pytest.approx(40 / 4096, abs=1e-3) and cat["ra"][4] not in frac.index
+    assert (frac.drop([cat["ra"][1], cat["ra"][2], cat["ra"][3]]) < 0.01).all()
 
 
 def test_a_partial_fetch_is_loud_with_its_causes_and_a_forced_rerun_fetches_the_rest(real_sky, tmp_path, capsys):
