@@ -16,6 +16,7 @@ outputs' temporaries first thing (the stamps stage does).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -46,6 +47,13 @@ def writing(path: str | os.PathLike, fixed_tmp: bool = False) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and not exc.filename:
+            # a failed write() names no file: name the output it was for
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

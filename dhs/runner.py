@@ -12,14 +12,42 @@ a bad value anywhere is refused before any work.
 from __future__ import annotations
 
 import argparse
+import errno
 import re
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dhs.params import ParamsError
 from dhs.params.schema import FINDER_NAME as NAME
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """The one-line message for a write that failed because a disk (or quota) is full, or None
+    for any other error. torch reports it as a RuntimeError without an errno ("file write
+    failed"); the OS as ENOSPC / EDQUOT with the file's name."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = exc.filename or "an output"
+    elif isinstance(exc, RuntimeError) and ("No space left" in text or "file write failed" in text):
+        m = re.search(r"writing file (\S+?):", text)
+        where = m.group(1) if m else "an output (torch.save)"
+    else:
+        return None
+    free = ""
+    try:
+        d = Path(str(where)).resolve().parent
+        while not d.exists():
+            d = d.parent
+        free = f"; {shutil.disk_usage(d).free / 2**20:.0f} MiB free there now"
+    except (OSError, ValueError):
+        pass
+    return (f"no space left on the device holding {where}{free}. Nothing was lost: every output is written to a "
+            f"temporary beside it and renamed only when whole, so the previous outputs are intact and the temporary "
+            f"is removed; free space there and rerun")
 
 
 @dataclass(frozen=True)
@@ -72,5 +100,11 @@ class Stage:
             result = self.run(args.arch, args.params, **kwargs) if self.per_arch else self.run(args.params, **kwargs)
         except (ParamsError, *self.errors) as exc:
             print(f"{label}: FAILED: {exc}", file=sys.stderr)
+            return 2
+        except (OSError, RuntimeError) as exc:
+            full = disk_full(exc)
+            if full is None:
+                raise
+            print(f"{label}: FAILED: {full}", file=sys.stderr)
             return 2
         return self.status(result, label) if self.status is not None else 0

@@ -77,3 +77,28 @@ def test_a_known_lens_catalogue_with_an_unbalanced_quote_is_one_line(tmp_path):
     (tmp_path / "cat.csv").write_text("".join(lines))
     with pytest.raises(CatalogError, match=r"cat.csv: an unbalanced quote: column .name. of the row at line \d+ runs over"):
         read_catalog(tmp_path / "cat.csv")
+
+
+def _mount_tiny_tmpfs(path, size="8k") -> bool:
+    path.mkdir()
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode == 0
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_the_previous_output_survives(tmp_path):
+    """A real full file system (a tmpfs of two pages; mounting needs root, else the test skips):
+    the stage says which path's device is full and that nothing was lost, without a traceback,
+    and the previous output is there byte for byte, with no temporary left beside it."""
+    full = tmp_path / "full"
+    if not _mount_tiny_tmpfs(full):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        (full / "index.html").write_text("<p>the previous report</p>")
+        (tmp_path / "params.yaml").write_text(BASE)
+        res = stage("report.py", "--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path), "--out",
+                    str(full / "index.html"), cwd=tmp_path)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+        assert f"no space left on the device holding {full / 'index.html'}" in res.stderr and "Nothing was lost" in res.stderr
+        assert (full / "index.html").read_text() == "<p>the previous report</p>"
+        assert sorted(p.name for p in full.iterdir()) == ["index.html"]
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)
