@@ -189,13 +189,23 @@ class _Onnx:
         if not dims_ok:
             raise ExternalError(f"the model's input {self.input.name!r} has shape {have} but its spec describes {describe(spec)}; "
                                 f"fix bands, stamp_size, layout or preprocess in the spec, or export the model for that input")
+        # a model exported with a fixed batch size (often 1) is fed batches of exactly that size
+        self.fixed_batch = have[0] if isinstance(have[0], int) and have[0] > 0 else None
         onnx_type = {"float32": "tensor(float)", "float16": "tensor(float16)", "float64": "tensor(double)"}[spec["dtype"]]
         if self.input.type != onnx_type:
             raise ExternalError(f"the model's input {self.input.name!r} is {self.input.type} but its spec says dtype "
                                 f"{spec['dtype']} ({onnx_type}); set dtype to match")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output.name], {self.input.name: x})[0]
+        k = self.fixed_batch
+        if k is None or len(x) == k:
+            return self.session.run([self.output.name], {self.input.name: x})[0]
+        outs = []
+        for s in range(0, len(x), k):   # the last chunk padded with copies of its first row, then trimmed
+            chunk = x[s : s + k]
+            pad = np.concatenate([chunk, np.repeat(chunk[:1], k - len(chunk), axis=0)]) if len(chunk) < k else chunk
+            outs.append(self.session.run([self.output.name], {self.input.name: pad})[0][: len(chunk)])
+        return np.concatenate(outs)
 
 
 class _TorchScript:

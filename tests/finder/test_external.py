@@ -313,3 +313,21 @@ def test_the_stamps_to_score_are_written_with_their_ids(sim_cache, tmp_path):
     assert bad.returncode == 2 and "export: FAILED" in bad.stderr and not (tmp_path / "t.npz").exists()
     export_stamps(sim_cache, tmp_path / "u.npz", ("test",))
     assert len(np.load(tmp_path / "u.npz")["task_id"]) == len(test)
+
+
+def test_an_onnx_model_with_a_fixed_batch_of_one_is_fed_one_stamp_at_a_time(sim_cache, tmp_path):
+    import warnings
+
+    class Mean(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(1, 2, 3))
+
+    (tmp_path / "finders").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Mean(), (torch.zeros(1, 3, 64, 64),), str(tmp_path / "finders" / "one.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["y"])   # no dynamic axes: batch fixed at 1
+    pack("one", external_spec(model="finders/one.onnx"), tmp_path, tmp_path / "m" / "checkpoint_best.pt")
+    split = open_split(sim_cache, "test")
+    got = score_split(load_finder(tmp_path / "m", "cpu"), split, 16, False)
+    assert np.allclose(got, np.asarray(split.images, np.float64).mean(axis=(1, 2, 3)), rtol=1e-4, atol=1e-6)
