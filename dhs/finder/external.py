@@ -132,6 +132,11 @@ def to_logits(out: np.ndarray, spec: Mapping[str, Any], n: int, ids=None) -> np.
     """The model's raw output for ``n`` stamps -> float64 logits; an output of another shape, or a
     non-finite value or a probability outside [0, 1], is an ``ExternalError`` naming the stamp."""
     out = np.asarray(out)
+    if out.dtype.kind != "f":
+        what = {"i": "integers", "u": "integers", "b": "booleans", "O": "Python objects (e.g. a list of dicts)"}.get(out.dtype.kind,
+                                                                                                              str(out.dtype))
+        raise ExternalError(f"the finder's scores are {what} ({out.dtype}), not real numbers: a class label or a map is not a "
+                            f"score; give the model's logit or probability output (a floating-point tensor)")
     k = spec["output"]["index"]
     if out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1):
         if k != 0:
@@ -182,15 +187,19 @@ class _Onnx:
         if len(inputs) != 1:
             raise ExternalError(f"the model takes {len(inputs)} inputs {[(i.name, i.shape) for i in inputs]}; an external finder "
                                 f"takes one image batch ({describe(spec)})")
+        if len(outputs) != 1:
+            raise ExternalError(f"the model has {len(outputs)} outputs {[(o.name, o.type) for o in outputs]}; an external finder "
+                                f"returns one score tensor: export the lens logit or probability output alone")
         self.input, self.output = inputs[0], outputs[0]
         want = input_shape(spec, "N")
-        have = list(self.input.shape)
-        dims_ok = len(have) == len(want) and all(not isinstance(h, int) or h == w for h, w in zip(have[1:], want[1:]))
+        have = list(self.input.shape or [])
+        # an input that declares no shape is checked by the probe batch instead
+        dims_ok = not have or (len(have) == len(want) and all(not isinstance(h, int) or h == w for h, w in zip(have[1:], want[1:])))
         if not dims_ok:
             raise ExternalError(f"the model's input {self.input.name!r} has shape {have} but its spec describes {describe(spec)}; "
                                 f"fix bands, stamp_size, layout or preprocess in the spec, or export the model for that input")
         # a model exported with a fixed batch size (often 1) is fed batches of exactly that size
-        self.fixed_batch = have[0] if isinstance(have[0], int) and have[0] > 0 else None
+        self.fixed_batch = have[0] if have and isinstance(have[0], int) and have[0] > 0 else None
         onnx_type = {"float32": "tensor(float)", "float16": "tensor(float16)", "float64": "tensor(double)"}[spec["dtype"]]
         if self.input.type != onnx_type:
             raise ExternalError(f"the model's input {self.input.name!r} is {self.input.type} but its spec says dtype "
@@ -204,7 +213,10 @@ class _Onnx:
         for s in range(0, len(x), k):   # the last chunk padded with copies of its first row, then trimmed
             chunk = x[s : s + k]
             pad = np.concatenate([chunk, np.repeat(chunk[:1], k - len(chunk), axis=0)]) if len(chunk) < k else chunk
-            outs.append(self.session.run([self.output.name], {self.input.name: pad})[0][: len(chunk)])
+            o = self.session.run([self.output.name], {self.input.name: pad})[0]
+            if np.ndim(o) == 0:
+                raise ExternalError(f"the model returns an output of shape (); expected (N,), (N, 1) or (N, K)")
+            outs.append(o[: len(chunk)])
         return np.concatenate(outs)
 
 
@@ -224,8 +236,14 @@ class _TorchScript:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = self.module(torch.from_numpy(x).to(self.device))
         if isinstance(out, (tuple, list)):
+            if len(out) != 1:
+                raise ExternalError(f"the module returns {len(out)} outputs; an external finder returns one score tensor: "
+                                    f"script or trace a wrapper that returns the lens logit or probability alone")
             out = out[0]
-        return out.detach().to("cpu", torch.float64).numpy()
+        if not isinstance(out, torch.Tensor):
+            raise ExternalError(f"the module returns a {type(out).__name__}, not a tensor of scores")
+        out = out.detach().to("cpu")
+        return out.to(torch.float64).numpy() if out.is_floating_point() else out.numpy()
 
 
 RUNNERS = {"onnx": _Onnx, "torchscript": _TorchScript}
@@ -311,7 +329,8 @@ class ExternalFinder:
         images_nmgy = np.asarray(images_nmgy)
         if images_nmgy.ndim != 4 or images_nmgy.shape[1] != 3:
             raise ExternalError(f"expected (N, 3, S, S) grz images, got shape {images_nmgy.shape}")
-        ids = meta["task_id"].astype(str).tolist() if meta is not None and "task_id" in meta else None
+        ids = (meta["task_id"].astype(str).tolist() if meta is not None and "task_id" in meta
+               else [f"image {i}" for i in range(len(images_nmgy))])
         out = np.empty(len(images_nmgy))
         for s in range(0, len(images_nmgy), batch_size):
             out[s : s + batch_size] = self.run(images_nmgy[s : s + batch_size], None if ids is None else ids[s : s + batch_size])
@@ -354,6 +373,9 @@ def read_score_table(data: bytes, suffix: str, spec: Mapping[str, Any], what: st
     if dup.any():
         raise ExternalError(f"{what}: {int(ids[dup].nunique())} id(s) appear more than once ({int(dup.sum())} rows, e.g. "
                             f"{ids[dup].unique()[:5].tolist()}); score every stamp exactly once")
+    if pd.api.types.is_bool_dtype(df[cs]) or pd.api.types.is_integer_dtype(df[cs]):
+        raise ExternalError(f"{what}: column {cs!r} holds {df[cs].dtype} values, not real-valued scores: hard labels give no "
+                            f"ranking to set a threshold on; give the finder's logit or probability")
     score = pd.to_numeric(df[cs], errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(score)
     if bad.any():
@@ -386,6 +408,14 @@ def check_table_ids(table: pd.Series, cache_ids: Mapping[str, np.ndarray], score
 # --------------------------------------------------------------------------- packing and loading
 
 
+def _device(device: str, name: str) -> torch.device:
+    try:
+        return resolve_device(device)
+    except TrainingError:
+        raise ExternalError(f"finders.external.{name}.device is {device!r} but torch sees no CUDA device; set it to auto or "
+                            f"cpu") from None
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -407,6 +437,8 @@ def pack(name: str, spec: Mapping[str, Any], repo_root: str | Path, out_path: st
     model_path = (root / spec["model"]).resolve()
     if root not in model_path.parents:
         raise ExternalError(f"finders.external.{name}.model {spec['model']!r} resolves outside the repository ({model_path})")
+    if model_path.is_dir():
+        raise ExternalError(f"finders.external.{name}.model: {spec['model']} is a directory; give the model file itself")
     if not model_path.is_file():
         raise ExternalError(f"finders.external.{name}.model: {spec['model']} not found (a file in the repository; "
                             f"`dvc add` it or commit it)")
@@ -419,10 +451,15 @@ def pack(name: str, spec: Mapping[str, Any], repo_root: str | Path, out_path: st
     metrics: dict[str, Any] = {"name": name, "format": spec["format"], "model": spec["model"], "model_sha256": sha,
                                "model_bytes": size}
     if spec["format"] == "scores":
-        table = read_score_table(data, model_path.suffix.lower(), spec, spec["model"])
+        if not data:
+            raise ExternalError(f"{spec['model']}: an empty file, not a score table")
+        table = read_score_table(data, table_suffix(spec["model"]), spec, spec["model"])
+        if len(table) == 0:
+            raise ExternalError(f"{spec['model']}: a score table without rows; score the stamps `python -m dhs.finder.export "
+                                f"stamps` writes")
         metrics.update({"rows": len(table), "stamp_size": None})
     else:
-        dev = resolve_device(device)
+        dev = _device(device, name)
         runner = RUNNERS[spec["format"]](data, dev, spec)
         x = preprocess(probe_batch(spec), spec)
         try:
@@ -434,17 +471,35 @@ def pack(name: str, spec: Mapping[str, Any], repo_root: str | Path, out_path: st
         if not np.array_equal(a, b):
             raise ExternalError(f"finder {name} gives different scores for the same input on two calls (max difference "
                                 f"{np.max(np.abs(a - b)):.3g}); a finder must be deterministic in inference (eval mode, no dropout)")
+        try:
+            alone = np.concatenate([to_logits(runner(x[i : i + 1]), spec, 1) for i in range(len(x))])
+        except ExternalError as exc:
+            raise ExternalError(f"finder {name} scores the probe stamps beside each other but not one alone ({exc}): its output "
+                                f"depends on the batch (a BatchNorm left in training mode?); export it in eval mode") from None
+        except Exception as exc:  # noqa: BLE001
+            raise ExternalError(f"finder {name} does not run on a batch of one stamp ({describe(spec)}): "
+                                f"{' '.join(str(exc).split())[:300]}") from None
+        if np.max(np.abs(alone - a)) > 1e-3 * max(1.0, float(np.max(np.abs(a)))):
+            raise ExternalError(f"finder {name} scores a stamp differently alone than beside others (max difference "
+                                f"{np.max(np.abs(alone - a)):.3g}): its output depends on the batch (a BatchNorm left in "
+                                f"training mode?); export it in eval mode")
         metrics.update({"input_shape": list(input_shape(spec, len(x))), "output_shape": list(np.asarray(first).shape),
                         "probe_logits": a.tolist(), "stamp_size": spec["stamp_size"]})
     record = {"name": name, "format": spec["format"], "model": spec["model"], "model_sha256": sha, "spec": dict(spec)}
     packed = {"model": {}, "spec": {"arch": EXTERNAL_ARCH, "stamp_size": spec["stamp_size"], "channels": channels(spec)
                                     if spec["format"] != "scores" else 3},
               "step": 0, "params_hash": _sha256(json.dumps(record, sort_keys=True, default=str).encode()),
-              "external": json.dumps(record, sort_keys=True, default=str), "suffix": model_path.suffix.lower(),
+              "external": json.dumps(record, sort_keys=True, default=str), "suffix": table_suffix(spec["model"]),
               "payload": torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)}
     with atomic.writing(out_path, fixed_tmp=True) as tmp:
         torch.save(packed, tmp)
     return metrics
+
+
+def table_suffix(model: str) -> str:
+    """How a score table is read: parquet for .parquet / .pq (as declared: a DVC cache link has no
+    suffix of its own), else CSV."""
+    return ".parquet" if Path(model).suffix.lower() in (".parquet", ".pq") else ".csv"
 
 
 def is_external(ckpt: Mapping[str, Any]) -> bool:
@@ -460,7 +515,7 @@ def load_external(path: str | Path, device: str = "auto", ckpt: Mapping[str, Any
     data = ckpt["payload"].numpy().tobytes()
     if _sha256(data) != record["model_sha256"]:
         raise ExternalError(f"{path}: its model bytes do not match the SHA-256 it records; rerun `dvc repro external@{record['name']}`")
-    dev = resolve_device(spec["device"] if spec["device"] != "auto" else device)   # the spec's device wins
+    dev = _device(spec["device"] if spec["device"] != "auto" else device, record["name"])   # the spec's device wins
     finder = ExternalFinder(record["name"], spec, record["format"], record["model_sha256"], path, dev, norm=project_norm(spec))
     if record["format"] == "scores":
         finder.table = read_score_table(data, ckpt.get("suffix", ".parquet"), spec, spec["model"])

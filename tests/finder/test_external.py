@@ -331,3 +331,58 @@ def test_an_onnx_model_with_a_fixed_batch_of_one_is_fed_one_stamp_at_a_time(sim_
     split = open_split(sim_cache, "test")
     got = score_split(load_finder(tmp_path / "m", "cpu"), split, 16, False)
     assert np.allclose(got, np.asarray(split.images, np.float64).mean(axis=(1, 2, 3)), rtol=1e-4, atol=1e-6)
+
+
+def test_outputs_that_are_not_one_real_valued_score_per_stamp_are_refused(tmp_path):
+    """Several outputs, hard labels, a batch-dependent network: each would give wrong scores
+    without an error; each is refused at import with what to export instead."""
+    import warnings
+
+    class TwoOut(torch.nn.Module):
+        def forward(self, x):
+            m = x.mean(dim=(1, 2, 3))
+            return (m > 0).long(), torch.stack([m, -m], dim=1)
+
+    class Label(torch.nn.Module):
+        def forward(self, x):
+            return (x.mean(dim=(1, 2, 3)) > 0).long()
+
+    class BatchStat(torch.nn.Module):   # a BatchNorm left in training mode: each score depends on the batch
+        def forward(self, x):
+            m = x.mean(dim=(1, 2, 3))
+            return (m - m.mean()) / (m.std() + 1e-6)
+
+    (tmp_path / "finders").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, net in (("two", TwoOut()), ("label", Label()), ("batch", BatchStat())):
+            torch.onnx.export(net, (torch.rand(4, 3, 64, 64),), str(tmp_path / "finders" / f"{name}.onnx"), dynamo=False,
+                              input_names=["x"], dynamic_axes={"x": {0: "n"}})
+        torch.jit.save(torch.jit.trace(TwoOut(), torch.rand(2, 3, 64, 64)), str(tmp_path / "finders" / "two.pt"))
+    for model, message in (("two.onnx", r"has 2 outputs"), ("two.pt", r"returns 2 outputs"),
+                           ("label.onnx", r"scores are integers \(int64\), not real numbers"),
+                           ("batch.onnx", r"depends on the batch \(a BatchNorm left in training mode\?\)")):
+        with pytest.raises(ExternalError, match=message):
+            pack("x", external_spec(model=f"finders/{model}"), tmp_path, tmp_path / "x.pt")
+    labels = pd.DataFrame({"task_id": ["a", "b"], "score": [True, False]})
+    labels.to_parquet(tmp_path / "finders" / "labels.parquet", index=False)
+    with pytest.raises(ExternalError, match="holds bool values, not real-valued scores"):
+        pack("t", external_spec(model="finders/labels.parquet"), tmp_path, tmp_path / "x.pt")
+    pd.DataFrame({"task_id": [], "score": []}).to_csv(tmp_path / "finders" / "empty.csv", index=False)
+    with pytest.raises(ExternalError, match="a score table without rows"):
+        pack("t", external_spec(model="finders/empty.csv"), tmp_path, tmp_path / "x.pt")
+    (tmp_path / "finders" / "adir.onnx").mkdir()
+    with pytest.raises(ExternalError, match="is a directory"):
+        pack("t", external_spec(model="finders/adir.onnx"), tmp_path, tmp_path / "x.pt")
+
+
+def test_messages_name_the_right_stamp_and_setting(sim_cache, tmp_path):
+    export_onnx(NaNOnBright(), torch.zeros(2, 3, 64, 64), tmp_path / "finders" / "nan.onnx")
+    pack("nan", external_spec(model="finders/nan.onnx"), tmp_path, tmp_path / "m" / "checkpoint_best.pt")
+    imgs = np.full((300, 3, 64, 64), 0.01, np.float32)
+    imgs[280, 0, 30, 30] = 5.0
+    with pytest.raises(ExternalError, match=r"for stamp\(s\) \['image 280'\]"):
+        score_images(load_finder(tmp_path / "m", "cpu"), imgs, batch_size=256)
+    if not torch.cuda.is_available():
+        with pytest.raises(ExternalError, match=r"finders.external.nan.device is 'cuda' but torch sees no CUDA device"):
+            pack("nan", external_spec(model="finders/nan.onnx", device="cuda"), tmp_path, tmp_path / "c.pt", device="cuda")
