@@ -25,6 +25,14 @@ from dhs.params import ParamsError
 from dhs.params.schema import FINDER_NAME as NAME
 
 
+def banner(lines: list[str], width: int = 100) -> str:
+    """``lines`` wrapped to ``width`` and framed in '!' so a warning is not lost in a DVC log."""
+    import textwrap
+
+    wrapped = [w for line in lines for w in (textwrap.wrap(line, width - 4, subsequent_indent="  ") or [""])]
+    return "\n".join(["!" * width, *(f"! {x}" for x in wrapped), "!" * width])
+
+
 def disk_full(exc: BaseException) -> str | None:
     """The one-line message for a write that failed because a disk (or quota) is full, or None
     for any other error. torch reports it as a RuntimeError without an errno ("file write

@@ -49,6 +49,7 @@ from dhs import atomic
 from dhs.finder.checkpoint import TrainingError, load_checkpoint, resolve_device
 from dhs.finder.loader import NormConfig, iterate_batches, normalize
 from dhs.params.schema import BANDS, PREPROCESS
+from dhs.stamps import geometry
 
 EXTERNAL_ARCH = "external"          # the arch a packed external finder's spec names
 MAX_MODEL_BYTES = 4 << 30           # a model file or score table larger than this is refused before it is read
@@ -93,14 +94,12 @@ def describe(spec: Mapping[str, Any]) -> str:
 
 
 def centre_crop(x: np.ndarray, size: int, what: str = "the stamps") -> np.ndarray:
-    s = x.shape[-1]
-    if s == size:
-        return x
-    if s < size or (s - size) % 2:
+    out = geometry.centre_crop(x, size)
+    if out is None:
+        s = x.shape[-1]
         raise ExternalError(f"{what} are {s}x{s} px and the finder takes {size}x{size}: a centred crop needs a size smaller "
                             f"by an even number of pixels; set its stamp_size accordingly")
-    o = (s - size) // 2
-    return x[..., o : o + size, o : o + size]
+    return out
 
 
 def preprocess(images_nmgy: np.ndarray, spec: Mapping[str, Any], norm: NormConfig | None = None,

@@ -15,14 +15,8 @@ Anything but ``ok`` is printed in a banner on stderr. ``known_lenses.require: tr
 
 from __future__ import annotations
 
+from dhs.runner import banner  # noqa: F401 - the banner the known-lens stages print
+
 
 class RequireError(RuntimeError):
     """known_lenses.require is true and the check could not run."""
-
-
-def banner(lines: list[str], width: int = 100) -> str:
-    """``lines`` wrapped to ``width`` and framed in '!' so a warning is not lost in a DVC log."""
-    import textwrap
-
-    wrapped = [w for line in lines for w in (textwrap.wrap(line, width - 4, subsequent_indent="  ") or [""])]
-    return "\n".join(["!" * width, *(f"! {x}" for x in wrapped), "!" * width])

@@ -51,14 +51,14 @@ class Scored:
 
 def centre_crop(images: np.ndarray, size_px: int) -> np.ndarray:
     """The central ``size_px`` x ``size_px`` of (N, 3, S, S) images."""
+    from dhs.stamps.geometry import centre_crop as crop
+
+    out = crop(images, size_px)
+    if out is not None:
+        return out
     s = images.shape[-1]
-    if s == size_px:
-        return images
-    if s < size_px or (s - size_px) % 2:
-        raise ScoringError(f"cutouts are {s}x{s} px but the model takes {size_px}x{size_px}: set known_lenses.size_px to "
-                           f"{size_px} (or a larger size differing by an even number) and rerun `dvc repro cutouts`")
-    o = (s - size_px) // 2
-    return images[..., o : o + size_px, o : o + size_px]
+    raise ScoringError(f"cutouts are {s}x{s} px but the model takes {size_px}x{size_px}: set known_lenses.size_px to "
+                       f"{size_px} (or a larger size differing by an even number) and rerun `dvc repro cutouts`")
 
 
 def score_cutouts(model_dir: str | Path, arch: str, images_nmgy: np.ndarray, device: str = "auto",

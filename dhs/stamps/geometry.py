@@ -84,3 +84,15 @@ def annulus_table(size: int) -> AnnulusTable:
     for a in (index, valid, counts, k, node_r, lo, w):
         a.setflags(write=False)
     return AnnulusTable(size, index, valid, counts, k, node_r, lo, w)
+
+
+def centre_crop(images: np.ndarray, size_px: int) -> np.ndarray | None:
+    """The central ``size_px`` x ``size_px`` of (..., S, S) images, the centre pixel (S-1)/2 kept
+    at the centre; None when it cannot be (S smaller than ``size_px``, or an odd difference)."""
+    s = images.shape[-1]
+    if s == size_px:
+        return images
+    if s < size_px or (s - size_px) % 2:
+        return None
+    o = (s - size_px) // 2
+    return images[..., o : o + size_px, o : o + size_px]

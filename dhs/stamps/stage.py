@@ -76,11 +76,9 @@ def hosts_shortfall(summary: dict) -> None:
         lines.append(f"{sum(transient.values())} of them failed for a reason a later run may not repeat ({sorted(transient)}): "
                      f"once the service answers, retry them with `dvc repro -f stamps` (cutouts already fetched are reused; "
                      f"permanent failures such as 404s are not asked again)")
-    width = 100
-    import textwrap
+    from dhs.runner import banner
 
-    wrapped = [w for ln in lines for w in (textwrap.wrap(ln, width - 4, subsequent_indent="  ") or [""])]
-    print("\n".join(["!" * width, *(f"! {x}" for x in wrapped), "!" * width]), file=sys.stderr)
+    print(banner(lines), file=sys.stderr)
 
 
 def run(params: str | Params = "params.yaml", out_dir: str = "data/stamps", metrics_path: str = "metrics/stamps.json",
