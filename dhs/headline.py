@@ -115,7 +115,7 @@ def sensitivity(d: Mapping[str, Any]) -> dict[str, Any]:
 def calibration(d: Mapping[str, Any]) -> dict[str, Any]:
     ev = d.get("eval") or {}
     before, after = ev.get("before") or {}, ev.get("after") or {}
-    return {"method": d.get("method"), "temperature": _r(d.get("temperature")),
+    return {"status": d.get("status"), "method": d.get("method"), "temperature": _r(d.get("temperature")),
             "ece_before": _r(before.get("ece_uniform")), "ece_after": _r(after.get("ece_uniform")),
             "brier_after": _r(after.get("brier")), "log_loss_after": _r(after.get("log_loss"))}
 

@@ -20,6 +20,7 @@ params.yaml ``calibration``: method (temperature | isotonic), n_bins, strategies
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -30,9 +31,10 @@ from dhs import atomic, headline
 from dhs.calibration.calibrator import Calibrator, save_calibrator
 from dhs.calibration.config import CalibrationConfig
 from dhs.calibration.figures import reliability_figure
-from dhs.calibration.fitting import fit_isotonic, fit_temperature
+from dhs.calibration.fitting import DegenerateFitError, fit_isotonic, fit_temperature
 from dhs.calibration.prevalence import prevalence_logit_offset, purity_operating_points
 from dhs.calibration.reliability import CalibrationError, ReliabilityCurve, calibration_summary, nll_from_logits, reliability_curve
+from dhs.evaluation.auc import auroc
 from dhs.evaluation.scores import read_scores
 from dhs.params import Params, as_params
 
@@ -68,13 +70,32 @@ def row_counts(rows: pd.DataFrame) -> dict[str, int]:
     return {"total": len(rows), "injection": n_inj, "control": len(rows) - n_inj}
 
 
-def fit_calibrator(fit: pd.DataFrame, cfg: CalibrationConfig, checkpoint: Path) -> Calibrator:
-    """Temperature (always) and, for method isotonic, isotonic knots fitted on the fit rows."""
+def degenerate_cause(exc: DegenerateFitError, z: np.ndarray, y: np.ndarray, split: str, arch: str) -> str:
+    """One sentence for the report and the console: why no temperature fits, and what to do."""
+    auc = auroc(y, z)
+    if exc.side == "low":
+        return (f"the {split} logits are (nearly) perfectly separated (AUROC {auc:.4f} on {len(y)} stamps): no temperature is "
+                f"supported by the data; the probabilities are the finder's own (T = 1). Calibration needs a {split} split "
+                f"where the finder makes mistakes: more stamps, or harder ones")
+    return (f"the finder's {split} logits carry (almost) no information about the label (AUROC {auc:.3f} on {len(y)} stamps), "
+            f"so the best temperature flattens every probability to 0.5: the finder is undertrained or uninformative, not "
+            f"miscalibrated. The probabilities are the finder's own (T = 1); look at metrics/train/{arch}.json and train "
+            f"longer (train.epochs, train.steps_per_epoch) before reading any number of this report")
+
+
+def fit_calibrator(fit: pd.DataFrame, cfg: CalibrationConfig, checkpoint: Path, arch: str) -> tuple[Calibrator, str | None]:
+    """Temperature (always) and, for method isotonic, isotonic knots fitted on the fit rows; and the
+    cause when the temperature fit is degenerate (the calibrator is then the identity, T = 1)."""
     z, y = fit["logit"].to_numpy(np.float64), fit["label"].to_numpy()
     knots = fit_isotonic(z, y) if cfg.method == "isotonic" else ((), ())
-    return Calibrator(method=cfg.method, temperature=fit_temperature(z, y), pi_train=float(np.mean(y)),
-                      checkpoint=str(checkpoint), checkpoint_sha256=atomic.file_sha256(checkpoint), fit_split=cfg.fit_split,
-                      n_fit=len(fit), isotonic_logits=tuple(knots[0]), isotonic_probs=tuple(knots[1]))
+    try:
+        temperature, cause = fit_temperature(z, y), None
+    except DegenerateFitError as exc:
+        temperature, cause = 1.0, degenerate_cause(exc, z, y, cfg.fit_split, arch)
+    cal = Calibrator(method=cfg.method, temperature=temperature, pi_train=float(np.mean(y)),
+                     checkpoint=str(checkpoint), checkpoint_sha256=atomic.file_sha256(checkpoint), fit_split=cfg.fit_split,
+                     n_fit=len(fit), isotonic_logits=tuple(knots[0]), isotonic_probs=tuple(knots[1]))
+    return cal, cause
 
 
 def curves(probs_by_stage: dict[str, np.ndarray], labels: np.ndarray, cfg: CalibrationConfig) -> dict[tuple[str, str], ReliabilityCurve]:
@@ -117,7 +138,8 @@ def prevalence_report(ev: pd.DataFrame, cal: Calibrator, cfg: CalibrationConfig)
 def summary_lines(m: dict) -> list[str]:
     b, a = m["eval"]["before"], m["eval"]["after"]
     s0 = next(k for k in b if k.startswith("ece_"))
-    lines = [f"T = {m['temperature']:.3f} (fitted on {m['fit']['split']}, NLL {m['fit']['nll_before']:.4f} -> {m['fit']['nll_after']:.4f})",
+    lines = [] if m.get("status") != "degenerate" else [f"DEGENERATE: {m['cause']}"]
+    lines += [f"T = {m['temperature']:.3f} (fitted on {m['fit']['split']}, NLL {m['fit']['nll_before']:.4f} -> {m['fit']['nll_after']:.4f})",
              f"{m['eval']['split']} {s0}: {b[s0]:.4f} -> {a[s0]:.4f} ({m['method']}); Brier {b['brier']:.4f} -> {a['brier']:.4f}; "
              f"log loss {b['log_loss']:.4f} -> {a['log_loss']:.4f}"]
     pv = m["prevalence"]
@@ -142,7 +164,9 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
     scores = read_scores(Path(scores_dir) / f"{arch}.parquet")
     fit, ev = split_rows(scores, cfg.fit_split), split_rows(scores, cfg.eval_split)
     check_disjoint_regions(fit, ev, cfg.fit_split, cfg.eval_split)
-    cal = fit_calibrator(fit, cfg, checkpoint)
+    cal, cause = fit_calibrator(fit, cfg, checkpoint, arch)
+    if cause:
+        print(f"calibration {arch}: DEGENERATE FIT: {cause}", file=sys.stderr)
 
     z_fit, y_fit = fit["logit"].to_numpy(np.float64), fit["label"].to_numpy()
     z, y = ev["logit"].to_numpy(np.float64), ev["label"].to_numpy()
@@ -152,7 +176,8 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
         ev_metrics["after_temperature"] = calibration_summary(cal.temperature_probabilities(z), y, cfg.n_bins, cfg.strategies)
     fit_metrics = {"split": cfg.fit_split, "nll_before": nll_from_logits(z_fit, y_fit),
                    "nll_after": nll_from_logits(z_fit / cal.temperature, y_fit)}
-    metrics = {"arch": arch, "method": cfg.method, "temperature": cal.temperature, "n_bins": cfg.n_bins,
+    metrics = {"arch": arch, "status": "degenerate" if cause else "ok", "cause": cause,
+               "method": cfg.method, "temperature": cal.temperature, "n_bins": cfg.n_bins,
                "isotonic_knots": len(cal.isotonic_logits), "checkpoint": str(checkpoint), "checkpoint_sha256": cal.checkpoint_sha256,
                "rows": {cfg.fit_split: row_counts(fit), cfg.eval_split: row_counts(ev)},
                "rows_other_splits": int(len(scores) - len(fit) - len(ev)),
@@ -164,7 +189,8 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
     headline.write("calibration", Path(metrics_dir) / f"{arch}.json", metrics)
     atomic.write_text(Path(plots_dir) / f"{arch}.csv", curve_table(by_key).to_csv(index=False, float_format="%.6g"))
     atomic.save_figure(Path(plots_dir) / f"{arch}.png",
-                       reliability_figure(by_key, probs, cfg, f"{arch}: {cfg.method} calibration, fitted on {cfg.fit_split}, T = {cal.temperature:.3f}"),
+                       reliability_figure(by_key, probs, cfg, f"{arch}: {cfg.method} calibration, fitted on {cfg.fit_split}, "
+                                                        + (f"T = {cal.temperature:.3f}" if not cause else "degenerate fit: T = 1")),
                        dpi=110, bbox_inches="tight")
     for line in summary_lines(metrics):
         print(f"calibration {arch}: {line}")

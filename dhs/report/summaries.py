@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dhs.report.html import badge, esc, fmt, table
+from dhs.report.html import badge, esc, fmt, notice, table
 
 
 def interval(c: Mapping[str, Any] | None, lo: str = "wilson_lo", hi: str = "wilson_hi", digits: int = 3) -> str:
@@ -121,6 +121,8 @@ def calibration_tables(doc: Mapping[str, Any]) -> str:
              ["fitted on", f"{fit.get('split', params.get('fit_split'))} (NLL {fmt(fit.get('nll_before'), 4)} \u2192 {fmt(fit.get('nll_after'), 4)})"],
              ["evaluated on", params.get("eval_split")], ["checkpoint", doc.get("checkpoint")]]
     out = table(facts, ["", "value"], cls="kv")
+    if doc.get("status") == "degenerate":
+        out = notice("error", f"degenerate temperature fit: {doc.get('cause')}") + out
     before, after = ev.get("before") or {}, ev.get("after") or {}
     metrics = [k for k in ("ece_uniform", "ece_quantile", "mce_uniform", "mce_quantile", "brier", "log_loss") if k in before or k in after]
     if metrics:

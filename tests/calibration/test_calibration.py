@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import math
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from scipy.stats import norm
 
 from dhs.calibration.calibrator import Calibrator, load_calibrator, save_calibrator
 from dhs.calibration.config import CalibrationConfig
-from dhs.calibration.fitting import apply_isotonic, fit_isotonic, fit_temperature
+from dhs.calibration.fitting import DegenerateFitError, apply_isotonic, fit_isotonic, fit_temperature
 from dhs.calibration.prevalence import (posterior_at_prevalence, prevalence_logit_offset, prevalence_shift, purity_at_prevalence,
                                         purity_operating_points)
 from dhs.calibration.reliability import CalibrationError, brier_score, ece, log_loss, mce, reliability_curve
@@ -42,8 +43,15 @@ def test_temperature_scaling_recovers_the_temperature_the_logits_were_made_with(
 
 
 def test_fit_temperature_refuses_separable_and_single_class_data():
-    with pytest.raises(CalibrationError, match="separated"):
+    with pytest.raises(DegenerateFitError, match="separated") as sep:
         fit_temperature([-3.0, -2.0, 2.0, 3.0], [0, 0, 1, 1])
+    assert sep.value.side == "low"
+    # an undertrained finder: logits near one value, independent of balanced labels; the NLL falls all
+    # the way to T -> infinity (p -> 0.5)
+    rng = np.random.default_rng(4)
+    with pytest.raises(DegenerateFitError, match="no information") as flat:
+        fit_temperature(rng.normal(-3.0, 0.3, 4000), rng.random(4000) < 0.5)
+    assert flat.value.side == "high"
     with pytest.raises(CalibrationError, match="only controls"):
         fit_temperature([-1.0, 0.5, 2.0], [0, 0, 0])
     with pytest.raises(CalibrationError, match="NaN or Inf"):
@@ -282,6 +290,38 @@ def test_stage_end_to_end_writes_every_output(workspace):
 
     png = matplotlib.image.imread(root / "plots" / "toy.png")
     assert png.ndim == 3 and png.shape[0] > 300 and png.shape[1] > 300
+
+
+def test_an_uninformative_finder_gets_outputs_with_the_cause_not_a_failed_stage(workspace, capsys):
+    """A finder whose logits say nothing about the label (undertrained) makes the temperature fit run
+    to its upper bound: the stage still writes every output, with status degenerate, the cause (the
+    fit split's AUROC, what to do) and the identity calibrator, so the report can say why."""
+    root, df = workspace["root"], workspace["df"]
+    rng = np.random.default_rng(9)
+    df = df.assign(logit=rng.normal(-3.0, 0.3, len(df)))          # scores drawn without looking at the label
+    df = df.assign(score=expit(df.logit))
+    df.to_parquet(root / "scores" / "toy.parquet", index=False)
+    assert stage.main(workspace["args"]()) == 0
+    err = capsys.readouterr().err
+    assert "DEGENERATE FIT" in err and "undertrained" in err
+    m = json.loads((root / "metrics" / "toy.json").read_text())
+    assert m["status"] == "degenerate" and re.search(r"AUROC 0\.(4[5-9]|5[0-5])", m["cause"]) and "metrics/train/toy.json" in m["cause"]
+    assert m["temperature"] == 1.0
+    assert json.loads((root / "metrics" / "toy.headline.json").read_text())["status"] == "degenerate"
+    cal = load_calibrator(root / "cal" / "toy" / "calibrator.json")
+    np.testing.assert_allclose(cal.probabilities(df.logit), expit(df.logit))
+    assert (root / "plots" / "toy.png").is_file() and (root / "plots" / "toy.csv").is_file()
+    # the report's calibration table states it
+    from dhs.report.summaries import calibration_tables
+
+    html = calibration_tables(m)
+    assert "degenerate temperature fit" in html and "undertrained" in html
+
+
+def test_a_healthy_fit_says_ok(workspace):
+    assert stage.main(workspace["args"]()) == 0
+    m = json.loads((workspace["root"] / "metrics" / "toy.json").read_text())
+    assert m["status"] == "ok" and m["cause"] is None
 
 
 def test_stage_isotonic_option(workspace):
