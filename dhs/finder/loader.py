@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from dhs.stamps.cache import CachedSplit, annulus_mask_np
 from dhs.params import checked
@@ -317,12 +318,18 @@ class NormalisedSplit:
     those ``normalize`` gives batch by batch."""
 
     def __init__(self, split: CachedSplit, norm: NormConfig, device: torch.device | str = "cpu", rows: np.ndarray | None = None,
-                 batch_size: int = 512):
+                 batch_size: int = 512, desc: str | None = None):
         rows = np.arange(len(split)) if rows is None else np.unique(np.asarray(rows, dtype=np.int64))
         self.norm, self.labels, self.images = norm, split.labels, split.images
         self.position = np.full(len(split), -1, dtype=np.int64)
         self.position[rows] = np.arange(len(rows))
-        parts = [x for x, _, _ in iterate_batches(split, rows, batch_size, norm, device)]
+        # ``desc``: a progress bar on stderr under that name (the host removal takes minutes on a CPU)
+        bar = tqdm(total=len(rows), desc=desc, unit="stamp", disable=desc is None, mininterval=5.0)
+        parts = []
+        for x, _, _ in iterate_batches(split, rows, batch_size, norm, device):
+            parts.append(x)
+            bar.update(len(x))
+        bar.close()
         self.tensor = torch.cat(parts) if parts else torch.empty((0,) + tuple(split.images.shape[1:]), device=device)
 
     def take(self, rows: np.ndarray, norm: NormConfig) -> torch.Tensor:

@@ -58,6 +58,8 @@ from dhs.params.schema import ARCHS
 from dhs.simulate.config import SimConfig
 from dhs.stamps.cache import CachedSplit, open_split
 
+STEM_ARCHS = ("resnet18", "hybrid")   # the archs built on a ResNet trunk, which train.stem shapes (dhs.models)
+
 PRESETS = {
     # the seed's recommended production configuration (SEED-phase5-plan.md)
     "production": {"epochs": 5, "steps_per_epoch": 5000, "batch_size": 256, "lr": 3e-4, "weight_decay": 1e-4},
@@ -127,6 +129,13 @@ class TrainConfig:
             d.pop(k)
         if not d["host_kind_repeat"]:  # the default: runs made before the knob existed keep their hash
             d.pop("host_kind_repeat")
+        # keys this arch does not read: changing them rebuilds the outputs, never retrains
+        if self.arch not in STEM_ARCHS:
+            d.pop("stem")
+        if self.arch != "hybrid":
+            d.pop("hybrid_metadata")
+        if not self.theta_head:
+            d.pop("theta_loss_weight")
         d["norm"] = dataclasses.asdict(norm)
         d["augment"] = augment
         # the code that defines the trajectory: a fix to it must retrain, not "resume" a finished run
@@ -170,6 +179,7 @@ CURVE_EVERY = 10  # steps between two points of the training-loss curve
 # nothing to wait for
 NONFINITE_CHECK_EVERY = {"cpu": 1, "default": 10}
 THROUGHPUT_FILE = "throughput.json"  # in the model directory: the timing of the last run that trained
+TEST_FILE = "test_at_best.json"       # in the model directory: the best checkpoint's test metrics, under its sha256
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -369,6 +379,31 @@ def training_flops(model: torch.nn.Module, x: torch.Tensor, extras: tuple, amp: 
     return float(counter.get_total_flops())
 
 
+def test_at_best(model: torch.nn.Module, best_path: Path, spec: ModelSpec, test_split: CachedSplit, cache_dir: str | Path,
+                 norm: NormConfig, device: torch.device, cfg: TrainConfig, meta_stats: Mapping | None, amp: bool, memo: Path) -> dict:
+    """The test metrics of the best checkpoint, kept in ``memo`` beside it under its sha256 and the
+    test split's digest, so that rebuilding a finished run's outputs does not score the test split again."""
+    key = {"checkpoint_sha256": atomic.file_sha256(best_path),
+           "test_sha256": [atomic.file_sha256(Path(cache_dir) / rel) for rel in ("manifest.json", "test/meta.parquet", "test/images.npy")
+                           if (Path(cache_dir) / rel).exists()]}
+    if memo.exists():
+        try:
+            kept = json.loads(memo.read_text())
+            if {k: kept.get(k) for k in key} == key and isinstance(kept.get("test"), dict):
+                return kept["test"]
+        except (OSError, ValueError):
+            pass
+    print(f"train {cfg.arch}: scoring the {len(test_split)} test stamps with {best_path.name}", flush=True)
+    model.load_state_dict(load_checkpoint(best_path, spec)["model"])
+    meta_test = metadata_matrix(test_split.meta, spec.metadata, where="split test")
+    if meta_test is not None:
+        meta_test = standardise(meta_test, meta_stats)
+    col_test = split_host_colours(test_split) if spec.colour else None
+    test = evaluate(model, test_split, norm, device, cfg.eval_batch_size, meta_test, amp, col_test)
+    atomic.write_json(memo, {**key, "test": test})
+    return test
+
+
 def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: NormConfig, augment: bool,
           live_dir: str | Path | None = None, progress: bool = True, max_steps: int | None = None,
           sim: SimConfig | None = None) -> dict:
@@ -437,12 +472,6 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         train_rows = host_kind_rows(train_rows, train_split.meta, cfg.host_kind_repeat)
         if cfg.balance_classes:
             train_rows = balanced_rows(train_rows, train_split.labels, balance_strata(train_split.meta, cfg.balance_by))
-    need = NormalisedSplit.nbytes(val_split, len(val_split)) + (0 if simulate else NormalisedSplit.nbytes(train_split, len(unique_rows)))
-    # normalisation is a function of the stamp alone: once, not once per epoch
-    preload = cfg.preload == "on" or (cfg.preload == "auto" and need <= cfg.preload_max_gb * 2**30)
-    val_inputs = NormalisedSplit(val_split, norm, device, None, cfg.eval_batch_size) if preload else val_split
-    train_inputs = None if simulate else (NormalisedSplit(train_split, norm, device, unique_rows, cfg.eval_batch_size)
-                                          if preload else train_split)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # the global numpy state is saved in checkpoints: make it a function of the seed
     # channels_last: faster convolutions on GPU (bf16 tensor cores) and on CPU (oneDNN) alike
@@ -475,16 +504,28 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
                       if start >= total else f"train {cfg.arch}: resuming from {last_path} at step {start}/{total}")
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
 
+    if max_steps is None:
+        stop = total
+    else:  # end on an epoch boundary (where checkpoint_last.pt is written), at least one epoch on
+        stop = min(total, max(start + cfg.steps_per_epoch, (start + max_steps) // cfg.steps_per_epoch * cfg.steps_per_epoch))
+    val_inputs, train_inputs = val_split, train_split
+    if start < stop:
+        need = NormalisedSplit.nbytes(val_split, len(val_split)) + (0 if simulate else NormalisedSplit.nbytes(train_split, len(unique_rows)))
+        # normalisation is a function of the stamp alone: once, not once per epoch (and not at all for a finished run)
+        if cfg.preload == "on" or (cfg.preload == "auto" and need <= cfg.preload_max_gb * 2**30):
+            show = progress and rank == 0
+            val_inputs = NormalisedSplit(val_split, norm, device, None, cfg.eval_batch_size,
+                                         desc=f"train {cfg.arch}: preprocessing val" if show else None)
+            if not simulate:
+                train_inputs = NormalisedSplit(train_split, norm, device, unique_rows, cfg.eval_batch_size,
+                                               desc=f"train {cfg.arch}: preprocessing train" if show else None)
+
     per_rank = max(1, cfg.batch_size // world)
     stream = None if simulate else _StepStream(len(train_rows), per_rank, cfg.steps_per_epoch, cfg.seed, rank, world)
     seen: list[np.ndarray] = []
     t0, images, flops_per_image = time.perf_counter(), 0, None
     bar = tqdm(total=total, initial=start, desc=f"train {cfg.arch}", unit="step", disable=not progress or rank != 0)
     model.train()
-    if max_steps is None:
-        stop = total
-    else:  # end on an epoch boundary (where checkpoint_last.pt is written), at least one epoch on
-        stop = min(total, max(start + cfg.steps_per_epoch, (start + max_steps) // cfg.steps_per_epoch * cfg.steps_per_epoch))
     # a non-finite loss is caught without a host sync per step on an accelerator: the first bad step
     # is kept on the device and read where the loop syncs anyway (curve points, epoch ends)
     nonfinite_at = torch.full((), -1, dtype=torch.long, device=device)
@@ -572,12 +613,8 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     test_split = open_split(cache_dir, "test") if (Path(cache_dir) / "test" / "images.npy").exists() else None
     test = {}
     if best_path.exists() and test_split is not None and len(test_split):
-        model.load_state_dict(load_checkpoint(best_path, spec)["model"])
-        meta_test = metadata_matrix(test_split.meta, spec.metadata, where="split test")
-        if meta_test is not None:
-            meta_test = standardise(meta_test, meta_stats)
-        col_test = split_host_colours(test_split) if spec.colour else None
-        test = evaluate(model, test_split, norm, device, cfg.eval_batch_size, meta_test, amp, col_test)
+        test = test_at_best(model, best_path, spec, test_split, cache_dir, norm, device, cfg, meta_stats, amp,
+                            out_dir / TEST_FILE)
     metrics = {"arch": cfg.arch, "stamp_size": stamp_size, "steps": total, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                "world_size": world, "device": device.type, "params_hash": phash, "best": best, "history": history, "test_at_best": test, "completed": stop == total,
                "n_val": len(val_split), "data": cfg.data,

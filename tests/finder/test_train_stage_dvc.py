@@ -28,18 +28,24 @@ def test_dvc_reruns_of_a_finished_training_stage_rebuild_its_outputs(tmp_path):
 
     res = run("dvc", "repro", "train@small_cnn")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # a run that trains says what it does before its progress bar: preprocessing, then scoring the test split
+    assert "preprocessing val" in res.stderr and "scoring the" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
     curves = tree_bytes(work / "dvclive" / "small_cnn")
     first = json.loads((work / "metrics/train/small_cnn.json").read_text())
     assert {"plots/metrics/train/loss.tsv", "plots/metrics/val/loss.tsv", "metrics.json"} <= set(curves)
 
-    # forced; a key outside the trajectory; another arch added (train.archs is a dependency too)
+    # forced; a key outside the trajectory; a key small_cnn does not read (the ResNet stem); another arch
+    # added (train.archs is a dependency too)
     for cmd in (["dvc", "repro", "-f", "-s", "train@small_cnn"],
                 ["dvc", "exp", "run", "-S", "train.eval_batch_size=256", "train@small_cnn"],
+                ["dvc", "exp", "run", "-S", "train.stem=imagenet", "train@small_cnn"],
                 ["dvc", "exp", "run", "-S", "train.archs=[small_cnn,resnet18]", "-S", "finders.measure=[small_cnn,resnet18]",
                  "train@small_cnn"]):
         res = run(*cmd)
         assert res.returncode == 0, (cmd, res.stdout[-3000:] + res.stderr[-3000:])
         assert "outputs rebuilt from it, no training" in res.stdout + res.stderr, cmd
+        # nothing is preprocessed or scored again to rebuild
+        assert "preprocessing" not in res.stderr and "scoring the" not in res.stdout, (cmd, res.stderr[-2000:])
         assert tree_bytes(work / "dvclive" / "small_cnn") == curves, cmd
         again = json.loads((work / "metrics/train/small_cnn.json").read_text())
         assert (again["history"], again["best"], again["params_hash"]) == (first["history"], first["best"], first["params_hash"]), cmd
