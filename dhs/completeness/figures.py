@@ -13,6 +13,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dhs import atomic  # noqa: E402
+from dhs.evaluation.display import colour_top  # noqa: E402
+from dhs.evaluation.thresholds import operating_point_label  # noqa: E402
+
 
 LABELS = {"theta_e_arcsec": r"$\theta_E$ [arcsec]", "theta_e_over_psf": r"$\theta_E$ / PSF FWHM$_r$",
           "psf_r_arcsec": "PSF FWHM r [arcsec]", "psfdepth_r": r"5$\sigma$ depth r [mag]", "src_r_mag": "source r [mag, unlensed]",
@@ -62,7 +65,7 @@ def curve_figure(table: pd.DataFrame, var: str, title: str, path: Path, criteria
                 lo, hi = s["bin_lo"].to_numpy(float), s["bin_hi"].to_numpy(float)
                 x = np.where(np.isfinite(hi), np.sqrt(np.maximum(lo, hi / 4) * hi), 2 * lo)
             err = np.clip(np.vstack([y - s["wilson_lo"].to_numpy(), s["wilson_hi"].to_numpy() - y]), 0, None)  # rounding at k=0, k=n
-            line = ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label=c)
+            line = ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label=operating_point_label(c))
             ax.fill_between(x, s["boot_lo"], s["boot_hi"], alpha=0.15, color=line[0].get_color(), lw=0)
             y_top = max(y_top, float(np.nanmax(s["wilson_hi"])), float(np.nanmax(s["boot_hi"].astype(float))))
             low = s["low_n"].to_numpy(bool)
@@ -82,20 +85,22 @@ def curve_figure(table: pd.DataFrame, var: str, title: str, path: Path, criteria
 def surface_figure(table: pd.DataFrame, var: str, x_edges, y_edges, criterion: str, title: str, path: Path, x_label: str, y_label: str) -> None:
     nx, ny = len(x_edges) - 1, len(y_edges) - 1
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    rows = table[(table["var"] == var) & (table["criterion"] == criterion)]
+    top = colour_top(rows.loc[rows["n"] > 0, "completeness"])
     for ax, subset in zip(axes, ("all", "clean")):
-        s = table[(table["var"] == var) & (table["subset"] == subset) & (table["criterion"] == criterion)].sort_values("bin")
+        s = rows[rows["subset"] == subset].sort_values("bin")
         comp = s["completeness"].to_numpy().reshape(nx, ny)
         n = s["n"].to_numpy().reshape(nx, ny)
-        im = ax.pcolormesh(x_edges, y_edges, comp.T, vmin=0, vmax=1, cmap="viridis")
+        im = ax.pcolormesh(x_edges, y_edges, comp.T, vmin=0, vmax=top, cmap="viridis")
         for i in range(nx):
             for j in range(ny):
                 if n[i, j]:
                     ax.text((x_edges[i] + x_edges[i + 1]) / 2, (y_edges[j] + y_edges[j + 1]) / 2, f"{n[i, j]}", ha="center", va="center",
-                            fontsize=6, color="w" if comp[i, j] < 0.6 else "k")
-        ax.set_title(f"{subset} ({criterion}; numbers: injections per cell)")
+                            fontsize=6, color="w" if comp[i, j] < 0.6 * top else "k")
+        ax.set_title(f"{subset} ({operating_point_label(criterion)}; numbers: injections per cell)")
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
-        fig.colorbar(im, ax=ax, label="completeness")
+        fig.colorbar(im, ax=ax, label=f"completeness (scale 0-{top:g})")
     fig.suptitle(title)
     _save(fig, path)
 
@@ -119,7 +124,7 @@ def sensitivity_figure(table: pd.DataFrame, var: str, plot_threshold: str, path:
                 continue
             s = s.sort_values("bin_center")
             style = dict(ls="--", marker="s", ms=3) if s["kind"].iloc[0] == "proxy" else dict(ls="-", marker="o", ms=4, lw=2)
-            line, = ax.plot(s["bin_center"], s["completeness"], label=curve, **style)
+            line, = ax.plot(s["bin_center"], s["completeness"], label=operating_point_label(curve), **style)
             ax.fill_between(s["bin_center"], s["wilson_lo"], s["wilson_hi"], color=line.get_color(), alpha=0.15, lw=0)
             y_top = max(y_top, float(np.nanmax(s["wilson_hi"])))
         ax.set_title(subset)

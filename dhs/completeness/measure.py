@@ -19,20 +19,12 @@ from dhs.evaluation.auc import auroc, roc_curve
 from dhs.completeness.weighted import DISCOVERABLE, lookalike_sensitivity, sky_headline
 from dhs.evaluation.intervals import bootstrap_multiplicities, wilson_interval
 from dhs.evaluation.scores import REQUIRED_COLUMNS
-from dhs.evaluation.thresholds import Threshold, threshold_from_top, top_needed
+from dhs.evaluation.thresholds import Threshold, fpr_name, score_name, threshold_from_top, top_needed
 from dhs.params import checked
 from dhs.params.schema import plot_fpr_rule
 
 CLEAN_COLUMNS = ("bad_pixel_frac", "wise_brightmask_frac")
 DEFAULT_DISCOVERABLE_BINS = ("theta_e_over_psf", "arc_snr_int")   # completeness.discoverable_bins: null
-
-
-def fpr_name(fpr: float) -> str:
-    return f"fpr_{fpr:g}"
-
-
-def score_name(score: float) -> str:
-    return f"score_{score:g}"
 
 
 @dataclass(frozen=True)

@@ -95,3 +95,31 @@ def weighted_threshold_at_fpr(control_scores, weights, fpr: float) -> float:
     cum = np.cumsum(w[order]) / w.sum()
     k = int(np.searchsorted(cum, fpr + 1e-12, side="right"))
     return float(s[order][min(k, s.size - 1)])
+
+
+def fpr_name(fpr: float) -> str:
+    """The key of an operating point set at a false-positive rate: ``fpr_0.01``."""
+    return f"fpr_{fpr:g}"
+
+
+def score_name(score: float) -> str:
+    """The key of a fixed-score threshold: ``score_0.5``."""
+    return f"score_{score:g}"
+
+
+def operating_point_label(name: str) -> str:
+    """The words a figure shows for an operating point's key: ``fpr_0.01`` -> ``FPR 1%``,
+    ``fpr_0.001`` -> ``FPR 0.1%``, ``score_0.5`` -> ``score > 0.5``; anything else unchanged
+    (a prefix such as ``small_cnn fpr_0.01`` keeps its first words)."""
+    head, _, key = str(name).rpartition(" ")
+    try:
+        if key.startswith("fpr_"):
+            text = f"FPR {float(key[4:]) * 100:g}%"
+        elif key.startswith("score_"):
+            text = f"score > {float(key[6:]):g}"
+        else:
+            return str(name)
+    except ValueError:
+        return str(name)
+    return f"{head} {text}" if head else text
+

@@ -35,13 +35,20 @@ def build_report(cfg: ReportConfig, root: str | Path = ".", params_path: str = "
     """
     ctx = Context(cfg, Inputs(root, cache_dir), params_path).load()
     built = [_guarded(fn, ctx) for fn in SECTIONS]
-    subtitle = [f"architectures: {', '.join(cfg.archs)}; evaluation split: {cfg.split}",
-                "gate status first; every number is read from the stage output named beside it, or the section says which stage has not run"]
+    subtitle = [f"finders: {', '.join(cfg.archs)}; evaluation split: {cfg.split}",
+                "the result first, then the gates; every number is read from the stage output named beside it, or the section "
+                "says which stage has not run"]
+    try:
+        result = T.result_summary(ctx)
+    except Exception as exc:  # noqa: BLE001 - a value of another type in a metrics file: said, not a crash
+        result = notice("warn", f"the result summary could not be drawn ({type(exc).__name__}: {exc}); a metrics file holds a "
+                                f"value of another type than its stage writes")
     try:
         banner = T.gate_banner(ctx)
     except Exception as exc:  # noqa: BLE001 - a value of another type in a gates file: said, not a crash
         banner = notice("warn", f"the gate summary could not be drawn ({type(exc).__name__}: {exc}); a metrics/gates file "
                                 f"holds a value of another type than the gates stage writes")
+    banner = result + banner
     html = page(cfg.title, subtitle, banner, built,
                 footer="Dark Halo Scope report, written by stages/report.py (dvc stage `report`).")
     return html, {s.id: s.status for s in built}

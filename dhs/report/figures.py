@@ -18,6 +18,8 @@ import numpy as np  # noqa: E402
 
 from dhs.contract.rgb import grz_rgb  # noqa: E402
 from dhs.evaluation.auc import thin_curve  # noqa: E402
+from dhs.evaluation.display import colour_top  # noqa: E402
+from dhs.evaluation.thresholds import operating_point_label  # noqa: E402
 
 DPI = 100
 
@@ -100,19 +102,28 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], fprs:
 
 
 def training_figure(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]) -> bytes:
-    """Per arch: train loss (line), val loss (markers) and val AUC against step.
+    """Per arch: train loss (line), val loss (markers) and val AUC against step; where the finder
+    trains on a selection of the injections, its val loss and AUC on that selection (what the
+    table reports) and, dotted, the AUC over every injection.
 
-    ``curves[arch]`` maps any of train_loss, val_loss, val_auc to (steps, values)."""
+    ``curves[arch]`` maps any of train_loss, val_loss, val_auc, val_loss_selected, val_auc_selected
+    to (steps, values)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (arch, c) in enumerate(curves.items()):
         col = colours[i % len(colours)]
         if "train_loss" in c:
             ax1.plot(*c["train_loss"], color=col, lw=1, alpha=0.8, label=f"{arch} train")
-        if "val_loss" in c:
+        sel = "val_auc_selected" in c   # trained on a selection (visible arcs): its curves are the ones trained on
+        if "val_loss_selected" in c:
+            ax1.plot(*c["val_loss_selected"], color=col, marker="o", ls="--", label=f"{arch} val (as trained)")
+        elif "val_loss" in c:
             ax1.plot(*c["val_loss"], color=col, marker="o", ls="--", label=f"{arch} val")
+        if sel:
+            ax2.plot(*c["val_auc_selected"], color=col, marker="o", label=f"{arch}: controls vs visible arcs (as trained)")
         if "val_auc" in c:
-            ax2.plot(*c["val_auc"], color=col, marker="o", label=arch)
+            ax2.plot(*c["val_auc"], color=col, marker="s" if sel else "o", ls=":" if sel else "-",
+                     label=f"{arch}: controls vs every injection" if sel else arch)
     ax1.set_xlabel("step")
     ax1.set_ylabel("loss (BCE)")
     ax1.set_title("loss")
@@ -148,7 +159,7 @@ def completeness_from_csv(rows: Sequence[Mapping[str, str]], xlabel: str) -> byt
             rr = sorted((r for r in part if r.get("threshold", "") == th), key=lambda r: _float(r["bin_center"]))
             x = np.array([_float(r["bin_center"]) for r in rr])
             y = np.array([_float(r["completeness"]) for r in rr])
-            (line,) = ax.plot(x, y, marker="o", ms=4, label=str(th))
+            (line,) = ax.plot(x, y, marker="o", ms=4, label=operating_point_label(str(th)))
             col = line.get_color()
             if "wilson_lo" in rr[0]:
                 ax.fill_between(x, [_float(r["wilson_lo"]) for r in rr], [_float(r["wilson_hi"]) for r in rr], color=col, alpha=0.18, lw=0)
@@ -198,11 +209,12 @@ def surface_from_csv(rows: Sequence[Mapping[str, str]], names: Sequence[str] = (
             grid[i, j] = _float(r["completeness"])
             if "n" in r and "k" in r:
                 ax.text((xe[j] + xe[j + 1]) / 2, (ye[i] + ye[i + 1]) / 2, f"{r['k']}/{r['n']}", ha="center", va="center", fontsize=6)
-        mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="viridis", alpha=0.85)
+        top = colour_top(grid)
+        mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(grid), vmin=0, vmax=top, cmap="viridis", alpha=0.85)
         ax.set_xlabel(names[0] if len(names) == 2 else xa)
         ax.set_ylabel(names[1] if len(names) == 2 else ya)
-        ax.set_title(f"threshold {th}", fontsize=9)
-        fig.colorbar(mesh, ax=ax, label="completeness")
+        ax.set_title(operating_point_label(th), fontsize=9)
+        fig.colorbar(mesh, ax=ax, label=f"completeness (scale 0-{top:g})")
     return to_png(fig)
 
 

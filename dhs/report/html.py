@@ -169,6 +169,8 @@ figcaption{font-size:12px;color:#555;max-width:640px}
 .badge.pass{background:#1e8e3e;color:#fff}
 .badge.fail{background:#d93025;color:#fff}
 .badge.unknown{background:#adb5bd;color:#fff}
+.result{background:#fff;border-left:4px solid #1a73e8;padding:6px 16px;margin:12px 0}.result h2{margin:6px 0}
+.result li{margin:6px 0;font-size:15px}.warnword{color:#d93025}
 .gatebar{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
 .gatebar div{background:#fff;border:2px solid #adb5bd;border-radius:6px;padding:8px 14px;font-size:15px}
 .gatebar div.pass{border-color:#1e8e3e}.gatebar div.fail{border-color:#d93025;background:#fdecea}

@@ -44,7 +44,12 @@ def data_banner(ctx: Context) -> str:
         return notice("info", f"Data: SIMULATED survey, {n:,} stamps, population {pop}{extra} "
                               f"(docs/population.md); these curves are the selection function of the finder on that "
                               f"population, not yet on the sky (the known-lens section is the real-data check).")
-    return notice("info", f"Data: real stamps from {source} ({n:,} cached).")
+    if source == "hosts":
+        return notice("info", f"Data: REAL host cutouts ({n:,} cached, stamps.hosts) with SIMULATED arcs painted in "
+                              f"(docs/real-hosts.md): the hosts, their noise and their neighbours are the sky's; the lensed "
+                              f"sources are the simulator's population.")
+    return notice("info", f"Data: real cutouts from {source} ({n:,} cached) with the arcs injected in them upstream "
+                          f"(the Phase 4c stamp contract: arcs simulated, hosts and noise real).")
 
 
 def _threshold_note(t: dict) -> str:
@@ -321,7 +326,8 @@ def _curves(ctx: Context, arch: str) -> tuple[dict, str]:
     """Training curves from dvclive's TSVs, else from the train metrics' epoch history."""
     base = f"dvclive/{arch}/plots/metrics"
     c = {}
-    for key, rel in (("train_loss", "train/loss.tsv"), ("val_loss", "val/loss.tsv"), ("val_auc", "val/auc.tsv")):
+    for key, rel in (("train_loss", "train/loss.tsv"), ("val_loss", "val/loss.tsv"), ("val_auc", "val/auc.tsv"),
+                     ("val_loss_selected", "val/loss_selected.tsv"), ("val_auc_selected", "val/auc_selected.tsv")):
         ld = ctx.inputs.tsv_xy(f"{base}/{rel}")
         if ld.ok and ld.value[0]:
             c[key] = ld.value
@@ -329,7 +335,7 @@ def _curves(ctx: Context, arch: str) -> tuple[dict, str]:
         return c, f"{base}/"
     doc = ctx.inputs.json(f"metrics/train/{arch}.json").value or {}
     hist = [h for h in doc.get("history") or [] if isinstance(h, dict) and "step" in h]
-    for key in ("train_loss", "val_loss", "val_auc"):
+    for key in ("train_loss", "val_loss", "val_auc", "val_loss_selected", "val_auc_selected"):
         pts = [(h["step"], h[key]) for h in hist if isinstance(h.get(key), (int, float))]
         if pts:
             c[key] = ([p[0] for p in pts], [p[1] for p in pts])
@@ -365,8 +371,12 @@ def training(ctx: Context) -> Section:
     if curves:
         body += img(figures.training_figure(curves), "training curves", "sources: " + "; ".join(sources))
     if rows:
-        body += table(rows, ["arch", "best epoch", "best step", "val AUROC", "val loss", "test AUROC at best", "test n",
-                             "parameters", "steps", "device", "processes", "completed"])
+        body += table(rows, ["arch", "best epoch", "best step", "val AUROC (what it is trained on)", "val loss (same)",
+                             "test AUROC at best (same)", "test n", "parameters", "steps", "device", "processes", "completed"])
+        body += notice("info", "The finder is trained, selected and judged here on what it is taught: every control against the "
+                               "injections above train.min_arc_snr (the arcs a person can see). The figure draws that AUROC (solid) "
+                               "beside the AUROC over every val injection (dotted), most of which are invisible by design: the "
+                               "second is lower and measures the population, not the training.")
         body += "<h4>Throughput of the run that trained the weights</h4>" + table(
             speed, ["arch", "images/s", "GFLOP per training image", "TFLOP/s", "of the GPU's bf16 peak", "device", "steps timed", "source"])
     if external:

@@ -493,3 +493,89 @@ def false_positives(ctx: Context) -> Section:
                 parts.append(notice("warn", f"gallery of top controls: {exc}"))
         oks.append(True)
     return Section("false_positives", "False positives by kind of control", "".join(parts), _status(oks))
+
+
+def _count(x) -> str:
+    return f"{float(x):,.0f}" if isinstance(x, (int, float)) else "\u2014"
+
+
+def _finder_words(ctx: Context, arch: str) -> str:
+    """What the finder is, from its training (or import) record: size, steps, device, input."""
+    ext = ctx.inputs.json(f"metrics/external/{arch}.json").value
+    if isinstance(ext, dict):
+        return f"{arch}: a finder trained elsewhere ({ext.get('format')} {ext.get('model')}, imported by the external stage)"
+    t = ctx.inputs.json(f"metrics/train/{arch}.json").value
+    if not isinstance(t, dict):
+        return f"{arch} (not trained yet: metrics/train/{arch}.json not found)"
+    pre = ctx.params.get("preprocess") or {}
+    channels = "6-channel (stamp and host-subtracted residual)" if pre.get("input") == "raw_and_residual" else "3-channel"
+    n_par = t.get("n_parameters")
+    size = f"{n_par / 1e6:.2f} M parameters" if isinstance(n_par, (int, float)) and n_par >= 1e5 else f"{n_par} parameters"
+    steps = t.get("steps")
+    data = "batches rendered on the fly" if t.get("data") == "simulate" else f"{t.get('n_train', '?'):,} cached training stamps" \
+        if isinstance(t.get("n_train"), int) else "cached training stamps"
+    done = "" if t.get("completed") is not False else ", stopped before its last step"
+    return (f"{arch}: {size}, {channels} input, {steps:,} steps of batch {t.get('batch_size')} on {t.get('device')} from {data}{done}"
+            if isinstance(steps, int) else f"{arch}: {size}")
+
+
+def _warnings(ctx: Context, arch: str, comp: dict) -> list[str]:
+    """What makes this finder's numbers unreadable, said before the numbers."""
+    out = []
+    cal = ctx.inputs.json(f"metrics/calibration/{arch}.json").value
+    if isinstance(cal, dict) and cal.get("status") == "degenerate":
+        out.append(f"calibration: {cal.get('cause')}")
+    auc = comp.get("auroc")
+    if isinstance(auc, (int, float)) and auc < 0.6:
+        out.append(f"the finder barely tells injections from controls (test AUROC {auc:.3f}): every completeness below "
+                   f"measures an untrained or uninformative finder")
+    t = ctx.inputs.json(f"metrics/train/{arch}.json").value
+    if isinstance(t, dict) and t.get("completed") is False:
+        out.append("training stopped before its last step (metrics/train: completed false)")
+    return out
+
+
+def result_summary(ctx: Context) -> str:
+    """The result in a sentence per finder, first on the page: at the plot operating point, the
+    sky-weighted completeness of all lenses and of LensPop-discoverable ones with their region-
+    bootstrap intervals and effective sample sizes, the discoverable fraction, and the purity at the
+    survey prevalence those imply; what the finder is; and what makes the numbers unreadable."""
+    from dhs.evaluation.thresholds import operating_point_label
+
+    prevalence = (ctx.params.get("calibration") or {}).get("survey_prevalence")
+    source = (ctx.inputs.json("metrics/stamps.json").value or {}).get("source")
+    population = {"synthetic": "the simulated lens population", "hosts": "simulated arcs on real host cutouts"}.get(
+        source, f"the injections of {source}" if source else "the injected population")
+    items = []
+    for arch in ctx.cfg.archs:
+        ld = ctx.inputs.json(f"metrics/completeness/{arch}.json")
+        if not ld.ok or not isinstance(ld.value, dict):
+            items.append(f"<li><b>{esc(arch)}</b>: no result yet (completeness@{esc(arch)} has not run)</li>")
+            continue
+        d = ld.value
+        name = d.get("plot_threshold") or "fpr_0.01"
+        sky = (d.get("sky") or {}).get(name) or {}
+        thr = (d.get("threshold_by_name") or {}).get(name) or {}
+        warn = "".join(f"<br><b class=warnword>\u26a0 {esc(w)}</b>" for w in _warnings(ctx, arch, d))
+
+        def part(c: dict, what: str) -> str:
+            if not c or c.get("completeness") is None:
+                return f"{what}: not measured"
+            return (f"<b>{_pct(c['completeness'])}</b> [{_pct(c.get('boot_lo'))}, {_pct(c.get('boot_hi'))}] of {what} "
+                    f"(n = {c.get('n')}, n<sub>eff</sub> = {_count(c.get('n_eff'))})")
+
+        all_c, disc = sky.get("all") or {}, sky.get("discoverable") or {}
+        frac = ((d.get("sky") or {}).get("discoverable_fraction") or {}).get("completeness")
+        disc_what = f"LensPop-discoverable lenses ({_pct(frac)} of them)" if frac is not None else "LensPop-discoverable lenses"
+        fpr = thr.get("achieved_fpr")
+        purity = ""
+        c = all_c.get("completeness")
+        if isinstance(prevalence, (int, float)) and isinstance(fpr, (int, float)) and isinstance(c, (int, float)) and c + fpr > 0:
+            p = c * prevalence / (c * prevalence + fpr * (1 - prevalence))
+            purity = f"; at a lens prevalence of {prevalence:g} that is a purity of {_pct(p)} (achieved FPR {fpr:.4f})"
+        items.append(f"<li><b>{esc(_finder_words(ctx, arch))}</b>. At {esc(operating_point_label(name))} "
+                     f"(score &gt; {esc(fmt(thr.get('score'), 4))}), it finds {part(all_c, esc(population) + ', as on the sky')} "
+                     f"and {part(disc, disc_what)}{purity}.{warn}</li>")
+    return (f'<div class="result" id="result"><h2>Result</h2><ul>{"".join(items)}</ul><p class=more>Sky-weighted completeness '
+            f"from metrics/completeness/&lt;finder&gt;.json (<code>sky</code>), intervals: region bootstrap 95 %; purity from that "
+            f"completeness, the achieved FPR and calibration.survey_prevalence. Every curve, gate and check is below.</p></div>")

@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import subprocess
+from html import unescape
 from pathlib import Path
 
 import matplotlib
@@ -526,3 +527,48 @@ def test_values_read_from_metrics_never_become_markup_and_a_wrong_type_is_said_n
     check = _browse(root / "plots/report/index.html", tmp_path / "profile")   # the page's own script still runs
     body_tag = re.search(r"<body[^>]*>", check["dom"]).group(0)
     assert "data-selfcheck" in body_tag and "data-pwned" not in body_tag and check["sections"] == len(SECTION_IDS)
+
+
+def test_the_page_opens_with_the_result_sentence_then_the_gates(world, sim_cache, tmp_path):
+    """First on the page, per finder: what it is, the sky-weighted completeness of all and of
+    discoverable lenses at the plot operating point with their bootstrap intervals and n_eff, and
+    the purity they imply at the survey prevalence; a degenerate calibration or an uninformative
+    finder said before any number; a real-hosts run named as simulated arcs on real hosts."""
+    root = tmp_path / "w"
+    shutil.copytree(world, root)
+    comp = json.loads((root / "metrics/completeness/small_cnn.json").read_text())
+    comp["threshold_by_name"] = {"fpr_0.01": {"score": 0.8963, "achieved_fpr": 0.00997, "n_controls": 22156}}
+    comp["sky"] = {"fpr_0.01": {"all": {"completeness": 0.0910, "boot_lo": 0.081, "boot_hi": 0.102, "n": 4413, "n_eff": 2123.6},
+                                "discoverable": {"completeness": 0.4519, "boot_lo": 0.4014, "boot_hi": 0.5094, "n": 552, "n_eff": 229.9}},
+                   "discoverable_fraction": {"completeness": 0.0599}}
+    _write(root / "metrics/completeness/small_cnn.json", comp)
+    train = json.loads((root / "metrics/train/small_cnn.json").read_text())
+    train.update(n_parameters=138401, steps=1500, batch_size=128, device="cpu", data="cache", n_train=17863, completed=True)
+    _write(root / "metrics/train/small_cnn.json", train)
+    html, _ = _render(root, sim_cache)
+    top = html[html.index('id="result"'):html.index("<nav>")]
+    assert html.index('id="result"') < html.index('id="gate-banner"') < html.index("<nav>")
+    text = re.sub(r"<[^>]+>", "", top)
+    assert "small_cnn: 0.14 M parameters, 6-channel" in text and "1,500 steps of batch 128 on cpu" in text
+    assert "At FPR 1%" in text and "9.1 % [8.1 %, 10.2 %]" in text and "n = 4413, neff = 2,124" in text
+    assert "45.2 % [40.1 %, 50.9 %] of LensPop-discoverable lenses (6.0 % of them)" in text
+    prevalence = yaml.safe_load((root / "params.yaml").read_text())["calibration"]["survey_prevalence"]
+    purity = 0.0910 * prevalence / (0.0910 * prevalence + 0.00997 * (1 - prevalence))
+    assert f"purity of {100 * purity:.1f} %" in text
+    assert "resnet18: no result yet (completeness@resnet18 has not run)" in text
+    assert "\u26a0" not in text                       # nothing makes these numbers unreadable
+
+    # a degenerate calibration and an uninformative finder are said in the result, before the numbers' use
+    comp["auroc"] = 0.52
+    _write(root / "metrics/completeness/small_cnn.json", comp)
+    cal = json.loads((root / "metrics/calibration/small_cnn.json").read_text())
+    cal.update(status="degenerate", cause="the finder's val logits carry (almost) no information about the label (AUROC 0.512)")
+    _write(root / "metrics/calibration/small_cnn.json", cal)
+    stamps = json.loads((root / "metrics/stamps.json").read_text())
+    _write(root / "metrics/stamps.json", {**stamps, "source": "hosts"})
+    html, _ = _render(root, sim_cache)
+    text = unescape(re.sub(r"<[^>]+>", "", html[html.index('id="result"'):html.index("<nav>")]))
+    assert "calibration: the finder's val logits carry (almost) no information" in text
+    assert "barely tells injections from controls (test AUROC 0.520)" in text
+    assert "of simulated arcs on real host cutouts, as on the sky" in text
+    assert "REAL host cutouts" in _section(html, "headline") and "SIMULATED arcs" in _section(html, "headline")
