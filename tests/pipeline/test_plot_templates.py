@@ -3,11 +3,12 @@ theta_E x PSF surface as a heat map (real DVC, the repository's own templates an
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import pytest
 
-from tests.conftest import copy_repo
+from tests.conftest import REPO, copy_repo
 
 
 @pytest.mark.slow
@@ -59,3 +60,51 @@ def test_every_declared_data_plot_names_its_threshold_and_subset(tmp_path):
             assert content["encoding"]["x"]["scale"]["type"] == "log", name
             checked += 1
     assert checked >= 10, checked
+
+
+NODE_RENDER = r"""
+const vega = require('vega'); const vl = require('vega-lite');
+const specs = JSON.parse(require('fs').readFileSync(process.argv[2])).data;
+(async () => {
+  const out = {};
+  for (const [name, entries] of Object.entries(specs)) {
+    if (name.endsWith('.png')) continue;
+    const view = new vega.View(vega.parse(vl.compile(entries[0].content).spec), {renderer: 'none'});
+    await view.runAsync();
+    out[name] = await view.toSVG();
+  }
+  console.log(JSON.stringify(out));
+})().catch(e => { console.error(e.stack); process.exit(1); });
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed (renders the Vega specs)")
+def test_plots_render_with_operating_points_in_words_and_named_axes(tmp_path):
+    """Every data plot `dvc plots show` declares, rendered to SVG by the Vega and Vega-Lite builds the
+    project ships (.dvc/plots_html/offline.html) under Node.js: legends say "FPR 1%", never the key
+    fpr_0.01, and no axis is titled with a column name such as bin_center."""
+    import json
+    import re
+
+    work, env = copy_repo(tmp_path / "repo")
+    res = subprocess.run(["dvc", "plots", "show", "-o", "out", "--json"], cwd=work, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (tmp_path / "specs.json").write_text(res.stdout)
+    page = (REPO / ".dvc/plots_html/offline.html").read_text()
+    vega_js, lite_js = re.findall(r"<script[^>]*>(.*?)</script>", page, re.S)[:2]
+    for name, js in (("vega", vega_js), ("vega-lite", lite_js)):
+        (tmp_path / "node_modules" / name).mkdir(parents=True)
+        (tmp_path / "node_modules" / name / "index.js").write_text(js)
+    (tmp_path / "render.js").write_text(NODE_RENDER)
+    r = subprocess.run(["node", "render.js", "specs.json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    svgs = json.loads(r.stdout)
+    completeness = [k for k in svgs if k.startswith("plots/completeness/")]
+    assert len(completeness) >= 10 and len(svgs) >= 15
+    for name, svg in svgs.items():
+        text = " ".join(re.findall(r">([^<>]+)</text>", svg))
+        assert "fpr_0" not in text, f"{name}: an operating point's key in the drawing: {text[:300]}"
+        assert "bin_center" not in text and "x_lo" not in text, f"{name}: an axis titled with a column name: {text[:300]}"
+        if name in completeness and "__x__" not in name:
+            assert "FPR 1%" in text and "bin centre" in text, (name, text[:300])
