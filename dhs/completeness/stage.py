@@ -31,6 +31,7 @@ from dhs.completeness.weighted import DISCOVERABLE
 from dhs.completeness.sensitivity import SensitivityConfig, sweep
 from dhs.completeness.spark import spark_session
 from dhs.evaluation.auc import thin_curve
+from dhs.evaluation.scores import parquet_problem
 from dhs.params import Params, as_params
 
 CSV_COLUMNS = ["threshold", "subset", "primary", "bin", "bin_lo", "bin_hi", "bin_center", "n", "k", "completeness",
@@ -97,6 +98,8 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
     scores = Path(scores_dir) / f"{arch}.parquet"
     if not scores.is_file():   # before Spark starts: a stage run out of order says what to run
         raise CompletenessError(f"{scores} not found: the score table of {arch} comes from `dvc repro infer@{arch}`")
+    if why := parquet_problem(scores):
+        raise CompletenessError(f"{scores}: {why}; rebuild it with `dvc repro -f infer@{arch}`")
     spark = spark_session(cfg.spark)
     result = measure(spark, str(scores), cfg)
     metrics = write_outputs(arch, cfg, result, metrics_dir, plots_dir)
@@ -159,6 +162,9 @@ def run_sensitivity(params: str | Params = "params.yaml", scores_dir: str = "dat
     missing = [p for p in paths.values() if not Path(p).is_file()]
     if missing:
         raise CompletenessError(f"{missing} not found: the score tables come from `dvc repro infer` (one per finders.measure)")
+    for arch, path in paths.items():
+        if why := parquet_problem(path):
+            raise CompletenessError(f"{path}: {why}; rebuild it with `dvc repro -f infer@{arch}`")
     table, metrics = sweep(spark_session(cfg.spark), paths, cfg, sens)
     for var in sens.variables:
         t = table[table["var"] == var]

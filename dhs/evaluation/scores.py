@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
 import pandas as pd
 
 from dhs.evaluation.seeing import psf_r_arcsec
@@ -81,9 +82,25 @@ def check_scores(df: pd.DataFrame, need: Sequence[str] = (), source: str = "scor
     return df
 
 
-def read_scores(path, need: Sequence[str] = ()) -> pd.DataFrame:
+def parquet_problem(path) -> str | None:
+    """None when ``path`` is a readable parquet file (its footer and schema parse), else why not,
+    in words: so a truncated or foreign file is refused by name before a reader (Spark) fails deep inside."""
+    import pyarrow.parquet as pq
+
     try:
-        df = pd.read_parquet(path)
+        pq.read_schema(path)
     except FileNotFoundError:
-        raise ScoresError(f"{path} not found; run `dvc repro infer` first") from None
+        return "not found"
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        return f"not a readable parquet file ({' '.join(str(exc).split())[:200]})"
+    return None
+
+
+def read_scores(path, need: Sequence[str] = ()) -> pd.DataFrame:
+    why = parquet_problem(path)
+    if why == "not found":
+        raise ScoresError(f"{path} not found; run `dvc repro infer` first")
+    if why:
+        raise ScoresError(f"{path}: {why}; rebuild it with `dvc repro -f infer@<finder>`")
+    df = pd.read_parquet(path)
     return check_scores(df, need, source=str(path))

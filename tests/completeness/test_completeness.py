@@ -206,3 +206,27 @@ def test_real_data_without_optional_columns_and_null_regions(spark, tmp_path):
     nul.to_parquet(tmp_path / "nul.parquet", index=False)
     with pytest.raises(CompletenessError, match="without a region_id"):
         measure(spark, str(tmp_path / "nul.parquet"), cfg)
+
+
+@pytest.mark.parametrize("content", [b"", b"PAR1 this is not a parquet file"])
+def test_a_broken_score_table_is_refused_by_name_before_spark_starts(tmp_path, capsys, content):
+    """An empty or foreign file where the score table should be: one FAILED line naming it and what to
+    rerun, exit 2, from the completeness and sensitivity stages and from every reader of score tables."""
+    from stages import completeness as stage
+    from stages import sensitivity as sens_stage
+
+    from dhs.evaluation.scores import ScoresError, read_scores
+
+    (tmp_path / "scores").mkdir()
+    (tmp_path / "scores" / "small_cnn.parquet").write_bytes(content)
+    out = ["--metrics", str(tmp_path / "metrics"), "--plots", str(tmp_path / "plots")]
+    rc = stage.main(["--arch", "small_cnn", "--scores", str(tmp_path / "scores"), *out])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"completeness small_cnn: FAILED: {tmp_path / 'scores' / 'small_cnn.parquet'}: not a readable parquet file" in err
+    assert "dvc repro -f infer@small_cnn" in err
+    rc = sens_stage.main(["--scores", str(tmp_path / "scores"), "--metrics", str(tmp_path / "s.json"), "--plots", str(tmp_path / "sp")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "sensitivity: FAILED" in err and "not a readable parquet file" in err, err
+    with pytest.raises(ScoresError, match="not a readable parquet file"):
+        read_scores(tmp_path / "scores" / "small_cnn.parquet")
