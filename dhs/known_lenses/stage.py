@@ -42,7 +42,8 @@ def run_cutouts(params: str | Params = "params.yaml", cutout_dir: str = "data/cu
     p = as_params(params).require("known_lenses")
     cfg = KnownLensConfig.from_params(p["known_lenses"], p.source)
     lenses = select_lenses(read_catalog(cfg.catalog), cfg.grades, cfg.max_lenses)
-    known = remembered_failures(read_manifest(cutout_dir)) if cfg.source == LEGACYSURVEY else {}
+    previous = read_manifest(cutout_dir)
+    known = remembered_failures(previous) if cfg.source == LEGACYSURVEY else {}
     res = fetch_cutouts(lenses[["name", "ra_deg", "dec_deg"]], cutout_dir, cfg.spec, cfg.source, cfg.fetch, progress, known)
     manifest = write_manifest(res, lenses["grade"], cutout_dir)
     host = cfg.fetch.host
@@ -60,7 +61,11 @@ def run_cutouts(params: str | Params = "params.yaml", cutout_dir: str = "data/cu
           f"{c['requests']} request(s) to {source} in {res.elapsed_s:.1f} s -> {cutout_dir}")
     if c["not_usable_by_reason"]:
         print(f"cutouts: without a cutout, by reason: {c['not_usable_by_reason']}")
-    if res.status != "ok":
+    if res.status != "ok" and same_outcome(previous, manifest):
+        # the banner was printed when this outcome first happened: one line on every later run
+        print(f"cutouts: {res.status}, as on the last run: {c['rows'] - c['usable']} of {c['rows']} lenses without a cutout "
+              f"(the reasons and how to fetch them are in metrics/cutouts.json)", file=sys.stderr)
+    elif res.status != "ok":
         print(banner([f"KNOWN-LENS CUTOUTS {res.status.upper()}: {c['rows'] - c['usable']} of {c['rows']} lenses have no cutout.",
                       *res.messages,
                       "No recall is reported for lenses without a cutout. To fetch, run `dvc repro cutouts` again (fetched "
@@ -71,6 +76,15 @@ def run_cutouts(params: str | Params = "params.yaml", cutout_dir: str = "data/cu
         raise RequireError(f"known_lenses.require is true but no lens has a cutout (status {res.status}; "
                            f"{c['not_usable_by_reason']}); fetch them where the service is reachable or set require: false")
     return metrics
+
+
+def same_outcome(previous: pd.DataFrame | None, manifest: pd.DataFrame) -> bool:
+    """Whether the last run's manifest recorded the same lenses with the same status and reason."""
+    cols = ["name", "status", "reason"]
+    if previous is None or any(c not in previous.columns for c in cols) or len(previous) != len(manifest):
+        return False
+    a, b = previous[cols].astype(str).reset_index(drop=True), manifest[cols].astype(str).reset_index(drop=True)
+    return bool(a.equals(b))
 
 
 def account(lenses: pd.DataFrame, loaded, cutout_dir: str, grades) -> tuple[pd.DataFrame, dict, bool]:

@@ -584,6 +584,11 @@ def test_offline_stages_finish_fast_with_status_offline_and_no_recall(tmp_path, 
     assert m["status"] == "offline" and m["recall"] is None and m["cutouts"]["scored"] == 0
     assert m["cutouts"]["not_scored_by_reason"] == {"connection_refused": 1, "offline": 5}
     assert (tmp_path / "p" / "small_cnn_gallery.png").exists() and len(pd.read_csv(tmp_path / "p" / "small_cnn.csv")) == 6
+    # every later run with the same outcome (the stage always runs) says it in one line, not the banner again
+    assert cutouts_stage.main(_cutout_args(tmp_path)) == 0
+    err = capsys.readouterr().err
+    assert "KNOWN-LENS CUTOUTS" not in err and "cutouts: offline, as on the last run: 6 of 6 lenses without a cutout" in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_require_true_makes_offline_an_error(tmp_path, lens_cubes, capsys):
