@@ -24,7 +24,9 @@ Conventions:
 - Memory: permanent failures are remembered in ``manifest.csv`` with the URL that got them,
   and not requested again by later runs that would ask the same URL. Another
   ``url_template``, layer, size or position asks again; so does deleting the manifest.
-  A local directory source is looked at every run (nothing is remembered).
+  A local directory source is looked at every run (nothing is remembered) and is the authority:
+  its current file replaces a cached copy that differs, and a cutout no longer there is not served
+  from the cache.
 - Offline: the first uncached position is requested alone. If the host cannot be resolved or
   connected to, nothing else is requested and every uncached row is ``skipped`` with reason
   ``offline``. During the parallel phase ``offline_after`` consecutive connection failures
@@ -576,7 +578,8 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
     cache_invalid = 0
     for k in first_row:
         path = cache_dir / k
-        if path.is_file():
+        # a local directory is the authority on its cutouts: looked at every run, never served from the cache
+        if remote and path.is_file():
             try:
                 read_cutout(path, spec.size_px, str(path), spec.max_nonfinite_frac)
                 outcomes[k] = Outcome("cached")
@@ -606,7 +609,9 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
             except CutoutInvalid as exc:
                 outcomes[k] = Outcome("failed", exc.reason, message=str(exc))
                 continue
-            atomic.write_bytes(cache_dir / k, found.read_bytes())
+            body, kept = found.read_bytes(), cache_dir / k
+            if not kept.is_file() or kept.read_bytes() != body:   # a changed local cutout replaces the copy
+                atomic.write_bytes(kept, body)
             outcomes[k] = Outcome("local")
     elif todo:
         client = _Client(cfg, spec, cache_dir, run_deadline)

@@ -358,6 +358,13 @@ def test_local_directory_of_fits_cutouts_is_accepted(lens_cubes, tmp_path):
     assert list(res.rows["status"]) == ["local", "local", "failed", "failed"]
     assert list(res.rows["reason"]) == ["", "", "bad_shape", "not_in_local_dir"] and res.requests == 0
     np.testing.assert_array_equal(load_cutouts(positions(2), tmp_path / "cache", SPEC).images_nmgy, lens_cubes[:2])
+    # the directory is the authority on every run: a replaced cutout replaces the cached copy, and a
+    # removed one is not served from the cache (another experiment's cutouts never come back silently)
+    (src / "LENS-0.fits").write_bytes(cutout_bytes(lens_cubes[3]))
+    (src / Path(cache_relpath(150.01, 2.01, SPEC)).name).unlink()
+    res = fetch_cutouts(positions(2), tmp_path / "cache", SPEC, source=str(src), progress=False)
+    assert list(res.rows["status"]) == ["local", "failed"] and list(res.rows["reason"]) == ["", "not_in_local_dir"]
+    np.testing.assert_array_equal(load_cutouts(positions(1), tmp_path / "cache", SPEC).images_nmgy, lens_cubes[3:4])
 
 
 def test_damaged_misordered_and_oversized_cutout_files_are_counted_rejections(lens_cubes, tmp_path, monkeypatch):
