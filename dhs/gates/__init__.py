@@ -11,6 +11,11 @@ One module per gate, each a pure function returning a result dict (``dhs.gates.r
   >= ``shuffle_min_auc``.
 - ``splits.split_integrity_gate``: no region, host position or task_id shared between splits.
 
+Each gate with a threshold decides on the 95% interval of its statistic, bootstrapped from the
+rows it measured (paired where a statistic is a before/after difference of the same rows): it
+FAILs only when the whole interval lies beyond the threshold, and SKIPs with fewer than
+``min_rows_per_class`` rows of a class (``result.decide``, ``result.enough_rows``).
+
 ``run.run_gates`` runs them all (stage ``gates@{arch}``); thresholds live in ``GatesConfig``.
 """
 

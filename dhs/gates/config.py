@@ -2,8 +2,11 @@
 
 Every threshold a gate applies and every knob of its probes is here; units are in the names
 (``_px`` pixels, ``_arcsec`` arcsec, ``_sigma`` multiples of the stamp's per-pixel sky sigma,
-``_logit`` natural-log odds). What the probes render with (pixel scale, PSF model, sub-pixels,
-source priors) is the simulator's own configuration, ``simulate`` in params (``SimConfig``).
+``_logit`` natural-log odds). A gate decides on the 95% interval of its statistic, bootstrapped
+``n_bootstrap`` times (FAIL only when the whole interval lies beyond the threshold;
+``dhs.gates.result.decide``), and SKIPs with fewer than ``min_rows_per_class`` rows of a class.
+What the probes render with (pixel scale, PSF model, sub-pixels, source priors) is the
+simulator's own configuration, ``simulate`` in params (``SimConfig``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dhs.gates.result import MIN_ROWS_PER_CLASS
 from dhs.params import checked
 
 
@@ -20,7 +24,8 @@ class GatesConfig:
     enforce: bool = False               # true: any gate not PASS fails the stage (exit 1)
     seed: int = 1                       # every random draw of the gates (subsets, noise, probes, shuffles)
     n_eval: int = 3000                  # test stamps the model-based gates score (0 = all)
-    n_bootstrap: int = 200              # AUC 95% intervals (0 = none)
+    n_bootstrap: int = 200              # resamples of every gate's 95% interval (0 = none: the point value decides)
+    min_rows_per_class: int = MIN_ROWS_PER_CLASS  # fewer rows of a class (probed controls for the ring probe): SKIP
     batch_size: int = 512
     device: str = "auto"                # auto | cpu | cuda
     core_radius_px: float = 5.0         # the "core": r_px <= this (5 px: 80 pixels, ~ the central 10x10)

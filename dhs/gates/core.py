@@ -18,6 +18,12 @@ Einstein radius clears the core: theta_E >= core radius + ``core_mask_clearance_
 the main arc, at about theta_E + beta, does not.)
 The drop over all test stamps is reported beside it. Without a ``theta_e_arcsec`` column all
 injections are used, and the detail says so.
+
+Both decide on intervals (``dhs.gates.result.decide``): core_only FAILs when the whole 95%
+interval of the test AUC (stratified bootstrap) is >= ``core_auc_max``; core_masked when the
+whole 95% interval of the drop is >= ``core_mask_max_auc_drop``, the drop bootstrapped paired
+(each resample of rows scored before and after masking, ``paired_aucs``). Both SKIP with fewer
+than ``min_rows_per_class`` rows of a class (core_masked: controls and arcs that clear the core).
 """
 
 from __future__ import annotations
@@ -30,12 +36,23 @@ from sklearn.preprocessing import StandardScaler
 from dhs.evaluation.seeing import psf_r_arcsec
 from dhs.gates.config import GatesConfig
 from dhs.gates.pixels import ScoreFn, normalised, sky_level_and_sigma
-from dhs.gates.result import auc_with_ci, enough_rows, gate_result, skipped
+from dhs.gates.result import (CONSISTENT, Limit, auc_with_ci, decide, enough_rows, gate_result, interval_record,
+                              paired_aucs, skipped)
 from dhs.finder.loader import NormConfig
 from dhs.stamps.geometry import core_mask
 
-CORE_RULE = "core-only test AUC < core_auc_max"
-MASK_RULE = "AUROC(before) - AUROC(core masked) < core_mask_max_auc_drop, on controls + arcs clearing the core"
+
+def core_limit(cfg: GatesConfig) -> Limit:
+    return Limit("core_auc_max", cfg.core_auc_max)
+
+
+def mask_limit(cfg: GatesConfig) -> Limit:
+    return Limit("core_mask_max_auc_drop", cfg.core_mask_max_auc_drop)
+
+
+CORE_RULE = core_limit(GatesConfig()).rule("core-only test AUC")
+MASK_RULE = mask_limit(GatesConfig()).rule("AUROC(before) - AUROC(core masked) on controls + arcs clearing the core "
+                                           "(interval: paired bootstrap)")
 
 
 def core_features(images_nmgy: np.ndarray, norm: NormConfig, radius_px: float, batch_size: int = 512,
@@ -58,10 +75,12 @@ def core_only_gate(train_nmgy: np.ndarray, train_y: np.ndarray, test_nmgy: np.nd
     ``test_meta`` (optional, with the stamps' ``pixel_scale_arcsec``): adds the AUC on controls +
     arcs that clear the core, which tells a core signal made by small arcs' own light (that AUC
     ~0.5) from a processing difference."""
-    name, thr = "core_only", cfg.core_auc_max
-    why = enough_rows(train_y) or enough_rows(test_y)
+    name, thr, m = "core_only", cfg.core_auc_max, cfg.min_rows_per_class
+    why = (enough_rows(train_y, m, "gates.core_n_train (0 = every train stamp) or use a larger train split",
+                       ("positive train", "negative train")) or
+           enough_rows(test_y, m, what=("positive test", "negative test")))
     if why:
-        return skipped(name, thr, CORE_RULE, why)
+        return skipped(name, thr, CORE_RULE, why, n=len(test_y), min_rows_per_class=m)
     xtr = core_features(train_nmgy, norm, cfg.core_radius_px, cfg.batch_size, train_stats)
     xte = core_features(test_nmgy, norm, cfg.core_radius_px, cfg.batch_size, test_stats)
     scaler = StandardScaler().fit(xtr)
@@ -73,21 +92,24 @@ def core_only_gate(train_nmgy: np.ndarray, train_y: np.ndarray, test_nmgy: np.nd
     if test_meta is not None and pixel_scale_arcsec is not None:
         keep, subset = arcs_clearing_core(test_meta, np.asarray(test_y), cfg.core_radius_px, cfg.core_mask_clearance_fwhm,
                                           pixel_scale_arcsec)
-        if enough_rows(np.asarray(test_y)[keep]) is None:
+        if enough_rows(np.asarray(test_y)[keep], m) is None:
             clear = {"auc_arcs_clearing_core": auc_with_ci(np.asarray(test_y)[keep], s_te[keep], 0, cfg.seed)[0],
                      "n_injections_clearing_core": int(np.asarray(test_y)[keep].sum()), "subset_clearing_core": subset}
-    passed = auc < thr
-    detail = (f"a logistic regression on the {xtr.shape[1] // 3} central pixels (r <= {cfg.core_radius_px:g} px, 3 bands) "
-              f"reaches test AUC {auc:.3f}; " +
-              ("the core alone does not give the label away" if passed else
-               "the label is readable from the core alone: arc light spread into it by the PSF (its Moffat wings "
+    status, decision, why = decide(auc, ci, core_limit(cfg))
+    n_pix, n_chan = int(core_mask(int(train_nmgy.shape[-1]), cfg.core_radius_px).sum()), norm.channels
+    detail = (f"a logistic regression on the {n_pix} central pixels (r <= {cfg.core_radius_px:g} px) of the {n_chan} input channels "
+              f"reaches test AUC {auc:.3f} ({why}); " +
+              ("the label is readable from the core alone: arc light spread into it by the PSF (its Moffat wings "
                "reach the core from bright arcs even at large theta_E) or a processing difference; a model may use it "
-               "(see core_masked); compare preprocess.radial_profile_subtract / core_dropout_p, check the injections") +
+               "(see core_masked); compare preprocess.radial_profile_subtract / core_dropout_p, check the injections"
+               if status == "FAIL" else
+               "the core is not shown to give the label away"
+               if decision == CONSISTENT else "the core alone does not give the label away") +
               (f" (controls vs arcs that clear the core: AUC {clear['auc_arcs_clearing_core']:.3f}"
                f"{', so the core signal is the light of arcs inside the core' if clear['auc_arcs_clearing_core'] < thr else ''})" if clear else ""))
-    return gate_result(name, "PASS" if passed else "FAIL", auc, thr, CORE_RULE, detail, auc_ci95=ci,
-                       train_accuracy=auc_train, n_train=len(train_y), n_test=len(test_y),
-                       n_core_pixels=xtr.shape[1] // 3, core_radius_px=cfg.core_radius_px, normalisation=norm.mode,
+    return gate_result(name, status, auc, thr, CORE_RULE, detail, **interval_record(ci, len(test_y), decision, cfg.n_bootstrap),
+                       auc_ci95=ci, min_rows_per_class=m, train_accuracy=auc_train, n_train=len(train_y), n_test=len(test_y),
+                       n_core_pixels=n_pix, n_channels=n_chan, core_radius_px=cfg.core_radius_px, normalisation=norm.mode,
                        radial_profile_subtract=norm.radial_profile_subtract, **clear)
 
 
@@ -125,10 +147,10 @@ def core_masked_gate(score: ScoreFn, images_nmgy: np.ndarray, labels: np.ndarray
     """Model AUROC before and after masking the core with sky noise; the gate is on the drop
     (``pixel_scale_arcsec``: the stamps' pixel scale, for which arcs clear the core).
     ``examples`` (optional dict) receives a few masked injections and all logits."""
-    name, thr = "core_masked", cfg.core_mask_max_auc_drop
-    why = enough_rows(labels)
+    name, thr, m = "core_masked", cfg.core_mask_max_auc_drop, cfg.min_rows_per_class
+    why = enough_rows(labels, m, what=("injection", "control"))
     if why:
-        return skipped(name, thr, MASK_RULE, why)
+        return skipped(name, thr, MASK_RULE, why, n=len(labels), min_rows_per_class=m)
     level, sigma = sky_level_and_sigma(images_nmgy, meta)
     masked = mask_core(images_nmgy, cfg.core_radius_px, level, sigma, np.random.default_rng([cfg.seed, 11]))
     before = score(images_nmgy, meta) if logits_before is None else logits_before
@@ -143,16 +165,19 @@ def core_masked_gate(score: ScoreFn, images_nmgy: np.ndarray, labels: np.ndarray
     extra = {"auc_all_before": auc_all_before, "auc_all_after": auc_all_after, "auc_drop_all": auc_all_before - auc_all_after,
              "n_injections_all": int(labels.sum()), "n_controls": int((labels == 0).sum()), "subset": subset,
              "median_logit_shift_controls": float(np.median(after[labels == 0] - before[labels == 0]))}
-    why = enough_rows(labels[keep])
+    why = enough_rows(labels[keep], m, what=("injection(s) clearing the core", "control"))
     if why:
-        return skipped(name, thr, MASK_RULE, f"subset ({subset}): {why}", **extra)
-    auc_b, ci_b = auc_with_ci(labels[keep], before[keep], cfg.n_bootstrap, cfg.seed)
-    auc_a, ci_a = auc_with_ci(labels[keep], after[keep], cfg.n_bootstrap, cfg.seed)
-    drop = auc_b - auc_a
-    passed = drop < thr
-    detail = (f"replacing the central r <= {cfg.core_radius_px:g} px by sky noise moves the AUROC from {auc_b:.3f} to {auc_a:.3f} "
-              f"(drop {drop:+.3f}) on arcs that clear the core (all stamps: {auc_all_before:.3f} -> {auc_all_after:.3f}); " +
-              ("the model does not depend on the core for them" if passed else
-               "the model reads the core even where the arc is not there: a core-brightness shortcut"))
-    return gate_result(name, "PASS" if passed else "FAIL", drop, thr, MASK_RULE, detail, auc_before=auc_b, auc_before_ci95=ci_b,
-                       auc_after=auc_a, auc_after_ci95=ci_a, n_injections=int(labels[keep].sum()), **extra)
+        return skipped(name, thr, MASK_RULE, f"subset ({subset}): {why}", n=int(keep.sum()), min_rows_per_class=m, **extra)
+    p = paired_aucs(labels[keep], before[keep], after[keep], cfg.n_bootstrap, cfg.seed)
+    drop = p["drop"]
+    status, decision, why = decide(drop, p["drop_ci95"], mask_limit(cfg))
+    detail = (f"replacing the central r <= {cfg.core_radius_px:g} px by sky noise moves the AUROC from {p['auc_before']:.3f} to "
+              f"{p['auc_after']:.3f} (drop {drop:+.3f}) on arcs that clear the core (all stamps: {auc_all_before:.3f} -> "
+              f"{auc_all_after:.3f}); {why}; " +
+              ("the model reads the core even where the arc is not there: a core-brightness shortcut" if status == "FAIL" else
+               "the model is not shown to depend on the core"
+               if decision == CONSISTENT else "the model does not depend on the core for them"))
+    return gate_result(name, status, drop, thr, MASK_RULE, detail,
+                       **interval_record(p["drop_ci95"], int(keep.sum()), decision, cfg.n_bootstrap),
+                       min_rows_per_class=m, auc_before=p["auc_before"], auc_before_ci95=p["auc_before_ci95"], auc_after=p["auc_after"],
+                       auc_after_ci95=p["auc_after_ci95"], n_injections=int(labels[keep].sum()), **extra)

@@ -24,7 +24,11 @@ So ring and arc differ only in morphology: same radius, flux, colour, PSF and ho
 shift of each is logit(control + probe) - logit(control), summarised by its median.
 
 Pass criterion: median ring shift <= median arc shift + ``ring_max_excess_logit`` (1.0: the ring
-may raise the odds at most e = 2.7 times more than the real arc does). Why: at equal flux and
+may raise the odds at most e = 2.7 times more than the real arc does), decided on the 95%
+interval of the excess (median ring shift - median arc shift), bootstrapped over the probed
+controls (each resample takes both shifts of the same controls): FAIL only when the whole
+interval is above ``ring_max_excess_logit`` (``dhs.gates.result.decide``). Fewer than
+``min_rows_per_class`` probed controls: SKIP. Why: at equal flux and
 radius the ring spreads its light over the whole circle, so its surface brightness per pixel is
 lower than the arc's; a detector that weighs evidence for a lensed arc has no reason to find it
 more convincing. A model that jumps on any faint annular excess (the earlier pipeline: a faint
@@ -42,7 +46,8 @@ from dhs.evaluation.scores import sigmoid
 from dhs.evaluation.seeing import psf_fwhm_bands
 from dhs.gates.config import GatesConfig
 from dhs.gates.pixels import ScoreFn, chunks, sky_level_and_sigma
-from dhs.gates.result import gate_result, skipped
+from dhs.gates.result import (CONSISTENT, Limit, decide, gate_result, interval_record, median_difference_with_ci, skipped,
+                              too_few)
 from dhs.simulate.config import SimConfig
 from dhs.simulate.fused import compile_mode_set_to, mode_for_run
 from dhs.simulate.priors import sample_prior
@@ -50,7 +55,13 @@ from dhs.simulate.psf import PSFSpectra
 from dhs.stamps.centring import fourier_shift, measure_centres
 from dhs.simulate.render import colour_and_blur, lensed_sersic, render_profile
 
-RING_RULE = "median ring logit shift <= median arc logit shift + ring_max_excess_logit"
+
+def ring_limit(cfg: GatesConfig) -> Limit:
+    return Limit("ring_max_excess_logit", cfg.ring_max_excess_logit, strict=False)
+
+
+RING_RULE = ring_limit(GatesConfig()).rule("median ring logit shift - median arc logit shift (interval: bootstrap of the "
+                                           "probed controls)")
 RENDER_BATCH = 128
 N_ARC_TEMPLATES = 100  # distinct lensed sources; reused cyclically over the probed controls
 
@@ -156,9 +167,11 @@ def ring_probe_gate(score: ScoreFn, controls_nmgy: np.ndarray, controls_meta: pd
     probed stamps it would flag. ``examples`` (optional dict) receives a few images and all logits.
     ``logits_control``: the controls' logits if already computed (saves one scoring pass).
     The examples hold the noise-free ring and arc alone (what was added), not the sums."""
-    name, thr = "ring_probe", cfg.ring_max_excess_logit
-    if len(controls_nmgy) < 20:
-        return skipped(name, thr, RING_RULE, f"only {len(controls_nmgy)} controls to probe; need >= 20")
+    name, thr, m = "ring_probe", cfg.ring_max_excess_logit, cfg.min_rows_per_class
+    if len(controls_nmgy) < m:
+        return skipped(name, thr, RING_RULE, too_few(f"{len(controls_nmgy)} controls to probe", m,
+                                                     "gates.n_probe, or gates.n_eval whose controls it probes"),
+                       n=len(controls_nmgy), min_rows_per_class=m)
     try:
         fwhm = psf_fwhm_grz(controls_meta, survey)
     except ProbeError as exc:
@@ -174,8 +187,8 @@ def ring_probe_gate(score: ScoreFn, controls_nmgy: np.ndarray, controls_meta: pd
     lr = score((base + ring).astype(np.float32), controls_meta)
     la = score((base + arc).astype(np.float32), controls_meta)
     shift_ring, shift_arc = float(np.median(lr - l0)), float(np.median(la - l0))
-    excess = shift_ring - shift_arc
-    passed = excess <= thr
+    excess, ci = median_difference_with_ci(lr - l0, la - l0, cfg.n_bootstrap, cfg.seed)
+    status, decision, why = decide(excess, ci, ring_limit(cfg), fmt=".2f", more_rows="gates.n_probe")
     flux_r = ring[:, 1].reshape(len(ring), -1).sum(axis=1)
     extra = {}
     if threshold_logit is not None:
@@ -186,9 +199,12 @@ def ring_probe_gate(score: ScoreFn, controls_nmgy: np.ndarray, controls_meta: pd
                         logit_ring=lr, logit_arc=la)
     detail = (f"a faint ring (r-band peak {cfg.ring_peak_sigma:g} sky sigma, R = {cfg.ring_radius_arcsec:g} arcsec, median r flux "
               f"{np.median(flux_r):.3g} nMgy) shifts the logit by {shift_ring:+.2f} (median) against {shift_arc:+.2f} for a real arc "
-              f"of the same flux; " + ("the ring is not more convincing than a real arc" if passed else
-                                      "the model responds to any faint annular excess more than to lensed-arc morphology"))
-    return gate_result(name, "PASS" if passed else "FAIL", excess, thr, RING_RULE, detail, median_logit_shift_ring=shift_ring,
+              f"of the same flux, an excess of {excess:+.2f} ({why}); " +
+              ("the model responds to any faint annular excess more than to lensed-arc morphology" if status == "FAIL" else
+               "the ring is not shown to convince the model more than a real arc"
+               if decision == CONSISTENT else "the ring is not more convincing than a real arc"))
+    return gate_result(name, status, excess, thr, RING_RULE, detail, **interval_record(ci, len(ring), decision, cfg.n_bootstrap),
+                       min_rows_per_class=m, median_logit_shift_ring=shift_ring,
                        median_logit_shift_arc=shift_arc, median_score_control=float(np.median(sigmoid(l0))),
                        median_score_ring=float(np.median(sigmoid(lr))), median_score_arc=float(np.median(sigmoid(la))),
                        median_ring_flux_r_nmgy=float(np.median(flux_r)), n_probed=len(ring), **extra)

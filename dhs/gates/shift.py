@@ -18,6 +18,13 @@ both circular, so only a couple of edge pixels cross over) and scores them again
 
 Without the completeness stage's thresholds, they are set on the controls scored here at the
 operating FPRs (same rule: the (k+1)-th highest control score, k = floor(FPR n)).
+
+Each check decides on its 95% interval (``dhs.gates.result.decide``), both paired, since the
+shifted and unshifted scores are of the same stamps: the AUROC drop by a stratified bootstrap of
+the rows (each resample gives both AUROCs), the FPR ratio by a bootstrap of the controls (each
+resample gives both counts above the threshold). A check FAILs only when its whole interval lies
+above its limit; the gate FAILs when any check does. Fewer than ``min_rows_per_class`` controls
+or injections: SKIP.
 """
 
 from __future__ import annotations
@@ -32,11 +39,14 @@ from dhs.evaluation.scores import sigmoid
 from dhs.evaluation.thresholds import threshold_at_fpr
 from dhs.gates.config import GatesConfig
 from dhs.gates.pixels import ScoreFn, chunks
-from dhs.gates.result import gate_result, skipped
+from dhs.gates.result import (CONSISTENT, DECISIONS, STRADDLES, VALUE_ONLY, Limit, aucs_on, bootstrap_rows, ci95,
+                              count_ratio_with_ci, decide, enough_rows, gate_result, interval_record, skipped)
 from dhs.stamps.centring import fourier_shift
 
-SHIFT_RULE = ("for every shift: FPR(shifted controls) <= shift_max_fpr_ratio x FPR(unshifted) at each operating threshold "
-              "with FPR x n_controls >= min_expected_controls, and AUROC drop <= shift_max_auc_drop")
+SHIFT_RULE = ("for every shift: FPR(shifted controls) / FPR(unshifted) <= shift_max_fpr_ratio at each operating threshold "
+              "with FPR x n_controls >= min_expected_controls, and AUROC drop <= shift_max_auc_drop; each decided on its "
+              "paired 95% interval: FAIL only when a whole interval lies above its limit; without intervals, the values alone")
+MORE_ROWS = "gates.shift_n_eval (0 = every test stamp)"
 
 
 def shift_images(images: np.ndarray, dy: float, dx: float, batch: int = 512) -> np.ndarray:
@@ -63,43 +73,74 @@ def shift_gate(score: ScoreFn, images: np.ndarray, meta, labels: np.ndarray, log
                thresholds: Mapping[str, tuple[float, float]], min_expected: float, examples: dict | None = None) -> dict:
     """The shift gate (module docstring). ``thresholds``: name -> (target FPR, score threshold);
     ``logits`` the model's unshifted logits of ``images``."""
-    name = "shift"
+    name, m = "shift", cfg.min_rows_per_class
     y = np.asarray(labels).astype(int)
     ctl = y == 0
     n_ctl = int(ctl.sum())
-    if n_ctl < 20 or y.sum() < 20:
-        return skipped(name, cfg.shift_max_fpr_ratio, SHIFT_RULE, f"{n_ctl} controls and {int(y.sum())} injections; need >= 20 of each")
+    why = enough_rows(y, m, MORE_ROWS, ("injection", "control"))
+    if why:
+        return skipped(name, cfg.shift_max_fpr_ratio, SHIFT_RULE, why, n=len(y), min_rows_per_class=m)
+    ratio_limit = Limit("shift_max_fpr_ratio", cfg.shift_max_fpr_ratio, strict=False)
+    drop_limit = Limit("shift_max_auc_drop", cfg.shift_max_auc_drop, strict=False)
     s0 = sigmoid(logits)
     auc0 = auroc(y, logits)
-    shifts, worst_ratio, worst_drop, failed = [], 0.0, float("-inf"), []
+    rows = bootstrap_rows(y, cfg.n_bootstrap, cfg.seed)   # the same resamples for every shift: paired with the unshifted AUROC
+    boot0 = aucs_on(rows, y, logits)
+    shifts, failed, unresolved = [], [], []
+    worst_ratio = worst_drop = None   # (value, ci) of the largest point value
+    decisions = []
+
+    def note(status: str, decision: str, what: str) -> None:
+        decisions.append(decision)
+        if status == "FAIL":
+            failed.append(what)
+        elif decision == CONSISTENT:
+            unresolved.append(what)
+
     for dy, dx in cfg.shift_offsets_px:
         lg = score(shift_images(images, dy, dx), meta)
         s1 = sigmoid(lg)
         auc1 = auroc(y, lg)
         drop = auc0 - auc1
-        worst_drop = max(worst_drop, drop)
-        entry = {"shift_px": [dy, dx], "auroc": auc1, "auroc_drop": drop, "thresholds": {}}
-        if drop > cfg.shift_max_auc_drop:
-            failed.append(f"AUROC {auc0:.4f} -> {auc1:.4f} after a shift of ({dy:g}, {dx:g}) px")
+        drop_ci = ci95(boot0 - aucs_on(rows, y, lg)) if rows else None
+        status, decision, why = decide(drop, drop_ci, drop_limit, fmt=".4f", more_rows=MORE_ROWS)
+        if worst_drop is None or drop > worst_drop[0]:
+            worst_drop = (drop, drop_ci)
+        entry = {"shift_px": [dy, dx], "auroc": auc1, "auroc_drop": drop, "auroc_drop_ci95": drop_ci, "decision": decision,
+                 "thresholds": {}}
+        note(status, decision, f"AUROC {auc0:.4f} -> {auc1:.4f} after a shift of ({dy:g}, {dx:g}) px: {why}")
         for tname, (fpr, thr) in thresholds.items():
-            k0, k1 = int((s0[ctl] > thr).sum()), int((s1[ctl] > thr).sum())
+            above0, above1 = s0[ctl] > thr, s1[ctl] > thr
+            k0, k1 = int(above0.sum()), int(above1.sum())
             gated = fpr * n_ctl >= min_expected
-            ratio = k1 / k0 if k0 else (float("inf") if k1 else 1.0)
+            ratio, ratio_ci = count_ratio_with_ci(above1, above0, cfg.n_bootstrap if gated else 0, cfg.seed)
             entry["thresholds"][tname] = {"target_fpr": fpr, "score_threshold": thr, "n_controls": n_ctl, "above_unshifted": k0,
                                           "above_shifted": k1, "fpr_unshifted": k0 / n_ctl, "fpr_shifted": k1 / n_ctl,
-                                          "ratio": ratio, "gated": gated}
+                                          "ratio": ratio, "ratio_ci95": ratio_ci, "gated": gated}
             if gated:
-                worst_ratio = max(worst_ratio, ratio)
-                if ratio > cfg.shift_max_fpr_ratio:
-                    failed.append(f"{tname}: {k1} of {n_ctl} controls above the threshold after a shift of ({dy:g}, {dx:g}) px, "
-                                  f"{k0} before ({ratio:.2f}x)")
+                status, decision, why = decide(ratio, ratio_ci, ratio_limit, fmt=".2f", more_rows=MORE_ROWS)
+                entry["thresholds"][tname]["decision"] = decision
+                if worst_ratio is None or ratio > worst_ratio[0]:
+                    worst_ratio = (ratio, ratio_ci)
+                note(status, decision, f"{tname}: {k1} of {n_ctl} controls above the threshold after a shift of "
+                                       f"({dy:g}, {dx:g}) px, {k0} before ({ratio:.2f}x; {why})")
         shifts.append(entry)
         if examples is not None and "logits_shifted" not in examples:
             examples.update({"shift_px": (dy, dx), "logits_shifted": lg})
     gated_names = sorted({t for e in shifts for t, d in e["thresholds"].items() if d["gated"]})
-    detail = ("; ".join(failed[:4]) if failed else
-              f"over {len(cfg.shift_offsets_px)} shifts the control FPR moved by at most {worst_ratio:.2f}x at "
-              f"{', '.join(gated_names) or 'no gated threshold'} and the AUROC by at most {max(worst_drop, 0.0):.4f}")
-    return gate_result(name, "FAIL" if failed else "PASS", worst_ratio, cfg.shift_max_fpr_ratio, SHIFT_RULE, detail,
-                       auroc_unshifted=auc0, worst_auroc_drop=worst_drop, max_auroc_drop=cfg.shift_max_auc_drop,
-                       gated_thresholds=gated_names, n_controls=n_ctl, n_injections=int(y.sum()), shifts=shifts)
+    decision = min(decisions, key=DECISIONS.index)
+    value, value_ci = worst_ratio if worst_ratio is not None else (0.0, None)
+    if failed:
+        detail = "; ".join(failed[:4])
+    else:
+        detail = (f"over {len(cfg.shift_offsets_px)} shifts the control FPR moved by at most {value:.2f}x at "
+                  f"{', '.join(gated_names) or 'no gated threshold'} and the AUROC by at most {max(worst_drop[0], 0.0):.4f}" +
+                  (f"; consistent with the limits at this sample size only: {'; '.join(unresolved[:3])}" if unresolved else
+                   "; no interval (gates.n_bootstrap is 0): the values alone decide" if decision == VALUE_ONLY else
+                   f"; every value lies within its limit, some intervals reach beyond ({MORE_ROWS} narrows them)"
+                   if decision == STRADDLES else "; every value and its whole interval lie within the limits"))
+    return gate_result(name, "FAIL" if failed else "PASS", value, cfg.shift_max_fpr_ratio, SHIFT_RULE, detail,
+                       **interval_record(value_ci, len(y), decision, cfg.n_bootstrap), min_rows_per_class=m,
+                       auroc_unshifted=auc0, worst_auroc_drop=worst_drop[0], worst_auroc_drop_ci95=worst_drop[1],
+                       max_auroc_drop=cfg.shift_max_auc_drop, gated_thresholds=gated_names, n_controls=n_ctl,
+                       n_injections=int(y.sum()), shifts=shifts)

@@ -16,7 +16,10 @@ of real > shuffled, and the AUROC of the shuffled versions against controls (wha
 alone is worth to this model) are reported beside it, and so is the AUROC of shuffled controls
 against the same controls: the shuffle scrambles an elliptical host's outskirts too, and this
 says how much that alone moves the score (near 0.5: the gate measures the arc, not the artefact). Threshold ``shuffle_min_auc`` 0.75: at
-least three in four (real, shuffled) pairs ordered correctly.
+least three in four (real, shuffled) pairs ordered correctly. The gate decides on the AUROC's 95%
+interval (stratified bootstrap): FAIL only when the whole interval is below ``shuffle_min_auc``
+(``dhs.gates.result.decide``). Fewer than ``min_rows_per_class`` injections, or detected
+injections: SKIP.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ import torch
 
 from dhs.gates.config import GatesConfig
 from dhs.gates.pixels import ScoreFn, chunks
-from dhs.gates.result import auc_with_ci, enough_rows, gate_result, skipped
+from dhs.gates.result import CONSISTENT, Limit, auc_with_ci, decide, gate_result, interval_record, skipped, too_few
 from dhs.stamps.centring import fourier_shift, measure_centres
 from dhs.stamps.geometry import annulus_table
 
-SHUFFLE_RULE = "AUROC(detected injections vs their annulus-shuffled versions) >= shuffle_min_auc"
+
+def shuffle_limit(cfg: GatesConfig) -> Limit:
+    return Limit("shuffle_min_auc", cfg.shuffle_min_auc, upper=False, strict=False)
+
+
+SHUFFLE_RULE = shuffle_limit(GatesConfig()).rule("AUROC(detected injections vs their annulus-shuffled versions)")
 
 
 def annulus_shuffle(images: np.ndarray, rng: np.random.Generator, batch: int = 256) -> np.ndarray:
@@ -71,9 +79,10 @@ def shuffle_gate(score: ScoreFn, injections_nmgy: np.ndarray, injections_meta, c
     ``logits_real``: the injections' logits if already computed. ``probe_controls`` (optional):
     (images, metadata, logits) of controls to shuffle as well, measuring how much the shuffle
     alone (a scrambled elliptical host) moves a score: reported, not gated."""
-    name, thr = "annulus_shuffle", cfg.shuffle_min_auc
-    if len(injections_nmgy) < 20:
-        return skipped(name, thr, SHUFFLE_RULE, f"only {len(injections_nmgy)} injections; need >= 20")
+    name, thr, m = "annulus_shuffle", cfg.shuffle_min_auc, cfg.min_rows_per_class
+    if len(injections_nmgy) < m:
+        return skipped(name, thr, SHUFFLE_RULE, too_few(f"{len(injections_nmgy)} injections (and as many shuffled versions)", m),
+                       n=2 * len(injections_nmgy), min_rows_per_class=m)
     shuffled = annulus_shuffle_about_host(injections_nmgy, np.random.default_rng([cfg.seed, 31]))
     real = score(injections_nmgy, injections_meta) if logits_real is None else np.asarray(logits_real)
     shuf = score(shuffled, injections_meta)
@@ -95,14 +104,20 @@ def shuffle_gate(score: ScoreFn, injections_nmgy: np.ndarray, injections_meta, c
              "frac_shuffled_flagged": float((shuf > threshold_logit).mean())}
     if examples is not None:
         examples.update(injection=injections_nmgy[:3].copy(), shuffled=shuffled[:3].copy(), logit_injection=real, logit_shuffled=shuf)
-    yd = np.r_[np.ones(det.sum()), np.zeros(det.sum())]
-    why = enough_rows(yd)
-    if why:
-        return skipped(name, thr, SHUFFLE_RULE, f"detected injections: {why}", **extra)
+    k = int(det.sum())
+    if k < m:
+        return skipped(name, thr, SHUFFLE_RULE, too_few(f"{k} of {n} injections detected (scored above the controls' 1% FPR "
+                                                        f"threshold), and as many shuffled versions", m),
+                       n=2 * k, min_rows_per_class=m, **extra)
+    yd = np.r_[np.ones(k), np.zeros(k)]
     auc, ci = auc_with_ci(yd, np.r_[real[det], shuf[det]], cfg.n_bootstrap, cfg.seed)
-    passed = auc >= thr
-    detail = (f"detected injections score above their annulus-shuffled versions with AUROC {auc:.3f} "
-              f"(all injections {auc_all:.3f}; shuffled vs controls {auc_shuf_vs_ctl if auc_shuf_vs_ctl is None else round(auc_shuf_vs_ctl, 3)}); " +
-              ("the model uses arc morphology, not only radial flux" if passed else
-               "shuffling the arc's pixels around its annulus barely changes the score: the model measures radial flux, not arcs"))
-    return gate_result(name, "PASS" if passed else "FAIL", auc, thr, SHUFFLE_RULE, detail, auc_ci95=ci, **extra)
+    status, decision, why = decide(auc, ci, shuffle_limit(cfg))
+    vs_ctl = auc_shuf_vs_ctl if auc_shuf_vs_ctl is None else round(auc_shuf_vs_ctl, 3)
+    detail = (f"detected injections score above their annulus-shuffled versions with AUROC {auc:.3f} ({why}; "
+              f"all injections {auc_all:.3f}; shuffled vs controls {vs_ctl}); " +
+              ("shuffling the arc's pixels around its annulus barely changes the score: the model measures radial flux, not arcs"
+               if status == "FAIL" else
+               "the model is not shown to measure radial flux only"
+               if decision == CONSISTENT else "the model uses arc morphology, not only radial flux"))
+    return gate_result(name, status, auc, thr, SHUFFLE_RULE, detail, **interval_record(ci, 2 * k, decision, cfg.n_bootstrap),
+                       auc_ci95=ci, min_rows_per_class=m, **extra)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from dhs.params.fields import ParamsError, Values
+from dhs.params.fields import ParamsError, Values, did_you_mean
 
 __all__ = ["Params", "ParamsError", "as_params", "checked", "load", "load_params", "section"]
 
@@ -86,7 +86,8 @@ class Params(Mapping):
         self.raw = dict(raw)
         unknown = sorted(str(k) for k in self.raw if k not in SECTIONS)
         if unknown:
-            raise ParamsError(f"{self.source}: unknown sections {unknown}; the sections are {sorted(SECTIONS)}")
+            raise ParamsError(f"{self.source}: unknown sections {unknown}{did_you_mean(unknown, SECTIONS)}; the sections are "
+                              f"{sorted(SECTIONS)}")
         self._values = {name: checked(name, sec, self.source) for name, sec in self.raw.items()}
         for names, rule in RULES:
             if all(n in self._values or SECTIONS[n].has_defaults() for n in names):

@@ -2,17 +2,19 @@
 
 Every refusal reads ``<file>: <key> must be <what is allowed>, got <value given>`` (a few fields
 word the requirement their own way, keeping that shape), unknown keys read ``<file>: unknown
-keys [...] in '<section>'; allowed keys are [...]`` and missing ones ``<file>: <key> missing
-[...]``. ``check`` returns the value normalised (ints as int, numbers as float, lists as lists)
-with defaults filled in for absent keys.
+keys [...] in '<section>' (did you mean '<closest allowed key>'?); allowed keys are [...]`` (the
+hint where difflib finds a close one) and missing ones ``<file>: <key> missing [...]``. ``check``
+returns the value normalised (ints as int, numbers as float, lists as lists) with defaults filled
+in for absent keys.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,31 @@ REQUIRED = _Required()
 def refuse(source: str, key: str, requirement: str, value: Any) -> ParamsError:
     """The one message style: ``<file>: <key> <requirement>, got <value>``."""
     return ParamsError(f"{source}: {key} {requirement}, got {value!r}")
+
+
+def did_you_mean(unknown: Sequence[Any], allowed: Iterable[Any]) -> str:
+    """`` (did you mean 'epochs'?)`` for the unknown names that have a close allowed one (difflib,
+    ignoring case), naming which is meant where several are unknown; '' where none has."""
+    by_lower = {str(a).lower(): str(a) for a in allowed}
+    pairs = []
+    for u in unknown:
+        close = difflib.get_close_matches(str(u).lower(), list(by_lower), n=1, cutoff=0.6)
+        if close and by_lower[close[0]] != str(u):
+            pairs.append((str(u), by_lower[close[0]]))
+    if not pairs:
+        return ""
+    if len(unknown) == 1:
+        return f" (did you mean {pairs[0][1]!r}?)"
+    return " (did you mean " + ", ".join(f"{m!r} for {u!r}" for u, m in pairs) + "?)"
+
+
+def unknown_keys(source: str, unknown: Sequence[Any], where: str, allowed: Iterable[Any],
+                 allowed_words: str | None = None) -> ParamsError:
+    """The one unknown-key message: ``<file>: unknown keys [...] in '<where>' (did you mean ...?);
+    allowed keys are [...]`` (or ``allowed_words`` in place of the list)."""
+    allowed = sorted(str(a) for a in allowed)
+    return ParamsError(f"{source}: unknown keys {list(unknown)} in '{where}'{did_you_mean(unknown, allowed)}; allowed keys are "
+                       f"{allowed_words or allowed}")
 
 
 def _is_number(v: Any) -> bool:
@@ -258,7 +285,7 @@ class Map(Field):
         if self.closed:
             unknown = sorted(str(k) for k in v if k not in self.key.choices)
             if unknown:
-                raise ParamsError(f"{source}: unknown keys {unknown} in '{key}'; allowed keys are {sorted(self.key.choices)}")
+                raise unknown_keys(source, unknown, key, self.key.choices)
         missing = [k for k in self.required if k not in v]
         if missing:
             raise ParamsError(f"{source}: {key} missing {missing}")
@@ -300,7 +327,7 @@ class Section(Field):
             raise ParamsError(f"{source}: '{key}' must be a mapping, got {type(v).__name__}")
         unknown = sorted(str(k) for k in v if k not in self.fields)
         if unknown:
-            raise ParamsError(f"{source}: unknown keys {unknown} in '{key}'; allowed keys are {sorted(self.fields)}")
+            raise unknown_keys(source, unknown, key, self.fields)
         if self.partial:
             return Values({k: self.fields[k].check(x, f"{key}.{k}", source) for k, x in v.items()})
         missing = [k for k, f in self.fields.items() if k not in v and f.default is REQUIRED and not isinstance(f, Section)]

@@ -13,7 +13,8 @@ the low-count rule that the completeness, calibration, known-lens and report sta
 
 from __future__ import annotations
 
-from dhs.params.fields import AutoInt, Bool, Choice, Device, Field, Float, Int, List, Map, ParamsError, Section, Str, refuse
+from dhs.params.fields import (AutoInt, Bool, Choice, Device, Field, Float, Int, List, Map, ParamsError, Section, Str, refuse,
+                              unknown_keys)
 from dhs.params.rules import (DEFAULT_CONDITIONS, DEFAULT_PROXY_FEATURES, check_condition_features, check_metadata_columns,
                               check_proxy_features)
 
@@ -292,8 +293,8 @@ class PhysicalParams(Field):
             raise self.fail(v, key, source)
         unknown = sorted(set(v) - set(DEFAULT_PARAMS))
         if unknown:
-            raise ParamsError(f"{source}: unknown keys {unknown} in '{key}'; allowed keys are those of "
-                              f"dhs.simulate.physical.DEFAULT_PARAMS (docs/population.md)")
+            raise unknown_keys(source, unknown, key, DEFAULT_PARAMS,
+                               "those of dhs.simulate.physical.DEFAULT_PARAMS (docs/population.md)")
         return dict(v)
 
 
@@ -581,11 +582,22 @@ def _auc(default: float) -> Float:
     return Float(default=default, lo=0, hi=1, must="is an AUC threshold and must lie in [0, 1]")
 
 
-GATES = Section(fields={
+def _gates(v: dict, key: str, source: str) -> None:
+    if v["n_probe"] < v["min_rows_per_class"]:
+        raise _fail(source, f"{key}.n_probe", f"must be >= {key}.min_rows_per_class ({v['min_rows_per_class']}), or the "
+                                              f"ring probe always SKIPs: raise n_probe or lower min_rows_per_class",
+                    v["n_probe"])
+
+
+GATES = Section(rules=(_gates,), fields={
     "enforce": Bool(default=False),
     "seed": Int(default=1, lo=0),
     "n_eval": Int(default=3000, lo=0),
     "n_bootstrap": Int(default=200, lo=0),
+    # below this many rows of a class a gate SKIPs (dhs.gates.result.MIN_ROWS_PER_CLASS says why 30)
+    "min_rows_per_class": Int(default=30, lo=10, must="must be an integer >= 10 (rows of each class a gate needs before "
+                                                      "it decides; with fewer the 95% interval of an AUC near 0.5 is "
+                                                      "+-0.26 or wider, wider than the thresholds' margins): raise it"),
     "batch_size": Int(default=512, lo=1),
     "device": Device(),
     "core_radius_px": Float(default=5.0, lo=0, open_lo=True, unit="pixels"),

@@ -145,7 +145,8 @@ def test_core_only_gate_fails_a_leaky_dataset_and_passes_a_clean_one():
 def test_core_only_gate_skips_with_too_few_rows():
     x, y, _ = synth("clean", 5, 1)
     r = core_only_gate(x, y, x, y, NormConfig(), CFG)
-    assert r["status"] == "SKIP" and r["passed"] is False and "need >= 20" in r["detail"]
+    assert r["status"] == "SKIP" and r["passed"] is False and "5 positive train and 5 negative train rows" in r["detail"]
+    assert "gates.min_rows_per_class" in r["detail"] and "raise gates.core_n_train" in r["detail"]
 
 
 # --- core-masked gate --------------------------------------------------------------------------
@@ -215,13 +216,16 @@ def test_psf_falls_back_to_psfsize_r_and_refuses_stamps_without_one():
 def test_ring_probe_flags_a_ring_lover_and_passes_a_flux_detector():
     x, y, meta = synth("clean", 40, 9)
     ctl, mc = x[y == 0], meta[y == 0].reset_index(drop=True)
-    cfg = GatesConfig(ring_peak_sigma=4.0, n_bootstrap=0)
+    cfg = GatesConfig(ring_peak_sigma=4.0, n_bootstrap=200)
     fair = ring_probe_gate(inner_flux_detector, ctl, mc, cfg, SURVEY)
     assert fair["status"] == "PASS" and fair["median_logit_shift_ring"] > 0.1, fair["detail"]
+    # decided on the bootstrap interval of the excess over the 40 probed controls
+    lo, hi = fair["value_ci95"]
+    assert lo <= fair["value"] <= hi < cfg.ring_max_excess_logit and fair["decision"] == "inside" and fair["n"] == 40
     # equal flux in the same annulus: a flux detector moves the same for both
     assert fair["median_logit_shift_ring"] == pytest.approx(fair["median_logit_shift_arc"], rel=0.2)
     biased = ring_probe_gate(full_ring_detector, ctl, mc, cfg, SURVEY)
-    assert biased["status"] == "FAIL" and biased["value"] > cfg.ring_max_excess_logit, biased["detail"]
+    assert biased["status"] == "FAIL" and biased["value_ci95"][0] > cfg.ring_max_excess_logit, biased["detail"]
 
 
 # --- annulus shuffle ---------------------------------------------------------------------------
@@ -427,7 +431,7 @@ def tiny_model(sim_cache, tmp_path_factory):
 
 def _params(tmp_path, **gates):
     p = yaml.safe_load(open(REPO / "params.yaml"))
-    p["gates"] = {"n_eval": 0, "n_probe": 20, "n_bootstrap": 0, "core_n_train": 0, "device": "cpu", **gates}
+    p["gates"] = {"n_eval": 0, "n_probe": 20, "min_rows_per_class": 20, "n_bootstrap": 0, "core_n_train": 0, "device": "cpu", **gates}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(p))
     return path

@@ -45,7 +45,7 @@ def _run(stamps, score):
     img, meta = stamps
     y = (meta.is_control.to_numpy() == 0).astype(int)
     logits = score(img, meta)
-    cfg = GatesConfig(shift_offsets_px=((0.5, 0.5), (0.0, 1.0)))
+    cfg = GatesConfig(shift_offsets_px=((0.5, 0.5), (0.0, 1.0), (2.0, 0.0)))
     thr = operating_thresholds(None, sigmoid(logits[y == 0]), (0.1, 0.05), 10.0)
     return shift_gate(score, img, meta, y, logits, cfg, thr, 10.0)
 
@@ -53,11 +53,15 @@ def _run(stamps, score):
 def test_a_scorer_keyed_on_the_stamp_centre_fails(stamps):
     r = _run(stamps, _residual_score(subtract_radial_profile))  # profile about the stamp centre
     assert r["status"] == "FAIL" and r["value"] > 1.5
+    # decided on the interval: ~300 controls resolve the two-pixel shift's FPR ratio from 1.5
+    assert r["decision"] == "beyond" and r["value_ci95"][0] > 1.5, r["detail"]
 
 
 def test_a_scorer_that_follows_the_host_passes(stamps):
     r = _run(stamps, _residual_score(subtract_radial_profile_about_host))
     assert r["status"] == "PASS", r["detail"]
+    assert r["value"] <= 1.5 and r["value_ci95"][0] <= r["value"] <= r["value_ci95"][1]
+    assert all(s["auroc_drop_ci95"][0] <= 0.005 for s in r["shifts"])
     assert set(r["gated_thresholds"]) == {"fpr_0.1", "fpr_0.05"}
     one = r["shifts"][1]["thresholds"]["fpr_0.1"]
     assert one["above_unshifted"] == round(0.1 * r["n_controls"]) or abs(one["above_unshifted"] - 0.1 * r["n_controls"]) <= 1
