@@ -110,6 +110,9 @@ def detail_at(repo: str | Path, rev: str | None, path: str) -> dict | None:
 
 
 def ablation_rows(shown: list[dict], repo: str | Path = ".") -> pd.DataFrame:
+    """One row per (finished run, finder, operating point), from the summary DVC recorded for the
+    run (``summary.json``: its finders and gate verdicts) and the completeness detail file at the
+    run's revision."""
     all_runs = list(runs(shown))
     base = next((r for r in all_runs if r["label"].startswith("commit")), all_runs[0] if all_runs else None)
     if base is None:
@@ -118,17 +121,16 @@ def ablation_rows(shown: list[dict], repo: str | Path = ".") -> pd.DataFrame:
     for r in all_runs:
         if unfinished(r):
             continue
-        for path in sorted(r["metrics"]):
-            if not (path.startswith("metrics/completeness/") and path.endswith(headline.SUFFIX)):
-                continue
-            arch = Path(path).name[: -len(headline.SUFFIX)]
-            m = detail_at(repo, r["rev"], path[: -len(headline.SUFFIX)] + ".json")
+        summary = r["metrics"].get(headline.SUMMARY) or {}
+        for arch in sorted(k for k, v in summary.items() if k != "data" and isinstance(v, dict)):
+            m = detail_at(repo, r["rev"], f"metrics/completeness/{arch}.json")
             if not m or "headline" not in m:
                 continue
             for name, h in m["headline"].items():
                 t = (m.get("threshold_by_name") or {}).get(name, {})
                 row = {"experiment": r["label"], "rev": str(r["rev"])[:10], "arch": arch, "threshold": name,
-                       "n_controls": t.get("n_controls"), "low_count": t.get("low_count"), "auroc": m.get("auroc"),
+                       "n_controls": t.get("n_controls"), "n_controls_above": t.get("n_controls_above"),
+                       "low_count": bool(t.get("low_count")), "auroc": m.get("auroc"), "gates": summary[arch].get("gates"),
                        "change": changed_params(r["params"], base["params"])}
                 for group, tag in (("overall", "all"), ("theta_e_over_psf_ge_1", "theta_psf_ge_1")):
                     c = (h.get(group) or {}).get("all") or {}
@@ -144,15 +146,28 @@ def _interval(c: Mapping[str, Any], kind: str) -> str | None:
     return None if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]"
 
 
+def _cell(v: Any) -> str:
+    text = f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
+    return text.replace("|", "\\|")
+
+
 def to_markdown(df: pd.DataFrame) -> str:
+    """The runs and what each changed (once per run), then the numbers: one row per run, finder and
+    operating point, the threshold's controls (low count: FPR x controls < the minimum, a handful of
+    controls set it) and the gate verdict beside the completeness."""
     if df.empty:
         return "No completeness metrics found in any experiment: run `dvc exp run` first.\n"
-    cols = ["experiment", "arch", "threshold", "n_controls", "completeness_all", "wilson_all", "bootstrap_all",
-            "completeness_theta_psf_ge_1", "wilson_theta_psf_ge_1", "auroc", "change"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    runs_seen = df.drop_duplicates("experiment")[["experiment", "rev", "change"]]
+    lines = ["| run | revision | what it changes |", "|---|---|---|"]
+    lines += [f"| {_cell(r.experiment)} | {_cell(r.rev)} | {_cell(r.change)} |" for r in runs_seen.itertuples()]
+    cols = ["experiment", "arch", "threshold", "n_controls_above", "n_controls", "low_count", "completeness_all", "bootstrap_all",
+            "wilson_all", "completeness_theta_psf_ge_1", "wilson_theta_psf_ge_1", "auroc", "gates"]
+    heads = ["run", "finder", "threshold", "controls above", "controls", "low count", "completeness", "region bootstrap 95 %",
+             "Wilson 95 %", "completeness theta_E/PSF >= 1", "Wilson 95 %", "AUROC", "gates"]
+    lines += ["", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for _, r in df[cols].iterrows():
-        cells = [f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v)) for v in r]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        cells = [("yes" if v else "no") if k == "low_count" else _cell(v) for k, v in r.items()]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -161,6 +161,49 @@ STAGES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "cutouts": cutouts, "selection": selection, "closure": closure}
 
 
+SUMMARY = "summary.json"   # the one file DVC shows as metrics: a handful of numbers per finder
+
+
+def _load(path: Path) -> dict:
+    import json
+
+    try:
+        v = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return v if isinstance(v, dict) else {}
+
+
+def summary(root: str | Path, finders: list[str]) -> dict[str, Any]:
+    """The numbers ``dvc metrics show`` and ``dvc exp show`` display, from the headline files under
+    ``root/metrics``: per finder the test AUROC, the gate verdict, the calibration status and ECE
+    after it, the known-lens status, and at each operating point the threshold, whether a handful
+    of controls set it (``low_count``) and the sky-weighted completeness of all and of
+    LensPop-discoverable lenses with their region-bootstrap intervals (``all`` / ``all_lo`` /
+    ``all_hi``: every injection unweighted, where the stamps carry no sky weights); and what the
+    data were. A stage that has not run leaves its values null."""
+    m = Path(root) / "metrics"
+    out: dict[str, Any] = {}
+    for name in finders:
+        comp = _load(m / "completeness" / f"{name}{SUFFIX}")
+        cal, gate = _load(m / "calibration" / f"{name}{SUFFIX}"), _load(m / "gates" / f"{name}{SUFFIX}")
+        row: dict[str, Any] = {"auroc": comp.get("auroc"), "gates": gate.get("verdict"),
+                               "calibration": cal.get("status"), "ece_after": cal.get("ece_after"),
+                               "known_lenses": _load(m / "known_lenses" / f"{name}{SUFFIX}").get("status")}
+        for key, h in comp.items():
+            if not (key.startswith("fpr_") and isinstance(h, dict)):
+                continue
+            point: dict[str, Any] = {"threshold": h.get("threshold"), "low_count": h.get("low_count")}
+            groups = (("sky", "all"), ("discoverable", "discoverable")) if h.get("sky") is not None else (("all", "all"),)
+            for src, dst in groups:
+                point |= {dst: h.get(src), f"{dst}_lo": h.get(f"{src}_boot_lo"), f"{dst}_hi": h.get(f"{src}_boot_hi")}
+            row[key] = point
+        out[name] = row
+    stamps, base = _load(m / f"stamps{SUFFIX}"), _load(m / f"baseline{SUFFIX}")
+    out["data"] = {"source": stamps.get("source"), "rows_used": stamps.get("rows_used"), "leak_auc": base.get("leak_auc")}
+    return out
+
+
 def write(stage: str, detail_path: str | Path, detail: Mapping[str, Any]) -> Path:
     """Write the detail file and its headline beside it (both atomically); the headline's path."""
     atomic.write_json(detail_path, detail)

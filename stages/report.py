@@ -15,7 +15,8 @@ from dhs.runner import Option, Stage
 STAGE = Stage("report", stage.run, stage.__doc__, options=(
     Option("--root", "root", ".", "directory the metrics/, plots/, data/ and dvclive/ paths are relative to"),
     Option("--out", "out", "plots/report/index.html"),
-    Option("--cache", "cache_dir", None, "the stamp cache (default: <root>/data/cache)")))
+    Option("--cache", "cache_dir", None, "the stamp cache (default: <root>/data/cache)"),
+    Option("--summary", "summary", "summary.json", "the headline numbers per finder (the DVC metrics file)")))
 main = STAGE.main
 
 if __name__ == "__main__":

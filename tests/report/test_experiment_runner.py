@@ -214,7 +214,7 @@ def test_failed_and_queued_experiments_are_left_out_of_the_table(tmp_path):
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "b"]):
         subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
     rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
-    metrics = {"metrics/completeness/small_cnn.headline.json": {"data": {"auroc": 0.9}}}
+    metrics = {"summary.json": {"data": {"small_cnn": {"auroc": 0.9, "gates": "PASS"}, "data": {"source": "synthetic"}}}}
 
     def exp(name, state, error=None, lr=1e-3):
         rev_entry = {"rev": rev, "name": name, "data": {"rev": rev, "metrics": metrics,
@@ -228,7 +228,10 @@ def test_failed_and_queued_experiments_are_left_out_of_the_table(tmp_path):
                               exp("junk", "failed", {"msg": "Experiment run failed", "type": ""}, lr=0.123),
                               exp("waiting", "queued"), exp("busy", "running")]}]
     df = experiments.ablation_rows(shown, tmp_path)
-    assert set(df["experiment"]) == {f"commit {rev[:7]}", "done", "temp-run"}
+    assert set(df["experiment"]) == {f"commit {rev[:7]}", "done", "temp-run"} and set(df["gates"]) == {"PASS"}
+    md = experiments.to_markdown(df)
+    assert md.count("train.lr=0.001") == 2        # what a run changes is said once per run, not on each of its rows
+    assert "| low count |" in md and "| gates |" in md and len(df) == 3 * 3
     assert {r["label"]: experiments.unfinished(r) for r in experiments.runs(shown)} == {
         f"commit {rev[:7]}": None, "done": None, "temp-run": None, "junk": "failed", "waiting": "queued", "busy": "running"}
 

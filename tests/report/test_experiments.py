@@ -36,26 +36,31 @@ def test_dvc_exp_run_whole_pipeline_and_tables(tmp_path):
     assert named, [e.get("name") for e in exps]
     data = named[0]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.0005
-    # DVC shows the headline files only; the detail files are outputs, read at the experiment's commit
+    # DVC shows one file, summary.json: a handful of numbers per finder; the detail files are outputs,
+    # read at the experiment's commit
     metrics = data["metrics"]
-    assert all(path.endswith(".headline.json") for path in metrics), sorted(metrics)
+    assert sorted(metrics) == ["summary.json"], sorted(metrics)
     exp_rev = named[0]["rev"]
     train_detail = json.loads(run("git", "show", f"{exp_rev}:metrics/train/small_cnn.json").stdout)
     assert train_detail["stamp_size"] == 96
-    comp = metrics["metrics/completeness/small_cnn.headline.json"]["data"]
-    assert 0.0 <= comp["auroc"] <= 1.0 and comp["n_controls"] > 0
+    summary = metrics["summary.json"]["data"]
+    assert set(summary) == {"small_cnn", "data"} and summary["data"]["source"] == "synthetic"
+    s = summary["small_cnn"]
+    assert 0.0 <= s["auroc"] <= 1.0 and s["gates"] in ("PASS", "FAIL") and s["calibration"] in ("ok", "degenerate")
     for fpr in ("fpr_0.1", "fpr_0.01", "fpr_0.001"):
-        h = comp[fpr]
-        assert h["all_lo"] <= h["all"] <= h["all_hi"] and h["clean_lo"] <= h["clean"] <= h["clean_hi"], h
-    assert metrics["metrics/gates/small_cnn.headline.json"]["data"]["verdict"] in ("PASS", "FAIL")
-    assert "ece_after" in metrics["metrics/calibration/small_cnn.headline.json"]["data"]
-    n_keys = sum(len(json.dumps(m["data"]).split(",")) for m in metrics.values())
-    assert n_keys < 150, n_keys   # a table a person can read, not the ~660 keys of the detail files
+        h = s[fpr]
+        assert h["all_lo"] <= h["all"] <= h["all_hi"] and h["discoverable_lo"] <= h["discoverable"] <= h["discoverable_hi"], h
+    n_keys = len(json.dumps(summary).split(","))
+    assert n_keys < 40, n_keys   # a line a person can read at the terminal, not the ~660 keys of the detail files
+    shown_table = run("dvc", "metrics", "show")
+    assert shown_table.returncode == 0 and max(map(len, shown_table.stdout.splitlines())) < 400, shown_table.stdout[:2000]
 
     table = run("python", "-m", "dhs.experiments", "--out", "tables")
     assert table.returncode == 0, table.stderr
     md = (work / "tables" / "ablations.md").read_text()
     assert "px96" in md and "simulate.stamp_size=96" in md and "train.lr=0.0005" in md
+    assert md.count("simulate.stamp_size=96") == 1      # what a run changes is said once, not on every row
+    assert "| low count |" in md and "| gates |" in md
 
     diff = run("dvc", "plots", "diff", "HEAD", "px96", "--targets", "plots/completeness/small_cnn/theta_e_arcsec.csv", "-o", "pd")
     assert diff.returncode == 0, diff.stderr
