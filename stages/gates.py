@@ -18,7 +18,8 @@ from dhs.stamps.cache import CacheError
 STAGE = Stage("gates", stage.run, stage.__doc__, per_arch=True, errors=(CacheError, TrainingError, ConfigError), status=stage.status, options=(
     Option("--cache", "cache_dir", "data/cache"), Option("--models", "models_dir", "data/models"),
     Option("--baseline", "baseline_metrics", "metrics/baseline.json"), Option("--metrics", "metrics_dir", "metrics/gates"),
-    Option("--plots", "plots_dir", "plots/gates"), Option("--completeness", "completeness_dir", "metrics/completeness")))
+    Option("--plots", "plots_dir", "plots/gates"), Option("--completeness", "completeness_dir", "metrics/completeness"),
+    Option("--memo", "memo_dir", "data/gates", "scores of the last run kept for the next (dhs.gates.memo)")))
 main = STAGE.main
 
 if __name__ == "__main__":

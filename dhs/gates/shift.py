@@ -97,7 +97,8 @@ def shift_gate(score: ScoreFn, images: np.ndarray, meta, labels: np.ndarray, log
         elif decision == CONSISTENT:
             unresolved.append(what)
 
-    for dy, dx in cfg.shift_offsets_px:
+    for i, (dy, dx) in enumerate(cfg.shift_offsets_px):
+        print(f"gates: shift ({dy:g}, {dx:g}) px, {i + 1} of {len(cfg.shift_offsets_px)}: scoring {len(images)} stamps", flush=True)
         lg = score(shift_images(images, dy, dx), meta)
         s1 = sigmoid(lg)
         auc1 = auroc(y, lg)

@@ -13,17 +13,18 @@ import sys
 import time
 from pathlib import Path
 
-from dhs import headline
+from dhs import atomic, headline
 from dhs.gates.config import GatesConfig
 from dhs.gates.plot import plot_gates
 from dhs.gates.run import run_gates, table_lines
+from dhs.gates.memo import MEMO_FILE, ScoreMemo
 from dhs.params import Params, as_params
 from dhs.simulate.config import SimConfig
 
 
 def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/cache", models_dir: str = "data/models",
         baseline_metrics: str = "metrics/baseline.json", metrics_dir: str = "metrics/gates", plots_dir: str = "plots/gates",
-        completeness_dir: str = "metrics/completeness") -> dict:
+        completeness_dir: str = "metrics/completeness", memo_dir: str = "data/gates") -> dict:
     p = as_params(params).require("gates")
     cfg = GatesConfig.from_params(p["gates"], p.source)
     survey = SimConfig.from_params(p["simulate"])   # the survey the ring probe renders its arcs and PSFs with
@@ -38,11 +39,15 @@ def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/
     # pipeline's normalisation: as the default normalisation does
     norm = (tm.norm or NormConfig()) if external else tm.norm
 
-    def score(images, meta):
+    def score_now(images, meta):
         return score_images(tm, images, meta, cfg.batch_size)
 
+    # scores of an earlier run of this finder on the same stamps and probes are read back, not recomputed
+    # (a change of threshold or limit reruns the stage, not the scoring); dhs.gates.memo
+    finder_key = f"{atomic.file_sha256(tm.checkpoint)}|batch {cfg.batch_size}|{tm.device.type}"
+    score = memo = ScoreMemo(score_now, finder_key, Path(memo_dir) / arch / MEMO_FILE)
     if external and tm.table is not None:
-        score = None   # a score table scores only its own stamps: the probe gates cannot run
+        score = memo = None   # a score table scores only its own stamps: the probe gates cannot run
         print(f"gates {arch}: a score table scores no probed stamps; core_masked, ring_probe, annulus_shuffle and shift are SKIP")
 
     comp_path = Path(completeness_dir) / f"{arch}.json"
@@ -52,6 +57,10 @@ def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/
     ev = p["evaluation"]
     metrics, examples = run_gates(score, norm, cache_dir, baseline_metrics, cfg, survey, completeness_metrics=comp,
                                   fprs=ev["fprs"], min_expected_controls=ev["min_expected_controls"])
+    if memo is not None:
+        memo.save()
+        print(f"gates {arch}: {memo.hits} of {memo.hits + memo.misses} scoring calls read back from {memo.path} "
+              f"(same finder, stamps and probes as the last run)")
     metrics = {"arch": arch, "checkpoint": tm.checkpoint.name, "checkpoint_step": tm.step, "device": tm.device.type,
                **({"external": {"format": tm.format, "model": tm.spec["model"], "model_sha256": tm.model_sha256}} if external else {}),
                **metrics}

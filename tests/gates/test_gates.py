@@ -11,6 +11,8 @@ and, end to end, a small CNN trained for a few steps on the simulated cache.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -444,11 +446,15 @@ def test_stage_writes_metrics_and_figure_and_enforce_stops_on_a_failing_gate(sim
     base = tmp_path / "baseline.json"
     base.write_text(json.dumps({"leak": {"auc_test": 0.9}}))  # a leaky baseline: the metadata gate fails
     common = ["--arch", "small_cnn", "--cache", str(sim_cache), "--models", str(tiny_model), "--baseline", str(base),
-              "--metrics", str(tmp_path / "m"), "--plots", str(tmp_path / "p"), "--completeness", str(tmp_path / "no-completeness")]
+              "--metrics", str(tmp_path / "m"), "--plots", str(tmp_path / "p"), "--completeness", str(tmp_path / "no-completeness"),
+              "--memo", str(tmp_path / "memo")]
     # without enforce the stage reports the failure and goes on
     rc = main(["--params", str(_params(tmp_path)), *common])
     out = capsys.readouterr()
     assert rc == 0 and "metadata_only     FAIL <<<" in out.out and "GATES FAILED" in out.out and "not stopping" in out.err
+    calls = re.search(r"(\d+) of (\d+) scoring calls read back", out.out)
+    assert calls and calls.group(1) == "0" and int(calls.group(2)) >= 8, out.out[-2000:]
+    assert "gates: shift (0.5, 0.5) px, 1 of 5" in out.out          # the long phase says where it is
     metrics = json.loads((tmp_path / "m" / "small_cnn.json").read_text())
     assert metrics["all_passed"] is False and metrics["gates"]["metadata_only"]["status"] == "FAIL"
     assert set(metrics["gates"]) == {"core_only", "metadata_only", "core_masked", "ring_probe", "annulus_shuffle", "shift", "split_integrity"}
@@ -456,9 +462,22 @@ def test_stage_writes_metrics_and_figure_and_enforce_stops_on_a_failing_gate(sim
     assert metrics["gates"]["ring_probe"].get("n_probed") == 20, metrics["gates"]["ring_probe"]
     assert metrics["n_eval"] == len(open_split(sim_cache, "test"))
     assert (tmp_path / "p" / "small_cnn.png").stat().st_size > 10_000
-    # enforce: the same failure stops the stage
+    # enforce: the same failure stops the stage; the finder, stamps and probes are the same, so every
+    # score is read back from the last run and every gate's value is the same
     rc = main(["--params", str(_params(tmp_path, enforce=True)), *common])
-    assert rc == 1 and "gates.enforce is true: stopping" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert rc == 1 and "gates.enforce is true: stopping" in out.err
+    assert f"{calls.group(2)} of {calls.group(2)} scoring calls read back" in out.out, out.out[-2000:]
+    again = json.loads((tmp_path / "m" / "small_cnn.json").read_text())
+    assert {k: g["value"] for k, g in again["gates"].items()} == {k: g["value"] for k, g in metrics["gates"].items()}
+    # another finder (other weights) scores everything anew
+    other = tmp_path / "other_models"
+    shutil.copytree(tiny_model, other)
+    ck = torch.load(other / "small_cnn" / "checkpoint_best.pt", weights_only=False)
+    ck["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in ck["model"].items()}
+    torch.save(ck, other / "small_cnn" / "checkpoint_best.pt")
+    main(["--params", str(_params(tmp_path)), *[str(other) if a == str(tiny_model) else a for a in common]])
+    assert f"0 of {calls.group(2)} scoring calls read back" in capsys.readouterr().out
     # unknown params never run
     rc = main(["--params", str(_params(tmp_path, core_auc=0.7)), *common])
     assert rc == 2 and "unknown keys ['core_auc']" in capsys.readouterr().err
