@@ -106,8 +106,7 @@ SHORT_JVM = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseS
 
 def tiny_pipeline_copy(dest: Path, n_stamps: int, epochs: int = 1, split_fractions: dict | None = None) -> tuple[Path, dict, dict]:
     """``copy_repo`` set up for a whole pipeline in a few minutes: the uniform population's bright
-    arcs (a few training steps give scores with information in them; the calibration stage
-    refuses to fit a temperature to uninformative ones), eight training steps an epoch, a small
+    arcs (a few training steps give scores with information in them), eight training steps an epoch, a small
     bootstrap, Spark on two cores, eager rendering (compiling the fused kernels costs ~35 s a run
     here; compiled against eager rendering is tests/simulate/test_fused.py's, and the stamps
     stage's own tests keep the default). Returns the copy, its env and its params (to adjust, then write)."""
