@@ -21,7 +21,8 @@ from dhs.evaluation.scores import ScoresError, check_scores
 from dhs.params import Params
 from dhs.report.sources import Inputs
 
-GALLERY_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id", "theta_e_arcsec", "theta_e_over_psf", "arc_snr")
+GALLERY_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id", "theta_e_arcsec", "theta_e_over_psf", "arc_snr",
+                   "arc_snr_int", "discoverable")
 
 
 @dataclass(frozen=True)

@@ -274,11 +274,35 @@ def _plot_threshold(ctx: Context, arch: str) -> tuple[str, float] | str:
     return f"{rel} names no plot threshold with a score (plot_threshold: {name!r})"
 
 
+def _arcs_alone(ctx: Context, ids: list[str]) -> list[np.ndarray] | None:
+    """The noise-free arcs of these injections, rendered again from the simulated survey's own rows
+    (the stamps stage's path, so each is the arc inside the cached stamp); None where the stamps
+    are not the simulated survey's."""
+    if (ctx.inputs.json("metrics/stamps.json").value or {}).get("source") != "synthetic" or not ids:
+        return None
+    import torch
+
+    from dhs.simulate.config import SimConfig
+    from dhs.simulate.fused import set_compile_mode
+    from dhs.simulate.population import sample_population
+    from dhs.simulate.survey import render_noise_free
+
+    cfg = SimConfig.from_params(dict(ctx.params["simulate"], device="cpu"))
+    set_compile_mode("off")
+    pop = sample_population(cfg).set_index("task_id")
+    if not set(ids) <= set(pop.index):
+        return None
+    rows = pop.loc[ids].reset_index()
+    return list(render_noise_free(rows, cfg, torch.device("cpu")).arc.float().numpy())
+
+
 def _visible_arcs(ctx: Context, arch: str, inj: pd.DataFrame, split, row_of: pd.Series, stamps, pick) -> str:
-    """Arcs bright enough to see (arc SNR >= report.gallery_min_arc_snr) that the primary arch
-    misses and finds at the plot threshold, each also as the finder receives it: the stamp after
-    the ``preprocess`` normalisation and host removal, in noise units. What separates the two rows
-    is what the finder has learned a lens to be."""
+    """Arcs a person sees (LensPop-discoverable: integrated S/N > 20, resolved, magnified; where the
+    scores carry no such column, arc SNR >= report.gallery_min_arc_snr) that the primary arch
+    misses and finds at the plot threshold; under each, the arc alone (noise-free, for the simulated
+    survey) and the stamp as the finder receives it (after the ``preprocess`` normalisation and
+    host removal, in noise units). What separates the two rows is what the finder has learned a
+    lens to be."""
     from dhs.finder.loader import NormConfig, normalize   # torch: only where this gallery is drawn
     from dhs.params import ParamsError
     import torch
@@ -288,16 +312,21 @@ def _visible_arcs(ctx: Context, arch: str, inj: pd.DataFrame, split, row_of: pd.
     thr = _plot_threshold(ctx, arch)
     if isinstance(thr, str):
         return head + notice("notrun", f"not drawn: {thr}")
-    if "arc_snr" not in inj.columns:
-        return head + notice("info", f"not drawn: {ctx.scores_rel(arch)} has no arc_snr column (real injections may not carry one)")
     try:
         norm = NormConfig.from_params(ctx.params.get("preprocess"), source=ctx.params_path)
     except ParamsError as exc:
         return head + notice("error", f"not drawn: {exc}")
     name, score = thr
-    vis = inj[pd.to_numeric(inj["arc_snr"], errors="coerce") >= snr_min]
+    if "discoverable" in inj.columns and "arc_snr_int" in inj.columns:
+        vis = inj[pd.to_numeric(inj["discoverable"], errors="coerce") == 1]
+        snr_col, which = "arc_snr_int", "LensPop-discoverable injections (integrated S/N > 20, resolved, magnified)"
+    elif "arc_snr" in inj.columns:
+        vis = inj[pd.to_numeric(inj["arc_snr"], errors="coerce") >= snr_min]
+        snr_col, which = "arc_snr", f"injections with arc SNR >= {snr_min:g}"
+    else:
+        return head + notice("info", f"not drawn: {ctx.scores_rel(arch)} has no arc_snr column (real injections may not carry one)")
     if vis.empty:
-        return head + notice("info", f"no {ctx.cfg.split} injection of {arch} has arc SNR >= {snr_min:g}")
+        return head + notice("info", f"no {ctx.cfg.split} {which} for {arch}")
     stats = split.norm_stats(norm.annulus_inner_frac, norm.annulus_outer_frac)
 
     def view(ids: list[str], cubes: list[np.ndarray]) -> list[np.ndarray]:
@@ -305,19 +334,25 @@ def _visible_arcs(ctx: Context, arch: str, inj: pd.DataFrame, split, row_of: pd.
         st = torch.from_numpy(stats[idx]) if stats is not None else None
         return list(normalize(torch.from_numpy(np.stack(cubes)), norm, st)[:, -3:].numpy())   # the host-subtracted view
 
-    rows, found = [], vis["score"] > score
+    rows, found, alone = [], vis["score"] > score, False
     for what, sel in (("missed", vis[~found]), ("found", vis[found])):
-        b = pick(sel, ctx.cfg.gallery_n).sort_values("arc_snr")
+        b = pick(sel, ctx.cfg.gallery_n).sort_values(snr_col)
         ids = b["task_id"].tolist()
         if not ids:
             continue
-        caps = [f"SNR {r.arc_snr:.0f}  \u03b8E/PSF {r.theta_e_over_psf:.2f}\ns {r.score:.3f}" for r in b.itertuples()]
+        caps = [f"S/N {getattr(r, snr_col):.0f}  \u03b8E/PSF {r.theta_e_over_psf:.2f}\ns {r.score:.3f}" for r in b.itertuples()]
         cubes = stamps(ids)
         rows.append((f"{what}\n{len(sel)} of {len(vis)}", list(zip(cubes, caps))))
+        arcs = _arcs_alone(ctx, ids)
+        if arcs is not None:
+            alone = True
+            rows.append(("the arc alone\n(noise-free)", [(a, "") for a in arcs]))
         rows.append(("as the finder\nsees them", [(v, "") for v in view(ids, cubes)], figures.finder_view_rgb))
-    caption = (f"{ctx.cfg.split} injections with arc SNR >= {snr_min:g} at {name} (score > {score:.4f}): {arch} misses "
-               f"{int((~found).sum())} and finds {int(found.sum())} of {len(vis)}; {ctx.cfg.gallery_n} at random per row; under each, the same stamp as the finder receives it "
-               f"(preprocess: {norm.mode}, host removal {'on' if norm.radial_profile_subtract else 'off'}; z, r, g as R, G, B "
+    caption = (f"{ctx.cfg.split} {which} at {name} (score > {score:.4f}): {arch} misses {int((~found).sum())} and finds "
+               f"{int(found.sum())} of {len(vis)}; {ctx.cfg.gallery_n} at random per row, ordered by {snr_col}; under each"
+               + (", the injected arc alone (rendered again without host, field or noise, same stretch)," if alone else "")
+               + f" the same stamp as the finder receives it (preprocess: {norm.mode}, host removal "
+               f"{'on' if norm.radial_profile_subtract else 'off'}; z, r, g as R, G, B "
                f"from {figures.FINDER_VIEW_RANGE[0]:g} to {figures.FINDER_VIEW_RANGE[1]:g} noise units)")
     return head + img(figures.gallery(rows), f"visible arcs {arch} misses and finds at {name}", caption)
 

@@ -32,7 +32,7 @@ from PIL import Image  # noqa: E402
 
 from tests.conftest import REPO  # noqa: E402
 from dhs.stamps.cache import open_split  # noqa: E402
-from dhs.params import ParamsError  # noqa: E402
+from dhs.params import ParamsError, load_params  # noqa: E402
 from dhs.report import ReportConfig  # noqa: E402
 from dhs.evaluation.scores import score_table  # noqa: E402
 from dhs.report import stage as report_stage  # noqa: E402
@@ -93,7 +93,10 @@ def _surface_csv(path: Path) -> None:
 
 
 def _params(root: Path, **report) -> Path:
+    from tests.conftest import small_sim_params
+
     p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["simulate"] = small_sim_params()     # the survey the fixture's cache was rendered from (the gallery redraws its arcs)
     p["train"]["archs"] = p["finders"]["measure"] = list(ARCHS)
     p["report"] = {"gallery_n": 3, "gallery_theta_bins": 2, "seed": 1, "title": "Fixture <report> & co", **report}
     path = root / "params.yaml"
@@ -278,19 +281,43 @@ def test_sections_show_what_each_stage_wrote_and_name_what_did_not_run(rendered)
     assert status["completeness"] == "partial" and status["galleries"] == "ok"
 
 
-def test_visible_arcs_gallery_splits_bright_injections_at_the_plot_threshold(rendered):
-    """The counts under the "visible arcs" gallery are the test injections with arc SNR >= 8 on
-    either side of the plot threshold of metrics/completeness (score 0.9 in this world)."""
+def test_visible_arcs_gallery_splits_discoverable_injections_at_the_plot_threshold(rendered):
+    """The counts under the "visible arcs" gallery are the test injections LensPop calls
+    discoverable on either side of the plot threshold of metrics/completeness (score 0.9 here)."""
     root, html, _ = rendered
     sc = pd.read_parquet(root / "data/scores/small_cnn.parquet")
-    vis = sc[(sc["split"] == "test") & (sc["label"] == 1) & (sc["arc_snr"] >= 8.0)]
+    vis = sc[(sc["split"] == "test") & (sc["label"] == 1) & (sc["discoverable"] == 1)]
     found = int((vis["score"] > 0.9).sum())
-    assert 0 < found < len(vis), "the fixture should have bright injections on both sides of the threshold"
+    assert 0 < found < len(vis), "the fixture should have discoverable injections on both sides of the threshold"
     gal = _section(html, "galleries")
-    assert (f"arc SNR &gt;= 8 at fpr_0.01 (score &gt; 0.9000): small_cnn misses {len(vis) - found} and finds {found} "
-            f"of {len(vis)}") in gal
+    assert (f"LensPop-discoverable injections (integrated S/N &gt; 20, resolved, magnified) at fpr_0.01 (score &gt; 0.9000): "
+            f"small_cnn misses {len(vis) - found} and finds {found} of {len(vis)}") in gal
     assert "preprocess: annulus_common, host removal on" in gal
     assert 'alt="visible arcs small_cnn misses and finds at fpr_0.01"' in gal
+
+
+def test_the_arc_alone_is_the_arc_inside_the_cached_stamp(world, sim_cache, tmp_path):
+    """The gallery's noise-free arcs are rendered again from the simulated survey's rows: each holds
+    the r-band flux the stamps stage recorded for that stamp's arc, and the gallery draws them."""
+    from dhs.report import sections
+    from dhs.report.context import Context, ReportConfig
+    from dhs.report.sources import Inputs
+
+    root = tmp_path / "w"
+    shutil.copytree(world, root)
+    ctx = Context(ReportConfig.from_params(load_params(root / "params.yaml")), Inputs(root, sim_cache), str(root / "params.yaml")).load()
+    meta = open_split(sim_cache, "test").meta
+    inj = meta[(meta["is_control"] == 0) & (meta["total_injected_flux_r"] > 0)].head(4)
+    arcs = sections._arcs_alone(ctx, inj["task_id"].tolist())
+    assert arcs is not None and len(arcs) == 4
+    np.testing.assert_allclose([a[1].sum() for a in arcs], inj["total_injected_flux_r"], rtol=2e-3)
+    gal = _section(_render(root, sim_cache)[0], "galleries")
+    assert "the injected arc alone (rendered again without host, field or noise" in gal
+    # stamps that are not the simulated survey's: no arc to show, and the gallery says nothing of one
+    stamps = json.loads((root / "metrics/stamps.json").read_text())
+    _write(root / "metrics/stamps.json", {**stamps, "source": "hosts"})
+    ctx = Context(ReportConfig.from_params(load_params(root / "params.yaml")), Inputs(root, sim_cache), str(root / "params.yaml")).load()
+    assert sections._arcs_alone(ctx, inj["task_id"].tolist()) is None
 
 
 def test_visible_arcs_gallery_says_why_it_is_not_drawn(world, sim_cache, tmp_path):
