@@ -260,7 +260,7 @@ def completeness_overlay(curves: Mapping[str, Mapping[str, Sequence[Mapping[str,
     for ax in axes[: len(variables)]:
         ax.set_ylim(-0.02 * top, top)
     for row in grid:
-        row[0].set_ylabel(f"completeness ({subset}, {threshold})")
+        row[0].set_ylabel(f"completeness ({subset}, {operating_point_label(threshold)})")
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 6), fontsize=9,

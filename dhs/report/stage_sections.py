@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from dhs.evaluation.thresholds import operating_point_label
 from dhs.report import figures, summaries
 from dhs.report.context import Context
 from dhs.report.html import Section, badge, esc, fmt, img, not_run, notice, table
@@ -88,7 +89,8 @@ def _overlay(ctx: Context) -> str:
     variables = [(v, label) for v, label in OVERLAY if any(v in c for c in curves.values())]
     srcs = ", ".join(f"plots/completeness/{a}/" for a in curves)
     return img(figures.completeness_overlay(curves, variables, threshold), f"completeness of every arch at {threshold}",
-               f"every arch on the same axes at {threshold} (completeness.plot_fpr), all injections, Wilson 95% band; from {srcs}")
+               f"every arch on the same axes at {operating_point_label(threshold)} ({threshold}, completeness.plot_fpr), all "
+               f"injections, Wilson 95% band; from {srcs}")
 
 
 def completeness(ctx: Context) -> Section:
@@ -540,8 +542,6 @@ def result_summary(ctx: Context) -> str:
     sky-weighted completeness of all lenses and of LensPop-discoverable ones with their region-
     bootstrap intervals and effective sample sizes, the discoverable fraction, and the purity at the
     survey prevalence those imply; what the finder is; and what makes the numbers unreadable."""
-    from dhs.evaluation.thresholds import operating_point_label
-
     prevalence = (ctx.params.get("calibration") or {}).get("survey_prevalence")
     source = (ctx.inputs.json("metrics/stamps.json").value or {}).get("source")
     population = {"synthetic": "the simulated lens population", "hosts": "simulated arcs on real host cutouts"}.get(

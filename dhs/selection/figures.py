@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 
 from dhs import atomic  # noqa: E402
 from dhs.completeness.figures import LABELS, LOG_AXIS  # noqa: E402
+from dhs.evaluation.thresholds import operating_point_label  # noqa: E402
 
 
 def model_curve_figure(table: pd.DataFrame, var: str, primary: str, title: str, path: Path) -> None:
@@ -30,10 +31,10 @@ def model_curve_figure(table: pd.DataFrame, var: str, primary: str, title: str, 
             colour = f"C{i}"
             lw = 2.0 if name == primary else 1.0
             ax.fill_between(x, t["model_lo"], t["model_hi"], color=colour, alpha=0.25, lw=0)
-            ax.plot(x, t["model"], color=colour, lw=lw, label=f"{name}: model (band: 95 %)")
+            ax.plot(x, t["model"], color=colour, lw=lw, label=f"{operating_point_label(name)}: model (band: 95 %)")
             y = t["observed"].to_numpy(float)
             ax.errorbar(x, y, yerr=[y - t["observed_lo"].to_numpy(float), t["observed_hi"].to_numpy(float) - y], fmt="o", ms=3,
-                        color=colour, capsize=2, label=f"{name}: binned (Wilson)")
+                        color=colour, capsize=2, label=f"{operating_point_label(name)}: binned (Wilson)")
         if var in LOG_AXIS:
             ax.set_xscale("log")
         ax.set_xlabel(LABELS.get(var, var))

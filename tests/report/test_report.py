@@ -257,7 +257,7 @@ def test_sections_show_what_each_stage_wrote_and_name_what_did_not_run(rendered)
     assert comp.index("theta_e_arcsec.csv") < comp.index("theta_e_over_psf.csv")
     assert "not run: completeness@resnet18 (metrics/completeness/resnet18.json not found)" in comp
     # every arch on shared axes at the plot threshold, and tables for reading, not dumps of the files
-    assert "every arch on the same axes at fpr_0.01" in comp and 'alt="completeness of every arch at fpr_0.01"' in comp
+    assert "every arch on the same axes at FPR 1% (fpr_0.01, completeness.plot_fpr)" in comp and 'alt="completeness of every arch at fpr_0.01"' in comp
     assert "{&#x27;" not in html and "{'" not in html, "a Python dict repr on the page"
     assert "redrawn from plots/completeness/small_cnn/theta_e_arcsec__x__psf_r_arcsec.csv" in _section(html, "surface")
     assert "not run: calibration@resnet18" in _section(html, "calibration")
