@@ -133,6 +133,7 @@ def world(sim_cache, tmp_path_factory) -> Path:
     _write(lv / "train/loss.tsv", "step\tloss\n0\t0.69\n10\t0.5\n20\t0.4\n30\t0.35\n")
     _write(lv / "val/loss.tsv", "step\tloss\n10\t0.55\n20\t0.45\n30\t0.4\n")
     _write(lv / "val/auc.tsv", "step\tauc\n10\t0.85\n20\t0.9\n30\t0.93\n")
+    _write(lv / "val/auc_selected.tsv", "step\tauc_selected\n10\t0.95\n20\t0.97\n30\t0.98\n")
     _write(root / "metrics/completeness/small_cnn.json", {
         "auroc": 0.97, "eval_split": "test", "plot_threshold": "fpr_0.01", "rows": {"controls": 16, "injections": 17},
         "thresholds": [{"name": "fpr_0.01", "target_fpr": 0.01, "score": 0.9, "n_controls": 16, "n_controls_above": 0,
@@ -458,6 +459,8 @@ def test_chromium_loads_every_image_finds_no_empty_section_and_draws_the_page(re
     # what a reader must see at a glance, as the browser built it: the data banner, both intervals
     # of the headline, every gate's explanation, every arch's curves on shared axes, no dict dumps
     dom = check["dom"]
+    # the first thing under the title is the result, then the gates
+    assert dom.index('id="result"') < dom.index('id="gate-banner"') < dom.index("<nav>")
     assert "Data: SIMULATED survey" in dom and "region bootstrap" in dom
     assert "what was measured" in dom and 'alt="completeness of every arch at fpr_0.01"' in dom
     assert "{&#x27;" not in dom and "{'" not in dom
@@ -599,3 +602,18 @@ def test_the_page_opens_with_the_result_sentence_then_the_gates(world, sim_cache
     assert "barely tells injections from controls (test AUROC 0.520)" in text
     assert "of simulated arcs on real host cutouts, as on the sky" in text
     assert "REAL host cutouts" in _section(html, "headline") and "SIMULATED arcs" in _section(html, "headline")
+
+
+def test_the_training_curves_carry_the_auroc_the_finder_is_trained_on_beside_the_all_injection_one(world, sim_cache):
+    """The figure and the table agree: where the finder trains on a selection of the injections
+    (visible arcs), the curves include the AUROC on that selection (what the table reports) and the
+    one over every injection, each named in the legend."""
+    from dhs.report import sections
+    from dhs.report.context import Context, ReportConfig
+    from dhs.report.sources import Inputs
+
+    ctx = Context(ReportConfig.from_params(load_params(world / "params.yaml")), Inputs(world, sim_cache), str(world / "params.yaml"))
+    curves, src = sections._curves(ctx, "small_cnn")
+    assert curves["val_auc_selected"] == ([10, 20, 30], [0.95, 0.97, 0.98]) and curves["val_auc"][1] == [0.85, 0.9, 0.93]
+    assert src == "dvclive/small_cnn/plots/metrics/"
+
