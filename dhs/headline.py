@@ -174,33 +174,30 @@ def _load(path: Path) -> dict:
     return v if isinstance(v, dict) else {}
 
 
-def summary(root: str | Path, finders: list[str]) -> dict[str, Any]:
+def summary(root: str | Path, finders: list[str], operating_point: str = "fpr_0.01") -> dict[str, Any]:
     """The numbers ``dvc metrics show`` and ``dvc exp show`` display, from the headline files under
     ``root/metrics``: per finder the test AUROC, the gate verdict, the calibration status and ECE
-    after it, the known-lens status, and at each operating point the threshold, whether a handful
-    of controls set it (``low_count``) and the sky-weighted completeness of all and of
-    LensPop-discoverable lenses with their region-bootstrap intervals (``all`` / ``all_lo`` /
-    ``all_hi``: every injection unweighted, where the stamps carry no sky weights); and what the
-    data were. A stage that has not run leaves its values null."""
+    after it, the known-lens status, and at ``operating_point`` (``completeness.plot_fpr``) the
+    FPR, the threshold, whether a handful of controls set it (``low_count``) and the sky-weighted
+    completeness of all and of LensPop-discoverable lenses with their region-bootstrap intervals
+    (``all`` / ``all_lo`` / ``all_hi``: every injection unweighted, where the stamps carry no sky
+    weights); and the data's source. A stage that has not run leaves its values null. Every other
+    operating point is in the headline and detail files, the report and the ablation table."""
     m = Path(root) / "metrics"
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"data": {"source": _load(m / f"stamps{SUFFIX}").get("source")}}
     for name in finders:
         comp = _load(m / "completeness" / f"{name}{SUFFIX}")
         cal, gate = _load(m / "calibration" / f"{name}{SUFFIX}"), _load(m / "gates" / f"{name}{SUFFIX}")
         row: dict[str, Any] = {"auroc": comp.get("auroc"), "gates": gate.get("verdict"),
                                "calibration": cal.get("status"), "ece_after": cal.get("ece_after"),
                                "known_lenses": _load(m / "known_lenses" / f"{name}{SUFFIX}").get("status")}
-        for key, h in comp.items():
-            if not (key.startswith("fpr_") and isinstance(h, dict)):
-                continue
-            point: dict[str, Any] = {"threshold": h.get("threshold"), "low_count": h.get("low_count")}
+        h = comp.get(operating_point)
+        if isinstance(h, dict):
+            row |= {"fpr": float(operating_point.split("_", 1)[1]), "threshold": h.get("threshold"), "low_count": h.get("low_count")}
             groups = (("sky", "all"), ("discoverable", "discoverable")) if h.get("sky") is not None else (("all", "all"),)
             for src, dst in groups:
-                point |= {dst: h.get(src), f"{dst}_lo": h.get(f"{src}_boot_lo"), f"{dst}_hi": h.get(f"{src}_boot_hi")}
-            row[key] = point
+                row |= {dst: h.get(src), f"{dst}_lo": h.get(f"{src}_boot_lo"), f"{dst}_hi": h.get(f"{src}_boot_hi")}
         out[name] = row
-    stamps, base = _load(m / f"stamps{SUFFIX}"), _load(m / f"baseline{SUFFIX}")
-    out["data"] = {"source": stamps.get("source"), "rows_used": stamps.get("rows_used"), "leak_auc": base.get("leak_auc")}
     return out
 
 

@@ -24,7 +24,8 @@ def run(params: str | Params = "params.yaml", root: str = ".", out: str = "plots
     html, status = build_report(cfg, root=root, params_path=p.source, cache_dir=cache_dir)
     atomic.write_text(out, html)
     # the handful of numbers DVC shows per finder (`dvc metrics show`, `dvc exp show`)
-    atomic.write_json(summary, headline.summary(root, list(cfg.archs)))
+    plot_fpr = p["completeness"]["plot_fpr"]
+    atomic.write_json(summary, headline.summary(root, list(cfg.archs), f"fpr_{plot_fpr:g}"))
     missing = sorted(k for k, v in status.items() if v != "ok")
     print(f"report: wrote {out} ({len(html) / 1e6:.2f} MB, {len(status)} sections; "
           f"not complete: {', '.join(f'{k} ({status[k]})' for k in missing) or 'none'}) in {time.perf_counter() - t0:.1f} s")

@@ -47,13 +47,11 @@ def test_dvc_exp_run_whole_pipeline_and_tables(tmp_path):
     assert set(summary) == {"small_cnn", "data"} and summary["data"]["source"] == "synthetic"
     s = summary["small_cnn"]
     assert 0.0 <= s["auroc"] <= 1.0 and s["gates"] in ("PASS", "FAIL") and s["calibration"] in ("ok", "degenerate")
-    for fpr in ("fpr_0.1", "fpr_0.01", "fpr_0.001"):
-        h = s[fpr]
-        assert h["all_lo"] <= h["all"] <= h["all_hi"] and h["discoverable_lo"] <= h["discoverable"] <= h["discoverable_hi"], h
+    assert s["fpr"] == 0.01 and s["all_lo"] <= s["all"] <= s["all_hi"] and s["discoverable_lo"] <= s["discoverable"] <= s["discoverable_hi"]
     n_keys = len(json.dumps(summary).split(","))
-    assert n_keys < 40, n_keys   # a line a person can read at the terminal, not the ~660 keys of the detail files
+    assert n_keys < 20, n_keys   # a line a person can read at the terminal, not the ~660 keys of the detail files
     shown_table = run("dvc", "metrics", "show")
-    assert shown_table.returncode == 0 and max(map(len, shown_table.stdout.splitlines())) < 400, shown_table.stdout[:2000]
+    assert shown_table.returncode == 0 and max(map(len, shown_table.stdout.splitlines())) < 600, shown_table.stdout[:2000]
 
     table = run("python", "-m", "dhs.experiments", "--out", "tables")
     assert table.returncode == 0, table.stderr
