@@ -47,7 +47,7 @@ def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/
     finder_key = f"{atomic.file_sha256(tm.checkpoint)}|batch {cfg.batch_size}|{tm.device.type}"
     score = memo = ScoreMemo(score_now, finder_key, Path(memo_dir) / arch / MEMO_FILE)
     if external and tm.table is not None:
-        score = memo = None   # a score table scores only its own stamps: the probe gates cannot run
+        score = None   # a score table scores only its own stamps: the probe gates cannot run (an empty memo is kept)
         print(f"gates {arch}: a score table scores no probed stamps; core_masked, ring_probe, annulus_shuffle and shift are SKIP")
 
     comp_path = Path(completeness_dir) / f"{arch}.json"
@@ -57,8 +57,8 @@ def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/
     ev = p["evaluation"]
     metrics, examples = run_gates(score, norm, cache_dir, baseline_metrics, cfg, survey, completeness_metrics=comp,
                                   fprs=ev["fprs"], min_expected_controls=ev["min_expected_controls"])
-    if memo is not None:
-        memo.save()
+    memo.save()
+    if score is not None:
         print(f"gates {arch}: {memo.hits} of {memo.hits + memo.misses} scoring calls read back from {memo.path} "
               f"(same finder, stamps and probes as the last run)")
     metrics = {"arch": arch, "checkpoint": tm.checkpoint.name, "checkpoint_step": tm.step, "device": tm.device.type,

@@ -132,7 +132,7 @@ def test_external_finders_through_the_whole_pipeline(tmp_path):
     res = run("dvc", "exp", "run", "-n", "external-only", "-S", "finders.measure=[tiny,tiny_table]", "-S", "train.archs=[]")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "Running stage 'train" not in res.stdout and "Running stage 'infer@tiny'" not in res.stdout, res.stdout[-3000:]
-    assert "architectures: tiny, tiny_table" in (work / "plots" / "report" / "index.html").read_text()
+    assert "finders: tiny, tiny_table" in (work / "plots" / "report" / "index.html").read_text()
     assert json.loads((work / "metrics" / "sensitivity.json").read_text())["model"].keys() == {"tiny", "tiny_table"}
 
     # the model file is a dependency by content: new weights rerun its import and what follows
