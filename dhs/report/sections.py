@@ -334,20 +334,23 @@ def _visible_arcs(ctx: Context, arch: str, inj: pd.DataFrame, split, row_of: pd.
         st = torch.from_numpy(stats[idx]) if stats is not None else None
         return list(normalize(torch.from_numpy(np.stack(cubes)), norm, st)[:, -3:].numpy())   # the host-subtracted view
 
-    rows, found, alone = [], vis["score"] > score, False
-    for what, sel in (("missed", vis[~found]), ("found", vis[found])):
-        b = pick(sel, ctx.cfg.gallery_n).sort_values(snr_col)
+    found = vis["score"] > score
+    picked = [(what, sel, pick(sel, ctx.cfg.gallery_n).sort_values(snr_col)) for what, sel in (("missed", vis[~found]), ("found", vis[found]))]
+    picked = [(what, sel, b) for what, sel, b in picked if len(b)]
+    # the arcs of both rows rendered in one pass over the survey's population (drawing it is the cost)
+    every = [t for _, _, b in picked for t in b["task_id"]]
+    arcs_all = _arcs_alone(ctx, every)
+    arc_of = dict(zip(every, arcs_all)) if arcs_all is not None else None
+    rows = []
+    for what, sel, b in picked:
         ids = b["task_id"].tolist()
-        if not ids:
-            continue
         caps = [f"S/N {getattr(r, snr_col):.0f}  \u03b8E/PSF {r.theta_e_over_psf:.2f}\ns {r.score:.3f}" for r in b.itertuples()]
         cubes = stamps(ids)
         rows.append((f"{what}\n{len(sel)} of {len(vis)}", list(zip(cubes, caps))))
-        arcs = _arcs_alone(ctx, ids)
-        if arcs is not None:
-            alone = True
-            rows.append(("the arc alone\n(noise-free)", [(a, "") for a in arcs]))
+        if arc_of is not None:
+            rows.append(("the arc alone\n(noise-free)", [(arc_of[t], "") for t in ids]))
         rows.append(("as the finder\nsees them", [(v, "") for v in view(ids, cubes)], figures.finder_view_rgb))
+    alone = arc_of is not None
     caption = (f"{ctx.cfg.split} {which} at {name} (score > {score:.4f}): {arch} misses {int((~found).sum())} and finds "
                f"{int(found.sum())} of {len(vis)}; {ctx.cfg.gallery_n} at random per row, ordered by {snr_col}; under each"
                + (", the injected arc alone (rendered again without host, field or noise, same stretch)," if alone else "")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from dhs.calibration.prevalence import purity_at_prevalence
 from dhs.evaluation.thresholds import operating_point_label
 from dhs.report import figures, summaries
 from dhs.report.context import Context
@@ -562,7 +563,7 @@ def result_summary(ctx: Context) -> str:
             if not c or c.get("completeness") is None:
                 return f"{what}: not measured"
             return (f"<b>{_pct(c['completeness'])}</b> [{_pct(c.get('boot_lo'))}, {_pct(c.get('boot_hi'))}] of {what} "
-                    f"(n = {c.get('n')}, n<sub>eff</sub> = {_count(c.get('n_eff'))})")
+                    f"(n = {esc(c.get('n'))}, n<sub>eff</sub> = {_count(c.get('n_eff'))})")
 
         all_c, disc = sky.get("all") or {}, sky.get("discoverable") or {}
         frac = ((d.get("sky") or {}).get("discoverable_fraction") or {}).get("completeness")
@@ -571,7 +572,7 @@ def result_summary(ctx: Context) -> str:
         purity = ""
         c = all_c.get("completeness")
         if isinstance(prevalence, (int, float)) and isinstance(fpr, (int, float)) and isinstance(c, (int, float)) and c + fpr > 0:
-            p = c * prevalence / (c * prevalence + fpr * (1 - prevalence))
+            p = purity_at_prevalence(c, fpr, prevalence)
             purity = f"; at a lens prevalence of {prevalence:g} that is a purity of {_pct(p)} (achieved FPR {fpr:.4f})"
         items.append(f"<li><b>{esc(_finder_words(ctx, arch))}</b>. At {esc(operating_point_label(name))} "
                      f"(score &gt; {esc(fmt(thr.get('score'), 4))}), it finds {part(all_c, esc(population) + ', as on the sky')} "

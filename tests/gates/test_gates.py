@@ -440,6 +440,7 @@ def _params(tmp_path, **gates):
 
 
 def test_stage_writes_metrics_and_figure_and_enforce_stops_on_a_failing_gate(sim_cache, tiny_model, tmp_path, capsys):
+    from dhs.finder.checkpoint import load_checkpoint
     from dhs.stamps.cache import open_split
     from stages.gates import main
 
@@ -473,7 +474,7 @@ def test_stage_writes_metrics_and_figure_and_enforce_stops_on_a_failing_gate(sim
     # another finder (other weights) scores everything anew
     other = tmp_path / "other_models"
     shutil.copytree(tiny_model, other)
-    ck = torch.load(other / "small_cnn" / "checkpoint_best.pt", weights_only=False)
+    ck = load_checkpoint(other / "small_cnn" / "checkpoint_best.pt")
     ck["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in ck["model"].items()}
     torch.save(ck, other / "small_cnn" / "checkpoint_best.pt")
     main(["--params", str(_params(tmp_path)), *[str(other) if a == str(tiny_model) else a for a in common]])
