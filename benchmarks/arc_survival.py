@@ -38,13 +38,13 @@ import pyarrow.parquet as pq
 import torch
 
 from dhs.contract.norm_stats import annulus_mask_np, annulus_stats
-from dhs.finder.loader import NormConfig, normalize
+from dhs.models.loader import NormConfig, normalize
 from dhs.params import load
 from dhs.simulate.config import SimConfig
 from dhs.simulate.fused import set_compile_mode
 from dhs.simulate.population import sample_population
 from dhs.simulate.survey import render_noise_free, render_rows
-from dhs.stamps.centring import subtract_radial_profile_about_host
+from dhs.imaging.centring import subtract_radial_profile_about_host
 
 REPO = Path(__file__).resolve().parents[1]
 THETA_PSF_BINS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, np.inf)

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from dhs.stamps.cache import build_cache, open_split
+from dhs.imaging.cache import build_cache, open_split
 from dhs.contract import decode_stamp, validate
-from dhs.finder.loader import NormConfig, iterate_batches, normalize, shard_indices
+from dhs.models.loader import NormConfig, iterate_batches, normalize, shard_indices
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
 

@@ -1,6 +1,6 @@
 """Completeness aggregation at production size: a synthetic 10.6M-row score table (the real
 production set: 10,627,158 stamps, about half controls, 782 regions) through the Spark count
-table of ``dhs.completeness.counts`` and through the pandas reference, same run, same table.
+table of ``dhs.measurement.counts`` and through the pandas reference, same run, same table.
 
     python benchmarks/bench_completeness.py [--rows 10627158] [--master local[*]]
 
@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from dhs.completeness.counts import Criterion, headline_bins, region_bin_counts_pandas, region_bin_counts_spark, summarise, surface_name
-from dhs.completeness.measure import CompletenessConfig
-from dhs.completeness.spark import spark_session
+from dhs.measurement.counts import Criterion, headline_bins, region_bin_counts_pandas, region_bin_counts_spark, summarise, surface_name
+from dhs.measurement.measure import CompletenessConfig
+from dhs.measurement.spark import spark_session
 from dhs.evaluation.thresholds import threshold_at_fpr
 
 REPO = Path(__file__).resolve().parents[1]

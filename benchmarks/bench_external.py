@@ -6,7 +6,7 @@
 The trained finder (or, on a fresh checkout without one, a small_cnn with fresh weights and the
 repository's preprocessing) is exported to ONNX and TorchScript, packed as an external finder and
 scored on the first ``--n`` stamps of a cached split (or of synthetic sky-like stamps when there
-is no cache). Prints stamps/s of the native path (dhs.finder.inference with the checkpoint), of
+is no cache). Prints stamps/s of the native path (dhs.models.inference with the checkpoint), of
 onnxruntime and of TorchScript, their ratios to the native path measured in the same run, and the
 largest logit difference from the native scores.
 """
@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 
 def fresh_model(tmp: Path) -> Path:
     """A small_cnn checkpoint with fresh weights and the repository's preprocessing."""
-    from dhs.finder.checkpoint import save_checkpoint
-    from dhs.finder.loader import preprocess_from_params
+    from dhs.models.checkpoint import save_checkpoint
+    from dhs.models.loader import preprocess_from_params
     from dhs.models.registry import build_model
     from dhs.models.spec import ModelSpec
     import dataclasses
@@ -58,11 +58,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    from dhs.finder.export import export_model
-    from dhs.finder.external import load_external, pack
-    from dhs.finder.inference import load_finder, score_split
+    from dhs.models.export import export_model
+    from dhs.models.external import load_external, pack
+    from dhs.models.inference import load_finder, score_split
     from dhs.params import Params
-    from dhs.stamps.cache import open_split
+    from dhs.imaging.cache import open_split
 
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
@@ -76,13 +76,13 @@ def main(argv=None) -> int:
             split = replace(split, images=split.images[:n], meta=split.meta.iloc[:n].reset_index(drop=True))
             stamps = f"{n} stamps of {a.cache}/{a.split}"
         else:
-            from dhs.finder.external import probe_batch
+            from dhs.models.external import probe_batch
             import pandas as pd
 
             n = a.n
             imgs = np.concatenate([probe_batch({"stamp_size": 64}, 256, seed=s) for s in range(-(-n // 256))])[:n]
             meta = pd.DataFrame({"task_id": [f"s{i}" for i in range(n)], "is_control": 0})
-            from dhs.stamps.cache import CachedSplit
+            from dhs.imaging.cache import CachedSplit
 
             split = CachedSplit("bench", imgs, meta)
             stamps = f"{n} synthetic stamps"

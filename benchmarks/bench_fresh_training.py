@@ -20,12 +20,12 @@ import yaml
 
 from dhs.contract import validate
 from dhs.finder.fresh import FreshBatches
-from dhs.finder.loader import NormConfig
+from dhs.models.loader import NormConfig
 from dhs.finder.training import TrainConfig, train
 from dhs.params.schema import ARCHS
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
-from dhs.stamps.cache import build_cache
+from dhs.imaging.cache import build_cache
 
 REPO = Path(__file__).resolve().parents[1]
 

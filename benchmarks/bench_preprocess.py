@@ -1,4 +1,4 @@
-"""Throughput of the finder's input preprocessing (``dhs.finder.loader.normalize``) per variant:
+"""Throughput of the finder's input preprocessing (``dhs.models.loader.normalize``) per variant:
 annulus normalisation alone, host-centred circular profile subtraction, and the default
 (elliptical annuli of the host's shape, then the residual noise scale).
 
@@ -19,8 +19,8 @@ import time
 import numpy as np
 import torch
 
-from dhs.finder.loader import NormConfig, normalize
-from dhs.stamps import centring
+from dhs.models.loader import NormConfig, normalize
+from dhs.imaging import centring
 
 
 def stamps(n: int, seed: int = 0) -> torch.Tensor:

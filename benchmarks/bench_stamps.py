@@ -48,7 +48,7 @@ from dhs.simulate.dataset import encode_stamp_rows, write_synthetic_dataset
 from dhs.simulate.fused import mode_for_run, set_compile_mode
 from dhs.simulate.population import sample_population
 from dhs.simulate.survey import render_batches, resolve_device
-from dhs.stamps.cache import build_cache
+from dhs.imaging.cache import build_cache
 from dhs.stamps.stage import writer_validation
 
 REPO = Path(__file__).resolve().parents[1]

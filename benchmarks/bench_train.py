@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from dhs.stamps.cache import build_cache, open_split
+from dhs.imaging.cache import build_cache, open_split
 from dhs.contract import validate
-from dhs.finder.loader import NormConfig, iterate_batches, shard_indices
+from dhs.models.loader import NormConfig, iterate_batches, shard_indices
 from dhs.models.registry import build_model
 from dhs.models.spec import ModelSpec
 from dhs.params.schema import ARCHS

@@ -4,7 +4,7 @@
 
 Renders plain early-type controls (``host_kind`` lrg) of the simulated survey through the stamps
 stage's own path (``dhs.simulate.survey.render_rows``: host, field, noise), preprocesses them as
-training and inference do (``dhs.finder.loader.normalize`` with params.yaml's ``preprocess``) and
+training and inference do (``dhs.models.loader.normalize`` with params.yaml's ``preprocess``) and
 prints, per host r-magnitude bin and per circular radius about the stamp centre, the residual's
 median, its robust scatter (1.4826 x MAD) and the 90th percentile of |residual|, in the units the
 finder sees (the sky noise after the residual scale), beside the photon noise of the host's own
@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 from dhs.contract.norm_stats import annulus_mask_np, annulus_stats
-from dhs.finder.loader import NormConfig, normalize, residual_noise, subtract_radial_profile
+from dhs.models.loader import NormConfig, normalize, residual_noise, subtract_radial_profile
 from dhs.params import load
 from dhs.simulate.config import SimConfig
 from dhs.simulate.fused import set_compile_mode
 from dhs.simulate.population import sample_population
 from dhs.simulate.survey import _t, noise_inputs, pixel_variance, render_noise_free, render_rows
-from dhs.stamps.centring import subtract_radial_profile_about_host
+from dhs.imaging.centring import subtract_radial_profile_about_host
 
 REPO = Path(__file__).resolve().parents[1]
 HOST_R_BINS = (-np.inf, 18.0, 19.0, 20.0, np.inf)

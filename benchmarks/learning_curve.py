@@ -9,7 +9,7 @@ the cached train split for each budget of ``--steps`` (one epoch of that many st
 setting from params.yaml), scores the evaluation split (``completeness.eval_split``) with the best
 checkpoint, sets thresholds at each FPR of ``evaluation.fprs`` on its controls (pass: score >
 threshold) and prints the sky-weighted completeness of every lens and of the LensPop-discoverable
-ones (``dhs.completeness.weighted``: sum w f / sum w with the region bootstrap), the numbers of the
+ones (``dhs.measurement.weighted``: sum w f / sum w with the region bootstrap), the numbers of the
 completeness stage's ``sky`` block. ``--with-default`` adds the pipeline's own trained finder
 (data/models/<arch>, the budget of params.yaml) as the last row, scored the same way. Models are
 written under ``--work``, never over data/models. On a GPU the same command continues the curve
@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def measure(scores: pd.DataFrame, fprs, n_boot: int = 500, seed: int = 1, confidence: float = 0.95) -> dict:
     """Thresholds on the table's controls and the sky-weighted completeness at each FPR."""
-    from dhs.completeness.measure import fpr_name
-    from dhs.completeness.weighted import sky_headline
+    from dhs.measurement.measure import fpr_name
+    from dhs.measurement.weighted import sky_headline
     from dhs.evaluation.intervals import bootstrap_multiplicities
     from dhs.evaluation.thresholds import threshold_at_fpr
 
@@ -45,7 +45,7 @@ def measure(scores: pd.DataFrame, fprs, n_boot: int = 500, seed: int = 1, confid
 
 
 def row(label: str, steps: int, images: int, head: dict, fprs) -> list[str]:
-    from dhs.completeness.measure import fpr_name
+    from dhs.measurement.measure import fpr_name
 
     out = [label, f"{steps:,}", f"{images:,}"]
     for f in fprs:
@@ -72,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--steps must be positive, got {a.steps}")
 
     from dhs.evaluation.scores import score_table
-    from dhs.finder.checkpoint import load_trained
-    from dhs.finder.inference import score_split
-    from dhs.finder.loader import preprocess_from_params
+    from dhs.models.checkpoint import load_trained
+    from dhs.models.inference import score_split
+    from dhs.models.loader import preprocess_from_params
     from dhs.finder.training import TrainConfig, train
     from dhs.params import load as load_params
-    from dhs.stamps.cache import open_split
+    from dhs.imaging.cache import open_split
 
     if a.build_cache and not Path(a.cache).is_dir():
         from dhs.stamps import stage as stamps_stage

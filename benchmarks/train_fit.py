@@ -45,9 +45,9 @@ def threshold_scores(metrics: dict, source: str) -> dict[str, float]:
 
 def binned(table: pd.DataFrame, threshold: float, var: str, edges) -> pd.DataFrame:
     """Injections of a score table per bin of ``var`` with the completeness stage's own counting
-    (``dhs.completeness.counts``: [lo, hi) bins, the last closed; found = score > threshold):
+    (``dhs.measurement.counts``: [lo, hi) bins, the last closed; found = score > threshold):
     bin, n, found and their fraction."""
-    from dhs.completeness.counts import BinSpec, Criterion, region_bin_counts_pandas, summarise
+    from dhs.measurement.counts import BinSpec, Criterion, region_bin_counts_pandas, summarise
 
     inj = table[table["label"] == 1]
     counts = region_bin_counts_pandas(inj, [BinSpec(var, var, tuple(edges))], [Criterion("pass", "score", threshold)])
@@ -78,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
 
-    from dhs.finder.checkpoint import load_trained
-    from dhs.finder.inference import score_split
+    from dhs.models.checkpoint import load_trained
+    from dhs.models.inference import score_split
     from dhs.evaluation.scores import score_table
     from dhs.params import load as load_params
-    from dhs.stamps.cache import open_split
+    from dhs.imaging.cache import open_split
 
     params = load_params(args.params)
     bins = params["completeness"]["bins"]

@@ -75,14 +75,14 @@ import yaml
 
 # --- every import from the project in one block ---
 from dhs import atomic
-from dhs.stamps.cache import CacheError, build_cache, cache_manifest, open_split
+from dhs.imaging.cache import CacheError, build_cache, cache_manifest, open_split
 from dhs.contract.validate import DatasetInvalid, list_shards, validate
-from dhs.finder.checkpoint import load_trained
-from dhs.finder.inference import score_split
+from dhs.models.checkpoint import load_trained
+from dhs.models.inference import score_split
 from dhs.evaluation.intervals import wilson_interval
 from dhs.evaluation.scores import score_table
 from dhs.stamps.staging import StagingError, link_tree, stage
-from dhs.finder.checkpoint import TrainingError
+from dhs.models.checkpoint import TrainingError
 # ----------------------------------------------------------------------------------------------
 
 PIX = 0.262          # arcsec / pixel (DR10)

@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.calibration import stage
-from dhs.calibration.reliability import CalibrationError
+from dhs.evaluation.reliability import CalibrationError
 from dhs.evaluation.scores import ScoresError
 from dhs.evaluation.thresholds import ThresholdError
 from dhs.runner import Option, Stage

@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.completeness import stage
-from dhs.completeness.counts import CompletenessError
+from dhs.measurement.counts import CompletenessError
 from dhs.evaluation.scores import ScoresError
 from dhs.runner import Option, Stage
 

@@ -1,7 +1,7 @@
 """Stage `infer@{arch}`: score every val and test stamp of the cache exactly once.
 
 The stage is declared here and run by dhs.runner; its body, and the description ``--help``
-prints, are in dhs/finder/stage.py."""
+prints, are in dhs/infer/stage.py."""
 
 import sys
 from pathlib import Path
@@ -10,10 +10,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.evaluation.scores import ScoresError
-from dhs.finder import stage
-from dhs.finder.checkpoint import TrainingError
+from dhs.infer import stage
+from dhs.models.checkpoint import TrainingError
 from dhs.runner import Option, Stage
-from dhs.stamps.cache import CacheError
+from dhs.imaging.cache import CacheError
 
 STAGE = Stage("infer", stage.run_infer, stage.__doc__, per_arch=True, errors=(CacheError, ScoresError, TrainingError), options=(
     Option("--cache", "cache_dir", "data/cache"), Option("--models", "models_dir", "data/models"),

@@ -13,7 +13,7 @@ from dhs.contract.validate import DatasetInvalid
 from dhs.runner import Option, Stage
 from dhs.simulate.config import ConfigError
 from dhs.stamps import stage
-from dhs.stamps.cache import CacheError
+from dhs.imaging.cache import CacheError
 from dhs.cutouts.client import CutoutError
 from dhs.stamps.real_hosts import HostCatalogError
 from dhs.stamps.staging import StagingError

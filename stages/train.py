@@ -10,9 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.finder import stage
-from dhs.finder.checkpoint import TrainingError
+from dhs.models.checkpoint import TrainingError
 from dhs.runner import Option, Stage
-from dhs.stamps.cache import CacheError
+from dhs.imaging.cache import CacheError
 
 STAGE = Stage("train", stage.run_train, stage.__doc__, per_arch=True, errors=(TrainingError, CacheError), status=lambda code, _: code, options=(
     Option("--cache", "cache_dir", "data/cache"), Option("--models", "models_dir", "data/models"),

@@ -69,7 +69,7 @@ def s3_server(monkeypatch):
 @pytest.fixture(scope="session")
 def sim_cache(sim_dataset, tmp_path_factory) -> Path:
     """The decoded cache of ``sim_dataset`` (read-only)."""
-    from dhs.stamps.cache import build_cache
+    from dhs.imaging.cache import build_cache
     from dhs.contract import validate
 
     out = tmp_path_factory.mktemp("cache") / "cache"
@@ -123,7 +123,7 @@ def tiny_pipeline_copy(dest: Path, n_stamps: int, epochs: int = 1, split_fractio
 @pytest.fixture(scope="session")
 def spark():
     """A real local Spark session (2 cores, few shuffle partitions), shared by the tests."""
-    from dhs.completeness.spark import spark_session
+    from dhs.measurement.spark import spark_session
 
     s = spark_session({"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g", "conf": SHORT_JVM})
     yield s

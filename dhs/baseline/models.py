@@ -293,7 +293,7 @@ def run_baseline(splits: Mapping[str, pd.DataFrame], cfg: BaselineConfig) -> dic
 
 def load_cache_meta(cache_dir: str | Path, splits: Sequence[str] = SPLITS) -> dict[str, pd.DataFrame]:
     """The metadata of each cached split (the images stay unread)."""
-    from dhs.stamps.cache import open_split
+    from dhs.imaging.cache import open_split
 
     return {s: open_split(cache_dir, s).meta for s in splits}
 

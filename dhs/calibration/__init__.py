@@ -25,9 +25,10 @@ Conventions (every function below follows them):
   TPR pi / (TPR pi + FPR (1 - pi)). Thresholds come from ``dhs.evaluation.thresholds.threshold_at_fpr``
   (pass: score > threshold), exactly as in the completeness stage, so the numbers agree.
 
-Modules: ``reliability`` (input checks, reliability curves, ECE/MCE/Brier/log loss), ``fitting``
-(temperature scaling, isotonic), ``prevalence`` (Bayes' rule, purity), ``calibrator`` (the fitted
-map and its file), ``config`` (the params section), ``figures`` and ``stage`` (the body of the stage).
+Modules: the maths is library code in ``dhs.evaluation``: ``reliability`` (input checks, reliability
+curves, ECE/MCE/Brier/log loss), ``fitting`` (temperature scaling, isotonic), ``prevalence`` (Bayes'
+rule, purity), ``calibrator`` (the fitted map and its file). Here: ``config`` (the params section),
+``figures`` and ``stage`` (the body of the stage).
 
 The calibrator of an arch is ``data/calibration/{arch}/calibrator.json``. This is "next to the
 model": the train stage owns ``data/models/{arch}`` as a DVC output and DVC forbids overlapping

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dhs.calibration.config import CalibrationConfig
-from dhs.calibration.reliability import ReliabilityCurve
+from dhs.evaluation.reliability import ReliabilityCurve
 
 
 def reliability_figure(curves_by_key: dict[tuple[str, str], ReliabilityCurve], probs_by_stage: dict[str, np.ndarray],

@@ -5,7 +5,7 @@ Reads data/scores/{arch}.parquet. Fits temperature scaling (always) and, with
 eval split (test), which must be a different split. Writes, atomically:
 
 - data/calibration/{arch}/calibrator.json  the fitted map, its temperature, pi_train (injection
-  fraction of the fit split) and the checkpoint it belongs to; ``dhs.calibration.reliability.load_calibrator``
+  fraction of the fit split) and the checkpoint it belongs to; ``dhs.evaluation.reliability.load_calibrator``
   gives an object with ``.probabilities(logits)`` for later stages
 - metrics/calibration/{arch}.json  ECE and MCE (per binning strategy), Brier score and log loss on
   the eval split before and after calibration; rows per split and label; the prevalence section:
@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 
 from dhs import atomic, headline
-from dhs.calibration.calibrator import Calibrator, save_calibrator
+from dhs.evaluation.calibrator import Calibrator, save_calibrator
 from dhs.calibration.config import CalibrationConfig
 from dhs.calibration.figures import reliability_figure
-from dhs.calibration.fitting import DegenerateFitError, fit_isotonic, fit_temperature
-from dhs.calibration.prevalence import prevalence_logit_offset, purity_operating_points
-from dhs.calibration.reliability import CalibrationError, ReliabilityCurve, calibration_summary, nll_from_logits, reliability_curve
+from dhs.evaluation.fitting import DegenerateFitError, fit_isotonic, fit_temperature
+from dhs.evaluation.prevalence import prevalence_logit_offset, purity_operating_points
+from dhs.evaluation.reliability import CalibrationError, ReliabilityCurve, calibration_summary, nll_from_logits, reliability_curve
 from dhs.evaluation.auc import auroc
 from dhs.evaluation.scores import read_scores
 from dhs.params import Params, as_params

@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from dhs.completeness.counts import OVERALL, BinSpec, CompletenessError, Criterion
-from dhs.completeness.measure import CompletenessConfig, SelectionResult, fpr_name, measure
+from dhs.measurement.counts import OVERALL, BinSpec, CompletenessError, Criterion
+from dhs.measurement.measure import CompletenessConfig, SelectionResult, fpr_name, measure
 from dhs.params import checked
 
 def proxy_name(t: float) -> str:

@@ -24,12 +24,12 @@ from pathlib import Path
 import pandas as pd
 
 from dhs import atomic, headline
-from dhs.completeness.counts import CompletenessError, surface_name
-from dhs.completeness.figures import LABELS, curve_figure, placeholder_figure, sensitivity_figure, surface_figure
-from dhs.completeness.measure import CompletenessConfig, fpr_name, measure, metrics_dict
-from dhs.completeness.weighted import DISCOVERABLE
+from dhs.measurement.counts import CompletenessError, surface_name
+from dhs.measurement.figures import LABELS, curve_figure, placeholder_figure, sensitivity_figure, surface_figure
+from dhs.measurement.measure import CompletenessConfig, fpr_name, measure, metrics_dict
+from dhs.measurement.weighted import DISCOVERABLE
 from dhs.completeness.sensitivity import SensitivityConfig, sweep
-from dhs.completeness.spark import spark_session
+from dhs.measurement.spark import spark_session
 from dhs.evaluation.auc import thin_curve
 from dhs.evaluation.scores import parquet_problem
 from dhs.params import Params, as_params

@@ -1,6 +1,6 @@
 """The normalisation statistics the training cache stores beside each stamp: per band the median
 of the outer annulus and its median absolute deviation, so the loader only subtracts and scales
-(``dhs.finder.loader.normalize``). Measured where the pixels are decoded (the validator's or the
+(``dhs.models.loader.normalize``). Measured where the pixels are decoded (the validator's or the
 cache's worker processes), so numpy only: forked workers must not touch torch, whose thread pool,
 inherited mid-state from the parent, can deadlock."""
 

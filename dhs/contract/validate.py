@@ -23,7 +23,7 @@ sum(rejected)`` always holds.
 
 With ``decode_into`` the pixels decoded for the checks are also kept, in the training cache's
 dtype, one array per file (``FileResult.decoded_path``): the cache then copies the usable rows
-from there instead of reading and decoding every stamp a second time (dhs.stamps.cache).
+from there instead of reading and decoding every stamp a second time (dhs.imaging.cache).
 """
 
 from __future__ import annotations

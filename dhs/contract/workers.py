@@ -5,7 +5,7 @@ every forked sibling also holds, so when the stage is killed (SIGKILL: no cleanu
 workers never see end-of-file: they sit with PPID 1, blocked forever, holding memory and the
 open files of the killed run. ``process_pool`` gives each worker a watcher thread that checks
 its parent every ``interval_s`` seconds and ends the worker (``os._exit``) once the parent is
-gone; the validator and the cache build (dhs.contract.validate, dhs.stamps.cache) use it.
+gone; the validator and the cache build (dhs.contract.validate, dhs.imaging.cache) use it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Read it top to bottom: build the model; resume from ``checkpoint_last.pt`` if its params hash
 matches and the run it holds is unfinished; then for every step draw the next batch of this
 rank's shard of the shuffled train split (augmented on the device, with core dropout if
-``norm.core_dropout_p`` > 0: training only, see ``dhs.finder.loader``), take an AdamW step
+``norm.core_dropout_p`` > 0: training only, see ``dhs.models.loader``), take an AdamW step
 under a warmup + cosine schedule with gradient clipping; at each epoch end evaluate the whole
 val split, keep ``checkpoint_best.pt`` (lowest val loss) and ``checkpoint_last.pt``.
 
@@ -42,13 +42,13 @@ from tqdm.auto import tqdm
 from dhs import atomic
 
 from dhs.evaluation.auc import auroc
-from dhs.finder.checkpoint import (TrainingError, load_checkpoint, metadata_matrix, resolve_device, save_checkpoint,
+from dhs.models.checkpoint import (TrainingError, load_checkpoint, metadata_matrix, resolve_device, save_checkpoint,
                                    standardise)
-from dhs.finder.colours import host_colours_nmgy, split_host_colours
+from dhs.models.colours import host_colours_nmgy, split_host_colours
 from dhs.finder.curves import write_curves
 from dhs.finder.fresh import BELOW_MIN_SNR, SURPLUS, USED, FreshBatches
 from dhs.finder.throughput import throughput_record
-from dhs.finder.loader import NormalisedSplit, NormConfig, augmented, iterate_batches, normalize, shard_indices
+from dhs.models.loader import NormalisedSplit, NormConfig, augmented, iterate_batches, normalize, shard_indices
 from dhs.models.heads import split_outputs
 from dhs.models.registry import build_model
 from dhs.models.spec import ModelSpec
@@ -56,7 +56,7 @@ from dhs.params import ParamsError, checked
 from dhs.params.rules import check_metadata_columns
 from dhs.params.schema import ARCHS
 from dhs.simulate.config import SimConfig
-from dhs.stamps.cache import CachedSplit, open_split
+from dhs.imaging.cache import CachedSplit, open_split
 
 STEM_ARCHS = ("resnet18", "hybrid")   # the archs built on a ResNet trunk, which train.stem shapes (dhs.models)
 
@@ -156,17 +156,17 @@ def cache_digest(cache_dir: str | Path) -> str:
 
 def _source_digest() -> str:
     import dhs.contract.norm_stats   # the cache's stored stats and the loader's annulus mask
-    import dhs.finder.checkpoint
-    import dhs.finder.colours
-    import dhs.finder.loader
+    import dhs.models.checkpoint
+    import dhs.models.colours
+    import dhs.models.loader
     import dhs.models
-    import dhs.stamps.cache
-    import dhs.stamps.centring
-    import dhs.stamps.geometry
+    import dhs.imaging.cache
+    import dhs.imaging.centring
+    import dhs.imaging.geometry
 
     files = sorted(Path(dhs.models.__file__).parent.glob("*.py")) + [Path(f) for f in (
-        __file__, dhs.finder.loader.__file__, dhs.stamps.geometry.__file__, dhs.stamps.centring.__file__, dhs.stamps.cache.__file__,
-        dhs.finder.colours.__file__, dhs.finder.checkpoint.__file__, dhs.contract.norm_stats.__file__)]
+        __file__, dhs.models.loader.__file__, dhs.imaging.geometry.__file__, dhs.imaging.centring.__file__, dhs.imaging.cache.__file__,
+        dhs.models.colours.__file__, dhs.models.checkpoint.__file__, dhs.contract.norm_stats.__file__)]
     h = hashlib.sha256()
     for f in files:
         h.update(f.read_bytes())
@@ -433,7 +433,7 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
         raise TrainingError(f"simulate.stamp_size is {sim.stamp_size} but the cached val split holds {stamp_size} px stamps: "
                             f"rerun the stamps stage")
     spec = cfg.spec(stamp_size, norm.channels)
-    # host colours from the raw stamps (dhs.finder.colours), independent of the normalisation
+    # host colours from the raw stamps (dhs.models.colours), independent of the normalisation
     col_train = split_host_colours(train_split) if spec.colour and not simulate else None
     col_val = split_host_colours(val_split) if spec.colour else None
     theta_train = None

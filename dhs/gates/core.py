@@ -38,8 +38,8 @@ from dhs.gates.config import GatesConfig
 from dhs.gates.pixels import ScoreFn, normalised, sky_level_and_sigma
 from dhs.gates.result import (CONSISTENT, Limit, auc_with_ci, decide, enough_rows, gate_result, interval_record,
                               paired_aucs, skipped)
-from dhs.finder.loader import NormConfig
-from dhs.stamps.geometry import core_mask
+from dhs.models.loader import NormConfig
+from dhs.imaging.geometry import core_mask
 
 
 def core_limit(cfg: GatesConfig) -> Limit:

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dhs.stamps.cache import annulus_mask_np
-from dhs.finder.loader import MAD_TO_SIGMA, NormConfig, normalize
+from dhs.imaging.cache import annulus_mask_np
+from dhs.models.loader import MAD_TO_SIGMA, NormConfig, normalize
 
 BANDS = ("g", "r", "z")
 # the sky annulus (fractions of the half-width), as the default normalisation uses
@@ -58,7 +58,7 @@ def sky_level_and_sigma(images: np.ndarray, meta: pd.DataFrame | None = None) ->
 def normalised(images_nmgy: np.ndarray, norm: NormConfig, batch_size: int = 512,
                stats: np.ndarray | None = None) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield (slice, normalised float32 batch) exactly as training and inference normalise
-    (``dhs.finder.loader.normalize``: no augmentation, no core dropout). ``stats`` (N, 7): the cache's
+    (``dhs.models.loader.normalize``: no augmentation, no core dropout). ``stats`` (N, 7): the cache's
     stored annulus statistics of these rows (``CachedSplit.norm_stats``), same result, faster."""
     for sl in chunks(len(images_nmgy), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images_nmgy[sl], dtype=np.float32))

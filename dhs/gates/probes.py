@@ -52,7 +52,7 @@ from dhs.simulate.config import SimConfig
 from dhs.simulate.fused import compile_mode_set_to, mode_for_run
 from dhs.simulate.priors import sample_prior
 from dhs.simulate.psf import PSFSpectra
-from dhs.stamps.centring import fourier_shift, measure_centres
+from dhs.imaging.centring import fourier_shift, measure_centres
 from dhs.simulate.render import colour_and_blur, lensed_sersic, render_profile
 
 

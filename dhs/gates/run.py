@@ -21,7 +21,7 @@ import pandas as pd
 
 from dhs.evaluation.auc import auroc
 from dhs.evaluation.scores import sigmoid
-from dhs.stamps.cache import open_split
+from dhs.imaging.cache import open_split
 from dhs.gates.config import GatesConfig
 from dhs.gates.core import core_masked_gate, core_only_gate
 from dhs.gates.metadata import metadata_gate
@@ -32,7 +32,7 @@ from dhs.evaluation.thresholds import threshold_at_fpr
 from dhs.gates.shift import operating_thresholds, shift_gate
 from dhs.gates.shuffle import shuffle_gate
 from dhs.gates.splits import split_integrity_gate
-from dhs.finder.loader import NormConfig
+from dhs.models.loader import NormConfig
 from dhs.simulate.config import SimConfig
 
 GATE_ORDER = ("core_only", "metadata_only", "core_masked", "ring_probe", "annulus_shuffle", "shift", "split_integrity")

@@ -41,7 +41,7 @@ from dhs.gates.config import GatesConfig
 from dhs.gates.pixels import ScoreFn, chunks
 from dhs.gates.result import (CONSISTENT, DECISIONS, STRADDLES, VALUE_ONLY, Limit, aucs_on, bootstrap_rows, ci95,
                               count_ratio_with_ci, decide, enough_rows, gate_result, interval_record, skipped)
-from dhs.stamps.centring import fourier_shift
+from dhs.imaging.centring import fourier_shift
 
 SHIFT_RULE = ("for every shift: FPR(shifted controls) / FPR(unshifted) <= shift_max_fpr_ratio at each operating threshold "
               "with FPR x n_controls >= min_expected_controls, and AUROC drop <= shift_max_auc_drop; each decided on its "

@@ -1,7 +1,7 @@
 """Annulus-shuffled hard negatives: does the model see arc morphology, or only radial flux?
 
 Per stamp, the pixels of every integer-radius annulus about the host's centre (measured on the
-stamp, ``dhs.stamps.centring``; ``dhs.stamps.geometry`` for the annuli) are permuted at random, with the same permutation for g, r and z (each pixel keeps its colour).
+stamp, ``dhs.imaging.centring``; ``dhs.imaging.geometry`` for the annuli) are permuted at random, with the same permutation for g, r and z (each pixel keeps its colour).
 That destroys the arc's shape (its light is scattered around its annulus) but keeps, exactly,
 each annulus's set of pixel values: the radial flux profile, the total flux and the colours.
 A round host is almost unchanged; sky noise is i.i.d. and stays statistically the same.
@@ -30,8 +30,8 @@ import torch
 from dhs.gates.config import GatesConfig
 from dhs.gates.pixels import ScoreFn, chunks
 from dhs.gates.result import CONSISTENT, Limit, auc_with_ci, decide, gate_result, interval_record, skipped, too_few
-from dhs.stamps.centring import fourier_shift, measure_centres
-from dhs.stamps.geometry import annulus_table
+from dhs.imaging.centring import fourier_shift, measure_centres
+from dhs.imaging.geometry import annulus_table
 
 
 def shuffle_limit(cfg: GatesConfig) -> Limit:

@@ -28,9 +28,9 @@ def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/
     p = as_params(params).require("gates")
     cfg = GatesConfig.from_params(p["gates"], p.source)
     survey = SimConfig.from_params(p["simulate"])   # the survey the ring probe renders its arcs and PSFs with
-    from dhs.finder.external import ExternalFinder   # torch-heavy: after the params are known to be good
-    from dhs.finder.inference import load_finder, score_images
-    from dhs.finder.loader import NormConfig
+    from dhs.models.external import ExternalFinder   # torch-heavy: after the params are known to be good
+    from dhs.models.inference import load_finder, score_images
+    from dhs.models.loader import NormConfig
 
     t0 = time.perf_counter()
     tm = load_finder(Path(models_dir) / arch, cfg.device, arch=arch)

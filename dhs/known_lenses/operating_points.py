@@ -6,7 +6,7 @@
   (``score = sigmoid(logit)``); a lens passes when its score > threshold. Entries with
   ``target_fpr: null`` are fixed-score thresholds reported beside the FPR ones.
 - Calibrated-probability thresholds: ``p > t`` for each t of ``known_lenses.prob_thresholds``,
-  with p from the arch's calibrator (``dhs.calibration.reliability.load_calibrator(...).probabilities``):
+  with p from the arch's calibrator (``dhs.evaluation.reliability.load_calibrator(...).probabilities``):
   posteriors at the calibration split's lens fraction ``pi_train``, not at survey prevalence.
 """
 
@@ -69,8 +69,8 @@ def probability_points(thresholds: Sequence[float]) -> tuple[list[RecallPoint], 
 
 def load_probability_map(path: str | Path):
     """The arch's calibrator (``.probabilities(logits)``); errors name the stage to rerun."""
-    from dhs.calibration.calibrator import load_calibrator
-    from dhs.calibration.reliability import CalibrationError
+    from dhs.evaluation.calibrator import load_calibrator
+    from dhs.evaluation.reliability import CalibrationError
 
     try:
         return load_calibrator(path)

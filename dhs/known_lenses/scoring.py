@@ -1,6 +1,6 @@
 """Score known-lens cutouts with a trained model, exactly as training saw stamps.
 
-``dhs.finder.inference.load_trained`` restores the checkpoint with its normalisation (annulus
+``dhs.models.inference.load_trained`` restores the checkpoint with its normalisation (annulus
 statistics measured per cutout, the training clip) and ``score_images`` applies it to the
 (N, 3, S, S) nMgy cubes, so a real cutout is treated like a cached training stamp. Cutouts
 larger than the model's stamp are centre-cropped (the lens stays on the central pixel: the size
@@ -26,8 +26,8 @@ class ScoringError(ValueError):
 
 def score_table_finder(model_dir: str | Path) -> str | None:
     """Why the finder of ``model_dir`` cannot score cutouts (it is a score table), or None."""
-    from dhs.finder.checkpoint import load_checkpoint
-    from dhs.finder.external import is_external
+    from dhs.models.checkpoint import load_checkpoint
+    from dhs.models.external import is_external
 
     path = Path(model_dir) / "checkpoint_best.pt"
     if not path.exists():
@@ -51,7 +51,7 @@ class Scored:
 
 def centre_crop(images: np.ndarray, size_px: int) -> np.ndarray:
     """The central ``size_px`` x ``size_px`` of (N, 3, S, S) images."""
-    from dhs.stamps.geometry import centre_crop as crop
+    from dhs.imaging.geometry import centre_crop as crop
 
     out = crop(images, size_px)
     if out is not None:
@@ -64,9 +64,9 @@ def centre_crop(images: np.ndarray, size_px: int) -> np.ndarray:
 def score_cutouts(model_dir: str | Path, arch: str, images_nmgy: np.ndarray, device: str = "auto",
                   batch_size: int = 256) -> tuple[Scored, np.ndarray]:
     """(model logits and provenance, the images as scored) for (N, 3, S, S) nMgy cutouts."""
-    from dhs.finder.checkpoint import TrainingError
-    from dhs.finder.external import ExternalFinder
-    from dhs.finder.inference import load_finder, score_images, stamp_size
+    from dhs.models.checkpoint import TrainingError
+    from dhs.models.external import ExternalFinder
+    from dhs.models.inference import load_finder, score_images, stamp_size
 
     try:
         tm = load_finder(model_dir, device, arch=arch)

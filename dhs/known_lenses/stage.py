@@ -7,7 +7,7 @@ and nothing cached) is not an error unless known_lenses.require is true: the sta
 loudly, records ``status: offline`` and exits 0, and known_lenses@{arch} then reports no recall.
 
 known_lenses: every usable cutout scored with the trained model and its training normalisation
-(dhs.finder.inference.score_images); recall (k of n, Wilson 95%) at every completeness threshold
+(dhs.models.inference.score_images); recall (k of n, Wilson 95%) at every completeness threshold
 (score > t, from metrics/completeness/{arch}.json) and at every calibrated probability threshold
 (p > t), overall, by grade and by theta_E bin where theta_E is known. Without any cutout the
 stage reports no recall at all (never one it did not measure), says so loudly and exits 0, or

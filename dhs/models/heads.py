@@ -4,7 +4,7 @@
   trained with a Huber loss on injections only (controls have no theta_E; their term is masked
   out), beside the classification logit. The model then returns (B, 2): [logit, theta_E].
 - **colour conditioning** (``colour``): the host's g-r and r-z colours measured *from the
-  stamp* in nMgy before normalisation (``dhs.finder.colours``; never from truth columns), passed as the
+  stamp* in nMgy before normalisation (``dhs.models.colours``; never from truth columns), passed as the
   last forward argument and concatenated to the features before the last layer.
 
 ``attach_heads`` takes a built model whose last layer is a Linear with one output, swaps that
@@ -62,7 +62,7 @@ class WithHeads(nn.Module):
         """``args``: the hybrid's metadata if any, then the (B, 2) host colours when ``colour``."""
         if self.colour:
             if not args:
-                raise ValueError("a colour-conditioned model needs the host colours (dhs.finder.colours) as its last argument")
+                raise ValueError("a colour-conditioned model needs the host colours (dhs.models.colours) as its last argument")
             self.heads._colours, args = args[-1], args[:-1]
         try:
             return self.model(x, *args)

@@ -39,7 +39,7 @@ FINDER_VIEW_RANGE = (-2.0, 10.0)
 
 def finder_view_rgb(cube_norm: np.ndarray) -> np.ndarray:
     """(S, S, 3) RGB in [0, 1] of a normalised (3, S, S) g, r, z cube as the finder receives it
-    (``dhs.finder.loader.normalize``): R, G, B = z, r, g, linear over ``FINDER_VIEW_RANGE``,
+    (``dhs.models.loader.normalize``): R, G, B = z, r, g, linear over ``FINDER_VIEW_RANGE``,
     so the colours of the residual (a blue arc, a red companion) stay visible."""
     cube = np.asarray(cube_norm, dtype=np.float64)
     if cube.ndim != 3 or cube.shape[0] != 3:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dhs.stamps.cache import CacheError, open_split
+from dhs.imaging.cache import CacheError, open_split
 from dhs.report import figures
 from dhs.report.context import Context
 from dhs.report.html import Section, badge, esc, fmt, img, not_run, notice, table
@@ -303,7 +303,7 @@ def _visible_arcs(ctx: Context, arch: str, inj: pd.DataFrame, split, row_of: pd.
     survey) and the stamp as the finder receives it (after the ``preprocess`` normalisation and
     host removal, in noise units). What separates the two rows is what the finder has learned a
     lens to be."""
-    from dhs.finder.loader import NormConfig, normalize   # torch: only where this gallery is drawn
+    from dhs.models.loader import NormConfig, normalize   # torch: only where this gallery is drawn
     from dhs.params import ParamsError
     import torch
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from dhs.calibration.prevalence import purity_at_prevalence
+from dhs.evaluation.prevalence import purity_at_prevalence
 from dhs.evaluation.thresholds import operating_point_label
 from dhs.report import figures, summaries
 from dhs.report.context import Context
@@ -442,7 +442,7 @@ def false_positives(ctx: Context) -> Section:
     """False-positive rate by kind of control at each operating threshold
     (metrics/completeness/{arch}.json ``false_positives_by_control``), and the highest-scoring
     controls of each kind (plots/completeness/{arch}/top_controls.csv, stamps from the cache)."""
-    from dhs.stamps.cache import CacheError, open_split
+    from dhs.imaging.cache import CacheError, open_split
 
     parts, oks = [], []
     for arch in ctx.cfg.archs:

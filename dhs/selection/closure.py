@@ -131,14 +131,14 @@ MIN_BIN_N = 50   # bins with fewer injections are not counted in the coverage (t
 
 def run_seed(meta: pd.DataFrame, seed: int, params, workdir: Path, spark, finder: AnalyticFinder = AnalyticFinder()) -> dict[str, Any]:
     """One seed of the closure test: the analytic finder's score table of ``meta`` through the
-    completeness measurement (Spark, ``dhs.completeness.measure``) and the selection stage
+    completeness measurement (Spark, ``dhs.measurement.measure``) and the selection stage
     (``dhs.selection.stage.run``), exactly as a trained finder's. Returns the binned estimates
     ("binned": var, bin edges, n, estimate and intervals per estimator and operating point, with
     the threshold applied), the model's bin means and bands with their truth ("model"), the
     held-out validation per operating point, and the injections' inputs (``reference``: another
     seed's truth is computed over them)."""
     from dhs import headline
-    from dhs.completeness.measure import CompletenessConfig, measure, metrics_dict
+    from dhs.measurement.measure import CompletenessConfig, measure, metrics_dict
     from dhs.selection import stage as selection_stage
     from dhs.selection.function import SelectionFunction
 
@@ -208,7 +208,7 @@ def run_closure(metas: Mapping[int, pd.DataFrame], params, workdir: Path, spark,
     (or over ``reference``, an independent draw, where given: needed for a single seed); the model
     against the truth over its own injections. Returns the per-bin table ("bins", with
     ``covered``), the coverage table and the held-out validation per seed."""
-    from dhs.completeness.measure import CompletenessConfig
+    from dhs.measurement.measure import CompletenessConfig
 
     if len(metas) < 2 and reference is None:
         raise ValueError("the closure test needs >= 2 seeds, or a reference draw: each seed's population truth is computed "
@@ -283,8 +283,8 @@ def run(params="params.yaml", metrics_path: str = "metrics/closure.json", plots_
     import time
 
     from dhs import atomic, headline
-    from dhs.completeness.measure import CompletenessConfig
-    from dhs.completeness.spark import spark_session
+    from dhs.measurement.measure import CompletenessConfig
+    from dhs.measurement.spark import spark_session
     from dhs.params import as_params
     from dhs.selection.figures import coverage_figure
 

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dhs import atomic  # noqa: E402
-from dhs.completeness.figures import LABELS, LOG_AXIS  # noqa: E402
+from dhs.measurement.figures import LABELS, LOG_AXIS  # noqa: E402
 from dhs.evaluation.thresholds import operating_point_label  # noqa: E402
 
 

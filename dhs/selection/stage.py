@@ -128,7 +128,7 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
         models_dir: str = "data/models", out_dir: str = "data/selection", metrics_dir: str = "metrics/selection",
         plots_dir: str = "plots/selection", figures: bool = True) -> dict[str, Any]:
     """``figures``: draw the PNGs (the closure test leaves them out)."""
-    from dhs.completeness.measure import CompletenessConfig, fpr_name
+    from dhs.measurement.measure import CompletenessConfig, fpr_name
     from dhs.selection.figures import model_curve_figure
 
     p = as_params(params).require("selection", "completeness")

@@ -21,7 +21,7 @@ For each usable host:
 - its grz cutout at 0.262 arcsec/pixel comes through the cutout client (``dhs.cutouts``: cache,
   retries, concurrency limit, offline detection; a rerun fetches only what is missing) from the
   Legacy Survey viewer or a local directory of FITS files;
-- the host centre is measured on the cutout (``dhs.stamps.centring.measure_centres``), and the
+- the host centre is measured on the cutout (``dhs.imaging.centring.measure_centres``), and the
   lens is placed there, not at the stamp centre;
 - the lens and source come from the same population as the simulated survey
   (``simulate.population``, drawn per host, independent of the host's own properties);
@@ -64,7 +64,7 @@ from dhs.simulate.noise import pixel_variance
 from dhs.simulate.population import (AB_ZP_NMGY, PHYSICAL_HOST_EXTRAS, assign_region_splits, fill_bookkeeping, fill_injection_columns,
                                      physical_systems, uniform_systems)
 from dhs.simulate.survey import noise_inputs, render_arcs, resolve_device, visibility_metrics
-from dhs.stamps.centring import measure_centres
+from dhs.imaging.centring import measure_centres
 
 REQUIRED = ("ra", "dec", "brickname", "psfsize_g", "psfsize_r", "psfsize_z", "psfdepth_g", "psfdepth_r", "psfdepth_z", "ebv", "flux_r")
 NUMERIC = tuple(c for c in REQUIRED if c != "brickname")

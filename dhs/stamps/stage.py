@@ -25,7 +25,7 @@ from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
 from dhs.simulate.survey import resolve_device
 from dhs.simulate.detectability import population_summary
-from dhs.stamps.cache import build_cache, open_split
+from dhs.imaging.cache import build_cache, open_split
 from dhs.stamps.population_figure import population_figure
 from dhs.stamps.real_hosts import write_host_dataset
 from dhs.stamps.staging import describe_source, link_tree, stage

@@ -45,7 +45,7 @@ def population() -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def sim_cache(tmp_path_factory) -> Path:
     """A decoded cache of 700 rendered stamps (155 in test, from 5 regions), made by the real stamps path."""
-    from dhs.stamps.cache import build_cache
+    from dhs.imaging.cache import build_cache
     from dhs.contract import validate
     from dhs.simulate.config import SimConfig
     from dhs.simulate.dataset import write_synthetic_dataset
@@ -277,7 +277,7 @@ def test_defaults_round_trip():
 
 def test_stage_end_to_end_on_a_simulated_cache(sim_cache, tmp_path):
     """The CLI as DVC runs it: leak AUC about 0.5 on rendered simulated stamps, every row accounted."""
-    from dhs.stamps.cache import open_split
+    from dhs.imaging.cache import open_split
 
     params = write_params(tmp_path)
     out = tmp_path / "metrics" / "baseline.json"

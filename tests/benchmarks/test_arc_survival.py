@@ -32,7 +32,7 @@ def _gauss(cy: float, cx: float, sigma: float, amp: float) -> torch.Tensor:
 
 
 def test_kept_fraction_is_one_for_a_compact_image_far_out_and_near_zero_for_a_ring():
-    from dhs.finder.loader import NormConfig
+    from dhs.models.loader import NormConfig
 
     rng = np.random.default_rng(0)
     host = _gauss(0.3, -0.2, 3.0, 2.0).expand(2, 3, N, N).clone()

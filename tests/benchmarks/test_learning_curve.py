@@ -12,9 +12,9 @@ import yaml
 from tests.conftest import REPO
 from dhs.evaluation.scores import score_table
 from dhs.evaluation.thresholds import threshold_at_fpr
-from dhs.finder.checkpoint import load_trained
-from dhs.finder.inference import score_split
-from dhs.stamps.cache import open_split
+from dhs.models.checkpoint import load_trained
+from dhs.models.inference import score_split
+from dhs.imaging.cache import open_split
 
 _spec = importlib.util.spec_from_file_location("learning_curve", REPO / "benchmarks" / "learning_curve.py")
 learning_curve = importlib.util.module_from_spec(_spec)

@@ -15,11 +15,11 @@ import yaml
 from tests.conftest import REPO
 from tests.finder.test_training import small_cfg
 from dhs.evaluation.scores import score_table, sigmoid
-from dhs.finder.checkpoint import load_trained
-from dhs.finder.inference import score_images, score_split
-from dhs.finder.loader import NormConfig
+from dhs.models.checkpoint import load_trained
+from dhs.models.inference import score_images, score_split
+from dhs.models.loader import NormConfig
 from dhs.finder.training import train
-from dhs.stamps.cache import open_split
+from dhs.imaging.cache import open_split
 
 _spec = importlib.util.spec_from_file_location("train_fit", REPO / "benchmarks" / "train_fit.py")
 train_fit = importlib.util.module_from_spec(_spec)

@@ -98,10 +98,10 @@ def tiny_project(sim_cache, tmp_path_factory):
     """A project root with a small_cnn trained for a few steps on the simulated cache, its
     thresholds set on its own test controls, and its score table: what `dvc repro` leaves."""
     from dhs import atomic
-    from dhs.stamps.cache import open_split
-    from dhs.finder.checkpoint import load_trained
-    from dhs.finder.inference import score_split
-    from dhs.finder.loader import NormConfig
+    from dhs.imaging.cache import open_split
+    from dhs.models.checkpoint import load_trained
+    from dhs.models.inference import score_split
+    from dhs.models.loader import NormConfig
     from dhs.evaluation.scores import score_table
     from dhs.evaluation.thresholds import threshold_at_fpr
     from dhs.finder.training import TrainConfig, train
@@ -193,7 +193,7 @@ def test_a_checkpoint_other_than_the_scored_one_is_named(tiny_project, tmp_path,
     # the thresholds belong to the checkpoint that wrote the score table; a retrained checkpoint in
     # its place (same file name, any file time) is caught by rescoring the project's test stamps
     import shutil
-    from dhs.finder.loader import NormConfig
+    from dhs.models.loader import NormConfig
     from dhs.finder.training import TrainConfig, train
 
     root = tmp_path / "project"

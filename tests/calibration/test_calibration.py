@@ -17,12 +17,12 @@ import yaml
 from scipy.special import expit
 from scipy.stats import norm
 
-from dhs.calibration.calibrator import Calibrator, load_calibrator, save_calibrator
+from dhs.evaluation.calibrator import Calibrator, load_calibrator, save_calibrator
 from dhs.calibration.config import CalibrationConfig
-from dhs.calibration.fitting import DegenerateFitError, apply_isotonic, fit_isotonic, fit_temperature
-from dhs.calibration.prevalence import (posterior_at_prevalence, prevalence_logit_offset, prevalence_shift, purity_at_prevalence,
+from dhs.evaluation.fitting import DegenerateFitError, apply_isotonic, fit_isotonic, fit_temperature
+from dhs.evaluation.prevalence import (posterior_at_prevalence, prevalence_logit_offset, prevalence_shift, purity_at_prevalence,
                                         purity_operating_points)
-from dhs.calibration.reliability import CalibrationError, brier_score, ece, log_loss, mce, reliability_curve
+from dhs.evaluation.reliability import CalibrationError, brier_score, ece, log_loss, mce, reliability_curve
 from dhs.params import ParamsError
 from dhs.evaluation.thresholds import threshold_at_fpr
 from stages import calibration as stage

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from dhs.completeness.counts import (MISSING, OUT_OF_RANGE, BinSpec, CompletenessError, Criterion, region_bin_counts_pandas,
+from dhs.measurement.counts import (MISSING, OUT_OF_RANGE, BinSpec, CompletenessError, Criterion, region_bin_counts_pandas,
                               region_bin_counts_spark, summarise)
-from dhs.completeness.measure import CompletenessConfig, measure
+from dhs.measurement.measure import CompletenessConfig, measure
 from dhs.evaluation.thresholds import threshold_at_fpr
 from dhs.params import ParamsError
 from tests.conftest import REPO

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from dhs.completeness.counts import CompletenessError
-from dhs.completeness.measure import CompletenessConfig
+from dhs.measurement.counts import CompletenessError
+from dhs.measurement.measure import CompletenessConfig
 from dhs.completeness.sensitivity import SensitivityConfig, sweep
 from dhs.params import ParamsError
 from tests.conftest import REPO

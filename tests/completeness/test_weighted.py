@@ -1,4 +1,4 @@
-"""Sky-weighted completeness and weighted thresholds (dhs.completeness.weighted,
+"""Sky-weighted completeness and weighted thresholds (dhs.measurement.weighted,
 dhs.evaluation.thresholds.weighted_threshold_at_fpr) against direct computations."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dhs.completeness.weighted import lookalike_sensitivity, sky_headline, weighted_cell
+from dhs.measurement.weighted import lookalike_sensitivity, sky_headline, weighted_cell
 from dhs.evaluation.intervals import bootstrap_multiplicities, region_bootstrap, wilson_interval
 from dhs.evaluation.thresholds import ThresholdError, threshold_at_fpr, weighted_threshold_at_fpr
 

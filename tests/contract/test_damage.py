@@ -18,7 +18,7 @@ import pytest
 
 from dhs.contract import encode_stamp, validate
 from dhs.contract.shards import HiveShardWriter
-from dhs.stamps.cache import build_cache, open_split
+from dhs.imaging.cache import build_cache, open_split
 from tests.contract.test_contract import KEY, check_accounting, examples_for, make_rows, pixels
 
 GROUP = 4  # rows per row group in these files

@@ -16,8 +16,8 @@ import pytest
 import torch
 import yaml
 
-from dhs.finder.checkpoint import CheckpointError, TrainingError, load_checkpoint, load_trained
-from dhs.finder.loader import NormConfig
+from dhs.models.checkpoint import CheckpointError, TrainingError, load_checkpoint, load_trained
+from dhs.models.loader import NormConfig
 from dhs.finder.training import train
 from tests.conftest import REPO
 from tests.finder.test_training import small_cfg, spec

@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from dhs.finder.loader import NormConfig
+from dhs.models.loader import NormConfig
 from dhs.models.registry import build_model
 from dhs.models.spec import ModelSpec
-from dhs.finder.colours import host_colours_nmgy
+from dhs.models.colours import host_colours_nmgy
 from dhs.models.heads import split_outputs
 from dhs.evaluation.regression import theta_e_regression_table
 from dhs.finder.training import TrainConfig, train, training_loss
@@ -71,9 +71,9 @@ def test_theta_loss_is_masked_on_controls(sim_cache, tmp_path):
 def test_colour_conditioned_model_trains_and_scores(sim_cache, tmp_path):
     """Colours reach the model in training, inference on the cache and inference on raw arrays,
     with any normalisation (they are measured before it)."""
-    from dhs.finder.checkpoint import load_trained
-    from dhs.finder.inference import score_images, score_split
-    from dhs.stamps.cache import open_split
+    from dhs.models.checkpoint import load_trained
+    from dhs.models.inference import score_images, score_split
+    from dhs.imaging.cache import open_split
 
     p = yaml.safe_load(open(REPO / "params.yaml"))["train"]
     p.update(epochs=1, steps_per_epoch=2, batch_size=8, colour_conditioning=True, warmup_steps=0)

@@ -1,4 +1,4 @@
-"""External finders (dhs.finder.external): a trained finder exported to ONNX and TorchScript and
+"""External finders (dhs.models.external): a trained finder exported to ONNX and TorchScript and
 measured again scores like the native one; a foreign network with its own preprocessing, layout
 and output is fed exactly what its spec says; every mismatch between a model and its spec, a
 non-finite output and a bad score table is one clear error; the spec is checked by the params
@@ -17,14 +17,14 @@ import pytest
 import torch
 import yaml
 
-from dhs.finder.checkpoint import load_trained
-from dhs.finder.export import ExportError, export_model, export_stamps
-from dhs.finder.external import ExternalError, check_table_ids, load_external, pack
-from dhs.finder.inference import load_finder, score_images, score_split
-from dhs.finder.loader import preprocess_from_params
+from dhs.models.checkpoint import load_trained
+from dhs.models.export import ExportError, export_model, export_stamps
+from dhs.models.external import ExternalError, check_table_ids, load_external, pack
+from dhs.models.inference import load_finder, score_images, score_split
+from dhs.models.loader import preprocess_from_params
 from dhs.finder.training import train
 from dhs.params import Params, ParamsError
-from dhs.stamps.cache import open_split
+from dhs.imaging.cache import open_split
 from tests.conftest import REPO
 from tests.finder.test_training import small_cfg
 
@@ -300,7 +300,7 @@ def test_score_tables_are_refused_with_counts(sim_cache, tmp_path):
 
 
 def test_the_stamps_to_score_are_written_with_their_ids(sim_cache, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "dhs.finder.export", "stamps", "--cache", str(sim_cache), "--out",
+    res = subprocess.run([sys.executable, "-m", "dhs.models.export", "stamps", "--cache", str(sim_cache), "--out",
                           str(tmp_path / "s.npz")], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     z = np.load(tmp_path / "s.npz")
@@ -308,7 +308,7 @@ def test_the_stamps_to_score_are_written_with_their_ids(sim_cache, tmp_path):
     assert z["images"].shape == (len(val) + len(test), 3, 64, 64) and z["images"].dtype == np.float32
     assert list(z["task_id"]) == list(val.meta["task_id"].astype(str)) + list(test.meta["task_id"].astype(str))
     assert np.array_equal(z["images"][len(val):], np.asarray(test.images, np.float32)) and str(z["bands"]) == "grz"
-    bad = subprocess.run([sys.executable, "-m", "dhs.finder.export", "stamps", "--cache", str(tmp_path / "nothing"), "--out",
+    bad = subprocess.run([sys.executable, "-m", "dhs.models.export", "stamps", "--cache", str(tmp_path / "nothing"), "--out",
                           str(tmp_path / "t.npz")], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "export: FAILED" in bad.stderr and not (tmp_path / "t.npz").exists()
     export_stamps(sim_cache, tmp_path / "u.npz", ("test",))

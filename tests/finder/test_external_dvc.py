@@ -1,10 +1,10 @@
 """External finders end to end under DVC, in a fresh copy of the repository: small_cnn trained by
-the pipeline, exported to ONNX with `python -m dhs.finder.export model` and declared under
+the pipeline, exported to ONNX with `python -m dhs.models.export model` and declared under
 finders.external, scores every test stamp within 1e-5 of the native logits and gives the same
 completeness at every operating point; a tiny network built here (NHWC, asinh-scaled r and g,
 a softmax probability) goes through infer, completeness, selection, calibration, gates,
 known_lenses and the report, and a score table of the same scores, written from the stamps
-`python -m dhs.finder.export stamps` gives a collaborator, gives the same completeness. The
+`python -m dhs.models.export stamps` gives a collaborator, gives the same completeness. The
 model file's content is a DVC dependency: a new file reruns its import and what follows."""
 
 from __future__ import annotations
@@ -68,13 +68,13 @@ def test_external_finders_through_the_whole_pipeline(tmp_path):
     res = run("dvc", "repro", "infer@small_cnn")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     # the trained finder, exported as its users would share it
-    res = run("python", "-m", "dhs.finder.export", "model", "--arch", "small_cnn", "--out", "finders", "--format", "onnx")
+    res = run("python", "-m", "dhs.models.export", "model", "--arch", "small_cnn", "--out", "finders", "--format", "onnx")
     assert res.returncode == 0, res.stderr
     exported = yaml.safe_load((work / "finders" / "small_cnn.onnx.yaml").read_text())
     # a foreign network and, for a finder that cannot be exported, its scores on the stamps handed out
     net = train_tiny(work)
     export_onnx(net, torch.zeros(2, 48, 48, 2), work / "finders" / "tiny.onnx")
-    res = run("python", "-m", "dhs.finder.export", "stamps", "--out", "stamps.npz")
+    res = run("python", "-m", "dhs.models.export", "stamps", "--out", "stamps.npz")
     assert res.returncode == 0, res.stderr
     z = np.load(work / "stamps.npz")
     import onnxruntime as ort

@@ -13,13 +13,13 @@ import pytest
 import torch
 import yaml
 
-from dhs.finder.checkpoint import load_checkpoint
+from dhs.models.checkpoint import load_checkpoint
 from dhs.finder.fresh import BELOW_MIN_SNR, SURPLUS, USED, FreshBatches
-from dhs.finder.loader import NormConfig
+from dhs.models.loader import NormConfig
 from dhs.finder.training import TrainConfig, train
 from dhs.simulate.config import SimConfig
 from dhs.simulate.survey import render_batches
-from dhs.stamps.cache import open_split
+from dhs.imaging.cache import open_split
 from tests.conftest import copy_repo, small_sim_params
 
 
@@ -130,7 +130,7 @@ def test_rendered_batches_on_the_gpu_are_the_cpu_batches(sim):
 
 
 def test_balancing_by_condition_cells_is_refused_for_rendered_batches(sim_cache, sim, tmp_path):
-    from dhs.finder.checkpoint import TrainingError
+    from dhs.models.checkpoint import TrainingError
 
     with pytest.raises(TrainingError, match="exactly balanced already: set train.balance_by: \\[\\]"):
         train(small_cfg(balance_by=["psfdepth_r"]), sim_cache, tmp_path, NormConfig(), augment=False, progress=False, sim=sim)

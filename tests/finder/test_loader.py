@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from dhs.contract import validate
-from dhs.stamps.cache import build_cache, open_split
-from dhs.finder.loader import (NormConfig, ShardedSampler, StampDataset, annulus_mask, augment_dihedral, iterate_batches,
+from dhs.imaging.cache import build_cache, open_split
+from dhs.models.loader import (NormConfig, ShardedSampler, StampDataset, annulus_mask, augment_dihedral, iterate_batches,
                         normalize, shard_indices)
 
 
@@ -119,7 +119,7 @@ def test_bad_norm_params_are_refused():
 def test_params_preprocess_section_parses():
     import yaml
 
-    from dhs.finder.loader import preprocess_from_params
+    from dhs.models.loader import preprocess_from_params
 
     norm, augment = preprocess_from_params(yaml.safe_load(open("params.yaml"))["preprocess"])
     assert norm.mode == "annulus_common" and norm.clip == 20.0 and augment is True
@@ -167,7 +167,7 @@ def test_noise_profile_puts_a_bright_hosts_residual_in_units_of_its_photon_noise
 
 
 def test_noise_profile_needs_the_host_subtraction_it_scales():
-    from dhs.finder.loader import preprocess_from_params
+    from dhs.models.loader import preprocess_from_params
 
     with pytest.raises(ValueError, match="residual_noise_profile"):
         preprocess_from_params({"augment": True, "radial_profile_subtract": False, "residual_noise_profile": True})

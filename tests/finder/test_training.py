@@ -16,12 +16,12 @@ import torch.nn.functional as F
 import yaml
 
 from tests.conftest import REPO
-from dhs.stamps.cache import open_split
-from dhs.finder.loader import NormConfig, iterate_batches
+from dhs.imaging.cache import open_split
+from dhs.models.loader import NormConfig, iterate_batches
 from dhs.models.registry import build_model
 from dhs.models.spec import ModelSpec
 from dhs.params.schema import ARCHS
-from dhs.finder.checkpoint import TrainingError, load_checkpoint
+from dhs.models.checkpoint import TrainingError, load_checkpoint
 from dhs.finder.training import CURVE_EVERY, THROUGHPUT_FILE, TrainConfig, lr_at, train
 
 HYBRID_META = ("psfsize_r", "psfdepth_r", "bad_pixel_frac")
@@ -286,7 +286,7 @@ def test_new_data_retrains_instead_of_resuming(sim_cache, tmp_path, capsys):
 
 
 def test_hybrid_metadata_missing_values_become_the_train_mean():
-    from dhs.finder.checkpoint import standardise
+    from dhs.models.checkpoint import standardise
 
     m = np.array([[1.0, 24.0], [3.0, np.nan], [np.nan, 26.0], [2.0, np.inf]], dtype=np.float64)
     m[~np.isfinite(m)] = np.nan

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from dhs.finder.checkpoint import TrainingError, load_checkpoint
-from dhs.finder.loader import NormalisedSplit, NormConfig, iterate_batches
+from dhs.models.checkpoint import TrainingError, load_checkpoint
+from dhs.models.loader import NormalisedSplit, NormConfig, iterate_batches
 from dhs.finder.training import (TrainConfig, balance_strata, balanced_rows, host_kind_mix, host_kind_rows, train,
                                  training_rows)
-from dhs.stamps.cache import open_split
+from dhs.imaging.cache import open_split
 
 
 def test_training_rows_keep_every_control_and_the_visible_injections():

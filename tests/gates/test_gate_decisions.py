@@ -25,7 +25,7 @@ from dhs.gates.result import (BEYOND, CONSISTENT, INSIDE, STRADDLES, VALUE_ONLY,
                               count_ratio_with_ci, decide)
 from dhs.gates.shuffle import shuffle_gate
 from dhs.params import ParamsError
-from dhs.stamps.geometry import core_mask
+from dhs.imaging.geometry import core_mask
 
 SIZE, SKY, PIXEL_SCALE = 20, 0.005, 0.262
 CORE = core_mask(SIZE, 5.0)        # what the gate masks (core_radius_px 5)

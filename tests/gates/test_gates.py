@@ -29,11 +29,11 @@ from dhs.gates.probes import psf_fwhm_grz, render_ring_and_arc, ring_probe_gate
 from dhs.gates.result import summarise
 from dhs.gates.shuffle import annulus_shuffle, shuffle_gate
 from dhs.gates.splits import host_keys, split_integrity_gate
-from dhs.stamps.centring import subtract_radial_profile_about_host
-from dhs.finder.loader import NormConfig, core_dropout, iterate_batches, normalize, preprocess_from_params, subtract_radial_profile
+from dhs.imaging.centring import subtract_radial_profile_about_host
+from dhs.models.loader import NormConfig, core_dropout, iterate_batches, normalize, preprocess_from_params, subtract_radial_profile
 from dhs.params import ParamsError
 from dhs.simulate.config import SimConfig
-from dhs.stamps.geometry import annulus_table, core_mask, radius_px
+from dhs.imaging.geometry import annulus_table, core_mask, radius_px
 
 SIZE = 64
 SKY = np.array([0.003, 0.005, 0.012])
@@ -377,7 +377,7 @@ def test_radial_profile_option_in_normalize_and_old_params_and_checkpoints_still
 
 
 def test_core_dropout_replaces_the_core_with_sky_like_noise_in_training_only(sim_cache, tmp_path):
-    from dhs.stamps.cache import open_split
+    from dhs.imaging.cache import open_split
     from dhs.models.registry import build_model
     from dhs.models.spec import ModelSpec
     from dhs.finder.training import evaluate
@@ -405,7 +405,7 @@ def test_core_dropout_replaces_the_core_with_sky_like_noise_in_training_only(sim
     b = evaluate(model, val, on, torch.device("cpu"), 64, None, False)
     assert a == b
     # ... while the training loop applies it: same seed and steps, different weights
-    from dhs.finder.checkpoint import load_checkpoint
+    from dhs.models.checkpoint import load_checkpoint
     from dhs.finder.training import TrainConfig, train
 
     cfg = TrainConfig.from_params({"epochs": 1, "steps_per_epoch": 2, "batch_size": 16, "warmup_steps": 1, "device": "cpu"}, "small_cnn")
@@ -440,8 +440,8 @@ def _params(tmp_path, **gates):
 
 
 def test_stage_writes_metrics_and_figure_and_enforce_stops_on_a_failing_gate(sim_cache, tiny_model, tmp_path, capsys):
-    from dhs.finder.checkpoint import load_checkpoint
-    from dhs.stamps.cache import open_split
+    from dhs.models.checkpoint import load_checkpoint
+    from dhs.imaging.cache import open_split
     from stages.gates import main
 
     base = tmp_path / "baseline.json"

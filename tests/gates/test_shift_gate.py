@@ -9,8 +9,8 @@ import torch
 from dhs.evaluation.scores import sigmoid
 from dhs.gates.config import GatesConfig
 from dhs.gates.shift import operating_thresholds, shift_gate, shift_images
-from dhs.stamps.centring import subtract_radial_profile_about_host
-from dhs.finder.loader import subtract_radial_profile
+from dhs.imaging.centring import subtract_radial_profile_about_host
+from dhs.models.loader import subtract_radial_profile
 
 
 @pytest.fixture(scope="module")

@@ -480,11 +480,11 @@ def _write_inputs(tmp_path: Path, server: CutoutServer | None, lens_cubes, **sec
     checkpoint, completeness thresholds and a calibrator: everything the stages read."""
     import torch
 
-    from dhs.calibration.calibrator import Calibrator, save_calibrator
-    from dhs.finder.loader import NormConfig
+    from dhs.evaluation.calibrator import Calibrator, save_calibrator
+    from dhs.models.loader import NormConfig
     from dhs.models.registry import build_model
     from dhs.models.spec import ModelSpec
-    from dhs.finder.checkpoint import save_checkpoint
+    from dhs.models.checkpoint import save_checkpoint
 
     pos = positions(6)
     cat = pos.assign(theta_e_arcsec=[0.9, 1.1, 1.3, 1.6, np.nan, np.nan], z_lens=0.3, z_source=np.nan,
@@ -568,8 +568,8 @@ def test_stages_fetch_then_score_and_report_recall_consistent_with_the_scores(se
     png = (tmp_path / "p" / "small_cnn_gallery.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     # the scores are the model's on the cached nMgy cubes with the training normalisation
-    from dhs.finder.checkpoint import load_trained
-    from dhs.finder.inference import score_images
+    from dhs.models.checkpoint import load_trained
+    from dhs.models.inference import score_images
 
     tm = load_trained(tmp_path / "models" / "small_cnn", "cpu")
     np.testing.assert_allclose(ok["logit"], score_images(tm, lens_cubes[:5]), rtol=1e-5, atol=1e-6)

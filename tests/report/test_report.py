@@ -31,7 +31,7 @@ import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tests.conftest import REPO  # noqa: E402
-from dhs.stamps.cache import open_split  # noqa: E402
+from dhs.imaging.cache import open_split  # noqa: E402
 from dhs.params import ParamsError, load_params  # noqa: E402
 from dhs.report import ReportConfig  # noqa: E402
 from dhs.evaluation.scores import score_table  # noqa: E402

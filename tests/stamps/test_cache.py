@@ -16,8 +16,8 @@ import torch
 from dhs import atomic
 from dhs.contract import decode_stamp, encode_stamp, validate
 from dhs.contract.validate import DecodeInto
-from dhs.finder.loader import NormConfig, iterate_batches, normalize
-from dhs.stamps.cache import CacheError, build_cache, open_split
+from dhs.models.loader import NormConfig, iterate_batches, normalize
+from dhs.imaging.cache import CacheError, build_cache, open_split
 from dhs.contract.norm_stats import STATS_ANNULUS, STATS_COLUMNS, annulus_mask_np, annulus_stats
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from dhs.finder.loader import augment_shift, subtract_radial_profile
+from dhs.models.loader import augment_shift, subtract_radial_profile
 from dhs.simulate.psf import PSFSpectra
 from dhs.simulate.render import render_profile, unlensed_sersic
-from dhs.stamps.centring import (SHAPE_PHI_SIGMA_PX, _smooth, elliptical_profile_about, fourier_shift, host_shape_profile, host_shapes,
+from dhs.imaging.centring import (SHAPE_PHI_SIGMA_PX, _smooth, elliptical_profile_about, fourier_shift, host_shape_profile, host_shapes,
                                  measure_centres, radial_profile_about, shape_node_radii_px, subtract_radial_profile_about_host)
 
 PIX, N = 0.262, 64
@@ -156,7 +156,7 @@ def test_an_arc_survives_the_host_centred_subtraction(shape):
 def test_residual_noise_scale_puts_an_arc_at_its_snr_on_faint_and_bright_hosts():
     """The raw annulus MAD of a large bright host is mostly the host's own gradient: without the
     residual rescaling its stamp comes out scaled down and its noise far below 1."""
-    from dhs.finder.loader import NormConfig, normalize
+    from dhs.models.loader import NormConfig, normalize
 
     off = np.zeros((2, 2))
     sigma = 0.01

@@ -218,7 +218,7 @@ def test_stage_from_a_local_fits_directory_writes_a_contract_dataset(real_sky, t
     # paired: a control and an injection per usable host, every row accounted for
     assert m["rows_read"] == 2 * (len(cat) - 1) == m["rows_used"] + m["rows_rejected"] and m["rows_rejected"] == 2
     assert m["region_disjoint"] and m["host_disjoint"] and set(m["cache"]["rows_by_split"]) == {"train", "val", "test"}
-    from dhs.stamps.cache import open_split
+    from dhs.imaging.cache import open_split
 
     test = open_split(tmp_path / "cache", "test")
     meta = test.meta

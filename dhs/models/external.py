@@ -15,7 +15,7 @@ The input spec says what the model was trained to see, and this module gives it 
 - ``layout``: NCHW (torch) or NHWC (Keras/JAX); ``dtype`` float32 / float16 / float64;
 - ``preprocess.kind``: ``none`` (nMgy as they are), ``asinh`` (asinh(x / b) with one softening
   b per band, nMgy), ``standardise`` (per stamp and band: minus its mean, over its standard
-  deviation) or ``project`` (this pipeline's normalisation, ``dhs.finder.loader.normalize``, with
+  deviation) or ``project`` (this pipeline's normalisation, ``dhs.models.loader.normalize``, with
   the keys of the ``preprocess`` section given under ``preprocess.project``: what an exported
   finder of this pipeline needs; ``input: raw_and_residual`` makes 6 channels, raw grz then
   residual grz);
@@ -28,7 +28,7 @@ scored (one input, its declared shape and the spec's; the output's shape; a prob
 twice gives finite, identical values) and packs model file and spec into
 ``data/models/{name}/checkpoint_best.pt``: the file every later stage depends on and records the
 SHA-256 of, as for a trained finder. ``load_external`` turns it back into an ``ExternalFinder``,
-which scores cached splits and nMgy arrays like ``dhs.finder.inference`` does for a trained one.
+which scores cached splits and nMgy arrays like ``dhs.models.inference`` does for a trained one.
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ import pandas as pd
 import torch
 
 from dhs import atomic
-from dhs.finder.checkpoint import TrainingError, load_checkpoint, resolve_device
-from dhs.finder.loader import NormConfig, iterate_batches, normalize
+from dhs.models.checkpoint import TrainingError, load_checkpoint, resolve_device
+from dhs.models.loader import NormConfig, iterate_batches, normalize
 from dhs.params.schema import BANDS, PREPROCESS
-from dhs.stamps import geometry
+from dhs.imaging import geometry
 
 EXTERNAL_ARCH = "external"          # the arch a packed external finder's spec names
 MAX_MODEL_BYTES = 4 << 30           # a model file or score table larger than this is refused before it is read
@@ -253,7 +253,7 @@ RUNNERS = {"onnx": _Onnx, "torchscript": _TorchScript}
 
 @dataclass
 class ExternalFinder:
-    """An external finder restored from its packed file; scores like ``dhs.finder.inference``."""
+    """An external finder restored from its packed file; scores like ``dhs.models.inference``."""
 
     name: str
     spec: dict                      # the checked finders.external entry
@@ -399,7 +399,7 @@ def check_table_ids(table: pd.Series, cache_ids: Mapping[str, np.ndarray], score
                                 f"(e.g. {lack[:5].tolist()}); every stamp of the scored splits {list(scored)} must be scored")
     if not known.all():
         raise ExternalError(f"score table of {name}: {int((~known).sum())} of its {len(index)} ids are no stamp of the cache "
-                            f"(e.g. {index[~known][:5].tolist()}); score the stamps `python -m dhs.finder.export stamps` writes")
+                            f"(e.g. {index[~known][:5].tolist()}); score the stamps `python -m dhs.models.export stamps` writes")
     return {"rows": len(index), "scored": {s: counts[s] for s in scored},
             "ignored": {s: c for s, c in counts.items() if s not in scored and c}}
 
@@ -454,7 +454,7 @@ def pack(name: str, spec: Mapping[str, Any], repo_root: str | Path, out_path: st
             raise ExternalError(f"{spec['model']}: an empty file, not a score table")
         table = read_score_table(data, table_suffix(spec["model"]), spec, spec["model"])
         if len(table) == 0:
-            raise ExternalError(f"{spec['model']}: a score table without rows; score the stamps `python -m dhs.finder.export "
+            raise ExternalError(f"{spec['model']}: a score table without rows; score the stamps `python -m dhs.models.export "
                                 f"stamps` writes")
         metrics.update({"rows": len(table), "stamp_size": None})
     else:

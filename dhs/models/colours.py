@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dhs.stamps.cache import CachedSplit, annulus_mask_np
+from dhs.imaging.cache import CachedSplit, annulus_mask_np
 
 APERTURE_RADIUS_PX = 4.0
 FLUX_FLOOR_NMGY = 0.05   # ~ the sky noise of the 50-pixel aperture at DR10 depth

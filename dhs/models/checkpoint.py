@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from dhs import atomic
-from dhs.finder.loader import NormConfig
+from dhs.models.loader import NormConfig
 from dhs.models.heads import split_outputs
 from dhs.models.registry import build_model
 from dhs.models.spec import ModelSpec
@@ -205,7 +205,7 @@ class TrainedModel:
         # control scores and moves a high-purity threshold by whole controls
         x = x.contiguous(memory_format=torch.channels_last)
         if self.spec.colour and colours is None:
-            raise TrainingError("this model is colour-conditioned: pass the host colours (dhs.finder.colours)")
+            raise TrainingError("this model is colour-conditioned: pass the host colours (dhs.models.colours)")
         args = [a for a in (meta, colours if self.spec.colour else None) if a is not None]
         out = self.model(x, *args)
         logits, theta = split_outputs(out.float())

@@ -1,5 +1,5 @@
 """Measuring the selection function of one model: thresholds on controls, completeness per bin
-with intervals, headline numbers. Spark does the scans; see ``dhs.completeness.counts`` for the
+with intervals, headline numbers. Spark does the scans; see ``dhs.measurement.counts`` for the
 definitions and ``dhs.evaluation.thresholds`` for the threshold convention (pass: score > threshold).
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dhs.completeness.counts import (OVERALL, THETA_PSF_GE_1, BinSpec, CompletenessError, Criterion, excluded_counts, headline_bins,
+from dhs.measurement.counts import (OVERALL, THETA_PSF_GE_1, BinSpec, CompletenessError, Criterion, excluded_counts, headline_bins,
                               region_bin_counts_spark, summarise, surface_name)
 from dhs.evaluation.auc import auroc, roc_curve
-from dhs.completeness.weighted import DISCOVERABLE, lookalike_sensitivity, sky_headline
+from dhs.measurement.weighted import DISCOVERABLE, lookalike_sensitivity, sky_headline
 from dhs.evaluation.intervals import bootstrap_multiplicities, wilson_interval
 from dhs.evaluation.scores import REQUIRED_COLUMNS
 from dhs.evaluation.thresholds import Threshold, fpr_name, score_name, threshold_from_top, top_needed
@@ -93,7 +93,7 @@ class SelectionResult:
     roc: tuple[np.ndarray, np.ndarray] = ()   # (fpr, tpr) on the evaluation split, for drawing
     control_groups: dict[str, Any] = field(default_factory=dict)   # false-positive rates by kind of control
     top_controls: pd.DataFrame | None = None  # the highest-scoring controls of each kind (report gallery)
-    sky: dict[str, Any] = field(default_factory=dict)               # sky-weighted headline (dhs.completeness.weighted)
+    sky: dict[str, Any] = field(default_factory=dict)               # sky-weighted headline (dhs.measurement.weighted)
     lookalike: dict[str, Any] = field(default_factory=dict)         # thresholds with the look-alike rate scaled
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, logit
 
-from dhs.calibration.reliability import CalibrationError, _as_probs, _prevalence
+from dhs.evaluation.reliability import CalibrationError, _as_probs, _prevalence
 from dhs.evaluation.thresholds import threshold_at_fpr
 
 

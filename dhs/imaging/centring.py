@@ -17,7 +17,7 @@ measures the centre and takes the profile about it:
 
 Radial profile about a centre c: the stamp is shifted by -c in Fourier space (band-limited,
 circular: the wrap moves at most a few edge pixels, which the medians ignore), the azimuthal
-median per integer-radius annulus is taken with the fixed tables of ``dhs.stamps.geometry``, and the
+median per integer-radius annulus is taken with the fixed tables of ``dhs.imaging.geometry``, and the
 profile is evaluated at every pixel's radius from c (linear between the annuli's node radii).
 A round host at any sub-pixel position then vanishes, and an arc stays.
 
@@ -31,7 +31,7 @@ from functools import lru_cache
 
 import torch
 
-from dhs.stamps.geometry import annulus_table
+from dhs.imaging.geometry import annulus_table
 
 SEARCH_RADIUS_PX = 5.0
 MAD_TO_SIGMA = 1.4826  # robust sigma of a Gaussian from its median absolute deviation

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
-from dhs.calibration.reliability import CalibrationError, _as_labels, _as_logits, _both_classes
+from dhs.evaluation.reliability import CalibrationError, _as_labels, _as_logits, _both_classes
 
 TEMPERATURE_BOUNDS = (1e-2, 1e2)   # a fitted T at either end means the NLL has no interior minimum
 LR_CHI2_95 = 3.841                 # 95 % point of chi2 with one degree of freedom

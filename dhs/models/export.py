@@ -1,6 +1,6 @@
 """Sharing finders and stamps with the world outside the pipeline.
 
-``python -m dhs.finder.export model --arch small_cnn --out finders/small_cnn``
+``python -m dhs.models.export model --arch small_cnn --out finders/small_cnn``
     writes a finder trained here as ONNX (``small_cnn.onnx``) and TorchScript (``small_cnn.pt``),
     each beside the spec that measures it again as an external finder (``small_cnn.onnx.yaml``,
     ``small_cnn.pt.yaml``: paste it under ``finders.external.<name>`` in params.yaml). The network
@@ -10,7 +10,7 @@
     takes more than one input and is refused with the reason. A theta_E head's second output is
     left out (the export returns the lens logit, (N, 1)).
 
-``python -m dhs.finder.export stamps --out stamps.npz [--splits val test]``
+``python -m dhs.models.export stamps --out stamps.npz [--splits val test]``
     writes the stamps a collaborator must score for a score-table finder: ``task_id`` and
     ``split`` (strings), ``images`` (N, 3, S, S) float32 grz in nMgy, and the band order and
     pixel scale; they return a CSV or parquet with columns ``task_id, score``.
@@ -59,7 +59,7 @@ def export_model(model_dir: str | Path, arch: str, out_dir: str | Path, formats=
     import torch
     import yaml
 
-    from dhs.finder.checkpoint import load_trained
+    from dhs.models.checkpoint import load_trained
     from dhs.models.heads import split_outputs
 
     tm = load_trained(model_dir, "cpu", arch=arch)
@@ -103,7 +103,7 @@ def export_model(model_dir: str | Path, arch: str, out_dir: str | Path, formats=
 
 def export_stamps(cache_dir: str | Path, out: str | Path, splits=SCORE_SPLITS) -> dict:
     """The stamps of ``splits`` with their ids, as one .npz; the counts written."""
-    from dhs.stamps.cache import open_split
+    from dhs.imaging.cache import open_split
 
     ids, names, images = [], [], []
     for s in splits:
@@ -120,7 +120,7 @@ def export_stamps(cache_dir: str | Path, out: str | Path, splits=SCORE_SPLITS) -
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dhs.finder.export", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m dhs.models.export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
     m = sub.add_parser("model", help="a trained finder as ONNX and TorchScript, with its spec")
@@ -133,8 +133,8 @@ def main(argv=None) -> int:
     s.add_argument("--out", required=True)
     s.add_argument("--splits", nargs="+", default=list(SCORE_SPLITS), choices=["train", "val", "test"])
     a = ap.parse_args(argv)
-    from dhs.finder.checkpoint import TrainingError
-    from dhs.stamps.cache import CacheError
+    from dhs.models.checkpoint import TrainingError
+    from dhs.imaging.cache import CacheError
 
     try:
         if a.what == "model":

@@ -1,6 +1,6 @@
 """Scoring stamps with a trained model, exactly as it was trained to see them.
 
-The model comes from ``dhs.finder.checkpoint.load_trained`` with the normalisation and the
+The model comes from ``dhs.models.checkpoint.load_trained`` with the normalisation and the
 hybrid's metadata statistics stored in its checkpoint, so every consumer (the infer stage, the
 gates, the known-lens stage) feeds it what training fed it. ``score_split`` scores every row of a
 cached split once, in row order, without a padding sampler (docs/conventions.md, evaluation
@@ -8,7 +8,7 @@ rules); ``score_images`` scores arbitrary nMgy arrays (cutouts, probed stamps).
 
 ``load_finder`` restores either kind of finder from ``data/models/{name}/checkpoint_best.pt``: a
 model trained here (``TrainedModel``) or one made elsewhere and packed by the import stage
-(``dhs.finder.external.ExternalFinder``); ``score_split`` and ``score_images`` take both.
+(``dhs.models.external.ExternalFinder``); ``score_split`` and ``score_images`` take both.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dhs.finder.checkpoint import TrainedModel, TrainingError, load_checkpoint, load_trained
-from dhs.finder.external import ExternalFinder, is_external, load_external
-from dhs.finder.colours import host_colours_nmgy, split_host_colours
-from dhs.finder.loader import iterate_batches, normalize
-from dhs.stamps.cache import CachedSplit
+from dhs.models.checkpoint import TrainedModel, TrainingError, load_checkpoint, load_trained
+from dhs.models.external import ExternalFinder, is_external, load_external
+from dhs.models.colours import host_colours_nmgy, split_host_colours
+from dhs.models.loader import iterate_batches, normalize
+from dhs.imaging.cache import CachedSplit
 
 
 def _check_size(tm: TrainedModel, size: int, what: str) -> None:

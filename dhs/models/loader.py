@@ -13,7 +13,7 @@ Normalisation (``NormConfig``), applied batched in torch on whatever device hold
 Optionally (``radial_profile_subtract``), after scaling: per stamp and band, subtract the
 azimuthal median profile (median of each integer-radius annulus, linearly interpolated in
 radius) about the host's centre as measured on the stamp (``radial_profile_centre: host``,
-``dhs.stamps.centring``) or about the stamp centre (``stamp``, the earlier behaviour). A round
+``dhs.imaging.centring``) or about the stamp centre (``stamp``, the earlier behaviour). A round
 host vanishes and what is left is non-axisymmetric structure: arcs, companions, the quadrupole
 of an elliptical host. The median (not the mean) keeps an arc that covers a minority of its
 annulus. It also removes the axisymmetric part of the central brightness, the core-brightness
@@ -60,10 +60,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dhs.stamps.cache import CachedSplit, annulus_mask_np
+from dhs.imaging.cache import CachedSplit, annulus_mask_np
 from dhs.params import checked
-from dhs.stamps.centring import MAD_TO_SIGMA, subtract_radial_profile_about_host
-from dhs.stamps.geometry import annulus_table, core_mask
+from dhs.imaging.centring import MAD_TO_SIGMA, subtract_radial_profile_about_host
+from dhs.imaging.geometry import annulus_table, core_mask
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def normalize(x: torch.Tensor, cfg: NormConfig, stats: torch.Tensor | None = Non
     """(B, C, H, W) nMgy -> normalised float32, clipped to +-cfg.clip.
 
     ``stats`` (B, 7): annulus medians, pooled MAD and per-band MADs measured when the cache was
-    built (``dhs.stamps.cache.STATS_COLUMNS``); with them normalising is one subtract and one scale.
+    built (``dhs.imaging.cache.STATS_COLUMNS``); with them normalising is one subtract and one scale.
     With ``cfg.radial_profile_subtract`` the azimuthal median profile is subtracted before the clip.
     Core dropout is never applied here (training only: ``iterate_batches(training=True)``).
     """

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from dhs import atomic
-from dhs.calibration.fitting import apply_isotonic, apply_temperature
-from dhs.calibration.prevalence import posterior_at_prevalence
-from dhs.calibration.reliability import CalibrationError, _prevalence
+from dhs.evaluation.fitting import apply_isotonic, apply_temperature
+from dhs.evaluation.prevalence import posterior_at_prevalence
+from dhs.evaluation.reliability import CalibrationError, _prevalence
 from dhs.params.schema import CALIBRATION_METHODS
 
 CALIBRATOR_FORMAT = "dhs-calibrator/1"
