@@ -5,60 +5,12 @@ runs then reruns the stage."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 import yaml
 
 from tests.conftest import REPO
 
-PACKAGES = ("dhs", "stages")
-
-
-def _module_file(module: str) -> Path | None:
-    """The file of a project module (``dhs.x.y`` -> dhs/x/y.py or dhs/x/y/__init__.py)."""
-    base = REPO.joinpath(*module.split("."))
-    for p in (base.with_suffix(".py"), base / "__init__.py"):
-        if p.is_file():
-            return p
-    return None
-
-
-def _with_packages(module: str) -> list[str]:
-    """``dhs.x.y`` and the packages Python runs on the way to it: dhs, dhs.x."""
-    parts = module.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Project modules named by the import statements of ``path`` (any depth in the file)."""
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # "from dhs.x import y": dhs.x, and dhs.x.y where y is a module
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        else:
-            continue
-        for name in names:
-            if name.split(".")[0] in PACKAGES and _module_file(name) is not None:
-                out.update(m for m in _with_packages(name) if _module_file(m) is not None)
-    return out
-
-
-def closure(script: Path) -> set[Path]:
-    """Every project file that running ``script`` may import, the script included."""
-    seen: set[Path] = set()
-    todo = [script]
-    while todo:
-        f = todo.pop()
-        if f in seen:
-            continue
-        seen.add(f)
-        todo.extend(_module_file(m) for m in imported_modules(f))
-    return seen
+from dhs.codebase import PACKAGES, closure, imported_modules  # noqa: F401 (imported_modules: the layers test)
 
 
 def stages() -> dict[str, dict]:
