@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from dhs.measurement.counts import Criterion, headline_bins, region_bin_counts_pandas, region_bin_counts_spark, summarise, surface_name
+from dhs.measurement.counts import Criterion, headline_bins, region_bin_counts_pandas, region_bin_counts_spark, completeness_intervals, surface_name
 from dhs.measurement.measure import CompletenessConfig
 from dhs.measurement.spark import spark_session
 from dhs.evaluation.thresholds import threshold_at_fpr
@@ -103,7 +103,7 @@ def main() -> None:
         for bx, by in cfg.surfaces():
             specs[surface_name(bx, by)] = bx.n_bins * by.n_bins
         t0 = time.perf_counter()
-        summarise(counts_spark, specs, crits, cfg.n_bootstrap, 0, 0.95)
+        completeness_intervals(counts_spark, specs, crits, cfg.n_bootstrap, 0, 0.95)
         t_sum = time.perf_counter() - t0
         spark.stop()
 

@@ -47,11 +47,11 @@ def binned(table: pd.DataFrame, threshold: float, var: str, edges) -> pd.DataFra
     """Injections of a score table per bin of ``var`` with the completeness stage's own counting
     (``dhs.measurement.counts``: [lo, hi) bins, the last closed; found = score > threshold):
     bin, n, found and their fraction."""
-    from dhs.measurement.counts import BinSpec, Criterion, region_bin_counts_pandas, summarise
+    from dhs.measurement.counts import BinSpec, Criterion, region_bin_counts_pandas, completeness_intervals
 
     inj = table[table["label"] == 1]
     counts = region_bin_counts_pandas(inj, [BinSpec(var, var, tuple(edges))], [Criterion("pass", "score", threshold)])
-    s = summarise(counts, {var: edges}, [Criterion("pass", "score", threshold)], n_boot=0,
+    s = completeness_intervals(counts, {var: edges}, [Criterion("pass", "score", threshold)], n_boot=0,
                   regions=inj["region_id"].unique())
     s = s[s["subset"] == "all"]
     last = len(s) - 1

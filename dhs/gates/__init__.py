@@ -20,7 +20,7 @@ FAILs only when the whole interval lies beyond the threshold, and SKIPs with few
 """
 
 from dhs.gates.config import GatesConfig
-from dhs.gates.result import gate_result, summarise
+from dhs.gates.result import gate_result, tally_verdicts
 from dhs.gates.run import GATE_ORDER, run_gates, table_lines
 
-__all__ = ["GatesConfig", "GATE_ORDER", "gate_result", "run_gates", "summarise", "table_lines"]
+__all__ = ["GatesConfig", "GATE_ORDER", "gate_result", "run_gates", "tally_verdicts", "table_lines"]

@@ -78,7 +78,7 @@ def skipped(name: str, threshold: float | None, rule: str, why: str, **values: A
     return gate_result(name, "SKIP", None, threshold, rule, f"not evaluated: {why}", **values)
 
 
-def summarise(results: Sequence[dict]) -> dict:
+def tally_verdicts(results: Sequence[dict]) -> dict:
     """{all_passed, n_pass, n_fail, n_skip, failed: [names], skipped: [names]}."""
     by = {s: [r["name"] for r in results if r["status"] == s] for s in STATUSES}
     return {"all_passed": bool(results) and not by["FAIL"] and not by["SKIP"], "n_pass": len(by["PASS"]),

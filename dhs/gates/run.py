@@ -27,7 +27,7 @@ from dhs.gates.core import core_masked_gate, core_only_gate
 from dhs.gates.metadata import metadata_gate
 from dhs.gates.pixels import ScoreFn, read_rows
 from dhs.gates.probes import ring_probe_gate
-from dhs.gates.result import skipped, summarise
+from dhs.gates.result import skipped, tally_verdicts
 from dhs.evaluation.thresholds import threshold_at_fpr
 from dhs.gates.shift import operating_thresholds, shift_gate
 from dhs.gates.shuffle import shuffle_gate
@@ -85,7 +85,7 @@ def run_gates(score: ScoreFn | None, norm: NormConfig, cache_dir: str | Path, ba
         for name in ("core_masked", "ring_probe", "annulus_shuffle", "shift"):
             results[name] = skipped(name, None, "needs a finder that scores new stamps", why)
         ordered = [results[k] for k in GATE_ORDER]
-        metrics = {**summarise(ordered), "enforce": cfg.enforce, "gates": {r["name"]: r for r in ordered},
+        metrics = {**tally_verdicts(ordered), "enforce": cfg.enforce, "gates": {r["name"]: r for r in ordered},
                    "n_eval": int(len(rows)), "n_eval_injections": int(y.sum()), "n_eval_controls": int((y == 0).sum()),
                    "threshold_logit_fpr1pct": None, "auc_test_subset": None, "normalisation": dataclasses.asdict(norm),
                    "params": dataclasses.asdict(cfg)}
@@ -124,7 +124,7 @@ def run_gates(score: ScoreFn | None, norm: NormConfig, cache_dir: str | Path, ba
     del shift_imgs
 
     ordered = [results[k] for k in GATE_ORDER]
-    metrics = {**summarise(ordered), "enforce": cfg.enforce, "gates": {r["name"]: r for r in ordered},
+    metrics = {**tally_verdicts(ordered), "enforce": cfg.enforce, "gates": {r["name"]: r for r in ordered},
                "n_eval": int(len(rows)), "n_eval_injections": int(y.sum()), "n_eval_controls": int((y == 0).sum()),
                "threshold_logit_fpr1pct": thr, "auc_test_subset": auroc(y, logits) if 0 < y.sum() < len(y) else None, "normalisation": dataclasses.asdict(norm),
                "params": dataclasses.asdict(cfg)}

@@ -204,7 +204,7 @@ def region_bin_counts_pandas(df: pd.DataFrame, bins: Sequence[BinSpec], criteria
 
 
 # ---------------------------------------------------------------- intervals
-def summarise(table: pd.DataFrame, specs: Mapping[str, Sequence[float] | int], criteria: Sequence[Criterion], n_boot: int = 1000,
+def completeness_intervals(table: pd.DataFrame, specs: Mapping[str, Sequence[float] | int], criteria: Sequence[Criterion], n_boot: int = 1000,
               seed: int = 0, confidence: float = 0.95, regions: Sequence[int] | None = None) -> pd.DataFrame:
     """Completeness with Wilson and region-bootstrap intervals from a count table.
 

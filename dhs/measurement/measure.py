@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dhs.measurement.counts import (OVERALL, THETA_PSF_GE_1, BinSpec, CompletenessError, Criterion, excluded_counts, headline_bins,
-                              region_bin_counts_spark, summarise, surface_name)
+                              region_bin_counts_spark, completeness_intervals, surface_name)
 from dhs.evaluation.auc import auroc, roc_curve
 from dhs.measurement.weighted import DISCOVERABLE, lookalike_sensitivity, sky_headline
 from dhs.evaluation.intervals import bootstrap_multiplicities, wilson_interval
@@ -273,7 +273,7 @@ def measure(spark, scores_path: str, cfg: CompletenessConfig, extra_criteria: tu
         dcounts = region_bin_counts_spark(inj.where(F.col(DISCOVERABLE) == 1), dbins, criteria, cfg.clean_max)
         counts = pd.concat([counts, dcounts], ignore_index=True)
         specs.update({b.name: b.edges for b in dbins})
-    table = summarise(counts, specs, criteria, cfg.n_bootstrap, cfg.seed, cfg.confidence, regions)
+    table = completeness_intervals(counts, specs, criteria, cfg.n_bootstrap, cfg.seed, cfg.confidence, regions)
     mult = bootstrap_multiplicities(len(regions), cfg.n_bootstrap, cfg.seed) if cfg.n_bootstrap > 0 else np.zeros((0, len(regions)))
     icols = ["region_id", "score", *(c for c in ("sky_weight", DISCOVERABLE) if c in sdf.columns)]
     ipdf = inj.select(*icols).toPandas()

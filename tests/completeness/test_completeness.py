@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dhs.measurement.counts import (MISSING, OUT_OF_RANGE, BinSpec, CompletenessError, Criterion, region_bin_counts_pandas,
-                              region_bin_counts_spark, summarise)
+                              region_bin_counts_spark, completeness_intervals)
 from dhs.measurement.measure import CompletenessConfig, measure
 from dhs.evaluation.thresholds import threshold_at_fpr
 from dhs.params import ParamsError
@@ -90,7 +90,7 @@ def test_completeness_matches_direct_count(spark, tmp_path):
 
 def test_summarise_flags_small_bins():
     table = pd.DataFrame({"var": "x", "bin": [0, 1], "region_id": [1, 1], "n": [10, 60], "n_clean": [10, 60], "k__c": [5, 30], "kc__c": [5, 30]})
-    out = summarise(table, {"x": (0.0, 1.0, 2.0)}, [Criterion("c", "score", 0.5)], n_boot=10)
+    out = completeness_intervals(table, {"x": (0.0, 1.0, 2.0)}, [Criterion("c", "score", 0.5)], n_boot=10)
     allrows = out[out["subset"] == "all"].set_index("bin")
     assert bool(allrows.loc[0, "low_n"]) and not bool(allrows.loc[1, "low_n"])
     assert allrows.loc[1, "completeness"] == 0.5

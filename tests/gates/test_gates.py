@@ -26,7 +26,7 @@ from dhs.gates.core import core_masked_gate, core_only_gate, mask_core
 from dhs.gates.metadata import metadata_gate
 from dhs.gates.pixels import normalised
 from dhs.gates.probes import psf_fwhm_grz, render_ring_and_arc, ring_probe_gate
-from dhs.gates.result import summarise
+from dhs.gates.result import tally_verdicts
 from dhs.gates.shuffle import annulus_shuffle, shuffle_gate
 from dhs.gates.splits import host_keys, split_integrity_gate
 from dhs.imaging.centring import subtract_radial_profile_about_host
@@ -315,7 +315,7 @@ def test_metadata_gate_reads_the_baseline_leak_auc(tmp_path):
     assert r["status"] == "FAIL" and r["value"] == 0.71 and "different conditions" in r["detail"]
     r = metadata_gate(tmp_path / "missing.json", CFG)
     assert r["status"] == "SKIP" and "dvc repro baseline" in r["detail"]
-    assert summarise([r])["all_passed"] is False  # SKIP is not a pass
+    assert tally_verdicts([r])["all_passed"] is False  # SKIP is not a pass
 
 
 def test_gates_params_refuse_unknown_keys_and_bad_values():
