@@ -173,7 +173,8 @@ def world(sim_cache, tmp_path_factory) -> Path:
 
 def _render(root: Path, cache: Path | None) -> tuple[str, dict]:
     out = root / "plots/report/index.html"
-    status = report_stage.run(str(root / "params.yaml"), str(root), str(out), str(cache) if cache else None)
+    status = report_stage.run(str(root / "params.yaml"), str(root), str(out), str(cache) if cache else None,
+                               summary=str(root / "summary.json"))
     return out.read_text(), status
 
 
