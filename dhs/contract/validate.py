@@ -312,8 +312,32 @@ def list_shards(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix == ".parquet" and not p.name.startswith((".", "_")))
 
 
+def schema_problems(schema: pa.Schema, contract: Contract, rel: str) -> list[Problem]:
+    """The schema's problems, naming the file ``rel`` and the column: each required column that
+    is missing (the partition key lives in the directory name), then each contract column of a
+    type the contract does not accept."""
+    names = set(schema.names)
+    out = []
+    for col in contract.required:
+        if col.name == contract.partition_key:
+            continue
+        if col.name not in names:
+            out.append(Problem(rel, None, col.name, "missing_column", f"required column {col.name!r} ({col.type}, {col.unit or 'no unit'}) is missing"))
+    for col in contract.columns:
+        if col.name in names and not col.accepts(schema.field(col.name).type):
+            t = schema.field(col.name).type
+            msg = (f"column {col.name!r} holds no values (Arrow type null) but the contract requires a value in every row"
+                   if pa.types.is_null(t) else f"column {col.name!r} has type {t}, expected {col.type}")
+            out.append(Problem(rel, None, col.name, "wrong_type", msg))
+    return out
+
+
 def validate_file(path: str, root: str, check_pixels: bool = True, contract: Contract | None = None,
                   decode_into: DecodeInto | None = None) -> FileResult:
+    """One shard against the contract: its partition, that it opens as parquet, its schema, then
+    every row of every row group (``_RowChecks``; the module docstring lists the reasons in the
+    order they apply). A schema problem rejects every row as ``bad_schema`` without reading them.
+    ``decode_into`` (with ``check_pixels``): keep the usable rows' decoded pixels for the cache."""
     contract = contract or load_contract()
     p, root_p = Path(path), Path(root)
     split = partition_split(p, root_p, contract.partition_key)
@@ -329,192 +353,250 @@ def validate_file(path: str, root: str, check_pixels: bool = True, contract: Con
         res.errors.append(Problem(rel, None, None, "unreadable_file", f"not a readable parquet file: {exc_text(exc)}"))
         return res
     res.n_rows = int(starts[-1])
-    names = set(schema.names)
-    bad_schema = False
-    for col in contract.required:
-        if col.name == contract.partition_key:
-            continue
-        if col.name not in names:
-            res.errors.append(Problem(rel, None, col.name, "missing_column", f"required column {col.name!r} ({col.type}, {col.unit or 'no unit'}) is missing"))
-            bad_schema = True
-    for col in contract.columns:
-        if col.name in names and not col.accepts(schema.field(col.name).type):
-            t = schema.field(col.name).type
-            msg = (f"column {col.name!r} holds no values (Arrow type null) but the contract requires a value in every row"
-                   if pa.types.is_null(t) else f"column {col.name!r} has type {t}, expected {col.type}")
-            res.errors.append(Problem(rel, None, col.name, "wrong_type", msg))
-            bad_schema = True
-    reasons = np.full(res.n_rows, "", dtype=object)
+    bad_schema = schema_problems(schema, contract, rel)
+    res.errors.extend(bad_schema)
     res.labels = np.full(res.n_rows, -1, dtype=np.int64)
     if bad_schema:
-        reasons[:] = "bad_schema"
-        res.reasons = reasons
+        res.reasons = np.full(res.n_rows, "bad_schema", dtype=object)
         return res
+    checks = _RowChecks(res, rel, contract, set(schema.names), check_pixels, decode_into)
+    for g in range(len(starts) - 1):
+        checks.row_group(pf, g, int(starts[g]), int(starts[g + 1]))
+    return checks.finish()
 
-    unknown_split = split not in contract.splits
-    if split is not None and unknown_split:
-        res.examples.append(Problem(rel, None, contract.partition_key, "unknown_split", f"split {split!r} is not one of {list(contract.splits)}"))
-    non_nullable = [c.name for c in contract.required if not c.nullable and c.name in names]
-    task_ids, region_ids, host_key_parts = [], [], []
-    per_reason: Counter = Counter()
-    store: list[np.ndarray] = []   # the memmap of the kept pixels, made at the first stamp kept
-    if decode_into is not None and check_pixels:
-        res.held = np.zeros(res.n_rows, bool)
-        res.clipped = np.zeros(res.n_rows, bool)
-        res.stats = np.zeros((res.n_rows, len(STATS_COLUMNS)), np.float32)   # what annulus_stats computes
 
-    def keep(rows: np.ndarray, images: np.ndarray) -> None:
+@dataclass
+class _Batch:
+    """The columns of one record batch that the row checks read (``nulls``: per non-nullable
+    column, which rows are null; ``lab``: is_control as float, NaN where null)."""
+    cols: dict[str, pa.Array]
+    lens_model: list
+    cutout_ok: np.ndarray
+    size: np.ndarray
+    nulls: dict[str, np.ndarray]
+    ra: np.ndarray
+    dec: np.ndarray
+    theta: np.ndarray
+    lab: np.ndarray
+
+
+class _RowChecks:
+    """The row checks of one shard whose schema meets the contract, filling its ``FileResult``:
+    each row's first rejection reason ("" for a usable row), counted per reason with the first
+    ``EXAMPLES_PER_REASON`` examples; each row's task_id, region and host key for the cross-file
+    checks; and, with ``decode_into`` and ``check_pixels``, the usable rows' decoded pixels."""
+
+    def __init__(self, res: FileResult, rel: str, contract: Contract, names: set[str], check_pixels: bool,
+                 decode_into: DecodeInto | None):
+        self.res, self.rel, self.contract = res, rel, contract
+        self.check_pixels, self.decode_into = check_pixels, decode_into
+        self.reasons = np.full(res.n_rows, "", dtype=object)
+        self.unknown_split = res.split not in contract.splits
+        if res.split is not None and self.unknown_split:
+            res.examples.append(Problem(rel, None, contract.partition_key, "unknown_split",
+                                        f"split {res.split!r} is not one of {list(contract.splits)}"))
+        self.non_nullable = [c.name for c in contract.required if not c.nullable and c.name in names]
+        self.task_ids: list[np.ndarray] = []
+        self.region_ids: list[np.ndarray] = []
+        self.host_key_parts: list[np.ndarray] = []
+        self.per_reason: Counter = Counter()
+        self.store: np.ndarray | None = None   # the memmap of the kept pixels, made at the first stamp kept
+        if decode_into is not None and check_pixels:
+            res.held = np.zeros(res.n_rows, bool)
+            res.clipped = np.zeros(res.n_rows, bool)
+            res.stats = np.zeros((res.n_rows, len(STATS_COLUMNS)), np.float32)   # what annulus_stats computes
+
+    def keep(self, rows: np.ndarray, images: np.ndarray) -> None:
         """Keep the decoded pixels of (absolute) ``rows`` for the cache."""
+        res, into = self.res, self.decode_into
         if res.held is None or not rows.size:
             return
-        if not store:
-            name = hashlib.sha256(rel.encode()).hexdigest()[:24] + ".npy"
-            res.decoded_path, res.decoded_dtype = str(Path(decode_into.directory) / name), decode_into.dtype
-            store.append(np.lib.format.open_memmap(res.decoded_path, mode="w+", dtype=np.dtype(decode_into.dtype),
-                                                   shape=(res.n_rows, *images.shape[1:])))
-        if store[0].shape[1:] != images.shape[1:]:
+        if self.store is None:
+            name = hashlib.sha256(self.rel.encode()).hexdigest()[:24] + ".npy"
+            res.decoded_path, res.decoded_dtype = str(Path(into.directory) / name), into.dtype
+            self.store = np.lib.format.open_memmap(res.decoded_path, mode="w+", dtype=np.dtype(into.dtype),
+                                                   shape=(res.n_rows, *images.shape[1:]))
+        if self.store.shape[1:] != images.shape[1:]:
             return  # a second stamp size in one file: the cache refuses mixed sizes, nothing to keep
-        stored, over = to_storage_dtype(images, decode_into.dtype)
+        stored, over = to_storage_dtype(images, into.dtype)
         if rows[-1] - rows[0] + 1 == rows.size:   # the usual case: a run of rows, a plain copy
-            store[0][rows[0]:rows[-1] + 1] = stored
+            self.store[rows[0]:rows[-1] + 1] = stored
         else:
-            store[0][rows] = stored
+            self.store[rows] = stored
         res.held[rows] = True
         res.clipped[rows] = over
         res.stats[rows] = annulus_stats(stored)
 
-    def note(i: int, reason: str, column: str | None, msg: str) -> None:
-        reasons[i] = reason
-        per_reason[reason] += 1
-        if per_reason[reason] <= EXAMPLES_PER_REASON:
-            res.examples.append(Problem(rel, i, column, reason, msg))
+    def note(self, i: int, reason: str, column: str | None, msg: str) -> None:
+        """Reject row ``i`` for ``reason``, an example naming ``column`` while the reason has few."""
+        self.reasons[i] = reason
+        self.per_reason[reason] += 1
+        if self.per_reason[reason] <= EXAMPLES_PER_REASON:
+            self.res.examples.append(Problem(self.rel, i, column, reason, msg))
 
-    def check(tbl: pa.Table | pa.RecordBatch, row0: int) -> None:
+    def row_group(self, pf: pq.ParquetFile, g: int, row0: int, row1: int) -> None:
+        """Read row group ``g`` (file rows ``row0`` to ``row1 - 1``) with every column, so what
+        the cache build reads later is decoded now, and check its rows batch by batch; a group
+        that does not decode is rejected whole (``_reject_group``)."""
+        try:
+            tbl = pf.read_row_group(g)
+            if tbl.num_rows != row1 - row0:
+                raise ValueError(f"decoded {tbl.num_rows} rows where the footer lists {row1 - row0}")
+        except Exception as exc:  # noqa: BLE001 - thrift, ZSTD, CRC, ...: the row group cannot be read
+            self._reject_group(pf, g, row0, row1, exc)
+            return
+        for batch in tbl.to_batches(max_chunksize=2048):
+            self.check(batch, row0)
+            row0 += batch.num_rows
+
+    def _reject_group(self, pf: pq.ParquetFile, g: int, row0: int, row1: int, exc: Exception) -> None:
+        """Every row of an undecodable row group rejected (``corrupt_parquet``, or
+        ``unknown_split`` in a split the contract does not know), with no keys, and one example
+        naming the group's rows and the columns that do not decode on their own."""
+        bad = _damaged_columns(pf, g, pf.schema_arrow.names)
+        reason = "unknown_split" if self.unknown_split else "corrupt_parquet"
+        self.reasons[row0:row1] = reason
+        self.per_reason[reason] += row1 - row0
+        self.task_ids.append(np.full(row1 - row0, None, dtype=object))
+        self.region_ids.append(np.full(row1 - row0, NO_KEY, dtype=np.int64))
+        self.host_key_parts.append(np.full(row1 - row0, NO_KEY, dtype=np.int64))
+        if not self.unknown_split:
+            where = f"column(s) {bad}" if bad else "its columns"
+            self.res.examples.append(Problem(self.rel, row0, ",".join(bad) or None, "corrupt_parquet",
+                                             f"row group {g} (rows {row0}-{row1 - 1}) does not decode: {where}: {exc_text(exc)}; "
+                                             f"its {row1 - row0} rows are rejected (the file is damaged: copy it again from its origin)"))
+
+    def check(self, tbl: pa.Table | pa.RecordBatch, row0: int) -> None:
+        """Check the rows of one batch, the first at file row ``row0``: record their keys and
+        labels, then run every check at once; the rows any check flags go through ``explain``,
+        which finds the first reason that applies and words it (clean rows, nearly all, never
+        enter Python)."""
         n = tbl.num_rows
+        b = self._batch(tbl)
+        self.task_ids.append(np.asarray(b.cols["task_id"].to_pylist(), dtype=object))
+        self.region_ids.append(b.cols["region_id"].fill_null(NO_KEY).to_numpy(zero_copy_only=False).astype(np.int64))
+        self.host_key_parts.append(host_keys(b.ra, b.dec))
+        self.res.labels[row0:row0 + n] = np.where(np.isfinite(b.lab), b.lab, -1).astype(np.int64)   # -1: no label
+        if self.unknown_split:
+            self.reasons[row0:row0 + n] = "unknown_split"
+            self.per_reason["unknown_split"] += n
+            return
+        flagged, sizes = self._flag_metadata(b)
+        if self.check_pixels:
+            self._flag_pixels(b, flagged, sizes, row0)
+        for j in np.flatnonzero(flagged):
+            self.explain(b, j, row0 + j)
+
+    def _batch(self, tbl: pa.Table | pa.RecordBatch) -> _Batch:
+        """The columns of ``tbl`` the checks read, converted once."""
         cols = {name: tbl.column(name) for name in tbl.schema.names}
         lens_model = cols["lens_model"].to_pylist()
         cutout_ok = cols["cutout_ok"].to_numpy(zero_copy_only=False)
         size = cols["stamp_size"].to_numpy(zero_copy_only=False)
-        nulls = {name: np.asarray(cols[name].is_null()) for name in non_nullable}
+        nulls = {name: np.asarray(cols[name].is_null()) for name in self.non_nullable}
         ra, dec, theta = _floats(cols["ra"]), _floats(cols["dec"]), _floats(cols["theta_e_arcsec"])
-        task_ids.append(np.asarray(cols["task_id"].to_pylist(), dtype=object))
-        region_ids.append(cols["region_id"].fill_null(NO_KEY).to_numpy(zero_copy_only=False).astype(np.int64))
-        host_key_parts.append(host_keys(ra, dec))
-        lab = _floats(cols["is_control"])
-        res.labels[row0:row0 + n] = np.where(np.isfinite(lab), lab, -1).astype(np.int64)   # -1: no label
-        if unknown_split:
-            reasons[row0:row0 + n] = "unknown_split"
-            per_reason["unknown_split"] += n
-            return
-        # every check at once; the rows any of them flags go through ``explain``, which finds the
-        # first reason that applies and words it (clean rows, nearly all, never enter Python)
-        flagged = np.zeros(n, bool)
-        for m in nulls.values():
+        return _Batch(cols, lens_model, cutout_ok, size, nulls, ra, dec, theta, _floats(cols["is_control"]))
+
+    def _flag_metadata(self, b: _Batch) -> tuple[np.ndarray, np.ndarray]:
+        """(rows that fail a check of their columns other than the pixels, each row's stamp_size
+        as float, -1 where null)."""
+        contract, lab, ra, dec, theta = self.contract, b.lab, b.ra, b.dec, b.theta
+        flagged = np.zeros(len(lab), bool)
+        for m in b.nulls.values():
             flagged |= m
-        lm = np.asarray(lens_model, dtype=object)
+        lm = np.asarray(b.lens_model, dtype=object)
         control = lm == "CONTROL"
         flagged |= ~np.isin(lm, list(contract.lens_models)) | ~np.isin(lab, (0.0, 1.0)) | (control != (lab == 1.0))
-        flagged |= np.nan_to_num(_floats(cols["cutout_ok"]), nan=0.0) != 1.0
+        flagged |= np.nan_to_num(_floats(b.cols["cutout_ok"]), nan=0.0) != 1.0
         flagged |= ~(np.isfinite(ra) & (ra >= 0.0) & (ra < 360.0)) | ~(np.isfinite(dec) & (dec >= -90.0) & (dec <= 90.0))
         with np.errstate(invalid="ignore"):
             flagged |= (lab == 0.0) & ~(np.isfinite(theta) & (theta > 0))
             flagged |= (lab == 1.0) & np.isfinite(theta) & (theta != 0)
             flagged |= ~np.isnan(theta) & ~np.isfinite(theta)
-        sizes = np.nan_to_num(_floats(cols["stamp_size"]), nan=-1.0)
+        sizes = np.nan_to_num(_floats(b.cols["stamp_size"]), nan=-1.0)
         flagged |= ~np.isin(sizes, list(contract.stamp_sizes))
-        if check_pixels:
-            for sz in np.unique(sizes[~flagged]).astype(int):
-                # read in place, in blocks that stay in the CPU's cache (a whole batch at once was
-                # slower: two workers streaming 100 MB arrays share one memory bus); rows of other
-                # sizes or already flagged are ignored
-                good = np.zeros(n, bool)
-                rows = ~flagged & (sizes == sz)
-                for a in range(0, n, DECODE_BLOCK):
-                    images, decoded = decode_stamps(cols["stamp_npz"].slice(a, DECODE_BLOCK), int(sz))
-                    g = decoded & np.isfinite(images).all(axis=(1, 2, 3)) & images.any(axis=(2, 3)).all(axis=1)
-                    good[a:a + len(images)] = g
-                    j = np.flatnonzero(g & rows[a:a + len(images)])
-                    keep(row0 + a + j, images[j])
-                flagged[rows] |= ~good[rows]
-        for j in np.flatnonzero(flagged):
-            explain(j, row0 + j, cols, lab, lens_model, cutout_ok, size, ra, dec, theta, nulls)
+        return flagged, sizes
 
-    def explain(j, i, cols, lab, lens_model, cutout_ok, size, ra, dec, theta, nulls) -> None:
-        """The first rejection reason of row ``i`` (batch row ``j``), or none."""
-        null_col = next((c for c, m in nulls.items() if m[j]), None)
+    def _flag_pixels(self, b: _Batch, flagged: np.ndarray, sizes: np.ndarray, row0: int) -> None:
+        """Flag (in place) the unflagged rows whose stamp does not decode, holds a non-finite
+        pixel or a blank band; keep the pixels of the others. Read in place, in blocks that stay
+        in the CPU's cache (a whole batch at once is slower: two workers streaming 100 MB arrays
+        share one memory bus); rows of other sizes or already flagged are ignored."""
+        n = len(flagged)
+        for sz in np.unique(sizes[~flagged]).astype(int):
+            good = np.zeros(n, bool)
+            rows = ~flagged & (sizes == sz)
+            for a in range(0, n, DECODE_BLOCK):
+                images, decoded = decode_stamps(b.cols["stamp_npz"].slice(a, DECODE_BLOCK), int(sz))
+                g = decoded & np.isfinite(images).all(axis=(1, 2, 3)) & images.any(axis=(2, 3)).all(axis=1)
+                good[a:a + len(images)] = g
+                j = np.flatnonzero(g & rows[a:a + len(images)])
+                self.keep(row0 + a + j, images[j])
+            flagged[rows] |= ~good[rows]
+
+    def explain(self, b: _Batch, j: int, i: int) -> None:
+        """Reject row ``i`` (batch row ``j``) for the first reason that applies, if any: the
+        columns' checks in the module docstring's order, then its stamp's."""
+        found = self._metadata_reason(b, j)
+        if found is not None:
+            self.note(i, *found)
+        elif self.check_pixels:
+            self._explain_pixels(b, j, i)
+
+    def _metadata_reason(self, b: _Batch, j: int) -> tuple[str, str, str] | None:
+        """(reason, column, message) of the first check of batch row ``j``'s columns (other than
+        the pixels) that it fails, or None."""
+        contract, ra, dec, theta, size = self.contract, b.ra, b.dec, b.theta, b.size
+        null_col = next((c for c, m in b.nulls.items() if m[j]), None)
         if null_col is not None:
-            note(i, "null_required", null_col, f"{null_col!r} is null but the contract requires a value")
-            return
-        if int(cutout_ok[j]) != 1:
-            note(i, "cutout_not_ok", "cutout_ok", "cutout_ok is 0 (failed cutout upstream)")
-            return
-        lm, label = lens_model[j], cols["is_control"][j].as_py()
+            return "null_required", null_col, f"{null_col!r} is null but the contract requires a value"
+        if int(b.cutout_ok[j]) != 1:
+            return "cutout_not_ok", "cutout_ok", "cutout_ok is 0 (failed cutout upstream)"
+        lm, label = b.lens_model[j], b.cols["is_control"][j].as_py()
         if lm not in contract.lens_models or int(label) not in (0, 1) or (lm == "CONTROL") != (int(label) == 1):
-            note(i, "label_mismatch", "lens_model", f"lens_model {lm!r} disagrees with is_control={label} (expected one of {list(contract.lens_models)})")
-            return
+            return ("label_mismatch", "lens_model",
+                    f"lens_model {lm!r} disagrees with is_control={label} (expected one of {list(contract.lens_models)})")
         label = int(label)
         if not (np.isfinite(ra[j]) and 0.0 <= ra[j] < 360.0):
-            note(i, "bad_position", "ra", f"ra {ra[j]!r} deg is not a number in [0, 360)")
-            return
+            return "bad_position", "ra", f"ra {ra[j]!r} deg is not a number in [0, 360)"
         if not (np.isfinite(dec[j]) and -90.0 <= dec[j] <= 90.0):
-            note(i, "bad_position", "dec", f"dec {dec[j]!r} deg is not a number in [-90, 90]")
-            return
+            return "bad_position", "dec", f"dec {dec[j]!r} deg is not a number in [-90, 90]"
         if label == 0 and not (np.isfinite(theta[j]) and theta[j] > 0):
-            note(i, "bad_theta_e", "theta_e_arcsec", f"an injection needs a finite theta_e_arcsec > 0, got {theta[j]!r}")
-            return
+            return "bad_theta_e", "theta_e_arcsec", f"an injection needs a finite theta_e_arcsec > 0, got {theta[j]!r}"
         if label == 1 and np.isfinite(theta[j]) and theta[j] != 0:
-            note(i, "bad_theta_e", "theta_e_arcsec", f"a control carries theta_e_arcsec 0 (or null), got {theta[j]!r}")
-            return
+            return "bad_theta_e", "theta_e_arcsec", f"a control carries theta_e_arcsec 0 (or null), got {theta[j]!r}"
         if not np.isnan(theta[j]) and not np.isfinite(theta[j]):
-            note(i, "bad_theta_e", "theta_e_arcsec", f"theta_e_arcsec is {theta[j]!r}")
-            return
+            return "bad_theta_e", "theta_e_arcsec", f"theta_e_arcsec is {theta[j]!r}"
         if int(size[j]) not in contract.stamp_sizes:
-            note(i, "wrong_shape", "stamp_size", f"stamp_size {size[j]} is not one of {list(contract.stamp_sizes)}")
-            return
-        if check_pixels:
-            try:
-                img = decode_stamp(cols["stamp_npz"][j].as_py(), stamp_size=int(size[j]))
-            except StampError as exc:
-                note(i, exc.reason, "stamp_npz", str(exc))
-                return
-            blank = [b for b, band in zip(contract.bands, img) if not band.any()]
-            if blank:
-                note(i, "blank_stamp", "stamp_npz", f"band(s) {blank} are all zeros (no data), though cutout_ok is 1")
-                return
-            keep(np.array([i]), img[None])   # a stamp outside the stored layout (deflate, other writers), usable
+            return "wrong_shape", "stamp_size", f"stamp_size {size[j]} is not one of {list(contract.stamp_sizes)}"
+        return None
 
-    for g in range(len(starts) - 1):
-        row0, row1 = int(starts[g]), int(starts[g + 1])
+    def _explain_pixels(self, b: _Batch, j: int, i: int) -> None:
+        """Decode row ``i``'s stamp alone: reject it for the codec's reason or a blank band, or
+        keep it (a stamp outside the stored layout, from deflate or other writers, is usable)."""
         try:
-            tbl = pf.read_row_group(g)   # every column: what the cache build reads later is decoded now
-            if tbl.num_rows != row1 - row0:
-                raise ValueError(f"decoded {tbl.num_rows} rows where the footer lists {row1 - row0}")
-        except Exception as exc:  # noqa: BLE001 - thrift, ZSTD, CRC, ...: the row group cannot be read
-            bad = _damaged_columns(pf, g, schema.names)
-            reason = "unknown_split" if unknown_split else "corrupt_parquet"
-            reasons[row0:row1] = reason
-            per_reason[reason] += row1 - row0
-            task_ids.append(np.full(row1 - row0, None, dtype=object))
-            region_ids.append(np.full(row1 - row0, NO_KEY, dtype=np.int64))
-            host_key_parts.append(np.full(row1 - row0, NO_KEY, dtype=np.int64))
-            if not unknown_split:
-                where = f"column(s) {bad}" if bad else "its columns"
-                res.examples.append(Problem(rel, row0, ",".join(bad) or None, "corrupt_parquet",
-                                            f"row group {g} (rows {row0}-{row1 - 1}) does not decode: {where}: {exc_text(exc)}; "
-                                            f"its {row1 - row0} rows are rejected (the file is damaged: copy it again from its origin)"))
-            continue
-        for batch in tbl.to_batches(max_chunksize=2048):
-            check(batch, row0)
-            row0 += batch.num_rows
-    # unmapped without msync: the cache reads these scratch files through the same page cache
-    # (another process included) and removes them when the stage ends, so forcing them to the
-    # disk bought nothing (~65 us a stamp); the cache's own files are flushed before their rename
-    store.clear()
-    res.reasons = reasons
-    res.task_ids = np.concatenate(task_ids) if task_ids else np.array([], dtype=object)
-    res.region_ids = np.concatenate(region_ids) if region_ids else np.array([], dtype=np.int64)
-    res.host_keys = np.concatenate(host_key_parts) if host_key_parts else np.array([], dtype=np.int64)
-    return res
+            img = decode_stamp(b.cols["stamp_npz"][j].as_py(), stamp_size=int(b.size[j]))
+        except StampError as exc:
+            self.note(i, exc.reason, "stamp_npz", str(exc))
+            return
+        blank = [band_name for band_name, band in zip(self.contract.bands, img) if not band.any()]
+        if blank:
+            self.note(i, "blank_stamp", "stamp_npz", f"band(s) {blank} are all zeros (no data), though cutout_ok is 1")
+            return
+        self.keep(np.array([i]), img[None])
+
+    def finish(self) -> FileResult:
+        """The file's result with every row's reason and keys. The kept pixels are unmapped
+        without msync: the cache reads these scratch files through the same page cache (another
+        process included) and removes them when the stage ends, so forcing them to the disk
+        buys nothing (~65 us a stamp); the cache's own files are flushed before their rename."""
+        self.store = None
+        res = self.res
+        res.reasons = self.reasons
+        res.task_ids = np.concatenate(self.task_ids) if self.task_ids else np.array([], dtype=object)
+        res.region_ids = np.concatenate(self.region_ids) if self.region_ids else np.array([], dtype=np.int64)
+        res.host_keys = np.concatenate(self.host_key_parts) if self.host_key_parts else np.array([], dtype=np.int64)
+        return res
 
 
 def _damaged_columns(pf: pq.ParquetFile, group: int, columns: list[str]) -> list[str]:
