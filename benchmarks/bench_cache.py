@@ -1,4 +1,4 @@
-"""Loader throughput: normalised tensors from the decoded cache against the earlier pipeline's
+"""Loader throughput: normalised tensors from the decoded cache against the per-row
 path (read parquet, decode ``stamp_npz`` row by row, normalise), same process, same stamps.
 
     python benchmarks/bench_cache.py [--n 8192] [--batch-size 256] [--threads 1]

@@ -5,7 +5,7 @@
 In one run, on the same random float32 stamps (the best of ``--repeats`` passes each):
 
 - encode: ``stamp_column`` (one Arrow buffer) against ``encode_stamp(..., compress=False)`` per
-  stamp gathered into an Arrow column, the way the shards were written before;
+  stamp gathered into an Arrow column (one compressed blob per stamp);
 - decode: ``decode_stamps`` on that column against ``decode_stamp`` per stamp of its
   ``to_pylist()`` (what the validator and the cache did);
 - CRC-32 of one band's bytes with the function the codec uses against ``zlib.crc32``.

@@ -15,8 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 # `make test` runs one pytest-xdist worker per core, and torch starts one OpenMP thread per core in
 # every worker and in every stage a test starts: more threads than cores, which by default spin at
 # each barrier while the thread they wait for is descheduled. Passive waiting lets a worker use
-# every core while the other waits on a subprocess, without the spinning (docs/testing.md:
-# the suite in 1,099 s against 1,561 s spinning and 1,357 s on one thread per worker).
+# every core while the other waits on a subprocess, without the spinning.
 if os.environ.get("PYTEST_XDIST_WORKER") is not None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
