@@ -53,7 +53,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -541,6 +541,122 @@ def _local_candidates(local_dir: Path, key: str, name: str) -> list[Path]:
     return out
 
 
+def _checked_positions(positions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(names, RA, Dec) of ``positions``; refuses missing columns and bad coordinates, naming the
+    rows."""
+    missing_cols = [c for c in ("ra_deg", "dec_deg") if c not in positions.columns]
+    if missing_cols:
+        raise CutoutError(f"positions lack column(s) {missing_cols}")
+    names = positions["name"].astype(str).to_numpy() if "name" in positions.columns else np.array([""] * len(positions))
+    ra = positions["ra_deg"].to_numpy(np.float64)
+    dec = positions["dec_deg"].to_numpy(np.float64)
+    bad = ~valid_coordinates(ra, dec)
+    if bad.any():
+        raise CutoutError(f"{int(bad.sum())} position(s) with bad coordinates (need RA in [0, 360), Dec in [-90, 90]), "
+                          f"e.g. rows {np.flatnonzero(bad)[:5].tolist()}; curate the catalogue first")
+    return names, ra, dec
+
+
+def _cached_outcomes(keys: Iterable[str], cache_dir: Path, spec: CutoutSpec, messages: list[str]) -> dict[str, Outcome]:
+    """``cached`` for each key whose file in ``cache_dir`` validates; an invalid file is removed
+    (to be fetched again) and counted in ``messages``."""
+    outcomes: dict[str, Outcome] = {}
+    cache_invalid = 0
+    for k in keys:
+        path = cache_dir / k
+        if path.is_file():
+            try:
+                read_cutout(path, spec.size_px, str(path), spec.max_nonfinite_frac)
+                outcomes[k] = Outcome("cached")
+            except CutoutInvalid:
+                cache_invalid += 1
+                path.unlink()
+    if cache_invalid:
+        messages.append(f"{cache_invalid} cached cutout(s) failed validation and were removed; fetching them again")
+    return outcomes
+
+
+def _local_outcomes(todo: list[str], source: str, cache_dir: Path, spec: CutoutSpec, name_of: Mapping[str, str],
+                    progress: bool) -> dict[str, Outcome]:
+    """Each key of ``todo`` from the local directory ``source`` (``_local_candidates``), validated and copied
+    into the cache where the copy differs: ``local``, or failed (``not_in_local_dir`` or the
+    cutout's reason)."""
+    local_dir = Path(source)
+    if not local_dir.is_dir():
+        raise CutoutError(f"cutout source {source!r} is neither '{LEGACYSURVEY}' nor an existing directory of FITS cutouts")
+    outcomes: dict[str, Outcome] = {}
+    for k in tqdm(todo, desc="cutouts (local)", unit="cutout", disable=not progress):
+        found = next((p for p in _local_candidates(local_dir, k, name_of[k]) if p.is_file()), None)
+        if found is None:
+            outcomes[k] = Outcome("failed", "not_in_local_dir", message=f"no {Path(k).name} or {name_of[k]}.fits in {local_dir}")
+            continue
+        try:
+            read_cutout(found, spec.size_px, str(found), spec.max_nonfinite_frac)
+        except CutoutInvalid as exc:
+            outcomes[k] = Outcome("failed", exc.reason, message=str(exc))
+            continue
+        body, kept = found.read_bytes(), cache_dir / k
+        if not kept.is_file() or kept.read_bytes() != body:   # a changed local cutout replaces the copy
+            atomic.write_bytes(kept, body)
+        outcomes[k] = Outcome("local")
+    return outcomes
+
+
+def _remote_outcomes(client: _Client, todo: list[str], pos: Mapping[str, tuple[float, float]], progress: bool) -> dict[str, Outcome]:
+    """Each key of ``todo`` (non-empty) fetched from the service. The first request goes alone:
+    an unreachable service is found with one request, not len(todo), and then every other key
+    is ``skipped`` as offline; the rest go ``max_concurrency`` at a time."""
+    cfg, outcomes = client.cfg, {}
+    with tqdm(total=len(todo), desc=f"cutouts ({cfg.host})", unit="cutout", disable=not progress) as bar:
+        outcomes[todo[0]] = client.fetch(todo[0], *pos[todo[0]])
+        bar.update(1)
+        if outcomes[todo[0]].reason in UNREACHABLE_REASONS:
+            client.offline.set()
+        rest = todo[1:]
+        if client.offline.is_set():
+            for k in rest:
+                outcomes[k] = Outcome("skipped", "offline", 0, "not requested: the cutout service is unreachable")
+            bar.update(len(rest))
+        elif rest:
+            with ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="cutout") as pool:
+                futures = {pool.submit(client.fetch, k, *pos[k]): k for k in rest}
+                for fut in as_completed(futures):
+                    outcomes[futures[fut]] = fut.result()
+                    bar.update(1)
+    return outcomes
+
+
+def _closing_messages(rows: pd.DataFrame, offline: bool, first: Outcome | None, cfg: FetchConfig) -> list[str]:
+    """What the run says about itself: the service unreachable (``first``: the first request's
+    outcome), and rows lost to bad answers and to either deadline."""
+    messages = []
+    if offline:
+        messages.append(f"cutout service {cfg.host} unreachable ({first.reason}): {first.message}")
+        messages.append(f"{int((rows['reason'] == 'offline').sum())} row(s) not requested")
+    by = Counter(rows.loc[~rows["status"].isin(USABLE), "reason"])
+    if by.get("bad_response"):
+        messages.append(f"{by['bad_response']} row(s) got an HTTP 200 that is not a FITS cutout (an error page, garbage or a "
+                        f"truncated file) after every retry; a later run asks again")
+    if by.get("cutout_deadline"):
+        messages.append(f"{by['cutout_deadline']} row(s) cut off at known_lenses.cutout_deadline_s={cfg.cutout_deadline_s:g} s "
+                        f"(a server too slow to finish a cutout)")
+    if by.get("run_deadline"):
+        messages.append(f"the run reached known_lenses.run_deadline_s={cfg.run_deadline_s:g} s: {by['run_deadline']} row(s) "
+                        f"not fetched; rerun to continue (fetched cutouts are kept)")
+    return messages
+
+
+def _run_status(rows: pd.DataFrame, offline: bool) -> str:
+    """``offline`` (unreachable, nothing usable), ``partial`` (a row failed for a transient
+    reason: a later run may get it) or ``ok``."""
+    usable = rows["status"].isin(USABLE)
+    if offline and not usable.any():
+        return "offline"
+    if (~usable & rows["reason"].map(is_transient)).any():
+        return "partial"
+    return "ok"
+
+
 def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSpec, source: str = LEGACYSURVEY,
                   cfg: FetchConfig | None = None, progress: bool = True,
                   remembered: Mapping[str, tuple[str, str]] | None = None) -> FetchResult:
@@ -557,37 +673,16 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
     t0 = time.perf_counter()
     run_deadline = time.monotonic() + cfg.run_deadline_s
     cache_dir = Path(cache_dir)
-    missing_cols = [c for c in ("ra_deg", "dec_deg") if c not in positions.columns]
-    if missing_cols:
-        raise CutoutError(f"positions lack column(s) {missing_cols}")
-    names = positions["name"].astype(str).to_numpy() if "name" in positions.columns else np.array([""] * len(positions))
-    ra = positions["ra_deg"].to_numpy(np.float64)
-    dec = positions["dec_deg"].to_numpy(np.float64)
-    bad = ~valid_coordinates(ra, dec)
-    if bad.any():
-        raise CutoutError(f"{int(bad.sum())} position(s) with bad coordinates (need RA in [0, 360), Dec in [-90, 90]), "
-                          f"e.g. rows {np.flatnonzero(bad)[:5].tolist()}; curate the catalogue first")
+    names, ra, dec = _checked_positions(positions)
     keys = [cache_relpath(r, d, spec) for r, d in zip(ra, dec)]
     remote = source == LEGACYSURVEY
     urls = [cutout_url(cfg.url_template, r, d, spec) if remote else "" for r, d in zip(ra, dec)]
-    outcomes: dict[str, Outcome] = {}
     first_row: dict[str, int] = {}
     for i, k in enumerate(keys):
         first_row.setdefault(k, i)
     messages: list[str] = []
-    cache_invalid = 0
-    for k in first_row:
-        path = cache_dir / k
-        # a local directory is the authority on its cutouts: looked at every run, never served from the cache
-        if remote and path.is_file():
-            try:
-                read_cutout(path, spec.size_px, str(path), spec.max_nonfinite_frac)
-                outcomes[k] = Outcome("cached")
-            except CutoutInvalid:
-                cache_invalid += 1
-                path.unlink()
-    if cache_invalid:
-        messages.append(f"{cache_invalid} cached cutout(s) failed validation and were removed; fetching them again")
+    # a local directory is the authority on its cutouts: looked at every run, never served from the cache
+    outcomes = _cached_outcomes(first_row, cache_dir, spec, messages) if remote else {}
     if remote:
         for k, i in first_row.items():
             reason, message = (remembered or {}).get(urls[i], ("", ""))
@@ -596,73 +691,16 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
     todo = [k for k in first_row if k not in outcomes]
     client = None
     if not remote:
-        local_dir = Path(source)
-        if not local_dir.is_dir():
-            raise CutoutError(f"cutout source {source!r} is neither '{LEGACYSURVEY}' nor an existing directory of FITS cutouts")
-        for k in tqdm(todo, desc="cutouts (local)", unit="cutout", disable=not progress):
-            found = next((p for p in _local_candidates(local_dir, k, names[first_row[k]]) if p.is_file()), None)
-            if found is None:
-                outcomes[k] = Outcome("failed", "not_in_local_dir", message=f"no {Path(k).name} or {names[first_row[k]]}.fits in {local_dir}")
-                continue
-            try:
-                read_cutout(found, spec.size_px, str(found), spec.max_nonfinite_frac)
-            except CutoutInvalid as exc:
-                outcomes[k] = Outcome("failed", exc.reason, message=str(exc))
-                continue
-            body, kept = found.read_bytes(), cache_dir / k
-            if not kept.is_file() or kept.read_bytes() != body:   # a changed local cutout replaces the copy
-                atomic.write_bytes(kept, body)
-            outcomes[k] = Outcome("local")
+        outcomes.update(_local_outcomes(todo, source, cache_dir, spec, {k: names[first_row[k]] for k in todo}, progress))
     elif todo:
         client = _Client(cfg, spec, cache_dir, run_deadline)
-        pos = {k: (ra[first_row[k]], dec[first_row[k]]) for k in todo}
-        with tqdm(total=len(todo), desc=f"cutouts ({cfg.host})", unit="cutout", disable=not progress) as bar:
-            # the first request goes alone: an unreachable service is found with one request, not len(todo)
-            outcomes[todo[0]] = client.fetch(todo[0], *pos[todo[0]])
-            bar.update(1)
-            if outcomes[todo[0]].reason in UNREACHABLE_REASONS:
-                client.offline.set()
-            rest = todo[1:]
-            if client.offline.is_set():
-                for k in rest:
-                    outcomes[k] = Outcome("skipped", "offline", 0, "not requested: the cutout service is unreachable")
-                bar.update(len(rest))
-            elif rest:
-                with ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="cutout") as pool:
-                    futures = {pool.submit(client.fetch, k, *pos[k]): k for k in rest}
-                    for fut in as_completed(futures):
-                        outcomes[futures[fut]] = fut.result()
-                        bar.update(1)
+        outcomes.update(_remote_outcomes(client, todo, {k: (ra[first_row[k]], dec[first_row[k]]) for k in todo}, progress))
     rows = pd.DataFrame({"name": names, "ra_deg": ra, "dec_deg": dec, "key": keys, "url": urls})
-    rows["status"] = [outcomes[k].status for k in keys]
-    rows["reason"] = [outcomes[k].reason for k in keys]
-    rows["attempts"] = [outcomes[k].attempts for k in keys]
-    rows["message"] = [outcomes[k].message for k in keys]
-    rows["backoff_s"] = [outcomes[k].backoff_s for k in keys]
+    for col in ("status", "reason", "attempts", "message", "backoff_s"):
+        rows[col] = [getattr(outcomes[k], col) for k in keys]
     offline = bool(client is not None and client.offline.is_set())
-    usable = rows["status"].isin(USABLE)
-    transient = ~usable & rows["reason"].map(is_transient)
-    if offline and not usable.any():
-        status = "offline"
-    elif transient.any():
-        status = "partial"
-    else:
-        status = "ok"
-    if offline:
-        first = outcomes[todo[0]]
-        messages.append(f"cutout service {cfg.host} unreachable ({first.reason}): {first.message}")
-        messages.append(f"{int((rows['reason'] == 'offline').sum())} row(s) not requested")
-    by = Counter(rows.loc[~usable, "reason"])
-    if by.get("bad_response"):
-        messages.append(f"{by['bad_response']} row(s) got an HTTP 200 that is not a FITS cutout (an error page, garbage or a "
-                        f"truncated file) after every retry; a later run asks again")
-    if by.get("cutout_deadline"):
-        messages.append(f"{by['cutout_deadline']} row(s) cut off at known_lenses.cutout_deadline_s={cfg.cutout_deadline_s:g} s "
-                        f"(a server too slow to finish a cutout)")
-    if by.get("run_deadline"):
-        messages.append(f"the run reached known_lenses.run_deadline_s={cfg.run_deadline_s:g} s: {by['run_deadline']} row(s) "
-                        f"not fetched; rerun to continue (fetched cutouts are kept)")
-    return FetchResult(rows, status, offline, client.requests if client else 0, time.perf_counter() - t0,
+    messages += _closing_messages(rows, offline, outcomes[todo[0]] if offline else None, cfg)
+    return FetchResult(rows, _run_status(rows, offline), offline, client.requests if client else 0, time.perf_counter() - t0,
                        source, messages)
 
 
