@@ -37,9 +37,10 @@ from typing import Any
 import pandas as pd
 
 from dhs import atomic, headline
+from dhs.errors import StageError
 
 
-class ExperimentsError(RuntimeError):
+class ExperimentsError(StageError, RuntimeError):
     pass
 
 

@@ -1,13 +1,21 @@
 """One entry point for every stage script: its arguments, its error contract and its exit status.
 
 A stage script (``stages/<name>.py``) declares a ``Stage``: the stage's name, whether it runs once
-per arch (``--arch``), its path options with their defaults, the function that does the work
-(``dhs.<package>.stage``), and the error types that mean "the stage could not run". ``main``
-parses the arguments, calls the function with them, and turns those errors, and any
-``ParamsError``, into one line on stderr, ``<stage>[ <arch>]: FAILED: <message>``, and exit
-status 2. Every stage function validates the whole params file first (``dhs.params.load``), so
-a bad value anywhere is refused before any work. While the stage runs, a ``Heartbeat`` says it is
-still working after every 25 s of silence (``DHS_HEARTBEAT_S`` sets the interval; 0 turns it off).
+per arch (``--arch``), its path options with their defaults, and the function that does the work
+(``dhs.<package>.stage``). ``main`` parses the arguments, calls the function with them, and ends
+with one of the exit statuses below (docs/errors.md: what each means and what to do):
+
+- a ``dhs.errors.StageError`` (every "could not run" error of dhs, ``ParamsError`` included) or a
+  full disk: one line on stderr, ``<stage>[ <arch>]: FAILED: <message>``, status ``EXIT_REFUSED``;
+- any other exception, an internal error: its traceback, then
+  ``<stage>[ <arch>]: INTERNAL ERROR: <type>: <message>``, status ``EXIT_INTERNAL``;
+- Ctrl-C (SIGINT): ``<stage>[ <arch>]: INTERRUPTED``, status ``EXIT_INTERRUPTED``;
+- otherwise the stage's ``status`` of its result (the gates stage: ``EXIT_GATE_FAILED`` when
+  ``gates.enforce`` is true and a gate is not PASS), else ``EXIT_OK``.
+
+Every stage function validates the whole params file first (``dhs.params.load``), so a bad value
+anywhere is refused before any work. While the stage runs, a ``Heartbeat`` says it is still
+working after every 25 s of silence (``DHS_HEARTBEAT_S`` sets the interval; 0 turns it off).
 """
 
 from __future__ import annotations
@@ -20,13 +28,23 @@ import shutil
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dhs.params import ParamsError
+from dhs.errors import StageError
 from dhs.params.schema import FINDER_NAME as NAME
+
+# The exit statuses of a stage script, the one table of them (docs/errors.md). 1 and 2 keep the
+# meanings Python gives them: 1 an uncaught exception, 2 a command line refused (argparse); a
+# refused params value or input file is refused input like a bad command line, so it is 2 too.
+EXIT_OK = 0
+EXIT_INTERNAL = 1      # an internal error (any exception that is not a StageError): traceback kept
+EXIT_REFUSED = 2       # refused input: bad command line, params value or input file, missing input, full disk
+EXIT_GATE_FAILED = 3   # the stage ran, and gates.enforce is true and a gate is not PASS
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, as a shell reports a process SIGINT ended
 
 
 def banner(lines: list[str], width: int = 100) -> str:
@@ -149,9 +167,8 @@ class Stage:
     run: Callable[..., Any]
     doc: str = ""
     options: Sequence[Option] = ()
-    errors: tuple[type[BaseException], ...] = ()
     per_arch: bool = False
-    # the exit status from the stage's result (gates: 1 when an enforced gate fails); default 0
+    # the exit status from the stage's result (gates: EXIT_GATE_FAILED when an enforced gate fails); default EXIT_OK
     status: Callable[[Any, str], int] | None = None
 
     def parse(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -175,19 +192,31 @@ class Stage:
             # a name becomes paths (data/models/<arch>, metrics/*/<arch>.json): a safe character set only
             print(f"{self.name}: FAILED: --arch {args.arch!r} is not a finder name (a lower case letter, then lower case "
                   f"letters, digits or '_', at most 40); the names are those of finders.measure", file=sys.stderr)
-            return 2
+            return EXIT_REFUSED
         kwargs = {o.name: getattr(args, o.name) for o in self.options}
         label = self.label(args)
         try:
             with Heartbeat(label, heartbeat_interval()):
                 result = self.run(args.arch, args.params, **kwargs) if self.per_arch else self.run(args.params, **kwargs)
-        except (ParamsError, *self.errors) as exc:
-            print(f"{label}: FAILED: {exc}", file=sys.stderr)
-            return 2
-        except (OSError, RuntimeError) as exc:
-            full = disk_full(exc)
-            if full is None:
-                raise
-            print(f"{label}: FAILED: {full}", file=sys.stderr)
-            return 2
-        return self.status(result, label) if self.status is not None else 0
+        except KeyboardInterrupt:
+            print(f"{label}: INTERRUPTED: every output is written whole or not at all, so each is the previous one or the new "
+                  f"one; rerun the stage to finish", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # noqa: BLE001 - every failure ends in one status of the table
+            return failure_status(label, exc)
+        return self.status(result, label) if self.status is not None else EXIT_OK
+
+
+def failure_status(label: str, exc: Exception) -> int:
+    """Say why stage ``label`` failed on stderr and return its exit status: a ``StageError`` or a
+    full disk is refused input, one line (``EXIT_REFUSED``); any other exception is an internal
+    error, its traceback and a last line naming it (``EXIT_INTERNAL``)."""
+    full = disk_full(exc)
+    if full is not None or isinstance(exc, StageError):
+        print(f"{label}: FAILED: {full or exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    traceback.print_exception(exc, file=sys.stderr)
+    what = " ".join(str(exc).split())[:300]
+    print(f"{label}: INTERNAL ERROR: {type(exc).__name__}{': ' + what if what else ''}; an error dhs did not foresee, not a "
+          f"refusal of the input: the traceback above says where it came from; report it with the command that ran", file=sys.stderr)
+    return EXIT_INTERNAL

@@ -10,11 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.baseline import stage
-from dhs.baseline.models import BaselineError
 from dhs.runner import Option, Stage
-from dhs.imaging.cache import CacheError
 
-STAGE = Stage("baseline", stage.run, stage.__doc__, errors=(BaselineError, CacheError), options=(
+STAGE = Stage("baseline", stage.run, stage.__doc__, options=(
     Option("--cache", "cache_dir", "data/cache"), Option("--metrics", "metrics_path", "metrics/baseline.json")))
 main = STAGE.main
 

@@ -10,12 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.calibration import stage
-from dhs.evaluation.reliability import CalibrationError
-from dhs.evaluation.scores import ScoresError
-from dhs.evaluation.thresholds import ThresholdError
 from dhs.runner import Option, Stage
 
-STAGE = Stage("calibration", stage.run, stage.__doc__, per_arch=True, errors=(ScoresError, CalibrationError, ThresholdError), options=(
+STAGE = Stage("calibration", stage.run, stage.__doc__, per_arch=True, options=(
     Option("--scores", "scores_dir", "data/scores"), Option("--models", "models_dir", "data/models"),
     Option("--calibration", "calibration_dir", "data/calibration"), Option("--metrics", "metrics_dir", "metrics/calibration"),
     Option("--plots", "plots_dir", "plots/calibration")))

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dhs.runner import Option, Stage
 from dhs.selection import closure
 
-STAGE = Stage("closure", closure.run, closure.__doc__, errors=(KeyError, ValueError), options=(
+STAGE = Stage("closure", closure.run, closure.__doc__, options=(
     Option("--metrics", "metrics_path", "metrics/closure.json"), Option("--plots", "plots_dir", "plots/closure")))
 main = STAGE.main
 

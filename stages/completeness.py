@@ -10,11 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.completeness import stage
-from dhs.measurement.counts import CompletenessError
-from dhs.evaluation.scores import ScoresError
 from dhs.runner import Option, Stage
 
-STAGE = Stage("completeness", stage.run, stage.__doc__, per_arch=True, errors=(CompletenessError, ScoresError, ValueError), options=(
+STAGE = Stage("completeness", stage.run, stage.__doc__, per_arch=True, options=(
     Option("--scores", "scores_dir", "data/scores"), Option("--metrics", "metrics_dir", "metrics/completeness"),
     Option("--plots", "plots_dir", "plots/completeness"), Option("--roc", "roc_dir", None, "default: roc/ beside --plots (plots/roc)")))
 main = STAGE.main

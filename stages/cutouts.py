@@ -10,12 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.known_lenses import stage
-from dhs.known_lenses.catalog import CatalogError
-from dhs.cutouts.client import CutoutError
-from dhs.known_lenses.run_status import RequireError
 from dhs.runner import Option, Stage
 
-STAGE = Stage("cutouts", stage.run_cutouts, stage.__doc__, errors=(CatalogError, CutoutError, RequireError), options=(
+STAGE = Stage("cutouts", stage.run_cutouts, stage.__doc__, options=(
     Option("--out", "cutout_dir", "data/cutouts"), Option("--metrics", "metrics_path", "metrics/cutouts.json"),
     Option("--no-progress", "progress", action="store_false")))
 main = STAGE.main

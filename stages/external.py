@@ -11,10 +11,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.infer import packing
-from dhs.models.checkpoint import TrainingError
 from dhs.runner import Option, Stage
 
-STAGE = Stage("external", packing.run_external, packing.run_external.__doc__, per_arch=True, errors=(TrainingError,), options=(
+STAGE = Stage("external", packing.run_external, packing.run_external.__doc__, per_arch=True, options=(
     Option("--models", "models_dir", "data/models"), Option("--metrics", "metrics_dir", "metrics/external")))
 main = STAGE.main
 

@@ -9,13 +9,10 @@ from pathlib import Path
 # this checkout's dhs, not the one the environment installed (dvc exp run --temp and --queue run copies)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dhs.models.checkpoint import TrainingError
 from dhs.gates import stage
 from dhs.runner import Option, Stage
-from dhs.simulate.config import ConfigError
-from dhs.imaging.cache import CacheError
 
-STAGE = Stage("gates", stage.run, stage.__doc__, per_arch=True, errors=(CacheError, TrainingError, ConfigError), status=stage.status, options=(
+STAGE = Stage("gates", stage.run, stage.__doc__, per_arch=True, status=stage.status, options=(
     Option("--cache", "cache_dir", "data/cache"), Option("--models", "models_dir", "data/models"),
     Option("--baseline", "baseline_metrics", "metrics/baseline.json"), Option("--metrics", "metrics_dir", "metrics/gates"),
     Option("--plots", "plots_dir", "plots/gates"), Option("--completeness", "completeness_dir", "metrics/completeness"),

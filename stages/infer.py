@@ -9,13 +9,10 @@ from pathlib import Path
 # this checkout's dhs, not the one the environment installed (dvc exp run --temp and --queue run copies)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dhs.evaluation.scores import ScoresError
 from dhs.infer import stage
-from dhs.models.checkpoint import TrainingError
 from dhs.runner import Option, Stage
-from dhs.imaging.cache import CacheError
 
-STAGE = Stage("infer", stage.run_infer, stage.__doc__, per_arch=True, errors=(CacheError, ScoresError, TrainingError), options=(
+STAGE = Stage("infer", stage.run_infer, stage.__doc__, per_arch=True, options=(
     Option("--cache", "cache_dir", "data/cache"), Option("--models", "models_dir", "data/models"),
     Option("--scores", "scores_dir", "data/scores"), Option("--metrics", "metrics_dir", "metrics/infer")))
 main = STAGE.main

@@ -10,15 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.known_lenses import stage
-from dhs.known_lenses.catalog import CatalogError
-from dhs.cutouts.client import CutoutError
-from dhs.known_lenses.operating_points import OperatingPointError
-from dhs.known_lenses.run_status import RequireError
-from dhs.known_lenses.scoring import ScoringError
 from dhs.runner import Option, Stage
 
-STAGE = Stage("known_lenses", stage.run_known_lenses, stage.__doc__, per_arch=True,
-              errors=(CatalogError, CutoutError, OperatingPointError, RequireError, ScoringError), options=(
+STAGE = Stage("known_lenses", stage.run_known_lenses, stage.__doc__, per_arch=True, options=(
     Option("--cutouts", "cutout_dir", "data/cutouts"), Option("--models", "models_dir", "data/models"),
     Option("--thresholds", "thresholds_path", None, "completeness metrics JSON (default metrics/completeness/{arch}.json)"),
     Option("--calibrator", "calibrator_path", None, "default data/calibration/{arch}/calibrator.json"),

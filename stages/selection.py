@@ -9,12 +9,10 @@ from pathlib import Path
 # this checkout's dhs, not the one the environment installed (dvc exp run --temp and --queue run copies)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dhs.evaluation.scores import ScoresError
 from dhs.runner import Option, Stage
 from dhs.selection import stage
-from dhs.selection.stage import SelectionError
 
-STAGE = Stage("selection", stage.run, stage.__doc__, per_arch=True, errors=(SelectionError, ScoresError, KeyError, ValueError), options=(
+STAGE = Stage("selection", stage.run, stage.__doc__, per_arch=True, options=(
     Option("--scores", "scores_dir", "data/scores"), Option("--completeness", "completeness_dir", "metrics/completeness"),
     Option("--models", "models_dir", "data/models"), Option("--out", "out_dir", "data/selection"),
     Option("--metrics", "metrics_dir", "metrics/selection"), Option("--plots", "plots_dir", "plots/selection")))

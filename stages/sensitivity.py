@@ -10,10 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.completeness import stage
-from dhs.measurement.counts import CompletenessError
 from dhs.runner import Option, Stage
 
-STAGE = Stage("sensitivity", stage.run_sensitivity, stage.__doc__, errors=(CompletenessError, ValueError), options=(
+STAGE = Stage("sensitivity", stage.run_sensitivity, stage.__doc__, options=(
     Option("--scores", "scores_dir", "data/scores"), Option("--metrics", "metrics_path", "metrics/sensitivity.json"),
     Option("--plots", "plots_dir", "plots/sensitivity")))
 main = STAGE.main

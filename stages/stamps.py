@@ -9,17 +9,10 @@ from pathlib import Path
 # this checkout's dhs, not the one the environment installed (dvc exp run --temp and --queue run copies)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dhs.contract.validate import DatasetInvalid
 from dhs.runner import Option, Stage
-from dhs.simulate.config import ConfigError
 from dhs.stamps import stage
-from dhs.imaging.cache import CacheError
-from dhs.cutouts.client import CutoutError
-from dhs.stamps.real_hosts import HostCatalogError
-from dhs.stamps.staging import StagingError
 
-STAGE = Stage("stamps", stage.run, stage.__doc__, errors=(ConfigError, DatasetInvalid, StagingError, stage.RejectionRateError, CacheError,
-                                                           HostCatalogError, CutoutError), options=(
+STAGE = Stage("stamps", stage.run, stage.__doc__, options=(
     Option("--out", "out_dir", "data/stamps"), Option("--metrics", "metrics_path", "metrics/stamps.json"), Option("--plots", "plots_dir", "plots/stamps"),
     Option("--cache", "cache_dir", "data/cache")))
 main = STAGE.main

@@ -10,11 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dhs.finder import stage
-from dhs.models.checkpoint import TrainingError
 from dhs.runner import Option, Stage
-from dhs.imaging.cache import CacheError
 
-STAGE = Stage("train", stage.run_train, stage.__doc__, per_arch=True, errors=(TrainingError, CacheError), status=lambda code, _: code, options=(
+STAGE = Stage("train", stage.run_train, stage.__doc__, per_arch=True, status=lambda code, _: code, options=(
     Option("--cache", "cache_dir", "data/cache"), Option("--models", "models_dir", "data/models"),
     Option("--metrics", "metrics_dir", "metrics/train"), Option("--live", "live_dir", "dvclive"),
     Option("--node-rank", "node_rank", "0", "this machine's rank in a multi-node run (distributed.nnodes > 1); node 0 runs dvc repro")))

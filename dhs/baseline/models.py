@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dhs.errors import StageError
 from dhs.evaluation.seeing import psf_r_with_fallback
 from dhs.baseline.config import BaselineConfig
 from dhs.params.rules import PSF_DERIVED, check_condition_features, check_proxy_features
@@ -63,7 +64,7 @@ LOGISTIC_KW = dict(C=1.0, max_iter=2000)
 PERMUTATION_REPEATS = 5
 
 
-class BaselineError(ValueError):
+class BaselineError(StageError, ValueError):
     """Input data the baselines cannot use (missing column, one class only, ...)."""
 
 

@@ -29,6 +29,8 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
+from dhs.errors import StageError
+
 try:  # the same CRC-32 (zip's polynomial) ~8x faster: Intel ISA-L, SIMD carry-less multiply
     from isal.isal_zlib import crc32 as _crc32
 except ImportError:  # a machine without the wheel (a bare GPU box) gets the same values, slower
@@ -42,7 +44,7 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 REASONS = ("corrupt_npz", "missing_band", "wrong_shape", "nonfinite_pixels")
 
 
-class StampError(ValueError):
+class StampError(StageError, ValueError):
     """A stamp that cannot be used; ``reason`` is one of ``REASONS``."""
 
     def __init__(self, reason: str, message: str):

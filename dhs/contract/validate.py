@@ -46,6 +46,7 @@ from dhs.contract.codec import StampError, decode_stamp, decode_stamps, to_stora
 from dhs.contract.schema import Contract, load_contract
 from dhs.contract.workers import process_pool
 from dhs.contract.norm_stats import STATS_COLUMNS, annulus_stats
+from dhs.errors import StageError
 
 ROW_REASONS = (
     "unknown_split", "corrupt_parquet", "null_required", "cutout_not_ok", "label_mismatch", "bad_position", "bad_theta_e",
@@ -295,7 +296,7 @@ class ValidationReport:
         }
 
 
-class DatasetInvalid(ValueError):
+class DatasetInvalid(StageError, ValueError):
     def __init__(self, report: ValidationReport):
         super().__init__(f"dataset does not meet the stamp contract:\n{report.summary()}")
         self.report = report

@@ -66,6 +66,7 @@ from tqdm.auto import tqdm
 from dhs import __version__, atomic
 from dhs.cutouts.fits import BANDS, CutoutInvalid, read_cutout
 from dhs.cutouts.footprint import valid_coordinates
+from dhs.errors import StageError
 from dhs.params.schema import CUTOUT_URL_TEMPLATE, MAX_CONCURRENCY_CAP
 
 LEGACYSURVEY = "legacysurvey"
@@ -96,7 +97,7 @@ def is_transient(reason: str) -> bool:
 UNREACHABLE_REASONS = ("unresolvable", "connection_refused", "connect_timeout", "proxy_error")
 
 
-class CutoutError(ValueError):
+class CutoutError(StageError, ValueError):
     """A configuration error (bad template, spec or source) that stops the run."""
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dhs.errors import StageError
+
 BANDS = "grz"
 # a band with more exactly-zero pixels than this fraction has no data there
 MAX_ZERO_PIXEL_FRAC = 0.5
@@ -31,7 +33,7 @@ REASONS = ("not_fits", "bad_shape", "nonfinite_pixels", "no_coverage", "bad_band
 MAX_FILE_BYTES = 64 << 20   # a (3, 96, 96) cube with its inverse variances is ~0.2 MiB
 
 
-class CutoutInvalid(ValueError):
+class CutoutInvalid(StageError, ValueError):
     """A cutout that cannot be scored; ``reason`` is one of ``REASONS``."""
 
     def __init__(self, reason: str, message: str):

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from dhs.errors import StageError
+
 BOOTSTRAP_UNITS = ("row", "region", "stratified")
 MIN_BOOTSTRAP_REGIONS = 10
 
 
-class AUCError(ValueError):
+class AUCError(StageError, ValueError):
     pass
 
 

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dhs.errors import StageError
 from dhs.params.schema import RELIABILITY_STRATEGIES
 
 LOG_LOSS_EPS = 1e-15
 
 
-class CalibrationError(ValueError):
+class CalibrationError(StageError, ValueError):
     pass
 
 

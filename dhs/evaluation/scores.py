@@ -21,13 +21,14 @@ import numpy as np
 import pyarrow as pa
 import pandas as pd
 
+from dhs.errors import StageError
 from dhs.evaluation.seeing import psf_r_arcsec
 from dhs.params.schema import SCORE_SPLITS
 
 REQUIRED_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id")
 
 
-class ScoresError(ValueError):
+class ScoresError(StageError, ValueError):
     pass
 
 

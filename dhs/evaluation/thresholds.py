@@ -19,8 +19,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from dhs.errors import StageError
 
-class ThresholdError(ValueError):
+
+class ThresholdError(StageError, ValueError):
     pass
 
 

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dhs.errors import StageError
 from dhs.evaluation.scores import sigmoid
 from dhs.evaluation.seeing import psf_fwhm_bands
 from dhs.gates.config import GatesConfig
@@ -66,7 +67,7 @@ RENDER_BATCH = 128
 N_ARC_TEMPLATES = 100  # distinct lensed sources; reused cyclically over the probed controls
 
 
-class ProbeError(ValueError):
+class ProbeError(StageError, ValueError):
     pass
 
 

@@ -2,8 +2,9 @@
 best checkpoint; metrics/gates/{arch}.json (status PASS / FAIL / SKIP, value and threshold per
 gate, and ``all_passed``), plots/gates/{arch}.png, and a PASS/FAIL table on the console.
 
-Exit status (``status``): 0 when the gates ran, whatever they found, unless ``gates.enforce`` is
-true and a gate is not PASS, then 1 (2, from the stage runner, when the stage could not run).
+Exit status (``status``): ``EXIT_OK`` when the gates ran, whatever they found, unless
+``gates.enforce`` is true and a gate is not PASS, then ``EXIT_GATE_FAILED`` (dhs.runner;
+docs/errors.md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dhs.gates.plot import plot_gates
 from dhs.gates.run import run_gates, table_lines
 from dhs.gates.memo import MEMO_FILE, ScoreMemo
 from dhs.params import Params, as_params
+from dhs.runner import EXIT_GATE_FAILED, EXIT_OK
 from dhs.simulate.config import SimConfig
 
 
@@ -74,11 +76,12 @@ def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/
 
 
 def status(metrics: dict, label: str) -> int:
-    """1 when a gate is not PASS and gates.enforce is true; else 0 (a failure is said either way)."""
+    """``EXIT_GATE_FAILED`` when a gate is not PASS and gates.enforce is true; else ``EXIT_OK`` (a
+    failure is said either way)."""
     if not metrics["all_passed"]:
         bad = ", ".join(metrics["failed"] + metrics["skipped"])
         if metrics["enforce"]:
             print(f"{label}: FAIL ({bad}) and gates.enforce is true: stopping", file=sys.stderr)
-            return 1
+            return EXIT_GATE_FAILED
         print(f"{label}: FAIL ({bad}); not stopping because gates.enforce is false", file=sys.stderr)
-    return 0
+    return EXIT_OK

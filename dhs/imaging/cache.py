@@ -43,11 +43,12 @@ from dhs.contract.codec import decode_stamps, to_storage_dtype
 from dhs.contract.validate import DECODE_BLOCK, FileResult, ValidationReport, exc_text, open_parquet, read_rows, row_groups_of
 from dhs.contract.workers import process_pool
 from dhs.contract.norm_stats import STATS_ANNULUS, STATS_COLUMNS, annulus_mask_np, annulus_stats
+from dhs.errors import StageError
 
 CACHE_DTYPES = ("float16", "float32")
 
 
-class CacheError(ValueError):
+class CacheError(StageError, ValueError):
     pass
 
 

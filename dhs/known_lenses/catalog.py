@@ -49,6 +49,7 @@ from scipy.spatial import cKDTree
 
 from dhs import atomic
 from dhs.cutouts.footprint import DEC_MAX_DEG, MIN_ABS_GALACTIC_LAT_DEG, footprint_reason
+from dhs.errors import StageError
 from dhs.params.schema import GRADES  # best first
 
 COLUMNS = ("name", "ra_deg", "dec_deg", "theta_e_arcsec", "z_lens", "z_source", "grade", "source", "reference", "also_in")
@@ -71,7 +72,7 @@ REFERENCES = (
 )
 
 
-class CatalogError(ValueError):
+class CatalogError(StageError, ValueError):
     pass
 
 

@@ -17,10 +17,11 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from dhs.errors import StageError
 from dhs.known_lenses.recall import RecallPoint
 
 
-class OperatingPointError(ValueError):
+class OperatingPointError(StageError, ValueError):
     pass
 
 

@@ -15,8 +15,9 @@ Anything but ``ok`` is printed in a banner on stderr. ``known_lenses.require: tr
 
 from __future__ import annotations
 
+from dhs.errors import StageError
 from dhs.runner import banner  # noqa: F401 - the banner the known-lens stages print
 
 
-class RequireError(RuntimeError):
+class RequireError(StageError, RuntimeError):
     """known_lenses.require is true and the check could not run."""

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dhs.errors import StageError
 
-class ScoringError(ValueError):
+
+class ScoringError(StageError, ValueError):
     pass
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from dhs.errors import StageError
 from dhs.evaluation.intervals import MIN_N_WILSON, bootstrap_multiplicities, region_bootstrap, wilson_interval
 
 MISSING, OUT_OF_RANGE = -1, -2
@@ -38,7 +39,7 @@ OVERALL = "overall"            # one bin holding every injection
 THETA_PSF_GE_1 = "theta_e_over_psf_ge_1"   # one bin: theta_E / PSF >= 1 (the headline subset)
 
 
-class CompletenessError(ValueError):
+class CompletenessError(StageError, ValueError):
     pass
 
 

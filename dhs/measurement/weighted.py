@@ -22,6 +22,7 @@ import pandas as pd
 
 from dhs.evaluation.intervals import region_bootstrap, wilson_interval
 from dhs.evaluation.thresholds import weighted_threshold_at_fpr
+from dhs.measurement.counts import CompletenessError
 
 DISCOVERABLE = "discoverable"
 
@@ -53,11 +54,11 @@ def sky_headline(inj: pd.DataFrame, thresholds: Mapping[str, float], regions: Se
     rindex = {int(r): i for i, r in enumerate(regions)}
     ri = inj["region_id"].map(rindex).to_numpy()
     if pd.isna(ri).any():
-        raise ValueError("injections in regions outside the resampled set")
+        raise CompletenessError("injections in regions outside the resampled set")
     ri = ri.astype(np.int64)
     w = inj["sky_weight"].to_numpy(float) if "sky_weight" in inj.columns else np.ones(len(inj))
     if not (np.isfinite(w).all() and (w >= 0).all()):
-        raise ValueError(f"sky_weight: {int((~np.isfinite(w) | (w < 0)).sum())} value(s) not finite and >= 0")
+        raise CompletenessError(f"sky_weight: {int((~np.isfinite(w) | (w < 0)).sum())} value(s) not finite and >= 0")
     disc = inj["discoverable"].to_numpy() == 1 if DISCOVERABLE in inj.columns else None
     score = inj["score"].to_numpy(float)
     out: dict[str, Any] = {"weighted": "sky_weight" in inj.columns, "n_injections": int(len(inj)),

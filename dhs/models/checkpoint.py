@@ -31,13 +31,14 @@ import pandas as pd
 import torch
 
 from dhs import atomic
+from dhs.errors import StageError
 from dhs.models.loader import NormConfig
 from dhs.models.heads import split_outputs
 from dhs.models.registry import build_model
 from dhs.models.spec import ModelSpec
 
 
-class TrainingError(RuntimeError):
+class TrainingError(StageError, RuntimeError):
     """A model could not be trained, restored from its checkpoint or scored."""
 
 

@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from dhs import atomic
+from dhs.errors import StageError
 from dhs.params.schema import SCORE_SPLITS
 
 PIXEL_SCALE_ARCSEC = 0.262   # DR10 (the cache's stamps)
 ONNX_OPSET = 17
 
 
-class ExportError(ValueError):
+class ExportError(StageError, ValueError):
     pass
 
 

@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dhs.errors import StageError
 
-class ParamsError(ValueError):
+
+class ParamsError(StageError, ValueError):
     pass
 
 

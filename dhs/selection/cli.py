@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dhs.errors import StageError
 from dhs.selection.function import INPUTS, TERMS, SelectionFunction, SelectionFunctionError
 
 
-class CatalogueError(ValueError):
+class CatalogueError(StageError, ValueError):
     pass
 
 

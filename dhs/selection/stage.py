@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from dhs import atomic, headline
+from dhs.errors import StageError
 from dhs.evaluation.intervals import bootstrap_multiplicities, wilson_interval
 from dhs.evaluation.scores import check_scores, sigmoid
 from dhs.params import Params, as_params, checked
@@ -36,7 +37,7 @@ from dhs.selection.fit import Design, FitConfig, design_for, fit_operating_point
 from dhs.selection.validate import bin_predictions, predictive_draws, region_dispersion, validate
 
 
-class SelectionError(ValueError):
+class SelectionError(StageError, ValueError):
     pass
 
 

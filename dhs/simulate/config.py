@@ -7,6 +7,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+from dhs.errors import StageError
 from dhs.simulate.designs import TILT_EDGES, LessonsConfig, MeasurementConfig
 from dhs.simulate.knots import KnotConfig, knot_config_from_params
 from dhs.simulate.noise import CORRELATIONS, NoiseModel
@@ -31,7 +32,7 @@ REQUIRED_PRIORS = (
 POPULATIONS = ("physical", "uniform")
 
 
-class ConfigError(ValueError):
+class ConfigError(StageError, ValueError):
     pass
 
 

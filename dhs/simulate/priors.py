@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from dhs.errors import StageError
+
 _KEYS: dict[str, set[str]] = {
     "const": {"value"},
     "uniform": {"low", "high"},
@@ -34,7 +36,7 @@ _KEYS: dict[str, set[str]] = {
 }
 
 
-class PriorError(ValueError):
+class PriorError(StageError, ValueError):
     pass
 
 

@@ -58,6 +58,7 @@ from dhs.contract.shards import HiveShardWriter
 from dhs.cutouts.client import (LEGACYSURVEY, CutoutSpec, FetchConfig, fetch_cutouts, load_cutouts, read_manifest,
                                remembered_failures, write_manifest)
 from dhs.cutouts.fits import read_invvar
+from dhs.errors import StageError
 from dhs.simulate import keyed
 from dhs.simulate.config import SimConfig
 from dhs.simulate.noise import pixel_variance
@@ -86,7 +87,7 @@ DUPLICATE_ARCSEC = 0.1              # rows closer than this are one host given t
 MAX_NONFINITE_FRAC = 0.05
 
 
-class HostCatalogError(ValueError):
+class HostCatalogError(StageError, ValueError):
     """The host catalogue cannot be used as a whole (unreadable, a column missing, no usable row)."""
 
 

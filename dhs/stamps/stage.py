@@ -20,6 +20,7 @@ import pandas as pd
 
 from dhs import atomic, headline
 from dhs.contract.validate import DecodeInto, list_shards, run_directory, validate, validate_file
+from dhs.errors import StageError
 from dhs.params import Params, as_params
 from dhs.simulate.config import SimConfig
 from dhs.simulate.dataset import write_synthetic_dataset
@@ -31,7 +32,7 @@ from dhs.stamps.real_hosts import write_host_dataset
 from dhs.stamps.staging import describe_source, link_tree, stage
 
 
-class RejectionRateError(RuntimeError):
+class RejectionRateError(StageError, RuntimeError):
     pass
 
 

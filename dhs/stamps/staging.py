@@ -31,12 +31,13 @@ from urllib.parse import urlparse
 from tqdm.auto import tqdm
 
 from dhs import atomic
+from dhs.errors import StageError
 
 MANIFEST = ".staging-manifest.json"
 _CHUNK = 8 << 20
 
 
-class StagingError(RuntimeError):
+class StagingError(StageError, RuntimeError):
     pass
 
 

@@ -32,6 +32,7 @@ from dhs.gates.splits import host_keys, split_integrity_gate
 from dhs.imaging.centring import subtract_radial_profile_about_host
 from dhs.models.loader import NormConfig, core_dropout, iterate_batches, normalize, preprocess_from_params, subtract_radial_profile
 from dhs.params import ParamsError
+from dhs.runner import EXIT_GATE_FAILED
 from dhs.simulate.config import SimConfig
 from dhs.imaging.geometry import annulus_table, core_mask, radius_px
 
@@ -467,7 +468,7 @@ def test_stage_writes_metrics_and_figure_and_enforce_stops_on_a_failing_gate(sim
     # score is read back from the last run and every gate's value is the same
     rc = main(["--params", str(_params(tmp_path, enforce=True)), *common])
     out = capsys.readouterr()
-    assert rc == 1 and "gates.enforce is true: stopping" in out.err
+    assert rc == EXIT_GATE_FAILED and "gates.enforce is true: stopping" in out.err
     assert f"{calls.group(2)} of {calls.group(2)} scoring calls read back" in out.out, out.out[-2000:]
     again = json.loads((tmp_path / "m" / "small_cnn.json").read_text())
     assert {k: g["value"] for k, g in again["gates"].items()} == {k: g["value"] for k, g in metrics["gates"].items()}
