@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dhs.params.fields import (AutoInt, Bool, Choice, Device, Field, Float, Int, List, Map, ParamsError, Section, Str, refuse,
                               unknown_keys)
+from dhs.params.physical import DEFAULT_PARAMS as PHYSICAL_KNOBS
+from dhs.params.priors import PriorError, validate_prior
 from dhs.params.rules import (DEFAULT_CONDITIONS, DEFAULT_PROXY_FEATURES, check_condition_features, check_metadata_columns,
                               check_proxy_features)
 
@@ -33,6 +35,9 @@ GRADES = ("confirmed", "confident", "probable")   # known lenses, best first (dh
 CUTOUT_URL_TEMPLATE = ("https://www.legacysurvey.org/viewer/cutout.fits?ra={ra}&dec={dec}&layer={layer}"
                        "&pixscale={pixscale}&size={size}&bands={bands}")
 MAX_CONCURRENCY_CAP = 8                        # requests in flight to the viewer, a shared public service
+# DESI Legacy Surveys DR10's pixel scale (arcsec per pixel): simulate.pixel_scale_arcsec's default,
+# and the default of the simulator's functions that take a pixel scale
+DR10_PIXEL_SCALE_ARCSEC = 0.262
 
 
 def _fail(source: str, key: str, requirement: str, value) -> ParamsError:
@@ -250,18 +255,16 @@ DISTRIBUTED = Section(rules=(_distributed,), fields={
 
 
 # --------------------------------------------------------------------------- simulate
-# The survey the simulator draws; dhs.simulate.config.SimConfig checks the same keys again when
-# it is built (tests/params keep the two from drifting apart).
+# The survey the simulator draws; dhs.simulate.config.SimConfig is a view of this section
+# (dhs.params.views), so this is the one place its values are checked.
 
 class Prior(Field):
-    """A prior mapping ``{dist: ..., ...}`` (dhs.simulate.priors)."""
+    """A prior mapping ``{dist: ..., ...}`` (dhs.params.priors)."""
 
     def what(self) -> str:
-        return "a prior mapping {dist: ..., ...} (see dhs/simulate/priors.py)"
+        return "a prior mapping {dist: ..., ...} (see dhs/params/priors.py)"
 
     def _check(self, v, key, source):
-        from dhs.simulate.priors import PriorError, validate_prior
-
         try:
             validate_prior(key.rsplit(".", 1)[-1], v)
         except (PriorError, TypeError, KeyError) as exc:
@@ -269,32 +272,31 @@ class Prior(Field):
         return v
 
 
+# the priors every simulation needs (the uniform population draws its lenses and sources from them;
+# both populations draw observing conditions and quality flags from them)
 PRIORS = ("theta_e_arcsec", "src_r_mag", "src_g_minus_r", "src_r_minus_z", "src_sersic_n", "src_reff_arcsec", "src_e",
           "src_beta_frac", "lens_q", "shear_component", "psfsize_r_arcsec", "psfdepth_r_mag", "ebv", "host_r_mag",
           "host_g_minus_r", "host_r_minus_z", "host_reff_arcsec", "host_sersic_n", "host_q", "bad_pixel_frac",
           "wise_brightmask_frac")
 PSF_MODELS = ("moffat", "gaussian")
 BANDS = ("g", "r", "z")
-
-
-POPULATIONS = ("physical", "uniform")
+NOISE_CORRELATIONS = ("lanczos3", "none")     # dhs.simulate.noise: a coadd's resampling correlation, or none
+POPULATIONS = ("physical", "uniform")         # dhs.simulate.physical, or the priors (grid studies)
 
 
 class PhysicalParams(Field):
-    """Overrides of the physical population's knobs (dhs.simulate.physical.DEFAULT_PARAMS)."""
+    """Overrides of the physical population's knobs (dhs.params.physical.DEFAULT_PARAMS)."""
 
     def what(self) -> str:
-        return "a mapping of dhs.simulate.physical.DEFAULT_PARAMS keys to values"
+        return "a mapping of dhs.params.physical.DEFAULT_PARAMS keys to values"
 
     def _check(self, v, key, source):
-        from dhs.simulate.physical_params import DEFAULT_PARAMS
-
         if not isinstance(v, dict):
             raise self.fail(v, key, source)
-        unknown = sorted(set(v) - set(DEFAULT_PARAMS))
+        unknown = sorted(set(v) - set(PHYSICAL_KNOBS))
         if unknown:
-            raise unknown_keys(source, unknown, key, DEFAULT_PARAMS,
-                               "those of dhs.simulate.physical.DEFAULT_PARAMS (docs/population.md)")
+            raise unknown_keys(source, unknown, key, PHYSICAL_KNOBS,
+                               "those of dhs.params.physical.DEFAULT_PARAMS (docs/population.md)")
         return dict(v)
 
 
@@ -306,8 +308,12 @@ def _knots(v: dict, key: str, source: str) -> None:
 
 
 def _simulate(v: dict, key: str, source: str) -> None:
-    if sum(v["host_kinds"].values()) <= 0:
-        raise _fail(source, f"{key}.host_kinds", "must give at least one kind a frequency > 0", v["host_kinds"])
+    for name in ("host_kinds", "host_kinds_train"):
+        if v[name] is not None and sum(v[name].values()) <= 0:
+            raise _fail(source, f"{key}.{name}", "must give at least one kind a frequency > 0", v[name])
+    if sum(v["core_structures"].values()) > 1:
+        raise _fail(source, f"{key}.core_structures", "must be fractions of the early-type hosts that sum to at most 1 "
+                                                      "(the rest keep a smooth core)", v["core_structures"])
     if v["stamp_size"] not in (64, 96):
         raise _fail(source, f"{key}.stamp_size", "must be 64 or 96", v["stamp_size"])
     lo, hi = v["bricks_per_region"]
@@ -334,7 +340,7 @@ SIMULATE = Section(rules=(_simulate,), fields={
     "n_stamps": Int(lo=1, must="must be a positive integer"),
     "seed": Int(),
     "stamp_size": Int(default=64, must="must be 64 or 96"),
-    "pixel_scale_arcsec": Float(default=0.262, lo=0, open_lo=True, unit="arcsec"),
+    "pixel_scale_arcsec": Float(default=DR10_PIXEL_SCALE_ARCSEC, lo=0, open_lo=True, unit="arcsec"),
     "oversample": Int(default=4, lo=1),
     "host_oversample": Int(default=4, lo=1),
     "supersample_threshold": Float(default=1e-3, lo=0, hi=1, open_hi=True),
@@ -403,8 +409,9 @@ SIMULATE = Section(rules=(_simulate,), fields={
     }),
     "noise": Section(fields={
         "photon_noise": Bool(default=True),
+        # dark-sky surface brightness at CTIO, mag / arcsec^2 (DES DR1, Abbott et al. 2018: the medians)
         "sky_mag_per_arcsec2": Map(default={"g": 22.0, "r": 21.2, "z": 19.4}, value=Float(), **_PER_BAND),
-        "correlation": Choice("lanczos3", "none", default="lanczos3"),
+        "correlation": Choice(*NOISE_CORRELATIONS, default="lanczos3"),
         "n_exposures": Int(default=3, lo=1),
     }),
 })

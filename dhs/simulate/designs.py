@@ -47,10 +47,12 @@ _MAX_PASSES = 400
 
 @dataclass(frozen=True)
 class LessonsConfig:
-    mu_min: float = 5.0
-    theta_e_arcsec: tuple[float, float] = (0.6, 2.4)
-    flat_theta_e: bool = True
-    theta_e_bins: int = 9
+    """``simulate.lessons`` as the schema checked it (dhs.params.schema holds each default)."""
+
+    mu_min: float
+    theta_e_arcsec: tuple[float, float]
+    flat_theta_e: bool
+    theta_e_bins: int
 
     @classmethod
     def from_params(cls, v: Mapping[str, Any] | None) -> "LessonsConfig | None":
@@ -59,9 +61,11 @@ class LessonsConfig:
 
 @dataclass(frozen=True)
 class MeasurementConfig:
-    flatten: tuple[str, ...] = ("theta_e_arcsec", "src_r_mag")
-    strength: float = 0.75
-    floor: float = 0.02
+    """``simulate.measurement`` as the schema checked it (dhs.params.schema holds each default)."""
+
+    flatten: tuple[str, ...]
+    strength: float
+    floor: float
 
     @classmethod
     def from_params(cls, v: Mapping[str, Any] | None) -> "MeasurementConfig | None":
@@ -69,7 +73,8 @@ class MeasurementConfig:
 
 
 def _config(cls, v: Mapping[str, Any] | None, list_key: str):
-    """``cls`` from a params mapping (None stays None), its list-valued key as a tuple."""
+    """``cls`` from the checked values of its params section (None stays None), its list-valued
+    key as a tuple."""
     if v is None:
         return None
     v = dict(v)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dhs.params.schema import DR10_PIXEL_SCALE_ARCSEC
 from dhs.simulate.noise import sky_sigma_nmgy
 from dhs.simulate.physical import GAUSS_SIGMA_PER_REFF
 from dhs.simulate.population import mag_to_nmgy
@@ -26,7 +27,7 @@ def _devauc_sb(mag, reff, r):
     return i_e * np.exp(-bn * ((np.maximum(r, 1e-3) / reff) ** 0.25 - 1.0))
 
 
-def lenspop_snr_estimate(df: pd.DataFrame, band: str, seeing_arcsec, m5, sky_sb=None, pixel_scale=0.262,
+def lenspop_snr_estimate(df: pd.DataFrame, band: str, seeing_arcsec, m5, sky_sb=None, pixel_scale=DR10_PIXEL_SCALE_ARCSEC,
                          magnification=None) -> np.ndarray:
     """Analytic stand-in for LensPop's S/N: the best-aperture S/N of the lensed source in the
     lens-subtracted coadd, with Poisson-limited lens subtraction (lens light adds variance).

@@ -39,14 +39,21 @@ N_UNIFORMS = 3 + 4 * MAX_KNOTS
 
 @dataclass(frozen=True)
 class KnotConfig:
-    """``simulate.knots`` in params.yaml."""
+    """``simulate.knots`` as the schema checked it (dhs.params.schema holds each default)."""
 
-    fraction_of_sources: float = 0.6          # sources that have knots at all
-    flux_fraction: tuple[float, float] = (0.1, 0.4)   # of the source's r flux, uniform
-    n_knots: tuple[int, int] = (1, 6)         # uniform integer, inclusive
-    sigma_arcsec: tuple[float, float] = (0.03, 0.08)  # knot Gaussian sigma, uniform
-    bluer_g_minus_r: float = 0.16             # uniform population only (physical: the SED model's knot colours)
-    bluer_r_minus_z: float = 0.2
+    fraction_of_sources: float                # sources that have knots at all
+    flux_fraction: tuple[float, float]        # of the source's r flux, uniform
+    n_knots: tuple[int, int]                  # uniform integer, inclusive
+    sigma_arcsec: tuple[float, float]         # knot Gaussian sigma, uniform
+    bluer_g_minus_r: float                    # uniform population only (physical: the SED model's knot colours)
+    bluer_r_minus_z: float
+
+    @classmethod
+    def from_params(cls, p: Mapping | None) -> "KnotConfig | None":
+        """From the checked ``simulate.knots`` (None: no knots), its ranges as tuples."""
+        if p is None:
+            return None
+        return cls(**{k: tuple(v) if k in ("flux_fraction", "sigma_arcsec", "n_knots") else v for k, v in p.items()})
 
 
 def sample_knots(u: np.ndarray, src_reff_arcsec: np.ndarray, src_q: np.ndarray, src_phi_rad: np.ndarray,
@@ -85,10 +92,3 @@ def sample_knots(u: np.ndarray, src_reff_arcsec: np.ndarray, src_q: np.ndarray, 
         out[f"knot{i}_weight"] = w[:, i]
     return out
 
-
-def knot_config_from_params(p: Mapping | None) -> KnotConfig:
-    p = dict(p or {})
-    for k in ("flux_fraction", "sigma_arcsec", "n_knots"):
-        if k in p:
-            p[k] = tuple(p[k])
-    return KnotConfig(**p)

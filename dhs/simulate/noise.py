@@ -34,31 +34,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from dhs.params.schema import DR10_PIXEL_SCALE_ARCSEC
 from dhs.simulate import keyed
 from dhs.simulate.psf import GAUSS_FWHM_PER_SIGMA
 
 AB_ZP_NMGY = 22.5
-CORRELATIONS = ("none", "lanczos3")
 
 
-def sky_sigma_nmgy(psfdepth_mag, psf_fwhm_arcsec, pixel_scale_arcsec: float = 0.262):
+def sky_sigma_nmgy(psfdepth_mag, psf_fwhm_arcsec, pixel_scale_arcsec: float = DR10_PIXEL_SCALE_ARCSEC):
     """Per-pixel sky sigma (nMgy) from the 5-sigma point-source depth and the PSF FWHM."""
     f5 = 10.0 ** (-0.4 * (np.asarray(psfdepth_mag, float) - AB_ZP_NMGY))
     s_px = np.asarray(psf_fwhm_arcsec, float) / GAUSS_FWHM_PER_SIGMA / pixel_scale_arcsec
     return f5 / (5.0 * np.sqrt(4.0 * math.pi * s_px**2))
 
 
-def sky_level_nmgy(sky_mag_per_arcsec2, pixel_scale_arcsec: float = 0.262):
+def sky_level_nmgy(sky_mag_per_arcsec2, pixel_scale_arcsec: float = DR10_PIXEL_SCALE_ARCSEC):
     """Sky level per pixel (nMgy) from a surface brightness in mag / arcsec^2."""
     return 10.0 ** (-0.4 * (np.asarray(sky_mag_per_arcsec2, float) - AB_ZP_NMGY)) * pixel_scale_arcsec**2
 
 
-def effective_gain_e_per_nmgy(sky_sigma_nmgy_, sky_mag_per_arcsec2, pixel_scale_arcsec: float = 0.262):
+def effective_gain_e_per_nmgy(sky_sigma_nmgy_, sky_mag_per_arcsec2, pixel_scale_arcsec: float = DR10_PIXEL_SCALE_ARCSEC):
     """Photo-electrons per nMgy of a sky-limited coadd: g = B / sigma_pix^2."""
     return sky_level_nmgy(sky_mag_per_arcsec2, pixel_scale_arcsec) / np.asarray(sky_sigma_nmgy_, float) ** 2
 
@@ -106,14 +106,18 @@ def correlate(noise: torch.Tensor, amplitude: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the noise of a stamp
 @dataclass(frozen=True)
 class NoiseModel:
-    """``simulate.noise`` in params.yaml."""
+    """``simulate.noise`` as the schema checked it (dhs.params.schema holds each default)."""
 
-    photon_noise: bool = True
-    # dark-sky surface brightness at CTIO, mag / arcsec^2 (DES DR1, Abbott et al. 2018: median sky
-    # brightness g 22.0, r 21.2, z 19.4); sets the effective gain of each stamp
-    sky_mag_per_arcsec2: Mapping[str, float] = field(default_factory=lambda: {"g": 22.0, "r": 21.2, "z": 19.4})
-    correlation: str = "lanczos3"  # lanczos3 | none
-    n_exposures: int = 3           # exposures resampled into the coadd (each with its own phase)
+    photon_noise: bool
+    # dark-sky surface brightness per band, mag / arcsec^2: sets the effective gain of each stamp
+    sky_mag_per_arcsec2: Mapping[str, float]
+    correlation: str               # lanczos3 | none
+    n_exposures: int               # exposures resampled into the coadd (each with its own phase)
+
+    @classmethod
+    def from_params(cls, p: Mapping) -> "NoiseModel":
+        """From the checked ``simulate.noise``."""
+        return cls(**{k: dict(v) if k == "sky_mag_per_arcsec2" else v for k, v in p.items()})
 
 
 def add_noise(scene: torch.Tensor, arc: torch.Tensor, sky_sigma: torch.Tensor, gain: torch.Tensor | None,

@@ -47,10 +47,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
+from dhs.params.physical import DEFAULT_PARAMS, make_params  # noqa: F401  (DEFAULT_PARAMS: the knobs)
 from dhs.simulate.cosmology import ARCSEC_PER_RAD, C_KMS, cosmology
 from dhs.simulate.interp import draw, quantile_table, uinterp
 from dhs.simulate.photometry import host_kcorr, sf_band_fnu, sf_colours
-from dhs.simulate.physical_params import DEFAULT_PARAMS, make_params  # noqa: F401  (DEFAULT_PARAMS: the knobs)
 
 _CANDIDATE_BATCH = 400_000  # candidates per pass through the host cut
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,8 +60,20 @@ def assign_region_splits(region_ids: np.ndarray, fractions: dict[str, float], sa
     return out
 
 
+def _as_written(value: Any) -> Any:
+    """A checked params value with its lists as lists (the config holds them as tuples), at any depth."""
+    if isinstance(value, tuple):
+        return [_as_written(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _as_written(v) for k, v in value.items()}
+    return value
+
+
 def config_id(cfg: SimConfig) -> str:
-    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    """12 hex digits naming the survey: the SHA-256 of the repr of its sorted keys and checked
+    values, lists as lists and the pair ``bricks_per_region`` as a tuple."""
+    fields = {f.name: _as_written(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    fields["bricks_per_region"] = tuple(fields["bricks_per_region"])
     return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:12]
 
 
@@ -72,6 +86,56 @@ PHYSICAL_HOST_EXTRAS = ("z_l", "sigma_v_kms")
 PHYSICAL_SOURCE_EXTRAS = ("z_s",)
 
 
+# The lens and source of a system from the priors (``simulate.priors``), a piece at a time: the
+# uniform population (``uniform_systems``) and the gates' comparison arcs (``arcs_at_theta_e``)
+# draw every parameter through these, each caller in its own order of pieces.
+Priors = Mapping[str, Mapping[str, Any]]
+
+
+def lens_mass_draws(P: Priors, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The SIE's axis ratio (clipped to [0.05, 1]) and position angle (uniform in [0, pi)) and the
+    external shear's two components, in that order."""
+    return {"lens_q": np.clip(sample_prior(P["lens_q"], n, rng), 0.05, 1.0), "lens_phi_rad": rng.uniform(0, np.pi, n),
+            "shear_g1": sample_prior(P["shear_component"], n, rng), "shear_g2": sample_prior(P["shear_component"], n, rng)}
+
+
+def source_position_draws(P: Priors, theta_e_arcsec, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The source's offset from the lens (arcsec): ``src_beta_frac`` x theta_E at a uniform angle."""
+    beta = sample_prior(P["src_beta_frac"], n, rng) * theta_e_arcsec
+    ang = rng.uniform(0, 2 * np.pi, n)
+    return {"src_x_arcsec": beta * np.cos(ang), "src_y_arcsec": beta * np.sin(ang)}
+
+
+def source_colour_draws(P: Priors, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The source's g - r and r - z."""
+    return {k: sample_prior(P[k], n, rng) for k in ("src_g_minus_r", "src_r_minus_z")}
+
+
+def source_profile_draws(P: Priors, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The source's half-light radius (arcsec) and Sersic index."""
+    return {k: sample_prior(P[k], n, rng) for k in ("src_reff_arcsec", "src_sersic_n")}
+
+
+def source_e_draw(P: Priors, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The source's ellipticity (1 - q) / (1 + q), clipped to [0, 0.9]."""
+    return np.clip(sample_prior(P["src_e"], n, rng), 0.0, 0.9)
+
+
+def arcs_at_theta_e(P: Priors, n: int, theta_e_arcsec: float, rng: np.random.Generator) -> pd.DataFrame:
+    """n lens systems with a fixed theta_E, every other lens and source parameter from the priors
+    as ``uniform_systems`` draws it (the columns of ``SYSTEM_COLUMNS`` but the knots' colours).
+    The pieces come in their own order (source position, ellipticity, lens mass, profile,
+    position angle, colours): the gates' ring probe compares its rings with these arcs."""
+    position = source_position_draws(P, theta_e_arcsec, n, rng)
+    src_e = source_e_draw(P, n, rng)
+    lens = lens_mass_draws(P, n, rng)
+    profile = source_profile_draws(P, n, rng)
+    src_phi = rng.uniform(0, np.pi, n)
+    colours = source_colour_draws(P, n, rng)
+    return pd.DataFrame({"theta_e_arcsec": np.full(n, float(theta_e_arcsec)), **lens, **position, **profile, "src_e": src_e,
+                         "src_phi_rad": src_phi, **colours})
+
+
 def uniform_systems(cfg: SimConfig, n: int, rng: np.random.Generator) -> pd.DataFrame:
     """n hosts, each with the lens system an injection into it would get, from the priors in
     ``simulate.priors`` (uniform boxes and simple distributions, for grid studies)."""
@@ -81,16 +145,12 @@ def uniform_systems(cfg: SimConfig, n: int, rng: np.random.Generator) -> pd.Data
     d["host_phi_rad"] = rng.uniform(0, np.pi, n)
     theta_e = sample_prior(P["theta_e_arcsec"], n, rng)
     d["theta_e_arcsec"] = theta_e
-    d["lens_q"] = np.clip(sample_prior(P["lens_q"], n, rng), 0.05, 1.0)
-    d["lens_phi_rad"] = rng.uniform(0, np.pi, n)
-    d["shear_g1"] = sample_prior(P["shear_component"], n, rng)
-    d["shear_g2"] = sample_prior(P["shear_component"], n, rng)
-    beta = sample_prior(P["src_beta_frac"], n, rng) * theta_e
-    ang = rng.uniform(0, 2 * np.pi, n)
-    d["src_x_arcsec"], d["src_y_arcsec"] = beta * np.cos(ang), beta * np.sin(ang)
-    for k in ("src_r_mag", "src_g_minus_r", "src_r_minus_z", "src_reff_arcsec", "src_sersic_n"):
-        d[k] = sample_prior(P[k], n, rng)
-    d["src_e"] = np.clip(sample_prior(P["src_e"], n, rng), 0.0, 0.9)
+    d.update(lens_mass_draws(P, n, rng))
+    d.update(source_position_draws(P, theta_e, n, rng))
+    d["src_r_mag"] = sample_prior(P["src_r_mag"], n, rng)
+    d.update(source_colour_draws(P, n, rng))
+    d.update(source_profile_draws(P, n, rng))
+    d["src_e"] = source_e_draw(P, n, rng)
     d["src_phi_rad"] = rng.uniform(0, np.pi, n)
     kc = cfg.knot_config
     d["src_knot_g_minus_r"] = d["src_g_minus_r"] - (kc.bluer_g_minus_r if kc else 0.0)

@@ -35,11 +35,11 @@ import math
 
 import torch
 
+from dhs.params.schema import PSF_MODELS
 from dhs.simulate.fused import fused
 
 MOFFAT_BETA = 3.5
 GAUSS_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-PSF_MODELS = ("moffat", "gaussian")
 
 
 def periodic_offsets_px(n_pix: int, device=None, dtype=torch.float64) -> torch.Tensor:

@@ -117,12 +117,17 @@ def _psf_spectra(rows: pd.DataFrame, cfg: SimConfig, n_pix: int, device, dtype) 
 
 
 # Small galaxies (most neighbours) are drawn on a PATCH_PX patch around their centre instead of the
-# whole host grid (9x fewer profile evaluations). A patch reaches 16 px = 4.2 arcsec from the
-# centre, i.e. >= 8 half-light radii for the galaxies sent to it: an exponential keeps > 99.9% of its
-# flux there and a de Vaucouleurs profile ~97%, which is where the Legacy Surveys' own Tractor models
-# truncate theirs (8 r_e); the larger ones are drawn on the full grid.
+# whole host grid (9x fewer profile evaluations). A patch reaches 16 px from the centre (4.2 arcsec
+# at DR10's 0.262 arcsec/px), i.e. >= 8 half-light radii for the galaxies sent to it: an exponential
+# keeps > 99.9% of its flux there and a de Vaucouleurs profile ~97%, which is where the Legacy
+# Surveys' own Tractor models truncate theirs (8 r_e); the larger ones are drawn on the full grid.
 PATCH_PX = 32
-SMALL_REFF_ARCSEC = (PATCH_PX // 2 - 2) * 0.262 / 8.0
+
+
+def small_reff_arcsec(pixel_scale_arcsec: float) -> float:
+    """The largest half-light radius (arcsec) drawn on a patch: 8 of them fit in the patch's
+    half-width less 2 pixels (the centre sits within half a pixel of the patch centre)."""
+    return (PATCH_PX // 2 - 2) * pixel_scale_arcsec / 8.0
 
 
 def _render_on_grid(profile, params: dict[str, torch.Tensor], n_pix: int, cfg: SimConfig) -> torch.Tensor:
@@ -139,7 +144,8 @@ def render_components(parts: list[Components], profile_name: str, n_stamps: int,
     flux = np.concatenate([p.flux for p in parts])
     params = {k: np.concatenate([p.params[k] for p in parts]) for k in parts[0].params}
     profile = PROFILES[profile_name]
-    small = (params["reff_arcsec"] <= SMALL_REFF_ARCSEC) if profile_name == "sersic" else np.zeros(len(stamp), bool)
+    small = ((params["reff_arcsec"] <= small_reff_arcsec(cfg.pixel_scale_arcsec)) if profile_name == "sersic"
+             else np.zeros(len(stamp), bool))
     big = ~small
     if big.any():
         unit = _render_on_grid(profile, {k: _t(v[big], device, dtype) for k, v in params.items()}, n_pix, cfg)

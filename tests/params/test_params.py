@@ -1,6 +1,6 @@
 """The params boundary: the whole of params.yaml is checked when any stage starts, a bad value in
 any section stops the stage before it does any work, every refusal names the key, the value and
-what is allowed, and the schema and the simulator's own configuration cannot drift apart."""
+what is allowed, and the simulator's configuration is a view of the schema."""
 
 from __future__ import annotations
 
@@ -159,41 +159,44 @@ def test_overrides_as_dvc_exp_run_writes_them_are_checked_like_the_file(tmp_path
         load(write(tmp_path, p))
 
 
-def test_the_schema_and_the_simulators_configuration_cannot_drift_apart():
-    """dhs/simulate checks its own configuration when the stamps stage builds it (SimConfig); the
-    schema checks the same keys when any stage starts. Same keys, same defaults, same priors, same
-    PSF models, and what one refuses the other refuses."""
-    from dhs.simulate.config import REQUIRED_PRIORS, ConfigError, SimConfig
-    from dhs.simulate.psf import PSF_MODELS
+def test_the_simulators_configuration_is_a_view_of_the_schema():
+    """SimConfig holds every key of the simulate section as the schema checked it (its defaults
+    included) and refuses what the schema refuses with the schema's message; the configs of its
+    parts take their checked sub-sections whole, so none of them holds a default of its own."""
+    from dhs.params.views import frozen
+    from dhs.simulate.config import SimConfig
+    from dhs.simulate.designs import LessonsConfig, MeasurementConfig
+    from dhs.simulate.knots import KnotConfig
+    from dhs.simulate.noise import NoiseModel
+    from dhs.simulate.scene import NeighbourCounts, SceneConfig, StarCounts
 
-    from dhs.simulate.config import POPULATIONS
-    from dhs.simulate.noise import CORRELATIONS
-    from dhs.simulate.scene import HOST_KINDS
-
-    fields = {f.name: f for f in dataclasses.fields(SimConfig)}
-    assert set(fields) == set(SIMULATE.fields)
+    fields = {f.name for f in dataclasses.fields(SimConfig)}
+    assert fields == set(SIMULATE.fields)
     required = {"n_stamps": 10, "seed": 1, "priors": BASE["simulate"]["priors"]}
-    schema_defaults = checked("simulate", required)
-    ours = dataclasses.asdict(SimConfig(**required))
+    cfg, schema_defaults = SimConfig.from_params(required), checked("simulate", required)
     for name in fields:
-        want = schema_defaults[name]
-        got = ours[name]
-        assert (list(got) if isinstance(got, tuple) else got) == want, name
-    assert SIMULATE.fields["priors"].key.choices == tuple(REQUIRED_PRIORS)
-    assert SIMULATE.fields["psf_model"].choices == tuple(PSF_MODELS)
-    assert SIMULATE.fields["population"].choices == tuple(POPULATIONS)
-    assert SIMULATE.fields["host_kinds"].key.choices == tuple(HOST_KINDS)
-    assert set(SIMULATE.fields["noise"].fields["correlation"].choices) == set(CORRELATIONS)
+        assert getattr(cfg, name) == frozen(schema_defaults[name]), name
+    sub = SIMULATE.fields
+    for cls, section in ((KnotConfig, sub["knots"]), (NoiseModel, sub["noise"]), (LessonsConfig, sub["lessons"]),
+                         (MeasurementConfig, sub["measurement"]), (NeighbourCounts, sub["fields"].fields["neighbours"]),
+                         (StarCounts, sub["fields"].fields["stars"])):
+        assert {f.name for f in dataclasses.fields(cls)} == set(section.fields), cls.__name__
+    for cls in (KnotConfig, NoiseModel, LessonsConfig, MeasurementConfig, NeighbourCounts, StarCounts, SceneConfig):
+        with_default = [f.name for f in dataclasses.fields(cls)
+                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+        assert not with_default, f"{cls.__name__} repeats the schema's defaults of {with_default}"
     for key, value in [("stamp_size", 65), ("n_stamps", 0), ("oversample", 0), ("psf_model", "airy"), ("control_fraction", 1.5),
                        ("split_fractions", {"train": 0.7, "val": 0.2, "test": 0.2}), ("bricks_per_region", [5, 2]),
                        ("compile", "maybe"), ("host_pad_px", 65), ("population", "lenspop2"), ("host_kinds", {"quasar": 1.0}),
+                       ("host_kinds_train", {"lrg": 0.0}), ("core_structures", {"colour_gradient": 0.7, "psf_mismatch": 0.7}),
                        ("noise", {"correlation": "bilinear"}), ("knots", {"sigma_arcsec": [0.01, 0.05]}),
                        ("physical", {"src_mag_maxx": 26.0})]:
         bad = {**BASE["simulate"], key: value}
-        with pytest.raises(ConfigError):
-            SimConfig.from_params(bad)
-        with pytest.raises(ParamsError, match=re.escape(f"simulate.{key}")):
+        with pytest.raises(ParamsError, match=re.escape(f"simulate.{key}")) as by_schema:
             checked("simulate", bad)
+        with pytest.raises(ParamsError) as by_config:
+            SimConfig.from_params(bad)
+        assert str(by_config.value) == str(by_schema.value)
     cfg = SimConfig.from_params(checked("simulate", BASE["simulate"]))
     assert cfg == SimConfig.from_params(BASE["simulate"])
 

@@ -12,7 +12,8 @@ import torch
 from dhs.params import load_params, section
 from dhs.params.schema import TILT_VARIABLES
 from dhs.simulate import physical
-from dhs.simulate.config import ConfigError, SimConfig
+from dhs.params import ParamsError
+from dhs.simulate.config import SimConfig
 from dhs.simulate.designs import (TILT_EDGES, LessonsConfig, MeasurementConfig, effective_sample_size, lessons, measurement, tilt,
                                   tilt_tables)
 from dhs.simulate.detectability import detectable_lenspop
@@ -65,13 +66,13 @@ def test_measurement_weights_take_the_tilted_draw_back_to_the_sky():
 
 def test_population_config_refuses_bad_designs():
     base = {**PARAMS, "device": "cpu"}
-    with pytest.raises(ConfigError, match="measurement.flatten"):
+    with pytest.raises(ParamsError, match="simulate.measurement.flatten must be"):
         SimConfig.from_params({**base, "measurement": {"flatten": ["host_r_mag"]}})
-    with pytest.raises(ConfigError, match="lessons"):
+    with pytest.raises(ParamsError, match="simulate.lessons.mu_min must be >= 1"):
         SimConfig.from_params({**base, "lessons": {"mu_min": 0.5}})
-    with pytest.raises(ConfigError, match="control_hosts"):
+    with pytest.raises(ParamsError, match="simulate.control_hosts must be one of"):
         SimConfig.from_params({**base, "control_hosts": "random"})
-    with pytest.raises(ConfigError, match="extra_controls"):
+    with pytest.raises(ParamsError, match="unknown keys \\['holdout'\\] in 'simulate.extra_controls'"):
         SimConfig.from_params({**base, "extra_controls": {"holdout": 1.0}})
 
 

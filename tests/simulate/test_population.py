@@ -13,7 +13,8 @@ import yaml
 from scipy import stats
 
 from dhs.simulate import physical
-from dhs.simulate.config import ConfigError, SimConfig
+from dhs.params import ParamsError
+from dhs.simulate.config import SimConfig
 from dhs.simulate.cosmology import ARCSEC_PER_RAD, C_KMS, Cosmology, lensing_theta_e
 from dhs.simulate.detectability import PERCENTILES, detectable_lenspop, lenspop_percentiles, lenspop_table
 from dhs.simulate.photometry import host_kcorr, sf_band_fnu_direct, sf_band_fnu_grz
@@ -131,11 +132,11 @@ def test_survey_hosts_are_label_independent_and_controls_carry_no_source():
 def test_unknown_physical_params_are_refused():
     p = copy.deepcopy(PARAMS)
     p["physical"] = {**p["physical"], "src_mag_maxx": 26}
-    with pytest.raises(ConfigError, match="src_mag_maxx"):
+    with pytest.raises(ParamsError, match="unknown keys \\['src_mag_maxx'\\] in 'simulate.physical'"):
         SimConfig.from_params(p)
     p["physical"] = {}
     p["population"] = "lenspop2"
-    with pytest.raises(ConfigError, match="population must be one of"):
+    with pytest.raises(ParamsError, match="simulate.population must be one of"):
         SimConfig.from_params(p)
 
 
@@ -156,5 +157,5 @@ def test_the_train_split_takes_its_own_overrides_and_the_measured_splits_keep_th
     plain = sample_population(SimConfig.from_params(p))
     assert (plain[(plain.is_control == 0) & (plain.region_split == "train")].src_r_mag > 24.0).mean() > 0.5
     p["physical_train"] = {"src_mag_maxx": 24.0}
-    with pytest.raises(ConfigError, match="src_mag_maxx"):
+    with pytest.raises(ParamsError, match="unknown keys \\['src_mag_maxx'\\] in 'simulate.physical_train'"):
         SimConfig.from_params(p)

@@ -11,7 +11,8 @@ import torch
 from scipy.signal import fftconvolve
 
 from dhs.params import load_params, section
-from dhs.simulate.config import ConfigError, SimConfig
+from dhs.params import ParamsError
+from dhs.simulate.config import SimConfig
 from dhs.simulate.noise import sky_sigma_nmgy
 from dhs.simulate.population import sample_population
 from dhs.simulate.psf import PSFSpectra, centred_kernel, convolve_periodic, psf_kernels, psf_spectra
@@ -117,7 +118,7 @@ def test_psf_rejects_bad_input():
     spectra = PSFSpectra.from_fwhm(t([[1.0, 1.0, 1.0]]), 64, PIX)
     with pytest.raises(ValueError, match="96 px wide but the PSF grid is 64"):
         spectra.convolve(torch.zeros(1, 96, 96, dtype=torch.float64), t([[1.0, 1.0, 1.0]]))
-    with pytest.raises(ConfigError, match="host_pad_px"):
+    with pytest.raises(ParamsError, match="simulate.host_pad_px must be an integer in \\[0, 64\\]"):
         SimConfig.from_params({**section(REPO_PARAMS, "simulate"), "host_pad_px": -1})
 
 
@@ -161,7 +162,8 @@ def test_host_margin_recovers_the_light_scattered_in_from_beyond_the_stamp():
     convolution the edges are off by 3x more."""
     cfg, pop = _population(120)
     # the host alone, at the stamp centre (no field, morphology or centring offsets)
-    cfg = dataclasses.replace(cfg, centring={"subpixel": False, "centroid_error_arcsec": 0.0}, host_kinds={"lrg": 1.0}, fields={},
+    cfg = dataclasses.replace(cfg, centring={"subpixel": False, "centroid_error_arcsec": 0.0}, host_kinds={"lrg": 1.0},
+                              fields={"neighbours": None, "stars": None, "companion_probability": 0.0},
                               host_kinds_train=None, core_structures={})
     N = cfg.stamp_size
     fwhm = t(np.stack([pop[f"psf_fwhm_used_{b}"] for b in "grz"], axis=1))

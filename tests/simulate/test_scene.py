@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -14,15 +15,16 @@ import torch
 import yaml
 from scipy import stats
 
+from dhs.params import ParamsError
 from dhs.simulate import keyed
 from dhs.simulate.config import SimConfig
-from dhs.simulate.knots import GAUSS_HALF_LIGHT_PER_SIGMA, MAX_KNOTS, KnotConfig, sample_knots
+from dhs.simulate.knots import GAUSS_HALF_LIGHT_PER_SIGMA, MAX_KNOTS, sample_knots
 from dhs.simulate.morphology import ring, spiral_arms, tidal_tail
-from dhs.simulate.noise import NoiseModel, add_noise, lanczos_noise_filter, pixel_variance
+from dhs.simulate.noise import add_noise, lanczos_noise_filter, pixel_variance
 from dhs.simulate.population import sample_population
 from dhs.simulate.psf import PSFSpectra
 from dhs.simulate.render import lensed_knots, lensed_sersic, oversample_for, render_profile
-from dhs.simulate.scene import HOST_KINDS, Components, SceneConfig, band_fluxes, sample_scene
+from dhs.simulate.scene import HOST_KINDS, Components, band_fluxes, sample_scene
 from dhs.simulate.sersic import sersic_amp_from_total_flux
 from dhs.simulate.sie import q_phi_to_e1e2
 from dhs.simulate.survey import render_batches, render_noise_free, star_spectra
@@ -131,7 +133,8 @@ def test_knots_conserve_flux_unlensed_and_keep_it_lensed():
     rng = np.random.default_rng(11)
     B = 24
     u = rng.uniform(size=(B, 3 + 4 * MAX_KNOTS))
-    kp = sample_knots(u, rng.uniform(0.1, 0.5, B), rng.uniform(0.5, 1, B), rng.uniform(0, 3, B), KnotConfig(fraction_of_sources=1.0))
+    every_source = dataclasses.replace(config().knot_config, fraction_of_sources=1.0)
+    kp = sample_knots(u, rng.uniform(0.1, 0.5, B), rng.uniform(0.5, 1, B), rng.uniform(0, 3, B), every_source)
     assert np.all(kp.pop("flux_fraction") > 0)
     weights = np.stack([kp[f"knot{i}_weight"] for i in range(MAX_KNOTS)], 1)
     np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-12)
@@ -232,6 +235,11 @@ def test_host_centres_are_sub_pixel_phase_plus_centroid_error():
     assert np.std(sc.host_y_arcsec) == pytest.approx(expected_sd, rel=0.04)
     frac = (sc.host_x_arcsec / PIX) % 1.0
     assert stats.kstest(frac, "uniform").pvalue > 1e-3  # no preferred sub-pixel phase
+    # the phase spans the survey's own pixel (simulate.pixel_scale_arcsec)
+    cfg3 = config(n_stamps=400, pixel_scale_arcsec=0.5, centring={"subpixel": True, "centroid_error_arcsec": 0.0})
+    sc3 = sample_scene(sample_population(cfg3), cfg3.scene, cfg3.seed, grid_half_width_arcsec=12.6)
+    for offsets in (sc3.host_x_arcsec, sc3.host_y_arcsec):
+        assert 0.2 < np.abs(offsets).max() <= 0.25
     # paired stamps share the scene (keyed by host)
     cfg2 = config(n_stamps=200, paired=True, extra_controls={})
     pop2 = sample_population(cfg2)
@@ -341,7 +349,7 @@ def test_photon_noise_variance_is_sky_plus_signal_over_gain():
     arc = torch.zeros_like(scene)
     sigma = torch.full((B, 3), 0.01, dtype=torch.float64)
     gain = torch.full((B, 3), 2000.0, dtype=torch.float64)
-    model = NoiseModel(photon_noise=True, correlation="none")
+    model = dataclasses.replace(config().noise_model, photon_noise=True, correlation="none")
     noisy = add_noise(scene, arc, sigma, gain, torch.arange(B), 1, model)
     expected = 0.01**2 + 0.5 / 2000.0
     assert (noisy - scene).var().item() == pytest.approx(expected, rel=0.02)
@@ -350,7 +358,7 @@ def test_photon_noise_variance_is_sky_plus_signal_over_gain():
 
 def test_resampling_correlation_keeps_the_pixel_variance_and_matches_its_spectrum():
     B, N = 128, 64
-    model = NoiseModel(photon_noise=False, correlation="lanczos3", n_exposures=3)
+    model = dataclasses.replace(config().noise_model, photon_noise=False, correlation="lanczos3", n_exposures=3)
     zero = torch.zeros((B, 3, N, N), dtype=torch.float64)
     sigma = torch.full((B, 3), 0.005, dtype=torch.float64)
     noise = add_noise(zero, zero, sigma, None, torch.arange(B), 3, model).numpy()
@@ -366,16 +374,19 @@ def test_resampling_correlation_keeps_the_pixel_variance_and_matches_its_spectru
 
 
 def test_scene_config_rejects_unknown_kinds_and_keys():
-    from dhs.simulate.config import ConfigError
-
-    with pytest.raises(ConfigError, match="unknown kinds"):
+    with pytest.raises(ParamsError, match=re.escape("unknown keys ['quasar'] in 'simulate.host_kinds'")):
         config(host_kinds={"lrg": 1.0, "quasar": 0.1})
-    with pytest.raises(ConfigError, match="fields"):
+    with pytest.raises(ParamsError, match=re.escape("unknown keys ['neighbors'] in 'simulate.fields' (did you mean 'neighbours'?)")):
         config(fields={"neighbors": {}})
-    with pytest.raises(ConfigError, match="sigma_arcsec"):
+    with pytest.raises(ParamsError, match="simulate.knots.sigma_arcsec must be"):
         config(knots={**PARAMS["knots"], "sigma_arcsec": [0.01, 0.05]})
+    with pytest.raises(ParamsError, match="simulate.host_kinds_train must give at least one kind a frequency > 0"):
+        config(host_kinds_train={"lrg": 0.0})
+    with pytest.raises(ParamsError, match="simulate.core_structures must be fractions of the early-type hosts that sum to at most 1"):
+        config(core_structures={"colour_gradient": 0.6, "blue_nucleus": 0.5})
     assert set(HOST_KINDS) >= set(PARAMS["host_kinds"])
-    assert isinstance(SceneConfig.from_params(None, None, None).host_kinds, dict)
+    assert isinstance(config().scene.host_kinds, dict)
+    assert config(pixel_scale_arcsec=0.2).scene.pixel_scale_arcsec == 0.2
 
 
 def test_core_structures_keep_the_hosts_light_follow_their_fractions_and_not_the_label():

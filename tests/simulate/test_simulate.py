@@ -10,7 +10,8 @@ import torch
 import yaml
 from scipy import stats
 
-from dhs.simulate.config import ConfigError, SimConfig
+from dhs.params import ParamsError
+from dhs.simulate.config import SimConfig
 from dhs.simulate.noise import sky_sigma_nmgy
 from dhs.simulate.population import sample_population
 from dhs.simulate.survey import render_batches, render_noise_free
@@ -158,14 +159,14 @@ def test_96_pixel_stamps_and_grid_prior():
 @pytest.mark.parametrize(
     "over, match",
     [
-        ({"n_stamp": 10}, "unknown simulate params"),
-        ({"stamp_size": 63}, "stamp_size must be 64 or 96"),
-        ({"psf_model": "airy"}, "psf_model"),
+        ({"n_stamp": 10}, "unknown keys \\['n_stamp'\\] in 'simulate' \\(did you mean 'n_stamps'\\?\\)"),
+        ({"stamp_size": 63}, "simulate.stamp_size must be 64 or 96, got 63"),
+        ({"psf_model": "airy"}, "simulate.psf_model must be one of"),
         ({"priors": {"theta_e_arcsec": {"dist": "uniform", "low": 2.0, "high": 1.0}}}, "low"),
         ({"priors": {"theta_e_arcsec": {"dist": "lognormal", "mu": 0}}}, "unknown dist"),
         ({"priors": {"src_r_mag": {"dist": "uniform", "low": 20}}}, "missing \\['high'\\]"),
-        ({"priors": {"not_a_prior": {"dist": "const", "value": 1}}}, "unknown priors"),
-        ({"split_fractions": {"train": 0.7, "val": 0.2, "test": 0.2}}, "sum to 1"),
+        ({"priors": {"not_a_prior": {"dist": "const", "value": 1}}}, "unknown keys \\['not_a_prior'\\] in 'simulate.priors'"),
+        ({"split_fractions": {"train": 0.7, "val": 0.2, "test": 0.2}}, "simulate.split_fractions must sum to 1"),
     ],
 )
 def test_bad_simulate_params_are_refused_with_a_message(over, match):
@@ -174,6 +175,6 @@ def test_bad_simulate_params_are_refused_with_a_message(over, match):
     p.update(over)
     if priors:
         p["priors"].update(priors)
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ParamsError, match=match):
         SimConfig.from_params(p)
 

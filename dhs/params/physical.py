@@ -1,6 +1,7 @@
-"""The knobs of the physical lens population (``dhs.simulate.physical``), each with its literature
-default (sources in docs/population.md), and the like-for-like LensPop preset. Kept apart from the
-sampler so that checking params.yaml (dhs.params) does not load it."""
+"""The knobs of the physical lens population (``dhs.simulate.physical`` samples it), each with its
+literature default (sources in docs/population.md), and the like-for-like LensPop preset. Here,
+apart from the sampler, because the schema checks ``simulate.physical`` against these keys
+without loading the simulator."""
 
 from __future__ import annotations
 
