@@ -12,8 +12,9 @@ For each probed control (test split) two versions are scored:
 - **arc**: a lensed Sersic source (100 ray-traced templates reused cyclically; ``dhs.simulate``:
   SIE + shear, lenstronomy conventions, the simulator's pixel scale, sub-pixels and adaptive
   supersampling) with theta_E = the ring radius and the other lens and source parameters drawn
-  from the simulator's own priors (``simulate.priors``: lens_q, shear_component, src_beta_frac,
-  src_sersic_n, src_reff_arcsec, src_e, src_g_minus_r, src_r_minus_z), convolved with the same
+  from the simulator's own priors as its uniform population draws them
+  (``dhs.simulate.population.arcs_at_theta_e``; ``simulate.priors``: lens_q, shear_component,
+  src_beta_frac, src_sersic_n, src_reff_arcsec, src_e, src_g_minus_r, src_r_minus_z), convolved with the same
   PSF and scaled to the **same in-stamp flux in every band** as the ring (the ring takes the
   arc's colour).
 
@@ -51,7 +52,7 @@ from dhs.gates.result import (CONSISTENT, Limit, decide, gate_result, interval_r
                               too_few)
 from dhs.simulate.config import SimConfig
 from dhs.simulate.fused import compile_mode_set_to, mode_for_run
-from dhs.simulate.priors import sample_prior
+from dhs.simulate.population import arcs_at_theta_e
 from dhs.simulate.psf import PSFSpectra
 from dhs.imaging.centring import fourier_shift, measure_centres
 from dhs.simulate.render import colour_and_blur, lensed_sersic, render_profile
@@ -80,24 +81,6 @@ def psf_fwhm_grz(meta: pd.DataFrame, survey: SimConfig) -> np.ndarray:
         raise ProbeError(f"{int(bad.sum())} probed stamps have no usable PSF FWHM (psf_fwhm_used_* or psfsize_r); "
                          f"e.g. task_id {meta['task_id'].to_numpy()[bad][:3].tolist() if 'task_id' in meta else np.flatnonzero(bad)[:3].tolist()}")
     return out
-
-
-def sample_arc_params(n: int, theta_e_arcsec: float, rng: np.random.Generator, survey: SimConfig) -> pd.DataFrame:
-    """Lens and source parameters of ``n`` comparison arcs with a fixed theta_E, drawn from the
-    simulator's priors (clipped as the simulator clips them)."""
-    P = survey.priors
-    beta = sample_prior(P["src_beta_frac"], n, rng) * theta_e_arcsec
-    ang = rng.uniform(0, 2 * np.pi, n)
-    src_e = np.clip(sample_prior(P["src_e"], n, rng), 0.0, 0.9)
-    return pd.DataFrame({
-        "theta_e_arcsec": np.full(n, float(theta_e_arcsec)), "lens_q": np.clip(sample_prior(P["lens_q"], n, rng), 0.05, 1.0),
-        "lens_phi_rad": rng.uniform(0, np.pi, n), "shear_g1": sample_prior(P["shear_component"], n, rng),
-        "shear_g2": sample_prior(P["shear_component"], n, rng),
-        "src_x_arcsec": beta * np.cos(ang), "src_y_arcsec": beta * np.sin(ang),
-        "src_reff_arcsec": sample_prior(P["src_reff_arcsec"], n, rng), "src_n": sample_prior(P["src_sersic_n"], n, rng),
-        "src_q": (1 - src_e) / (1 + src_e), "src_phi_rad": rng.uniform(0, np.pi, n),
-        "src_g_minus_r": sample_prior(P["src_g_minus_r"], n, rng), "src_r_minus_z": sample_prior(P["src_r_minus_z"], n, rng),
-    })
 
 
 def gaussian_ring(x: torch.Tensor, y: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -137,10 +120,12 @@ def render_ring_and_arc(fwhm_grz: np.ndarray, sky_sigma_r: np.ndarray, size: int
 def _render_ring_and_arc(fwhm_grz, sky_sigma_r, size, cfg, rng, survey):
     n = len(fwhm_grz)
     m = min(n, N_ARC_TEMPLATES)
-    arcs = sample_arc_params(m, cfg.ring_radius_arcsec, rng, survey)
+    arcs = arcs_at_theta_e(survey.priors, m, cfg.ring_radius_arcsec, rng)
     t = lambda a: torch.tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    src_e = arcs["src_e"].to_numpy()
     p = {k: t(arcs[k].to_numpy()) for k in ("theta_e_arcsec", "lens_q", "lens_phi_rad", "shear_g1", "shear_g2",
-                                            "src_x_arcsec", "src_y_arcsec", "src_reff_arcsec", "src_n", "src_q", "src_phi_rad")}
+                                            "src_x_arcsec", "src_y_arcsec", "src_reff_arcsec")}
+    p.update(src_n=t(arcs["src_sersic_n"].to_numpy()), src_q=t((1 - src_e) / (1 + src_e)), src_phi_rad=t(arcs["src_phi_rad"].to_numpy()))
     arc_units = render_profile(lensed_sersic, p, n_pix=size, pixel_scale_arcsec=survey.pixel_scale_arcsec,
                                oversample=survey.oversample, threshold=survey.supersample_threshold)
     ring_unit = ring_unit_image(size, cfg.ring_radius_arcsec, cfg.ring_sigma_px, survey)

@@ -1,17 +1,5 @@
-"""Prior distributions declared in params.yaml, validated at the boundary and sampled with numpy.
-
-A prior is a mapping with a ``dist`` key:
-
-- ``{dist: const, value: v}``
-- ``{dist: uniform, low: a, high: b}``
-- ``{dist: loguniform, low: a, high: b}``                (a > 0)
-- ``{dist: sqrt_uniform, low: a, high: b}``              sqrt(U(a^2, b^2)): uniform in area
-- ``{dist: normal, mean: m, sd: s}``
-- ``{dist: truncnormal, mean: m, sd: s, low: a, high: b}``
-- ``{dist: grid, values: [v1, v2, ...]}``                uniform choice (``grid_small`` style)
-- ``{dist: quantiles, probs: [0, .., 1], values: [...]}`` piecewise-linear inverse CDF
-- ``{dist: zero_inflated, p_zero: p, of: <prior>}``      0 with probability p, else ``of``
-"""
+"""Prior distributions declared in params.yaml (``simulate.priors``), sampled with numpy. The
+forms a prior takes and their check are in dhs.params.priors (the schema applies it)."""
 
 from __future__ import annotations
 
@@ -21,57 +9,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from dhs.errors import StageError
-
-_KEYS: dict[str, set[str]] = {
-    "const": {"value"},
-    "uniform": {"low", "high"},
-    "loguniform": {"low", "high"},
-    "sqrt_uniform": {"low", "high"},
-    "normal": {"mean", "sd"},
-    "truncnormal": {"mean", "sd", "low", "high"},
-    "grid": {"values"},
-    "quantiles": {"probs", "values"},
-    "zero_inflated": {"p_zero", "of"},
-}
-
-
-class PriorError(StageError, ValueError):
-    pass
-
-
-def validate_prior(name: str, spec: Any) -> None:
-    """Raise PriorError naming the prior and the fix when ``spec`` is malformed."""
-    if not isinstance(spec, Mapping) or "dist" not in spec:
-        raise PriorError(f"prior {name!r} must be a mapping with a 'dist' key, got {spec!r}")
-    dist = spec["dist"]
-    if dist not in _KEYS:
-        raise PriorError(f"prior {name!r}: unknown dist {dist!r}; expected one of {sorted(_KEYS)}")
-    given = set(spec) - {"dist"}
-    missing, extra = _KEYS[dist] - given, given - _KEYS[dist]
-    if missing or extra:
-        raise PriorError(
-            f"prior {name!r} ({dist}) needs keys {sorted(_KEYS[dist])}; "
-            f"missing {sorted(missing)}, unknown {sorted(extra)}"
-        )
-    if dist in ("uniform", "loguniform", "sqrt_uniform", "truncnormal") and not spec["low"] <= spec["high"]:
-        raise PriorError(f"prior {name!r}: low ({spec['low']}) must not exceed high ({spec['high']})")
-    if dist == "loguniform" and spec["low"] <= 0:
-        raise PriorError(f"prior {name!r}: loguniform needs low > 0")
-    if dist in ("normal", "truncnormal") and spec["sd"] < 0:
-        raise PriorError(f"prior {name!r}: sd must be >= 0")
-    if dist == "grid" and len(spec["values"]) == 0:
-        raise PriorError(f"prior {name!r}: grid needs at least one value")
-    if dist == "quantiles":
-        p, v = np.asarray(spec["probs"], float), np.asarray(spec["values"], float)
-        if p.shape != v.shape or p.size < 2 or p[0] != 0 or p[-1] != 1 or np.any(np.diff(p) <= 0) or np.any(np.diff(v) < 0):
-            raise PriorError(
-                f"prior {name!r}: quantiles need equal-length probs (0..1, increasing) and non-decreasing values"
-            )
-    if dist == "zero_inflated":
-        if not 0.0 <= spec["p_zero"] <= 1.0:
-            raise PriorError(f"prior {name!r}: p_zero must be in [0, 1]")
-        validate_prior(f"{name}.of", spec["of"])
+from dhs.params.priors import PriorError
 
 
 def sample_prior(spec: Mapping[str, Any], size: int, rng: np.random.Generator) -> np.ndarray:

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 from dhs.codebase import imported_modules
 
 # top to bottom: a library package imports only the packages after it in this list
-LIBRARY = ("measurement", "cutouts", "models", "imaging", "evaluation", "runner", "params", "simulate", "contract", "headline",
+LIBRARY = ("measurement", "cutouts", "models", "imaging", "evaluation", "runner", "simulate", "params", "contract", "headline",
            "atomic", "errors", "codebase", "")
 TOOLS = ("experiments", "deps")
 FILES = sorted((REPO / "dhs").rglob("*.py"))
