@@ -7,30 +7,31 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from dhs.params import checked
-from dhs.params.rules import DEFAULT_CONDITIONS, DEFAULT_PROXY_FEATURES
+from dhs.params.views import view
 
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    conditions_features: tuple[str, ...] = DEFAULT_CONDITIONS
-    proxy_features: tuple[str, ...] = DEFAULT_PROXY_FEATURES
-    model: str = "hist_gb"
-    seed: int = 1
-    n_bootstrap: int = 200
-    bootstrap_unit: str = "row"
-    leak_auc_warn: float = 0.6
-    proxy_snr_min: float = 5.0
-    proxy_theta_psf_min: float = 0.8
-    n_threads: int = 1
+    """A view of the ``baseline`` section of params.yaml (each key, its default and its check in
+    dhs.params.schema)."""
+    SECTION: ClassVar[str] = "baseline"
+    conditions_features: tuple[str, ...]
+    proxy_features: tuple[str, ...]
+    model: str
+    seed: int
+    n_bootstrap: int
+    bootstrap_unit: str
+    leak_auc_warn: float
+    proxy_snr_min: float
+    proxy_theta_psf_min: float
+    n_threads: int
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any] | None, source: str = "params.yaml") -> "BaselineConfig":
         """From the ``baseline`` params section, checked by the schema (dhs.params.schema)."""
-        v = checked("baseline", p, source)
-        return cls(**{k: tuple(x) if isinstance(x, list) else x for k, x in v.items()})
+        return view(cls, p, source)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
 from dhs.measurement.counts import OVERALL, BinSpec, CompletenessError, Criterion
 from dhs.measurement.measure import CompletenessConfig, SelectionResult, fpr_name, measure
-from dhs.params import checked
+from dhs.params.views import view
 
 def proxy_name(t: float) -> str:
     return f"proxy_theta_psf_{t:g}"
@@ -25,16 +25,16 @@ def proxy_name(t: float) -> str:
 
 @dataclass(frozen=True)
 class SensitivityConfig:
-    theta_psf_thresholds: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9)
-    snr_min: float = 5.0
-    variables: tuple[str, ...] = ("theta_e_arcsec", "theta_e_over_psf")
+    """A view of the ``sensitivity`` section of params.yaml (each key, its default and its check
+    in dhs.params.schema); bins and FPRs come from ``completeness`` and ``evaluation``."""
+    SECTION: ClassVar[str] = "sensitivity"
+    theta_psf_thresholds: tuple[float, ...]
+    snr_min: float
+    variables: tuple[str, ...]
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml") -> "SensitivityConfig":
-        """The ``sensitivity`` section, checked by dhs.params.schema (bins and FPRs come from
-        ``completeness`` and ``evaluation``)."""
-        v = checked("sensitivity", p, source)
-        return cls(tuple(v["theta_psf_thresholds"]), v["snr_min"], tuple(v["variables"]))
+    def from_params(cls, p: Mapping[str, Any] | None, source: str = "params.yaml") -> "SensitivityConfig":
+        return view(cls, p, source)
 
     def criteria(self) -> tuple[Criterion, ...]:
         return tuple(Criterion(proxy_name(t), "proxy", t, self.snr_min) for t in self.theta_psf_thresholds)

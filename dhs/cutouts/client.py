@@ -57,6 +57,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 import numpy as np
@@ -67,7 +68,8 @@ from dhs import __version__, atomic
 from dhs.cutouts.fits import BANDS, CutoutInvalid, read_cutout
 from dhs.cutouts.footprint import valid_coordinates
 from dhs.errors import StageError
-from dhs.params.schema import CUTOUT_URL_TEMPLATE, MAX_CONCURRENCY_CAP
+from dhs.params.schema import MAX_CONCURRENCY_CAP
+from dhs.params.views import view
 
 LEGACYSURVEY = "legacysurvey"
 POSITION_DECIMALS = 5
@@ -129,17 +131,27 @@ class CutoutSpec:
 
 @dataclass(frozen=True)
 class FetchConfig:
-    url_template: str = CUTOUT_URL_TEMPLATE
-    max_concurrency: int = 4
-    max_attempts: int = 4
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
-    backoff_s: float = 1.0
-    max_backoff_s: float = 30.0
-    offline_after: int = 3
-    cutout_deadline_s: float = 120.0     # wall time for one cutout: every attempt and backoff
-    run_deadline_s: float = 10800.0      # wall time for the whole run
+    """A view of the fetch keys of the ``known_lenses`` section of params.yaml (each key, its
+    default and its check in dhs.params.schema); ``stamps.hosts`` fetches with it too
+    (``dhs.stamps.real_hosts``)."""
+    SECTION: ClassVar[str] = "known_lenses"
+    url_template: str
+    max_concurrency: int
+    max_attempts: int
+    connect_timeout_s: float
+    read_timeout_s: float
+    backoff_s: float
+    cutout_deadline_s: float             # wall time for one cutout: every attempt and backoff
+    run_deadline_s: float                # wall time for the whole run
+    # not keys of params: the client's own limits (a test may shorten them)
+    max_backoff_s: float = 30.0          # the cap on one backoff, Retry-After included
+    offline_after: int = 3               # consecutive unreachable requests that make the run offline
     max_body_bytes: int = 64 << 20       # a larger answer is not a cutout
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any] | None, source: str = "params.yaml", **limits: Any) -> "FetchConfig":
+        """From the ``known_lenses`` section; ``limits``: the fields that are not keys of params."""
+        return view(cls, p, source, **limits)
 
     def __post_init__(self):
         missing = [k for k in ("{ra}", "{dec}") if k not in self.url_template]
@@ -670,7 +682,7 @@ def fetch_cutouts(positions: pd.DataFrame, cache_dir: str | Path, spec: CutoutSp
     a row whose URL is there is reported again without a request, so a rerun neither hammers the
     service for known 404s nor turns them into "offline" on a machine without network; a row
     whose URL changed (another template, layer or size) is asked again."""
-    cfg = cfg or FetchConfig()
+    cfg = cfg or FetchConfig.from_params(None)
     t0 = time.perf_counter()
     run_deadline = time.monotonic() + cfg.run_deadline_s
     cache_dir = Path(cache_dir)

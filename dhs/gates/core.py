@@ -50,8 +50,8 @@ def mask_limit(cfg: GatesConfig) -> Limit:
     return Limit("core_mask_max_auc_drop", cfg.core_mask_max_auc_drop)
 
 
-CORE_RULE = core_limit(GatesConfig()).rule("core-only test AUC")
-MASK_RULE = mask_limit(GatesConfig()).rule("AUROC(before) - AUROC(core masked) on controls + arcs clearing the core "
+CORE_RULE = core_limit(GatesConfig.from_params({})).rule("core-only test AUC")
+MASK_RULE = mask_limit(GatesConfig.from_params({})).rule("AUROC(before) - AUROC(core masked) on controls + arcs clearing the core "
                                            "(interval: paired bootstrap)")
 
 

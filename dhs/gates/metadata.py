@@ -23,7 +23,7 @@ def metadata_limit(cfg: GatesConfig) -> Limit:
     return Limit("metadata_auc_max", cfg.metadata_auc_max)
 
 
-META_RULE = metadata_limit(GatesConfig()).rule("metadata-only (observing conditions) test AUC (interval: the baseline's bootstrap)")
+META_RULE = metadata_limit(GatesConfig.from_params({})).rule("metadata-only (observing conditions) test AUC (interval: the baseline's bootstrap)")
 MORE_ROWS = "the test split's size (the baseline stage's test rows)"
 
 

@@ -38,7 +38,7 @@ def shuffle_limit(cfg: GatesConfig) -> Limit:
     return Limit("shuffle_min_auc", cfg.shuffle_min_auc, upper=False, strict=False)
 
 
-SHUFFLE_RULE = shuffle_limit(GatesConfig()).rule("AUROC(detected injections vs their annulus-shuffled versions)")
+SHUFFLE_RULE = shuffle_limit(GatesConfig.from_params({})).rule("AUROC(detected injections vs their annulus-shuffled versions)")
 
 
 def annulus_shuffle(images: np.ndarray, rng: np.random.Generator, batch: int = 256) -> np.ndarray:

@@ -19,14 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from dhs.cutouts.client import CutoutError, CutoutSpec, FetchConfig
 from dhs.params import ParamsError, checked
+from dhs.params.views import view
 
 
 @dataclass(frozen=True)
 class KnownLensConfig:
+    """A view of the ``known_lenses`` section of params.yaml (each key, its default and its check
+    in dhs.params.schema). Not keys of the section: ``spec``, the cutout asked for (``size_px``,
+    ``pixscale_arcsec``, ``layer``), and ``fetch``, how it is fetched (``FetchConfig``, a view of
+    the same section)."""
+    SECTION: ClassVar[str] = "known_lenses"
     catalog: str
     grades: tuple[str, ...]
     max_lenses: int | None
@@ -41,17 +47,12 @@ class KnownLensConfig:
     device: str
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml") -> "KnownLensConfig":
+    def from_params(cls, p: Mapping[str, Any] | None, source: str = "params.yaml") -> "KnownLensConfig":
         """From the ``known_lenses`` section, checked by the schema (dhs.params.schema)."""
         v = checked("known_lenses", p, source)
         try:
             spec = CutoutSpec(size_px=v["size_px"], pixscale_arcsec=v["pixscale_arcsec"], layer=v["layer"])
-            fetch = FetchConfig(url_template=v["url_template"], max_concurrency=v["max_concurrency"], max_attempts=v["max_attempts"],
-                                connect_timeout_s=v["connect_timeout_s"], read_timeout_s=v["read_timeout_s"], backoff_s=v["backoff_s"],
-                                cutout_deadline_s=v["cutout_deadline_s"], run_deadline_s=v["run_deadline_s"])
+            fetch = FetchConfig.from_params(v, source)
         except CutoutError as exc:
             raise ParamsError(f"{source}: known_lenses: {exc}") from None
-        return cls(catalog=v["catalog"], grades=tuple(v["grades"]), max_lenses=v["max_lenses"], source=v["source"], spec=spec,
-                   fetch=fetch, require=v["require"], prob_thresholds=tuple(v["prob_thresholds"]),
-                   theta_e_bins_arcsec=tuple(v["theta_e_bins_arcsec"]), gallery_max=v["gallery_max"], batch_size=v["batch_size"],
-                   device=v["device"])
+        return view(cls, v, source, spec=spec, fetch=fetch)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ from dhs.evaluation.scores import REQUIRED_COLUMNS
 from dhs.evaluation.thresholds import Threshold, fpr_name, score_name, threshold_from_top, top_needed
 from dhs.params import checked
 from dhs.params.schema import plot_fpr_rule
+from dhs.params.views import view
 
 CLEAN_COLUMNS = ("bad_pixel_frac", "wise_brightmask_frac")
 DEFAULT_DISCOVERABLE_BINS = ("theta_e_over_psf", "arc_snr_int")   # completeness.discoverable_bins: null
@@ -29,21 +30,28 @@ DEFAULT_DISCOVERABLE_BINS = ("theta_e_over_psf", "arc_snr_int")   # completeness
 
 @dataclass(frozen=True)
 class CompletenessConfig:
-    eval_split: str = "test"
-    fprs: tuple[float, ...] = (0.1, 0.01, 0.001)
-    plot_fpr: float = 0.01
-    fixed_scores: tuple[float, ...] = ()
-    min_expected_controls: float = 10.0
-    clean_max: tuple[float, float] = (0.2, 0.2)
-    n_bootstrap: int = 1000
-    seed: int = 0
-    confidence: float = 0.95
-    bins: tuple[BinSpec, ...] = ()
-    surface: tuple[str, str] | None = None
-    spark: Mapping[str, Any] = field(default_factory=dict)
-    discoverable_bins: tuple[str, ...] = ()
-    lookalike_kinds: tuple[str, ...] = ()
-    lookalike_factors: tuple[float, ...] = ()
+    """A view of the ``completeness`` section of params.yaml (each key, its default and its check
+    in dhs.params.schema). Not keys of the section: ``fprs`` and ``min_expected_controls`` are
+    the shared operating points of ``evaluation``; ``clean_max`` is derived, the pair
+    (``clean_max_bad_pixel_frac``, ``clean_max_wise_brightmask_frac``) the clean subset applies.
+    Keys held in another form: ``bins`` as ``BinSpec``s, ``surface`` as (x, y), and
+    ``discoverable_bins`` null as those of ``DEFAULT_DISCOVERABLE_BINS`` that are binned."""
+    SECTION: ClassVar[str] = "completeness"
+    eval_split: str
+    fprs: tuple[float, ...]
+    plot_fpr: float
+    fixed_scores: tuple[float, ...]
+    min_expected_controls: float
+    clean_max: tuple[float, float]
+    n_bootstrap: int
+    seed: int
+    confidence: float
+    bins: tuple[BinSpec, ...]
+    surface: tuple[str, str] | None
+    spark: Mapping[str, Any]
+    discoverable_bins: tuple[str, ...]
+    lookalike_kinds: tuple[str, ...]
+    lookalike_factors: tuple[float, ...]
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml",
@@ -54,16 +62,12 @@ class CompletenessConfig:
         ev = checked("evaluation", evaluation, source)
         plot_fpr_rule({"evaluation": ev, "completeness": v}, source)
         surface = v["surface"]
-        return cls(eval_split=v["eval_split"], fprs=tuple(ev["fprs"]), plot_fpr=v["plot_fpr"], fixed_scores=tuple(v["fixed_scores"]),
-                   min_expected_controls=ev["min_expected_controls"],
-                   clean_max=(v["clean_max_bad_pixel_frac"], v["clean_max_wise_brightmask_frac"]),
-                   n_bootstrap=v["n_bootstrap"], seed=v["seed"], confidence=v["confidence"],
-                   bins=tuple(BinSpec(str(k), str(k), tuple(e)) for k, e in v["bins"].items()),
-                   surface=None if surface is None else (surface["x"], surface["y"]), spark=dict(v["spark"]),
-                   discoverable_bins=tuple(v["discoverable_bins"] if v["discoverable_bins"] is not None else
-                                           (b for b in DEFAULT_DISCOVERABLE_BINS if b in v["bins"])),
-                   lookalike_kinds=tuple(v["lookalike_kinds"]),
-                   lookalike_factors=tuple(v["lookalike_factors"]))
+        return view(cls, v, source, fprs=tuple(ev["fprs"]), min_expected_controls=ev["min_expected_controls"],
+                    clean_max=(v["clean_max_bad_pixel_frac"], v["clean_max_wise_brightmask_frac"]),
+                    bins=tuple(BinSpec(str(k), str(k), tuple(e)) for k, e in v["bins"].items()),
+                    surface=None if surface is None else (surface["x"], surface["y"]), spark=dict(v["spark"]),
+                    discoverable_bins=tuple(v["discoverable_bins"] if v["discoverable_bins"] is not None else
+                                            (b for b in DEFAULT_DISCOVERABLE_BINS if b in v["bins"])))
 
     def discoverable_specs(self) -> list[BinSpec]:
         """The curves over the discoverable injections alone: ``discoverable__<var>``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -19,6 +19,7 @@ import yaml
 
 from dhs.evaluation.scores import ScoresError, check_scores
 from dhs.params import Params
+from dhs.params.views import view
 from dhs.report.sources import Inputs
 
 GALLERY_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id", "theta_e_arcsec", "theta_e_over_psf", "arc_snr",
@@ -27,24 +28,25 @@ GALLERY_COLUMNS = ("task_id", "split", "label", "logit", "score", "region_id", "
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """``report`` params. ``archs: null`` takes ``finders.measure``; ``split`` (the galleries' stamps)
-    is ``completeness.eval_split``, the split every number on the page was measured on."""
-
+    """A view of the ``report`` section of params.yaml (each key, its default and its check in
+    dhs.params.schema). ``archs: null`` takes ``finders.measure``; ``split`` (the galleries'
+    stamps) is not a key of the section: it is ``completeness.eval_split``, the split every
+    number on the page was measured on."""
+    SECTION: ClassVar[str] = "report"
     archs: tuple[str, ...]
-    title: str = "Dark Halo Scope: selection function report"
-    split: str = "test"
-    gallery_n: int = 6
-    gallery_theta_bins: int = 4
-    gallery_min_arc_snr: float = 8.0
-    seed: int = 0
+    title: str
+    split: str
+    gallery_n: int
+    gallery_theta_bins: int
+    gallery_min_arc_snr: float
+    seed: int
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], source: str = "params.yaml") -> ReportConfig:
         p = params if isinstance(params, Params) else Params(params, source)
         rep = p["report"]
         archs = rep["archs"] if rep["archs"] is not None else p["finders"]["measure"]
-        return cls(archs=tuple(archs), title=rep["title"], split=p["completeness"]["eval_split"], gallery_n=rep["gallery_n"],
-                   gallery_theta_bins=rep["gallery_theta_bins"], gallery_min_arc_snr=rep["gallery_min_arc_snr"], seed=rep["seed"])
+        return view(cls, rep, p.source, archs=tuple(archs), split=p["completeness"]["eval_split"])
 
 
 @dataclass

@@ -329,6 +329,11 @@ def run(params="params.yaml", metrics_path: str = "metrics/closure.json", plots_
     return metrics
 
 
+# the known model's smoothing penalty, lighter than selection.smoothing's default in the schema
+# (the other fit keys take the schema's defaults)
+ANALYTIC_SMOOTHING = 1.0
+
+
 def analytic_selection_file(path: Path, meta: pd.DataFrame, seed: int = 0, logit_threshold: float = 2.0, n_replicates: int = 40,
                             finder: AnalyticFinder = AnalyticFinder()) -> dict[str, Any]:
     """A selection-function file fitted directly on ``meta``'s injections with the analytic
@@ -348,7 +353,8 @@ def analytic_selection_file(path: Path, meta: pd.DataFrame, seed: int = 0, logit
     regions = np.sort(inj.loc[ok, "region_id"].unique())
     ri = inj.loc[ok, "region_id"].map({r: i for i, r in enumerate(regions)}).to_numpy()
     fit = fit_operating_point(d, d.basis(t), logit, ri, np.zeros(1), np.zeros(1, int), len(regions), "fixed", None, logit_threshold,
-                              FitConfig(n_replicates=n_replicates), bootstrap_multiplicities(len(regions), n_replicates, seed))
+                              FitConfig.from_params({"n_replicates": n_replicates, "smoothing": ANALYTIC_SMOOTHING}, confidence=0.95),
+                              bootstrap_multiplicities(len(regions), n_replicates, seed))
     ir, tr = term_ranges(x), term_ranges(t)
     doc = {"format": sf.FORMAT, "format_version": sf.FORMAT_VERSION, "primary": "fixed",
            "inputs": {k: {"unit": u, "description": dd, "range": list(ir[k])} for k, (u, dd) in sf.INPUTS.items()},

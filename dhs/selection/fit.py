@@ -35,22 +35,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from dhs.evaluation.thresholds import weighted_threshold_at_fpr
+from dhs.params.views import view
 from dhs.selection.function import TERMS
 
 
 @dataclass(frozen=True)
 class FitConfig:
-    n_knots: int = 8
-    smoothing: float = 1.0        # lambda of the second-difference penalty on slopes (per unit term range)
-    ridge: float = 1e-3           # on the increments
-    n_replicates: int = 40
-    max_components: int = 24
-    confidence: float = 0.95
-    seed: int = 0
+    """A view of the fit's keys of the ``selection`` section of params.yaml (each key, its default
+    and its check in dhs.params.schema); ``confidence`` is ``completeness.confidence``, the level
+    of every interval the stage reports."""
+    SECTION: ClassVar[str] = "selection"
+    n_knots: int
+    smoothing: float              # lambda of the second-difference penalty on slopes (per unit term range)
+    ridge: float                  # on the increments
+    n_replicates: int
+    max_components: int
+    confidence: float
+    seed: int
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any] | None, source: str = "params.yaml", *, confidence: float) -> "FitConfig":
+        return view(cls, p, source, confidence=confidence)
 
 
 def choose_knots(values: np.ndarray, n_knots: int) -> np.ndarray:

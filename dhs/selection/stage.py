@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,8 @@ from dhs import atomic, headline
 from dhs.errors import StageError
 from dhs.evaluation.intervals import bootstrap_multiplicities, wilson_interval
 from dhs.evaluation.scores import check_scores, sigmoid
-from dhs.params import Params, as_params, checked
+from dhs.params import Params, as_params
+from dhs.params.views import view
 from dhs.selection import function as sf
 from dhs.selection.inputs import selection_inputs
 from dhs.selection.fit import Design, FitConfig, design_for, fit_operating_point, in_range, operating_point_doc, term_ranges
@@ -48,20 +49,20 @@ VALIDATION_SURFACE = ("theta_e_arcsec", "psf_fwhm_r_arcsec")
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    holdout_fraction: float = 0.3
-    fit: FitConfig = FitConfig()
-    n_validation_bins: int = 6
-    min_bin_n: int = 25
-    n_draws: int = 400
-    seed: int = 0
+    """A view of the ``selection`` section of params.yaml (each key, its default and its check in
+    dhs.params.schema); ``fit`` is not a key: the fit's keys of the same section with
+    ``completeness.confidence`` (``FitConfig``)."""
+    SECTION: ClassVar[str] = "selection"
+    holdout_fraction: float
+    fit: FitConfig
+    n_validation_bins: int
+    min_bin_n: int
+    n_draws: int
+    seed: int
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any] | None, source: str = "params.yaml", confidence: float = 0.95) -> "SelectionConfig":
-        v = checked("selection", p, source)
-        return cls(holdout_fraction=v["holdout_fraction"], n_validation_bins=v["n_validation_bins"], min_bin_n=v["min_bin_n"],
-                   n_draws=v["n_draws"], seed=v["seed"],
-                   fit=FitConfig(n_knots=v["n_knots"], smoothing=v["smoothing"], ridge=v["ridge"], n_replicates=v["n_replicates"],
-                                 max_components=v["max_components"], confidence=confidence, seed=v["seed"]))
+    def from_params(cls, p: Mapping[str, Any] | None, source: str = "params.yaml", *, confidence: float) -> "SelectionConfig":
+        return view(cls, p, source, fit=FitConfig.from_params(p, source, confidence=confidence))
 
 
 def _frac(x) -> str:
@@ -348,7 +349,7 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
 
     p = as_params(params).require("selection", "completeness")
     ccfg = CompletenessConfig.from_params(p["completeness"], p.source, p["evaluation"])
-    cfg = SelectionConfig.from_params(p.get("selection"), p.source, ccfg.confidence)
+    cfg = SelectionConfig.from_params(p.get("selection"), p.source, confidence=ccfg.confidence)
     t0 = time.perf_counter()
     table = read_table(arch, scores_dir, ccfg.eval_split)
     s = setup_fit(table, cfg, ccfg.eval_split)

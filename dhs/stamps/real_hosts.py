@@ -302,8 +302,9 @@ def fetch_host_cutouts(hosts: pd.DataFrame, hp: dict[str, Any], stamp_size: int,
     spec = CutoutSpec(size_px=int(stamp_size), pixscale_arcsec=0.262, layer=hp["layer"], max_nonfinite_frac=MAX_NONFINITE_FRAC)
     positions = pd.DataFrame({"ra_deg": hosts["ra"].to_numpy(float), "dec_deg": hosts["dec"].to_numpy(float),
                               "name": [f"host{int(i)}" for i in hosts["host_index"]]})
-    cfg = FetchConfig(url_template=hp["url_template"], max_concurrency=hp["max_concurrency"], max_attempts=hp["max_attempts"],
-                      read_timeout_s=hp["read_timeout_s"], run_deadline_s=hp["run_deadline_s"])
+    # the fetch keys stamps.hosts holds; the others at the known_lenses section's defaults
+    fetch_keys = ("url_template", "max_concurrency", "max_attempts", "read_timeout_s", "run_deadline_s")
+    cfg = FetchConfig.from_params({k: hp[k] for k in fetch_keys})
     legacy = hp["cutouts"] == LEGACYSURVEY
     # permanent failures of an earlier run (404, no data, NaN pixels) are not asked again
     known = remembered_failures(read_manifest(hp["cache_dir"])) if legacy else {}

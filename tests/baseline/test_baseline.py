@@ -4,6 +4,7 @@ label; row accounting, refused features and params, and the stage end to end on 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -16,13 +17,15 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, small_sim_params
-from dhs.baseline.config import DEFAULT_CONDITIONS, BaselineConfig
+from dhs.baseline.config import BaselineConfig
 from dhs.baseline.models import (BaselineError, leak_detector, proxy_baseline, proxy_recovered, resolve_psf_r, run_baseline,
                                  summary_lines)
 from dhs.params import ParamsError
+from dhs.params.rules import DEFAULT_CONDITIONS
+from dhs.params.schema import SECTIONS
 from stages import baseline as baseline_stage
 
-FAST = BaselineConfig(n_bootstrap=50)
+FAST = BaselineConfig.from_params({"n_bootstrap": 50})
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +73,14 @@ def write_params(tmp_path: Path, **baseline) -> Path:
 
 @pytest.mark.parametrize("model", ["hist_gb", "logistic"])
 def test_leak_auc_is_chance_when_injections_and_controls_share_conditions(population, model):
-    m = leak_detector(population, BaselineConfig(model=model, n_bootstrap=50))
+    m = leak_detector(population, BaselineConfig.from_params({"model": model, "n_bootstrap": 50}))
     assert m["n_test"] == len(population["test"]) > 1000
     assert abs(m["auc_test"] - 0.5) < 0.05, m["auc_test"]
     lo, hi = m["auc_test_ci95"]
     assert lo < m["auc_test"] < hi and hi - lo < 0.2
     assert m["auc_test_bootstrap"]["unit"] == "row" and m["auc_test_bootstrap"]["n_valid"] == 50
     # the region bootstrap on the same scores: the population has enough test regions
-    r = leak_detector(population, BaselineConfig(model=model, n_bootstrap=50, bootstrap_unit="region"))
+    r = leak_detector(population, BaselineConfig.from_params({"model": model, "n_bootstrap": 50, "bootstrap_unit": "region"}))
     assert r["auc_test"] == m["auc_test"] and r["auc_test_bootstrap"]["unit"] == "region"
     assert r["auc_test_bootstrap"]["n_regions"] == population["test"].region_id.nunique() >= 10
     assert not m["leak_suspected"]
@@ -88,7 +91,7 @@ def test_leak_auc_is_chance_when_injections_and_controls_share_conditions(popula
 def test_leak_detector_flags_conditions_that_differ_for_injections(population, model):
     # injections got psfsize_r from a different source than psf_fwhm_used_r (+0.3 arcsec)
     leaky = {s: g.assign(psfsize_r=g.psfsize_r + 0.3 * (g.is_control == 0)) for s, g in population.items()}
-    m = leak_detector(leaky, BaselineConfig(model=model, n_bootstrap=50))
+    m = leak_detector(leaky, BaselineConfig.from_params({"model": model, "n_bootstrap": 50}))
     assert m["auc_test"] > 0.8 and m["leak_suspected"] and m["auc_ci95_excludes_chance"]
     assert m["auc_test_ci95"][0] > 0.6
     drops = m["importance"]["permutation_auc_drop"]
@@ -120,7 +123,7 @@ def test_injection_columns_are_refused_as_conditions(population, name):
     with pytest.raises(ParamsError, match=r"injection columns.*give the label away"):
         BaselineConfig.from_params({"conditions_features": ["psfsize_r", name]})
     # also when a config is built directly, bypassing the params check
-    cfg = BaselineConfig(conditions_features=("psfsize_r", name))
+    cfg = dataclasses.replace(BaselineConfig.from_params({}), conditions_features=("psfsize_r", name))
     with pytest.raises(ParamsError, match=rf"\['{name}'\] are injection columns"):
         leak_detector(population, cfg)
 
@@ -166,7 +169,7 @@ def test_non_finite_rows_are_rejected_and_counted_per_column(population):
 
 def test_a_missing_feature_column_is_a_clear_error(population):
     with pytest.raises(BaselineError, match="column 'psfsize_x' is not in the cache metadata"):
-        leak_detector(population, BaselineConfig(conditions_features=("psfsize_x",)))
+        leak_detector(population, BaselineConfig.from_params({"conditions_features": ["psfsize_x"]}))
 
 
 def test_a_train_split_with_one_class_is_refused(population):
@@ -270,7 +273,8 @@ def test_bad_params_are_refused_with_a_clear_message(params, message):
 
 def test_defaults_round_trip():
     cfg = BaselineConfig.from_params({})
-    assert cfg == BaselineConfig() and BaselineConfig.from_params(cfg.to_dict()) == cfg
+    assert cfg.to_dict() == {k: f.default for k, f in SECTIONS["baseline"].fields.items()}
+    assert BaselineConfig.from_params(cfg.to_dict()) == cfg
 
 
 # --------------------------------------------------------------------------- the stage

@@ -21,7 +21,7 @@ from dhs.gates.config import GatesConfig
 from dhs.gates.core import core_masked_gate
 from dhs.gates.metadata import metadata_gate
 from dhs.gates.probes import ring_probe_gate
-from dhs.gates.result import (BEYOND, CONSISTENT, INSIDE, STRADDLES, VALUE_ONLY, Limit, auc_drop_with_ci,
+from dhs.gates.result import (BEYOND, CONSISTENT, INSIDE, MIN_ROWS_PER_CLASS, STRADDLES, VALUE_ONLY, Limit, auc_drop_with_ci,
                               count_ratio_with_ci, decide)
 from dhs.gates.shuffle import shuffle_gate
 from dhs.params import ParamsError
@@ -30,7 +30,7 @@ from dhs.imaging.geometry import core_mask
 SIZE, SKY, PIXEL_SCALE = 20, 0.005, 0.262
 CORE = core_mask(SIZE, 5.0)        # what the gate masks (core_radius_px 5)
 CENTRE = core_mask(SIZE, 1.0)      # what the finder reads: the 4 central pixels
-CFG = GatesConfig(n_bootstrap=200)
+CFG = GatesConfig.from_params({"n_bootstrap": 200})
 SMALL, LARGE = 40, 2000            # stamps per class
 # true drop with core_light 0.15 (20000 per class): 0.032, below the 0.05 limit; with 1.5: 0.20
 NOISE_ONLY, SHORTCUT = 0.15, 1.5
@@ -72,7 +72,7 @@ def test_a_drop_over_the_limit_by_noise_alone_passes_at_small_and_at_large_n():
     # the record carries what was decided on
     assert small["threshold"] == thr and small["n_bootstrap"] == 200 and "whole 95% interval" in small["rule"]
     # without an interval the point value decides, and the detail says so: this draw FAILs
-    bare = masked(SMALL, NOISE_ONLY, 1025, GatesConfig(n_bootstrap=0))
+    bare = masked(SMALL, NOISE_ONLY, 1025, GatesConfig.from_params({"n_bootstrap": 0}))
     assert bare["status"] == "FAIL" and bare["decision"] == VALUE_ONLY and bare["value_ci95"] is None
     assert "no 95% interval (gates.n_bootstrap is 0)" in bare["detail"]
 
@@ -95,7 +95,7 @@ def test_below_min_rows_per_class_the_gates_skip_and_name_the_counts_and_what_to
     assert "25 injection and 25 control rows" in r["detail"] and ">= 30 of each (gates.min_rows_per_class)" in r["detail"]
     assert "raise gates.n_eval" in r["detail"]
     # the minimum is a param: at 20 the same stamps are decided
-    assert masked(25, SHORTCUT, 100, GatesConfig(n_bootstrap=200, min_rows_per_class=20))["status"] == "FAIL"
+    assert masked(25, SHORTCUT, 100, GatesConfig.from_params({"n_bootstrap": 200, "min_rows_per_class": 20}))["status"] == "FAIL"
     # injections that clear the core count, not all injections
     img, y, meta = stamps(40, SHORTCUT, 100)
     meta["theta_e_arcsec"] = np.where(np.arange(len(y)) % 2 == 0, 2.5, 0.5) * y
@@ -111,7 +111,7 @@ def test_below_min_rows_per_class_the_gates_skip_and_name_the_counts_and_what_to
 
 
 def test_min_rows_per_class_is_checked_by_the_schema():
-    assert GatesConfig.from_params({}).min_rows_per_class == 30 == GatesConfig().min_rows_per_class
+    assert GatesConfig.from_params({}).min_rows_per_class == 30 == MIN_ROWS_PER_CLASS
     with pytest.raises(ParamsError, match=r"gates.min_rows_per_class must be an integer >= 10 .*raise it, got 5"):
         GatesConfig.from_params({"min_rows_per_class": 5})
     with pytest.raises(ParamsError, match=r"gates.n_probe must be >= gates.min_rows_per_class \(50\).*raise n_probe"):

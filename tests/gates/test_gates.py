@@ -10,6 +10,7 @@ and, end to end, a small CNN trained for a few steps on the simulated cache.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -32,6 +33,8 @@ from dhs.gates.splits import host_keys, split_integrity_gate
 from dhs.imaging.centring import subtract_radial_profile_about_host
 from dhs.models.loader import NormConfig, core_dropout, iterate_batches, normalize, preprocess_from_params, subtract_radial_profile
 from dhs.params import ParamsError
+from dhs.params.schema import SECTIONS
+from dhs.params.views import frozen
 from dhs.runner import EXIT_GATE_FAILED
 from dhs.simulate.config import SimConfig
 from dhs.imaging.geometry import annulus_table, core_mask, radius_px
@@ -40,7 +43,7 @@ SIZE = 64
 SKY = np.array([0.003, 0.005, 0.012])
 R = radius_px(SIZE)
 ANGLE = np.arctan2(*np.indices((SIZE, SIZE)) - (SIZE - 1) / 2)
-CFG = GatesConfig(n_bootstrap=50)
+CFG = GatesConfig.from_params({"n_bootstrap": 50})
 SURVEY = SimConfig.from_params(yaml.safe_load(open(REPO / "params.yaml"))["simulate"])   # what the probes render with
 
 
@@ -191,7 +194,7 @@ def test_ring_and_arc_probes_have_the_requested_peak_and_the_same_flux_and_colou
     n = 12
     fwhm = np.tile([1.5, 1.3, 1.25], (n, 1))
     sky_r = np.linspace(0.003, 0.008, n)
-    cfg = GatesConfig(ring_peak_sigma=3.0, ring_radius_arcsec=1.2)
+    cfg = GatesConfig.from_params({"ring_peak_sigma": 3.0, "ring_radius_arcsec": 1.2})
     ring, arc, params = render_ring_and_arc(fwhm, sky_r, SIZE, cfg, np.random.default_rng(0), SURVEY)
     np.testing.assert_allclose(ring[:, 1].reshape(n, -1).max(axis=1), 3.0 * sky_r, rtol=1e-9)
     flux_ring, flux_arc = ring.sum(axis=(2, 3)), arc.sum(axis=(2, 3))
@@ -219,7 +222,7 @@ def test_psf_falls_back_to_psfsize_r_and_refuses_stamps_without_one():
 def test_ring_probe_flags_a_ring_lover_and_passes_a_flux_detector():
     x, y, meta = synth("clean", 40, 9)
     ctl, mc = x[y == 0], meta[y == 0].reset_index(drop=True)
-    cfg = GatesConfig(ring_peak_sigma=4.0, n_bootstrap=200)
+    cfg = GatesConfig.from_params({"ring_peak_sigma": 4.0, "n_bootstrap": 200})
     fair = ring_probe_gate(inner_flux_detector, ctl, mc, cfg, SURVEY)
     assert fair["status"] == "PASS" and fair["median_logit_shift_ring"] > 0.1, fair["detail"]
     # decided on the bootstrap interval of the excess over the 40 probed controls
@@ -320,7 +323,8 @@ def test_metadata_gate_reads_the_baseline_leak_auc(tmp_path):
 
 
 def test_gates_params_refuse_unknown_keys_and_bad_values():
-    assert GatesConfig.from_params({}) == GatesConfig()
+    defaults = dataclasses.asdict(GatesConfig.from_params({}))
+    assert defaults == {k: frozen(f.default) for k, f in SECTIONS["gates"].fields.items()}
     with pytest.raises(ParamsError, match=r"unknown keys \['core_auc'\]"):
         GatesConfig.from_params({"core_auc": 0.7})
     with pytest.raises(ParamsError, match="enforce must be true or false"):

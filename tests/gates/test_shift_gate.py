@@ -45,7 +45,7 @@ def _run(stamps, score):
     img, meta = stamps
     y = (meta.is_control.to_numpy() == 0).astype(int)
     logits = score(img, meta)
-    cfg = GatesConfig(shift_offsets_px=((0.5, 0.5), (0.0, 1.0), (2.0, 0.0)))
+    cfg = GatesConfig.from_params({"shift_offsets_px": [[0.5, 0.5], [0.0, 1.0], [2.0, 0.0]]})
     thr = operating_thresholds(None, sigmoid(logits[y == 0]), (0.1, 0.05), 10.0)
     return shift_gate(score, img, meta, y, logits, cfg, thr, 10.0)
 

@@ -21,7 +21,13 @@ from dhs.cutouts.client import (CutoutSpec, FetchConfig, fetch_cutouts, load_cut
 from tests.conftest import REPO
 
 SPEC = CutoutSpec(size_px=64)
-FAST = dict(connect_timeout_s=1.0, read_timeout_s=5.0, backoff_s=0.01, max_backoff_s=0.05)
+FAST = dict(connect_timeout_s=1.0, read_timeout_s=5.0, backoff_s=0.01)   # known_lenses keys: short timeouts and backoff
+
+
+def fetch_config(**keys) -> FetchConfig:
+    """A fetch config from known_lenses keys (``FAST`` unless given, the others at the schema's
+    defaults), each backoff capped at 0.05 s."""
+    return FetchConfig.from_params({**FAST, **keys}, max_backoff_s=0.05)
 
 
 def cube(seed: int) -> np.ndarray:
@@ -154,7 +160,7 @@ def fetch_bounded(*args, limit_s: float = 120, **kw):
 def test_a_slow_drip_server_is_cut_off_at_the_cutout_deadline(server, tmp_path):
     server.add(0, "drip")       # headers at once, then 200 bytes/s: a 55 kB cutout would take 4.5 minutes
     server.add(1, "ok")
-    cfg = FetchConfig(url_template=server.template(), cutout_deadline_s=1.5, max_attempts=3, **FAST)
+    cfg = fetch_config(url_template=server.template(), cutout_deadline_s=1.5, max_attempts=3)
     res = fetch_bounded(positions(2), tmp_path, SPEC, cfg=cfg, progress=False)
     rows = res.rows.set_index("name")
     assert (rows.loc["L0", "status"], rows.loc["L0", "reason"]) == ("failed", "cutout_deadline")
@@ -171,7 +177,7 @@ def test_a_slow_drip_server_is_cut_off_at_the_cutout_deadline(server, tmp_path):
 
 def test_headers_dripped_a_byte_at_a_time_are_cut_off_too(server, tmp_path):
     server.add(0, "drip_headers")
-    cfg = FetchConfig(url_template=server.template(), cutout_deadline_s=1.0, **FAST)
+    cfg = fetch_config(url_template=server.template(), cutout_deadline_s=1.0)
     res = fetch_bounded(positions(1), tmp_path, SPEC, cfg=cfg, progress=False)
     assert res.rows.iloc[0]["reason"] == "cutout_deadline" and res.status == "partial"
 
@@ -179,7 +185,7 @@ def test_headers_dripped_a_byte_at_a_time_are_cut_off_too(server, tmp_path):
 def test_the_run_deadline_ends_the_run_and_leaves_the_rest_for_the_next(server, tmp_path):
     for i in range(8):
         server.add(i, "drip")
-    cfg = FetchConfig(url_template=server.template(), cutout_deadline_s=600, run_deadline_s=2.0, max_concurrency=2, **FAST)
+    cfg = fetch_config(url_template=server.template(), cutout_deadline_s=600, run_deadline_s=2.0, max_concurrency=2)
     res = fetch_bounded(positions(8), tmp_path, SPEC, cfg=cfg, progress=False)
     assert set(res.rows["reason"]) == {"run_deadline"} and res.status == "partial"
     assert (res.rows["status"] == "skipped").sum() >= 1 and res.requests < 8
@@ -189,7 +195,7 @@ def test_the_run_deadline_ends_the_run_and_leaves_the_rest_for_the_next(server, 
 @pytest.mark.parametrize("lie", ["html", "garbage", "truncated"])
 def test_a_200_that_is_not_a_cutout_is_transient_retried_and_never_remembered(server, tmp_path, lie):
     server.add(0, lie)
-    cfg = FetchConfig(url_template=server.template(), max_attempts=3, **FAST)
+    cfg = fetch_config(url_template=server.template(), max_attempts=3)
     res = fetch_bounded(positions(1), tmp_path, SPEC, cfg=cfg, progress=False)
     row = res.rows.iloc[0]
     assert (row["status"], row["reason"], row["attempts"]) == ("failed", "bad_response", 3) and server.count(0) == 3
@@ -205,7 +211,7 @@ def test_a_200_that_is_not_a_cutout_is_transient_retried_and_never_remembered(se
 def test_a_server_that_lies_once_then_recovers_is_fetched_in_the_same_run(server, tmp_path):
     server.add(0, "truncated", bad_for=1)
     server.add(1, "html", bad_for=2)
-    res = fetch_bounded(positions(2), tmp_path, SPEC, cfg=FetchConfig(url_template=server.template(), max_attempts=4, **FAST),
+    res = fetch_bounded(positions(2), tmp_path, SPEC, cfg=fetch_config(url_template=server.template(), max_attempts=4),
                         progress=False)
     assert list(res.rows["status"]) == ["fetched", "fetched"] and list(res.rows["attempts"]) == [2, 3]
     np.testing.assert_array_equal(load_cutouts(positions(2), tmp_path, SPEC).images_nmgy[0], cube(0))
@@ -213,7 +219,7 @@ def test_a_server_that_lies_once_then_recovers_is_fetched_in_the_same_run(server
 
 def test_permanent_failures_are_remembered_by_url_and_asked_again_when_it_changes(server, tmp_path):
     server.add(1, "ok")          # position 0 is unknown to the server: 404
-    cfg = FetchConfig(url_template=server.template(), **FAST)
+    cfg = fetch_config(url_template=server.template())
     first = fetch_bounded(positions(2), tmp_path, SPEC, cfg=cfg, progress=False)
     assert list(first.rows["reason"]) == ["http_404", ""] and first.status == "ok"
     known = remembered_failures(write_manifest(first, ["confirmed"] * 2, tmp_path))
@@ -223,7 +229,7 @@ def test_permanent_failures_are_remembered_by_url_and_asked_again_when_it_change
     assert len(server.requests) == n and again.requests == 0 and again.rows.iloc[0]["reason"] == "http_404"
     # the service gains the cutout and the template moves (another path, the same host): asked again, found
     server.add(0, "ok")
-    moved = FetchConfig(url_template=server.template("viewer/cutout.fits"), **FAST)
+    moved = fetch_config(url_template=server.template("viewer/cutout.fits"))
     third = fetch_bounded(positions(2), tmp_path, SPEC, cfg=moved, progress=False, remembered=known)
     assert list(third.rows["status"]) == ["fetched", "cached"] and third.requests == 1
 

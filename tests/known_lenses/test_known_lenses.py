@@ -30,7 +30,7 @@ from dhs.params import ParamsError
 from tests.conftest import REPO, free_port, small_sim_params
 
 SPEC = CutoutSpec(size_px=64)
-FAST = dict(connect_timeout_s=1.0, read_timeout_s=5.0, backoff_s=0.01, max_backoff_s=0.05)
+FAST = dict(connect_timeout_s=1.0, read_timeout_s=5.0, backoff_s=0.01)   # known_lenses keys: short timeouts and backoff
 
 
 # --------------------------------------------------------------------------- simulated lenses and the server
@@ -150,9 +150,11 @@ def server():
     s.close()
 
 
-def config(server: CutoutServer | None = None, **over) -> FetchConfig:
+def config(server: CutoutServer | None = None, max_backoff_s: float = 0.05, **keys) -> FetchConfig:
+    """A fetch config from known_lenses keys (``FAST`` unless given, the others at the schema's
+    defaults) for ``server`` (None: a closed port)."""
     template = server.template if server else f"http://127.0.0.1:{free_port()}/cutout.fits?ra={{ra}}&dec={{dec}}"
-    return FetchConfig(url_template=template, **{**FAST, **over})
+    return FetchConfig.from_params({"url_template": template, **FAST, **keys}, max_backoff_s=max_backoff_s)
 
 
 # --------------------------------------------------------------------------- catalogue
@@ -334,7 +336,8 @@ def test_unreachable_service_is_detected_fast_and_nothing_else_is_requested(tmp_
 
 
 def test_unresolvable_host_is_not_retried(tmp_path):
-    cfg = FetchConfig(url_template="http://dhs-no-such-host.invalid/cutout.fits?ra={ra}&dec={dec}", **FAST)
+    cfg = FetchConfig.from_params({"url_template": "http://dhs-no-such-host.invalid/cutout.fits?ra={ra}&dec={dec}", **FAST},
+                                  max_backoff_s=0.05)
     res = fetch_cutouts(positions(5), tmp_path, SPEC, cfg=cfg, progress=False)
     assert res.status == "offline" and res.requests == 1 and res.rows.iloc[0]["reason"] == "unresolvable"
     assert (res.rows["backoff_s"] == 0).all() and res.rows.iloc[0]["attempts"] == 1  # no retry, no wait

@@ -70,7 +70,8 @@ def test_band_draws_reproduce_the_replicates_spread_of_predictions():
     region = rng.integers(0, 40, n)
     d = F.design_for(t, 8, names=list(t))
     B = d.basis(t)
-    fit = F.fit_operating_point(d, B, s, region, np.zeros(1), np.zeros(1, int), 40, "x", None, 0.5, F.FitConfig(n_replicates=60),
+    cfg = F.FitConfig.from_params({"n_replicates": 60}, confidence=0.95)
+    fit = F.fit_operating_point(d, B, s, region, np.zeros(1), np.zeros(1, int), 40, "x", None, 0.5, cfg,
                                 bootstrap_multiplicities(40, 60, 0))
     rep_sd = sigmoid(fit.replicates @ B.T).mean(axis=1).std()
     draw_sd = sigmoid(fit.draws(2000, np.random.default_rng(0)) @ B.T).mean(axis=1).std()

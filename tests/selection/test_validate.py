@@ -33,7 +33,8 @@ def test_predictive_band_covers_fractions_drawn_from_the_model():
     score = 1 / (1 + np.exp(-(eta + rng.logistic(size=n))))
     region = rng.integers(0, 40, n)
     from dhs.evaluation.intervals import bootstrap_multiplicities
-    fit = F.fit_operating_point(d, B, score, region, np.zeros(1), np.zeros(1, int), 40, "x", None, 0.5, F.FitConfig(n_replicates=30),
+    cfg = F.FitConfig.from_params({"n_replicates": 30}, confidence=0.95)
+    fit = F.fit_operating_point(d, B, score, region, np.zeros(1), np.zeros(1, int), 40, "x", None, 0.5, cfg,
                                 bootstrap_multiplicities(40, 30, 0))
     # fresh outcomes from the fitted model itself, on new points: the predictive band must hold them
     t2 = {"log10_snr_implied": rng.uniform(0, 2.5, 3000), "theta_e_over_psf": rng.uniform(0.2, 2.5, 3000)}
