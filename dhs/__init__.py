@@ -27,12 +27,14 @@ The library tier: no knowledge of stages; imports flow downwards in this list.
     dhs.imaging          the decoded stamp cache, stamp geometry, centring
     dhs.evaluation       score table, thresholds, intervals, AUC, PSF rule, calibration maths
     dhs.runner           the stage scripts' arguments, exit statuses, heartbeat
-    dhs.params           params.yaml: schema, rules, checked values
     dhs.simulate         the injection engine and the simulated survey
+    dhs.params           params.yaml: schema, rules, checked values
     dhs.contract         the stamp contract: codec, validator, shard writer, RGB display, pixel stats
     dhs.headline         the headline metrics beside each detail file, summary
     dhs.atomic           atomic outputs and file digests
     dhs.errors           StageError, the base of every "the stage could not run" error (docs/errors.md)
+    dhs.devices          the torch device a params key names (auto, cpu, cuda, cuda:N)
+    dhs.codebase         the project's import graph (ast): the derived deps, the resume digest
 
 docs/layout.md walks through the same map; docs/conventions.md holds the conventions the code
 cites.

@@ -21,10 +21,6 @@ from dhs.simulate.knots import KnotConfig
 from dhs.simulate.noise import NoiseModel
 from dhs.simulate.scene import SceneConfig
 
-# the error a refused simulate section raises: the schema's (the stage runner reports it)
-ConfigError = ParamsError
-
-
 @dataclass(frozen=True)
 class SimConfig:
     """A view of the ``simulate`` section of params.yaml (dhs.params.schema: each key, its
