@@ -62,7 +62,7 @@ def ring_limit(cfg: GatesConfig) -> Limit:
     return Limit("ring_max_excess_logit", cfg.ring_max_excess_logit, strict=False)
 
 
-RING_RULE = ring_limit(GatesConfig()).rule("median ring logit shift - median arc logit shift (interval: bootstrap of the "
+RING_RULE = ring_limit(GatesConfig.from_params({})).rule("median ring logit shift - median arc logit shift (interval: bootstrap of the "
                                            "probed controls)")
 RENDER_BATCH = 128
 N_ARC_TEMPLATES = 100  # distinct lensed sources; reused cyclically over the probed controls
