@@ -1,11 +1,13 @@
 """The training loop: one arch, single process or one rank of a torchrun DDP job.
 
-Read it top to bottom: build the model; resume from ``checkpoint_last.pt`` if its params hash
-matches and the run it holds is unfinished; then for every step draw the next batch of this
-rank's shard of the shuffled train split (augmented on the device, with core dropout if
-``norm.core_dropout_p`` > 0: training only, see ``dhs.models.loader``), take an AdamW step
-under a warmup + cosine schedule with gradient clipping; at each epoch end evaluate the whole
-val split, keep ``checkpoint_best.pt`` (lowest val loss) and ``checkpoint_last.pt``.
+Read ``train`` top to bottom: open the batch source of ``train.data`` (``dhs.finder.batches``:
+the cached train split, or batches rendered by the simulated survey) and the val split; build
+the model; resume from ``checkpoint_last.pt`` if its params hash matches and the run it holds is
+unfinished; then for every step take the source's batch of that step (augmented on the device,
+with core dropout if ``norm.core_dropout_p`` > 0: training only, see ``dhs.models.loader``) and
+an AdamW step under a warmup + cosine schedule with gradient clipping (``step``); at each epoch
+end evaluate the whole val split, keep ``checkpoint_best.pt`` (lowest val loss) and
+``checkpoint_last.pt`` (``end_of_epoch``).
 
 Why val loss for the best checkpoint: it uses every val stamp and moves smoothly; TPR at
 FPR 1e-4 on a few thousand controls is set by a handful of negatives and is noise
@@ -24,39 +26,37 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from dhs import atomic
-
+from dhs import atomic, codebase
 from dhs.evaluation.auc import auroc
-from dhs.models.checkpoint import (TrainingError, load_checkpoint, metadata_matrix, resolve_device, save_checkpoint,
-                                   standardise)
-from dhs.models.colours import host_colours_nmgy, split_host_colours
+from dhs.finder.batches import Batch, BatchSource, Placement, extra_inputs, open_batches
 from dhs.finder.curves import write_curves
-from dhs.finder.fresh import BELOW_MIN_SNR, SURPLUS, USED, FreshBatches
+from dhs.finder.rows import training_rows
 from dhs.finder.throughput import throughput_record
-from dhs.models.loader import NormalisedSplit, NormConfig, augmented, iterate_batches, normalize, shard_indices
+from dhs.imaging.cache import CachedSplit, open_split
+from dhs.models.checkpoint import TrainingError, load_checkpoint, metadata_matrix, save_checkpoint, standardise
+from dhs.models.colours import split_host_colours
 from dhs.models.heads import split_outputs
+from dhs.models.loader import NormalisedSplit, NormConfig, iterate_batches
 from dhs.models.registry import build_model
 from dhs.models.spec import ModelSpec
 from dhs.params import ParamsError, checked
 from dhs.params.rules import check_metadata_columns
 from dhs.params.schema import ARCHS
+from dhs.params.views import view
 from dhs.simulate.config import SimConfig
-from dhs.imaging.cache import CachedSplit, open_split
 
 STEM_ARCHS = ("resnet18", "hybrid")   # the archs built on a ResNet trunk, which train.stem shapes (dhs.models)
 
@@ -69,54 +69,52 @@ PRESETS = {
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """A view of the ``train`` section of params.yaml for one arch (each key, its default and its
+    check in dhs.params.schema); ``arch`` is given by the caller."""
+    SECTION: ClassVar[str] = "train"
     arch: str
-    epochs: int = 3
-    steps_per_epoch: int = 100
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 20
-    grad_clip: float = 1.0
-    seed: int = 1
-    stem: str = "cifar"
-    hybrid_metadata: tuple[str, ...] = ()
-    eval_batch_size: int = 512
-    nproc: int = 1
-    device: str = "auto"
-    record_rows: bool = False
-    colour_conditioning: bool = False  # host g-r, r-z from the stamp as extra inputs (dhs.models.heads)
-    theta_head: bool = False           # second output regressing theta_E on injections (masked on controls)
-    theta_loss_weight: float = 0.1     # weight of the Huber loss on theta_E [arcsec] beside the BCE
-    min_arc_snr: float = 0.0           # train on injections with <min_arc_snr_column> >= this (and every control); 0 = all
-    min_arc_snr_column: str = "arc_snr"  # arc_snr (peak pixel) | arc_snr_int (matched filter: what a person sees)
-    balance_classes: bool = False      # repeat the training injections to about as many as the controls
-    balance_by: tuple[str, ...] = ()   # ... within each cell of these columns' tercile bins (cache data)
-    host_kind_repeat: Mapping[str, int] = dataclasses.field(default_factory=dict)  # rows on hosts of a kind taken k times
-    preload: str = "auto"              # normalise the train and val rows once and keep them on the device: auto | on | off
-    preload_max_gb: float = 4.0        # auto preloads when both splits take at most this much
-    data: str = "cache"                # cache: the cached train split | simulate: batches rendered on the fly (dhs.finder.fresh)
-    simulate_block_stamps: int = 4096  # data simulate: stamps rendered at once (part of the trajectory)
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    grad_clip: float
+    seed: int
+    stem: str
+    hybrid_metadata: tuple[str, ...]
+    eval_batch_size: int
+    nproc: int
+    device: str
+    record_rows: bool
+    colour_conditioning: bool          # host g-r, r-z from the stamp as extra inputs (dhs.models.heads)
+    theta_head: bool                   # second output regressing theta_E on injections (masked on controls)
+    theta_loss_weight: float           # weight of the Huber loss on theta_E [arcsec] beside the BCE
+    min_arc_snr: float                 # train on injections with <min_arc_snr_column> >= this (and every control); 0 = all
+    min_arc_snr_column: str            # arc_snr (peak pixel) | arc_snr_int (matched filter: what a person sees)
+    balance_classes: bool              # repeat the training injections to about as many as the controls
+    balance_by: tuple[str, ...]        # ... within each cell of these columns' tercile bins (cache data)
+    host_kind_repeat: Mapping[str, int]  # rows on hosts of a kind taken k times
+    preload: str                       # normalise the train and val rows once and keep them on the device: auto | on | off
+    preload_max_gb: float              # auto preloads when both splits take at most this much
+    data: str                          # cache: the cached train split | simulate: batches rendered on the fly (dhs.finder.fresh)
+    simulate_block_stamps: int         # data simulate: stamps rendered at once (part of the trajectory)
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any], arch: str, source: str = "params.yaml") -> "TrainConfig":
+    def from_params(cls, p: Mapping[str, Any] | None, arch: str, source: str = "params.yaml") -> "TrainConfig":
         """The ``train`` section (checked by dhs.params.schema) for one arch: the common values,
         then ``overrides[arch]``, then the preset (the production preset is the seed's
         configuration and wins over the demo's per-arch values)."""
-        v = dict(checked("train", p, source))
+        v = checked("train", p, source)
         if arch not in ARCHS:
             raise ParamsError(f"{source}: unknown arch {arch!r}; the archs are {list(ARCHS)}")
-        overrides, preset = v.pop("overrides"), v.pop("preset")
-        v.pop("archs")
-        merged = {**v, **(overrides.get(arch) or {}), **PRESETS[preset]}
-        merged["hybrid_metadata"] = tuple(merged["hybrid_metadata"] or ())
-        merged["balance_by"] = tuple(merged["balance_by"] or ())
-        merged["host_kind_repeat"] = dict(merged["host_kind_repeat"] or {})
+        cfg = view(cls, {**v, **(v["overrides"].get(arch) or {}), **PRESETS[v["preset"]]}, source, arch=arch)
         if arch == "hybrid":
             try:
-                check_metadata_columns(merged["hybrid_metadata"])
+                check_metadata_columns(cfg.hybrid_metadata)
             except ValueError as exc:
                 raise ParamsError(f"{source}: train.hybrid_metadata: {exc}") from None
-        return cls(arch=arch, **merged)
+        return cfg
 
     def spec(self, stamp_size: int, channels: int = 3) -> ModelSpec:
         meta = self.hybrid_metadata if self.arch == "hybrid" else ()
@@ -154,22 +152,38 @@ def cache_digest(cache_dir: str | Path) -> str:
     return h.hexdigest()
 
 
-def _source_digest() -> str:
-    import dhs.contract.norm_stats   # the cache's stored stats and the loader's annulus mask
-    import dhs.models.checkpoint
-    import dhs.models.colours
-    import dhs.models.loader
-    import dhs.models
-    import dhs.imaging.cache
-    import dhs.imaging.centring
-    import dhs.imaging.geometry
+# the modules a training run starts from: the loop and the batch sources
+TRAINING_MODULES = ("dhs/finder/training.py", "dhs/finder/batches.py")
+# files those modules import that do not define the trajectory, and why (a path ending in / is a package)
+NOT_TRAJECTORY = {
+    "dhs/__init__.py": "the version and the module map",
+    "dhs/atomic.py": "how outputs are written",
+    "dhs/codebase.py": "which files are hashed here",
+    "dhs/devices.py": "which device trains (train.device is no part of the params hash either)",
+    "dhs/errors.py": "the classes of the errors a stage reports",
+    "dhs/finder/curves.py": "the dvclive curves, rebuilt whole from the checkpoint",
+    "dhs/finder/throughput.py": "the timing beside the checkpoints",
+    "dhs/params/": "the schema: the checked values it gives are in the params hash themselves",
+    "dhs/simulate/": "the renderer: rendered batches' fingerprint holds its code (dhs.finder.fresh); cached batches never run it",
+}
 
-    files = sorted(Path(dhs.models.__file__).parent.glob("*.py")) + [Path(f) for f in (
-        __file__, dhs.models.loader.__file__, dhs.imaging.geometry.__file__, dhs.imaging.centring.__file__, dhs.imaging.cache.__file__,
-        dhs.models.colours.__file__, dhs.models.checkpoint.__file__, dhs.contract.norm_stats.__file__)]
+
+def trajectory_files(root: Path = codebase.ROOT) -> list[str]:
+    """The files whose code defines a training run's trajectory, as sorted paths relative to
+    ``root``: every file of dhs/ that the training modules may import (``dhs.codebase.closure``,
+    imports inside functions included), less ``NOT_TRAJECTORY``."""
+    files = set().union(*(codebase.closure(root / m, root) for m in TRAINING_MODULES))
+    rel = sorted(f.relative_to(root).as_posix() for f in files)
+    return [f for f in rel if f.startswith("dhs/") and not any(f == k or (k.endswith("/") and f.startswith(k)) for k in NOT_TRAJECTORY)]
+
+
+def _source_digest(root: Path = codebase.ROOT) -> str:
+    """sha256 of the code that defines the trajectory: for each of ``trajectory_files`` in sorted
+    order, its path relative to the repository, a NUL byte and the file's bytes. A change to any
+    of them retrains instead of resuming or rebuilding a run from its checkpoint."""
     h = hashlib.sha256()
-    for f in files:
-        h.update(f.read_bytes())
+    for rel in trajectory_files(root):
+        h.update(rel.encode() + b"\0" + (root / rel).read_bytes())
     return h.hexdigest()
 
 
@@ -191,119 +205,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-class _StepStream:
-    """Rows of step s for this rank: a function of (seed, s) only."""
-
-    def __init__(self, n: int, per_rank_batch: int, steps_per_epoch: int, seed: int, rank: int, world: int):
-        self.n, self.b, self.spe, self.seed, self.rank, self.world = n, per_rank_batch, steps_per_epoch, seed, rank, world
-        self._cache: tuple[int, np.ndarray] | None = None
-
-    def rows(self, step: int) -> np.ndarray:
-        epoch, k = divmod(step, self.spe)
-        if self._cache is None or self._cache[0] != epoch:
-            need = self.spe * self.b
-            shard = shard_indices(self.n, self.rank, self.world, shuffle=True, seed=self.seed, epoch=epoch)
-            parts, sub = [shard], 0
-            # an epoch longer than the shard re-shuffles this rank's own shard, so ranks stay disjoint
-            while sum(map(len, parts)) < need:
-                sub += 1
-                parts.append(np.random.default_rng([self.seed, epoch, sub, self.rank]).permutation(shard))
-            self._cache = (epoch, np.concatenate(parts)[:need])
-        return self._cache[1][k * self.b : (k + 1) * self.b]
-
-
-def training_rows(meta: pd.DataFrame, labels: np.ndarray, min_arc_snr: float,
-                  column: str = "arc_snr") -> tuple[np.ndarray, dict[str, int]]:
-    """Rows of the train split the finder learns from: every control, and the injections whose
-    arc is visible enough (``column >= min_arc_snr``, column ``arc_snr`` or ``arc_snr_int``; all
-    with 0). A simulated population that reaches below detectability (sources to r ~ 27) has many
-    injections with no visible arc; as training positives they are label noise, while they stay in
-    validation, test and every completeness measurement. Returns the rows and the excluded counts
-    by reason."""
-    n = len(labels)
-    if min_arc_snr <= 0:
-        return np.arange(n), {}
-    if column not in meta.columns:
-        raise TrainingError(f"train.min_arc_snr is {min_arc_snr:g} but the train split has no {column} column (real data "
-                            f"rarely has one): set train.min_arc_snr: 0")
-    snr = pd.to_numeric(meta[column], errors="coerce").to_numpy(np.float64)
-    inj = labels == 1
-    missing = inj & ~np.isfinite(snr)
-    faint = inj & np.isfinite(snr) & (snr < min_arc_snr)
-    keep = ~(missing | faint)
-    return np.flatnonzero(keep), {f"injection_{column}_below_min": int(faint.sum()), f"injection_{column}_missing": int(missing.sum())}
-
-
-def host_kind_rows(rows: np.ndarray, meta: pd.DataFrame, repeat: Mapping[str, int]) -> np.ndarray:
-    """``rows`` with each row whose ``host_kind`` is in ``repeat`` taken that many times, controls
-    and injections alike. The FPR-0.01 threshold is set by the few controls a finder scores
-    highest, and those are mostly look-alike hosts (blue companions, chance alignments, spirals,
-    rings: a few percent of the hosts); repeating them makes the finder meet them more often. Both
-    labels are repeated so that the label stays independent of the host's kind, as it is in the
-    survey (injections and controls share one host population)."""
-    if not repeat:
-        return rows
-    if "host_kind" not in meta.columns:
-        raise TrainingError(f"train.host_kind_repeat {dict(repeat)} needs a host_kind column, which the train split does not have "
-                            f"(only the simulated survey records it): set train.host_kind_repeat: {{}}")
-    kinds = meta["host_kind"].astype(str).to_numpy()[rows]
-    times = np.ones(len(rows), dtype=np.int64)
-    for kind, k in repeat.items():
-        times[kinds == kind] = int(k)
-    return np.repeat(rows, times)
-
-
-def host_kind_mix(host_kinds: Mapping[str, float], repeat: Mapping[str, int]) -> dict[str, float]:
-    """The relative frequencies of host kinds with ``repeat`` applied: what rendered training
-    batches draw, the same mix that repeating the cached rows gives."""
-    return {kind: float(f) * int(repeat.get(kind, 1)) for kind, f in host_kinds.items()}
-
-
-def balanced_rows(rows: np.ndarray, labels: np.ndarray, strata: np.ndarray | None = None) -> np.ndarray:
-    """``rows`` with the injections repeated to as many as the controls (k = controls /
-    injections: each floor(k) times, and a fixed pseudo-random (k - floor(k)) of them once more;
-    at least once), so that a training batch holds as many injections as controls. With visible arcs a
-    minority of the injections, this keeps the positives from being outvoted by the controls.
-
-    ``strata`` (one integer per row of the split): k is set within each stratum instead. Keeping
-    only visible arcs makes the label depend on what sets visibility (a shallow brick keeps a fifth
-    of its injections, a deep one half), which a finder learns as "shallow means no lens"; balanced
-    per stratum of depth, seeing and host brightness, the label is independent of them again.
-    A stratum without injections keeps its controls once."""
-    if strata is None:
-        strata = np.zeros(len(labels), dtype=np.int64)
-    parts = []
-    st = strata[rows]
-    for s in np.unique(st):
-        r = rows[st == s]
-        pos, neg = r[labels[r] == 1], r[labels[r] == 0]
-        k = max(1.0, len(neg) / max(len(pos), 1))
-        # the extra copies go to a fixed pseudo-random subset: rows are ordered by brick, so the
-        # first ones would favour some regions of the sky
-        extra = np.random.default_rng([int(s) & 0xFFFFFFFF, len(pos)]).permutation(len(pos))[: int(round((k - int(k)) * len(pos)))]
-        parts += [neg, np.repeat(pos, int(k)), pos[np.sort(extra)]]
-    return np.sort(np.concatenate(parts), kind="stable")
-
-
-def balance_strata(meta: pd.DataFrame, columns: tuple[str, ...], n_bins: int = 3) -> np.ndarray | None:
-    """One integer per row: the cell of ``columns``' quantile bins (``n_bins`` each, from the rows
-    themselves; missing values in a bin of their own). None without columns."""
-    if not columns:
-        return None
-    missing = [c for c in columns if c not in meta.columns]
-    if missing:
-        raise TrainingError(f"train.balance_by names {missing}, which the train split does not have; its columns include "
-                            f"{[c for c in ('psfdepth_r', 'psfsize_r', 'host_r_mag') if c in meta.columns]}")
-    cell = np.zeros(len(meta), dtype=np.int64)
-    for c in columns:
-        v = pd.to_numeric(meta[c], errors="coerce").to_numpy(np.float64)
-        finite = np.isfinite(v)
-        edges = np.quantile(v[finite], np.linspace(0, 1, n_bins + 1)[1:-1]) if finite.any() else np.array([])
-        b = np.where(finite, np.searchsorted(edges, v, side="right"), n_bins)
-        cell = cell * (n_bins + 1) + b
-    return cell
-
-
 def training_loss(logits: torch.Tensor, y: torch.Tensor, theta_pred: torch.Tensor | None = None,
                   theta_true: torch.Tensor | None = None, theta_loss_weight: float = 0.1) -> torch.Tensor:
     """BCE on the logits, plus, with a theta_E head, ``theta_loss_weight`` x the Huber loss of
@@ -315,11 +216,6 @@ def training_loss(logits: torch.Tensor, y: torch.Tensor, theta_pred: torch.Tenso
         huber = F.smooth_l1_loss(theta_pred.float(), theta_true, reduction="none", beta=0.2)
         loss = loss + theta_loss_weight * (huber * w).sum() / w.sum().clamp_min(1.0)
     return loss
-
-
-def extra_inputs(meta: np.ndarray | None, colours: np.ndarray | None, rows: np.ndarray, device) -> list[torch.Tensor]:
-    """The model's inputs after the image: hybrid metadata, then host colours, for these rows."""
-    return [torch.from_numpy(a[rows]).to(device) for a in (meta, colours) if a is not None]
 
 
 def evaluate(model: torch.nn.Module, split: CachedSplit | NormalisedSplit, norm: NormConfig, device: torch.device, batch_size: int,
@@ -356,17 +252,6 @@ def evaluate(model: torch.nn.Module, split: CachedSplit | NormalisedSplit, norm:
     return out
 
 
-def fresh_inputs(rows: pd.DataFrame, raw: torch.Tensor, spec: ModelSpec, meta_stats: Mapping | None, device) -> list[torch.Tensor]:
-    """The model's inputs after the image for a rendered batch (``train.data: simulate``): hybrid
-    metadata standardised like the cached splits', then host colours from the raw pixels."""
-    out = []
-    if spec.metadata:
-        out.append(torch.from_numpy(standardise(metadata_matrix(rows, spec.metadata, where="a rendered batch"), meta_stats)).to(device))
-    if spec.colour:
-        out.append(torch.from_numpy(host_colours_nmgy(raw.float().cpu().numpy())).to(device))
-    return out
-
-
 def training_flops(model: torch.nn.Module, x: torch.Tensor, extras: tuple, amp: bool) -> float:
     """FLOPs of one forward and backward pass of ``model`` on the batch ``x`` (torch's FLOP
     counter), on a copy and with the random state restored: counting dispatches differently, and
@@ -379,11 +264,180 @@ def training_flops(model: torch.nn.Module, x: torch.Tensor, extras: tuple, amp: 
     return float(counter.get_total_flops())
 
 
-def test_at_best(model: torch.nn.Module, best_path: Path, spec: ModelSpec, test_split: CachedSplit, cache_dir: str | Path,
-                 norm: NormConfig, device: torch.device, cfg: TrainConfig, meta_stats: Mapping | None, amp: bool, memo: Path) -> dict:
-    """The test metrics of the best checkpoint, kept in ``memo`` beside it under its sha256 and the
-    test split's digest, so that rebuilding a finished run's outputs does not score the test split again."""
-    key = {"checkpoint_sha256": atomic.file_sha256(best_path),
+@dataclass
+class RunState:
+    """What ``checkpoint_last.pt`` carries from one run of the loop to the next."""
+    step: int = 0                                                              # optimiser steps taken
+    best: dict = dataclasses.field(default_factory=lambda: {"loss": float("inf")})  # the best epoch so far
+    history: list[dict] = dataclasses.field(default_factory=list)              # one record per epoch
+    curve: list[list[float]] = dataclasses.field(default_factory=list)         # [step, train loss, lr] every CURVE_EVERY steps
+
+
+class Checkpoints:
+    """``checkpoint_best.pt`` and ``checkpoint_last.pt`` of one run in ``out_dir``: each holds
+    the params hash ``phash``, the hybrid's metadata statistics and the normalisation."""
+
+    def __init__(self, out_dir: Path, spec: ModelSpec, phash: str, meta_stats: Mapping | None, norm: NormConfig):
+        self.dir, self.spec, self.phash = out_dir, spec, phash
+        self.last, self.best = out_dir / "checkpoint_last.pt", out_dir / "checkpoint_best.pt"
+        self.extra = {"meta_stats": json.dumps(meta_stats), "norm": json.dumps(dataclasses.asdict(norm))}
+
+    def resume(self, model: torch.nn.Module, opt, total: int, arch: str, rank: int) -> RunState:
+        """The state to start from: that of ``checkpoint_last.pt`` (weights and optimiser loaded
+        into ``model`` and ``opt``) when it was made with these params and, if finished, its best
+        checkpoint is there; a fresh one otherwise."""
+        say = print if rank == 0 else (lambda *_: None)
+        if not self.last.exists():
+            return RunState()
+        ckpt = load_checkpoint(self.last, self.spec)
+        if ckpt["params_hash"] != self.phash:
+            say(f"train {arch}: {self.last} was made with other params; starting afresh")
+            return RunState()
+        if int(ckpt["step"]) >= total and not self.best.exists():
+            say(f"train {arch}: {self.last} is a finished run but {self.best.name} is missing; training again")
+            return RunState()
+        # a finished run (DVC reran the stage for a key that does not change the trajectory:
+        # train.archs, eval_batch_size, device, ...) rebuilds its outputs without training;
+        # an unfinished one resumes. Either way the curves come whole from the checkpoint.
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        state = RunState(int(ckpt["step"]), ckpt.get("best", RunState().best), json.loads(ckpt.get("history", "[]")),
+                         json.loads(ckpt.get("curve", "[]")))
+        say(f"train {arch}: {self.last} is a finished run with these params; outputs rebuilt from it, no training"
+            if state.step >= total else f"train {arch}: resuming from {self.last} at step {state.step}/{total}")
+        return state
+
+    def save(self, model: torch.nn.Module, opt, state: RunState, improved: bool) -> None:
+        """``checkpoint_best.pt`` when this epoch is the best yet (``improved``), and ``checkpoint_last.pt``."""
+        if improved:
+            save_checkpoint(self.best, model, None, state.step, self.spec, self.phash, {**self.extra, "best": state.best})
+        save_checkpoint(self.last, model, opt, state.step, self.spec, self.phash,
+                        {**self.extra, "best": state.best, "history": json.dumps(state.history), "curve": json.dumps(state.curve)})
+
+
+class Validation:
+    """The val split a run is selected on: loss and AUC of every stamp, and with a training
+    selection (``train.min_arc_snr``, ``train.balance_classes``) on the rows that selection keeps,
+    whose loss picks the best checkpoint (an invisible arc in the loss only rewards timid scores)."""
+
+    def __init__(self, split: CachedSplit, spec: ModelSpec, meta_stats: Mapping | None, cfg: TrainConfig, norm: NormConfig,
+                 at: Placement):
+        self.split, self.inputs, self.cfg, self.norm, self.at = split, split, cfg, norm, at
+        self.colours = split_host_colours(split) if spec.colour else None
+        meta = metadata_matrix(split.meta, spec.metadata, where="split val")
+        self.meta = None if meta is None else standardise(meta, meta_stats)
+        self.selected = None
+        if cfg.min_arc_snr > 0 or cfg.balance_classes:
+            self.selected = training_rows(split.meta, split.labels, cfg.min_arc_snr, cfg.min_arc_snr_column)[0]
+
+    def preload_nbytes(self) -> int:
+        return NormalisedSplit.nbytes(self.split, len(self.split))
+
+    def preload(self, desc: str | None) -> None:
+        self.inputs = NormalisedSplit(self.split, self.norm, self.at.device, None, self.cfg.eval_batch_size, desc=desc)
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        return evaluate(model, self.inputs, self.norm, self.at.device, self.cfg.eval_batch_size, self.meta, self.at.amp, self.colours,
+                        self.selected, self.cfg.balance_classes)
+
+
+def build(spec: ModelSpec, cfg: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The model, initialised from ``train.seed``, and its AdamW. The global numpy state is
+    seeded too: checkpoints keep it, so it must be a function of the seed."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    # channels_last: faster convolutions on GPU (bf16 tensor cores) and on CPU (oneDNN) alike
+    model = build_model(spec).to(device).to(memory_format=torch.channels_last)
+    return model, torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def preload(cfg: TrainConfig, val: Validation, source: BatchSource, show: bool) -> None:
+    """Normalise the val stamps and the train rows once, on the device, when ``train.preload`` is
+    on, or auto and both fit in ``train.preload_max_gb`` (normalisation is a function of the stamp
+    alone: once, not once per epoch)."""
+    need = val.preload_nbytes() + source.preload_nbytes()
+    if cfg.preload == "on" or (cfg.preload == "auto" and need <= cfg.preload_max_gb * 2**30):
+        val.preload(f"train {cfg.arch}: preprocessing val" if show else None)
+        source.preload(f"train {cfg.arch}: preprocessing train" if show else None)
+
+
+def stop_step(start: int, total: int, steps_per_epoch: int, max_steps: int | None) -> int:
+    """Where this run stops: the end of training, or with ``max_steps`` an epoch boundary (where
+    checkpoint_last.pt is written) at most that many steps on, and at least one epoch on."""
+    if max_steps is None:
+        return total
+    return min(total, max(start + steps_per_epoch, (start + max_steps) // steps_per_epoch * steps_per_epoch))
+
+
+class NonFiniteWatch:
+    """A non-finite loss, caught without a host sync per step on an accelerator: the first bad
+    step is kept on the device and read every ``NONFINITE_CHECK_EVERY`` steps, at epoch ends and
+    at the last step, and the error names that step and its batch."""
+
+    def __init__(self, device: torch.device, steps_per_epoch: int, stop: int):
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.every = NONFINITE_CHECK_EVERY.get(device.type, NONFINITE_CHECK_EVERY["default"])
+        self.steps_per_epoch, self.stop = steps_per_epoch, stop
+        self.recent: dict[int, tuple] = {}
+
+    def check(self, step: int, batch: Batch, loss: torch.Tensor) -> None:
+        self.first_bad = torch.where(torch.isfinite(loss.detach()) | (self.first_bad >= 0), self.first_bad, step)
+        self.recent[step] = (batch.rows, batch.ids, loss.detach())
+        if (step + 1) % self.every == 0 or (step + 1) % self.steps_per_epoch == 0 or step + 1 == self.stop:
+            bad = int(self.first_bad)
+            if bad >= 0:
+                rows, ids, loss = self.recent[bad]
+                raise TrainingError(f"non-finite loss {loss.item()} at step {bad} (epoch {bad // self.steps_per_epoch}, batch rows "
+                                    f"{rows[:5].tolist()}..., task_ids {ids.iloc[:5].tolist()}...); check the inputs and lower train.lr")
+            self.recent.clear()
+
+
+def step(net: torch.nn.Module, opt, batch: Batch, lr: float, cfg: TrainConfig, amp: bool) -> torch.Tensor:
+    """One AdamW step on ``batch`` at learning rate ``lr``, the gradients' norm clipped to
+    ``train.grad_clip`` (0: not clipped); returns the batch's loss (on the device)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with torch.autocast(batch.x.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits, theta_pred = split_outputs(net(batch.x, *batch.extras))
+        loss = training_loss(logits, batch.y, theta_pred, batch.theta, cfg.theta_loss_weight)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss
+
+
+def end_of_epoch(epoch: int, state: RunState, loss: torch.Tensor, model: torch.nn.Module, opt, val: Validation,
+                 ckpts: Checkpoints, live_dir: Path | None, bar, at: Placement) -> None:
+    """Rank 0 evaluates the val split, records the epoch, keeps the checkpoints (the best by the
+    loss of what the model is trained to tell apart) and writes the curves; every rank waits."""
+    if at.rank == 0:
+        v = val(model)
+        crit = v.get("loss_selected", v["loss"])
+        state.history.append({"epoch": epoch, "step": state.step, "val_loss": v["loss"], "val_auc": v["auc"], "train_loss": loss.item(),
+                              **({"val_loss_selected": v["loss_selected"], "val_auc_selected": v["auc_selected"]} if "loss_selected" in v else {})})
+        bar.set_postfix(val_loss=f"{v['loss']:.4f}", val_auc=f"{v['auc']:.4f}")
+        improved = crit < state.best["loss"]
+        if improved:
+            state.best = {"loss": crit, "auc": v.get("auc_selected", v["auc"]), "auc_all": v["auc"], "epoch": epoch, "step": state.step}
+        ckpts.save(model, opt, state, improved)
+        if live_dir is not None:  # progress a person can watch (dvc plots show), once an epoch
+            write_curves(live_dir, state.curve, state.history)
+    if at.distributed:
+        dist.barrier()
+
+
+def test_at_best(model: torch.nn.Module, ckpts: Checkpoints, cache_dir: str | Path, norm: NormConfig, cfg: TrainConfig,
+                 at: Placement, meta_stats: Mapping | None) -> dict:
+    """The test metrics of the best checkpoint; {} without it or without a test split (an
+    evaluation set may have none). Kept in ``TEST_FILE`` beside it under its sha256 and the test
+    split's digest, so that rebuilding a finished run's outputs does not score the test split again."""
+    test_split = open_split(cache_dir, "test") if (Path(cache_dir) / "test" / "images.npy").exists() else None
+    if test_split is None or not ckpts.best.exists() or not len(test_split):
+        return {}
+    memo = ckpts.dir / TEST_FILE
+    key = {"checkpoint_sha256": atomic.file_sha256(ckpts.best),
            "test_sha256": [atomic.file_sha256(Path(cache_dir) / rel) for rel in ("manifest.json", "test/meta.parquet", "test/images.npy")
                            if (Path(cache_dir) / rel).exists()]}
     if memo.exists():
@@ -393,15 +447,34 @@ def test_at_best(model: torch.nn.Module, best_path: Path, spec: ModelSpec, test_
                 return kept["test"]
         except (OSError, ValueError):
             pass
-    print(f"train {cfg.arch}: scoring the {len(test_split)} test stamps with {best_path.name}", flush=True)
-    model.load_state_dict(load_checkpoint(best_path, spec)["model"])
-    meta_test = metadata_matrix(test_split.meta, spec.metadata, where="split test")
+    print(f"train {cfg.arch}: scoring the {len(test_split)} test stamps with {ckpts.best.name}", flush=True)
+    model.load_state_dict(load_checkpoint(ckpts.best, ckpts.spec)["model"])
+    meta_test = metadata_matrix(test_split.meta, ckpts.spec.metadata, where="split test")
     if meta_test is not None:
         meta_test = standardise(meta_test, meta_stats)
-    col_test = split_host_colours(test_split) if spec.colour else None
-    test = evaluate(model, test_split, norm, device, cfg.eval_batch_size, meta_test, amp, col_test)
+    col_test = split_host_colours(test_split) if ckpts.spec.colour else None
+    test = evaluate(model, test_split, norm, at.device, cfg.eval_batch_size, meta_test, at.amp, col_test)
     atomic.write_json(memo, {**key, "test": test})
     return test
+
+
+def write_rows_record(out_dir: Path, rank: int, seen: list[np.ndarray], model: torch.nn.Module) -> None:
+    """``train.record_rows``: the rows this rank trained on and the sha256 of its final weights."""
+    np.save(out_dir / f"seen_rank{rank}.npy", np.concatenate(seen) if seen else np.array([], dtype=np.int64))
+    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
+    (out_dir / f"weights_rank{rank}.sha256").write_text(digest + "\n")
+
+
+def write_throughput(out_dir: Path, arch: str, at: Placement, images: int, elapsed_s: float, steps: int,
+                     flops_per_image: float | None) -> None:
+    """The timing of the steps this run took (beside the deterministic metrics, kept with the
+    checkpoints it describes), and a line saying it."""
+    name = torch.cuda.get_device_name(at.device) if at.device.type == "cuda" else at.device.type
+    rate = throughput_record(images, elapsed_s, steps, at.world, name, flops_per_image)
+    atomic.write_json(out_dir / THROUGHPUT_FILE, rate)
+    peak = f", {rate['fraction_of_peak']:.1%} of its bf16 peak" if rate["fraction_of_peak"] is not None else ""
+    print(f"train {arch}: {steps} steps, {rate['images_per_s']:.0f} images/s on {name} x {at.world} "
+          f"({rate['train_gflop_per_image']} GFLOP per image, {rate['achieved_tflops']} TFLOP/s{peak})")
 
 
 def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: NormConfig, augment: bool,
@@ -413,233 +486,54 @@ def train(cfg: TrainConfig, cache_dir: str | Path, out_dir: str | Path, norm: No
     epoch boundary (so checkpoint_last.pt is the place to resume from), for time-boxed jobs.
     ``sim``: the simulated survey that renders every batch when ``cfg.data`` is ``simulate``.
     """
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = resolve_device(cfg.device, local_rank)
-    amp = device.type == "cuda"
+    at = Placement.here(cfg.device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    simulate = cfg.data == "simulate"
-    if simulate and sim is None:
-        raise TrainingError("train.data is simulate, which renders the batches with the simulated survey, but none was given: "
-                            "it needs stamps.source: synthetic (for real stamps use train.data: cache)")
-    train_split = None if simulate else open_split(cache_dir, "train")
-    val_split = open_split(cache_dir, "val")
-    if (train_split is not None and len(train_split) == 0) or len(val_split) == 0:
-        raise TrainingError("train and val splits must both hold stamps" if train_split is not None else "the val split must hold stamps")
-    stamp_size = int(val_split.images.shape[-1])
-    if simulate and sim.stamp_size != stamp_size:
-        raise TrainingError(f"simulate.stamp_size is {sim.stamp_size} but the cached val split holds {stamp_size} px stamps: "
-                            f"rerun the stamps stage")
-    spec = cfg.spec(stamp_size, norm.channels)
-    # host colours from the raw stamps (dhs.models.colours), independent of the normalisation
-    col_train = split_host_colours(train_split) if spec.colour and not simulate else None
-    col_val = split_host_colours(val_split) if spec.colour else None
-    theta_train = None
-    if spec.theta_head and not simulate:
-        theta_train = np.nan_to_num(pd.to_numeric(train_split.meta["theta_e_arcsec"], errors="coerce").to_numpy(np.float32), nan=0.0)
-    meta_train = None if simulate else metadata_matrix(train_split.meta, spec.metadata, where="split train")
-    meta_val = metadata_matrix(val_split.meta, spec.metadata, where="split val")
-    # standardise with the train statistics (rendered batches: the val split's), stored in the checkpoint
-    meta_ref = meta_val if simulate else meta_train
-    if meta_ref is not None:
-        mu, sd = np.nanmean(meta_ref, 0), np.nanstd(meta_ref, 0) + 1e-6
-        meta_stats = {"mean": mu.tolist(), "std": sd.tolist()}
-        meta_val = standardise(meta_val, meta_stats)
-        meta_train = None if meta_train is None else standardise(meta_train, meta_stats)
-    else:
-        meta_stats = None
-
-    val_selected = None
-    if cfg.min_arc_snr > 0 or cfg.balance_classes:
-        val_selected = training_rows(val_split.meta, val_split.labels, cfg.min_arc_snr, cfg.min_arc_snr_column)[0]
-    if simulate:
-        if cfg.balance_by:
-            raise TrainingError(f"train.balance_by {list(cfg.balance_by)} balances the cached train split; with train.data: "
-                                f"simulate every rendered block is exactly balanced already: set train.balance_by: []")
-        if cfg.host_kind_repeat:
-            sim = dataclasses.replace(sim, host_kinds=host_kind_mix(sim.host_kinds, cfg.host_kind_repeat))
-        fresh = FreshBatches(sim, max(1, cfg.batch_size // world), cfg.seed, rank, device, cfg.min_arc_snr,
-                             0.5 if cfg.balance_classes else 1.0 - sim.control_fraction, str(val_split.images.dtype),
-                             cfg.simulate_block_stamps, snr_column=cfg.min_arc_snr_column)
-        train_rows = unique_rows = np.empty(0, np.int64)
-        excluded = {}
-    else:
-        fresh = None
-        train_rows, excluded = training_rows(train_split.meta, train_split.labels, cfg.min_arc_snr, cfg.min_arc_snr_column)
-        unique_rows = train_rows
-        train_rows = host_kind_rows(train_rows, train_split.meta, cfg.host_kind_repeat)
-        if cfg.balance_classes:
-            train_rows = balanced_rows(train_rows, train_split.labels, balance_strata(train_split.meta, cfg.balance_by))
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)  # the global numpy state is saved in checkpoints: make it a function of the seed
-    # channels_last: faster convolutions on GPU (bf16 tensor cores) and on CPU (oneDNN) alike
-    model = build_model(spec).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    phash = cfg.params_hash(norm, augment, cache_digest(cache_dir) + (fresh.fingerprint() if simulate else ""))
+    source, val_split = open_batches(cfg, cache_dir, sim, norm, augment, at)
+    val = Validation(val_split, source.spec, source.meta_stats, cfg, norm, at)
+    model, opt = build(source.spec, cfg, at.device)
+    ckpts = Checkpoints(out_dir, source.spec, cfg.params_hash(norm, augment, cache_digest(cache_dir) + source.fingerprint()),
+                        source.meta_stats, norm)
     total = cfg.epochs * cfg.steps_per_epoch
-    start, best = 0, {"loss": float("inf")}
-    last_path, best_path = out_dir / "checkpoint_last.pt", out_dir / "checkpoint_best.pt"
-    history: list[dict] = []
-    curve: list[list[float]] = []  # [step, train loss, lr] every CURVE_EVERY steps, kept in checkpoint_last.pt
-    if last_path.exists():
-        ckpt = load_checkpoint(last_path, spec)
-        if ckpt["params_hash"] != phash:
-            if rank == 0:
-                print(f"train {cfg.arch}: {last_path} was made with other params; starting afresh")
-        elif int(ckpt["step"]) >= total and not best_path.exists():
-            if rank == 0:
-                print(f"train {cfg.arch}: {last_path} is a finished run but {best_path.name} is missing; training again")
-        else:
-            # a finished run (DVC reran the stage for a key that does not change the trajectory:
-            # train.archs, eval_batch_size, device, ...) rebuilds its outputs without training;
-            # an unfinished one resumes. Either way the curves come whole from the checkpoint.
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            start, best, history = int(ckpt["step"]), ckpt.get("best", best), json.loads(ckpt.get("history", "[]"))
-            curve = json.loads(ckpt.get("curve", "[]"))
-            if rank == 0:
-                print(f"train {cfg.arch}: {last_path} is a finished run with these params; outputs rebuilt from it, no training"
-                      if start >= total else f"train {cfg.arch}: resuming from {last_path} at step {start}/{total}")
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
-
-    if max_steps is None:
-        stop = total
-    else:  # end on an epoch boundary (where checkpoint_last.pt is written), at least one epoch on
-        stop = min(total, max(start + cfg.steps_per_epoch, (start + max_steps) // cfg.steps_per_epoch * cfg.steps_per_epoch))
-    val_inputs, train_inputs = val_split, train_split
-    if start < stop:
-        need = NormalisedSplit.nbytes(val_split, len(val_split)) + (0 if simulate else NormalisedSplit.nbytes(train_split, len(unique_rows)))
-        # normalisation is a function of the stamp alone: once, not once per epoch (and not at all for a finished run)
-        if cfg.preload == "on" or (cfg.preload == "auto" and need <= cfg.preload_max_gb * 2**30):
-            show = progress and rank == 0
-            val_inputs = NormalisedSplit(val_split, norm, device, None, cfg.eval_batch_size,
-                                         desc=f"train {cfg.arch}: preprocessing val" if show else None)
-            if not simulate:
-                train_inputs = NormalisedSplit(train_split, norm, device, unique_rows, cfg.eval_batch_size,
-                                               desc=f"train {cfg.arch}: preprocessing train" if show else None)
-
-    per_rank = max(1, cfg.batch_size // world)
-    stream = None if simulate else _StepStream(len(train_rows), per_rank, cfg.steps_per_epoch, cfg.seed, rank, world)
-    seen: list[np.ndarray] = []
+    state = ckpts.resume(model, opt, total, cfg.arch, at.rank)
+    net = at.parallel(model)
+    start, stop = state.step, stop_step(state.step, total, cfg.steps_per_epoch, max_steps)
+    if start < stop:  # not at all for a finished run
+        preload(cfg, val, source, progress and at.rank == 0)
+    watch = NonFiniteWatch(at.device, cfg.steps_per_epoch, stop)
+    bar = tqdm(total=total, initial=start, desc=f"train {cfg.arch}", unit="step", disable=not progress or at.rank != 0)
     t0, images, flops_per_image = time.perf_counter(), 0, None
-    bar = tqdm(total=total, initial=start, desc=f"train {cfg.arch}", unit="step", disable=not progress or rank != 0)
     model.train()
-    # a non-finite loss is caught without a host sync per step on an accelerator: the first bad step
-    # is kept on the device and read where the loop syncs anyway (curve points, epoch ends)
-    nonfinite_at = torch.full((), -1, dtype=torch.long, device=device)
-    recent: dict[int, tuple] = {}
-    for step in range(start, stop):
+    for s in range(start, stop):  # s: the optimiser step, the x axis of every curve
         # dropout and stochastic depth (EfficientNet, ConvNeXt) draw from the global RNG: make it
         # a function of (seed, step, rank) so a resumed run draws what the straight run drew
-        torch.manual_seed((cfg.seed * 1_000_003 + step) * 1_009 + rank)
-        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
-        # training=True: the training-only corruptions of ``norm`` (core dropout) apply here and nowhere else
-        if simulate:
-            raw, y, brows = fresh.batch(step)
-            x = augmented(normalize(raw, norm), norm, augment, gen, training=True)
-            extras = fresh_inputs(brows, raw, spec, meta_stats, device)
-            rows = np.arange(len(brows))
-            theta_step = brows["theta_e_arcsec"].to_numpy(np.float32) if spec.theta_head else None
-            ids = brows["task_id"]
-        else:
-            rows = train_rows[stream.rows(step)]
-            if cfg.record_rows:
-                seen.append(rows)
-            x, y, _ = next(iterate_batches(train_inputs, rows, len(rows), norm, device, augment=augment, generator=gen, training=True))
-            extras = extra_inputs(meta_train, col_train, rows, device)
-            theta_step = theta_train[rows] if spec.theta_head else None
-            ids = train_split.meta["task_id"].iloc[rows]
-        x = x.contiguous(memory_format=torch.channels_last)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        if step == start:
-            flops_per_image = training_flops(model, x, extras, amp) / max(1, len(rows))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = net(x, *extras)
-            logits, theta_pred = split_outputs(out)
-            theta_true = torch.from_numpy(theta_step).to(device) if theta_pred is not None else None
-            loss = training_loss(logits, y, theta_pred, theta_true, cfg.theta_loss_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nonfinite_at = torch.where(torch.isfinite(loss.detach()) | (nonfinite_at >= 0), nonfinite_at, step)
-        recent[step] = (rows, ids, loss.detach())
-        every = NONFINITE_CHECK_EVERY.get(device.type, NONFINITE_CHECK_EVERY["default"])
-        if (step + 1) % every == 0 or (step + 1) % cfg.steps_per_epoch == 0 or step + 1 == stop:
-            bad = int(nonfinite_at)
-            if bad >= 0:
-                b_rows, b_ids, b_loss = recent[bad]
-                raise TrainingError(f"non-finite loss {b_loss.item()} at step {bad} (epoch {bad // cfg.steps_per_epoch}, batch rows "
-                                    f"{b_rows[:5].tolist()}..., task_ids {b_ids.iloc[:5].tolist()}...); check the inputs and lower train.lr")
-            recent.clear()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        images += len(rows) * world
+        torch.manual_seed((cfg.seed * 1_000_003 + s) * 1_009 + at.rank)
+        batch = source.batch(s)
+        if s == start:
+            flops_per_image = training_flops(model, batch.x, batch.extras, at.amp) / max(1, len(batch.rows))
+        loss = step(net, opt, batch, lr_at(s, cfg), cfg, at.amp)
+        watch.check(s, batch, loss)
+        images += len(batch.rows) * at.world
+        state.step = s + 1
         bar.update(1)
-        if rank == 0 and step % CURVE_EVERY == 0:
-            curve.append([step, loss.item(), lr_at(step, cfg)])  # the x axis of every curve is the optimiser step
-        if (step + 1) % cfg.steps_per_epoch == 0:
-            epoch = (step + 1) // cfg.steps_per_epoch
-            if rank == 0:
-                val = evaluate(model, val_inputs, norm, device, cfg.eval_batch_size, meta_val, amp, col_val, val_selected,
-                               cfg.balance_classes)
-                crit = val.get("loss_selected", val["loss"])  # the loss of what the model is trained to tell apart
-                history.append({"epoch": epoch, "step": step + 1, "val_loss": val["loss"], "val_auc": val["auc"], "train_loss": loss.item(),
-                                **({"val_loss_selected": val["loss_selected"], "val_auc_selected": val["auc_selected"]} if "loss_selected" in val else {})})
-                bar.set_postfix(val_loss=f"{val['loss']:.4f}", val_auc=f"{val['auc']:.4f}")
-                extra = {"meta_stats": json.dumps(meta_stats), "norm": json.dumps(dataclasses.asdict(norm))}
-                if crit < best["loss"]:
-                    best = {"loss": crit, "auc": val.get("auc_selected", val["auc"]), "auc_all": val["auc"], "epoch": epoch, "step": step + 1}
-                    save_checkpoint(best_path, model, None, step + 1, spec, phash, {**extra, "best": best})
-                save_checkpoint(last_path, model, opt, step + 1, spec, phash,
-                                {**extra, "best": best, "history": json.dumps(history), "curve": json.dumps(curve)})
-                if live_dir is not None:  # progress a person can watch (dvc plots show), once an epoch
-                    write_curves(live_dir, curve, history)
-            if distributed:
-                dist.barrier()
+        if at.rank == 0 and s % CURVE_EVERY == 0:
+            state.curve.append([s, loss.item(), lr_at(s, cfg)])
+        if state.step % cfg.steps_per_epoch == 0:
+            end_of_epoch(state.step // cfg.steps_per_epoch, state, loss, model, opt, val, ckpts, live_dir, bar, at)
     bar.close()
-    elapsed = time.perf_counter() - t0
+    elapsed_s = time.perf_counter() - t0
     if cfg.record_rows:
-        np.save(out_dir / f"seen_rank{rank}.npy", np.concatenate(seen) if seen else np.array([], dtype=np.int64))
-        digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
-        (out_dir / f"weights_rank{rank}.sha256").write_text(digest + "\n")
-    if rank != 0:
+        write_rows_record(out_dir, at.rank, source.seen, model)
+    if at.rank != 0:
         return {}
     if live_dir is not None:
-        write_curves(live_dir, curve, history)
-    # the test split is measured on here only when the dataset has one (an evaluation set may not)
-    test_split = open_split(cache_dir, "test") if (Path(cache_dir) / "test" / "images.npy").exists() else None
-    test = {}
-    if best_path.exists() and test_split is not None and len(test_split):
-        test = test_at_best(model, best_path, spec, test_split, cache_dir, norm, device, cfg, meta_stats, amp,
-                            out_dir / TEST_FILE)
-    metrics = {"arch": cfg.arch, "stamp_size": stamp_size, "steps": total, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-               "world_size": world, "device": device.type, "params_hash": phash, "best": best, "history": history, "test_at_best": test, "completed": stop == total,
-               "n_val": len(val_split), "data": cfg.data,
-               "n_parameters": int(sum(p.numel() for p in model.parameters()))}
-    if simulate:
-        # what this process rendered (a resumed run counts from where it resumed), every stamp accounted for
-        metrics.update({"n_train": int(fresh.counts[USED]),
-                        "train_rows": {"rendered": int(sum(fresh.counts.values())), "used": int(fresh.counts[USED]),
-                                       "excluded": {BELOW_MIN_SNR: int(fresh.counts[BELOW_MIN_SNR]), SURPLUS: int(fresh.counts[SURPLUS])},
-                                       "min_arc_snr": cfg.min_arc_snr, "min_arc_snr_column": cfg.min_arc_snr_column,
-                                       "balance_classes": cfg.balance_classes,
-                                       "host_kind_repeat": dict(cfg.host_kind_repeat), "block_stamps": fresh.steps_per_block * per_rank, "from_step": start},
-                        "train_label_balance": fresh.positive_fraction})
-    else:
-        metrics.update({"n_train": len(train_split),
-                        "train_rows": {"used": int(len(unique_rows)), "excluded": excluded, "min_arc_snr": cfg.min_arc_snr,
-                                       "min_arc_snr_column": cfg.min_arc_snr_column,
-                                       "epoch_rows": int(len(train_rows)), "balance_classes": cfg.balance_classes,
-                                       "balance_by": list(cfg.balance_by), "host_kind_repeat": dict(cfg.host_kind_repeat)},
-                        "train_label_balance": float(train_split.labels[train_rows].mean())})
-    if start < total:  # a timing: beside the (deterministic) metrics, kept with the checkpoints it describes
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-        rate = throughput_record(images, elapsed, stop - start, world, name, flops_per_image)
-        atomic.write_json(out_dir / THROUGHPUT_FILE, rate)
-        peak = f", {rate['fraction_of_peak']:.1%} of its bf16 peak" if rate["fraction_of_peak"] is not None else ""
-        print(f"train {cfg.arch}: {stop - start} steps, {rate['images_per_s']:.0f} images/s on {name} x {world} "
-              f"({rate['train_gflop_per_image']} GFLOP per image, {rate['achieved_tflops']} TFLOP/s{peak})")
+        write_curves(live_dir, state.curve, state.history)
+    metrics = {"arch": cfg.arch, "stamp_size": source.spec.stamp_size, "steps": total, "epochs": cfg.epochs,
+               "batch_size": cfg.batch_size, "world_size": at.world, "device": at.device.type, "params_hash": ckpts.phash,
+               "best": state.best, "history": state.history,
+               "test_at_best": test_at_best(model, ckpts, cache_dir, norm, cfg, at, source.meta_stats),
+               "completed": stop == total, "n_val": len(val_split), "data": cfg.data,
+               "n_parameters": int(sum(p.numel() for p in model.parameters())), **source.accounting(start)}
+    if start < total:
+        write_throughput(out_dir, cfg.arch, at, images, elapsed_s, stop - start, flops_per_image)
     return metrics

@@ -24,13 +24,14 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from dhs import atomic
+from dhs import atomic, devices
 from dhs.errors import StageError
 from dhs.models.loader import NormConfig
 from dhs.models.heads import split_outputs
@@ -63,12 +64,9 @@ def _refusal(exc: BaseException) -> str:
     return reason.split(". ")[0].rstrip(".")[:200]
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"train.device is {device!r} but torch sees no CUDA device")
-    return torch.device(device)
+# train.device (or a scoring device) -> a torch device: the project's one rule (dhs.devices); auto is
+# cuda:<local_rank> (a DDP rank passes its own), refused as a TrainingError
+resolve_device = partial(devices.resolve_device, local_rank=0, key="train.device", error=TrainingError)
 
 
 def metadata_matrix(meta: pd.DataFrame | None, columns: Sequence[str], n: int | None = None,

@@ -33,11 +33,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import torch
 
+from dhs import devices
 from dhs.simulate.config import SimConfig
 from dhs.simulate.keyed import STREAM_KNOTS, uniforms_np
 from dhs.simulate.knots import GAUSS_HALF_LIGHT_PER_SIGMA, MAX_KNOTS, N_UNIFORMS as N_KNOT_UNIFORMS, sample_knots
@@ -70,12 +72,8 @@ def visibility_metrics(rows: pd.DataFrame, arc: torch.Tensor, variance: torch.Te
             "discoverable": disc.astype(np.int64)}
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"simulate.device is {device!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return torch.device(device)
+# simulate.device -> a torch device: the project's one rule (dhs.devices), auto the current GPU
+resolve_device = partial(devices.resolve_device, key="simulate.device")
 
 
 @dataclass

@@ -295,3 +295,44 @@ def test_hybrid_metadata_missing_values_become_the_train_mean():
     assert np.isfinite(z).all()
     assert z[2, 0] == 0 and z[1, 1] == 0 and z[3, 1] == 0
     np.testing.assert_allclose(z[[0, 1, 3], 0], [-1.2247, 1.2247, 0.0], atol=1e-3)
+
+
+def test_the_code_digest_hashes_the_files_the_training_modules_import(tmp_path):
+    """The resume digest covers every dhs file that the training loop and its batch sources may
+    import (dhs.codebase.closure), less the ones that do not define the trajectory: a fix to one
+    of them retrains, a change to the curves' writer does not, and where the checkout lies does not."""
+    from dhs.finder.training import _source_digest, trajectory_files
+
+    files = trajectory_files()
+    assert files == sorted(files)
+    for f in ("dhs/finder/training.py", "dhs/finder/batches.py", "dhs/finder/rows.py", "dhs/finder/fresh.py", "dhs/models/loader.py",
+              "dhs/models/small_cnn.py", "dhs/models/checkpoint.py", "dhs/imaging/cache.py", "dhs/contract/norm_stats.py"):
+        assert f in files, f
+    assert not [f for f in files if f.startswith(("dhs/simulate/", "dhs/params/")) or f in ("dhs/finder/curves.py", "dhs/atomic.py", "dhs/codebase.py")]
+    copy = tmp_path / "checkout"
+    shutil.copytree(REPO / "dhs", copy / "dhs", ignore=shutil.ignore_patterns("__pycache__"))
+    assert _source_digest(copy) == _source_digest()
+    curves = copy / "dhs" / "finder" / "curves.py"
+    curves.write_text(curves.read_text() + "\n# a comment\n")
+    assert _source_digest(copy) == _source_digest()
+    loader = copy / "dhs" / "models" / "loader.py"
+    loader.write_text(loader.read_text() + "\n# a fix\n")
+    assert _source_digest(copy) != _source_digest()
+
+
+def test_train_and_simulate_devices_follow_one_rule():
+    """auto: a DDP rank's own GPU for training, the current GPU for rendering, the CPU without
+    one; a CUDA device torch does not see is refused with the params key named."""
+    from dhs.models.checkpoint import resolve_device as train_device
+    from dhs.simulate.survey import resolve_device as simulate_device
+
+    assert train_device("cpu") == simulate_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert train_device("auto", local_rank=1) == torch.device("cuda:1") and train_device("auto") == torch.device("cuda:0")
+        assert simulate_device("auto") == torch.device("cuda")
+        return
+    assert train_device("auto", local_rank=1) == simulate_device("auto") == torch.device("cpu")
+    with pytest.raises(TrainingError, match="train.device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'"):
+        train_device("cuda")
+    with pytest.raises(RuntimeError, match="simulate.device is 'cuda:1' but torch sees no CUDA device"):
+        simulate_device("cuda:1")

@@ -13,8 +13,8 @@ import torch
 
 from dhs.models.checkpoint import TrainingError, load_checkpoint
 from dhs.models.loader import NormalisedSplit, NormConfig, iterate_batches
-from dhs.finder.training import (TrainConfig, balance_strata, balanced_rows, host_kind_mix, host_kind_rows, train,
-                                 training_rows)
+from dhs.finder.rows import balance_strata, balanced_rows, host_kind_mix, host_kind_rows, training_rows
+from dhs.finder.training import TrainConfig, train
 from dhs.imaging.cache import open_split
 
 

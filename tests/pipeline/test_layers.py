@@ -15,7 +15,7 @@ from dhs.codebase import imported_modules
 
 # top to bottom: a library package imports only the packages after it in this list
 LIBRARY = ("measurement", "cutouts", "models", "imaging", "evaluation", "runner", "simulate", "params", "contract", "headline",
-           "atomic", "errors", "codebase", "")
+           "atomic", "errors", "devices", "codebase", "")
 TOOLS = ("experiments", "deps")
 FILES = sorted((REPO / "dhs").rglob("*.py"))
 
