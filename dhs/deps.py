@@ -7,7 +7,7 @@ For each stage, from its script (the ``.py`` file in its ``cmd``):
   directory where the stage runs every file of it, else file by file. So an edit to a file reruns
   exactly the stages that run it.
 - **params**: every key of params.yaml the code of those files reads, by key where the code names
-  the key (``p["completeness"]["plot_fpr"]``, ``ev = p["evaluation"]; ev["fprs"]``), the whole
+  the key (``p["completeness"]["plot_fpr"]``, ``p.get("selection")`` the same, ``ev = p["evaluation"]; ev["fprs"]``), the whole
   section where it hands the section on (``GatesConfig.from_params(p["gates"], ...)``). A read is
   ``<params>["<section>"]`` on a params object, which the code names ``p`` or ``params`` (or
   ``<x>.params``); tests/pipeline/test_dvc_deps.py holds the code to that convention. The checks
@@ -90,11 +90,14 @@ def _const(node: ast.AST) -> str | None:
 
 
 def _section_read(node: ast.AST, sections: Iterable[str]) -> str | None:
-    """``<params>["<section>"]`` -> section."""
+    """``<params>["<section>"]`` or ``<params>.get("<section>")`` -> section."""
     if isinstance(node, ast.Subscript) and _is_params(node.value):
         name = _const(node.slice)
         if name in sections:
             return name
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+            and _is_params(node.func.value) and node.args and _const(node.args[0]) in sections):
+        return _const(node.args[0])
     return None
 
 

@@ -1,7 +1,7 @@
 """Stage `cutouts`: fetch a FITS cutout of every selected known lens into data/cutouts, once.
 
 The stage is declared here and run by dhs.runner; its body, and the description ``--help``
-prints, are in dhs/known_lenses/stage.py."""
+prints, are in dhs/known_lenses/fetch.py."""
 
 import sys
 from pathlib import Path
@@ -9,10 +9,10 @@ from pathlib import Path
 # this checkout's dhs, not the one the environment installed (dvc exp run --temp and --queue run copies)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dhs.known_lenses import stage
+from dhs.known_lenses import fetch
 from dhs.runner import Option, Stage
 
-STAGE = Stage("cutouts", stage.run_cutouts, stage.__doc__, options=(
+STAGE = Stage("cutouts", fetch.run_cutouts, fetch.__doc__, options=(
     Option("--out", "cutout_dir", "data/cutouts"), Option("--metrics", "metrics_path", "metrics/cutouts.json"),
     Option("--no-progress", "progress", action="store_false")))
 main = STAGE.main

@@ -1,18 +1,10 @@
-"""The bodies of stages ``completeness@{arch}`` and ``sensitivity``.
-
-completeness: thresholds at each FPR of ``evaluation.fprs`` on the evaluation split's controls
+"""The body of stage ``completeness@{arch}``: thresholds at each FPR of ``evaluation.fprs`` on the evaluation split's controls
 (plus optional fixed scores), completeness per bin of every binning variable and of the
 theta_E x PSF surface, for all and clean stamps, with Wilson and region-bootstrap intervals.
 Writes metrics/completeness/{arch}.json (headline numbers), plots/completeness/{arch}/{var}.csv
 (one per variable, declared as DVC plots; rows with primary=1 are the plotted threshold),
 plots/completeness/{arch}/{var}.png, the surface CSV/PNG, and plots/roc/{arch}.csv (the ROC the
 report draws).
-
-sensitivity: the Phase 4d proxy completeness for each theta_E/PSF threshold in params, all and
-clean, with Wilson (and region-bootstrap) intervals, beside each trained arch's model-based
-completeness at the operating FPRs. Writes metrics/sensitivity.json, plots/sensitivity/{var}.csv
-(DVC plots: one curve per proxy threshold and per arch at completeness.plot_fpr) and
-plots/sensitivity/{var}.png.
 """
 
 from __future__ import annotations
@@ -25,10 +17,9 @@ import pandas as pd
 
 from dhs import atomic, headline
 from dhs.measurement.counts import CompletenessError, surface_name
-from dhs.measurement.figures import LABELS, curve_figure, placeholder_figure, sensitivity_figure, surface_figure
+from dhs.measurement.figures import LABELS, curve_figure, placeholder_figure, surface_figure
 from dhs.measurement.measure import CompletenessConfig, fpr_name, measure, metrics_dict
 from dhs.measurement.weighted import DISCOVERABLE
-from dhs.completeness.sensitivity import SensitivityConfig, sweep
 from dhs.measurement.spark import spark_session
 from dhs.evaluation.auc import thin_curve
 from dhs.evaluation.scores import parquet_problem
@@ -148,36 +139,4 @@ def run(arch: str, params: str | Params = "params.yaml", scores_dir: str = "data
                       f"[{c['wilson_lo']:.4f}, {c['wilson_hi']:.4f}]")
     print(f"completeness {arch}: wrote {metrics_dir}/{arch}.json, {plots_dir}/{arch}/ and {roc_dir}/{arch}.csv in "
           f"{time.perf_counter() - t0:.1f} s")
-    return metrics
-
-
-def run_sensitivity(params: str | Params = "params.yaml", scores_dir: str = "data/scores",
-                    metrics_path: str = "metrics/sensitivity.json", plots_dir: str = "plots/sensitivity") -> dict:
-    p = as_params(params).require("sensitivity", "completeness")
-    cfg = CompletenessConfig.from_params(p["completeness"], p.source, p["evaluation"])
-    sens = SensitivityConfig.from_params(p["sensitivity"], p.source)
-    archs = list(p["finders"]["measure"])
-    t0 = time.perf_counter()
-    paths = {a: str(Path(scores_dir) / f"{a}.parquet") for a in archs}
-    missing = [p for p in paths.values() if not Path(p).is_file()]
-    if missing:
-        raise CompletenessError(f"{missing} not found: the score tables come from `dvc repro infer` (one per finders.measure)")
-    for arch, path in paths.items():
-        if why := parquet_problem(path):
-            raise CompletenessError(f"{path}: {why}; rebuild it with `dvc repro -f infer@{arch}`")
-    table, metrics = sweep(spark_session(cfg.spark), paths, cfg, sens)
-    for var in sens.variables:
-        t = table[table["var"] == var]
-        cols = ["curve", "kind", "subset", "bin", "bin_lo", "bin_hi", "bin_center", "n", "k", "completeness", "wilson_lo", "wilson_hi", "boot_lo", "boot_hi", "low_n"]
-        # the DVC plot draws the proxies and each arch at the plotted FPR
-        keep = (t["kind"] == "proxy") | t["curve"].str.endswith(fpr_name(cfg.plot_fpr))
-        atomic.write_text(Path(plots_dir) / f"{var}.csv", t.loc[keep, cols].to_csv(index=False))
-        sensitivity_figure(table, var, fpr_name(cfg.plot_fpr), Path(plots_dir) / f"{var}.png")
-    headline.write("sensitivity", metrics_path, metrics)
-    for name, m in metrics["proxy"].items():
-        print(f"sensitivity: {name}: all {m['all']['completeness']:.4f} (n={m['all']['n']}), clean {m['clean']['completeness']:.4f}")
-    for arch, by in metrics["model"].items():
-        m = by[fpr_name(cfg.plot_fpr)]
-        print(f"sensitivity: {arch} at {fpr_name(cfg.plot_fpr)}: all {m['all']['completeness']:.4f}, clean {m['clean']['completeness']:.4f}")
-    print(f"sensitivity: wrote {metrics_path} and {plots_dir}/ in {time.perf_counter() - t0:.1f} s")
     return metrics

@@ -60,6 +60,7 @@ def test_the_check_reports_a_missing_and_an_unused_dependency(tmp_path):
     ('def f(ctx):\n    return dict(ctx.params["simulate"], device="cpu")', {"simulate"}),
     ('def f(params):\n    inf = params["infer"]\n    g(inf)\n    return inf["splits"]', {"infer", "infer.splits"}),
     ('def f(p, counts):\n    return counts["train"], p["train"]["lr"]', {"train.lr"}),
+    ('def f(p):\n    return Cfg.from_params(p.get("selection"), p.source)', {"selection"}),
 ])
 def test_params_reads_are_found_by_key_or_whole(tmp_path, code, reads):
     from dhs.params.schema import SECTIONS
