@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    norm = NormConfig()
+    norm = NormConfig.from_params({})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         p = yaml.safe_load(open(Path(__file__).resolve().parents[1] / "params.yaml"))["simulate"]

@@ -71,11 +71,11 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     x = stamps(a.batch).to(a.device)
     variants = {
-        "annulus only": NormConfig(),
-        "circle about host (peer)": NormConfig(radial_profile_subtract=True, radial_profile_shape="circle"),
-        "ellipse about host": NormConfig(radial_profile_subtract=True, radial_profile_shape="ellipse"),
-        "ellipse + residual noise (default)": NormConfig(radial_profile_subtract=True, radial_profile_shape="ellipse",
-                                                         residual_noise_scale=True),
+        "annulus only": NormConfig.from_params({}),
+        "circle about host (peer)": NormConfig.from_params(dict(radial_profile_subtract=True, radial_profile_shape="circle")),
+        "ellipse about host": NormConfig.from_params(dict(radial_profile_subtract=True, radial_profile_shape="ellipse")),
+        "ellipse + residual noise (default)": NormConfig.from_params(dict(radial_profile_subtract=True, radial_profile_shape="ellipse",
+                                                         residual_noise_scale=True)),
     }
     rates = {}
     for name, cfg in variants.items():

@@ -64,7 +64,7 @@ def main() -> None:
                 try:
                     x, y, rows = next(it)
                 except StopIteration:
-                    it = iterate_batches(split, np.resize(order, bs * 1000)[k * bs:], bs, NormConfig(), device, augment=True)
+                    it = iterate_batches(split, np.resize(order, bs * 1000)[k * bs:], bs, NormConfig.from_params({}), device, augment=True)
                     x, y, rows = next(it)
                 x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):

@@ -39,7 +39,7 @@ def run(arch: str, params: str | Params = "params.yaml", cache_dir: str = "data/
     external = isinstance(tm, ExternalFinder)
     # the core-only classifier normalises cores as the finder does; a foreign finder without this
     # pipeline's normalisation: as the default normalisation does
-    norm = (tm.norm or NormConfig()) if external else tm.norm
+    norm = (tm.norm or NormConfig.from_params({})) if external else tm.norm
 
     def score_now(images, meta):
         return score_images(tm, images, meta, cfg.batch_size)

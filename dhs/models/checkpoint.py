@@ -220,7 +220,7 @@ def load_trained(model_dir: str | Path, device: str = "auto", which: str = "best
     ckpt = load_checkpoint(path)
     try:
         spec = ModelSpec.from_dict(ckpt["spec"])
-        norm = NormConfig(**json.loads(ckpt["norm"])) if "norm" in ckpt else NormConfig()
+        norm = NormConfig.from_params(json.loads(ckpt["norm"])) if "norm" in ckpt else NormConfig.from_params({})
         meta_stats = json.loads(ckpt["meta_stats"]) if ckpt.get("meta_stats") else None
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(path, f"its spec or normalisation does not read ({type(exc).__name__}: {exc}); "

@@ -83,7 +83,7 @@ def project_norm(spec: Mapping[str, Any]) -> NormConfig | None:
         return None
     v = dict(PREPROCESS.check(pre["project"], "preprocess.project", "spec"))
     v.pop("augment")
-    return NormConfig(**v)
+    return NormConfig.from_params(v)
 
 
 def describe(spec: Mapping[str, Any]) -> str:

@@ -54,7 +54,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -62,27 +62,32 @@ from tqdm import tqdm
 
 from dhs.imaging.cache import CachedSplit, annulus_mask_np
 from dhs.params import checked
+from dhs.params.views import view
 from dhs.imaging.centring import MAD_TO_SIGMA, subtract_radial_profile_about_host
 from dhs.imaging.geometry import annulus_table, core_mask
 
 
 @dataclass(frozen=True)
 class NormConfig:
-    mode: str = "annulus_common"
-    clip: float = 20.0
-    annulus_inner_frac: float = 0.65  # of the half-width: 20.8 px of 32 for 64x64 stamps
-    annulus_outer_frac: float = 1.0
-    radial_profile_subtract: bool = False  # subtract the azimuthal median profile (inference too)
-    radial_profile_centre: str = "host"    # about the measured host centre | about the stamp centre ("stamp")
-    radial_profile_shape: str = "circle"   # circle | ellipse: annuli of the host's measured shape (centre "host" only)
-    radial_profile_statistic: str = "median"  # median | low_quantile: the host level of an annulus from its lower tail (ellipse only)
-    residual_noise_scale: bool = False     # after the subtraction, divide by the noise measured on the residual
-    residual_noise_profile: bool = False   # then each annulus by its own residual scatter where it exceeds that noise
-    input: str = "residual"                # residual: the stamp after the host's removal | raw_and_residual: also the raw stamp
-    raw_softening: float = 3.0             # raw view: asinh(x / this), x the annulus-normalised stamp (noise units)
-    shift_px: int = 0                      # training only: random whole-pixel shifts up to this per axis
-    core_dropout_p: float = 0.0  # training only: probability per stamp of replacing the core by noise
-    core_dropout_radius_px: float = 5.0  # training only: radius of that core disc, pixels
+    """A view of the normalisation keys of the ``preprocess`` section (each key, its default and
+    its check in dhs.params.schema; ``augment`` is the loader's, not the normalisation's). A
+    checkpoint records it whole; ``NormConfig.from_params({})`` is the schema's default."""
+    SECTION: ClassVar[str] = "preprocess"
+    mode: str
+    clip: float
+    annulus_inner_frac: float  # of the half-width: 20.8 px of 32 for 64x64 stamps
+    annulus_outer_frac: float
+    radial_profile_subtract: bool  # subtract the azimuthal median profile (inference too)
+    radial_profile_centre: str  # about the measured host centre | about the stamp centre ("stamp")
+    radial_profile_shape: str  # circle | ellipse: annuli of the host's measured shape (centre "host" only)
+    radial_profile_statistic: str  # median | low_quantile: the host level of an annulus from its lower tail (ellipse only)
+    residual_noise_scale: bool  # after the subtraction, divide by the noise measured on the residual
+    residual_noise_profile: bool  # then each annulus by its own residual scatter where it exceeds that noise
+    input: str  # residual: the stamp after the host's removal | raw_and_residual: also the raw stamp
+    raw_softening: float  # raw view: asinh(x / this), x the annulus-normalised stamp (noise units)
+    shift_px: int  # training only: random whole-pixel shifts up to this per axis
+    core_dropout_p: float  # training only: probability per stamp of replacing the core by noise
+    core_dropout_radius_px: float  # training only: radius of that core disc, pixels
 
     @property
     def channels(self) -> int:
@@ -92,9 +97,7 @@ class NormConfig:
     @classmethod
     def from_params(cls, p: Mapping[str, Any], source: str = "params.yaml") -> "NormConfig":
         """The normalisation keys of the ``preprocess`` section (checked by dhs.params.schema)."""
-        v = dict(checked("preprocess", p, source))
-        v.pop("augment")
-        return cls(**v)
+        return view(cls, p, source)
 
 
 def annulus_mask(size: int, inner_frac: float, outer_frac: float, device=None) -> torch.Tensor:
@@ -271,7 +274,8 @@ class StampDataset(torch.utils.data.Dataset):
     def collate(batch):
         return batch
 
-    def __init__(self, split: CachedSplit, norm: NormConfig = NormConfig()):
+    def __init__(self, split: CachedSplit, norm: NormConfig | None = None):
+        norm = NormConfig.from_params({}) if norm is None else norm
         self.split, self.norm = split, norm
         self.labels = split.labels
         self.stats = split.norm_stats(norm.annulus_inner_frac, norm.annulus_outer_frac)

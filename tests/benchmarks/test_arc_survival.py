@@ -40,7 +40,7 @@ def test_kept_fraction_is_one_for_a_compact_image_far_out_and_near_zero_for_a_ri
     yy, xx = np.mgrid[:N, :N] - (N - 1) / 2.0
     ring = torch.from_numpy(0.05 * np.exp(-((np.hypot(yy - 0.3, xx + 0.2) - 6.0) ** 2) / 2.0)).float()
     arcs = torch.stack([_gauss(-12.0, 9.0, 1.5, 0.05).expand(3, N, N), ring.expand(3, N, N)])
-    norm = NormConfig(radial_profile_subtract=True, radial_profile_shape="ellipse", residual_noise_scale=True)
+    norm = NormConfig.from_params(dict(radial_profile_subtract=True, radial_profile_shape="ellipse", residual_noise_scale=True))
     kept, peak = arc_survival.arc_as_received(host + noise + arcs, arcs, norm)
     assert kept[0] > 0.95 and peak[0] > 0.95
     assert abs(kept[1]) < 0.1

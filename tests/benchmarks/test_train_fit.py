@@ -29,7 +29,7 @@ _spec.loader.exec_module(train_fit)
 @pytest.fixture(scope="module")
 def world(sim_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("train_fit")
-    train(small_cfg(epochs=1), sim_cache, root / "models" / "small_cnn", NormConfig(), augment=False, progress=False)
+    train(small_cfg(epochs=1), sim_cache, root / "models" / "small_cnn", NormConfig.from_params({}), augment=False, progress=False)
     tm = load_trained(root / "models" / "small_cnn", "cpu")
     test = open_split(sim_cache, "test")
     sc = score_table("test", test.stamp_meta(), score_split(tm, test, progress=False))

@@ -110,7 +110,7 @@ def tiny_project(sim_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
     cfg = TrainConfig.from_params({"epochs": 1, "steps_per_epoch": 6, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2,
                                    "eval_batch_size": 64, "device": "cpu"}, "small_cnn")
-    norm = NormConfig(radial_profile_subtract=True)
+    norm = NormConfig.from_params(dict(radial_profile_subtract=True))
     train(cfg, sim_cache, root / "data" / "models" / "small_cnn", norm, augment=False, progress=False)
     tm = load_trained(root / "data" / "models" / "small_cnn", "cpu")
     scores = pd.concat([score_table(s, open_split(sim_cache, s).meta, score_split(tm, open_split(sim_cache, s), progress=False))
@@ -203,7 +203,7 @@ def test_a_checkpoint_other_than_the_scored_one_is_named(tiny_project, tmp_path,
     cfg = TrainConfig.from_params({"epochs": 1, "steps_per_epoch": 3, "batch_size": 16, "lr": 3e-3, "warmup_steps": 1,
                                    "eval_batch_size": 64, "device": "cpu", "seed": 7}, "small_cnn")
     shutil.rmtree(root / "data" / "models" / "small_cnn")
-    train(cfg, sim_cache, root / "data" / "models" / "small_cnn", NormConfig(radial_profile_subtract=True), augment=False, progress=False)
+    train(cfg, sim_cache, root / "data" / "models" / "small_cnn", NormConfig.from_params(dict(radial_profile_subtract=True)), augment=False, progress=False)
     bad = tc.checkpoint_against_scores(root, "small_cnn", root / "data" / "models" / "small_cnn", "test", "cpu")
     assert bad["max_abs_logit_diff"] > 1e-3 and "another checkpoint" in bad["mismatch"]
     assert tc.main(["--project-root", str(root), "--n", "8", "--split-fractions", "test=1", "--quiet",

@@ -33,7 +33,7 @@ class Payload:
 @pytest.fixture(scope="module")
 def trained(sim_cache, tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("trained")
-    train(small_cfg(epochs=1), sim_cache, d, NormConfig(), augment=False, progress=False)
+    train(small_cfg(epochs=1), sim_cache, d, NormConfig.from_params({}), augment=False, progress=False)
     return d
 
 

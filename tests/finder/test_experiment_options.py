@@ -54,7 +54,7 @@ def test_theta_loss_is_masked_on_controls(sim_cache, tmp_path):
     p = yaml.safe_load(open(REPO / "params.yaml"))["train"]
     p.update(epochs=1, steps_per_epoch=3, batch_size=16, theta_head=True, warmup_steps=0)
     cfg = TrainConfig.from_params(p, "small_cnn")
-    metrics = train(cfg, sim_cache, tmp_path / "m", NormConfig(), augment=False, progress=False)
+    metrics = train(cfg, sim_cache, tmp_path / "m", NormConfig.from_params({}), augment=False, progress=False)
     assert np.isfinite(metrics["best"]["loss"])
     # the loss the training loop takes: a batch of controls only contributes nothing to the theta head's gradient
     model = build_model(ModelSpec("small_cnn", 64, theta_head=True))
@@ -78,7 +78,7 @@ def test_colour_conditioned_model_trains_and_scores(sim_cache, tmp_path):
     p = yaml.safe_load(open(REPO / "params.yaml"))["train"]
     p.update(epochs=1, steps_per_epoch=2, batch_size=8, colour_conditioning=True, warmup_steps=0)
     cfg = TrainConfig.from_params(p, "small_cnn")
-    train(cfg, sim_cache, tmp_path / "m", NormConfig(radial_profile_subtract=True), augment=False, progress=False)
+    train(cfg, sim_cache, tmp_path / "m", NormConfig.from_params(dict(radial_profile_subtract=True)), augment=False, progress=False)
     tm = load_trained(tmp_path / "m", "cpu")
     assert tm.spec.colour
     test = open_split(sim_cache, "test")

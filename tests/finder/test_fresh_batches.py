@@ -85,7 +85,7 @@ def small_cfg(**over) -> TrainConfig:
 
 
 def test_training_on_rendered_batches_resumes_exactly_and_accounts_for_every_stamp(sim_cache, sim, tmp_path):
-    cfg, norm = small_cfg(), NormConfig(radial_profile_subtract=True, shift_px=1)
+    cfg, norm = small_cfg(), NormConfig.from_params(dict(radial_profile_subtract=True, shift_px=1))
     straight = train(cfg, sim_cache, tmp_path / "a", norm, augment=True, progress=False, sim=sim)
     part = train(cfg, sim_cache, tmp_path / "b", norm, augment=True, progress=False, max_steps=4, sim=sim)
     assert part["completed"] is False
@@ -133,7 +133,7 @@ def test_balancing_by_condition_cells_is_refused_for_rendered_batches(sim_cache,
     from dhs.models.checkpoint import TrainingError
 
     with pytest.raises(TrainingError, match="exactly balanced already: set train.balance_by: \\[\\]"):
-        train(small_cfg(balance_by=["psfdepth_r"]), sim_cache, tmp_path, NormConfig(), augment=False, progress=False, sim=sim)
+        train(small_cfg(balance_by=["psfdepth_r"]), sim_cache, tmp_path, NormConfig.from_params({}), augment=False, progress=False, sim=sim)
 
 
 def test_the_run_fingerprint_follows_the_simulator_code(sim, tmp_path):

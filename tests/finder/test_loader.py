@@ -47,7 +47,7 @@ def test_dataloader_with_workers_and_ranks_sees_each_row_once(sim_dataset, tmp_p
     assert sum(seen) == len(dataset)
     x0, y0 = dataset[3]
     assert x0.shape == (3, 64, 64) and float(y0) == dataset.labels[3]
-    rows = np.concatenate([r for _, _, r in iterate_batches(split, np.arange(len(split)), 7, NormConfig())])
+    rows = np.concatenate([r for _, _, r in iterate_batches(split, np.arange(len(split)), 7, NormConfig.from_params({}))])
     np.testing.assert_array_equal(np.sort(rows), np.arange(len(split)))
 
 
@@ -63,13 +63,13 @@ def _stamp_with_arc(rng, colour=(0.5, 1.0, 1.6), sky=(0.01, 0.02, 0.05), sigma=(
 def test_annulus_normalisation_keeps_colour_and_ignores_the_centre():
     rng = np.random.default_rng(0)
     x = _stamp_with_arc(rng)
-    cfg = NormConfig(clip=1e9)
+    cfg = NormConfig.from_params(dict(clip=1e9))
     y = normalize(x, cfg)
     arc = (slice(24, 40), slice(38, 41))
     flux = y[0][:, arc[0], arc[1]].sum(dim=(1, 2))
     np.testing.assert_allclose((flux / flux[1]).numpy(), [0.5, 1.0, 1.6], rtol=0.02)
     # per-band scaling would not keep it: z is 3x noisier than r, so its arc shrinks 3x
-    per_band = normalize(x, NormConfig(mode="annulus_per_band", clip=1e9))
+    per_band = normalize(x, NormConfig.from_params(dict(mode="annulus_per_band", clip=1e9)))
     f2 = per_band[0][:, arc[0], arc[1]].sum(dim=(1, 2))
     assert float(f2[2] / f2[1]) == pytest.approx(1.6 / 3, rel=0.1)
     # invariant to the sky offsets and to the overall flux scale
@@ -84,7 +84,7 @@ def test_annulus_normalisation_keeps_colour_and_ignores_the_centre():
     assert abs(float(ring.median())) < 0.05
     # one scale for all bands: the bands' noise keeps its ratio (g/z = 0.003/0.012)
     assert float(ring[0, 0].std() / ring[0, 2].std()) == pytest.approx(0.25, rel=0.1)
-    assert float(normalize(x2, NormConfig(clip=20)).max()) == 20.0
+    assert float(normalize(x2, NormConfig.from_params(dict(clip=20))).max()) == 20.0
 
 
 def test_augmentation_applies_one_of_the_eight_symmetries_per_stamp():
@@ -105,7 +105,7 @@ def test_augmentation_applies_one_of_the_eight_symmetries_per_stamp():
 def test_normalisation_and_augmentation_on_gpu_match_cpu():
     rng = np.random.default_rng(0)
     x = torch.cat([_stamp_with_arc(rng) for _ in range(16)])
-    np.testing.assert_allclose(normalize(x.cuda(), NormConfig()).cpu().numpy(), normalize(x, NormConfig()).numpy(), atol=1e-5)
+    np.testing.assert_allclose(normalize(x.cuda(), NormConfig.from_params({})).cpu().numpy(), normalize(x, NormConfig.from_params({})).numpy(), atol=1e-5)
     assert augment_dihedral(x.cuda(), torch.Generator(device="cuda").manual_seed(0)).shape == x.shape
 
 
@@ -148,7 +148,7 @@ def test_noise_profile_puts_a_bright_hosts_residual_in_units_of_its_photon_noise
     with residual_noise_profile every annulus is in units of its own scatter, so the core of a
     bright host looks like the sky of a faint one, and an arc on a faint host keeps its SNR."""
     rng = np.random.default_rng(3)
-    base = NormConfig(radial_profile_subtract=True, radial_profile_shape="ellipse", residual_noise_scale=True, clip=1e9)
+    base = NormConfig.from_params(dict(radial_profile_subtract=True, radial_profile_shape="ellipse", residual_noise_scale=True, clip=1e9))
     prof = dataclasses.replace(base, residual_noise_profile=True)
     core = torch.from_numpy(np.hypot(*(np.mgrid[:64, :64] - 31.5)) < 6)
 
@@ -186,13 +186,13 @@ def test_raw_and_residual_input_gives_six_channels_the_models_take():
     yy, xx = np.indices((64, 64)) - 31.5
     host = 400.0 * np.exp(-np.hypot(xx, yy) / 3.0)
     x = torch.tensor(host[None, None] + rng.normal(0, 1, (4, 3, 64, 64)), dtype=torch.float32)
-    base = NormConfig(mode="annulus_common", radial_profile_subtract=True, radial_profile_shape="ellipse", residual_noise_scale=True)
+    base = NormConfig.from_params(dict(mode="annulus_common", radial_profile_subtract=True, radial_profile_shape="ellipse", residual_noise_scale=True))
     both = dataclasses.replace(base, input="raw_and_residual", raw_softening=3.0)
     assert base.channels == 3 and both.channels == 6
     one, two = normalize(x, base), normalize(x, both)
     assert one.shape == (4, 3, 64, 64) and two.shape == (4, 6, 64, 64)
     torch.testing.assert_close(two[:, 3:], one)
-    scaled = normalize(x, NormConfig(mode="annulus_common", clip=1e9))
+    scaled = normalize(x, NormConfig.from_params(dict(mode="annulus_common", clip=1e9)))
     torch.testing.assert_close(two[:, :3], torch.asinh(scaled / 3.0))
     assert two[:, :3, 30:34, 30:34].mean() > 4.0 and one[:, :, 30:34, 30:34].abs().mean() < 3.0  # the core is kept in the raw view only
     for arch in ("small_cnn", "resnet18", "efficientnet_b0"):

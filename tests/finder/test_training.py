@@ -45,7 +45,7 @@ def test_each_arch_runs_on_64_and_96_px_and_a_few_steps_lower_the_loss(arch, sim
     # a real simulated batch: the loss on it goes down
     split = open_split(sim_cache, "train")
     rows = np.arange(16)
-    x, y, _ = next(iterate_batches(split, rows, 16, NormConfig()))
+    x, y, _ = next(iterate_batches(split, rows, 16, NormConfig.from_params({})))
     meta = torch.from_numpy(split.meta[list(HYBRID_META)].to_numpy(np.float32)[rows])
     model = build_model(spec(arch))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -75,7 +75,7 @@ def small_cfg(**over) -> TrainConfig:
 @pytest.mark.parametrize("arch", ["small_cnn", pytest.param("efficientnet_b0", marks=pytest.mark.slow)])
 def test_resume_after_interruption_gives_identical_weights(sim_cache, tmp_path, arch):
     cfg = small_cfg(arch=arch)
-    norm = NormConfig()
+    norm = NormConfig.from_params({})
     straight = train(cfg, sim_cache, tmp_path / "a", norm, augment=True, progress=False, live_dir=tmp_path / "live_a")
     # the same run, stopped at the first epoch boundary, then resumed by a fresh call
     part = train(cfg, sim_cache, tmp_path / "b", norm, augment=True, progress=False, max_steps=4, live_dir=tmp_path / "live_b")
@@ -100,7 +100,7 @@ def test_resume_after_interruption_gives_identical_weights(sim_cache, tmp_path, 
 
 
 def test_checkpoints_load_with_weights_only_and_refuse_another_arch_or_size(sim_cache, tmp_path):
-    train(small_cfg(epochs=1), sim_cache, tmp_path, NormConfig(), augment=False, progress=False)
+    train(small_cfg(epochs=1), sim_cache, tmp_path, NormConfig.from_params({}), augment=False, progress=False)
     ckpt = torch.load(tmp_path / "checkpoint_best.pt", weights_only=True)
     model = build_model(spec("small_cnn"))
     model.load_state_dict(ckpt["model"])
@@ -111,8 +111,8 @@ def test_checkpoints_load_with_weights_only_and_refuse_another_arch_or_size(sim_
 
 
 def test_changed_params_start_afresh_instead_of_resuming(sim_cache, tmp_path, capsys):
-    train(small_cfg(epochs=1), sim_cache, tmp_path, NormConfig(), augment=False, progress=False)
-    train(small_cfg(epochs=1, lr=1e-3), sim_cache, tmp_path, NormConfig(), augment=False, progress=False)
+    train(small_cfg(epochs=1), sim_cache, tmp_path, NormConfig.from_params({}), augment=False, progress=False)
+    train(small_cfg(epochs=1, lr=1e-3), sim_cache, tmp_path, NormConfig.from_params({}), augment=False, progress=False)
     assert "made with other params; starting afresh" in capsys.readouterr().out
 
 
@@ -120,12 +120,12 @@ def test_a_finished_run_rebuilds_its_outputs_without_training(sim_cache, tmp_pat
     """DVC reruns the stage when a key that does not change the trajectory changes (train.archs,
     eval_batch_size, device) and deletes the curves first: the finished checkpoint gives them back,
     with the metrics, and nothing is trained."""
-    first = train(small_cfg(epochs=1), sim_cache, tmp_path / "m", NormConfig(), augment=False, progress=False, live_dir=tmp_path / "live")
+    first = train(small_cfg(epochs=1), sim_cache, tmp_path / "m", NormConfig.from_params({}), augment=False, progress=False, live_dir=tmp_path / "live")
     curves = tree_bytes(tmp_path / "live")
     ckpts = tree_bytes(tmp_path / "m")
     shutil.rmtree(tmp_path / "live")
     capsys.readouterr()
-    again = train(small_cfg(epochs=1, eval_batch_size=32), sim_cache, tmp_path / "m", NormConfig(), augment=False, progress=False,
+    again = train(small_cfg(epochs=1, eval_batch_size=32), sim_cache, tmp_path / "m", NormConfig.from_params({}), augment=False, progress=False,
                   live_dir=tmp_path / "live")
     assert "is a finished run with these params; outputs rebuilt from it, no training" in capsys.readouterr().out
     assert tree_bytes(tmp_path / "m") == ckpts                      # no step taken, nothing rewritten
@@ -135,7 +135,7 @@ def test_a_finished_run_rebuilds_its_outputs_without_training(sim_cache, tmp_pat
     assert again["test_at_best"]["auc"] == pytest.approx(first["test_at_best"]["auc"], abs=1e-6)
     # without its best checkpoint a finished run cannot be rebuilt: it is trained again, identically
     (tmp_path / "m" / "checkpoint_best.pt").unlink()
-    third = train(small_cfg(epochs=1), sim_cache, tmp_path / "m", NormConfig(), augment=False, progress=False)
+    third = train(small_cfg(epochs=1), sim_cache, tmp_path / "m", NormConfig.from_params({}), augment=False, progress=False)
     assert "best.pt is missing; training again" in capsys.readouterr().out
     # identically but for the timing of the run that trained them
     retrained = tree_bytes(tmp_path / "m")
@@ -152,7 +152,7 @@ def test_non_finite_loss_stops_with_the_batch_named(sim_cache, tmp_path):
     images[:] = np.nan  # every stamp: the first batch must trip the check
     images.flush()
     with pytest.raises(TrainingError, match=r"non-finite loss .* at step 0 .*batch rows .*task_ids \['sim"):
-        train(small_cfg(), cache, tmp_path / "m", NormConfig(), augment=False, progress=False)
+        train(small_cfg(), cache, tmp_path / "m", NormConfig.from_params({}), augment=False, progress=False)
 
 
 def test_non_finite_loss_read_every_few_steps_still_names_the_first_bad_batch(sim_cache, tmp_path, monkeypatch):
@@ -167,7 +167,7 @@ def test_non_finite_loss_read_every_few_steps_still_names_the_first_bad_batch(si
     images[:] = np.nan
     images.flush()
     with pytest.raises(TrainingError, match=r"non-finite loss nan at step 0 .*batch rows .*task_ids \['sim"):
-        train(small_cfg(), cache, tmp_path / "m", NormConfig(), augment=False, progress=False)
+        train(small_cfg(), cache, tmp_path / "m", NormConfig.from_params({}), augment=False, progress=False)
 
 
 def test_forbidden_metadata_and_bad_train_params_are_refused():
@@ -274,14 +274,14 @@ def test_a_multi_node_run_needs_node_0s_address_and_a_node_rank_in_range(tmp_pat
 def test_new_data_retrains_instead_of_resuming(sim_cache, tmp_path, capsys):
     import pandas as pd
 
-    train(small_cfg(epochs=1), sim_cache, tmp_path / "m", NormConfig(), augment=False, progress=False)
+    train(small_cfg(epochs=1), sim_cache, tmp_path / "m", NormConfig.from_params({}), augment=False, progress=False)
     other = tmp_path / "cache"
     shutil.copytree(sim_cache, other)
     meta = pd.read_parquet(other / "train" / "meta.parquet")
     meta["task_id"] = meta["task_id"] + "-v2"  # another dataset of the same shape
     meta.to_parquet(other / "train" / "meta.parquet", index=False)
     capsys.readouterr()
-    train(small_cfg(epochs=1), other, tmp_path / "m", NormConfig(), augment=False, progress=False)
+    train(small_cfg(epochs=1), other, tmp_path / "m", NormConfig.from_params({}), augment=False, progress=False)
     assert "made with other params; starting afresh" in capsys.readouterr().out
 
 

@@ -64,7 +64,7 @@ def test_balancing_per_stratum_makes_the_label_independent_of_depth_again():
 
 def test_normalised_split_gives_what_normalize_gives(sim_cache):
     split = open_split(sim_cache, "val")
-    norm = NormConfig(radial_profile_subtract=True)
+    norm = NormConfig.from_params(dict(radial_profile_subtract=True))
     pre = NormalisedSplit(split, norm, "cpu", batch_size=7)
     rows = np.array([3, 0, 5, 1])
     a, ya, _ = next(iterate_batches(pre, rows, 4, norm))
@@ -72,7 +72,7 @@ def test_normalised_split_gives_what_normalize_gives(sim_cache):
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     assert torch.equal(ya, yb)
     with pytest.raises(ValueError, match="normalisation it was built with"):
-        pre.take(rows, NormConfig())
+        pre.take(rows, NormConfig.from_params({}))
 
 
 def test_host_kind_repeat_takes_both_labels_of_a_kind_k_times_so_the_label_stays_independent_of_it():
@@ -94,7 +94,7 @@ def test_host_kind_repeat_takes_both_labels_of_a_kind_k_times_so_the_label_stays
 def test_training_on_visible_arcs_records_the_selection_and_picks_on_it(sim_cache, tmp_path):
     cfg = TrainConfig.from_params({"epochs": 2, "steps_per_epoch": 2, "batch_size": 16, "warmup_steps": 1, "device": "cpu",
                                    "min_arc_snr": 1.0, "balance_classes": True, "preload": "on"}, "small_cnn")
-    m = train(cfg, sim_cache, tmp_path / "m", NormConfig(radial_profile_subtract=True), augment=True, progress=False)
+    m = train(cfg, sim_cache, tmp_path / "m", NormConfig.from_params(dict(radial_profile_subtract=True)), augment=True, progress=False)
     split = open_split(sim_cache, "train")
     rows, excluded = training_rows(split.meta, split.labels, 1.0)
     assert m["train_rows"]["used"] == len(rows) and m["train_rows"]["excluded"] == excluded
@@ -105,7 +105,7 @@ def test_training_on_visible_arcs_records_the_selection_and_picks_on_it(sim_cach
     # preloading changes nothing a model sees: the same run without it gives the same weights
     cfg_off = TrainConfig.from_params({"epochs": 2, "steps_per_epoch": 2, "batch_size": 16, "warmup_steps": 1, "device": "cpu",
                                        "min_arc_snr": 1.0, "balance_classes": True, "preload": "off"}, "small_cnn")
-    train(cfg_off, sim_cache, tmp_path / "off", NormConfig(radial_profile_subtract=True), augment=True, progress=False)
+    train(cfg_off, sim_cache, tmp_path / "off", NormConfig.from_params(dict(radial_profile_subtract=True)), augment=True, progress=False)
     a = load_checkpoint(tmp_path / "m" / "checkpoint_last.pt")["model"]
     b = load_checkpoint(tmp_path / "off" / "checkpoint_last.pt")["model"]
     for k in a:
@@ -115,8 +115,8 @@ def test_training_on_visible_arcs_records_the_selection_and_picks_on_it(sim_cach
     repeat = {"spiral": 3, "ring": 3}
     cfg_k = TrainConfig.from_params({"epochs": 1, "steps_per_epoch": 1, "batch_size": 16, "warmup_steps": 1, "device": "cpu",
                                      "min_arc_snr": 1.0, "balance_classes": True, "host_kind_repeat": repeat}, "small_cnn")
-    assert cfg_k.params_hash(NormConfig(), True) != dataclasses.replace(cfg_k, host_kind_repeat={}).params_hash(NormConfig(), True)
-    mk = train(cfg_k, sim_cache, tmp_path / "k", NormConfig(radial_profile_subtract=True), augment=True, progress=False)
+    assert cfg_k.params_hash(NormConfig.from_params({}), True) != dataclasses.replace(cfg_k, host_kind_repeat={}).params_hash(NormConfig.from_params({}), True)
+    mk = train(cfg_k, sim_cache, tmp_path / "k", NormConfig.from_params(dict(radial_profile_subtract=True)), augment=True, progress=False)
     assert mk["train_rows"]["host_kind_repeat"] == repeat and mk["train_rows"]["used"] == len(rows)
     assert mk["train_rows"]["epoch_rows"] == len(balanced_rows(host_kind_rows(rows, split.meta, repeat), split.labels))
     assert set(split.meta["host_kind"]) & set(repeat)  # the fixture's survey has such hosts

@@ -96,14 +96,14 @@ def synth(kind: str, n_per_class: int, seed: int):
 # real detectors on real pixels: one reads the core, one the annulus where clean arcs live
 def core_detector(images, meta=None):
     m = core_mask(SIZE, 3.0)
-    return np.concatenate([x[:, 1][:, m].sum(axis=1) for _, x in normalised(images, NormConfig())])
+    return np.concatenate([x[:, 1][:, m].sum(axis=1) for _, x in normalised(images, NormConfig.from_params({}))])
 
 
 def annulus_detector(images, meta=None):
     """Total normalised r light with 8 <= floor(r) < 14: a union of whole annuli, so exactly
     unchanged by the annulus shuffle (a pure radial-flux detector)."""
     m = (annulus_table(SIZE).bin_of_pixel.reshape(SIZE, SIZE) >= 8) & (annulus_table(SIZE).bin_of_pixel.reshape(SIZE, SIZE) < 14)
-    return np.concatenate([x[:, 1][:, m].sum(axis=1) for _, x in normalised(images, NormConfig())])
+    return np.concatenate([x[:, 1][:, m].sum(axis=1) for _, x in normalised(images, NormConfig.from_params({}))])
 
 
 def morphology_detector(images, meta=None):
@@ -111,7 +111,7 @@ def morphology_detector(images, meta=None):
     a high peak, the same light scattered around its annulus does not."""
     out = []
     ring = (R >= 6) & (R <= 16)
-    for _, x in normalised(images, NormConfig()):
+    for _, x in normalised(images, NormConfig.from_params({})):
         t = torch.nn.functional.avg_pool2d(torch.from_numpy(x[:, 1:2]), 5, stride=1, padding=2)[:, 0].numpy()
         out.append(t[:, ring].max(axis=1))
     return np.concatenate(out)
@@ -121,7 +121,7 @@ def full_ring_detector(images, meta=None):
     """Responds to complete rings only: the faintest of 8 angular sectors of the 2-8 px annulus."""
     sectors = [(R >= 2) & (R <= 8) & (np.floor((ANGLE + np.pi) / (np.pi / 4)) % 8 == k) for k in range(8)]
     out = []
-    for _, x in normalised(images, NormConfig()):
+    for _, x in normalised(images, NormConfig.from_params({})):
         out.append(np.min([x[:, 1][:, s].mean(axis=1) for s in sectors], axis=0) * 50)
     return np.concatenate(out)
 
@@ -129,7 +129,7 @@ def full_ring_detector(images, meta=None):
 def inner_flux_detector(images, meta=None):
     """Total normalised r light at 2-8 px, whatever its shape."""
     m = (R >= 2) & (R <= 8)
-    return np.concatenate([x[:, 1][:, m].sum(axis=1) / 200 for _, x in normalised(images, NormConfig())])
+    return np.concatenate([x[:, 1][:, m].sum(axis=1) / 200 for _, x in normalised(images, NormConfig.from_params({}))])
 
 
 # --- core-only gate ----------------------------------------------------------------------------
@@ -137,12 +137,12 @@ def inner_flux_detector(images, meta=None):
 def test_core_only_gate_fails_a_leaky_dataset_and_passes_a_clean_one():
     xtr, ytr, _ = synth("leaky", 150, 1)
     xte, yte, _ = synth("leaky", 100, 2)
-    leaky = core_only_gate(xtr, ytr, xte, yte, NormConfig(), CFG)
+    leaky = core_only_gate(xtr, ytr, xte, yte, NormConfig.from_params({}), CFG)
     assert leaky["status"] == "FAIL" and leaky["value"] > 0.9, leaky["detail"]
     assert leaky["n_core_pixels"] == 80 and "core alone" in leaky["detail"]
     xtr, ytr, _ = synth("clean", 150, 3)
     xte, yte, _ = synth("clean", 100, 4)
-    clean = core_only_gate(xtr, ytr, xte, yte, NormConfig(), CFG)
+    clean = core_only_gate(xtr, ytr, xte, yte, NormConfig.from_params({}), CFG)
     assert clean["status"] == "PASS" and clean["value"] < 0.65, clean["detail"]
     lo, hi = clean["auc_ci95"]
     assert lo <= clean["value"] <= hi and lo < 0.5 + 0.15
@@ -150,7 +150,7 @@ def test_core_only_gate_fails_a_leaky_dataset_and_passes_a_clean_one():
 
 def test_core_only_gate_skips_with_too_few_rows():
     x, y, _ = synth("clean", 5, 1)
-    r = core_only_gate(x, y, x, y, NormConfig(), CFG)
+    r = core_only_gate(x, y, x, y, NormConfig.from_params({}), CFG)
     assert r["status"] == "SKIP" and r["passed"] is False and "5 positive train and 5 negative train rows" in r["detail"]
     assert "gates.min_rows_per_class" in r["detail"] and "raise gates.core_n_train" in r["detail"]
 
@@ -356,23 +356,23 @@ def test_radial_profile_option_in_normalize_and_old_params_and_checkpoints_still
     x, _, _ = synth("clean", 3, 12)
     x = torch.from_numpy(x)
     before = x.clone()
-    plain = normalize(x, NormConfig(clip=1e9))
-    sub = normalize(x, NormConfig(clip=1e9, radial_profile_subtract=True, radial_profile_centre="stamp"))
+    plain = normalize(x, NormConfig.from_params(dict(clip=1e9)))
+    sub = normalize(x, NormConfig.from_params(dict(clip=1e9, radial_profile_subtract=True, radial_profile_centre="stamp")))
     np.testing.assert_allclose(sub.numpy(), subtract_radial_profile(plain).numpy(), atol=1e-4)
-    about_host = normalize(x, NormConfig(clip=1e9, radial_profile_subtract=True))  # the default: about the measured host centre
+    about_host = normalize(x, NormConfig.from_params(dict(clip=1e9, radial_profile_subtract=True)))  # the default: about the measured host centre
     np.testing.assert_allclose(about_host.numpy(), subtract_radial_profile_about_host(plain).numpy(), atol=1e-4)
     inner = torch.from_numpy(R <= 2)
     assert float(sub[..., inner].abs().median()) < 0.2 * float(plain[..., inner].abs().median())  # the host core is gone
     assert torch.equal(x, before)  # normalize never modifies its input (also with stored stats)
     stats = torch.zeros(len(x), 7)
     stats[:, 3:] = 0.005
-    normalize(x, NormConfig(), stats)
+    normalize(x, NormConfig.from_params({}), stats)
     assert torch.equal(x, before)
     # params and checkpoints written before the new keys existed
     norm, augment = preprocess_from_params({"mode": "annulus_common", "clip": 20.0, "augment": True})
-    assert norm == NormConfig() and not norm.radial_profile_subtract and norm.core_dropout_p == 0.0 and augment is True
+    assert norm == NormConfig.from_params({}) and not norm.radial_profile_subtract and norm.core_dropout_p == 0.0 and augment is True
     old_ckpt_norm = {"mode": "annulus_common", "clip": 20.0, "annulus_inner_frac": 0.65, "annulus_outer_frac": 1.0}
-    assert NormConfig(**old_ckpt_norm) == NormConfig()
+    assert NormConfig.from_params(dict(**old_ckpt_norm)) == NormConfig.from_params({})
     norm, _ = preprocess_from_params({"radial_profile_subtract": True, "core_dropout_p": 0.5, "core_dropout_radius_px": 4})
     assert norm.radial_profile_subtract and norm.core_dropout_p == 0.5
     for bad, msg in (({"radial_profile_subtract": "yes"}, "true or false"), ({"core_dropout_p": 1.5}, "probability"),
@@ -389,8 +389,8 @@ def test_core_dropout_replaces_the_core_with_sky_like_noise_in_training_only(sim
 
     split = open_split(sim_cache, "train")
     rows = np.arange(16)
-    on = NormConfig(core_dropout_p=1.0, core_dropout_radius_px=5.0)
-    plain = next(iterate_batches(split, rows, 16, NormConfig()))[0]
+    on = NormConfig.from_params(dict(core_dropout_p=1.0, core_dropout_radius_px=5.0))
+    plain = next(iterate_batches(split, rows, 16, NormConfig.from_params({})))[0]
     train_x = next(iterate_batches(split, rows, 16, on, generator=torch.Generator().manual_seed(0), training=True))[0]
     eval_x = next(iterate_batches(split, rows, 16, on))[0]
     m = torch.from_numpy(core_mask(SIZE, 5.0))
@@ -399,14 +399,14 @@ def test_core_dropout_replaces_the_core_with_sky_like_noise_in_training_only(sim
     core = train_x[..., m]  # sky-like: centred near 0 with the annulus's robust sigma, no host core
     assert float(core.mean().abs()) < 0.2 and 0.5 < float(core[:, 1].std()) < 2.0
     assert float(plain[..., m][:, 1].mean()) > 5 * float(core[:, 1].mean().abs() + 0.1)
-    half = core_dropout(plain, NormConfig(core_dropout_p=0.5), torch.Generator().manual_seed(1))
+    half = core_dropout(plain, NormConfig.from_params(dict(core_dropout_p=0.5)), torch.Generator().manual_seed(1))
     changed = (half != plain).flatten(1).any(dim=1)
     assert 0 < int(changed.sum()) < 16
-    assert torch.equal(half, core_dropout(plain, NormConfig(core_dropout_p=0.5), torch.Generator().manual_seed(1)))
+    assert torch.equal(half, core_dropout(plain, NormConfig.from_params(dict(core_dropout_p=0.5)), torch.Generator().manual_seed(1)))
     # evaluate() (the validation pass of the training loop) gives identical results with or without it
     model = build_model(ModelSpec("small_cnn", SIZE)).eval()
     val = open_split(sim_cache, "val")
-    a = evaluate(model, val, NormConfig(), torch.device("cpu"), 64, None, False)
+    a = evaluate(model, val, NormConfig.from_params({}), torch.device("cpu"), 64, None, False)
     b = evaluate(model, val, on, torch.device("cpu"), 64, None, False)
     assert a == b
     # ... while the training loop applies it: same seed and steps, different weights
@@ -415,7 +415,7 @@ def test_core_dropout_replaces_the_core_with_sky_like_noise_in_training_only(sim
 
     cfg = TrainConfig.from_params({"epochs": 1, "steps_per_epoch": 2, "batch_size": 16, "warmup_steps": 1, "device": "cpu"}, "small_cnn")
     weights = []
-    for name, norm in (("off", NormConfig()), ("on", on)):
+    for name, norm in (("off", NormConfig.from_params({})), ("on", on)):
         train(cfg, sim_cache, tmp_path / name, norm, augment=False, progress=False)
         ckpt = load_checkpoint(tmp_path / name / "checkpoint_last.pt")
         weights.append(ckpt["model"])
@@ -432,7 +432,7 @@ def tiny_model(sim_cache, tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     cfg = TrainConfig.from_params({"epochs": 1, "steps_per_epoch": 3, "batch_size": 16, "warmup_steps": 1, "eval_batch_size": 64,
                                    "device": "cpu"}, "small_cnn")
-    train(cfg, sim_cache, models / "small_cnn", NormConfig(), augment=False, progress=False)
+    train(cfg, sim_cache, models / "small_cnn", NormConfig.from_params({}), augment=False, progress=False)
     return models
 
 

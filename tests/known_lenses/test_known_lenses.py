@@ -507,7 +507,7 @@ def _write_inputs(tmp_path: Path, server: CutoutServer | None, lens_cubes, **sec
     spec = ModelSpec("small_cnn", 64)
     (tmp_path / "models" / "small_cnn").mkdir(parents=True)
     save_checkpoint(tmp_path / "models" / "small_cnn" / "checkpoint_best.pt", build_model(spec).eval(), None, 1, spec, "test",
-                    {"norm": json.dumps(dataclasses.asdict(NormConfig()))})
+                    {"norm": json.dumps(dataclasses.asdict(NormConfig.from_params({})))})
     (tmp_path / "completeness.json").write_text(json.dumps({"plot_threshold": "fpr_0.01", "thresholds": [
         {"name": "fpr_0.1", "target_fpr": 0.1, "score": 0.2, "n_controls": 1000, "n_controls_above": 100, "achieved_fpr": 0.1, "low_count": False},
         {"name": "fpr_0.01", "target_fpr": 0.01, "score": 0.6, "n_controls": 1000, "n_controls_above": 10, "achieved_fpr": 0.01, "low_count": False}]}))

@@ -96,12 +96,12 @@ def test_stored_normalisation_stats_give_the_same_tensors_as_computing_them(sim_
     split = open_split(tmp_path / "cache", "train")
     rows = np.arange(len(split))
     for mode in ("annulus_common", "annulus_per_band"):
-        cfg = NormConfig(mode=mode)
+        cfg = NormConfig.from_params(dict(mode=mode))
         stored = torch.cat([x for x, _, _ in iterate_batches(split, rows, 32, cfg)])
         fresh = normalize(torch.from_numpy(np.asarray(split.images, dtype=np.float32)), cfg)
         np.testing.assert_allclose(stored.numpy(), fresh.numpy(), rtol=1e-4, atol=1e-4)
     # another annulus: the stored stats do not apply and are not used
-    other = NormConfig(annulus_inner_frac=0.5)
+    other = NormConfig.from_params(dict(annulus_inner_frac=0.5))
     assert split.norm_stats(0.5, 1.0) is None
     got = torch.cat([x for x, _, _ in iterate_batches(split, rows, 32, other)])
     np.testing.assert_allclose(got.numpy(), normalize(torch.from_numpy(np.asarray(split.images, dtype=np.float32)), other).numpy(), atol=1e-5)

@@ -164,8 +164,8 @@ def test_residual_noise_scale_puts_an_arc_at_its_snr_on_faint_and_bright_hosts()
     bright = hosts(off[:1], flux=4000.0, reff=6.0, noise=sigma, seed=5)
     x = torch.cat([faint, bright])
     base = dict(radial_profile_subtract=True, radial_profile_shape="ellipse")
-    plain = normalize(x, NormConfig(**base))
-    scaled = normalize(x, NormConfig(**base, residual_noise_scale=True))
+    plain = normalize(x, NormConfig.from_params(dict(**base)))
+    scaled = normalize(x, NormConfig.from_params(dict(**base, residual_noise_scale=True)))
     r = torch.hypot(*torch.meshgrid(torch.arange(N) - 31.5, torch.arange(N) - 31.5, indexing="ij"))
     outer = r > 22
     noise = lambda im: float((im[..., outer] - im[..., outer].median()).abs().median() * 1.4826)  # noqa: E731
