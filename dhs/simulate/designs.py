@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dhs.params import ParamsError
 from dhs.simulate import physical
 
 # bin edges of the tilt's marginal histograms (values outside go to the end bins)
@@ -113,7 +114,7 @@ def lessons(n: int, rng: np.random.Generator, params: Mapping[str, Any], cfg: Le
                 have[j] += len(part)
     short = int((want - np.minimum(have, want)).sum())
     if have.sum() == 0:
-        raise ValueError(f"simulate.lessons: no system of the physical population has mu >= {cfg.mu_min:g} and theta_E in "
+        raise ParamsError(f"simulate.lessons: no system of the physical population has mu >= {cfg.mu_min:g} and theta_E in "
                          f"[{lo:g}, {hi:g}] arcsec; widen the range or lower mu_min")
     out = pd.concat([p for parts in got for p in parts], ignore_index=True)
     if short:   # the large-theta_E end may be too rare: repeat what is there (systems, not stamps: each host differs)
@@ -158,7 +159,7 @@ def measurement(n: int, rng: np.random.Generator, params: Mapping[str, Any], cfg
         parts.append(s[keep])
         have += int(keep.sum())
     if have < n:
-        raise ValueError(f"simulate.measurement: only {have} of {n} systems accepted; lower strength or raise floor")
+        raise ParamsError(f"simulate.measurement: only {have} of {n} systems accepted; lower strength or raise floor")
     out = pd.concat(parts, ignore_index=True).iloc[:n].reset_index(drop=True)
     w = 1.0 / tilt(out, tables)
     return out, w / w.mean()

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dhs import PIPELINE_VERSION
+from dhs.params import ParamsError
 from dhs.simulate import physical
 from dhs.simulate.config import SimConfig
 from dhs.simulate.designs import lessons, measurement
@@ -53,7 +54,7 @@ def assign_region_splits(region_ids: np.ndarray, fractions: dict[str, float], sa
     n_test = max(1, int(round(fractions["test"] * n)))
     n_train = n - n_val - n_test
     if n_train < 1:
-        raise ValueError(f"{n} regions cannot fill train/val/test; raise n_regions")
+        raise ParamsError(f"simulate.n_regions: {n} regions cannot fill train/val/test; raise simulate.n_regions")
     out = {}
     for i, r in enumerate(order):
         out[r] = "train" if i < n_train else ("val" if i < n_train + n_val else "test")

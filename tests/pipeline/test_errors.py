@@ -250,3 +250,15 @@ def test_no_exception_class_hides_inside_a_function():
                 if bases & names or any(b.endswith(("Error", "Exception")) for b in bases):
                     nested.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
     assert not nested, nested
+
+
+def test_a_population_params_cannot_fill_is_refused_input_not_an_internal_error():
+    """Too few regions for three splits is a params value the stage refuses by key (a StageError),
+    not a traceback."""
+    import numpy as np
+
+    from dhs.errors import StageError
+    from dhs.simulate.population import assign_region_splits
+
+    with pytest.raises(StageError, match="simulate.n_regions"):
+        assign_region_splits(np.arange(2), {"train": 0.5, "val": 0.25, "test": 0.25}, "salt")
