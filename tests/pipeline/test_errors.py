@@ -118,11 +118,17 @@ TOY = textwrap.dedent("""
 """)
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """A pytest-xdist worker ignores SIGINT, and an ignored signal stays ignored across exec (Python
+    then installs no KeyboardInterrupt handler): give the stage the default disposition a shell gives it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def toy(tmp_path, what: str, *args: str, **popen) -> subprocess.Popen:
     script = tmp_path / "toy_stage.py"
     script.write_text(TOY.format(root=str(REPO)))
     return subprocess.Popen([sys.executable, str(script), what, *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV, **popen)
+                            stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=_sigint_as_at_a_terminal, **popen)
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
