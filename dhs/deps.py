@@ -16,7 +16,8 @@ For each stage, from its script (the ``.py`` file in its ``cmd``):
 - data deps (outputs of other stages, model files) are declared by hand and kept as they are.
 
 ``python -m dhs.deps`` prints what differs from dvc.yaml and exits 1 if anything does;
-``--write`` rewrites the code and params lists of dvc.yaml in place (comments and data deps kept).
+``--write`` rewrites the code and params lists of dvc.yaml in place (the data deps and every
+comment outside those lists kept).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dhs import codebase
 from dhs.simulate.config import SimConfig
 from dhs.simulate.fused import set_compile_mode
 from dhs.simulate.population import config_id, sample_population
@@ -48,14 +49,28 @@ BLOCK_STAMPS = 4096  # default stamps rendered at once (train.simulate_block_sta
 USED, BELOW_MIN_SNR, SURPLUS = "used", "injection_arc_snr_below_min", "rendered_beyond_the_block"
 
 
+def simulator_imports() -> list[Path]:
+    """The project files outside dhs/simulate that the simulator's modules import
+    (``dhs.codebase.closure``): the physical population's coefficients and the prior forms in
+    dhs/params, the stamp contract, ... A change to any of them changes the rendered batches too."""
+    import dhs.simulate
+
+    here = Path(dhs.simulate.__file__).resolve().parent
+    files = set().union(*(codebase.closure(f) for f in here.glob("*.py")))
+    return sorted(f for f in files if f.parent != here)
+
+
 def simulator_source_digest(package_dir: Path | None = None) -> str:
-    """sha256 of the simulator's source files (``dhs/simulate/*.py``, by name and bytes)."""
+    """sha256 of the simulator's code: the files of ``package_dir`` (dhs/simulate by default; by
+    name and bytes), then each file of ``simulator_imports`` (by path and bytes)."""
     import dhs.simulate
 
     root = Path(package_dir) if package_dir is not None else Path(dhs.simulate.__file__).parent
     h = hashlib.sha256()
     for f in sorted(root.glob("*.py")):
         h.update(f.name.encode() + b"\0" + f.read_bytes())
+    for f in simulator_imports():
+        h.update(f.relative_to(codebase.ROOT).as_posix().encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
 

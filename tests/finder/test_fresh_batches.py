@@ -154,3 +154,15 @@ def test_the_run_fingerprint_follows_the_simulator_code(sim, tmp_path):
     shutil.copytree(here, tmp_path / "again", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "again" / "new_profile.py").write_text("")
     assert simulator_source_digest(tmp_path / "again") != simulator_source_digest()
+
+
+def test_the_simulator_digest_covers_the_code_it_imports_outside_its_package():
+    """The physical population's coefficients and the prior forms live in dhs/params; a change to
+    them changes the rendered batches, so the digest holds them."""
+    from dhs.finder.fresh import simulator_imports
+    from tests.conftest import REPO
+
+    rel = {f.relative_to(REPO).as_posix() for f in simulator_imports()}
+    assert {"dhs/params/physical.py", "dhs/params/priors.py"} <= rel
+    assert not any(r.startswith("dhs/simulate/") for r in rel)
+
